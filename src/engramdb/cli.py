@@ -1,0 +1,92 @@
+"""The ``engramdb`` command. Thin: each command opens the database, calls one public method,
+prints the result, and maps ``EngramError`` to a one-line message and exit status 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import engramdb
+from engramdb.errors import EngramError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console()
+
+
+def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except EngramError as e:
+            click.echo(f"error: {type(e).__name__}: {e}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """engramdb: the operational data tier for AI inference and agents."""
+
+
+@main.command()
+def version() -> None:
+    """Print the engramdb version."""
+    click.echo(engramdb.__version__)
+
+
+@main.command()
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw stats as JSON.")
+@_clean_errors
+def stats(path: str, as_json: bool) -> None:
+    """Show record counts, storage use and change-log figures of the database at PATH."""
+    if not os.path.isdir(path):
+        raise click.BadParameter(f"no database directory at {path}", param_hint="PATH")
+    with engramdb.open(path, durability="none", sweep_interval=None) as db:
+        figures = db.stats()
+        sets = {name: db.records(name).count() for name in db.sets()}
+    if as_json:
+        click.echo(json.dumps({**figures, "sets": sets}, indent=2, default=str))
+        return
+    _print_stats(path, figures, sets)
+
+
+def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> None:
+    engine = figures["engine"]
+    table = Table(title=f"engramdb at {path}", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("records stored", f"{engine['records_stored']:,}")
+    table.add_row("records with a TTL", f"{engine['records_with_ttl']:,}")
+    table.add_row(
+        "map used",
+        f"{engine['map_used_bytes'] / 2**20:,.1f} MiB of {engine['map_size_bytes'] / 2**30:,.1f}"
+        f" GiB ({engine['map_use_ratio']:.2%})",
+    )
+    table.add_row("readers in use", f"{engine['readers_used']} of {engine['readers_max']}")
+    log = figures["changelog"]
+    table.add_row(
+        "change log",
+        f"{figures['saturation']['changelog_length']:,} entries "
+        f"(sequence {log['first_sequence']:,}..{log['last_sequence']:,})",
+    )
+    console.print(table)
+    if sets:
+        per_set = Table(title="sets")
+        per_set.add_column("set")
+        per_set.add_column("live records", justify="right")
+        for name, count in sets.items():
+            per_set.add_row(name, f"{count:,}")
+        console.print(per_set)

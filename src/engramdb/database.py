@@ -1,0 +1,296 @@
+"""``Database``: one embedded store, its record sets, change log, sweeper and metrics."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+from engramdb.clock import Clock, system_clock
+from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
+from engramdb.observability.metrics import Metrics
+from engramdb.records.keys import decode_key, split_rk
+from engramdb.records.limits import DEFAULT_LIMITS, Limits
+from engramdb.records.model import Change, ChangeKind
+from engramdb.records.writes import Stored
+from engramdb.recordset import RecordSet
+from engramdb.storage.base import Durability, Engine, WriteTxn
+from engramdb.storage.group_commit import GroupCommit
+
+__all__ = ["Database", "open"]
+
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for db in list(_LIVE):
+        db._unusable = (
+            f"this Database was opened in process {db._pid} and cannot be used after fork(); "
+            "open it again in the child process"
+        )
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def open(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    durability: Durability = "sync",
+    clock: Clock | None = None,
+    limits: Limits | None = None,
+    map_size: int = 8 << 30,
+    sweep_interval: float | None = 1.0,
+    changelog_retention: int | None = 1_000_000,
+    flush_interval: float = 1.0,
+) -> Database:
+    """Open (creating if needed) the database at ``path``, or an in-memory one.
+
+    Args:
+        path: directory of an LMDB database, shared safely by every process on this host.
+            None gives a private in-memory database (same contract, nothing on disk).
+        durability: ``sync`` (a write returns after fsync; the default), ``async`` (flushed
+            every ``flush_interval`` s: survives a process crash, may lose the last moments
+            on power loss) or ``none`` (never flushed explicitly).
+        clock: returns seconds since the epoch; TTLs are judged by it (tests pass a
+            ``FakeClock``).
+        limits: key, record, bin-name and vector limits (``engramdb.Limits``).
+        map_size: the most bytes an LMDB database may grow to (virtual; reserved lazily).
+        sweep_interval: seconds between background sweeps of expired records; None turns the
+            sweeper off (expired records stay invisible either way; ``db.sweep()`` removes
+            them on demand).
+        changelog_retention: most change-log entries kept; None keeps all.
+        flush_interval: seconds between flushes with ``durability="async"``.
+    """
+    if durability not in ("sync", "async", "none"):
+        raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
+    engine: Engine
+    if path is None:
+        from engramdb.storage.memory import MemoryEngine
+
+        engine = MemoryEngine()
+    else:
+        from engramdb.storage.lmdb_engine import LmdbEngine
+
+        engine = LmdbEngine(
+            path, durability=durability, map_size=map_size, flush_interval=flush_interval
+        )
+    return Database(
+        engine,
+        clock=clock,
+        limits=limits,
+        sweep_interval=sweep_interval,
+        changelog_retention=changelog_retention,
+        path=None if path is None else os.fspath(path),
+        durability=durability if path is not None else "none",
+    )
+
+
+class Database:
+    """An open engramdb database. Use ``engramdb.open()`` rather than this constructor.
+
+    Thread-safe: share one ``Database`` between threads. Not fork-safe: a child process
+    must open its own.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        limits: Limits | None = None,
+        sweep_interval: float | None = 1.0,
+        changelog_retention: int | None = 1_000_000,
+        path: str | None = None,
+        durability: Durability = "sync",
+    ) -> None:
+        if changelog_retention is not None and changelog_retention < 1:
+            raise InvalidArgument("changelog_retention must be a positive int or None")
+        self._engine = engine
+        self._clock = clock or system_clock
+        self.limits = limits or DEFAULT_LIMITS
+        self.path = path
+        self.durability = durability
+        self._retention = changelog_retention
+        self._metrics = Metrics()
+        self._commit = GroupCommit(engine)
+        self._sets: dict[str, RecordSet] = {}
+        self._sets_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._unusable: str | None = None
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        _LIVE.add(self)
+        if sweep_interval is not None:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop,
+                args=(sweep_interval,),
+                name="engramdb-sweep",
+                daemon=True,
+            )
+            self._sweeper.start()
+
+    def __repr__(self) -> str:
+        where = self.path if self.path is not None else "memory"
+        return f"<engramdb.Database {where} durability={self.durability}>"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # plumbing shared with RecordSet ------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _raise_unusable(self) -> None:
+        raise StorageError(self._unusable or "the database is unusable")
+
+    def _check(self) -> None:
+        if self._unusable is not None:
+            self._raise_unusable()
+
+    def _write(self, fn: Any) -> Any:
+        return self._commit.run(fn)
+
+    # public API --------------------------------------------------------------------------
+
+    def records(self, set_name: str) -> RecordSet:
+        """The record set ``set_name`` (sets need no creating)."""
+        self._check()
+        found = self._sets.get(set_name)
+        if found is None:
+            with self._sets_lock:
+                found = self._sets.get(set_name) or RecordSet(self, set_name)
+                self._sets[set_name] = found
+        return found
+
+    def sets(self) -> list[str]:
+        """Names of sets that hold at least one stored record."""
+        self._check()
+        return self._engine.sets()
+
+    def changes(self, since: int = 0, *, limit: int = 1000) -> list[Change]:
+        """Committed changes with ``sequence > since``, oldest first, at most ``limit``.
+
+        Raises ``ChangeLogTruncated`` when retention already dropped change ``since + 1``.
+        """
+        self._check()
+        if type(since) is not int or since < 0:
+            raise InvalidArgument(f"since must be a non-negative int, not {since!r}")
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgument(f"limit must be a positive int, not {limit!r}")
+        entries = self._engine.changes(since, limit)
+        if (entries and entries[0].sequence != since + 1) or (
+            not entries and since < self._engine.last_sequence()
+        ):
+            first = self._engine.first_sequence()
+            raise ChangeLogTruncated(
+                f"changes after {since} are gone; the log starts at {first}", first
+            )
+        out: list[Change] = []
+        for entry in entries:
+            set_name, key = split_rk(entry.rk)
+            kind: ChangeKind = entry.kind  # type: ignore[assignment]
+            out.append(
+                Change(
+                    entry.sequence,
+                    set_name,
+                    decode_key(key),
+                    kind,
+                    entry.generation,
+                    entry.at_ms / 1000,
+                )
+            )
+        return out
+
+    def last_sequence(self) -> int:
+        """Sequence number of the newest committed change (0 before the first)."""
+        self._check()
+        return self._engine.last_sequence()
+
+    def first_sequence(self) -> int:
+        """Oldest sequence still in the change log."""
+        self._check()
+        return self._engine.first_sequence()
+
+    def sweep(self, *, limit: int = 10_000) -> int:
+        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
+        and apply change-log retention. Returns how many records were removed."""
+        self._check()
+        now = self._now_ms()
+        due = self._engine.expired(now, limit)
+        removed = 0
+        if due:
+
+            def remove(txn: WriteTxn) -> int:
+                count = 0
+                for rk, _ in due:
+                    current = Stored(txn.get(rk), now)
+                    # Rewritten since we looked (or already swept): leave it alone.
+                    if current.prev_expires_ms is None or current.exists:
+                        continue
+                    txn.delete(rk, current.prev_expires_ms)
+                    txn.log("expire", rk, current.stored_generation, now)
+                    count += 1
+                return count
+
+            removed = self._write(remove)
+        if self._retention is not None:
+            self._engine.trim_changes(self._retention)
+        return int(removed)
+
+    def _sweep_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            if self._unusable is not None:
+                return
+            try:
+                self.sweep()
+            except StorageError:
+                # Writes are refused (fsync failed or closing); nothing more to sweep.
+                return
+
+    def stats(self) -> dict[str, Any]:
+        """Golden signals: per-operation latency/traffic/errors plus saturation figures."""
+        self._check()
+        engine = self._engine.stats()
+        first = self._engine.first_sequence()
+        last = self._engine.last_sequence()
+        return {
+            "path": self.path,
+            "durability": self.durability,
+            "operations": self._metrics.snapshot(),
+            "saturation": {
+                "map_use_ratio": engine.get("map_use_ratio"),
+                "map_used_bytes": engine.get("map_used_bytes"),
+                "readers_used": engine.get("readers_used"),
+                "changelog_length": last - first + 1,
+                "group_commit_queue": self._commit.queue_depth,
+            },
+            "changelog": {"first_sequence": first, "last_sequence": last},
+            "group_commit": {
+                "batches": self._commit.batches,
+                "writes": self._commit.writes,
+            },
+            "engine": engine,
+        }
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
+
+    def close(self) -> None:
+        """Stop background work and release the engine. Safe to call twice."""
+        if self._unusable is not None and self._pid != os.getpid():
+            return  # forked child: the parent owns the environment
+        if self._unusable == "the database is closed":
+            return
+        self._stop.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join()
+        self._unusable = "the database is closed"
+        self._engine.close()
+        _LIVE.discard(self)

@@ -1,0 +1,409 @@
+"""``RecordSet``: the record API of one set, over any engine.
+
+Every write is a function of one engine transaction that reads the stored record, checks its
+conditions, computes the new value and only then stages it. Validation and encoding that do
+not depend on the stored record happen before the transaction, so bad input never reaches the
+engine, and a write that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from engramdb.errors import EngramError, InvalidArgument, NotFound
+from engramdb.records.codec import (
+    HEADER_SIZE,
+    check_bins,
+    decode_bins,
+    encode_body,
+    with_header,
+)
+from engramdb.records.keys import Key, decode_key, encode_key, key_prefix, set_prefix
+from engramdb.records.model import Record, ScanPage
+from engramdb.records.ops import Op, Read, apply_ops
+from engramdb.records.writes import (
+    Stored,
+    check_ttl,
+    expiry_ms,
+    make_conditions,
+    record_from,
+)
+from engramdb.storage.base import WriteTxn
+
+if TYPE_CHECKING:
+    from engramdb.database import Database
+
+__all__ = ["RecordSet"]
+
+_HEADER_META = struct.Struct("<Qqq")  # the header after its format byte (records/codec.py)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _instrumented(
+    name: str,
+) -> Callable[[Callable[Concatenate[RecordSet, P], R]], Callable[Concatenate[RecordSet, P], R]]:
+    """Count, time and classify errors of a public method (the golden signals)."""
+
+    def decorate(
+        fn: Callable[Concatenate[RecordSet, P], R],
+    ) -> Callable[Concatenate[RecordSet, P], R]:
+        @functools.wraps(fn)
+        def wrapper(self: RecordSet, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            db = self._db
+            if db._unusable is not None:
+                db._raise_unusable()
+            metrics = db._metrics.op(name)
+            started = perf_counter_ns()
+            try:
+                return fn(self, *args, **kwargs)
+            except EngramError as e:
+                metrics.error(type(e).__name__)
+                raise
+            finally:
+                metrics.observe(perf_counter_ns() - started)
+
+        return wrapper
+
+    return decorate
+
+
+def _after(prefix: bytes) -> bytes:
+    """The smallest byte string greater than every string starting with ``prefix``."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\xff" * (len(prefix) + 1)
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+class RecordSet:
+    """The records of one set. Obtain with ``db.records(name)``."""
+
+    def __init__(self, db: Database, name: str) -> None:
+        self._db = db
+        self._engine = db._engine
+        self._limits = db.limits
+        self._prefix = set_prefix(name, db.limits)
+        self._str_prefix = self._prefix + b"\x03"
+        # str keys this short cannot exceed max_key_bytes (UTF-8 is at most 4 bytes a char).
+        self._short_str = db.limits.max_key_bytes // 4
+        self._engine_get = db._engine.get
+        self._clock = db._clock
+        self._get_metrics = db._metrics.op("get")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<RecordSet {self.name!r}>"
+
+    def _rk(self, key: Key) -> bytes:
+        return self._prefix + encode_key(key, self._limits)
+
+    # reads -------------------------------------------------------------------------------
+
+    def get(self, key: Key) -> Record | None:
+        """The record under ``key``, or None when it is missing or expired."""
+        # The hottest path in the project: instrumentation and the common str-key encoding
+        # are inlined here (the generic wrapper costs ~20% of an embedded get).
+        db = self._db
+        if db._unusable is not None:
+            db._raise_unusable()
+        metrics = self._get_metrics
+        started = perf_counter_ns()
+        try:
+            if type(key) is str and len(key) <= self._short_str:
+                rk = self._str_prefix + key.encode("utf-8", "surrogatepass")
+            else:
+                rk = self._prefix + encode_key(key, self._limits)
+            raw = self._engine_get(rk)
+            if raw is None:
+                return None
+            generation, expires_ms, updated_ms = _HEADER_META.unpack_from(raw, 1)
+            if expires_ms and expires_ms <= int(self._clock() * 1000):
+                return None
+            return Record(
+                key,
+                decode_bins(raw),
+                generation,
+                expires_ms / 1000 if expires_ms else None,
+                updated_ms / 1000,
+            )
+        except EngramError as e:
+            metrics.error(type(e).__name__)
+            raise
+        finally:
+            metrics.observe(perf_counter_ns() - started)
+
+    @_instrumented("get_many")
+    def get_many(self, keys: Sequence[Key]) -> list[Record | None]:
+        """Records for ``keys`` in request order; None for each missing or expired one."""
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+            raise InvalidArgument("get_many takes a sequence of keys")
+        keys = list(keys)
+        raws = self._engine.get_many([self._rk(k) for k in keys])
+        now = self._db._now_ms()
+        return [None if raw is None else record_from(key, raw, now) for key, raw in zip(keys, raws)]
+
+    @_instrumented("exists")
+    def exists(self, key: Key) -> bool:
+        raw = self._engine.get(self._rk(key))
+        return Stored(raw, self._db._now_ms()).exists
+
+    @_instrumented("count")
+    def count(self) -> int:
+        """Live (unexpired) records in the set."""
+        return self._engine.count(self._prefix, self._db._now_ms())
+
+    @_instrumented("scan")
+    def scan(
+        self,
+        prefix: str | bytes | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> ScanPage:
+        """Up to ``limit`` live records in key order, optionally only keys with ``prefix``.
+
+        Keys order as: ints numerically, then bytes, then str (each by their bytes). Pass the
+        page's ``cursor`` back to continue; it is None once the scan is complete.
+        """
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgument(f"scan limit must be a positive int, not {limit!r}")
+        base = self._prefix + (key_prefix(prefix) if prefix is not None else b"")
+        end = _after(base)
+        position = base
+        if cursor is not None:
+            try:
+                position = self._prefix + bytes.fromhex(cursor) + b"\x00"
+            except (ValueError, TypeError) as e:
+                raise InvalidArgument(f"invalid scan cursor {cursor!r}") from e
+            position = max(position, base)
+        now = self._db._now_ms()
+        cut = len(self._prefix)
+        records: list[Record] = []
+        last: bytes | None = None
+        while True:
+            want = limit - len(records) + 1  # one more than needed tells whether more remain
+            batch = self._engine.scan(position, end, want)
+            for rk, raw in batch:
+                if len(records) == limit:
+                    assert last is not None
+                    return ScanPage(records, last[cut:].hex())
+                record = record_from(decode_key(rk[cut:]), raw, now)
+                if record is not None:
+                    records.append(record)
+                last = rk
+            if len(batch) < want:
+                return ScanPage(records, None)
+            assert last is not None
+            position = last + b"\x00"
+
+    def iterate(self, prefix: str | bytes | None = None, *, batch: int = 1000) -> Iterator[Record]:
+        """Every live record (optionally with ``prefix``), in key order, fetched by pages."""
+        cursor: str | None = None
+        while True:
+            page = self.scan(prefix, cursor=cursor, limit=batch)
+            yield from page.records
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    # writes ------------------------------------------------------------------------------
+
+    @_instrumented("put")
+    def put(
+        self,
+        key: Key,
+        bins: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> int:
+        """Store ``bins`` as the whole record (replacing any bins it had).
+
+        ``ttl`` is seconds until it expires (None: never). Returns the new generation.
+        Raises ``Conflict`` when a condition fails.
+        """
+        rk = self._rk(key)
+        body = encode_body(check_bins(bins, self._limits), self._limits)
+        conditions = make_conditions(expect_generation, create_only, update_only)
+        check_ttl(ttl)
+        db = self._db
+
+        def write(txn: WriteTxn) -> int:
+            now = db._now_ms()
+            current = Stored(txn.get(rk), now)
+            if conditions is not None:
+                conditions.check(current.generation)
+            generation = current.generation + 1
+            expires = expiry_ms(ttl, now)
+            txn.put(
+                rk, with_header(body, generation, expires, now), expires, current.prev_expires_ms
+            )
+            txn.log("put", rk, generation, now)
+            return generation
+
+        result: int = db._write(write)
+        return result
+
+    @_instrumented("update")
+    def update(
+        self,
+        key: Key,
+        bins: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> int:
+        """Merge ``bins`` into the record (creating it if needed); other bins are kept.
+
+        ``ttl`` None keeps the record's current expiry. Returns the new generation.
+        """
+        rk = self._rk(key)
+        check_bins(bins, self._limits)
+        conditions = make_conditions(expect_generation, create_only, update_only)
+        check_ttl(ttl)
+        changes = dict(bins)
+        db = self._db
+        limits = self._limits
+
+        def write(txn: WriteTxn) -> int:
+            now = db._now_ms()
+            current = Stored(txn.get(rk), now)
+            if conditions is not None:
+                conditions.check(current.generation)
+            merged = current.bins() or {}
+            merged.update(changes)
+            generation = current.generation + 1
+            expires = expiry_ms(ttl, now) if ttl is not None else current.expires_ms
+            raw = with_header(encode_body(merged, limits), generation, expires, now)
+            txn.put(rk, raw, expires, current.prev_expires_ms)
+            txn.log("put", rk, generation, now)
+            return generation
+
+        result: int = db._write(write)
+        return result
+
+    @_instrumented("delete")
+    def delete(self, key: Key, *, expect_generation: int | None = None) -> bool:
+        """Remove the record. Returns whether a live record was removed."""
+        rk = self._rk(key)
+        conditions = make_conditions(expect_generation, False, False)
+        db = self._db
+
+        def write(txn: WriteTxn) -> bool:
+            now = db._now_ms()
+            current = Stored(txn.get(rk), now)
+            if conditions is not None:
+                conditions.check(current.generation)
+            if current.prev_expires_ms is None:
+                return False
+            txn.delete(rk, current.prev_expires_ms)
+            if current.exists:
+                txn.log("delete", rk, current.generation, now)
+                return True
+            # It had expired and was awaiting the sweeper: record that as its expiry.
+            txn.log("expire", rk, current.stored_generation, now)
+            return False
+
+        result: bool = db._write(write)
+        return result
+
+    @_instrumented("touch")
+    def touch(self, key: Key, ttl: float, *, expect_generation: int | None = None) -> int:
+        """Set the record to expire ``ttl`` seconds from now. Returns the new generation.
+
+        Raises ``NotFound`` when the record is missing or expired.
+        """
+        rk = self._rk(key)
+        check_ttl(ttl)
+        conditions = make_conditions(expect_generation, False, False)
+        db = self._db
+
+        def write(txn: WriteTxn) -> int:
+            now = db._now_ms()
+            current = Stored(txn.get(rk), now)
+            if conditions is not None:
+                conditions.check(current.generation)
+            if current.raw is None:
+                raise NotFound(f"touch: no record {key!r} in set {self.name!r}")
+            generation = current.generation + 1
+            expires = expiry_ms(ttl, now)
+            raw = with_header(current.raw[HEADER_SIZE:], generation, expires, now)
+            txn.put(rk, raw, expires, current.prev_expires_ms)
+            txn.log("put", rk, generation, now)
+            return generation
+
+        result: int = db._write(write)
+        return result
+
+    @_instrumented("operate")
+    def operate(
+        self,
+        key: Key,
+        ops: Sequence[Op],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> list[Any]:
+        """Apply ``ops`` (from ``engramdb.ops``) atomically, in order; returns each result.
+
+        A record is created when an operation writes to a missing one; the generation grows
+        by one per call that writes anything. ``ttl`` (or a ``touch`` op) sets the expiry,
+        otherwise it is kept. Reading a missing record raises ``NotFound``; an operation on a
+        bin of the wrong type raises ``InvalidArgument`` and nothing is changed.
+        """
+        rk = self._rk(key)
+        if not isinstance(ops, list | tuple):
+            raise InvalidArgument("operate needs a list of operations")
+        conditions = make_conditions(expect_generation, create_only, update_only)
+        check_ttl(ttl)
+        db = self._db
+        limits = self._limits
+
+        def missing() -> NotFound:
+            return NotFound(f"operate: no record {key!r} in set {self.name!r}")
+
+        if ops and all(type(op) is Read for op in ops):
+            current = Stored(self._engine.get(rk), db._now_ms())
+            if conditions is not None:
+                conditions.check(current.generation)
+            applied = apply_ops(current.bins(), ops, limits)
+            if applied.bins is None:
+                raise missing()
+            return applied.results
+
+        def write(txn: WriteTxn) -> list[Any]:
+            now = db._now_ms()
+            current = Stored(txn.get(rk), now)
+            if conditions is not None:
+                conditions.check(current.generation)
+            applied = apply_ops(current.bins(), ops, limits)
+            if applied.bins is None:
+                raise missing()
+            if not applied.wrote:
+                return applied.results
+            if applied.touched_ttl is not None:
+                expires = expiry_ms(applied.touched_ttl, now)
+            elif ttl is not None:
+                expires = expiry_ms(ttl, now)
+            else:
+                expires = current.expires_ms
+            generation = current.generation + 1
+            raw = with_header(encode_body(applied.bins, limits), generation, expires, now)
+            txn.put(rk, raw, expires, current.prev_expires_ms)
+            txn.log("put", rk, generation, now)
+            return applied.results
+
+        result: list[Any] = db._write(write)
+        return result
