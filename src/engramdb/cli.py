@@ -90,3 +90,7 @@ def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> No
         for name, count in sets.items():
             per_set.add_row(name, f"{count:,}")
         console.print(per_set)
+
+
+if __name__ == "__main__":
+    main()
