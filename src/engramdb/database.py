@@ -15,8 +15,8 @@ from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind
 from engramdb.records.writes import Stored
 from engramdb.recordset import RecordSet
-from engramdb.storage.base import Durability, Engine, WriteTxn
-from engramdb.storage.group_commit import GroupCommit
+from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
+from engramdb.storage.group_commit import Done, GroupCommit
 
 __all__ = ["Database", "open"]
 
@@ -153,8 +153,13 @@ class Database:
         if self._unusable is not None:
             self._raise_unusable()
 
-    def _write(self, fn: Any) -> Any:
+    def _write(self, fn: WriteFn) -> Any:
         return self._commit.run(fn)
+
+    def _submit(self, fn: WriteFn, done: Done) -> None:
+        """Queue a planned write without blocking; ``done(value, error)`` runs on the
+        committer thread once it is durable. Used by the server's event loop."""
+        self._commit.submit(fn, done)
 
     # public API --------------------------------------------------------------------------
 
@@ -291,6 +296,7 @@ class Database:
         self._stop.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
+        self._commit.close()
         self._unusable = "the database is closed"
         self._engine.close()
         _LIVE.discard(self)

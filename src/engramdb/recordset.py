@@ -12,7 +12,7 @@ import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from engramdb.errors import EngramError, InvalidArgument, NotFound
 from engramdb.records.codec import (
@@ -26,13 +26,19 @@ from engramdb.records.keys import Key, decode_key, encode_key, key_prefix, set_p
 from engramdb.records.model import Record, ScanPage
 from engramdb.records.ops import Op, Read, apply_ops
 from engramdb.records.writes import (
+    KEEP,
+    Conditions,
+    Current,
+    Outcome,
     Stored,
+    TransformFn,
+    _Keep,
     check_ttl,
     expiry_ms,
     make_conditions,
     record_from,
 )
-from engramdb.storage.base import WriteTxn
+from engramdb.storage.base import WriteFn, WriteTxn
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -213,6 +219,10 @@ class RecordSet:
             cursor = page.cursor
 
     # writes ------------------------------------------------------------------------------
+    #
+    # Each write is planned first: ``_plan_*`` validates and encodes what it can, then returns
+    # the function that runs inside the engine transaction. The public method runs the plan
+    # through group commit; the server submits the same plans without blocking its loop.
 
     @_instrumented("put")
     def put(
@@ -230,27 +240,45 @@ class RecordSet:
         ``ttl`` is seconds until it expires (None: never). Returns the new generation.
         Raises ``Conflict`` when a condition fails.
         """
+        plan = self._plan_put(
+            key,
+            bins,
+            ttl=ttl,
+            expect_generation=expect_generation,
+            create_only=create_only,
+            update_only=update_only,
+        )
+        return cast(int, self._db._write(plan))
+
+    def _plan_put(
+        self,
+        key: Key,
+        bins: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> WriteFn:
         rk = self._rk(key)
         body = encode_body(check_bins(bins, self._limits), self._limits)
         conditions = make_conditions(expect_generation, create_only, update_only)
         check_ttl(ttl)
-        db = self._db
+        now_ms = self._db._now_ms
 
         def write(txn: WriteTxn) -> int:
-            now = db._now_ms()
+            now = now_ms()
             current = Stored(txn.get(rk), now)
             if conditions is not None:
                 conditions.check(current.generation)
             generation = current.generation + 1
             expires = expiry_ms(ttl, now)
-            txn.put(
-                rk, with_header(body, generation, expires, now), expires, current.prev_expires_ms
-            )
+            raw = with_header(body, generation, expires, now)
+            txn.put(rk, raw, expires, current.prev_expires_ms)
             txn.log("put", rk, generation, now)
             return generation
 
-        result: int = db._write(write)
-        return result
+        return write
 
     @_instrumented("update")
     def update(
@@ -267,55 +295,56 @@ class RecordSet:
 
         ``ttl`` None keeps the record's current expiry. Returns the new generation.
         """
-        rk = self._rk(key)
+        plan = self._plan_update(
+            key,
+            bins,
+            ttl=ttl,
+            expect_generation=expect_generation,
+            create_only=create_only,
+            update_only=update_only,
+        )
+        return cast(int, self._db._write(plan))
+
+    def _plan_update(
+        self,
+        key: Key,
+        bins: Mapping[str, Any],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> WriteFn:
         check_bins(bins, self._limits)
-        conditions = make_conditions(expect_generation, create_only, update_only)
-        check_ttl(ttl)
         changes = dict(bins)
-        db = self._db
-        limits = self._limits
 
-        def write(txn: WriteTxn) -> int:
-            now = db._now_ms()
-            current = Stored(txn.get(rk), now)
-            if conditions is not None:
-                conditions.check(current.generation)
-            merged = current.bins() or {}
+        def merge(current: Current, now: int) -> Outcome:
+            merged = dict(current.bins) if current.bins is not None else {}
             merged.update(changes)
-            generation = current.generation + 1
-            expires = expiry_ms(ttl, now) if ttl is not None else current.expires_ms
-            raw = with_header(encode_body(merged, limits), generation, expires, now)
-            txn.put(rk, raw, expires, current.prev_expires_ms)
-            txn.log("put", rk, generation, now)
-            return generation
+            return Outcome(None, merged, expiry_ms(ttl, now) if ttl is not None else KEEP)
 
-        result: int = db._write(write)
-        return result
+        check_ttl(ttl)
+        return self._plan_transform(
+            [(key, merge)],
+            conditions=make_conditions(expect_generation, create_only, update_only),
+            single=True,
+            result="generation",
+        )
 
     @_instrumented("delete")
     def delete(self, key: Key, *, expect_generation: int | None = None) -> bool:
         """Remove the record. Returns whether a live record was removed."""
-        rk = self._rk(key)
-        conditions = make_conditions(expect_generation, False, False)
-        db = self._db
+        return cast(bool, self._db._write(self._plan_delete(key, expect_generation)))
 
-        def write(txn: WriteTxn) -> bool:
-            now = db._now_ms()
-            current = Stored(txn.get(rk), now)
-            if conditions is not None:
-                conditions.check(current.generation)
-            if current.prev_expires_ms is None:
-                return False
-            txn.delete(rk, current.prev_expires_ms)
-            if current.exists:
-                txn.log("delete", rk, current.generation, now)
-                return True
-            # It had expired and was awaiting the sweeper: record that as its expiry.
-            txn.log("expire", rk, current.stored_generation, now)
-            return False
+    def _plan_delete(self, key: Key, expect_generation: int | None = None) -> WriteFn:
+        def remove(current: Current, now: int) -> Outcome:
+            return Outcome(current.bins is not None, None)
 
-        result: bool = db._write(write)
-        return result
+        return self._plan_transform(
+            [(key, remove)],
+            conditions=make_conditions(expect_generation, False, False),
+            single=True,
+        )
 
     @_instrumented("touch")
     def touch(self, key: Key, ttl: float, *, expect_generation: int | None = None) -> int:
@@ -323,27 +352,22 @@ class RecordSet:
 
         Raises ``NotFound`` when the record is missing or expired.
         """
-        rk = self._rk(key)
+        return cast(int, self._db._write(self._plan_touch(key, ttl, expect_generation)))
+
+    def _plan_touch(self, key: Key, ttl: float, expect_generation: int | None = None) -> WriteFn:
         check_ttl(ttl)
-        conditions = make_conditions(expect_generation, False, False)
-        db = self._db
 
-        def write(txn: WriteTxn) -> int:
-            now = db._now_ms()
-            current = Stored(txn.get(rk), now)
-            if conditions is not None:
-                conditions.check(current.generation)
-            if current.raw is None:
+        def refresh(current: Current, now: int) -> Outcome:
+            if current.bins is None:
                 raise NotFound(f"touch: no record {key!r} in set {self.name!r}")
-            generation = current.generation + 1
-            expires = expiry_ms(ttl, now)
-            raw = with_header(current.raw[HEADER_SIZE:], generation, expires, now)
-            txn.put(rk, raw, expires, current.prev_expires_ms)
-            txn.log("put", rk, generation, now)
-            return generation
+            return Outcome(None, KEEP, expiry_ms(ttl, now))
 
-        result: int = db._write(write)
-        return result
+        return self._plan_transform(
+            [(key, refresh)],
+            conditions=make_conditions(expect_generation, False, False),
+            single=True,
+            result="generation",
+        )
 
     @_instrumented("operate")
     def operate(
@@ -363,47 +387,140 @@ class RecordSet:
         otherwise it is kept. Reading a missing record raises ``NotFound``; an operation on a
         bin of the wrong type raises ``InvalidArgument`` and nothing is changed.
         """
-        rk = self._rk(key)
+        conditions = make_conditions(expect_generation, create_only, update_only)
+        if isinstance(ops, list | tuple) and ops and all(type(op) is Read for op in ops):
+            # Read-only: no write transaction, no generation bump.
+            current = Stored(self._engine.get(self._rk(key)), self._db._now_ms())
+            if conditions is not None:
+                conditions.check(current.generation)
+            applied = apply_ops(current.bins(), ops, self._limits)
+            if applied.bins is None:
+                raise NotFound(f"operate: no record {key!r} in set {self.name!r}")
+            return applied.results
+        plan = self._plan_operate(
+            key,
+            ops,
+            ttl=ttl,
+            expect_generation=expect_generation,
+            create_only=create_only,
+            update_only=update_only,
+        )
+        return cast(list[Any], self._db._write(plan))
+
+    def _plan_operate(
+        self,
+        key: Key,
+        ops: Sequence[Op],
+        *,
+        ttl: float | None = None,
+        expect_generation: int | None = None,
+        create_only: bool = False,
+        update_only: bool = False,
+    ) -> WriteFn:
         if not isinstance(ops, list | tuple):
             raise InvalidArgument("operate needs a list of operations")
-        conditions = make_conditions(expect_generation, create_only, update_only)
-        check_ttl(ttl)
-        db = self._db
         limits = self._limits
 
-        def missing() -> NotFound:
-            return NotFound(f"operate: no record {key!r} in set {self.name!r}")
-
-        if ops and all(type(op) is Read for op in ops):
-            current = Stored(self._engine.get(rk), db._now_ms())
-            if conditions is not None:
-                conditions.check(current.generation)
-            applied = apply_ops(current.bins(), ops, limits)
+        def run(current: Current, now: int) -> Outcome:
+            applied = apply_ops(current.bins, ops, limits)
             if applied.bins is None:
-                raise missing()
-            return applied.results
-
-        def write(txn: WriteTxn) -> list[Any]:
-            now = db._now_ms()
-            current = Stored(txn.get(rk), now)
-            if conditions is not None:
-                conditions.check(current.generation)
-            applied = apply_ops(current.bins(), ops, limits)
-            if applied.bins is None:
-                raise missing()
+                raise NotFound(f"operate: no record {key!r} in set {self.name!r}")
             if not applied.wrote:
-                return applied.results
+                return Outcome(applied.results)
             if applied.touched_ttl is not None:
-                expires = expiry_ms(applied.touched_ttl, now)
+                expires: int | _Keep = expiry_ms(applied.touched_ttl, now)
             elif ttl is not None:
                 expires = expiry_ms(ttl, now)
             else:
-                expires = current.expires_ms
-            generation = current.generation + 1
-            raw = with_header(encode_body(applied.bins, limits), generation, expires, now)
-            txn.put(rk, raw, expires, current.prev_expires_ms)
-            txn.log("put", rk, generation, now)
-            return applied.results
+                expires = KEEP
+            return Outcome(applied.results, applied.bins, expires)
 
-        result: list[Any] = db._write(write)
-        return result
+        check_ttl(ttl)
+        return self._plan_transform(
+            [(key, run)],
+            conditions=make_conditions(expect_generation, create_only, update_only),
+            single=True,
+        )
+
+    def transform(self, key: Key, fn: TransformFn) -> Any:
+        """Atomically read-modify-write one record with ``fn(current, now_ms) -> Outcome``.
+
+        ``fn`` runs inside the write transaction (keep it short and free of I/O) and sees
+        the record as ``Current`` (``bins`` is None when it is absent or expired). Its
+        ``Outcome`` says what to return and what to store: new bins, None to delete, or
+        ``KEEP``; and a new absolute expiry in ms (0 = never) or ``KEEP``. Embedded only:
+        the network client cannot ship functions.
+        """
+        return self._db._write(self._plan_transform([(key, fn)], single=True, validate=True))
+
+    def transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> list[Any]:
+        """``transform`` over several records in one atomic transaction."""
+        return cast(list[Any], self._db._write(self._plan_transform(items, validate=True)))
+
+    def _plan_transform(
+        self,
+        items: Sequence[tuple[Key, TransformFn]],
+        *,
+        conditions: Conditions | None = None,
+        single: bool = False,
+        result: str = "outcome",
+        validate: bool = False,
+    ) -> WriteFn:
+        """The one write path: every record write above is a transform.
+
+        Conditions are checked against each record's current generation before its ``fn``
+        runs. Every outcome is validated and encoded before anything is staged, so a failure
+        leaves the transaction untouched; later items see earlier items' effects on the same
+        key. ``result="generation"`` returns the written generation instead of the outcome's
+        result.
+        """
+        keyed = [(self._rk(key), fn) for key, fn in items]
+        limits = self._limits
+        now_ms = self._db._now_ms
+
+        def write(txn: WriteTxn) -> Any:
+            now = now_ms()
+            overlay: dict[bytes, bytes | None] = {}
+            staged: list[tuple[bytes, Stored, bytes | None, int, int]] = []
+            results: list[Any] = []
+            for rk, fn in keyed:
+                current = Stored(overlay[rk] if rk in overlay else txn.get(rk), now)
+                if conditions is not None:
+                    conditions.check(current.generation)
+                outcome = fn(Current(current.bins(), current.generation, current.expires_ms), now)
+                bins, expires = outcome.bins, outcome.expires_ms
+                if bins is None:
+                    if current.prev_expires_ms is not None:
+                        staged.append((rk, current, None, 0, 0))
+                        overlay[rk] = None
+                    results.append(outcome.result)
+                    continue
+                if isinstance(bins, _Keep):
+                    if isinstance(expires, _Keep) or current.raw is None:
+                        results.append(outcome.result)  # nothing to write
+                        continue
+                    body = current.raw[HEADER_SIZE:]
+                else:
+                    if validate:
+                        check_bins(bins, limits)
+                    body = encode_body(bins, limits)
+                expires_at = current.expires_ms if isinstance(expires, _Keep) else expires
+                generation = current.generation + 1
+                raw = with_header(body, generation, expires_at, now)
+                staged.append((rk, current, raw, expires_at, generation))
+                overlay[rk] = raw
+                results.append(generation if result == "generation" else outcome.result)
+            for rk, current, value, expires_at, generation in staged:
+                if value is None:
+                    assert current.prev_expires_ms is not None
+                    txn.delete(rk, current.prev_expires_ms)
+                    if current.exists:
+                        txn.log("delete", rk, current.generation, now)
+                    else:  # expired, awaiting the sweeper: its removal is its expiry
+                        txn.log("expire", rk, current.stored_generation, now)
+                else:
+                    txn.put(rk, value, expires_at, current.prev_expires_ms)
+                    txn.log("put", rk, generation, now)
+            return results[0] if single else results
+
+        return write

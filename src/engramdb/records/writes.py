@@ -6,14 +6,26 @@ Time is an argument everywhere here (milliseconds since the epoch); nothing read
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from engramdb.errors import Conflict, InvalidArgument
 from engramdb.records.codec import HEADER, decode_bins
 from engramdb.records.keys import Key
 from engramdb.records.model import Record
 
-__all__ = ["Conditions", "Stored", "expiry_ms", "make_conditions", "record_from", "stored"]
+__all__ = [
+    "KEEP",
+    "Conditions",
+    "Current",
+    "Outcome",
+    "Stored",
+    "TransformFn",
+    "check_ttl",
+    "expiry_ms",
+    "make_conditions",
+    "record_from",
+]
 
 
 class Conditions:
@@ -105,8 +117,50 @@ class Stored:
         return decode_bins(self.raw) if self.raw is not None else None
 
 
-def stored(raw: bytes | None, now_ms: int) -> Stored:
-    return Stored(raw, now_ms)
+class _Keep:
+    """Leave this part of the record as it is."""
+
+    _instance: _Keep | None = None
+
+    def __new__(cls) -> _Keep:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = _Keep()
+
+
+class Current(NamedTuple):
+    """A record as a transform sees it: ``bins`` is None when it is absent or expired."""
+
+    bins: dict[str, Any] | None
+    generation: int
+    expires_ms: int
+
+
+class Outcome:
+    """What a transform decided: the caller's ``result``; ``bins`` to store (a dict), None to
+    delete the record, or ``KEEP``; ``expires_ms`` as an absolute time in ms (0 = never) or
+    ``KEEP``. Nothing is written when both are ``KEEP``."""
+
+    __slots__ = ("bins", "expires_ms", "result")
+
+    def __init__(
+        self,
+        result: Any = None,
+        bins: dict[str, Any] | _Keep | None = KEEP,
+        expires_ms: int | _Keep = KEEP,
+    ) -> None:
+        self.result = result
+        self.bins = bins
+        self.expires_ms = expires_ms
+
+
+TransformFn = Callable[[Current, int], Outcome]
 
 
 def record_from(key: Key, raw: bytes, now_ms: int) -> Record | None:

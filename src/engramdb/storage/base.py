@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
-__all__ = ["Durability", "Engine", "EngineChange", "WriteTxn"]
+__all__ = ["Durability", "Engine", "EngineChange", "WriteFn", "WriteTxn"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,9 @@ class WriteTxn(Protocol):
 
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         """Append to the change log; returns the change's sequence number."""
+
+
+WriteFn = Callable[[WriteTxn], Any]
 
 
 class Engine(Protocol):

@@ -17,6 +17,7 @@ the batch is run again without it; an error from the commit itself fails the who
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,15 +27,21 @@ from engramdb.storage.base import Engine, WriteTxn
 
 __all__ = ["GroupCommit"]
 
+log = logging.getLogger("engramdb.commit")
+
 _REQUEST_ERRORS = (Conflict, NotFound, InvalidArgument)
 _PENDING = object()
 
 
-class _Write:
-    __slots__ = ("error", "fn", "promoted", "value", "wakeup")
+Done = Callable[[Any, BaseException | None], None]
 
-    def __init__(self, fn: Callable[[WriteTxn], Any]) -> None:
+
+class _Write:
+    __slots__ = ("done", "error", "fn", "promoted", "value", "wakeup")
+
+    def __init__(self, fn: Callable[[WriteTxn], Any], done: Done | None = None) -> None:
         self.fn = fn
+        self.done = done
         self.value: Any = _PENDING
         self.error: BaseException | None = None
         self.promoted = False
@@ -61,6 +68,9 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Write] = []
         self._busy = False
+        self._committer: threading.Thread | None = None
+        self._committer_turns = threading.Semaphore(0)
+        self._stopping = False
         self.batches = 0
         self.writes = 0
 
@@ -85,7 +95,49 @@ class GroupCommit:
         self._lead(write)
         return self._outcome(write)
 
-    def _lead(self, leader: _Write) -> None:
+    def submit(self, fn: Callable[[WriteTxn], Any], done: Done) -> None:
+        """Queue ``fn`` without waiting; ``done(value, error)`` is called from the committer
+        thread once its batch is durable (or failed). For event loops that must not block."""
+        write = _Write(fn, done)
+        with self._lock:
+            self._queue.append(write)
+            if self._busy:
+                return
+            self._busy = True
+        self._hand_to_committer()
+
+    def _hand_to_committer(self) -> None:
+        if self._committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = threading.Thread(
+                        target=self._committer_loop, name="engramdb-commit", daemon=True
+                    )
+                    self._committer.start()
+        self._committer_turns.release()
+
+    def _committer_loop(self) -> None:
+        while True:
+            self._committer_turns.acquire()
+            if self._stopping:
+                return
+            self._lead(None)
+
+    def close(self) -> None:
+        """Stop the committer thread (after the writes already queued)."""
+        committer = self._committer
+        if committer is None:
+            return
+        while True:
+            with self._lock:
+                if not self._busy and not self._queue:
+                    self._stopping = True
+                    break
+            threading.Event().wait(0.001)
+        self._committer_turns.release()
+        committer.join()
+
+    def _lead(self, leader: _Write | None) -> None:
         with self._lock:
             batch = self._queue[: self._max_batch]
             del self._queue[: self._max_batch]
@@ -93,15 +145,23 @@ class GroupCommit:
             self._execute(batch)
         finally:
             with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.promoted = True
-                    assert successor.wakeup is not None
-                    successor.wakeup.release()
-                else:
+                successor = self._queue[0] if self._queue else None
+                if successor is None:
                     self._busy = False
+                elif successor.wakeup is not None:
+                    successor.promoted = True
+                    successor.wakeup.release()
+            if successor is not None and successor.wakeup is None:
+                self._hand_to_committer()  # the next write has no thread waiting: submitted
             for write in batch:
-                if write is not leader and write.wakeup is not None:
+                if write is leader:
+                    continue
+                if write.done is not None:
+                    try:
+                        write.done(write.value, write.error)
+                    except Exception:
+                        log.exception("a group-commit completion callback failed")
+                elif write.wakeup is not None:
                     write.wakeup.release()
 
     def _execute(self, batch: list[_Write]) -> None:
