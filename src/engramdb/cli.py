@@ -63,6 +63,85 @@ def stats(path: str, as_json: bool) -> None:
     _print_stats(path, figures, sets)
 
 
+@main.command()
+@click.option("--data", default="./engramdb-data", show_default=True, help="Database directory.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=7379, show_default=True, type=int, help="RESP port.")
+@click.option(
+    "--metrics-port",
+    default=9379,
+    show_default=True,
+    type=int,
+    help="Prometheus /metrics port (0 disables it).",
+)
+@click.option(
+    "--password",
+    envvar="ENGRAMDB_PASSWORD",
+    default=None,
+    help="Require AUTH with this password (env ENGRAMDB_PASSWORD). Mandatory off loopback.",
+)
+@click.option(
+    "--durability",
+    type=click.Choice(["sync", "async", "none"]),
+    default="sync",
+    show_default=True,
+    help="sync: acknowledge after fsync; async: flush every second.",
+)
+@click.option("--max-clients", default=10_000, show_default=True, type=int)
+@click.option(
+    "--max-inflight",
+    default=4096,
+    show_default=True,
+    type=int,
+    help="Writes and slow reads in progress before new ones get -BUSY.",
+)
+@click.option("--testing", is_flag=True, hidden=True, help="Enable ENGRAM.DEBUG (tests only).")
+@click.option("--quiet", is_flag=True, help="Print nothing on start.")
+@_clean_errors
+def serve(
+    data: str,
+    host: str,
+    port: int,
+    metrics_port: int,
+    password: str | None,
+    durability: str,
+    max_clients: int,
+    max_inflight: int,
+    testing: bool,
+    quiet: bool,
+) -> None:
+    """Serve the database in DATA over the Redis protocol (redis-cli and redis-py work)."""
+    from engramdb.server.app import Server, run_server
+    from engramdb.server.config import ServerConfig
+
+    config = ServerConfig(
+        data=data,
+        host=host,
+        port=port,
+        metrics_port=metrics_port or None,
+        password=password,
+        durability=durability,  # type: ignore[arg-type]
+        max_clients=max_clients,
+        max_inflight=max_inflight,
+        testing=testing,
+    )
+
+    def ready(server: Server) -> None:
+        if quiet:
+            return
+        auth = ":PASSWORD@" if password else ""
+        click.echo(
+            f"engramdb {engramdb.__version__} serving {os.path.abspath(data)} "
+            f"on {host}:{server.port} (durability={durability}"
+            + (f", metrics on http://{host}:{metrics_port}/metrics)" if metrics_port else ")")
+        )
+        click.echo(f'  python:  db = engramdb.connect("engramdb://{auth}{host}:{server.port}")')
+        click.echo(f"  shell:   redis-cli -p {server.port} ping")
+        sys.stdout.flush()
+
+    sys.exit(run_server(config, ready=ready))
+
+
 def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> None:
     engine = figures["engine"]
     table = Table(title=f"engramdb at {path}", show_header=False)

@@ -1,0 +1,218 @@
+"""``engramdb serve``: the embedded database behind an asyncio (uvloop) RESP server.
+
+The event loop only parses, dispatches point reads and writes replies. Writes go to the
+database's group commit (one transaction and one fsync per batch, acknowledged only once
+durable) through ``Database._submit``; slow reads run on a small thread pool. Completions
+come back to the loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import engramdb
+from engramdb.clock import FakeClock
+from engramdb.database import Database
+from engramdb.observability.metrics import Metrics
+from engramdb.server.config import ServerConfig
+from engramdb.server.connection import Connection
+from engramdb.storage.base import WriteFn
+
+__all__ = ["Server", "ServerStats", "run_server"]
+
+log = logging.getLogger("engramdb.server")
+
+
+@dataclass
+class ServerStats:
+    """Counters of the server as a whole (per-command figures live in ``Metrics``)."""
+
+    started_at: float = 0.0
+    connections_total: int = 0
+    rejected_connections: int = 0
+    protocol_errors: int = 0
+    unknown_commands: int = 0
+    shed: int = 0
+    output_buffer_disconnects: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    loop_lag_s: float = 0.0
+
+
+class Server:
+    """A running server. ``await start()``, then ``await wait_closed()``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.check()
+        self.config = config
+        self.clock: FakeClock | None = FakeClock(time.time()) if config.testing else None
+        self.db = self._open_db()
+        self.records = self.db.records(config.default_set)
+        self.metrics = Metrics()
+        self.stats = ServerStats(started_at=time.time())
+        self.connections: set[Connection] = set()
+        self.inflight = 0
+        self.accepting = True
+        self._ids = itertools.count(1)
+        self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="engramdb-slow")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: asyncio.base_events.Server | None = None
+        self._closed = asyncio.Event()
+        self._lag_task: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
+
+    def _open_db(self, **options: Any) -> Database:
+        if self.clock is not None:
+            options.setdefault("clock", self.clock)
+        return engramdb.open(self.config.data, durability=self.config.durability, **options)
+
+    def next_client_id(self) -> int:
+        return next(self._ids)
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = await self._loop.create_server(
+            lambda: Connection(self),
+            self.config.host,
+            self.config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self._lag_task = asyncio.create_task(self._watch_loop_lag())
+        if self.config.metrics_port is not None:
+            from engramdb.server.metrics_http import start_metrics_server
+
+            self._metrics_server = start_metrics_server(
+                self, self.config.host, self.config.metrics_port
+            )
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        return int(self._listener.sockets[0].getsockname()[1])
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, finish in-flight work, flush replies, sync and close."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.pause_reading()
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        for conn in list(self.connections):
+            conn.close_after_reply()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self._executor.shutdown(wait=True)
+        await asyncio.sleep(0)
+        self.db.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 0.1
+        while True:
+            before = loop.time()
+            await asyncio.sleep(interval)
+            self.stats.loop_lag_s = max(0.0, loop.time() - before - interval)
+
+    # work off the loop -------------------------------------------------------------------
+
+    def submit_write(
+        self, plan: WriteFn, conn: Connection, slot: Any, then: Callable[[Any], Any]
+    ) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        def done(value: Any, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(conn.complete, slot, True, then, value, error)
+
+        self.db._submit(plan, done)
+
+    def offload(
+        self, fn: Callable[[], Any], conn: Connection, slot: Any, then: Callable[[Any], Any]
+    ) -> None:
+        loop = self._loop
+        assert loop is not None
+        future = loop.run_in_executor(self._executor, fn)
+
+        def finished(f: asyncio.Future[Any]) -> None:
+            error = f.exception()
+            conn.complete(slot, False, then, None if error else f.result(), error)
+
+        future.add_done_callback(finished)
+
+    # testing hooks -----------------------------------------------------------------------
+
+    def reset(self, options: dict[str, Any]) -> None:
+        """Wipe the database and reopen it with ``options`` (``--testing`` only)."""
+        import shutil
+
+        self.db.close()
+        shutil.rmtree(self.config.data, ignore_errors=True)
+        if self.clock is not None:
+            self.clock.set(options.pop("clock_start", time.time()))
+        limits = options.pop("limits", None)
+        if limits is not None:
+            options["limits"] = engramdb.Limits(**limits)
+        self.db = self._open_db(**options)
+        self.records = self.db.records(self.config.default_set)
+        for conn in self.connections:
+            conn.db = self.db
+            conn.records = self.records
+
+    # introspection -----------------------------------------------------------------------
+
+    def saturation(self) -> dict[str, float]:
+        stats = self.db.stats()
+        return {
+            "inflight": self.inflight,
+            "connections": len(self.connections),
+            "group_commit_queue": stats["saturation"]["group_commit_queue"],
+            "event_loop_lag_seconds": self.stats.loop_lag_s,
+            "map_use_ratio": stats["saturation"]["map_use_ratio"] or 0.0,
+            "changelog_length": stats["saturation"]["changelog_length"],
+        }
+
+
+def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then drain and exit. Returns the process exit status."""
+    import uvloop
+
+    # Importing the handlers fills the command table.
+    from engramdb.server import handlers  # noqa: F401
+
+    async def main() -> None:
+        server = Server(config)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))
+        if ready is not None:
+            ready(server)
+        await server.wait_closed()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(main())
+    return 0

@@ -1,0 +1,118 @@
+"""The command table and what a command handler may return.
+
+A handler is ``fn(conn, args) -> reply`` where ``args`` are the raw arguments after the
+command name. It either answers at once (a reply value for ``encode_reply``) or returns:
+
+- ``Write(plan, then)``: a planned record write to submit to group commit; ``then(value)``
+  turns the committed result into the reply. Writes never block the event loop.
+- ``Offload(fn, then)``: slow work (scans, KEYS, searches, FLUSHALL) to run on a worker
+  thread, so small reads keep their tail latency.
+
+Handlers raise ``Reply(text)`` for a Redis-style error reply, or an ``EngramError`` that the
+connection maps to the native error codes of ``protocol/errors.py``. Inside a write plan an
+error must be a ``RedisError`` (an ``InvalidArgument``), so group commit treats it as this
+request's outcome alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engramdb.errors import InvalidArgument
+from engramdb.storage.base import WriteFn
+
+if TYPE_CHECKING:
+    from engramdb.server.connection import Connection
+
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "Offload",
+    "RedisError",
+    "Reply",
+    "Write",
+    "command",
+    "wrong_args",
+]
+
+Handler = Callable[["Connection", list[bytes]], Any]
+
+
+class Reply(Exception):
+    """Raised by a handler to answer with a Redis error reply (``text`` starts with a code)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class RedisError(InvalidArgument):
+    """A Redis error raised inside a write plan (e.g. WRONGTYPE found in the transaction)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+@dataclass(slots=True)
+class Write:
+    plan: WriteFn
+    then: Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Offload:
+    fn: Callable[[], Any]
+    then: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command: ``arity`` counts the name like Redis does (negative: at least that many).
+
+    Flags: ``write`` (changes data: may pipeline behind earlier writes), ``noauth``
+    (allowed before AUTH), ``admin``; ``readonly``/``fast`` are reported by COMMAND.
+    """
+
+    name: str
+    handler: Handler
+    arity: int
+    flags: frozenset[str]
+    first_key: int = 1
+    last_key: int = 1
+    step: int = 1
+    writes: Callable[[list[bytes]], bool] | None = None
+
+    def is_write(self, args: list[bytes]) -> bool:
+        """Whether this call changes data (decided per call for ``ENGRAM``)."""
+        if self.writes is not None:
+            return self.writes(args)
+        return "write" in self.flags
+
+
+COMMANDS: dict[bytes, Command] = {}
+
+
+def command(
+    name: str,
+    arity: int,
+    *flags: str,
+    keys: tuple[int, int, int] = (1, 1, 1),
+    writes: Callable[[list[bytes]], bool] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as command ``name`` (case-insensitive)."""
+
+    def register(handler: Handler) -> Handler:
+        first, last, step = keys
+        COMMANDS[name.upper().encode()] = Command(
+            name.lower(), handler, arity, frozenset(flags), first, last, step, writes
+        )
+        return handler
+
+    return register
+
+
+def wrong_args(name: str) -> Reply:
+    return Reply(f"ERR wrong number of arguments for '{name}' command")

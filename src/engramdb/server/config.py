@@ -1,0 +1,90 @@
+"""Server settings: one frozen table, read from the command line or the environment only in
+``cli.py``."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+from engramdb.errors import InvalidArgument
+from engramdb.protocol.resp import ParserLimits
+from engramdb.storage.base import Durability
+
+__all__ = ["PREAUTH_LIMITS", "ServerConfig", "is_loopback"]
+
+# Before AUTH a client may send only tiny frames: enough for AUTH/HELLO/PING, nothing to
+# make the server buffer or allocate on behalf of a stranger.
+PREAUTH_LIMITS = ParserLimits(max_bulk=512, max_args=8, max_inline=1024, max_buffer=4096)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Settings of ``engramdb serve``.
+
+    Attributes:
+        data: database directory (created if missing).
+        host, port: where clients connect; loopback by default.
+        metrics_port: Prometheus ``/metrics`` port (None: no metrics endpoint).
+        password: required by AUTH when set; mandatory for a non-loopback ``host``.
+        durability: ``sync`` (acknowledge after fsync), ``async`` or ``none``.
+        max_clients: connections beyond this are refused with an error.
+        max_inflight: writes and slow reads in progress across all clients; past it new
+            ones get ``-BUSY`` at once instead of queueing.
+        max_pending_per_client: a pipelining client whose unanswered commands exceed this is
+            paused (no more reads from its socket) until replies drain.
+        max_output_buffer: a client that does not read its replies is disconnected once this
+            many reply bytes wait for it.
+        limits: frame limits after authentication.
+        workers: threads for slow reads (scans, KEYS, searches) off the event loop.
+        testing: enables ``ENGRAM.DEBUG`` (reset, fake clock) for the test suite; refused on
+            a non-loopback host.
+        default_set: the set Redis-compatible commands address.
+    """
+
+    data: str = "./engramdb-data"
+    host: str = "127.0.0.1"
+    port: int = 7379
+    metrics_port: int | None = 9379
+    password: str | None = None
+    durability: Durability = "sync"
+    max_clients: int = 10_000
+    max_inflight: int = 4096
+    max_pending_per_client: int = 1024
+    max_output_buffer: int = 64 << 20
+    limits: ParserLimits = field(default_factory=ParserLimits)
+    workers: int = 4
+    testing: bool = False
+    default_set: str = "default"
+
+    def check(self) -> None:
+        if self.durability not in ("sync", "async", "none"):
+            raise InvalidArgument(
+                f"durability must be sync, async or none, not {self.durability!r}"
+            )
+        if not is_loopback(self.host):
+            if not self.password:
+                raise InvalidArgument(
+                    f"refusing to listen on {self.host} without a password: pass --password "
+                    "(or bind 127.0.0.1)"
+                )
+            if self.testing:
+                raise InvalidArgument("--testing is only allowed on a loopback address")
+        for name in ("max_clients", "max_inflight", "max_pending_per_client", "workers"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{name} must be at least 1")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback
+                for info in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False

@@ -1,0 +1,280 @@
+"""One client connection: parse, dispatch in order, reply in order, bound everything.
+
+Ordering rules (what makes pipelining safe):
+- Replies leave in the order commands arrived. A command answered at once while earlier ones
+  are still pending waits in its reply slot.
+- A write may start while earlier *writes* of this connection are pending: group commit
+  applies them in submission order. Anything else waits until nothing is pending, so a read
+  always sees every write the same client sent before it (read-your-writes).
+
+Bounds: a client with more than ``max_pending_per_client`` unanswered commands stops being
+read until replies drain; one whose unread replies exceed ``max_output_buffer`` bytes is
+disconnected; past the server-wide ``max_inflight`` new writes and slow reads are shed with
+``-BUSY`` at once. A frame that breaks the protocol gets an error and the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, cast
+
+from engramdb.errors import EngramError, ProtocolError
+from engramdb.protocol.errors import error_reply_text
+from engramdb.protocol.resp import ErrorReply, RequestParser, encode_reply
+from engramdb.server.commands import COMMANDS, Command, Offload, RedisError, Reply, Write
+from engramdb.server.config import PREAUTH_LIMITS
+
+if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
+    from engramdb.server.app import Server
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("engramdb.server")
+
+_NOAUTH = encode_reply(ErrorReply("NOAUTH Authentication required."))
+_BUSY = ErrorReply("BUSY the server is at its in-flight limit; retry later")
+
+
+class _Slot:
+    __slots__ = ("command", "data", "started")
+
+    def __init__(self, command: Command, started: int) -> None:
+        self.command = command
+        self.started = started
+        self.data: bytes | None = None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.db = server.db
+        self.records: RecordSet = server.records
+        self.id = server.next_client_id()
+        self.name: bytes | None = None
+        self.resp3 = False
+        self.authenticated = server.config.password is None
+        self.parser = RequestParser(server.config.limits if self.authenticated else PREAUTH_LIMITS)
+        self.address = ""
+        self.transport: asyncio.Transport | None = None
+        self._slots: deque[_Slot] = deque()
+        self._backlog: deque[list[bytes]] = deque()
+        self._out: list[bytes] = []
+        self._pending_writes = 0
+        self._pending_other = 0
+        self._paused = False
+        self._closing = False
+
+    # transport events --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if (
+            not self.server.accepting
+            or len(self.server.connections) >= self.server.config.max_clients
+        ):
+            reason = "max number of clients reached" if self.server.accepting else "shutting down"
+            transport.write(encode_reply(ErrorReply(f"ERR {reason}")))
+            transport.close()
+            self._closing = True
+            self.server.stats.rejected_connections += 1
+            return
+        self.server.connections.add(self)
+        self.server.stats.connections_total += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.server.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.server.stats.bytes_in += len(data)
+        self.parser.feed(data)
+        try:
+            commands = self.parser.commands()
+        except ProtocolError as e:
+            self.server.stats.protocol_errors += 1
+            self._emit(encode_reply(ErrorReply(f"ERR Protocol error: {e}"), self.resp3))
+            self.close_after_reply()
+            return
+        if self._backlog:
+            self._backlog.extend(commands)
+        else:
+            for i, args in enumerate(commands):
+                if not self._run(args):
+                    self._backlog.extend(commands[i:])
+                    break
+        self._flush()
+        if (
+            not self._paused
+            and len(self._slots) + len(self._backlog) > self.server.config.max_pending_per_client
+        ):
+            self._paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    # dispatch ----------------------------------------------------------------------------
+
+    def _run(self, args: list[bytes]) -> bool:
+        """Dispatch one command; False when it must wait for pending work to finish."""
+        name = args[0].upper()
+        cmd = COMMANDS.get(name)
+        if cmd is None:
+            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
+            self._emit_now(
+                ErrorReply(
+                    f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
+                    f"with args beginning with: {shown}"
+                )
+            )
+            self.server.stats.unknown_commands += 1
+            return True
+        if not self.authenticated and "noauth" not in cmd.flags:
+            self._emit(_NOAUTH)
+            self.server.metrics.op(cmd.name).error("NOAUTH")
+            return True
+        arity = cmd.arity
+        if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+            if self._pending_writes or self._pending_other:
+                return False
+            self._emit_now(ErrorReply(f"ERR wrong number of arguments for '{cmd.name}' command"))
+            self.server.metrics.op(cmd.name).error("ERR")
+            return True
+        if (self._pending_writes or self._pending_other) and (
+            self._pending_other or not cmd.is_write(args)
+        ):
+            return False
+        started = perf_counter_ns()
+        try:
+            result = cmd.handler(self, args[1:])
+        except Exception as e:
+            self._answer(cmd, started, self._error_reply(e))
+            return True
+        kind = type(result)
+        if kind is Write or kind is Offload:
+            server = self.server
+            if server.inflight >= server.config.max_inflight:
+                server.stats.shed += 1
+                self._answer(cmd, started, _BUSY)
+                return True
+            slot = _Slot(cmd, started)
+            self._slots.append(slot)
+            server.inflight += 1
+            if kind is Write:
+                self._pending_writes += 1
+                server.submit_write(result.plan, self, slot, result.then)
+            else:
+                self._pending_other += 1
+                server.offload(result.fn, self, slot, result.then)
+            return True
+        self._answer(cmd, started, result)
+        return True
+
+    def _answer(self, cmd: Command, started: int, reply: Any) -> None:
+        self._emit_now(reply)
+        metrics = self.server.metrics.op(cmd.name)
+        metrics.observe(perf_counter_ns() - started)
+        if type(reply) is ErrorReply:
+            metrics.error(reply.split(" ", 1)[0])
+
+    def _error_reply(self, error: BaseException) -> ErrorReply:
+        if isinstance(error, Reply | RedisError):
+            return ErrorReply(error.text)
+        if isinstance(error, EngramError):
+            return ErrorReply(error_reply_text(error))
+        log.exception("command failed", exc_info=error)
+        return ErrorReply(f"ERR internal error: {type(error).__name__}")
+
+    def complete(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
+        """A write or offloaded read finished (called on the event loop)."""
+        self.server.inflight -= 1
+        if is_write:
+            self._pending_writes -= 1
+        else:
+            self._pending_other -= 1
+        if error is None:
+            try:
+                reply = then(value)
+            except Exception as e:
+                reply = self._error_reply(e)
+        else:
+            reply = self._error_reply(error)
+        slot.data = encode_reply(reply, self.resp3)
+        metrics = self.server.metrics.op(slot.command.name)
+        metrics.observe(perf_counter_ns() - slot.started)
+        if type(reply) is ErrorReply:
+            metrics.error(reply.split(" ", 1)[0])
+        if self._closing:
+            return
+        slots = self._slots
+        while slots and slots[0].data is not None:
+            self._out.append(slots.popleft().data)  # type: ignore[arg-type]
+        backlog = self._backlog
+        while backlog:
+            if not self._run(backlog[0]):
+                break
+            backlog.popleft()
+        self._flush()
+        if (
+            self._paused
+            and len(slots) + len(backlog) <= self.server.config.max_pending_per_client // 2
+        ):
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    # output ------------------------------------------------------------------------------
+
+    def _emit_now(self, reply: Any) -> None:
+        self._emit(encode_reply(reply, self.resp3))
+
+    def _emit(self, data: bytes) -> None:
+        if self._slots:
+            slot = _Slot(self._slots[0].command, 0)
+            slot.data = data
+            self._slots.append(slot)
+        else:
+            self._out.append(data)
+
+    def _flush(self) -> None:
+        if not self._out or self.transport is None:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self.server.stats.bytes_out += len(data)
+        transport = self.transport
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.server.config.max_output_buffer:
+            # A client that does not read its replies must not grow our memory for ever.
+            self.server.stats.output_buffer_disconnects += 1
+            self._closing = True
+            transport.abort()
+
+    def close_after_reply(self) -> None:
+        """Send what is queued, then close (QUIT, protocol errors)."""
+        self._closing = True
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def authenticate(self) -> None:
+        self.authenticated = True
+        self.parser.limits = self.server.config.limits
+
+    def client_info(self) -> str:
+        name = (self.name or b"").decode(errors="replace")
+        return (
+            f"id={self.id} addr={self.address} name={name} db=0 "
+            f"resp={3 if self.resp3 else 2} qbuf={self.parser.buffered} "
+            f"pending={len(self._slots)}"
+        )
+
+    def pending(self) -> int:
+        return len(self._slots)

@@ -1,0 +1,287 @@
+"""Connection and server commands: PING ECHO HELLO AUTH QUIT SELECT CLIENT COMMAND INFO
+CONFIG DBSIZE FLUSHDB FLUSHALL."""
+
+from __future__ import annotations
+
+import hmac
+import platform
+import time
+from typing import TYPE_CHECKING, Any
+
+import engramdb
+from engramdb.protocol.resp import SimpleString, Verbatim
+from engramdb.server.commands import COMMANDS, Offload, Reply, command, wrong_args
+
+if TYPE_CHECKING:
+    from engramdb.server.connection import Connection
+
+OK = SimpleString("OK")
+REDIS_VERSION = "7.0.0"  # the command set we follow, reported to clients that ask
+
+
+@command("ping", -1, "noauth", "fast", keys=(0, 0, 0))
+def ping(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) > 1:
+        raise wrong_args("ping")
+    return args[0] if args else SimpleString("PONG")
+
+
+@command("echo", 2, "fast", keys=(0, 0, 0))
+def echo(conn: Connection, args: list[bytes]) -> Any:
+    return args[0]
+
+
+def _check_password(conn: Connection, username: bytes, password: bytes) -> None:
+    expected = conn.server.config.password
+    if expected is None:
+        raise Reply(
+            "ERR AUTH <password> called without any password configured for the default user. "
+            "Are you sure your configuration is correct?"
+        )
+    # Constant-time comparison: the reply time must not tell how much of a guess was right.
+    good_password = hmac.compare_digest(password, expected.encode())
+    if not (username == b"default" and good_password):
+        raise Reply("WRONGPASS invalid username-password pair or user is disabled.")
+    conn.authenticate()
+
+
+@command("auth", -2, "noauth", "fast", keys=(0, 0, 0))
+def auth(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) == 1:
+        _check_password(conn, b"default", args[0])
+    elif len(args) == 2:
+        _check_password(conn, args[0], args[1])
+    else:
+        raise Reply("ERR syntax error")
+    return OK
+
+
+@command("hello", -1, "noauth", "fast", keys=(0, 0, 0))
+def hello(conn: Connection, args: list[bytes]) -> Any:
+    resp3 = conn.resp3
+    rest = args
+    if rest:
+        try:
+            version = int(rest[0])
+        except ValueError:
+            raise Reply("ERR Protocol version is not an integer or out of range") from None
+        if version not in (2, 3):
+            raise Reply("NOPROTO unsupported protocol version")
+        resp3 = version == 3
+        rest = rest[1:]
+    name = conn.name
+    while rest:
+        option = rest[0].upper()
+        if option == b"AUTH" and len(rest) >= 3:
+            _check_password(conn, rest[1], rest[2])
+            rest = rest[3:]
+        elif option == b"SETNAME" and len(rest) >= 2:
+            name = rest[1]
+            rest = rest[2:]
+        else:
+            raise Reply(f"ERR Syntax error in HELLO option '{option.decode(errors='replace')}'")
+    if not conn.authenticated:
+        raise Reply(
+            "NOAUTH HELLO must be called with the client already authenticated, "
+            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+            "authenticate the client and select the RESP protocol version at the "
+            "same time"
+        )
+    conn.resp3 = resp3
+    conn.name = name
+    return {
+        "server": "redis",
+        "version": REDIS_VERSION,
+        "proto": 3 if resp3 else 2,
+        "id": conn.id,
+        "mode": "standalone",
+        "role": "master",
+        "modules": [],
+        "engramdb": engramdb.__version__,
+    }
+
+
+@command("quit", -1, "noauth", "fast", keys=(0, 0, 0))
+def quit_(conn: Connection, args: list[bytes]) -> Any:
+    conn.close_after_reply()
+    return OK
+
+
+@command("select", 2, "fast", keys=(0, 0, 0))
+def select(conn: Connection, args: list[bytes]) -> Any:
+    try:
+        index = int(args[0])
+    except ValueError:
+        raise Reply("ERR value is not an integer or out of range") from None
+    if index != 0:
+        raise Reply("ERR DB index is out of range")
+    return OK
+
+
+@command("client", -2, "admin", keys=(0, 0, 0))
+def client(conn: Connection, args: list[bytes]) -> Any:
+    sub = args[0].upper()
+    if sub == b"SETNAME" and len(args) == 2:
+        if b" " in args[1] or b"\n" in args[1]:
+            raise Reply("ERR Client names cannot contain spaces, newlines or special characters.")
+        conn.name = args[1] or None
+        return OK
+    if sub == b"GETNAME" and len(args) == 1:
+        return conn.name
+    if sub == b"ID" and len(args) == 1:
+        return conn.id
+    if sub == b"INFO" and len(args) == 1:
+        return Verbatim(conn.client_info() + "\n")
+    if sub == b"LIST" and len(args) == 1:
+        return Verbatim("".join(c.client_info() + "\n" for c in conn.server.connections))
+    if sub == b"SETINFO" and len(args) == 3:
+        return OK  # redis-py sends library name/version; nothing to keep
+    raise Reply(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try CLIENT HELP.")
+
+
+def _command_info(name: bytes) -> list[Any]:
+    cmd = COMMANDS[name]
+    flags = [
+        SimpleString(f)
+        for f in sorted(cmd.flags)
+        if f in ("write", "readonly", "fast", "admin", "noauth")
+    ]
+    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step]
+
+
+@command("command", -1, "noauth", keys=(0, 0, 0))
+def command_(conn: Connection, args: list[bytes]) -> Any:
+    if not args:
+        return [_command_info(name) for name in sorted(COMMANDS)]
+    sub = args[0].upper()
+    if sub == b"COUNT":
+        return len(COMMANDS)
+    if sub == b"DOCS":
+        return {}  # redis-cli asks at start-up; it works without docs
+    if sub == b"INFO":
+        return [_command_info(n.upper()) if n.upper() in COMMANDS else None for n in args[1:]]
+    raise Reply(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try COMMAND HELP.")
+
+
+@command("config", -2, "admin", keys=(0, 0, 0))
+def config(conn: Connection, args: list[bytes]) -> Any:
+    # redis-benchmark reads "save" and "appendonly" to describe the server; report ours.
+    if args[0].upper() != b"GET" or len(args) < 2:
+        raise Reply("ERR CONFIG supports only GET here")
+    durable = conn.server.config.durability
+    known = {
+        b"save": b"",
+        b"appendonly": b"yes" if durable != "none" else b"no",
+        b"appendfsync": {"sync": b"always", "async": b"everysec", "none": b"no"}[durable],
+        b"maxclients": str(conn.server.config.max_clients).encode(),
+    }
+    out: dict[bytes, bytes] = {}
+    for pattern in args[1:]:
+        for key, value in known.items():
+            if pattern == b"*" or pattern.lower() == key:
+                out[key] = value
+    return out
+
+
+@command("dbsize", 1, "readonly", "fast", keys=(0, 0, 0))
+def dbsize(conn: Connection, args: list[bytes]) -> Any:
+    return conn.records.count()
+
+
+def _flush(conn: Connection, every_set: bool) -> Offload:
+    db = conn.db
+    names = db.sets() if every_set else [conn.server.config.default_set]
+
+    def wipe() -> int:
+        removed = 0
+        for name in names:
+            records = db.records(name)
+            while True:
+                page = records.scan(limit=1000)
+                if not page.records:
+                    break
+                records.transform_many([(r.key, _delete) for r in page.records])
+                removed += len(page.records)
+        return removed
+
+    return Offload(wipe, lambda _: OK)
+
+
+def _delete(current: Any, now: int) -> Any:
+    from engramdb.records.writes import Outcome
+
+    return Outcome(None, None)
+
+
+@command("flushdb", -1, "write", keys=(0, 0, 0))
+def flushdb(conn: Connection, args: list[bytes]) -> Any:
+    return _flush(conn, every_set=False)
+
+
+@command("flushall", -1, "write", keys=(0, 0, 0))
+def flushall(conn: Connection, args: list[bytes]) -> Any:
+    return _flush(conn, every_set=True)
+
+
+@command("info", -1, "admin", keys=(0, 0, 0))
+def info(conn: Connection, args: list[bytes]) -> Any:
+    return Verbatim(render_info(conn))
+
+
+def render_info(conn: Connection) -> str:
+    server = conn.server
+    stats = server.stats
+    saturation = server.saturation()
+    ops = server.metrics.snapshot()
+    total = sum(m["count"] for m in ops.values())
+    errors = sum(m["error_count"] for m in ops.values())
+    sections = {
+        "Server": {
+            "redis_version": REDIS_VERSION,
+            "engramdb_version": engramdb.__version__,
+            "redis_mode": "standalone",
+            "os": platform.platform(),
+            "process_id": __import__("os").getpid(),
+            "tcp_port": server.port,
+            "uptime_in_seconds": int(time.time() - stats.started_at),
+            "durability": server.config.durability,
+        },
+        "Clients": {
+            "connected_clients": saturation["connections"],
+            "maxclients": server.config.max_clients,
+        },
+        "Stats": {
+            "total_connections_received": stats.connections_total,
+            "total_commands_processed": total,
+            "total_error_replies": errors,
+            "rejected_connections": stats.rejected_connections,
+            "total_net_input_bytes": stats.bytes_in,
+            "total_net_output_bytes": stats.bytes_out,
+            "shed_busy_replies": stats.shed,
+            "protocol_errors": stats.protocol_errors,
+            "output_buffer_disconnects": stats.output_buffer_disconnects,
+        },
+        "Saturation": {
+            "inflight": saturation["inflight"],
+            "max_inflight": server.config.max_inflight,
+            "group_commit_queue": saturation["group_commit_queue"],
+            "event_loop_lag_ms": round(saturation["event_loop_lag_seconds"] * 1000, 3),
+            "map_use_ratio": round(saturation["map_use_ratio"], 6),
+            "changelog_length": saturation["changelog_length"],
+        },
+        "Commandstats": {
+            f"cmdstat_{name}": (
+                f"calls={m['count']},failed_calls={m['error_count']},"
+                f"usec_per_call={m['mean_us']},p50_usec={m['p50_us']},"
+                f"p99_usec={m['p99_us']},p999_usec={m['p999_us']}"
+            )
+            for name, m in ops.items()
+        },
+        "Keyspace": {"db0": f"keys={conn.records.count()},expires=0,avg_ttl=0"},
+    }
+    lines: list[str] = []
+    for title, fields in sections.items():
+        lines.append(f"# {title}")
+        lines.extend(f"{k}:{v}" for k, v in fields.items())
+        lines.append("")
+    return "\r\n".join(lines)

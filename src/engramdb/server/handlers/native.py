@@ -1,0 +1,186 @@
+"""Native commands: the whole engramdb API over RESP, through one generic call path.
+
+``ENGRAM <method> <payload>`` calls ``method`` (e.g. ``records.put``) with the arguments in
+``payload``, msgpack ``[args, kwargs]``, and replies with the msgpack-encoded result as a bulk
+string, or an error coded by ``protocol/errors.py``. The table below is the whole surface:
+an allowlist saying, per method, how it runs — ``read`` on the event loop (point reads),
+``write`` as a plan submitted to group commit, ``slow`` on a worker thread. Roles of later
+issues add rows here, so each is implemented once, server-side, and every client gets it.
+
+``ENGRAM.DEBUG`` (reset, fake clock) exists only when the server runs with ``--testing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from engramdb.database import Database
+from engramdb.errors import InvalidArgument
+from engramdb.records.codec import decode_value, encode_value
+from engramdb.records.ops import Op
+from engramdb.server.commands import Offload, Reply, Write, command
+
+if TYPE_CHECKING:
+    from engramdb.server.connection import Connection
+
+__all__ = ["NATIVE", "NativeMethod", "native_method"]
+
+Kind = Literal["read", "write", "slow"]
+
+
+@dataclass(frozen=True, slots=True)
+class NativeMethod:
+    kind: Kind
+    call: Callable[[Database, list[Any], dict[str, Any]], Any]
+
+
+NATIVE: dict[str, NativeMethod] = {}
+
+
+def native_method(name: str, kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        NATIVE[name] = NativeMethod(kind, fn)
+        return fn
+
+    return register
+
+
+def _set_and_rest(args: list[Any]) -> tuple[str, list[Any]]:
+    if not args or type(args[0]) is not str:
+        raise InvalidArgument("records calls take the set name first")
+    return args[0], args[1:]
+
+
+def _records_call(method: str, kind: Kind, plan: str | None = None) -> None:
+    target = plan or method
+
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        set_name, rest = _set_and_rest(args)
+        return getattr(db.records(set_name), target)(*rest, **kwargs)
+
+    NATIVE[f"records.{method}"] = NativeMethod(kind, call)
+
+
+for _name in ("get", "get_many", "exists", "count"):
+    _records_call(_name, "read")
+_records_call("scan", "slow")
+for _name in ("put", "update", "delete", "touch"):
+    _records_call(_name, "write", f"_plan_{_name}")
+
+
+@native_method("records.operate", "write")
+def _operate(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    set_name, rest = _set_and_rest(args)
+    if len(rest) >= 2:
+        rest[1] = _ops(rest[1])
+    elif "ops" in kwargs:
+        kwargs["ops"] = _ops(kwargs["ops"])
+    return db.records(set_name)._plan_operate(*rest, **kwargs)
+
+
+def _ops(raw: Any) -> list[Op]:
+    try:
+        return msgspec.convert(raw, list[Op])
+    except msgspec.ValidationError as e:
+        raise InvalidArgument(f"invalid operations: {e}") from None
+
+
+@native_method("db.changes", "read")
+def _changes(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.changes(*args, **kwargs)
+
+
+@native_method("db.last_sequence", "read")
+def _last_sequence(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.last_sequence()
+
+
+@native_method("db.first_sequence", "read")
+def _first_sequence(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.first_sequence()
+
+
+@native_method("db.sets", "read")
+def _sets(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.sets()
+
+
+@native_method("db.stats", "read")
+def _stats(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.stats()
+
+
+@native_method("db.sweep", "slow")
+def _sweep(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    return db.sweep(*args, **kwargs)
+
+
+def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+    try:
+        decoded = decode_value(payload)
+    except (msgspec.DecodeError, InvalidArgument) as e:
+        raise InvalidArgument(f"the call payload is not valid msgpack: {e}") from None
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 2
+        or not isinstance(decoded[0], list)
+        or not isinstance(decoded[1], dict)
+        or not all(type(k) is str for k in decoded[1])
+    ):
+        raise InvalidArgument("the call payload must be msgpack [args, {kwargs}]")
+    return decoded[0], decoded[1]
+
+
+def _encode_result(value: Any) -> bytes:
+    return encode_value(value)
+
+
+def _is_write(args: list[bytes]) -> bool:
+    method = NATIVE.get(args[1].decode(errors="replace"))
+    return method is not None and method.kind == "write"
+
+
+@command("engram", 3, "write", keys=(0, 0, 0), writes=_is_write)
+def engram(conn: Connection, args: list[bytes]) -> Any:
+    name = args[0].decode(errors="replace")
+    method = NATIVE.get(name)
+    if method is None:
+        raise InvalidArgument(f"unknown method {name!r}")
+    call_args, kwargs = _decode_payload(args[1])
+    db = conn.db
+    try:
+        if method.kind == "read":
+            return _encode_result(method.call(db, call_args, kwargs))
+        if method.kind == "write":
+            return Write(method.call(db, call_args, kwargs), _encode_result)
+        return Offload(lambda: method.call(db, call_args, kwargs), _encode_result)
+    except TypeError as e:
+        raise InvalidArgument(f"bad arguments for {name}: {e}") from None
+
+
+@command("engram.debug", -2, "admin", keys=(0, 0, 0))
+def engram_debug(conn: Connection, args: list[bytes]) -> Any:
+    server = conn.server
+    if not server.config.testing:
+        raise Reply("ERR ENGRAM.DEBUG is only available with --testing")
+    what = args[0].upper()
+    if what == b"RESET":
+        options = decode_value(args[1]) if len(args) > 1 else {}
+        if not isinstance(options, dict):
+            raise Reply("ERR RESET takes a msgpack map of open() options")
+        server.reset(options)
+        return b"OK"
+    if what == b"CLOCK" and len(args) == 3 and server.clock is not None:
+        action, amount = args[1].upper(), float(args[2])
+        if action == b"ADVANCE":
+            server.clock.advance(amount)
+        elif action == b"SET":
+            server.clock.set(amount)
+        else:
+            raise Reply("ERR CLOCK takes ADVANCE or SET")
+        return repr(server.clock()).encode()
+    raise Reply("ERR unknown ENGRAM.DEBUG subcommand")
