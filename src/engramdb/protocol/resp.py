@@ -228,9 +228,10 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     if kind is SimpleString:
         return _OK if value == "OK" else b"+%s\r\n" % str(value).encode()
     if kind is int:
-        if -1 <= value < 1023:
-            return _INTS[value + 1]
-        return b":%d\r\n" % value
+        number: int = value
+        if -1 <= number < 1023:
+            return _INTS[number + 1]
+        return b":%d\r\n" % number
     if value is None:
         return b"_\r\n" if resp3 else b"$-1\r\n"
     if kind is ErrorReply:

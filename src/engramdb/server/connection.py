@@ -80,8 +80,8 @@ class Connection(asyncio.Protocol):
             or len(self.server.connections) >= self.server.config.max_clients
         ):
             reason = "max number of clients reached" if self.server.accepting else "shutting down"
-            transport.write(encode_reply(ErrorReply(f"ERR {reason}")))
-            transport.close()
+            self.transport.write(encode_reply(ErrorReply(f"ERR {reason}")))
+            self.transport.close()
             self._closing = True
             self.server.stats.rejected_connections += 1
             return
