@@ -1,22 +1,32 @@
 """Shared fixtures.
 
-``db`` is the contract fixture: the same tests run against every placement of the API
-(the in-memory engine and the LMDB engine today; the network client joins later). Tests use
-a ``FakeClock`` and never sleep for TTLs.
+``db`` is the contract fixture: the same tests run against every placement of the API — the
+in-memory engine, the LMDB engine, and a real ``engramdb serve`` subprocess through the
+network client. Tests use a fake clock and never sleep for TTLs; against the server the
+clock is the server's own fake clock (``--testing``), moved with ``ENGRAM.DEBUG CLOCK``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import engramdb
 from engramdb import Database, FakeClock
+from engramdb.protocol.errors import error_from_reply
 
-ENGINES = ["memory", "lmdb"]
+ENGINES = ["memory", "lmdb", "server"]
+CLOCK_START = 1_700_000_000.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,9 +43,73 @@ def soak(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--soak"))
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(1_700_000_000.0)
+class ServerProcess:
+    """A real ``engramdb serve --testing`` subprocess on a free loopback port."""
+
+    def __init__(self, data: Path, *extra: str) -> None:
+        self.log = data.parent / f"{data.name}-server.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engramdb.cli", "serve", "--data", str(data),
+                 "--port", "0", "--metrics-port", "0", "--durability", "none", "--testing",
+                 *extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        found = None
+        for _ in range(600):  # up to ~30 s on a loaded machine
+            found = re.search(r" on ([\d.]+):(\d+)", self.log.read_text())
+            if found is not None or self.proc.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        if found is None:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"engramdb serve did not start:\n{self.log.read_text()}")
+        self.host, self.port = found.group(1), int(found.group(2))
+        self.url = f"engramdb://{self.host}:{self.port}"
+        self.admin = engramdb.connect(self.url)
+
+    def reset(self, **options: Any) -> None:
+        reply = self.admin.execute("ENGRAM.DEBUG", "RESET", msgspec.msgpack.encode(options))
+        if reply != b"OK":
+            raise error_from_reply(str(reply))
+
+    def stop(self) -> None:
+        self.admin.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class RemoteClock:
+    """The ``FakeClock`` interface, driving the server's fake clock."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
+
+    def _clock(self, action: str, amount: float) -> float:
+        return float(self._server.admin.execute("ENGRAM.DEBUG", "CLOCK", action, repr(amount)))
+
+    def __call__(self) -> float:
+        return self._clock("ADVANCE", 0.0)
+
+    def advance(self, seconds: float) -> None:
+        self._clock("ADVANCE", seconds)
+
+    def set(self, now: float) -> None:
+        self._clock("SET", now)
+
+
+@pytest.fixture(scope="session")
+def engram_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("server") / "db")
+    yield server
+    server.stop()
 
 
 OpenDb = Callable[..., Database]
@@ -47,18 +121,38 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def open_db(engine_name: str, tmp_path: Path, clock: FakeClock) -> Iterator[OpenDb]:
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    """A fake clock; for the server placement, one that moves the server's clock."""
+    if "engine_name" in request.fixturenames and request.getfixturevalue("engine_name") == "server":
+        server = request.getfixturevalue("engram_server")
+        server.reset(clock_start=CLOCK_START)
+        return RemoteClock(server)  # type: ignore[return-value]
+    return FakeClock(CLOCK_START)
+
+
+@pytest.fixture
+def open_db(
+    engine_name: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[OpenDb]:
     """Opens databases on the engine under test; closes them all afterwards."""
-    opened: list[Database] = []
+    opened: list[Any] = []
 
     def _open(**options: Any) -> Database:
         options.setdefault("clock", clock)
         options.setdefault("sweep_interval", None)
         if engine_name == "memory":
             db = engramdb.open(None, **options)
-        else:
+        elif engine_name == "lmdb":
             options.setdefault("durability", "none")
             db = engramdb.open(tmp_path / "db", **options)
+        else:
+            server: ServerProcess = request.getfixturevalue("engram_server")
+            options.pop("clock")
+            options.pop("durability", None)
+            if isinstance(options.get("limits"), engramdb.Limits):
+                options["limits"] = dataclasses.asdict(options["limits"])
+            server.reset(clock_start=CLOCK_START, **options)
+            db = engramdb.connect(server.url)  # type: ignore[assignment]
         opened.append(db)
         return db
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from engramdb import ops
+from engramdb.client.sync import Client, RemoteRecordSet, connect
 from engramdb.clock import Clock, FakeClock
 from engramdb.database import Database, open
 from engramdb.errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "AuthError",
     "Change",
     "ChangeLogTruncated",
+    "Client",
     "Clock",
     "Conflict",
     "Database",
@@ -53,11 +55,13 @@ __all__ = [
     "Record",
     "RecordSet",
     "RecordTooBig",
+    "RemoteRecordSet",
     "ScanPage",
     "StorageError",
     "Timeout",
     "Unavailable",
     "__version__",
+    "connect",
     "open",
     "ops",
 ]

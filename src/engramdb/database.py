@@ -76,15 +76,19 @@ def open(
         engine = LmdbEngine(
             path, durability=durability, map_size=map_size, flush_interval=flush_interval
         )
-    return Database(
-        engine,
-        clock=clock,
-        limits=limits,
-        sweep_interval=sweep_interval,
-        changelog_retention=changelog_retention,
-        path=None if path is None else os.fspath(path),
-        durability=durability if path is not None else "none",
-    )
+    try:
+        return Database(
+            engine,
+            clock=clock,
+            limits=limits,
+            sweep_interval=sweep_interval,
+            changelog_retention=changelog_retention,
+            path=None if path is None else os.fspath(path),
+            durability=durability if path is not None else "none",
+        )
+    except BaseException:
+        engine.close()  # a bad option must not leak an open environment
+        raise
 
 
 class Database:

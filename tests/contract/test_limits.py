@@ -142,3 +142,15 @@ def test_bad_open_options(open_db: OpenDb) -> None:
         engramdb.open(None, durability="fast")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
         open_db(changelog_retention=0)
+
+
+def test_a_rejected_open_leaves_nothing_open(tmp_path: object) -> None:
+    import engramdb
+
+    path = f"{tmp_path}/db"
+    with pytest.raises(InvalidArgument):
+        engramdb.open(path, changelog_retention=0)
+    # Had the first attempt leaked its environment, this would find it open with
+    # durability=sync and refuse.
+    with engramdb.open(path, durability="none", sweep_interval=None) as db:
+        db.records("s").put("k", {})

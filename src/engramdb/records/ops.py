@@ -69,13 +69,13 @@ class ListTrim(msgspec.Struct, frozen=True, tag="list_trim"):
 
 class MapPut(msgspec.Struct, frozen=True, tag="map_put"):
     bin: str
-    key: str | int | bytes
+    key: Any  # str, int or bytes (msgspec cannot decode that union); checked when applied
     value: Any
 
 
 class MapRemove(msgspec.Struct, frozen=True, tag="map_remove"):
     bin: str
-    key: str | int | bytes
+    key: Any  # str, int or bytes (msgspec cannot decode that union); checked when applied
 
 
 class Touch(msgspec.Struct, frozen=True, tag="touch"):

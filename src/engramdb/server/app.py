@@ -176,7 +176,11 @@ class Server:
         limits = options.pop("limits", None)
         if limits is not None:
             options["limits"] = engramdb.Limits(**limits)
-        self.db = self._open_db(**options)
+        try:
+            self.db = self._open_db(**options)
+        except Exception:
+            self.db = self._open_db()  # never leave the server without a database
+            raise
         self.records = self.db.records(self.config.default_set)
         for conn in self.connections:
             conn.db = self.db

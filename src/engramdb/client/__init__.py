@@ -1,0 +1,1 @@
+"""Network clients: ``engramdb.connect`` (sync) and ``engramdb.aio.connect`` (asyncio)."""
