@@ -84,12 +84,19 @@ class Command:
     last_key: int = 1
     step: int = 1
     writes: Callable[[list[bytes]], bool] | None = None
+    metric: Callable[[list[bytes]], str] | None = None
 
     def is_write(self, args: list[bytes]) -> bool:
         """Whether this call changes data (decided per call for ``ENGRAM``)."""
         if self.writes is not None:
             return self.writes(args)
         return "write" in self.flags
+
+    def metric_name(self, args: list[bytes]) -> str:
+        """The name this call is counted under (``ENGRAM`` counts per method)."""
+        if self.metric is not None:
+            return self.metric(args)
+        return self.name
 
 
 COMMANDS: dict[bytes, Command] = {}
@@ -101,13 +108,14 @@ def command(
     *flags: str,
     keys: tuple[int, int, int] = (1, 1, 1),
     writes: Callable[[list[bytes]], bool] | None = None,
+    metric: Callable[[list[bytes]], str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register ``handler`` as command ``name`` (case-insensitive)."""
 
     def register(handler: Handler) -> Handler:
         first, last, step = keys
         COMMANDS[name.upper().encode()] = Command(
-            name.lower(), handler, arity, frozenset(flags), first, last, step, writes
+            name.lower(), handler, arity, frozenset(flags), first, last, step, writes, metric
         )
         return handler
 

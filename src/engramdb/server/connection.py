@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from engramdb.errors import EngramError, ProtocolError
 from engramdb.protocol.errors import error_reply_text
 from engramdb.protocol.resp import ErrorReply, RequestParser, encode_reply
-from engramdb.server.commands import COMMANDS, Command, Offload, RedisError, Reply, Write
+from engramdb.server.commands import COMMANDS, Offload, RedisError, Reply, Write
 from engramdb.server.config import PREAUTH_LIMITS
 
 if TYPE_CHECKING:
@@ -40,10 +40,10 @@ _BUSY = ErrorReply("BUSY the server is at its in-flight limit; retry later")
 
 
 class _Slot:
-    __slots__ = ("command", "data", "started")
+    __slots__ = ("data", "metric", "started")
 
-    def __init__(self, command: Command, started: int) -> None:
-        self.command = command
+    def __init__(self, metric: str, started: int) -> None:
+        self.metric = metric
         self.started = started
         self.data: bytes | None = None
 
@@ -155,16 +155,16 @@ class Connection(asyncio.Protocol):
         try:
             result = cmd.handler(self, args[1:])
         except Exception as e:
-            self._answer(cmd, started, self._error_reply(e))
+            self._answer(cmd.metric_name(args), started, self._error_reply(e))
             return True
         kind = type(result)
         if kind is Write or kind is Offload:
             server = self.server
             if server.inflight >= server.config.max_inflight:
                 server.stats.shed += 1
-                self._answer(cmd, started, _BUSY)
+                self._answer(cmd.metric_name(args), started, _BUSY)
                 return True
-            slot = _Slot(cmd, started)
+            slot = _Slot(cmd.metric_name(args), started)
             self._slots.append(slot)
             server.inflight += 1
             if kind is Write:
@@ -174,12 +174,12 @@ class Connection(asyncio.Protocol):
                 self._pending_other += 1
                 server.offload(result.fn, self, slot, result.then)
             return True
-        self._answer(cmd, started, result)
+        self._answer(cmd.metric_name(args), started, result)
         return True
 
-    def _answer(self, cmd: Command, started: int, reply: Any) -> None:
+    def _answer(self, metric: str, started: int, reply: Any) -> None:
         self._emit_now(reply)
-        metrics = self.server.metrics.op(cmd.name)
+        metrics = self.server.metrics.op(metric)
         metrics.observe(perf_counter_ns() - started)
         if type(reply) is ErrorReply:
             metrics.error(reply.split(" ", 1)[0])
@@ -207,7 +207,7 @@ class Connection(asyncio.Protocol):
         else:
             reply = self._error_reply(error)
         slot.data = encode_reply(reply, self.resp3)
-        metrics = self.server.metrics.op(slot.command.name)
+        metrics = self.server.metrics.op(slot.metric)
         metrics.observe(perf_counter_ns() - slot.started)
         if type(reply) is ErrorReply:
             metrics.error(reply.split(" ", 1)[0])
@@ -237,7 +237,7 @@ class Connection(asyncio.Protocol):
 
     def _emit(self, data: bytes) -> None:
         if self._slots:
-            slot = _Slot(self._slots[0].command, 0)
+            slot = _Slot("", 0)
             slot.data = data
             self._slots.append(slot)
         else:

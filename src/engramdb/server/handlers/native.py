@@ -144,7 +144,12 @@ def _is_write(args: list[bytes]) -> bool:
     return method is not None and method.kind == "write"
 
 
-@command("engram", 3, "write", keys=(0, 0, 0), writes=_is_write)
+def _metric(args: list[bytes]) -> str:
+    name = args[1].decode(errors="replace")
+    return name if name in NATIVE else "engram"
+
+
+@command("engram", 3, "write", keys=(0, 0, 0), writes=_is_write, metric=_metric)
 def engram(conn: Connection, args: list[bytes]) -> Any:
     name = args[0].decode(errors="replace")
     method = NATIVE.get(name)
