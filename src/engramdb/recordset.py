@@ -150,7 +150,16 @@ class RecordSet:
         if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
             raise InvalidArgument("get_many takes a sequence of keys")
         keys = list(keys)
-        raws = self._engine.get_many([self._rk(k) for k in keys])
+        prefix, str_prefix, short, limits = (
+            self._prefix, self._str_prefix, self._short_str, self._limits,
+        )  # fmt: skip
+        rks = [
+            str_prefix + k.encode("utf-8", "surrogatepass")
+            if type(k) is str and len(k) <= short
+            else prefix + encode_key(k, limits)
+            for k in keys
+        ]
+        raws = self._engine.get_many(rks)
         now = self._db._now_ms()
         return [None if raw is None else record_from(key, raw, now) for key, raw in zip(keys, raws)]
 

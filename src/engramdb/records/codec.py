@@ -93,8 +93,10 @@ def check_bins(bins: object, limits: Limits) -> Mapping[str, Any]:
     """Validate a whole bin map (names and values) without copying it."""
     if not isinstance(bins, Mapping):
         raise InvalidArgument(f"bins must be a mapping of name to value, not {type(bins).__name__}")
+    longest = limits.max_bin_name
     for name, value in bins.items():
-        check_bin_name(name, limits)
+        if type(name) is not str or not 0 < len(name) <= longest:
+            check_bin_name(name, limits)  # raises the precise error
         if type(value) not in _SIMPLE:
             check_value(value, limits, name)
     return bins
@@ -179,5 +181,7 @@ def with_header(body: bytes, generation: int, expires_at_ms: int, updated_at_ms:
 
 
 def decode_bins(raw: bytes | memoryview) -> dict[str, Any]:
-    bins: dict[str, Any] = _decoder.decode(memoryview(raw)[HEADER_SIZE:])
+    # Slicing copies, but for small records a copy is cheaper than building a memoryview.
+    body = raw[HEADER_SIZE:] if len(raw) < 4096 else memoryview(raw)[HEADER_SIZE:]
+    bins: dict[str, Any] = _decoder.decode(body)
     return bins

@@ -6,7 +6,8 @@ Layout (named LMDB databases in one environment directory):
 - ``expiry``:  ``set NUL | expires_ms (u64 BE) | encoded key`` -> empty. Sorted by set, then
   time, so a set's expired-but-unswept entries are one short range.
 - ``changes``: ``sequence (u64 BE)`` -> msgpack ``[rk, kind, generation, at_ms]``.
-- ``meta``:    ``count NUL set`` -> u64 live-or-unswept entries; ``seq`` -> last sequence.
+- ``meta``:    ``count NUL set`` -> u64 live-or-unswept entries; ``seq`` -> the last sequence,
+  written only when trimming (otherwise the newest change holds it).
 
 LMDB caps keys at 511 bytes but a record key may be 1 KiB plus its set name. Record keys up
 to ``_INLINE_MAX`` bytes are stored as they are; longer ones are stored under their first
@@ -93,6 +94,16 @@ class _Shared:
 os.register_at_fork(after_in_child=_Shared.forget_all)
 
 
+def _last_sequence(txn: Any, changes: Any, meta: Any) -> int:
+    # The newest change carries the last sequence. Only when retention has emptied the log
+    # does the sequence come from meta, where trimming leaves it.
+    cursor = txn.cursor(db=changes)
+    if cursor.last():
+        return int(_U64.unpack(cursor.key())[0])
+    raw = txn.get(_SEQ, db=meta)
+    return int(_U64LE.unpack(raw)[0]) if raw else 0
+
+
 class _LmdbTxn:
     __slots__ = ("_counts", "_dbs", "_seq", "_txn")
 
@@ -142,8 +153,7 @@ class _LmdbTxn:
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         _, _, changes, meta = self._dbs
         if self._seq < 0:
-            raw = self._txn.get(_SEQ, db=meta)
-            self._seq = _U64LE.unpack(raw)[0] if raw else 0
+            self._seq = _last_sequence(self._txn, changes, meta)
         self._seq += 1
         try:
             self._txn.put(
@@ -157,7 +167,7 @@ class _LmdbTxn:
         return self._seq
 
     def finish(self) -> None:
-        """Write the accumulated counters and sequence; called once before commit."""
+        """Write the accumulated counters; called once before commit."""
         meta = self._dbs[3]
         txn = self._txn
         for prefix, delta in self._counts.items():
@@ -166,8 +176,6 @@ class _LmdbTxn:
                 raw = txn.get(key, db=meta)
                 current = _U64LE.unpack(raw)[0] if raw else 0
                 txn.put(key, _U64LE.pack(max(0, current + delta)), db=meta)
-        if self._seq > 0:
-            txn.put(_SEQ, _U64LE.pack(self._seq), db=meta)
 
 
 class LmdbEngine:
@@ -273,8 +281,9 @@ class LmdbEngine:
     def get_many(self, rks: Sequence[bytes]) -> list[bytes | None]:
         txn = self._read()
         try:
+            get, records = txn.get, self._records
             view = _LmdbTxn(txn, self._dbs)
-            return [view.get(rk) for rk in rks]
+            return [get(rk, db=records) if len(rk) <= _INLINE_MAX else view.get(rk) for rk in rks]
         finally:
             txn.abort()
 
@@ -388,8 +397,7 @@ class LmdbEngine:
     def last_sequence(self) -> int:
         txn = self._read()
         try:
-            raw = txn.get(_SEQ, db=self._meta)
-            return int(_U64LE.unpack(raw)[0]) if raw else 0
+            return _last_sequence(txn, self._changes, self._meta)
         finally:
             txn.abort()
 
@@ -443,6 +451,8 @@ class LmdbEngine:
             entries = raw.stat(self._changes)["entries"]
             drop = max(0, entries - keep)
             if drop:
+                last = _last_sequence(raw, self._changes, self._meta)
+                raw.put(_SEQ, _U64LE.pack(last), db=self._meta)
                 cursor = raw.cursor(db=self._changes)
                 cursor.first()
                 for _ in range(drop):

@@ -1,32 +1,38 @@
-"""Redis string commands over ``$string`` records."""
+"""Redis string commands over ``$string`` records.
+
+Expiry arguments follow Redis 7: options are parsed first (a bad combination is a syntax
+error before any number is read), then the time, which must be positive and must not
+overflow a signed 64-bit millisecond timestamp. Counters (INCR...) and APPEND keep the
+key's TTL; SET, GETSET and MSET replace it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engramdb.errors import RecordTooBig
 from engramdb.records.writes import KEEP, Current, Outcome
-from engramdb.server.commands import Reply, Write, command
+from engramdb.server.commands import Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.values import (
+    LLONG_MAX,
+    LLONG_MIN,
     STRING_BIN,
+    error,
+    format_long_double,
     key_of,
-    kind_of,
     parse_int,
-    wrongtype,
+    parse_long_double,
+    string_of,
+    transform,
 )
 
 if TYPE_CHECKING:
+    from engramdb.records.keys import Key
     from engramdb.server.connection import Connection
 
-
-def string_of(bins: dict[str, Any] | None, in_plan: bool = False) -> bytes | None:
-    """The string value of a record (None when absent); WRONGTYPE for other kinds."""
-    if bins is None:
-        return None
-    if kind_of(bins) != "string":
-        raise wrongtype(in_plan)
-    value = bins[STRING_BIN]
-    return value if type(value) is bytes else bytes(value)
+_OVERFLOW = "ERR increment or decrement would overflow"
+_MAX_STRING = 512 << 20  # Redis' proto-max-bulk-len
 
 
 @command("get", 2, "readonly", "fast")
@@ -35,72 +41,345 @@ def get(conn: Connection, args: list[bytes]) -> Any:
     return None if record is None else string_of(record.bins)
 
 
-_SET_FLAGS = {b"NX", b"XX", b"GET", b"KEEPTTL"}
-_SET_TIMES = {b"EX": 1000, b"PX": 1, b"EXAT": -1000, b"PXAT": -1}
+@command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
+def mget(conn: Connection, args: list[bytes]) -> Any:
+    out: list[bytes | None] = []
+    for record in conn.records.get_many([key_of(raw) for raw in args]):
+        bins = None if record is None else record.bins
+        if bins is not None and len(bins) == 1 and STRING_BIN in bins:
+            out.append(string_of(bins))
+        else:
+            out.append(None)  # MGET answers nil for a key of another type
+    return out
+
+
+@command("strlen", 2, "readonly", "fast")
+def strlen(conn: Connection, args: list[bytes]) -> Any:
+    record = conn.records.get(key_of(args[0]))
+    return 0 if record is None else len(string_of(record.bins) or b"")
+
+
+@command("getrange", 4, "readonly")
+def getrange(conn: Connection, args: list[bytes]) -> Any:
+    start, end = parse_int(args[1]), parse_int(args[2])
+    record = conn.records.get(key_of(args[0]))
+    value = b"" if record is None else string_of(record.bins) or b""
+    size = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    start = max(0, start + size if start < 0 else start)
+    end = max(0, end + size if end < 0 else end)
+    end = min(end, size - 1)
+    if start > end or size == 0:
+        return b""
+    return value[start : end + 1]
+
+
+# SET and its relatives ------------------------------------------------------------------
+
+# Option -> (the options it may not follow, whether it takes a time, the time's scale: ms per
+# unit, negative for an absolute time). Redis' parseExtendedStringArgumentsOrReply as data.
+_TIMES = {b"EX": 1000, b"PX": 1, b"EXAT": -1000, b"PXAT": -1}
+_TIME_OPTIONS = frozenset(_TIMES)
+_SET_EXCLUDES: dict[bytes, frozenset[bytes]] = {
+    b"NX": frozenset({b"XX"}),
+    b"XX": frozenset({b"NX"}),
+    b"GET": frozenset(),
+    b"KEEPTTL": _TIME_OPTIONS,
+    **{name: frozenset({b"KEEPTTL"} | (_TIME_OPTIONS - {name})) for name in _TIMES},
+}
+_GETEX_EXCLUDES: dict[bytes, frozenset[bytes]] = {
+    b"PERSIST": _TIME_OPTIONS,
+    **{name: frozenset({b"PERSIST"} | (_TIME_OPTIONS - {name})) for name in _TIMES},
+}
+
+
+class _Expiry:
+    """A parsed EX/PX/EXAT/PXAT argument: ``at(now)`` is the absolute expiry in ms."""
+
+    __slots__ = ("absolute", "ms")
+
+    def __init__(self, option: bytes, raw: bytes, name: str, now_ms: int) -> None:
+        amount = parse_int(raw)
+        scale = _TIMES[option]
+        invalid = f"ERR invalid expire time in '{name}' command"
+        if amount <= 0 or (abs(scale) == 1000 and amount > LLONG_MAX // 1000):
+            raise Reply(invalid)
+        self.ms = amount * abs(scale)
+        self.absolute = scale < 0
+        if not self.absolute and self.ms > LLONG_MAX - now_ms:
+            raise Reply(invalid)
+
+    def at(self, now: int) -> int:
+        return self.ms if self.absolute else min(now + self.ms, LLONG_MAX)
+
+
+def _parse_options(
+    args: list[bytes], excludes: dict[bytes, frozenset[bytes]], name: str, now_ms: int
+) -> tuple[set[bytes], _Expiry | None]:
+    flags: set[bytes] = set()
+    time: tuple[bytes, bytes] | None = None
+    i = 0
+    while i < len(args):
+        option = args[i].upper()
+        rule = excludes.get(option)
+        if rule is None or flags & rule:
+            raise Reply("ERR syntax error")
+        if option in _TIMES:
+            if i + 1 >= len(args):
+                raise Reply("ERR syntax error")
+            time = (option, args[i + 1])  # a repeated option: the last one wins, as in Redis
+            i += 1
+        flags.add(option)
+        i += 1
+    expiry = None if time is None else _Expiry(time[0], time[1], name, now_ms)
+    return flags, expiry
 
 
 @command("set", -3, "write")
 def set_(conn: Connection, args: list[bytes]) -> Any:
-    key, value = key_of(args[0]), args[1]
-    flags: set[bytes] = set()
-    expiry: tuple[bytes, int] | None = None
-    i = 2
-    while i < len(args):
-        option = args[i].upper()
-        if option in _SET_FLAGS:
-            flags.add(option)
-            i += 1
-        elif option in _SET_TIMES and i + 1 < len(args) and expiry is None:
-            amount = parse_int(args[i + 1])
-            if amount <= 0:
-                raise Reply("ERR invalid expire time in 'set' command")
-            expiry = (option, amount)
-            i += 2
-        else:
-            raise Reply("ERR syntax error")
-    if (b"NX" in flags and b"XX" in flags) or (b"KEEPTTL" in flags and expiry is not None):
-        raise Reply("ERR syntax error")
-    bins = {STRING_BIN: value}
+    flags, expiry = _parse_options(args[2:], _SET_EXCLUDES, "set", conn.db._now_ms())
+    key, bins = key_of(args[0]), {STRING_BIN: args[1]}
     if not flags:
-        ttl = None
-        if expiry is not None:
-            option, amount = expiry
-            scale = _SET_TIMES[option]
-            if scale < 0:
-                return _set_at(conn, key, bins, flags, expiry)
-            ttl = amount * scale / 1000
-        return Write(conn.records._plan_put(key, bins, ttl=ttl), lambda _: OK)
-    return _set_at(conn, key, bins, flags, expiry)
+        return Write(conn.records._plan_put(key, bins), lambda _: OK)
+    return _set(conn, key, bins, flags, expiry)
 
 
-def _set_at(
+def _set(
     conn: Connection,
-    key: Any,
+    key: Key,
     bins: dict[str, Any],
     flags: set[bytes],
-    expiry: tuple[bytes, int] | None,
+    expiry: _Expiry | None,
+    reply: Any = None,
 ) -> Write:
     want_old = b"GET" in flags
+    nx, xx, keep_ttl = b"NX" in flags, b"XX" in flags, b"KEEPTTL" in flags
 
     def apply(current: Current, now: int) -> Outcome:
         old = string_of(current.bins, in_plan=True) if want_old else None
         exists = current.bins is not None
-        if (b"NX" in flags and exists) or (b"XX" in flags and not exists):
+        if (nx and exists) or (xx and not exists):
             return Outcome((False, old))
         if expiry is None:
-            expires: Any = KEEP if b"KEEPTTL" in flags else 0
-        else:
-            option, amount = expiry
-            scale = _SET_TIMES[option]
-            expires = now + amount * scale if scale > 0 else amount * -scale
-            if expires <= now:
-                return Outcome((True, old), None)  # an absolute time in the past: gone at once
+            return Outcome((True, old), bins, KEEP if keep_ttl else 0)
+        expires = expiry.at(now)
+        if expires <= now:
+            return Outcome((True, old), None)  # an absolute time in the past: gone at once
         return Outcome((True, old), bins, expires)
 
-    def reply(result: tuple[bool, bytes | None]) -> Any:
+    def answer(result: tuple[bool, bytes | None]) -> Any:
         written, old = result
         if want_old:
             return old
+        if reply is not None:
+            return reply[written]
         return OK if written else None
 
-    return Write(conn.records._plan_transform([(key, apply)], single=True), reply)
+    return transform(conn, key, apply, answer)
+
+
+@command("setnx", 3, "write", "fast")
+def setnx(conn: Connection, args: list[bytes]) -> Any:
+    return _set(conn, key_of(args[0]), {STRING_BIN: args[1]}, {b"NX"}, None, (0, 1))
+
+
+def _setex(conn: Connection, args: list[bytes], option: bytes, name: str) -> Any:
+    expiry = _Expiry(option, args[1], name, conn.db._now_ms())
+    return _set(conn, key_of(args[0]), {STRING_BIN: args[2]}, {option}, expiry)
+
+
+@command("setex", 4, "write")
+def setex(conn: Connection, args: list[bytes]) -> Any:
+    return _setex(conn, args, b"EX", "setex")
+
+
+@command("psetex", 4, "write")
+def psetex(conn: Connection, args: list[bytes]) -> Any:
+    return _setex(conn, args, b"PX", "psetex")
+
+
+@command("getset", 3, "write", "fast")
+def getset(conn: Connection, args: list[bytes]) -> Any:
+    return _set(conn, key_of(args[0]), {STRING_BIN: args[1]}, {b"GET"}, None)
+
+
+@command("mset", -3, "write", keys=(1, -1, 2))
+def mset(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) % 2:
+        raise wrong_args("mset")
+    return _mset(conn, args, only_new=False)
+
+
+@command("msetnx", -3, "write", keys=(1, -1, 2))
+def msetnx(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) % 2:
+        raise wrong_args("msetnx")
+    return _mset(conn, args, only_new=True)
+
+
+def _mset(conn: Connection, args: list[bytes], only_new: bool) -> Write:
+    pairs = [(key_of(args[i]), args[i + 1]) for i in range(0, len(args), 2)]
+    keys = [key for key, _ in pairs]
+    # One transform over every key: MSETNX checks them all in the first items (which
+    # write nothing) before any is set, so the whole command is one atomic decision.
+    blocked = [False]
+
+    def check(current: Current, now: int) -> Outcome:
+        if current.bins is not None:
+            blocked[0] = True
+        return Outcome(None)
+
+    def setter(value: bytes) -> Any:
+        def apply(current: Current, now: int) -> Outcome:
+            if blocked[0]:
+                return Outcome(0)
+            return Outcome(1, {STRING_BIN: value}, 0)
+
+        return apply
+
+    items: list[Any] = [(key, check) for key in keys] if only_new else []
+    items.extend((key, setter(value)) for key, value in pairs)
+    plan = conn.records._plan_transform(items)
+
+    def run(txn: Any) -> Any:
+        blocked[0] = False  # a plan may be run again if its batch is retried
+        return plan(txn)
+
+    if only_new:
+        return Write(run, lambda results: results[-1])
+    return Write(plan, lambda _: OK)
+
+
+@command("getdel", 2, "write", "fast")
+def getdel(conn: Connection, args: list[bytes]) -> Any:
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True)
+        return Outcome(value, None if value is not None else KEEP)
+
+    return transform(conn, key_of(args[0]), apply)
+
+
+_GETEX_SCALES = {b"EX", b"PX", b"EXAT", b"PXAT"}
+
+
+@command("getex", -2, "write", "fast")
+def getex(conn: Connection, args: list[bytes]) -> Any:
+    flags, expiry = _parse_options(args[1:], _GETEX_EXCLUDES, "getex", conn.db._now_ms())
+    persist = b"PERSIST" in flags
+
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True)
+        if value is None:
+            return Outcome(None)
+        if expiry is not None:
+            expires = expiry.at(now)
+            if expires <= now:
+                return Outcome(value, None)
+            return Outcome(value, KEEP, expires)
+        if persist and current.expires_ms:
+            return Outcome(value, KEEP, 0)
+        return Outcome(value)
+
+    return transform(conn, key_of(args[0]), apply)
+
+
+@command("append", 3, "write", "fast")
+def append(conn: Connection, args: list[bytes]) -> Any:
+    tail = args[1]
+    limit = conn.db.limits.max_record_bytes
+
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True) or b""
+        if len(value) + len(tail) > _MAX_STRING:
+            raise error("ERR string exceeds maximum allowed size (proto-max-bulk-len)", True)
+        if len(value) + len(tail) > limit:
+            raise RecordTooBig(f"the string would exceed the record limit of {limit} bytes")
+        joined = value + tail
+        return Outcome(len(joined), {STRING_BIN: joined})
+
+    return transform(conn, key_of(args[0]), apply)
+
+
+@command("setrange", 4, "write")
+def setrange(conn: Connection, args: list[bytes]) -> Any:
+    offset, chunk = parse_int(args[1]), args[2]
+    if offset < 0:
+        raise Reply("ERR offset is out of range")
+    limit = conn.db.limits.max_record_bytes
+
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True)
+        if not chunk:
+            return Outcome(0 if value is None else len(value))
+        if offset + len(chunk) > _MAX_STRING:
+            raise error("ERR string exceeds maximum allowed size (proto-max-bulk-len)", True)
+        if offset + len(chunk) > limit:
+            raise RecordTooBig(f"the string would exceed the record limit of {limit} bytes")
+        value = value or b""
+        if len(value) < offset:
+            value += bytes(offset - len(value))
+        joined = value[:offset] + chunk + value[offset + len(chunk) :]
+        return Outcome(len(joined), {STRING_BIN: joined})
+
+    return transform(conn, key_of(args[0]), apply)
+
+
+# counters -------------------------------------------------------------------------------
+
+
+def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True)
+        number = 0 if value is None else parse_int(value, in_plan=True)
+        if (amount < 0 and number < 0 and amount < LLONG_MIN - number) or (
+            amount > 0 and number > 0 and amount > LLONG_MAX - number
+        ):
+            raise error(_OVERFLOW, True)
+        number += amount
+        return Outcome(number, {STRING_BIN: b"%d" % number})
+
+    return transform(conn, key_of(raw_key), apply)
+
+
+@command("incr", 2, "write", "fast")
+def incr(conn: Connection, args: list[bytes]) -> Any:
+    return _incr(conn, args[0], 1)
+
+
+@command("decr", 2, "write", "fast")
+def decr(conn: Connection, args: list[bytes]) -> Any:
+    return _incr(conn, args[0], -1)
+
+
+@command("incrby", 3, "write", "fast")
+def incrby(conn: Connection, args: list[bytes]) -> Any:
+    return _incr(conn, args[0], parse_int(args[1]))
+
+
+@command("decrby", 3, "write", "fast")
+def decrby(conn: Connection, args: list[bytes]) -> Any:
+    amount = parse_int(args[1])
+    if amount == LLONG_MIN:
+        raise Reply("ERR decrement would overflow")
+    return _incr(conn, args[0], -amount)
+
+
+@command("incrbyfloat", 3, "write", "fast")
+def incrbyfloat(conn: Connection, args: list[bytes]) -> Any:
+    import numpy as np
+
+    raw_amount = args[1]
+
+    def apply(current: Current, now: int) -> Outcome:
+        value = string_of(current.bins, in_plan=True)
+        number = parse_long_double(b"0" if value is None else value, in_plan=True)
+        amount = parse_long_double(raw_amount, in_plan=True)
+        with np.errstate(all="ignore"):
+            total = number + amount
+        if not np.isfinite(total):
+            raise error("ERR increment would produce NaN or Infinity", True)
+        text = format_long_double(total)
+        return Outcome(text, {STRING_BIN: text})
+
+    return transform(conn, key_of(args[0]), apply)

@@ -15,22 +15,38 @@ names must be valid bin names (UTF-8 text of at most 64 characters).
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from engramdb.records.keys import Key
-from engramdb.server.commands import RedisError, Reply
+from engramdb.records.writes import Current, Outcome
+from engramdb.server.commands import RedisError, Reply, Write
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from engramdb.server.connection import Connection
 
 __all__ = [
     "LIST_BIN",
+    "NOT_FLOAT",
+    "NOT_INT",
+    "RESERVED_FIELDS",
     "STRING_BIN",
     "WRONGTYPE",
     "as_bytes",
     "field_name",
+    "format_long_double",
+    "hash_of",
     "key_bytes",
     "key_of",
     "kind_of",
+    "list_of",
     "parse_float",
     "parse_int",
+    "parse_long_double",
+    "string_of",
+    "transform",
 ]
 
 STRING_BIN = "$string"
@@ -38,6 +54,10 @@ LIST_BIN = "$list"
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 NOT_INT = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
+# A hash whose only field were one of these would read back as a string or a list.
+RESERVED_FIELDS = frozenset({STRING_BIN, LIST_BIN})
+LLONG_MAX = (1 << 63) - 1
+LLONG_MIN = -(1 << 63)
 
 
 def key_of(raw: bytes) -> Key:
@@ -69,6 +89,49 @@ def kind_of(bins: dict[str, Any] | None) -> str:
 
 def wrongtype(in_plan: bool = False) -> Exception:
     return RedisError(WRONGTYPE) if in_plan else Reply(WRONGTYPE)
+
+
+def error(text: str, in_plan: bool) -> Exception:
+    """A Redis error reply: a ``RedisError`` inside a write plan, a ``Reply`` outside."""
+    return RedisError(text) if in_plan else Reply(text)
+
+
+def string_of(bins: dict[str, Any] | None, in_plan: bool = False) -> bytes | None:
+    """The string value of a record (None when absent); WRONGTYPE for other kinds."""
+    if bins is None:
+        return None
+    if kind_of(bins) != "string":
+        raise wrongtype(in_plan)
+    return as_bytes(bins[STRING_BIN])
+
+
+def hash_of(bins: dict[str, Any] | None, in_plan: bool = False) -> dict[str, Any]:
+    """The fields of a hash record ({} when absent); WRONGTYPE for other kinds."""
+    if bins is None:
+        return {}
+    if kind_of(bins) != "hash":
+        raise wrongtype(in_plan)
+    return bins
+
+
+def list_of(bins: dict[str, Any] | None, in_plan: bool = False) -> list[Any]:
+    """The items of a list record ([] when absent); WRONGTYPE for other kinds."""
+    if bins is None:
+        return []
+    if kind_of(bins) != "list":
+        raise wrongtype(in_plan)
+    items = bins[LIST_BIN]
+    return items if type(items) is list else [items]
+
+
+def transform(
+    conn: Connection,
+    key: Key,
+    fn: Callable[[Current, int], Outcome],
+    then: Callable[[Any], Any] = lambda value: value,
+) -> Write:
+    """A read-modify-write of one record, run inside the write transaction."""
+    return Write(conn.records._plan_transform([(key, fn)], single=True), then)
 
 
 def as_bytes(value: Any) -> bytes:
@@ -105,14 +168,24 @@ def format_float(value: float) -> bytes:
 
 
 def field_name(raw: bytes, in_plan: bool = False) -> str:
+    """A hash field to write: bins are named by 1 to 64 characters of UTF-8 text."""
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         name = ""
     if not name or len(name) > 64:
-        text = "ERR hash field names must be 1 to 64 characters of UTF-8 text"
-        raise RedisError(text) if in_plan else Reply(text)
+        raise error("ERR hash field names must be 1 to 64 characters of UTF-8 text", in_plan)
+    if name in RESERVED_FIELDS:
+        raise error(f"ERR hash field name {name} is reserved", in_plan)
     return name
+
+
+def field_lookup(raw: bytes) -> str | None:
+    """A hash field to read: None for a name no stored field can have."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_int(raw: bytes | Any, in_plan: bool = False) -> int:
@@ -143,7 +216,7 @@ def parse_float(raw: bytes | Any, in_plan: bool = False) -> float:
         return float(raw)
     data = as_bytes(raw)
     try:
-        if not data or data != data.strip():
+        if not data or data != data.strip() or b"_" in data:
             raise ValueError
         value = float(data)
     except ValueError:
@@ -151,3 +224,58 @@ def parse_float(raw: bytes | Any, in_plan: bool = False) -> float:
     if value != value:
         raise RedisError(NOT_FLOAT) if in_plan else Reply(NOT_FLOAT)
     return value
+
+
+_MAX_LONG_DOUBLE_CHARS = 5 * 1024
+
+
+def parse_long_double(raw: bytes | Any, text: str = NOT_FLOAT, in_plan: bool = False) -> Any:
+    """A number as Redis' ``strtold`` reads it, as a numpy ``longdouble``.
+
+    INCRBYFLOAT and HINCRBYFLOAT compute in C ``long double`` (80-bit on x86-64); doing
+    the same is what makes ``0.1 + 0.2`` come out as ``0.3`` here as it does in Redis.
+    """
+    import numpy as np
+
+    if type(raw) is float or type(raw) is int:
+        return np.longdouble(raw)
+    data = as_bytes(raw)
+    if (
+        not data
+        or len(data) > _MAX_LONG_DOUBLE_CHARS
+        or data != data.strip()
+        or b"_" in data
+        or b"\0" in data
+    ):
+        raise error(text, in_plan)
+    try:
+        with np.errstate(all="ignore"):
+            value = np.longdouble(data.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        raise error(text, in_plan) from None
+    if np.isnan(value):
+        raise error(text, in_plan)
+    lowered = data.lower()
+    if np.isinf(value) and b"inf" not in lowered:
+        raise error(text, in_plan)  # overflow: strtold reports ERANGE
+    if value == 0:
+        digits = lowered.lstrip(b"+-")
+        if digits.startswith(b"0x"):
+            mantissa = digits[2:].split(b"p", 1)[0]
+        else:
+            mantissa = digits.split(b"e", 1)[0]
+        if any(c in b"123456789abcdef" for c in mantissa):
+            raise error(text, in_plan)  # underflow to zero: ERANGE as well
+    return value
+
+
+def format_long_double(value: np.longdouble) -> bytes:
+    """Redis' human form of a long double: ``%.17Lf`` without trailing zeros."""
+    import numpy as np
+
+    text = np.format_float_positional(value, precision=17, unique=False, fractional=True)
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text == "-0":
+        text = "0"
+    return text.encode()
