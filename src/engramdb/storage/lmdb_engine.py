@@ -86,7 +86,12 @@ class _Shared:
 
     @classmethod
     def forget_all(cls) -> None:
-        # After fork the child must not touch the parent's environments, nor close them.
+        # After fork the child must not use the parent's environments. Closing the child's
+        # copies only drops its mappings and descriptors (fcntl locks are not inherited, and
+        # reader slots are per pid), and it lets the child open the path afresh.
+        for env, _, _ in cls.envs.values():
+            with contextlib.suppress(Exception):
+                env.close()
         cls.envs = {}
         cls.lock = threading.Lock()
 
@@ -232,6 +237,8 @@ class LmdbEngine:
                     )
                 except lmdb.Error as e:
                     raise StorageError(f"cannot open LMDB at {self.path}: {e}") from e
+                # Free reader slots left by processes that died (kill -9) holding them.
+                env.reader_check()
                 _Shared.envs[self.path] = (env, 1, durability)
         self._env = env
         try:
@@ -262,6 +269,13 @@ class LmdbEngine:
         except lmdb.MapResizedError:
             # Another process grew the map: adopt its size and retry once.
             self._env.set_mapsize(0)
+        except lmdb.ReadersFullError:
+            # Slots held by processes that died are reclaimable; a full table of live
+            # readers is not, and the retry reports it.
+            self._env.reader_check()
+        except lmdb.Error as e:
+            raise StorageError(f"LMDB read failed: {e}") from e
+        try:
             return self._env.begin(buffers=False)
         except lmdb.Error as e:
             raise StorageError(f"LMDB read failed: {e}") from e
