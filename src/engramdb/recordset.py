@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from engramdb.errors import EngramError, InvalidArgument, NotFound
+from engramdb.errors import EngramError, InvalidArgument, NotFound, RecordTooBig
 from engramdb.records.codec import (
     HEADER_SIZE,
     check_bins,
@@ -364,6 +364,8 @@ class RecordSet:
         return cast(int, self._db._write(self._plan_touch(key, ttl, expect_generation)))
 
     def _plan_touch(self, key: Key, ttl: float, expect_generation: int | None = None) -> WriteFn:
+        if ttl is None:
+            raise InvalidArgument("touch needs a ttl (seconds); to keep a record, put it")
         check_ttl(ttl)
 
         def refresh(current: Current, now: int) -> Outcome:
@@ -426,8 +428,8 @@ class RecordSet:
         create_only: bool = False,
         update_only: bool = False,
     ) -> WriteFn:
-        if not isinstance(ops, list | tuple):
-            raise InvalidArgument("operate needs a list of operations")
+        if not isinstance(ops, list | tuple) or not ops:
+            raise InvalidArgument("operate needs a non-empty list of operations")
         limits = self._limits
 
         def run(current: Current, now: int) -> Outcome:
@@ -474,6 +476,7 @@ class RecordSet:
         single: bool = False,
         result: str = "outcome",
         validate: bool = False,
+        raw: bool = False,
     ) -> WriteFn:
         """The one write path: every record write above is a transform.
 
@@ -481,7 +484,8 @@ class RecordSet:
         runs. Every outcome is validated and encoded before anything is staged, so a failure
         leaves the transaction untouched; later items see earlier items' effects on the same
         key. ``result="generation"`` returns the written generation instead of the outcome's
-        result.
+        result. ``raw=True`` hands each ``fn`` the stored body undecoded (``Current.body``)
+        instead of its bins: the server edits long Redis lists in place this way.
         """
         keyed = [(self._rk(key), fn) for key, fn in items]
         limits = self._limits
@@ -496,7 +500,14 @@ class RecordSet:
                 current = Stored(overlay[rk] if rk in overlay else txn.get(rk), now)
                 if conditions is not None:
                     conditions.check(current.generation)
-                outcome = fn(Current(current.bins(), current.generation, current.expires_ms), now)
+                if raw:
+                    undecoded = (
+                        None if current.raw is None else memoryview(current.raw)[HEADER_SIZE:]
+                    )
+                    seen = Current(None, current.generation, current.expires_ms, undecoded)
+                else:
+                    seen = Current(current.bins(), current.generation, current.expires_ms)
+                outcome = fn(seen, now)
                 bins, expires = outcome.bins, outcome.expires_ms
                 if bins is None:
                     if current.prev_expires_ms is not None:
@@ -509,15 +520,22 @@ class RecordSet:
                         results.append(outcome.result)  # nothing to write
                         continue
                     body = current.raw[HEADER_SIZE:]
+                elif type(bins) is bytes and not validate:
+                    body = bins
+                    if HEADER_SIZE + len(body) > limits.max_record_bytes:
+                        raise RecordTooBig(
+                            f"record encodes to {HEADER_SIZE + len(body)} bytes; the limit is "
+                            f"{limits.max_record_bytes}"
+                        )
                 else:
                     if validate:
                         check_bins(bins, limits)
-                    body = encode_body(bins, limits)
+                    body = encode_body(cast(Mapping[str, Any], bins), limits)
                 expires_at = current.expires_ms if isinstance(expires, _Keep) else expires
                 generation = current.generation + 1
-                raw = with_header(body, generation, expires_at, now)
-                staged.append((rk, current, raw, expires_at, generation))
-                overlay[rk] = raw
+                encoded = with_header(body, generation, expires_at, now)
+                staged.append((rk, current, encoded, expires_at, generation))
+                overlay[rk] = encoded
                 results.append(generation if result == "generation" else outcome.result)
             for rk, current, value, expires_at, generation in staged:
                 if value is None:

@@ -167,7 +167,12 @@ def decode_value(data: bytes | memoryview) -> Any:
 
 def encode_body(bins: Mapping[str, Any], limits: Limits) -> bytes:
     """Encode already validated bins, enforcing the record size limit."""
-    body = _encoder.encode(bins)
+    try:
+        body = _encoder.encode(bins)
+    except (UnicodeEncodeError, OverflowError) as e:
+        # What the type walk does not look at: lone surrogates in text (bin names, values,
+        # map keys) and ints beyond 64 bits used as map keys.
+        raise InvalidArgument(f"cannot store this value: {e}") from None
     size = HEADER_SIZE + len(body)
     if size > limits.max_record_bytes:
         raise RecordTooBig(

@@ -95,6 +95,16 @@ def _wrong_type(op: str, bin_name: str, want: str, value: object) -> InvalidArgu
     return InvalidArgument(f"{op} on bin {bin_name!r}: it holds {type(value).__name__}, not {want}")
 
 
+def _map_key(key: object) -> str | int | bytes:
+    if type(key) is int:
+        if not _INT_MIN <= key <= (1 << 64) - 1:
+            raise InvalidArgument(f"map key {key} does not fit in 64 bits")
+        return key
+    if type(key) is str or type(key) is bytes:
+        return key
+    raise InvalidArgument(f"map keys must be str, int or bytes, not {type(key).__name__}")
+
+
 class Applied:
     """The outcome of ``apply_ops``: new bins, per-op results, and what changed."""
 
@@ -145,8 +155,10 @@ def apply_ops(
         name = check_bin_name(op.bin, limits)  # type: ignore[union-attr]
         old = current.get(name)
         if kind is Write:
-            check_value(op.value, limits, name)  # type: ignore[union-attr]
-            current[name] = op.value  # type: ignore[union-attr]
+            value = op.value  # type: ignore[union-attr]
+            check_value(value, limits, name)
+            # Stored tuples read back as lists; later ops in this call must see a list too.
+            current[name] = list(value) if type(value) is tuple else value
             results.append(None)
         elif kind is DeleteBin:
             current.pop(name, None)
@@ -174,7 +186,7 @@ def apply_ops(
                 old = []
             elif type(old) is not list:
                 raise _wrong_type("list_append", name, "a list", old)
-            check_value(op.value, limits, name)  # type: ignore[union-attr]
+            check_value(op.value, limits, name, 1)  # type: ignore[union-attr]
             items = [*old, op.value]  # type: ignore[union-attr]
             if max_len is not None and len(items) > max_len:
                 items = items[len(items) - max_len :]
@@ -193,22 +205,18 @@ def apply_ops(
             current[name] = items
             results.append(len(items))
         elif kind is MapPut:
-            key = op.key  # type: ignore[union-attr]
-            if type(key) not in (str, int, bytes):
-                raise InvalidArgument(
-                    f"map keys must be str, int or bytes, not {type(key).__name__}"
-                )
+            key = _map_key(op.key)  # type: ignore[union-attr]
             if old is None:
                 old = {}
             elif type(old) is not dict:
                 raise _wrong_type("map_put", name, "a map", old)
-            check_value(op.value, limits, name)  # type: ignore[union-attr]
+            check_value(op.value, limits, name, 1)  # type: ignore[union-attr]
             mapping = dict(old)
             mapping[key] = op.value  # type: ignore[union-attr]
             current[name] = mapping
             results.append(len(mapping))
         elif kind is MapRemove:
-            key = op.key  # type: ignore[union-attr]
+            key = _map_key(op.key)  # type: ignore[union-attr]
             if old is None:
                 results.append(None)
                 continue

@@ -135,24 +135,35 @@ KEEP = _Keep()
 
 
 class Current(NamedTuple):
-    """A record as a transform sees it: ``bins`` is None when it is absent or expired."""
+    """A record as a transform sees it: ``bins`` is None when it is absent or expired.
+
+    A *raw* transform (``RecordSet._plan_transform(raw=True)``) is not given decoded bins:
+    ``bins`` is always None and ``body`` is a view of the stored msgpack map of bins (None
+    when the record is absent or expired), so a transform that edits a large record can work
+    on its bytes instead of decoding and re-encoding every value.
+    """
 
     bins: dict[str, Any] | None
     generation: int
     expires_ms: int
+    body: memoryview | None = None
 
 
 class Outcome:
     """What a transform decided: the caller's ``result``; ``bins`` to store (a dict), None to
     delete the record, or ``KEEP``; ``expires_ms`` as an absolute time in ms (0 = never) or
-    ``KEEP``. Nothing is written when both are ``KEEP``."""
+    ``KEEP``. Nothing is written when both are ``KEEP``.
+
+    Internal transforms (not the public ``transform``, which validates bins) may give
+    ``bins`` as ``bytes``: an already encoded msgpack map of bins, stored as it is after the
+    record size check. Its author vouches that it decodes to valid bins."""
 
     __slots__ = ("bins", "expires_ms", "result")
 
     def __init__(
         self,
         result: Any = None,
-        bins: dict[str, Any] | _Keep | None = KEEP,
+        bins: dict[str, Any] | bytes | _Keep | None = KEEP,
         expires_ms: int | _Keep = KEEP,
     ) -> None:
         self.result = result
