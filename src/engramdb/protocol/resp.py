@@ -6,9 +6,10 @@ Rules of this file:
 - Every length a client declares is checked against the parser's limits when its header is
   read, before any payload is buffered for it: a ``*1000000`` array or a ``$1099511627776``
   bulk is refused at once, so memory stays bounded by the limits, never by the client.
-- A malformed frame raises ``ProtocolError``; the connection cannot be resynchronised and
-  must be closed after replying with the error. Nothing is half-parsed: a command is
-  returned only when its whole frame has arrived.
+- A malformed frame sets ``ProtocolError`` on the parser; the connection cannot be
+  resynchronised and must be closed after answering the commands before it and replying
+  with the error. Nothing is half-parsed: a command is returned only when its whole frame
+  has arrived.
 - Both request forms Redis accepts are parsed: multibulk (``*2\\r\\n$3\\r\\nGET\\r\\n...``) and
   inline (``GET key\\r\\n``, as typed into telnet).
 
@@ -61,21 +62,31 @@ _MAX_HEADER = 24  # "*" or "$" + 20 digits + CRLF fits comfortably
 class RequestParser:
     """Incremental parser of client commands.
 
+    An unfinished command keeps its parse state between feeds (arguments read so far, the
+    pending bulk length), so a command trickled in one byte at a time costs the same as one
+    that arrives whole. When a frame breaks the protocol, the commands before it are still
+    returned and ``error`` holds the ``ProtocolError``; nothing after it is parsed.
+
     >>> parser = RequestParser(ParserLimits())
-    >>> parser.feed(b"*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\nPING\\r\\n*1\\r\\n$4\\r\\nPI")
+    >>> parser.feed(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4\r\nPI")
     >>> parser.commands()
     [[b'GET', b'k'], [b'PING']]
     """
 
     def __init__(self, limits: ParserLimits) -> None:
         self.limits = limits
+        self.error: ProtocolError | None = None
         self._buf = bytearray()
         self._pos = 0
+        self._args: list[bytes] | None = None  # the unfinished multibulk command, if any
+        self._remaining = 0  # its arguments still to read
+        self._bulk = -1  # the pending bulk's length once its header is read
+        self._held = 0  # bytes of it already consumed (headers and arguments)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as commands."""
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos + self._held
 
     def feed(self, data: bytes) -> None:
         if self._pos and self._pos == len(self._buf):
@@ -84,86 +95,114 @@ class RequestParser:
         else:
             self._buf += data
 
-    def commands(self) -> list[list[bytes]]:
-        """Every complete command buffered so far, in order. Raises ``ProtocolError``."""
+    def commands(self, most: int | None = None) -> list[list[bytes]]:
+        """Complete commands buffered so far, in order (at most ``most``).
+
+        On a protocol violation, returns the commands before it and sets ``error``.
+        """
         out: list[list[bytes]] = []
+        if self.error is not None:
+            return out
+        try:
+            self._parse(out, most)
+        except ProtocolError as e:
+            self.error = e
+        return out
+
+    def _parse(self, out: list[list[bytes]], most: int | None) -> None:
         buf = self._buf
         size = len(buf)
         pos = self._pos
         limits = self.limits
-        while pos < size:
-            if buf[pos] != 42:  # not "*": an inline command
-                end = buf.find(b"\n", pos, pos + limits.max_inline + 1)
-                if end < 0:
-                    if size - pos > limits.max_inline:
-                        raise ProtocolError("too big inline request")
-                    break
-                words = bytes(buf[pos:end]).strip().split()
-                pos = end + 1
-                if words:
-                    if len(words) > limits.max_args:
+        try:
+            while most is None or len(out) < most:
+                if self._args is None:
+                    if pos >= size:
+                        break
+                    if buf[pos] != 42:  # not "*": an inline command
+                        end = buf.find(b"\n", pos, pos + limits.max_inline + 1)
+                        if end < 0:
+                            if size - pos > limits.max_inline:
+                                raise ProtocolError("too big inline request")
+                            break
+                        words = bytes(buf[pos:end]).strip().split()
+                        pos = end + 1
+                        if words:
+                            if len(words) > limits.max_args:
+                                raise ProtocolError("invalid multibulk length")
+                            out.append(words)
+                        continue
+                    eol = buf.find(_CRLF, pos, pos + _MAX_HEADER)
+                    if eol < 0:
+                        if size - pos >= _MAX_HEADER:
+                            raise ProtocolError("invalid multibulk length")
+                        break
+                    count = _length(buf, pos + 1, eol, "invalid multibulk length")
+                    if count > limits.max_args:
                         raise ProtocolError("invalid multibulk length")
-                    out.append(words)
-                continue
-            eol = buf.find(_CRLF, pos, pos + _MAX_HEADER)
-            if eol < 0:
-                if size - pos >= _MAX_HEADER:
-                    raise ProtocolError("invalid multibulk length")
-                break
-            try:
-                count = int(buf[pos + 1 : eol])
-            except ValueError:
-                raise ProtocolError("invalid multibulk length") from None
-            if count > limits.max_args:
-                raise ProtocolError("invalid multibulk length")
-            p = eol + 2
-            if count <= 0:
-                pos = p
-                continue
-            args: list[bytes] = []
-            complete = True
-            for _ in range(count):
-                if p >= size:
-                    complete = False
-                    break
-                if buf[p] != 36:  # "$"
-                    raise ProtocolError(f"expected '$', got '{chr(buf[p])}'")
-                eol = buf.find(_CRLF, p, p + _MAX_HEADER)
-                if eol < 0:
-                    if size - p >= _MAX_HEADER:
-                        raise ProtocolError("invalid bulk length")
-                    complete = False
-                    break
-                try:
-                    length = int(buf[p + 1 : eol])
-                except ValueError:
-                    raise ProtocolError("invalid bulk length") from None
-                if length < 0 or length > limits.max_bulk:
-                    raise ProtocolError("invalid bulk length")
-                start = eol + 2
-                end = start + length
-                if end + 2 > size:
-                    complete = False
-                    break
-                if buf[end] != 13 or buf[end + 1] != 10:
-                    raise ProtocolError("bulk string not terminated by CRLF")
-                args.append(bytes(buf[start:end]))
-                p = end + 2
-            if not complete:
-                break
-            out.append(args)
-            pos = p
-        if size - pos > limits.max_buffer:
-            raise ProtocolError("query buffer limit exceeded")
+                    header = eol + 2 - pos
+                    pos = eol + 2
+                    if count <= 0:
+                        continue
+                    self._args, self._remaining, self._held = [], count, header
+                args = self._args
+                while self._remaining:
+                    if self._bulk < 0:
+                        if pos >= size:
+                            return
+                        if buf[pos] != 36:  # "$"
+                            raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
+                        eol = buf.find(_CRLF, pos, pos + _MAX_HEADER)
+                        if eol < 0:
+                            if size - pos >= _MAX_HEADER:
+                                raise ProtocolError("invalid bulk length")
+                            return
+                        length = _length(buf, pos + 1, eol, "invalid bulk length")
+                        if length < 0 or length > limits.max_bulk:
+                            raise ProtocolError("invalid bulk length")
+                        self._held += eol + 2 - pos
+                        if self._held + length + 2 > limits.max_buffer:
+                            raise ProtocolError("query buffer limit exceeded")
+                        self._bulk = length
+                        pos = eol + 2
+                    end = pos + self._bulk
+                    if end + 2 > size:
+                        return
+                    if buf[end] != 13 or buf[end + 1] != 10:
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    args.append(bytes(buf[pos:end]))
+                    self._held += self._bulk + 2
+                    self._bulk = -1
+                    self._remaining -= 1
+                    pos = end + 2
+                out.append(args)
+                self._args, self._held = None, 0
+        finally:
+            self._pos = pos
+            # Stopping at ``most`` leaves whole commands unparsed, not an oversized one; they
+            # are judged by the limits in force when they are parsed.
+            self._compact(limits, check=most is None or len(out) < most)
+
+    def _compact(self, limits: ParserLimits, check: bool) -> None:
+        pos = self._pos
+        size = len(self._buf)
+        if check and size - pos + self._held > limits.max_buffer and self.error is None:
+            self.error = ProtocolError("query buffer limit exceeded")
         if pos >= size:
             self._buf = bytearray()
             self._pos = 0
         elif pos > 65536:
-            del buf[:pos]
+            del self._buf[:pos]
             self._pos = 0
-        else:
-            self._pos = pos
-        return out
+
+
+def _length(buf: bytearray, start: int, end: int, what: str) -> int:
+    """A declared length: an optional ``-`` and decimal digits, nothing else (as Redis)."""
+    digits = bytes(buf[start:end])
+    body = digits[1:] if digits[:1] == b"-" else digits
+    if not body.isdigit() or len(body) > 19:
+        raise ProtocolError(what)
+    return int(digits)
 
 
 def encode_command(*args: bytes | str | int) -> bytes:
@@ -226,7 +265,9 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     if kind is bytes:
         return b"$%d\r\n%s\r\n" % (len(value), value)
     if kind is SimpleString:
-        return _OK if value == "OK" else b"+%s\r\n" % str(value).encode()
+        if value == "OK":
+            return _OK
+        return b"+%s\r\n" % str(value).replace("\r", " ").replace("\n", " ").encode()
     if kind is int:
         number: int = value
         if -1 <= number < 1023:

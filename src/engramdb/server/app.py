@@ -116,7 +116,7 @@ class Server:
         while self.inflight and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         for conn in list(self.connections):
-            conn.close_after_reply()
+            conn.finish()
         if self._lag_task is not None:
             self._lag_task.cancel()
         if self._metrics_server is not None:

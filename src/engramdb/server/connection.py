@@ -16,12 +16,13 @@ disconnected; past the server-wide ``max_inflight`` new writes and slow reads ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
-from engramdb.errors import EngramError, ProtocolError
+from engramdb.errors import EngramError
 from engramdb.protocol.errors import error_reply_text
 from engramdb.protocol.resp import ErrorReply, RequestParser, encode_reply
 from engramdb.server.commands import COMMANDS, Offload, RedisError, Reply, Write
@@ -37,6 +38,7 @@ log = logging.getLogger("engramdb.server")
 
 _NOAUTH = encode_reply(ErrorReply("NOAUTH Authentication required."))
 _BUSY = ErrorReply("BUSY the server is at its in-flight limit; retry later")
+_FLUSH_AT = 64 << 10  # hand replies to the transport once this many bytes are waiting
 
 
 class _Slot:
@@ -61,12 +63,16 @@ class Connection(asyncio.Protocol):
         self.address = ""
         self.transport: asyncio.Transport | None = None
         self._slots: deque[_Slot] = deque()
-        self._backlog: deque[list[bytes]] = deque()
+        self._backlog: deque[list[bytes] | None] = deque()  # None: the protocol error
         self._out: list[bytes] = []
         self._pending_writes = 0
         self._pending_other = 0
         self._paused = False
-        self._closing = False
+        self._closing = False  # aborted or lost: nothing more is sent
+        self._draining = False  # no more commands run; close once pending replies are out
+        self._finish_after_reply = False
+        self._error_queued = False
+        self._out_bytes = 0  # reply bytes held here (queued or in finished slots)
 
     # transport events --------------------------------------------------------------------
 
@@ -93,32 +99,61 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._draining:
             return
         self.server.stats.bytes_in += len(data)
-        self.parser.feed(data)
-        try:
-            commands = self.parser.commands()
-        except ProtocolError as e:
-            self.server.stats.protocol_errors += 1
-            self._emit(encode_reply(ErrorReply(f"ERR Protocol error: {e}"), self.resp3))
-            self.close_after_reply()
-            return
-        if self._backlog:
-            self._backlog.extend(commands)
-        else:
-            for i, args in enumerate(commands):
-                if not self._run(args):
-                    self._backlog.extend(commands[i:])
-                    break
+        parser = self.parser
+        parser.feed(data)
+        while not (self._closing or self._draining):
+            # Before AUTH, one command at a time: the frame limits widen only once it passes.
+            authenticated = self.authenticated
+            commands = parser.commands(None if authenticated else 1)
+            if not commands:
+                break
+            if self._backlog:
+                self._backlog.extend(commands)
+                self._run_backlog()
+            else:
+                for i, args in enumerate(commands):
+                    if not self._run(args):
+                        self._backlog.extend(commands[i:])
+                        break
+                    if self._closing or self._draining:
+                        break
+                    if self._out_bytes > _FLUSH_AT:
+                        self._flush()
+            if authenticated:
+                break
+        if parser.error is not None and not self._error_queued and not self._closing:
+            # Commands before the bad frame are answered first, then the error, then close.
+            self._error_queued = True
+            self._backlog.append(None)
+            self._run_backlog()
         self._flush()
         if (
             not self._paused
+            and not self._closing
             and len(self._slots) + len(self._backlog) > self.server.config.max_pending_per_client
         ):
             self._paused = True
             assert self.transport is not None
             self.transport.pause_reading()
+
+    def _run_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog and not (self._closing or self._draining):
+            args = backlog[0]
+            if args is None:
+                backlog.popleft()
+                self.server.stats.protocol_errors += 1
+                self._emit_now(ErrorReply(f"ERR Protocol error: {self.parser.error}"))
+                self.finish()
+                return
+            if not self._run(args):
+                return
+            backlog.popleft()
+            if self._out_bytes > _FLUSH_AT:
+                self._flush()
 
     # dispatch ----------------------------------------------------------------------------
 
@@ -175,6 +210,8 @@ class Connection(asyncio.Protocol):
                 server.offload(result.fn, self, slot, result.then)
             return True
         self._answer(cmd.metric_name(args), started, result)
+        if self._finish_after_reply:
+            self.finish()
         return True
 
     def _answer(self, metric: str, started: int, reply: Any) -> None:
@@ -206,25 +243,28 @@ class Connection(asyncio.Protocol):
                 reply = self._error_reply(e)
         else:
             reply = self._error_reply(error)
-        slot.data = encode_reply(reply, self.resp3)
+        data = encode_reply(reply, self.resp3)
         metrics = self.server.metrics.op(slot.metric)
         metrics.observe(perf_counter_ns() - slot.started)
         if type(reply) is ErrorReply:
             metrics.error(reply.split(" ", 1)[0])
         if self._closing:
             return
+        slot.data = data
+        self._out_bytes += len(data)
         slots = self._slots
         while slots and slots[0].data is not None:
             self._out.append(slots.popleft().data)  # type: ignore[arg-type]
-        backlog = self._backlog
-        while backlog:
-            if not self._run(backlog[0]):
-                break
-            backlog.popleft()
+        if self._out_bytes > self.server.config.max_output_buffer:
+            self._overflow()
+            return
+        self._run_backlog()
         self._flush()
-        if (
+        if self._draining and not slots:
+            self._close_transport()
+        elif (
             self._paused
-            and len(slots) + len(backlog) <= self.server.config.max_pending_per_client // 2
+            and len(slots) + len(self._backlog) <= self.server.config.max_pending_per_client // 2
         ):
             self._paused = False
             assert self.transport is not None
@@ -236,32 +276,63 @@ class Connection(asyncio.Protocol):
         self._emit(encode_reply(reply, self.resp3))
 
     def _emit(self, data: bytes) -> None:
+        self._out_bytes += len(data)
         if self._slots:
             slot = _Slot("", 0)
             slot.data = data
             self._slots.append(slot)
         else:
             self._out.append(data)
+        if self._out_bytes > self.server.config.max_output_buffer:
+            self._overflow()
 
     def _flush(self) -> None:
-        if not self._out or self.transport is None:
+        if not self._out or self.transport is None or self._closing:
             return
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
+        self._out_bytes -= len(data)
         self.server.stats.bytes_out += len(data)
         transport = self.transport
         transport.write(data)
-        if transport.get_write_buffer_size() > self.server.config.max_output_buffer:
-            # A client that does not read its replies must not grow our memory for ever.
-            self.server.stats.output_buffer_disconnects += 1
-            self._closing = True
-            transport.abort()
+        if (
+            transport.get_write_buffer_size() + self._out_bytes
+            > self.server.config.max_output_buffer
+        ):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        """A client that does not read its replies must not grow our memory for ever."""
+        self.server.stats.output_buffer_disconnects += 1
+        self._closing = True
+        self._out.clear()
+        self._slots.clear()
+        self._backlog.clear()
+        self._out_bytes = 0
+        if self.transport is not None:
+            self.transport.abort()
+
+    def finish(self) -> None:
+        """Run no more commands; answer what is pending, then close (QUIT, protocol errors)."""
+        if self._closing or self._draining:
+            return
+        self._draining = True
+        self._backlog.clear()
+        if self.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        self._flush()
+        if not self._slots:
+            self._close_transport()
 
     def close_after_reply(self) -> None:
-        """Send what is queued, then close (QUIT, protocol errors)."""
-        self._closing = True
+        """Close once the reply of the command being run is sent (QUIT)."""
+        self._finish_after_reply = True
+
+    def _close_transport(self) -> None:
         self._flush()
-        if self.transport is not None:
+        if self.transport is not None and not self._closing:
+            self._closing = True
             self.transport.close()
 
     def authenticate(self) -> None:
