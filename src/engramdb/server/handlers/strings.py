@@ -2,8 +2,9 @@
 
 Expiry arguments follow Redis 7: options are parsed first (a bad combination is a syntax
 error before any number is read), then the time, which must be positive and must not
-overflow a signed 64-bit millisecond timestamp. Counters (INCR...) and APPEND keep the
-key's TTL; SET, GETSET and MSET replace it.
+overflow a signed 64-bit millisecond timestamp (GETEX reads it only once it has found a
+string under the key). Counters (INCR...), APPEND and SETRANGE keep the key's TTL; SET,
+GETSET and MSET replace it. INCRBYFLOAT computes in C ``long double``, as Redis does.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def getrange(conn: Connection, args: list[bytes]) -> Any:
 
 # SET and its relatives ------------------------------------------------------------------
 
-# Option -> (the options it may not follow, whether it takes a time, the time's scale: ms per
-# unit, negative for an absolute time). Redis' parseExtendedStringArgumentsOrReply as data.
+# Milliseconds per unit of each time option, negative for an absolute time; then, per
+# command, each option and the options it cannot be combined with (Redis'
+# parseExtendedStringArgumentsOrReply as data).
 _TIMES = {b"EX": 1000, b"PX": 1, b"EXAT": -1000, b"PXAT": -1}
 _TIME_OPTIONS = frozenset(_TIMES)
 _SET_EXCLUDES: dict[bytes, frozenset[bytes]] = {
@@ -99,24 +101,28 @@ class _Expiry:
 
     __slots__ = ("absolute", "ms")
 
-    def __init__(self, option: bytes, raw: bytes, name: str, now_ms: int) -> None:
-        amount = parse_int(raw)
+    def __init__(
+        self, option: bytes, raw: bytes, name: str, now_ms: int, in_plan: bool = False
+    ) -> None:
+        amount = parse_int(raw, in_plan)
         scale = _TIMES[option]
         invalid = f"ERR invalid expire time in '{name}' command"
         if amount <= 0 or (abs(scale) == 1000 and amount > LLONG_MAX // 1000):
-            raise Reply(invalid)
+            raise error(invalid, in_plan)
         self.ms = amount * abs(scale)
         self.absolute = scale < 0
         if not self.absolute and self.ms > LLONG_MAX - now_ms:
-            raise Reply(invalid)
+            raise error(invalid, in_plan)
 
     def at(self, now: int) -> int:
         return self.ms if self.absolute else min(now + self.ms, LLONG_MAX)
 
 
 def _parse_options(
-    args: list[bytes], excludes: dict[bytes, frozenset[bytes]], name: str, now_ms: int
-) -> tuple[set[bytes], _Expiry | None]:
+    args: list[bytes], excludes: dict[bytes, frozenset[bytes]]
+) -> tuple[set[bytes], tuple[bytes, bytes] | None]:
+    """The flags, and the time option with its unparsed argument (SET parses it at once,
+    GETEX only after finding a string under the key, as Redis does)."""
     flags: set[bytes] = set()
     time: tuple[bytes, bytes] | None = None
     i = 0
@@ -132,13 +138,13 @@ def _parse_options(
             i += 1
         flags.add(option)
         i += 1
-    expiry = None if time is None else _Expiry(time[0], time[1], name, now_ms)
-    return flags, expiry
+    return flags, time
 
 
 @command("set", -3, "write")
 def set_(conn: Connection, args: list[bytes]) -> Any:
-    flags, expiry = _parse_options(args[2:], _SET_EXCLUDES, "set", conn.db._now_ms())
+    flags, time = _parse_options(args[2:], _SET_EXCLUDES)
+    expiry = None if time is None else _Expiry(*time, "set", conn.db._now_ms())
     key, bins = key_of(args[0]), {STRING_BIN: args[1]}
     if not flags:
         return Write(conn.records._plan_put(key, bins), lambda _: OK)
@@ -158,7 +164,7 @@ def _set(
 
     def apply(current: Current, now: int) -> Outcome:
         old = string_of(current.bins, in_plan=True) if want_old else None
-        exists = current.bins is not None
+        exists = current.generation > 0
         if (nx and exists) or (xx and not exists):
             return Outcome((False, old))
         if expiry is None:
@@ -176,7 +182,8 @@ def _set(
             return reply[written]
         return OK if written else None
 
-    return transform(conn, key, apply, answer)
+    # Only SET ... GET needs the old value decoded; the rest look at existence alone.
+    return transform(conn, key, apply, answer, raw=not want_old)
 
 
 @command("setnx", 3, "write", "fast")
@@ -226,7 +233,7 @@ def _mset(conn: Connection, args: list[bytes], only_new: bool) -> Write:
     blocked = [False]
 
     def check(current: Current, now: int) -> Outcome:
-        if current.bins is not None:
+        if current.generation:
             blocked[0] = True
         return Outcome(None)
 
@@ -240,7 +247,7 @@ def _mset(conn: Connection, args: list[bytes], only_new: bool) -> Write:
 
     items: list[Any] = [(key, check) for key in keys] if only_new else []
     items.extend((key, setter(value)) for key, value in pairs)
-    plan = conn.records._plan_transform(items)
+    plan = conn.records._plan_transform(items, raw=True)  # no old value is looked at
 
     def run(txn: Any) -> Any:
         blocked[0] = False  # a plan may be run again if its batch is retried
@@ -260,19 +267,17 @@ def getdel(conn: Connection, args: list[bytes]) -> Any:
     return transform(conn, key_of(args[0]), apply)
 
 
-_GETEX_SCALES = {b"EX", b"PX", b"EXAT", b"PXAT"}
-
-
 @command("getex", -2, "write", "fast")
 def getex(conn: Connection, args: list[bytes]) -> Any:
-    flags, expiry = _parse_options(args[1:], _GETEX_EXCLUDES, "getex", conn.db._now_ms())
+    flags, time = _parse_options(args[1:], _GETEX_EXCLUDES)
     persist = b"PERSIST" in flags
 
     def apply(current: Current, now: int) -> Outcome:
         value = string_of(current.bins, in_plan=True)
         if value is None:
             return Outcome(None)
-        if expiry is not None:
+        if time is not None:
+            expiry = _Expiry(*time, "getex", now, in_plan=True)
             expires = expiry.at(now)
             if expires <= now:
                 return Outcome(value, None)
@@ -328,6 +333,12 @@ def setrange(conn: Connection, args: list[bytes]) -> Any:
 # counters -------------------------------------------------------------------------------
 
 
+def _stored_type(current: Current) -> type:
+    """The Python type of a string record's value (a record written with the Python API may
+    hold an int or a float there; counters keep that type)."""
+    return type(current.bins[STRING_BIN]) if current.bins is not None else bytes
+
+
 def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
     def apply(current: Current, now: int) -> Outcome:
         value = string_of(current.bins, in_plan=True)
@@ -337,7 +348,8 @@ def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
         ):
             raise error(_OVERFLOW, True)
         number += amount
-        return Outcome(number, {STRING_BIN: b"%d" % number})
+        stored = number if _stored_type(current) is int else b"%d" % number
+        return Outcome(number, {STRING_BIN: stored})
 
     return transform(conn, key_of(raw_key), apply)
 
@@ -380,6 +392,7 @@ def incrbyfloat(conn: Connection, args: list[bytes]) -> Any:
         if not np.isfinite(total):
             raise error("ERR increment would produce NaN or Infinity", True)
         text = format_long_double(total)
-        return Outcome(text, {STRING_BIN: text})
+        stored = float(total) if _stored_type(current) is float else text
+        return Outcome(text, {STRING_BIN: stored})
 
     return transform(conn, key_of(args[0]), apply)

@@ -9,7 +9,8 @@
 
 Redis keys are bytes; a key that is valid UTF-8 is the str key of the record (so the
 Python API and Redis clients address the same record), otherwise the bytes key. Hash field
-names must be valid bin names (UTF-8 text of at most 64 characters).
+names must be valid bin names (UTF-8 text of at most 64 characters) other than ``$string``
+and ``$list``, which would turn a one-field hash into a string or a list.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LIST_BIN",
+    "LLONG_MAX",
+    "LLONG_MIN",
     "NOT_FLOAT",
     "NOT_INT",
     "RESERVED_FIELDS",
     "STRING_BIN",
     "WRONGTYPE",
     "as_bytes",
+    "error",
+    "field_lookup",
     "field_name",
     "format_long_double",
     "hash_of",
@@ -47,6 +52,7 @@ __all__ = [
     "parse_long_double",
     "string_of",
     "transform",
+    "wrongtype",
 ]
 
 STRING_BIN = "$string"
@@ -129,9 +135,12 @@ def transform(
     key: Key,
     fn: Callable[[Current, int], Outcome],
     then: Callable[[Any], Any] = lambda value: value,
+    *,
+    raw: bool = False,
 ) -> Write:
-    """A read-modify-write of one record, run inside the write transaction."""
-    return Write(conn.records._plan_transform([(key, fn)], single=True), then)
+    """A read-modify-write of one record, run inside the write transaction (``raw``: ``fn``
+    gets the stored body undecoded, see ``Current``)."""
+    return Write(conn.records._plan_transform([(key, fn)], single=True, raw=raw), then)
 
 
 def as_bytes(value: Any) -> bytes:

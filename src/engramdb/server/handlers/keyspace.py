@@ -1,0 +1,261 @@
+"""Keyspace commands: DEL UNLINK EXISTS TYPE, the EXPIRE family, TTL, PERSIST, KEYS, SCAN.
+
+SCAN's cursor is our position in the ordered key space written as a decimal integer (Redis
+clients parse cursors as integers): ``int.from_bytes(b"\\x01" + encoded_last_key)``, the
+leading byte keeping leading zero bytes of the key. It is stateless, survives restarts and
+never misses a key that exists for the whole scan. Like Redis' COUNT, ours is the number of
+keys examined, so a page may hold fewer matches (or none) before the scan is complete.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engramdb.errors import InvalidArgument
+from engramdb.protocol.resp import SimpleString
+from engramdb.records.writes import KEEP, Current, Outcome
+from engramdb.server.commands import Offload, Reply, Write, command
+from engramdb.server.handlers.pattern import compile_pattern
+from engramdb.server.handlers.values import (
+    LLONG_MAX,
+    LLONG_MIN,
+    error,
+    key_bytes,
+    key_of,
+    kind_of,
+    parse_int,
+    transform,
+)
+
+if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
+    from engramdb.server.connection import Connection
+
+
+# Commands that need no values run as raw transforms: a DEL or EXPIRE of a 100k-item list
+# must not decode it.
+
+
+def _delete(current: Current, now: int) -> Outcome:
+    return Outcome(int(current.generation > 0), None)
+
+
+def _del(conn: Connection, args: list[bytes]) -> Write:
+    plan = conn.records._plan_transform([(key_of(raw), _delete) for raw in args], raw=True)
+    return Write(plan, sum)
+
+
+@command("del", -2, "write", keys=(1, -1, 1))
+def del_(conn: Connection, args: list[bytes]) -> Any:
+    return _del(conn, args)
+
+
+@command("unlink", -2, "write", "fast", keys=(1, -1, 1))
+def unlink(conn: Connection, args: list[bytes]) -> Any:
+    return _del(conn, args)
+
+
+@command("exists", -2, "readonly", "fast", keys=(1, -1, 1))
+def exists(conn: Connection, args: list[bytes]) -> Any:
+    records = conn.records
+    return sum(records.exists(key_of(raw)) for raw in args)
+
+
+@command("type", 2, "readonly", "fast")
+def type_(conn: Connection, args: list[bytes]) -> Any:
+    record = conn.records.get(key_of(args[0]))
+    return SimpleString(kind_of(None if record is None else record.bins))
+
+
+# expiry ---------------------------------------------------------------------------------
+
+_EXPIRE_FLAGS = (b"NX", b"XX", b"GT", b"LT")
+
+
+def _expire(conn: Connection, args: list[bytes], name: str, unit: int, relative: bool) -> Write:
+    flags: set[bytes] = set()
+    for raw in args[2:]:
+        option = raw.upper()
+        if option not in _EXPIRE_FLAGS:
+            raise Reply(f"ERR Unsupported option {raw.decode(errors='replace')}")
+        flags.add(option)
+    if b"NX" in flags and flags & {b"XX", b"GT", b"LT"}:
+        raise Reply("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if b"GT" in flags and b"LT" in flags:
+        raise Reply("ERR GT and LT options at the same time are not compatible")
+    when = parse_int(args[1])
+    invalid = f"ERR invalid expire time in '{name}' command"
+    if unit == 1000:
+        if when > LLONG_MAX // 1000 or when < -(-LLONG_MIN // 1000):
+            raise Reply(invalid)
+        when *= 1000
+    nx, xx, gt, lt = (flag in flags for flag in _EXPIRE_FLAGS)
+
+    def apply(current: Current, now: int) -> Outcome:
+        at = when
+        if relative:
+            if at > LLONG_MAX - now:
+                raise error(invalid, True)
+            at += now
+        if not current.generation:
+            return Outcome(0)
+        has_ttl = current.expires_ms != 0
+        if (
+            (nx and has_ttl)
+            or (xx and not has_ttl)
+            or (gt and (not has_ttl or at <= current.expires_ms))
+            or (lt and has_ttl and at >= current.expires_ms)
+        ):
+            return Outcome(0)
+        if at <= now:
+            return Outcome(1, None)
+        return Outcome(1, KEEP, at)
+
+    return transform(conn, key_of(args[0]), apply, raw=True)
+
+
+@command("expire", -3, "write", "fast")
+def expire(conn: Connection, args: list[bytes]) -> Any:
+    return _expire(conn, args, "expire", 1000, relative=True)
+
+
+@command("pexpire", -3, "write", "fast")
+def pexpire(conn: Connection, args: list[bytes]) -> Any:
+    return _expire(conn, args, "pexpire", 1, relative=True)
+
+
+@command("expireat", -3, "write", "fast")
+def expireat(conn: Connection, args: list[bytes]) -> Any:
+    return _expire(conn, args, "expireat", 1000, relative=False)
+
+
+@command("pexpireat", -3, "write", "fast")
+def pexpireat(conn: Connection, args: list[bytes]) -> Any:
+    return _expire(conn, args, "pexpireat", 1, relative=False)
+
+
+def _ttl(conn: Connection, raw: bytes, in_ms: bool, absolute: bool) -> int:
+    record = conn.records.get(key_of(raw))
+    if record is None:
+        return -2
+    if record.expires_at is None:
+        return -1
+    # Records carry their expiry as float seconds: exact to the millisecond up to 2**53 ms
+    # (the year 287396); past that PTTL is approximate (Redis accepts PEXPIREAT up to 2**63).
+    at = min(round(record.expires_at * 1000), LLONG_MAX)
+    ms = max(0, at if absolute else at - conn.db._now_ms())
+    return ms if in_ms else (ms + 500) // 1000
+
+
+@command("ttl", 2, "readonly", "fast")
+def ttl(conn: Connection, args: list[bytes]) -> Any:
+    return _ttl(conn, args[0], in_ms=False, absolute=False)
+
+
+@command("pttl", 2, "readonly", "fast")
+def pttl(conn: Connection, args: list[bytes]) -> Any:
+    return _ttl(conn, args[0], in_ms=True, absolute=False)
+
+
+@command("expiretime", 2, "readonly", "fast")
+def expiretime(conn: Connection, args: list[bytes]) -> Any:
+    return _ttl(conn, args[0], in_ms=False, absolute=True)
+
+
+@command("pexpiretime", 2, "readonly", "fast")
+def pexpiretime(conn: Connection, args: list[bytes]) -> Any:
+    return _ttl(conn, args[0], in_ms=True, absolute=True)
+
+
+def _persist(current: Current, now: int) -> Outcome:
+    if not current.generation or not current.expires_ms:
+        return Outcome(0)
+    return Outcome(1, KEEP, 0)
+
+
+@command("persist", 2, "write", "fast")
+def persist(conn: Connection, args: list[bytes]) -> Any:
+    return transform(conn, key_of(args[0]), _persist, raw=True)
+
+
+# iteration ------------------------------------------------------------------------------
+
+
+@command("keys", 2, "readonly")
+def keys(conn: Connection, args: list[bytes]) -> Any:
+    matches = compile_pattern(args[0])
+    records = conn.records
+
+    def collect() -> list[bytes]:
+        found: list[bytes] = []
+        for record in records.iterate():
+            name = key_bytes(record.key)
+            if matches(name):
+                found.append(name)
+        return found
+
+    return Offload(collect, lambda found: found)
+
+
+def _parse_cursor(raw: bytes) -> str | None:
+    """Our scan position (hex of an encoded key) for a SCAN cursor; None to start."""
+    if not raw.isdigit():
+        raise Reply("ERR invalid cursor")
+    number = int(raw)
+    if number == 0:
+        return None
+    position = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    if position[0] == 1:
+        position = position[1:]
+    return position.hex()
+
+
+def _cursor_of(position: str | None) -> bytes:
+    if position is None:
+        return b"0"
+    return b"%d" % int.from_bytes(b"\x01" + bytes.fromhex(position), "big")
+
+
+def _scan_page(
+    records: RecordSet, position: str | None, count: int, pattern: bytes | None, kind: str | None
+) -> list[Any]:
+    try:
+        page = records.scan(cursor=position, limit=count)
+    except InvalidArgument:
+        raise Reply("ERR invalid cursor") from None
+    matches = compile_pattern(pattern) if pattern is not None else None
+    found: list[bytes] = []
+    for record in page.records:
+        name = key_bytes(record.key)
+        if matches is not None and not matches(name):
+            continue
+        if kind is not None and kind_of(record.bins) != kind:
+            continue
+        found.append(name)
+    return [_cursor_of(page.cursor), found]
+
+
+@command("scan", -2, "readonly")
+def scan(conn: Connection, args: list[bytes]) -> Any:
+    position = _parse_cursor(args[0])
+    count = 10
+    pattern: bytes | None = None
+    kind: str | None = None
+    i = 1
+    while i < len(args):
+        option = args[i].upper()
+        if i + 1 >= len(args):
+            raise Reply("ERR syntax error")
+        if option == b"COUNT":
+            count = parse_int(args[i + 1])
+            if count < 1:
+                raise Reply("ERR syntax error")
+        elif option == b"MATCH":
+            pattern = None if args[i + 1] == b"*" else args[i + 1]
+        elif option == b"TYPE":
+            kind = args[i + 1].decode(errors="replace").lower()
+        else:
+            raise Reply("ERR syntax error")
+        i += 2
+    records = conn.records
+    return Offload(lambda: _scan_page(records, position, count, pattern, kind), lambda r: r)
