@@ -159,8 +159,7 @@ class Connection(asyncio.Protocol):
 
     def _run(self, args: list[bytes]) -> bool:
         """Dispatch one command; False when it must wait for pending work to finish."""
-        name = args[0].upper()
-        cmd = COMMANDS.get(name)
+        cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
         if cmd is None:
             shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
             self._emit_now(
