@@ -110,17 +110,21 @@ class RequestParser:
         return out
 
     def _parse(self, out: list[list[bytes]], most: int | None) -> None:
+        # The hot loop of the server: parse state lives in locals and is written back once.
         buf = self._buf
         size = len(buf)
         pos = self._pos
         limits = self.limits
+        max_bulk, max_buffer = limits.max_bulk, limits.max_buffer
+        args, remaining, bulk, held = self._args, self._remaining, self._bulk, self._held
+        find = buf.find
         try:
             while most is None or len(out) < most:
-                if self._args is None:
+                if args is None:
                     if pos >= size:
                         break
                     if buf[pos] != 42:  # not "*": an inline command
-                        end = buf.find(b"\n", pos, pos + limits.max_inline + 1)
+                        end = find(b"\n", pos, pos + limits.max_inline + 1)
                         if end < 0:
                             if size - pos > limits.max_inline:
                                 raise ProtocolError("too big inline request")
@@ -132,53 +136,52 @@ class RequestParser:
                                 raise ProtocolError("invalid multibulk length")
                             out.append(words)
                         continue
-                    eol = buf.find(_CRLF, pos, pos + _MAX_HEADER)
+                    eol = find(_CRLF, pos, pos + _MAX_HEADER)
                     if eol < 0:
                         if size - pos >= _MAX_HEADER:
                             raise ProtocolError("invalid multibulk length")
                         break
-                    count = _length(buf, pos + 1, eol, "invalid multibulk length")
+                    count = _length(buf[pos + 1 : eol], "invalid multibulk length")
                     if count > limits.max_args:
                         raise ProtocolError("invalid multibulk length")
-                    header = eol + 2 - pos
+                    held = eol + 2 - pos
                     pos = eol + 2
                     if count <= 0:
                         continue
-                    self._args, self._remaining, self._held = [], count, header
-                args = self._args
-                while self._remaining:
-                    if self._bulk < 0:
+                    args, remaining = [], count
+                while remaining:
+                    if bulk < 0:
                         if pos >= size:
                             return
                         if buf[pos] != 36:  # "$"
                             raise ProtocolError(f"expected '$', got '{chr(buf[pos])}'")
-                        eol = buf.find(_CRLF, pos, pos + _MAX_HEADER)
+                        eol = find(_CRLF, pos, pos + _MAX_HEADER)
                         if eol < 0:
                             if size - pos >= _MAX_HEADER:
                                 raise ProtocolError("invalid bulk length")
                             return
-                        length = _length(buf, pos + 1, eol, "invalid bulk length")
-                        if length < 0 or length > limits.max_bulk:
+                        bulk = _length(buf[pos + 1 : eol], "invalid bulk length")
+                        if bulk < 0 or bulk > max_bulk:
                             raise ProtocolError("invalid bulk length")
-                        self._held += eol + 2 - pos
-                        if self._held + length + 2 > limits.max_buffer:
+                        held += eol + 2 - pos
+                        if held + bulk + 2 > max_buffer:
                             raise ProtocolError("query buffer limit exceeded")
-                        self._bulk = length
                         pos = eol + 2
-                    end = pos + self._bulk
+                    end = pos + bulk
                     if end + 2 > size:
                         return
                     if buf[end] != 13 or buf[end + 1] != 10:
                         raise ProtocolError("bulk string not terminated by CRLF")
                     args.append(bytes(buf[pos:end]))
-                    self._held += self._bulk + 2
-                    self._bulk = -1
-                    self._remaining -= 1
+                    held += bulk + 2
+                    bulk = -1
+                    remaining -= 1
                     pos = end + 2
                 out.append(args)
-                self._args, self._held = None, 0
+                args, held = None, 0
         finally:
             self._pos = pos
+            self._args, self._remaining, self._bulk, self._held = args, remaining, bulk, held
             # Stopping at ``most`` leaves whole commands unparsed, not an oversized one; they
             # are judged by the limits in force when they are parsed.
             self._compact(limits, check=most is None or len(out) < most)
@@ -196,13 +199,13 @@ class RequestParser:
             self._pos = 0
 
 
-def _length(buf: bytearray, start: int, end: int, what: str) -> int:
+def _length(digits: bytearray, what: str) -> int:
     """A declared length: an optional ``-`` and decimal digits, nothing else (as Redis)."""
-    digits = bytes(buf[start:end])
-    body = digits[1:] if digits[:1] == b"-" else digits
-    if not body.isdigit() or len(body) > 19:
-        raise ProtocolError(what)
-    return int(digits)
+    if digits.isdigit() and len(digits) < 20:
+        return int(digits)
+    if digits[:1] == b"-" and digits[1:].isdigit() and len(digits) < 21:
+        return int(digits)
+    raise ProtocolError(what)
 
 
 def encode_command(*args: bytes | str | int) -> bytes:
