@@ -69,6 +69,8 @@ class Server:
         self._closed = asyncio.Event()
         self._lag_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
+        self._dirty: list[Connection] = []
+        self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
@@ -144,11 +146,37 @@ class Server:
     ) -> None:
         loop = self._loop
         assert loop is not None
+        if self.config.durability != "sync":
+            # Nothing to wait for on disk: commit the writes of this loop iteration together,
+            # on the loop itself, after the reads it is serving (no thread hop).
+            if not self._loop_batch:
+                loop.call_soon(self._commit_loop_batch)
+            self._loop_batch.append((plan, conn, slot, then))
+            return
 
         def done(value: Any, error: BaseException | None) -> None:
             loop.call_soon_threadsafe(conn.complete, slot, True, then, value, error)
 
         self.db._submit(plan, done)
+
+    def flush_later(self, conn: Connection) -> None:
+        """Flush ``conn``'s replies at the end of this loop iteration (with all others)."""
+        if not self._dirty:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_dirty)
+        self._dirty.append(conn)
+
+    def _flush_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn._flush_pending = False
+            conn._flush()
+
+    def _commit_loop_batch(self) -> None:
+        batch, self._loop_batch = self._loop_batch, []
+        outcomes = self.db._commit.run_batch([plan for plan, _, _, _ in batch])
+        for (_, conn, slot, then), (value, error) in zip(batch, outcomes):
+            conn.complete(slot, True, then, value, error)
 
     def offload(
         self, fn: Callable[[], Any], conn: Connection, slot: Any, then: Callable[[Any], Any]

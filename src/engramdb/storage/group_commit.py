@@ -106,6 +106,19 @@ class GroupCommit:
             self._busy = True
         self._hand_to_committer()
 
+    def run_batch(
+        self, fns: list[Callable[[WriteTxn], Any]]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Commit ``fns`` as one batch in the calling thread; each gets ``(value, error)``.
+
+        For a caller that is itself the only writer and batches on its own (the server's
+        event loop when durability is not ``sync``: no fsync to wait for, so no thread hop).
+        The engine serialises this with any other writer.
+        """
+        batch = [_Write(fn) for fn in fns]
+        self._execute(batch)
+        return [(w.value, w.error) for w in batch]
+
     def _hand_to_committer(self) -> None:
         if self._committer is None:
             with self._lock:
