@@ -403,9 +403,10 @@ class Run:
         task = self.progress.add_task(f"redis-benchmark · {phase}", total=total)
         self.progress.refresh()
         for pipeline in PIPELINES:
-            for e in endpoints:
-                e.flush()
             for test, repeat, e in itertools.product(TESTS, range(self.sizes.repeats), endpoints):
+                # Flushed before every run: LPUSH grows one list, and an engramdb list is one
+                # record (at most 1 MiB), so repeats must not pile onto the same list.
+                e.flush()
                 self.progress.update(
                     task,
                     description=f"redis-benchmark · {e.system} {test} -P {pipeline}",
@@ -1031,8 +1032,8 @@ def render_markdown(run: Run, vs: Sequence[Verdict], machine: dict[str, str], qu
         "stopped and recorded as an error (timed out).",
         f"- Each test runs {s.repeats} time(s) per server, alternating between the two "
         "servers of a comparison; the tables show the median run by rps (an error in any "
-        "repeat shows as the test's error). Each server is flushed (FLUSHALL) before each "
-        "pipeline depth, so LPUSH's list grows over the repeats.",
+        "repeat shows as the test's error). Each server is flushed (FLUSHALL) before every "
+        "run. An engramdb list is one record, capped at 1 MiB (~260k three-byte items).",
         "",
         "### Machine",
         "",
