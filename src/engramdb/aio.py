@@ -24,6 +24,7 @@ from engramdb.client._core import (
     parse_url,
     result_of,
 )
+from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
     AuthError,
     EngramError,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from engramdb.records.model import Change, Record, ScanPage
     from engramdb.records.ops import Op
 
-__all__ = ["AsyncClient", "AsyncRecordSet", "connect"]
+__all__ = ["AsyncClient", "AsyncCollection", "AsyncRecordSet", "AsyncVectorStore", "connect"]
 
 if TYPE_CHECKING:
     # mypy sees the awaited signatures declared below instead of the shared sync ones.
@@ -180,6 +181,14 @@ class AsyncClient(_DatabaseBase):
             set_prefix(set_name, DEFAULT_LIMITS)  # the default naming rules, checked here
         return self._sets.setdefault(set_name, AsyncRecordSet(self, set_name))
 
+    @property
+    def vectors(self) -> AsyncVectorStore:
+        """The embedding store of the server's database; every call is awaited."""
+        return AsyncVectorStore(self)
+
+    async def _collection(self, info: Any) -> AsyncCollection:
+        return AsyncCollection(self, await info)
+
     async def stats(self) -> dict[str, Any]:
         figures: dict[str, Any] = await self._acall("db.stats", (), {})
         figures["server_operations"] = figures.get("operations", {})
@@ -199,6 +208,14 @@ class AsyncClient(_DatabaseBase):
         async def last_sequence(self) -> int: ...
         async def first_sequence(self) -> int: ...
         async def sweep(self, *, limit: int = 10_000) -> int: ...
+
+
+class AsyncVectorStore(VectorStoreCalls):
+    """``db.vectors`` for asyncio code: ``await store.create_collection(...)`` and so on."""
+
+
+class AsyncCollection(CollectionCalls):
+    """A collection for asyncio code: every method returns an awaitable."""
 
 
 class AsyncRecordSet(_RecordSetBase):

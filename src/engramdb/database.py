@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engramdb.clock import Clock, system_clock
 from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
@@ -19,6 +19,17 @@ from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit
 
 __all__ = ["Database", "open"]
+
+if TYPE_CHECKING:
+    from engramdb.vectors.store import VectorStore
+
+
+def _vector_store(db: Database) -> VectorStore:
+    # Imported on first use: faiss and tantivy load only for databases that use vectors.
+    from engramdb.vectors.store import VectorStore
+
+    return VectorStore(db)
+
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
 
@@ -121,6 +132,8 @@ class Database:
         self._commit = GroupCommit(engine)
         self._sets: dict[str, RecordSet] = {}
         self._sets_lock = threading.Lock()
+        self._roles: dict[str, Any] = {}  # role APIs (vectors, ...), created on first use
+        self._roles_lock = threading.Lock()
         self._pid = os.getpid()
         self._unusable: str | None = None
         self._stop = threading.Event()
@@ -285,11 +298,28 @@ class Database:
                 "writes": self._commit.writes,
             },
             "engine": engine,
+            "indexes": self._roles["vectors"].stats() if "vectors" in self._roles else {},
         }
 
     @property
     def metrics(self) -> Metrics:
         return self._metrics
+
+    @property
+    def vectors(self) -> VectorStore:
+        """The embedding store: collections with vector, BM25 and hybrid search."""
+        store: VectorStore = self._role("vectors", _vector_store)
+        return store
+
+    def _role(self, name: str, make: Any) -> Any:
+        self._check()
+        found = self._roles.get(name)
+        if found is None:
+            with self._roles_lock:
+                found = self._roles.get(name)
+                if found is None:
+                    found = self._roles[name] = make(self)
+        return found
 
     def close(self) -> None:
         """Stop background work and release the engine. Safe to call twice."""
@@ -300,6 +330,8 @@ class Database:
         self._stop.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
+        for role in list(self._roles.values()):
+            role.close()  # e.g. snapshot derived indexes while the engine is still open
         self._commit.close()
         self._unusable = "the database is closed"
         self._engine.close()

@@ -97,3 +97,24 @@ def test_info_reports_the_same_signals(metered: tuple[ServerProcess, int]) -> No
     for field in ("inflight", "group_commit_queue", "event_loop_lag_ms", "map_use_ratio"):
         assert field in info, field
     assert info["connected_clients"] >= 1
+
+
+def test_metrics_report_vector_indexes(metered: tuple[ServerProcess, int]) -> None:
+    import numpy as np
+
+    server, port = metered
+    with engramdb.connect(server.url) as db:
+        docs = db.vectors.create_collection("docs", 4)
+        docs.upsert([1, 2, 3], np.eye(4, dtype=np.float32)[:3], texts=["a", "b", "c"])
+        docs.delete([2])
+        docs.search(np.ones(4), 1)
+    samples = scrape(port)
+    assert samples["engramdb_index_items_indexed"][(("collection", "docs"),)] == 2
+    assert samples["engramdb_index_tombstones"][(("collection", "docs"),)] == 1
+    assert samples["engramdb_index_lag"][(("collection", "docs"),)] == 0
+    assert samples["engramdb_index_memory_bytes"][(("collection", "docs"),)] > 0
+    r = redis.Redis(host=server.host, port=server.port)
+    try:
+        assert r.info("indexes")["index_docs"]["items_indexed"] == 2
+    finally:
+        r.close()

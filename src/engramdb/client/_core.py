@@ -16,6 +16,7 @@ from typing import Any
 import hiredis
 import msgspec
 
+from engramdb.client._vectors import RESULTS
 from engramdb.errors import EngramError, InvalidArgument
 from engramdb.protocol.errors import error_from_reply
 from engramdb.protocol.resp import encode_command
@@ -88,6 +89,7 @@ _TABLE: list[tuple[str, Callable[[Any], Any], bool]] = [
     ("db.sweep", _same, False),
 ]
 METHODS: dict[str, Method] = {name: Method(name, result, idem) for name, result, idem in _TABLE}
+METHODS.update({name: Method(name, result, idem) for name, (result, idem) in RESULTS.items()})
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 

@@ -30,6 +30,7 @@ from engramdb.client._core import (
     parse_url,
     result_of,
 )
+from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
     AuthError,
     EngramError,
@@ -42,6 +43,7 @@ from engramdb.protocol.resp import encode_command
 from engramdb.records.keys import set_prefix
 from engramdb.records.limits import DEFAULT_LIMITS
 from engramdb.records.model import Record
+from engramdb.vectors.model import CollectionInfo
 
 __all__ = ["Client", "RemoteRecordSet", "connect"]
 
@@ -187,6 +189,14 @@ class Client(DatabaseCalls):
             found = self._sets.setdefault(set_name, RemoteRecordSet(self, set_name))
         return found
 
+    @property
+    def vectors(self) -> RemoteVectorStore:
+        """The embedding store of the server's database."""
+        return RemoteVectorStore(self)
+
+    def _collection(self, info: CollectionInfo) -> RemoteCollection:
+        return RemoteCollection(self, info)
+
     def stats(self) -> dict[str, Any]:
         """The server database's stats, with ``operations`` as this client observed them
         (``server_operations`` keeps the server's own)."""
@@ -212,6 +222,20 @@ class Client(DatabaseCalls):
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+class RemoteVectorStore(VectorStoreCalls):
+    """``db.vectors`` over the network (sync)."""
+
+    def create_collection(self, *args: Any, **kwargs: Any) -> RemoteCollection:
+        return super().create_collection(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def get_collection(self, name: str) -> RemoteCollection:
+        return super().get_collection(name)  # type: ignore[no-any-return]
+
+
+class RemoteCollection(CollectionCalls):
+    """``engramdb.vectors.Collection`` over the network (sync)."""
 
 
 class RemoteRecordSet(RecordSetCalls):

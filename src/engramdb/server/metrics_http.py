@@ -105,6 +105,25 @@ class ServerCollector(Collector):
         limit = GaugeMetricFamily("engramdb_max_inflight", "In-flight bound before shedding")
         limit.add_metric([], server.config.max_inflight)
         yield limit
+        yield from _index_metrics(server.db.stats().get("indexes", {}))
+
+
+_INDEX_GAUGES = (
+    ("items_indexed", "Live items in the collection's vector index"),
+    ("tombstones", "Deleted or replaced labels awaiting a rebuild"),
+    ("memory_bytes", "Approximate memory of the vector index"),
+    ("text_documents", "Documents in the collection's BM25 index"),
+    ("lag", "Change-log entries the index has not applied yet"),
+    ("rebuilds", "Graph rebuilds (compactions) since the index was opened"),
+)
+
+
+def _index_metrics(indexes: dict[str, dict[str, Any]]) -> Iterator[Any]:
+    for field, doc in _INDEX_GAUGES:
+        gauge = GaugeMetricFamily(f"engramdb_index_{field}", doc, labels=["collection"])
+        for name, figures in indexes.items():
+            gauge.add_metric([name], figures[field])
+        yield gauge
 
 
 def start_metrics_server(server: Server, host: str, port: int) -> Any:

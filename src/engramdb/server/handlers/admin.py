@@ -278,6 +278,10 @@ def render_info(conn: Connection) -> str:
             for name, m in ops.items()
         },
         "Keyspace": {"db0": f"keys={conn.records.count()},expires=0,avg_ttl=0"},
+        "Indexes": {
+            f"index_{name}": ",".join(f"{k}={v}" for k, v in figures.items() if k != "updated")
+            for name, figures in conn.db.stats().get("indexes", {}).items()
+        },
     }
     lines: list[str] = []
     for title, fields in sections.items():

@@ -23,6 +23,7 @@ from engramdb.errors import InvalidArgument
 from engramdb.records.codec import decode_value, encode_value
 from engramdb.records.ops import Op
 from engramdb.server.commands import Offload, Reply, Write, command
+from engramdb.vectors.collection import Collection
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
@@ -119,6 +120,40 @@ def _sweep(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
     return db.sweep(*args, **kwargs)
 
 
+# the embedding store ---------------------------------------------------------------------
+# Collection calls take the collection name first. Searches and writes (which also index) run
+# on worker threads; point reads stay on the loop.
+
+
+def _vectors_call(method: str, kind: Kind) -> None:
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return getattr(db.vectors, method)(*args, **kwargs)
+
+    NATIVE[f"vectors.{method}"] = NativeMethod(kind, call)
+
+
+def _collection_call(method: str, kind: Kind) -> None:
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if not args or type(args[0]) is not str:
+            raise InvalidArgument("collection calls take the collection name first")
+        collection = db.vectors.get_collection(args[0])
+        return getattr(collection, method)(*args[1:], **kwargs)
+
+    NATIVE[f"collection.{method}"] = NativeMethod(kind, call)
+
+
+_vectors_call("create_collection", "slow")
+_vectors_call("drop_collection", "slow")
+_vectors_call("list_collections", "read")
+NATIVE["vectors.get_collection"] = NativeMethod(
+    "read", lambda db, args, kwargs: db.vectors.get_collection(*args, **kwargs).info
+)
+for _name in ("upsert", "delete", "touch", "search", "search_many", "text_search", "hybrid_search"):
+    _collection_call(_name, "slow")
+for _name in ("get", "count"):
+    _collection_call(_name, "read")
+
+
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     try:
         decoded = decode_value(payload)
@@ -136,6 +171,8 @@ def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _encode_result(value: Any) -> bytes:
+    if isinstance(value, Collection):
+        value = value.info
     return encode_value(value)
 
 

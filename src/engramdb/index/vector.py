@@ -1,0 +1,295 @@
+"""The vector index: faiss HNSW with a live-label bitmap, filters inside the graph walk, and
+exact search where the graph would lose.
+
+Why faiss (``bench/vector_libs.py``, 100k x 384 clustered, this machine; BENCHMARKS.md):
+it is the only one of hnswlib, faiss and usearch whose *filter runs in native code* during
+the graph search (``IDSelectorBitmap``: 3,175 vs 1,473 queries/s for hnswlib's Python
+callback at 5% selectivity, 5,441 vs 2,220 at 10%; usearch's Python API has no filter at
+all). Unfiltered it is within 9% of hnswlib at recall 0.95 (8,309 vs 9,061 q/s, ef 20) and
+equal at 0.99. It has no native delete, which the live bitmap below covers.
+
+How it works:
+- Labels are faiss' own ids, appended: an item that changes gets a new label and its old one
+  is cleared from ``live`` (a tombstone). Every search passes ``live`` (AND the filter, AND
+  "not expired") as a bitmap, so deleted, replaced and expired items can never come back.
+  When tombstones pass half of the labels the graph is rebuilt from the live vectors.
+- With few candidates the graph is the wrong tool: faiss stops after ``ef`` visited nodes
+  whether or not they pass the filter, so a selective filter returns short. At or below
+  ``exact_threshold`` matching items, or under 3% of the collection, the search is exact
+  (numpy over those vectors; the measured crossover here is ~3.4%); above, ``ef`` grows
+  with selectivity, and a graph search that still returns fewer than k hits while k items
+  match is redone exactly.
+  Never "search, then filter": k matches in, k hits out.
+- Vectors live once, in the index's flat storage; exact search reads them in place.
+
+Not thread-safe by itself: the collection guards it with a reader/writer lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engramdb.errors import InvalidArgument
+
+__all__ = ["VectorIndex", "VectorParams"]
+
+METRICS = ("cosine", "ip", "l2")
+# Below this share of admissible items the graph walk loses to exact search (~3.4% measured
+# on 100k x 384; the walk needed ef 2048 for recall 0.95 at 1%).
+GRAPH_FROM = 0.03
+
+
+def _faiss() -> Any:
+    import faiss
+
+    # One thread per query: the server runs queries side by side, and OpenMP's thread pool
+    # on top of that only adds contention (measured in bench/vector_libs.py).
+    faiss.omp_set_num_threads(1)
+    return faiss
+
+
+@dataclass(frozen=True, slots=True)
+class VectorParams:
+    """Index parameters of a collection.
+
+    Attributes:
+        dim: vector length.
+        metric: ``cosine`` (vectors are normalised; score = cosine similarity), ``ip``
+            (score = inner product) or ``l2`` (score = negative squared distance).
+        m: HNSW links per node.
+        ef_construction: HNSW build-time beam width.
+        ef_search: default search beam width (recall 0.95 at ef 20 and 0.99 at ef ~40 on
+            100k x 384; 64 leaves margin for harder data).
+        exact_threshold: at or below this many candidate items, search exactly.
+    """
+
+    dim: int
+    metric: str = "cosine"
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    exact_threshold: int = 4096
+
+    def check(self, max_dim: int) -> None:
+        if type(self.dim) is not int or not 1 <= self.dim <= max_dim:
+            raise InvalidArgument(f"dim must be an int from 1 to {max_dim}, not {self.dim!r}")
+        if self.metric not in METRICS:
+            raise InvalidArgument(f"metric must be one of {METRICS}, not {self.metric!r}")
+        for name in ("m", "ef_construction", "ef_search", "exact_threshold"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise InvalidArgument(f"{name} must be a positive int, not {value!r}")
+
+
+def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
+    """Vectors as a C-contiguous float32 (n, dim) array, checked (and normalised for cosine).
+
+    Raises ``InvalidArgument`` for a wrong shape, NaN/inf, or a zero vector under cosine.
+    """
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"vectors must be numbers: {e}") from None
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2 or array.shape[1] != params.dim:
+        raise InvalidArgument(
+            f"expected vectors of dimension {params.dim}, got shape {tuple(array.shape)}"
+        )
+    if not np.isfinite(array).all():
+        raise InvalidArgument("vectors must not contain NaN or infinity")
+    if params.metric == "cosine":
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InvalidArgument("a zero vector has no direction (metric 'cosine')")
+        array = array / norms
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+class VectorIndex:
+    """Labels ``0..size-1`` over one collection's vectors. See the module docs."""
+
+    def __init__(self, params: VectorParams) -> None:
+        self.params = params
+        faiss = _faiss()
+        kind = faiss.METRIC_L2 if params.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        self._index = faiss.IndexHNSWFlat(params.dim, params.m, kind)
+        self._index.hnsw.efConstruction = params.ef_construction
+        # Per-label state in arrays that grow by doubling (items arrive one by one too).
+        self._live = np.zeros(1024, dtype=bool)
+        self._expires = np.zeros(1024, dtype=np.int64)  # ms; 0 = never
+        self.live_count = 0
+        self.with_ttl = 0  # live labels that have an expiry
+
+    @property
+    def live(self) -> np.ndarray:
+        return self._live[: self.size]
+
+    @property
+    def expires(self) -> np.ndarray:
+        return self._expires[: self.size]
+
+    @property
+    def size(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def tombstones(self) -> int:
+        return self.size - self.live_count
+
+    def memory_bytes(self) -> int:
+        """Vectors plus graph links (approximate: 4 bytes per link)."""
+        n, d = self.size, self.params.dim
+        return n * d * 4 + n * self.params.m * 2 * 4 + self._live.nbytes + self._expires.nbytes
+
+    def vectors(self) -> np.ndarray:
+        """A read-only view of every label's vector (no copy)."""
+        faiss = _faiss()
+        flat = faiss.downcast_index(self._index.storage)
+        n = self.size
+        if n == 0:
+            return np.zeros((0, self.params.dim), dtype=np.float32)
+        view = faiss.rev_swig_ptr(flat.get_xb(), n * self.params.dim)
+        return np.asarray(view).reshape(n, self.params.dim)
+
+    def add(self, vectors: np.ndarray, expires_ms: np.ndarray) -> np.ndarray:
+        """Append prepared vectors; returns their labels."""
+        first = self.size
+        end = first + len(vectors)
+        if end > len(self._live):
+            grown = max(end, 2 * len(self._live))
+            self._live = np.concatenate([self._live, np.zeros(grown - len(self._live), bool)])
+            self._expires = np.concatenate(
+                [self._expires, np.zeros(grown - len(self._expires), np.int64)]
+            )
+        if len(vectors):
+            self._index.add(vectors)
+        self._live[first:end] = True
+        self._expires[first:end] = expires_ms
+        labels = np.arange(first, end, dtype=np.int64)
+        self.live_count += len(vectors)
+        self.with_ttl += int(np.count_nonzero(expires_ms))
+        return labels
+
+    def remove(self, label: int) -> None:
+        if self._live[label]:
+            self._live[label] = False
+            self.live_count -= 1
+            if self._expires[label]:
+                self.with_ttl -= 1
+
+    def visible(self, now_ms: int) -> np.ndarray:
+        """Live labels that have not expired at ``now_ms``."""
+        if not self.with_ttl:
+            return self.live
+        expires = self.expires
+        visible: np.ndarray = self.live & ((expires == 0) | (expires > now_ms))
+        return visible
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` labels (and scores, higher is better) among ``allowed`` for each query.
+
+        Returns ``(scores, labels)`` of shape (nq, k); a missing hit has label -1.
+        """
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        labels = np.full((nq, k), -1, dtype=np.int64)
+        candidates = int(np.count_nonzero(allowed))
+        if candidates == 0 or k == 0:
+            return scores, labels
+        want = min(k, candidates)
+        fraction = candidates / max(1, self.size)
+        if candidates <= self.params.exact_threshold or fraction < GRAPH_FROM:
+            return self._exact(queries, k, np.flatnonzero(allowed))
+        # A filter thins the graph: widen the beam as the admissible share shrinks, so the
+        # walk still meets enough admissible nodes (recall 0.95 needed ef ~96 at 5% and ~48
+        # at 10% in bench/vector_libs.py; k / fraction gives about twice that).
+        beam = max(ef or self.params.ef_search, want)
+        if fraction < 1.0:
+            beam = int(min(max(beam, want / fraction), 4096))
+        faiss = _faiss()
+        if candidates == self.size:
+            params = faiss.SearchParametersHNSW(efSearch=beam)
+        else:
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=beam)
+        distances, found = self._index.search(queries, k, params=params)
+        got = self._scores(distances)
+        short = (found[:, :want] < 0).any(axis=1)
+        if short.any():
+            # The walk ran out of admissible nodes before k: answer those queries exactly.
+            exact_scores, exact_labels = self._exact(queries[short], k, np.flatnonzero(allowed))
+            got[short], found[short] = exact_scores, exact_labels
+        return got, found
+
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        # faiss returns inner products for IP and squared distances for L2.
+        return -distances if self.params.metric == "l2" else distances
+
+    def _exact(
+        self, queries: np.ndarray, k: int, candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        vectors = self.vectors()[candidates]
+        if self.params.metric == "l2":
+            sims = -(
+                (queries**2).sum(axis=1, keepdims=True)
+                - 2 * queries @ vectors.T
+                + (vectors**2).sum(axis=1)[None, :]
+            )
+        else:
+            sims = queries @ vectors.T
+        take = min(k, len(candidates))
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        labels = np.full((nq, k), -1, dtype=np.int64)
+        if take == len(candidates):
+            order = np.argsort(-sims, axis=1)
+        else:
+            top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+            order = np.take_along_axis(
+                top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1
+            )
+        scores[:, :take] = np.take_along_axis(sims, order, axis=1)
+        labels[:, :take] = candidates[order]
+        return scores, labels
+
+    def rebuilt(self) -> tuple[VectorIndex, np.ndarray]:
+        """A new index holding only the live vectors; returns it and the label mapping
+        (``mapping[old] = new``, -1 for dropped labels)."""
+        fresh = VectorIndex(self.params)
+        keep = np.flatnonzero(self.live)
+        mapping = np.full(self.size, -1, dtype=np.int64)
+        mapping[keep] = np.arange(len(keep))
+        fresh.add(np.ascontiguousarray(self.vectors()[keep]), self.expires[keep])
+        return fresh, mapping
+
+    # persistence ---------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        faiss = _faiss()
+        faiss.write_index(self._index, path)
+
+    @classmethod
+    def load(
+        cls, path: str, params: VectorParams, live: np.ndarray, expires: np.ndarray
+    ) -> VectorIndex:
+        faiss = _faiss()
+        index = cls(params)
+        index._index = faiss.read_index(path)
+        if index.size != len(live):
+            raise ValueError("snapshot does not match its state")
+        capacity = max(1024, len(live))
+        index._live = np.zeros(capacity, dtype=bool)
+        index._live[: len(live)] = live
+        index._expires = np.zeros(capacity, dtype=np.int64)
+        index._expires[: len(expires)] = expires
+        index.live_count = int(np.count_nonzero(live))
+        index.with_ttl = int(np.count_nonzero(live & (expires != 0)))
+        index._index.hnsw.efConstruction = params.ef_construction
+        return index

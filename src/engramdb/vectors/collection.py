@@ -1,0 +1,377 @@
+"""``Collection``: upsert, get, delete and search the items of one collection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engramdb._progress import progress_bar
+from engramdb.errors import Conflict, InvalidArgument
+from engramdb.index import fusion as fusers
+from engramdb.index.filters import compile_filter
+from engramdb.index.vector import prepare
+from engramdb.records.codec import check_value
+from engramdb.records.model import Record
+from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
+from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
+
+if TYPE_CHECKING:
+    from engramdb.vectors.store import VectorStore
+
+__all__ = ["Collection"]
+
+CHUNK = 1000  # items per atomic write
+MAX_K = 10_000
+INCLUDE = frozenset({"metadata", "text", "vector"})
+
+
+def _check_k(k: int) -> None:
+    if type(k) is not int or not 1 <= k <= MAX_K:
+        raise InvalidArgument(f"k must be an int from 1 to {MAX_K}, not {k!r}")
+
+
+def _check_include(include: Sequence[str]) -> frozenset[str]:
+    chosen = frozenset(include)
+    if not chosen <= INCLUDE:
+        raise InvalidArgument(f"include takes {sorted(INCLUDE)}, not {sorted(chosen - INCLUDE)}")
+    return chosen
+
+
+class Collection:
+    """One collection of the embedding store; obtain with ``db.vectors.get_collection``."""
+
+    def __init__(self, store: VectorStore, info: CollectionInfo) -> None:
+        self._store = store
+        self.info = info
+        self.name = info.name
+        self.params = params_of(info)
+        self._records = store.db.records(store.set_of(info.name))
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
+
+    def _state(self) -> CollectionState:
+        return self._store.state_of(self.info)
+
+    # writes ------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        ids: Sequence[str | int],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+        *,
+        ttl: float | None = None,
+        expect_generation: Sequence[int | None] | None = None,
+    ) -> list[int]:
+        """Insert or replace items; returns each item's new generation.
+
+        ``vectors`` is (n, dim) (numpy or lists). Everything is validated before anything is
+        written; up to 1,000 items are written atomically, larger batches in atomic chunks
+        of 1,000. ``expect_generation[i]`` makes item i a compare-and-set (0: must not
+        exist); a failed one raises ``Conflict`` and its chunk is not written.
+        """
+        ids = self._check_ids(ids)
+        n = len(ids)
+        prepared = prepare(vectors, self.params) if n else np.zeros((0, self.info.dim))
+        if len(prepared) != n:
+            raise InvalidArgument(f"got {n} ids but {len(prepared)} vectors")
+        metas = self._check_column("metadata", metadata, n)
+        docs = self._check_column("texts", texts, n)
+        for i, meta in enumerate(metas):
+            if meta is not None:
+                if not isinstance(meta, Mapping) or not all(type(k) is str for k in meta):
+                    raise InvalidArgument(f"metadata[{i}] must be a mapping with str keys")
+                check_value(dict(meta), self._store.db.limits, f"metadata[{i}]")
+        for i, doc in enumerate(docs):
+            if doc is not None and type(doc) is not str:
+                raise InvalidArgument(f"texts[{i}] must be a str or None")
+        expected = self._check_column("expect_generation", expect_generation, n)
+        for i, gen in enumerate(expected):
+            if gen is not None and (type(gen) is not int or gen < 0):
+                raise InvalidArgument(f"expect_generation[{i}] must be a non-negative int")
+        check_ttl(ttl)
+        generations: list[int] = []
+        with progress_bar(f"upserting into {self.name}", n) as advance:
+            for start in range(0, n, CHUNK):
+                end = min(n, start + CHUNK)
+                items = [
+                    (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
+                    for i in range(start, end)
+                ]
+                plan = self._records._plan_transform(items, result="generation")
+                generations.extend(self._store.db._write(plan))
+                advance(end - start)
+        self._state().catch_up()
+        return generations
+
+    @staticmethod
+    def _writer(
+        vector: np.ndarray,
+        metadata: Mapping[str, Any] | None,
+        text: str | None,
+        ttl: float | None,
+        expected: int | None,
+    ) -> Any:
+        bins: dict[str, Any] = {VECTOR: vector, METADATA: dict(metadata or {})}
+        if text is not None:
+            bins[TEXT] = text
+
+        def write(current: Current, now: int) -> Outcome:
+            if expected is not None and current.generation != expected:
+                raise Conflict(
+                    f"expected generation {expected}, item is at {current.generation}",
+                    current.generation,
+                )
+            return Outcome(None, bins, expiry_ms(ttl, now) if ttl is not None else 0)
+
+        return write
+
+    def delete(self, ids: Sequence[str | int]) -> int:
+        """Delete items; returns how many existed."""
+        ids = self._check_ids(ids)
+
+        def remove(current: Current, now: int) -> Outcome:
+            return Outcome(current.bins is not None, None)
+
+        removed = 0
+        for start in range(0, len(ids), CHUNK):
+            plan = self._records._plan_transform([(i, remove) for i in ids[start : start + CHUNK]])
+            removed += sum(self._store.db._write(plan))
+        self._state().catch_up()
+        return removed
+
+    def touch(self, ids: Sequence[str | int], ttl: float) -> int:
+        """Set items to expire ``ttl`` seconds from now; returns how many exist."""
+        ids = self._check_ids(ids)
+        if ttl is None:
+            raise InvalidArgument("touch needs a ttl")
+        check_ttl(ttl)
+
+        def refresh(current: Current, now: int) -> Outcome:
+            if current.bins is None:
+                return Outcome(False)
+            return Outcome(True, KEEP, expiry_ms(ttl, now))
+
+        plan = self._records._plan_transform([(i, refresh) for i in ids])
+        touched = sum(self._store.db._write(plan))
+        self._state().catch_up()
+        return int(touched)
+
+    # reads -------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str | int]) -> list[Item | None]:
+        """Items in request order; None for missing or expired ones."""
+        ids = self._check_ids(ids, unique=False)
+        self._store.check_alive(self.info)
+        return [None if r is None else _item(r) for r in self._records.get_many(ids)]
+
+    def count(self) -> int:
+        """Live (unexpired) items."""
+        self._store.check_alive(self.info)
+        return self._records.count()
+
+    def search(
+        self,
+        vector: Any,
+        k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        ef: int | None = None,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> list[Hit]:
+        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
+        return self.search_many([vector], k, filter=filter, ef=ef, include=include)[0]
+
+    def search_many(
+        self,
+        vectors: Any,
+        k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        ef: int | None = None,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> list[list[Hit]]:
+        """``search`` for each row of ``vectors`` (one native batch call when unfiltered)."""
+        _check_k(k)
+        chosen = _check_include(include)
+        if ef is not None and (type(ef) is not int or not 1 <= ef <= 65_536):
+            raise InvalidArgument(f"ef must be an int from 1 to 65536, not {ef!r}")
+        queries = prepare(vectors, self.params)
+        compiled = compile_filter(filter)
+        state = self._ready()
+        with state.lock.read():
+            allowed = state.vectors.visible(self._store.db._now_ms())
+            if compiled is not None:
+                allowed = allowed & compiled.mask(state.columns, state.vectors.size)
+            scores, labels = state.vectors.search(queries, k, allowed, ef)
+            ranked = [
+                [
+                    (state.id_of[label], float(score))
+                    for score, label in zip(row_s, row_l)
+                    if label >= 0
+                ]
+                for row_s, row_l in zip(scores.tolist(), labels.tolist())
+            ]
+        return [self._hits(row, chosen) for row in ranked]
+
+    def text_search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> list[Hit]:
+        """The ``k`` best BM25 matches for ``query`` that pass ``filter``."""
+        _check_k(k)
+        chosen = _check_include(include)
+        if type(query) is not str:
+            raise InvalidArgument("query must be a str")
+        compiled = compile_filter(filter)
+        state = self._ready()
+        if state.text is None:
+            raise InvalidArgument(f"collection {self.name!r} was created with text=False")
+        with state.lock.read():
+            ranked = [
+                (state.id_of[label], score)
+                for label, score in self._text(state, query, k, compiled)
+            ]
+        return self._hits(ranked, chosen)
+
+    def hybrid_search(
+        self,
+        text: str,
+        vector: Any,
+        k: int = 10,
+        *,
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        candidates: int | None = None,
+        ef: int | None = None,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> list[Hit]:
+        """Vector and BM25 results fused (``rrf`` or ``weighted`` by ``alpha``).
+
+        Each side contributes its top ``candidates`` (default ``max(50, 2 * k)``); a hit's
+        ``scores`` holds both raw scores and ranks.
+        """
+        _check_k(k)
+        chosen = _check_include(include)
+        if fusion not in ("rrf", "weighted"):
+            raise InvalidArgument(f"fusion must be 'rrf' or 'weighted', not {fusion!r}")
+        if type(alpha) not in (int, float) or not 0 <= alpha <= 1:
+            raise InvalidArgument(f"alpha must be a number from 0 to 1, not {alpha!r}")
+        if type(text) is not str:
+            raise InvalidArgument("text must be a str")
+        depth = candidates if candidates is not None else max(50, 2 * k)
+        _check_k(depth)
+        query = prepare(vector, self.params)
+        compiled = compile_filter(filter)
+        state = self._ready()
+        if state.text is None:
+            raise InvalidArgument(f"collection {self.name!r} was created with text=False")
+        with state.lock.read():
+            allowed = state.vectors.visible(self._store.db._now_ms())
+            if compiled is not None:
+                allowed = allowed & compiled.mask(state.columns, state.vectors.size)
+            scores, labels = state.vectors.search(query, depth, allowed, ef)
+            by_vector = [
+                (int(label), float(score))
+                for score, label in zip(scores[0], labels[0])
+                if label >= 0
+            ]
+            by_text = self._text(state, text, depth, compiled)
+            if fusion == "rrf":
+                fused = fusers.rrf(by_vector, by_text)
+            else:
+                fused = fusers.weighted(by_vector, by_text, float(alpha))
+            ranked = [(state.id_of[label], score, parts) for label, score, parts in fused[:k]]
+        return self._hits(
+            [(key, score) for key, score, _ in ranked], chosen, [p for *_, p in ranked]
+        )
+
+    # helpers -----------------------------------------------------------------------------
+
+    def _ready(self) -> CollectionState:
+        state = self._state()
+        state.catch_up()
+        return state
+
+    def _text(
+        self, state: CollectionState, query: str, k: int, compiled: Any
+    ) -> list[tuple[int, float]]:
+        assert state.text is not None
+        visible = state.vectors.visible(self._store.db._now_ms())
+        mask = (
+            visible
+            if compiled is None
+            else visible & compiled.mask(state.columns, state.vectors.size)
+        )
+        return state.text.search(query, k, lambda labels: mask[labels])
+
+    def _hits(
+        self,
+        ranked: Sequence[tuple[Any, float]],
+        include: frozenset[str],
+        parts: Sequence[dict[str, float]] | None = None,
+    ) -> list[Hit]:
+        records = self._records.get_many([key for key, _ in ranked]) if include else None
+        hits: list[Hit] = []
+        for i, (key, score) in enumerate(ranked):
+            record = records[i] if records is not None else None
+            if records is not None and record is None:
+                continue  # deleted or expired since the index answered
+            hits.append(
+                Hit(
+                    id=key,
+                    score=score,
+                    metadata=record.get(METADATA)
+                    if record is not None and "metadata" in include
+                    else None,
+                    text=record.get(TEXT) if record is not None and "text" in include else None,
+                    vector=record.get(VECTOR)
+                    if record is not None and "vector" in include
+                    else None,
+                    scores=parts[i] if parts is not None else None,
+                )
+            )
+        return hits
+
+    def _check_ids(self, ids: Sequence[str | int], unique: bool = True) -> list[str | int]:
+        if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+            raise InvalidArgument("ids must be a list of str or int")
+        out = list(ids)
+        for item in out:
+            if type(item) not in (str, int):
+                raise InvalidArgument(f"an id must be a str or int, not {type(item).__name__}")
+        if unique and len(set(out)) != len(out):
+            raise InvalidArgument("ids in one call must be unique")
+        return out
+
+    @staticmethod
+    def _check_column(name: str, values: Sequence[Any] | None, n: int) -> list[Any]:
+        if values is None:
+            return [None] * n
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
+            raise InvalidArgument(f"{name} must be a list with one entry per id")
+        out = list(values)
+        if len(out) != n:
+            raise InvalidArgument(f"got {n} ids but {len(out)} {name}")
+        return out
+
+
+def _item(record: Record) -> Item:
+    return Item(
+        id=record.key,  # type: ignore[arg-type]
+        vector=record.get(VECTOR),
+        metadata=record.get(METADATA) or {},
+        text=record.get(TEXT),
+        generation=record.generation,
+        expires_at=record.expires_at,
+    )

@@ -1,0 +1,52 @@
+"""Public value types of the embedding store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = ["DEFAULT_INCLUDE", "CollectionInfo", "Hit", "Item"]
+
+DEFAULT_INCLUDE = ("metadata", "text")  # what a hit carries unless asked otherwise
+
+ItemId = str | int
+
+
+class CollectionInfo(msgspec.Struct, frozen=True):
+    """A collection's definition. ``uid`` tells a re-created collection from a dropped one."""
+
+    name: str
+    dim: int
+    metric: str
+    text: bool
+    m: int
+    ef_construction: int
+    ef_search: int
+    exact_threshold: int
+    uid: str
+    created_at: float
+
+
+class Item(msgspec.Struct, frozen=True):
+    """One stored item: its vector (float32, normalised for cosine), metadata and text."""
+
+    id: ItemId
+    vector: Any
+    metadata: dict[str, Any]
+    text: str | None
+    generation: int
+    expires_at: float | None
+
+
+class Hit(msgspec.Struct, frozen=True):
+    """One search result, best first. ``score`` is higher-is-better: cosine similarity, inner
+    product, negative squared L2 distance, BM25, or the fused score of a hybrid search, whose
+    components are in ``scores`` (``vector``, ``text`` and their ranks)."""
+
+    id: ItemId
+    score: float
+    metadata: dict[str, Any] | None = None
+    text: str | None = None
+    vector: Any = None
+    scores: dict[str, float] | None = None
