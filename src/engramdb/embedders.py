@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -66,7 +67,7 @@ class HashEmbedder:
                 raise InvalidArgument("every text must be a str")
             words = [w.casefold() for w in _WORD.findall(text)]
             counts: dict[str, int] = {}
-            for feature in [*words, *(f"{a} {b}" for a, b in zip(words, words[1:]))]:
+            for feature in [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]:
                 counts[feature] = counts.get(feature, 0) + 1
             for feature, count in counts.items():
                 index, sign = self._bucket(feature)
