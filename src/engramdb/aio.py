@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from engramdb.records.keys import Key
     from engramdb.records.model import Change, Record, ScanPage
     from engramdb.records.ops import Op
+    from engramdb.vectors.model import CollectionInfo, Hit, Item
 
 __all__ = ["AsyncClient", "AsyncCollection", "AsyncRecordSet", "AsyncVectorStore", "connect"]
 
@@ -54,9 +55,20 @@ if TYPE_CHECKING:
     class _DatabaseBase:
         pass
 
+    class _VectorStoreBase:
+        def __init__(self, owner: Any) -> None: ...
+
+    class _CollectionBase:
+        info: CollectionInfo
+        name: str
+
+        def __init__(self, owner: Any, info: CollectionInfo) -> None: ...
+
 else:
     _RecordSetBase = RecordSetCalls
     _DatabaseBase = DatabaseCalls
+    _VectorStoreBase = VectorStoreCalls
+    _CollectionBase = CollectionCalls
 
 
 class _AsyncConn:
@@ -210,12 +222,87 @@ class AsyncClient(_DatabaseBase):
         async def sweep(self, *, limit: int = 10_000) -> int: ...
 
 
-class AsyncVectorStore(VectorStoreCalls):
+class AsyncVectorStore(_VectorStoreBase):
     """``db.vectors`` for asyncio code: ``await store.create_collection(...)`` and so on."""
 
+    if TYPE_CHECKING:  # the awaited signatures of VectorStoreCalls' methods
 
-class AsyncCollection(CollectionCalls):
+        async def create_collection(
+            self,
+            name: str,
+            dim: int,
+            metric: str = "cosine",
+            *,
+            text: bool = True,
+            m: int = 16,
+            ef_construction: int = 200,
+            ef_search: int = 64,
+            exact_threshold: int = 4096,
+            exist_ok: bool = False,
+        ) -> AsyncCollection: ...
+        async def get_collection(self, name: str) -> AsyncCollection: ...
+        async def list_collections(self) -> list[CollectionInfo]: ...
+        async def drop_collection(self, name: str) -> bool: ...
+
+
+class AsyncCollection(_CollectionBase):
     """A collection for asyncio code: every method returns an awaitable."""
+
+    if TYPE_CHECKING:  # the awaited signatures of CollectionCalls' methods
+
+        async def upsert(
+            self,
+            ids: Sequence[str | int],
+            vectors: Any,
+            metadata: Sequence[Mapping[str, Any] | None] | None = None,
+            texts: Sequence[str | None] | None = None,
+            *,
+            ttl: float | None = None,
+            expect_generation: Sequence[int | None] | None = None,
+        ) -> list[int]: ...
+        async def delete(self, ids: Sequence[str | int]) -> int: ...
+        async def touch(self, ids: Sequence[str | int], ttl: float) -> int: ...
+        async def get(self, ids: Sequence[str | int]) -> list[Item | None]: ...
+        async def count(self) -> int: ...
+        async def search(
+            self,
+            vector: Any,
+            k: int = 10,
+            *,
+            filter: Mapping[str, Any] | None = None,
+            ef: int | None = None,
+            include: Sequence[str] = ...,
+        ) -> list[Hit]: ...
+        async def search_many(
+            self,
+            vectors: Any,
+            k: int = 10,
+            *,
+            filter: Mapping[str, Any] | None = None,
+            ef: int | None = None,
+            include: Sequence[str] = ...,
+        ) -> list[list[Hit]]: ...
+        async def text_search(
+            self,
+            query: str,
+            k: int = 10,
+            *,
+            filter: Mapping[str, Any] | None = None,
+            include: Sequence[str] = ...,
+        ) -> list[Hit]: ...
+        async def hybrid_search(
+            self,
+            text: str,
+            vector: Any,
+            k: int = 10,
+            *,
+            fusion: str = "rrf",
+            alpha: float = 0.5,
+            filter: Mapping[str, Any] | None = None,
+            candidates: int | None = None,
+            ef: int | None = None,
+            include: Sequence[str] = ...,
+        ) -> list[Hit]: ...
 
 
 class AsyncRecordSet(_RecordSetBase):
