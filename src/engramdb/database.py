@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engramdb.clock import Clock, system_clock
@@ -17,6 +18,7 @@ from engramdb.records.writes import Stored
 from engramdb.recordset import RecordSet
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit
+from engramdb.writeplan import TransformStep, run_steps
 
 __all__ = ["Database", "open"]
 
@@ -172,6 +174,15 @@ class Database:
 
     def _write(self, fn: WriteFn) -> Any:
         return self._commit.run(fn)
+
+    def _write_steps(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
+        """Commit transform steps over several sets as one atomic write."""
+
+        def write(txn: WriteTxn) -> list[list[Any]]:
+            return run_steps(txn, steps, self._now_ms())
+
+        result: list[list[Any]] = self._write(write)
+        return result
 
     def _submit(self, fn: WriteFn, done: Done) -> None:
         """Queue a planned write without blocking; ``done(value, error)`` runs on the

@@ -14,9 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from engramdb.errors import EngramError, InvalidArgument, NotFound, RecordTooBig
+from engramdb.errors import EngramError, InvalidArgument, NotFound
 from engramdb.records.codec import (
-    HEADER_SIZE,
     check_bins,
     decode_bins,
     encode_body,
@@ -39,6 +38,7 @@ from engramdb.records.writes import (
     record_from,
 )
 from engramdb.storage.base import WriteFn, WriteTxn
+from engramdb.writeplan import TransformStep
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -478,76 +478,32 @@ class RecordSet:
         validate: bool = False,
         raw: bool = False,
     ) -> WriteFn:
-        """The one write path: every record write above is a transform.
+        """The one write path: every record write above is a transform (see ``TransformStep``).
 
-        Conditions are checked against each record's current generation before its ``fn``
-        runs. Every outcome is validated and encoded before anything is staged, so a failure
-        leaves the transaction untouched; later items see earlier items' effects on the same
-        key. ``result="generation"`` returns the written generation instead of the outcome's
+        ``result="generation"`` returns the written generation instead of the outcome's
         result. ``raw=True`` hands each ``fn`` the stored body undecoded (``Current.body``)
         instead of its bins: the server edits long Redis lists in place this way.
         """
-        keyed = [(self._rk(key), fn) for key, fn in items]
-        limits = self._limits
+        step = self._step(items, conditions=conditions, result=result, validate=validate, raw=raw)
         now_ms = self._db._now_ms
 
         def write(txn: WriteTxn) -> Any:
             now = now_ms()
-            overlay: dict[bytes, bytes | None] = {}
-            staged: list[tuple[bytes, Stored, bytes | None, int, int]] = []
-            results: list[Any] = []
-            for rk, fn in keyed:
-                current = Stored(overlay[rk] if rk in overlay else txn.get(rk), now)
-                if conditions is not None:
-                    conditions.check(current.generation)
-                if raw:
-                    undecoded = (
-                        None if current.raw is None else memoryview(current.raw)[HEADER_SIZE:]
-                    )
-                    seen = Current(None, current.generation, current.expires_ms, undecoded)
-                else:
-                    seen = Current(current.bins(), current.generation, current.expires_ms)
-                outcome = fn(seen, now)
-                bins, expires = outcome.bins, outcome.expires_ms
-                if bins is None:
-                    if current.prev_expires_ms is not None:
-                        staged.append((rk, current, None, 0, 0))
-                        overlay[rk] = None
-                    results.append(outcome.result)
-                    continue
-                if isinstance(bins, _Keep):
-                    if isinstance(expires, _Keep) or current.raw is None:
-                        results.append(outcome.result)  # nothing to write
-                        continue
-                    body = current.raw[HEADER_SIZE:]
-                elif type(bins) is bytes and not validate:
-                    body = bins
-                    if HEADER_SIZE + len(body) > limits.max_record_bytes:
-                        raise RecordTooBig(
-                            f"record encodes to {HEADER_SIZE + len(body)} bytes; the limit is "
-                            f"{limits.max_record_bytes}"
-                        )
-                else:
-                    if validate:
-                        check_bins(bins, limits)
-                    body = encode_body(cast(Mapping[str, Any], bins), limits)
-                expires_at = current.expires_ms if isinstance(expires, _Keep) else expires
-                generation = current.generation + 1
-                encoded = with_header(body, generation, expires_at, now)
-                staged.append((rk, current, encoded, expires_at, generation))
-                overlay[rk] = encoded
-                results.append(generation if result == "generation" else outcome.result)
-            for rk, current, value, expires_at, generation in staged:
-                if value is None:
-                    assert current.prev_expires_ms is not None
-                    txn.delete(rk, current.prev_expires_ms)
-                    if current.exists:
-                        txn.log("delete", rk, current.generation, now)
-                    else:  # expired, awaiting the sweeper: its removal is its expiry
-                        txn.log("expire", rk, current.stored_generation, now)
-                else:
-                    txn.put(rk, value, expires_at, current.prev_expires_ms)
-                    txn.log("put", rk, generation, now)
+            results = step.stage(txn, step.prepare(txn, now), now)
             return results[0] if single else results
 
         return write
+
+    def _step(
+        self,
+        items: Sequence[tuple[Key, TransformFn]],
+        *,
+        conditions: Conditions | None = None,
+        result: str = "outcome",
+        validate: bool = False,
+        raw: bool = False,
+    ) -> TransformStep:
+        """A transform over records of this set, to combine with steps over other sets in one
+        transaction (``Database._write_steps``)."""
+        keyed = [(self._rk(key), fn) for key, fn in items]
+        return TransformStep(keyed, self._limits, conditions, result, validate, raw)
