@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
+from engramdb.cache import Cache
 from engramdb.client._core import (
     METHODS,
     Address,
@@ -24,6 +25,7 @@ from engramdb.client._core import (
     parse_url,
     result_of,
 )
+from engramdb.client._roles import AsyncSessionsCalls, CacheCoreCalls
 from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
     AuthError,
@@ -125,6 +127,7 @@ class AsyncClient(_DatabaseBase):
         self._idle: list[_AsyncConn] = []
         self._sets: dict[str, AsyncRecordSet] = {}
         self._closed = False
+        self._cache: Cache | None = None
         self.metrics = Metrics()
 
     async def __aenter__(self) -> AsyncClient:
@@ -197,6 +200,18 @@ class AsyncClient(_DatabaseBase):
     def vectors(self) -> AsyncVectorStore:
         """The embedding store of the server's database; every call is awaited."""
         return AsyncVectorStore(self)
+
+    @property
+    def sessions(self) -> AsyncSessionsCalls:
+        """Agent sessions of the server's database; every call is awaited."""
+        return AsyncSessionsCalls(self)
+
+    @property
+    def cache(self) -> Cache:
+        """The stampede-proof cache; use ``async def`` loaders (get_or_set is awaited)."""
+        if self._cache is None:
+            self._cache = Cache(None, async_core=CacheCoreCalls(self))
+        return self._cache
 
     async def _collection(self, info: Any) -> AsyncCollection:
         return AsyncCollection(self, await info)

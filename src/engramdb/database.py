@@ -23,7 +23,22 @@ from engramdb.writeplan import TransformStep, run_steps
 __all__ = ["Database", "open"]
 
 if TYPE_CHECKING:
+    from engramdb.cache import Cache
+    from engramdb.sessions import SessionStore
     from engramdb.vectors.store import VectorStore
+
+
+def _cache(db: Database) -> Cache:
+    from engramdb.cache import Cache, CacheCore, ThreadedCore
+
+    core = CacheCore(db)
+    return Cache(core, async_core=ThreadedCore(core, local_reads=True))
+
+
+def _session_store(db: Database) -> SessionStore:
+    from engramdb.sessions import SessionStore
+
+    return SessionStore(db)
 
 
 def _vector_store(db: Database) -> VectorStore:
@@ -272,6 +287,10 @@ class Database:
                 return count
 
             removed = self._write(remove)
+        for role in list(self._roles.values()):
+            tidy = getattr(role, "sweep", None)
+            if tidy is not None:
+                tidy()  # derived records of roles (e.g. checkpoints of ended sessions)
         if self._retention is not None:
             self._engine.trim_changes(self._retention)
         return int(removed)
@@ -310,6 +329,7 @@ class Database:
             },
             "engine": engine,
             "indexes": self._roles["vectors"].stats() if "vectors" in self._roles else {},
+            "cache": self._roles["cache"].stats() if "cache" in self._roles else {},
         }
 
     @property
@@ -321,6 +341,18 @@ class Database:
         """The embedding store: collections with vector, BM25 and hybrid search."""
         store: VectorStore = self._role("vectors", _vector_store)
         return store
+
+    @property
+    def sessions(self) -> SessionStore:
+        """Agent session state: CAS updates, atomic appends, checkpoints, sliding TTL."""
+        store: SessionStore = self._role("sessions", _session_store)
+        return store
+
+    @property
+    def cache(self) -> Cache:
+        """A cache that cannot stampede: single-flight loads, XFetch, stale-while-revalidate."""
+        cache: Cache = self._role("cache", _cache)
+        return cache
 
     def _role(self, name: str, make: Any) -> Any:
         self._check()

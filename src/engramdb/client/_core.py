@@ -16,6 +16,7 @@ from typing import Any
 import hiredis
 import msgspec
 
+from engramdb.client._roles import RESULTS as ROLE_RESULTS
 from engramdb.client._vectors import RESULTS
 from engramdb.errors import EngramError, InvalidArgument
 from engramdb.protocol.errors import error_from_reply
@@ -90,6 +91,7 @@ _TABLE: list[tuple[str, Callable[[Any], Any], bool]] = [
 ]
 METHODS: dict[str, Method] = {name: Method(name, result, idem) for name, result, idem in _TABLE}
 METHODS.update({name: Method(name, result, idem) for name, (result, idem) in RESULTS.items()})
+METHODS.update({name: Method(name, result, idem) for name, (result, idem) in ROLE_RESULTS.items()})
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import hiredis
 
+from engramdb.cache import Cache, ThreadedCore
 from engramdb.client._core import (
     METHODS,
     Address,
@@ -30,6 +31,7 @@ from engramdb.client._core import (
     parse_url,
     result_of,
 )
+from engramdb.client._roles import CacheCoreCalls, SessionsCalls
 from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
     AuthError,
@@ -106,6 +108,7 @@ class Client(DatabaseCalls):
         self._lock = threading.Lock()
         self._sets: dict[str, RemoteRecordSet] = {}
         self._closed = False
+        self._cache: Cache | None = None
         self.metrics = Metrics()
         self._release(self._connect())  # fail fast on a bad address or password
 
@@ -193,6 +196,19 @@ class Client(DatabaseCalls):
     def vectors(self) -> RemoteVectorStore:
         """The embedding store of the server's database."""
         return RemoteVectorStore(self)
+
+    @property
+    def sessions(self) -> SessionsCalls:
+        """Agent sessions of the server's database."""
+        return SessionsCalls(self)
+
+    @property
+    def cache(self) -> Cache:
+        """The stampede-proof cache, over the server's storage primitives."""
+        if self._cache is None:
+            core = CacheCoreCalls(self)
+            self._cache = Cache(core, async_core=ThreadedCore(core))
+        return self._cache
 
     def _collection(self, info: CollectionInfo) -> RemoteCollection:
         return RemoteCollection(self, info)

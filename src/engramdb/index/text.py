@@ -6,7 +6,12 @@ the collection: tantivy allows one writer per index directory, and every process
 database keeps its own derived indexes. English stemming (``en_stem``) matches the
 reference figures in ``../shared/data`` (Cranfield nDCG@10 0.534 with tantivy BM25).
 
-Queries are reduced to their words (OR-ed), so user text can never be a query-syntax error.
+Queries are reduced to the words ``en_stem`` would keep, lower-cased and OR-ed, so user text
+can never be a query-syntax error. Lower-cased because tantivy's parser reads upper-case
+``AND``, ``OR``, ``NOT`` and ``IN`` as operators (``en_stem`` lower-cases tokens anyway).
+Only words the tokenizer keeps, because a word that yields no token leaves an empty clause,
+and two of them make the parser fail ("Only excluding terms given"): its tokenizer splits
+on anything but letters and digits (``_`` too) and drops tokens of 40 bytes or more.
 Not thread-safe by itself: the collection guards it.
 """
 
@@ -20,7 +25,8 @@ import numpy as np
 
 __all__ = ["TextIndex"]
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: on its own, one en_stem token
+_LONGEST = 40  # bytes: en_stem's RemoveLongFilter drops tokens this long or longer
 
 
 class TextIndex:
@@ -62,7 +68,7 @@ class TextIndex:
         With a mask the search deepens until k admissible hits are found or the matches
         run out, so a filter never cuts the answer short.
         """
-        words = _WORD.findall(query)
+        words = [w.lower() for w in _WORD.findall(query) if len(w.encode()) < _LONGEST]
         if not words or k <= 0:
             return []
         self.refresh()

@@ -154,6 +154,35 @@ for _name in ("get", "count"):
     _collection_call(_name, "read")
 
 
+# sessions and the cache ------------------------------------------------------------------
+# Anything that may write (a session read can extend its TTL) runs on a worker thread.
+
+
+def _role_call(role: str, method: str, kind: Kind) -> None:
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return getattr(getattr(db, role), method)(*args, **kwargs)
+
+    NATIVE[f"{role}.{method}"] = NativeMethod(kind, call)
+
+
+for _name in ("create", "get", "delete", "list", "replace", "append", "checkpoint"):
+    _role_call("sessions", _name, "slow")
+for _name in ("checkpoints", "get_checkpoint"):
+    _role_call("sessions", _name, "read")
+
+
+def _cache_core_call(method: str, kind: Kind) -> None:
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        return getattr(db.cache._core, method)(*args, **kwargs)
+
+    NATIVE[f"cache.{method}"] = NativeMethod(kind, call)
+
+
+_cache_core_call("peek", "read")
+for _name in ("acquire", "fill", "release", "delete", "set"):
+    _cache_core_call(_name, "slow")
+
+
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     try:
         decoded = decode_value(payload)

@@ -1,0 +1,614 @@
+"""``db.cache``: a cache-aside helper that cannot stampede.
+
+``get_or_set(key, loader, ttl=...)`` returns the cached value or computes it, with:
+
+- **Single flight.** Concurrent misses on one key run the loader once. In one process,
+  threads (or asyncio tasks) wait on the first caller's flight; across processes and clients,
+  the caller that wins a *lease* (a record created with ``create_only`` and a TTL, so a
+  crashed holder frees it by expiring) loads while the others poll for its result. Waiters
+  get the value, or the loader's exception (in other processes as ``LoaderError``).
+- **Probabilistic early recomputation** (XFetch, Vattani et al. 2015): a hit recomputes
+  early with probability rising as expiry nears, scaled by how long the last computation
+  took (``early_recompute`` is the beta; 0 turns it off), so a hot key is refreshed before
+  it expires instead of by everyone at once.
+- **Stale-while-revalidate.** For ``stale_ttl`` seconds after expiry the old value is served
+  while one caller (the lease holder) refreshes it.
+- **No stale sets.** ``delete(key)`` removes the value *and* the lease in one write, and a
+  loader's result is stored only together with the removal of its own lease: a loader that
+  started before an invalidation cannot write back the data it invalidated (memcache's
+  lease-token fix).
+
+The algorithm is written once as a generator of effects (peek, acquire, load, fill, sleep);
+a sync and an async driver run it against a ``CacheCore``, which is local for an embedded
+database and remote for a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engramdb.errors import Conflict, EngramError, InvalidArgument, Timeout
+from engramdb.records.codec import check_value, encode_value
+from engramdb.records.limits import Limits
+from engramdb.records.writes import Current, Outcome, check_ttl
+
+if TYPE_CHECKING:
+    from engramdb.database import Database
+
+__all__ = ["Cache", "CacheCore", "LoaderError", "ThreadedCore"]
+
+VALUES = "_cache"
+LEASES = "_cache_leases"
+ERROR_GRACE = 1.0  # seconds a failed load's error stays visible to waiters elsewhere
+T = TypeVar("T")
+
+
+class LoaderError(EngramError):
+    """The loader failed in another process or client (its type and message are kept)."""
+
+
+# the core: one transaction per primitive -------------------------------------------------
+
+
+class CacheCore:
+    """The cache's storage primitives over records; run server-side for clients."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._values = db.records(VALUES)
+        self._leases = db.records(LEASES)
+
+    def peek(self, key: str) -> dict[str, Any]:
+        """The stored entry: ``v`` value, ``exp`` fresh-until (s), ``delta`` compute time,
+        ``err`` for a cached failure, ``lease`` (the lease's bins) while a load is in flight,
+        and ``now``, the store's clock."""
+        record = self._values.get(key)
+        lease = self._leases.get(key)
+        out: dict[str, Any] = dict(record.bins) if record is not None else {}
+        if lease is not None:
+            out["lease"] = lease.bins
+        out["now"] = self.db._clock()  # judge freshness by the store's clock, not the caller's
+        return out
+
+    def acquire(self, key: str, lease_ttl: float) -> str | None:
+        """Take the key's lease; its token, or None when another caller holds it."""
+        token = secrets.token_hex(8)
+        hold_ms = max(1, math.ceil(lease_ttl * 1000))
+
+        def take(current: Current, now_ms: int) -> Outcome:
+            if current.bins is not None and "error" not in current.bins:
+                return Outcome(None)  # held by a load in flight
+            # Free, expired, or only the notice of a failed load: a new caller loads again.
+            return Outcome(token, {"token": token}, now_ms + hold_ms)
+
+        taken: str | None = self.db._write(self._leases._plan_transform([(key, take)], single=True))
+        return taken
+
+    def fill(
+        self,
+        key: str,
+        token: str,
+        value: Any,
+        ttl: float,
+        stale_ttl: float,
+        delta: float,
+        error: str | None = None,
+    ) -> bool:
+        """Store a loaded value (or a cached failure) if ``token`` still holds the lease,
+        releasing it in the same write. False when an invalidation took the lease away."""
+        now = self.db._clock()
+        bins: dict[str, Any] = {"exp": now + ttl, "delta": delta}
+        if error is None:
+            bins["v"] = value
+        else:
+            bins["err"] = error
+        check_value(bins, self.db.limits, "cache value")
+        hard_ttl = ttl + stale_ttl
+
+        def release(current: Current, now_ms: int) -> Outcome:
+            if current.bins is None or current.bins.get("token") != token:
+                raise Conflict("the lease was taken away (invalidated)", current.generation)
+            return Outcome(None, None)
+
+        def store(current: Current, now_ms: int) -> Outcome:
+            return Outcome(None, bins, now_ms + max(1, math.ceil(hard_ttl * 1000)))
+
+        try:
+            self.db._write_steps(
+                [self._leases._step([(key, release)]), self._values._step([(key, store)])]
+            )
+        except Conflict:
+            return False
+        return True
+
+    def release(self, key: str, token: str, error: str | None = None) -> None:
+        """Give the lease back after a failed load, leaving ``error`` briefly for waiters."""
+
+        def drop(current: Current, now_ms: int) -> Outcome:
+            if current.bins is None or current.bins.get("token") != token:
+                return Outcome(None)
+            if error is None:
+                return Outcome(None, None)
+            grace = now_ms + int(ERROR_GRACE * 1000)
+            return Outcome(None, {"token": token, "error": error}, grace)
+
+        self.db._write(self._leases._plan_transform([(key, drop)], single=True))
+
+    def delete(self, key: str) -> bool:
+        """Remove the value and any lease in flight; returns whether a value existed."""
+
+        def drop(current: Current, now_ms: int) -> Outcome:
+            return Outcome(current.bins is not None, None)
+
+        results = self.db._write_steps(
+            [self._values._step([(key, drop)]), self._leases._step([(key, drop)])]
+        )
+        return bool(results[0][0])
+
+    def set(self, key: str, value: Any, ttl: float, stale_ttl: float = 0.0) -> None:
+        """Store a value directly (no lease); an in-flight load's later fill is refused."""
+        check_ttl(ttl)
+        now = self.db._clock()
+        bins = {"exp": now + ttl, "delta": 0.0, "v": value}
+        check_value(bins, self.db.limits, "cache value")
+
+        def drop(current: Current, now_ms: int) -> Outcome:
+            return Outcome(None, None)
+
+        def store(current: Current, now_ms: int) -> Outcome:
+            return Outcome(None, bins, now_ms + max(1, math.ceil((ttl + stale_ttl) * 1000)))
+
+        self.db._write_steps(
+            [self._values._step([(key, store)]), self._leases._step([(key, drop)])]
+        )
+
+
+# the algorithm, as effects ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Peek:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Acquire:
+    key: str
+    lease_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Fill:
+    key: str
+    token: str
+    value: Any
+    ttl: float
+    stale_ttl: float
+    delta: float
+    error: str | None
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.key, self.token, self.value, self.ttl, self.stale_ttl, self.delta, self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    key: str
+    token: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    ttl: float
+    stale_ttl: float
+    early_recompute: float
+    negative_ttl: float
+    lease_ttl: float
+    wait_timeout: float
+
+
+class _Loaded:
+    """What ``_Load`` gives back: a value and the seconds it took, or the exception."""
+
+    __slots__ = ("error", "seconds", "value")
+
+    def __init__(self, value: Any, seconds: float, error: BaseException | None) -> None:
+        self.value, self.seconds, self.error = value, seconds, error
+
+
+Flow = Generator[Any, Any, Any]
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values = dict.fromkeys(
+            ("hits", "misses", "loader_calls", "stale_served", "early_recomputes",
+             "lease_waits", "loader_errors", "invalidated_fills"),
+            0,
+        )  # fmt: skip
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.values[name] += n
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _flow(key: str, options: _Options, counters: _Counters, rng: random.Random) -> Flow:
+    """One get_or_set, as a generator of effects. Returns the value or raises."""
+    deadline = time.monotonic() + options.wait_timeout
+    pause = 0.001
+    first = True
+    while True:
+        entry = yield _Peek(key)
+        now = entry["now"]
+        lease = entry.get("lease")
+        if "v" in entry or "err" in entry:
+            fresh = now < entry["exp"]
+            if fresh and "err" in entry:
+                counters.add("hits")
+                raise LoaderError(entry["err"])
+            if fresh:
+                beta = options.early_recompute
+                # XFetch: recompute once now - delta * beta * ln(U) reaches the expiry.
+                early = (
+                    beta > 0
+                    and now - entry["delta"] * beta * math.log(max(rng.random(), 1e-300))
+                    >= entry["exp"]
+                )
+                if not early or lease is not None:
+                    counters.add("hits")
+                    return entry["v"]
+                token = yield _Acquire(key, options.lease_ttl)
+                if token is None:
+                    counters.add("hits")
+                    return entry["v"]
+                counters.add("early_recomputes")
+                return (yield from _load(key, token, options, counters))
+            if "v" in entry:  # stale but kept: serve it while one caller refreshes
+                token = None if lease is not None else (yield _Acquire(key, options.lease_ttl))
+                if token is None:
+                    counters.add("stale_served")
+                    return entry["v"]
+                return (yield from _load(key, token, options, counters))
+        if lease is not None and "error" in lease:
+            if not first:  # we were waiting for that load: its failure is our answer
+                raise LoaderError(lease["error"])
+            lease = None  # a failure before we came: not cached, so load again
+        if lease is None:
+            if first:
+                counters.add("misses")
+            token = yield _Acquire(key, options.lease_ttl)
+            if token is not None:
+                return (yield from _load(key, token, options, counters))
+        # Someone else (another process or client) is loading: wait for its result.
+        if first:
+            counters.add("lease_waits")
+        first = False
+        if time.monotonic() > deadline:
+            raise Timeout(f"waited {options.wait_timeout}s for another caller to load {key!r}")
+        yield _Sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+def _load(key: str, token: str, options: _Options, counters: _Counters) -> Flow:
+    counters.add("loader_calls")
+    loaded: _Loaded = yield _Load()
+    if loaded.error is not None:
+        counters.add("loader_errors")
+        text = _describe(loaded.error)
+        if options.negative_ttl > 0:
+            yield _Fill(key, token, None, options.negative_ttl, 0.0, loaded.seconds, text)
+        else:
+            yield _Release(key, token, text)
+        raise loaded.error
+    stored = yield _Fill(
+        key, token, loaded.value, options.ttl, options.stale_ttl, loaded.seconds, None
+    )
+    if not stored:
+        counters.add("invalidated_fills")  # invalidated while loading: not written back
+    return loaded.value
+
+
+# drivers ---------------------------------------------------------------------------------
+
+
+class _Flight:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Cache:
+    """The stampede-proof cache of one database (``db.cache``) or client.
+
+    Args:
+        core: the storage primitives (local ``CacheCore`` or a client's remote one).
+        async_core: the same for asyncio callers (methods may return awaitables).
+    """
+
+    def __init__(
+        self, core: Any, *, async_core: Any = None, rng: random.Random | None = None
+    ) -> None:
+        self._core = core
+        self._async_core = async_core
+        self._rng = rng or random.Random()
+        self._counters = _Counters()
+        self._flights: dict[str, _Flight] = {}
+        self._aflights: dict[tuple[int, str], asyncio.Future[Any]] = {}
+        self._lock = threading.Lock()
+
+    def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        *,
+        ttl: float,
+        stale_ttl: float = 0.0,
+        early_recompute: float = 1.0,
+        negative_ttl: float = 0.0,
+        lease_ttl: float = 10.0,
+        wait_timeout: float = 30.0,
+    ) -> Any:
+        """The value under ``key``, loading it with ``loader()`` on a miss (see the module).
+
+        With an ``async def`` loader this returns an awaitable. ``ttl``: seconds a value is
+        fresh; ``stale_ttl``: seconds after that it may be served while refreshed;
+        ``negative_ttl``: seconds a failure is cached (0: never); ``lease_ttl``: how long a
+        crashed loader can hold the key; ``wait_timeout``: longest wait for another loader.
+        """
+        if type(key) is not str or not key:
+            raise InvalidArgument("cache keys are non-empty str")
+        if not callable(loader):
+            raise InvalidArgument("loader must be callable")
+        check_ttl(ttl)
+        for name, value in (("stale_ttl", stale_ttl), ("early_recompute", early_recompute),
+                            ("negative_ttl", negative_ttl)):  # fmt: skip
+            if type(value) not in (int, float) or value < 0 or value != value:
+                raise InvalidArgument(f"{name} must be a non-negative number")
+        check_ttl(lease_ttl)
+        options = _Options(ttl, stale_ttl, early_recompute, negative_ttl, lease_ttl, wait_timeout)
+        if inspect.iscoroutinefunction(loader):
+            return self._aget_or_set(key, loader, options)
+        return self._get_or_set(key, loader, options)
+
+    # sync --------------------------------------------------------------------------------
+
+    def _get_or_set(self, key: str, loader: Callable[[], Any], options: _Options) -> Any:
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if leader:
+                flight = self._flights[key] = _Flight()
+        assert flight is not None
+        if not leader:
+            # Another thread of this process is on it: share its outcome.
+            self._counters.add("lease_waits")
+            if not flight.done.wait(options.wait_timeout + options.lease_ttl):
+                raise Timeout(f"waited for another thread to load {key!r}")
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = self._run(_flow(key, options, self._counters, self._rng), loader)
+            return flight.value
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _run(self, flow: Flow, loader: Callable[[], Any]) -> Any:
+        core = self._core
+        reply: Any = None
+        while True:
+            try:
+                effect = flow.send(reply)
+            except StopIteration as done:
+                return done.value
+            kind = type(effect)
+            if kind is _Peek:
+                reply = core.peek(effect.key)
+            elif kind is _Acquire:
+                reply = core.acquire(effect.key, effect.lease_ttl)
+            elif kind is _Load:
+                started = time.perf_counter()
+                try:
+                    value = loader()
+                    _check_storable(value)
+                    reply = _Loaded(value, time.perf_counter() - started, None)
+                except Exception as e:
+                    reply = _Loaded(None, time.perf_counter() - started, e)
+            elif kind is _Fill:
+                reply = core.fill(*effect.args())
+            elif kind is _Release:
+                reply = core.release(effect.key, effect.token, effect.error)
+            elif kind is _Sleep:
+                time.sleep(effect.seconds)
+                reply = None
+
+    # async -------------------------------------------------------------------------------
+
+    async def _aget_or_set(
+        self, key: str, loader: Callable[[], Awaitable[Any]], options: _Options
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        slot = (id(loop), key)
+        waiting = self._aflights.get(slot)
+        if waiting is not None:
+            self._counters.add("lease_waits")
+            return await asyncio.shield(waiting)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._aflights[slot] = future
+        try:
+            value = await self._arun(_flow(key, options, self._counters, self._rng), loader)
+            future.set_result(value)
+            return value
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._aflights.pop(slot, None)
+
+    async def _arun(self, flow: Flow, loader: Callable[[], Awaitable[Any]]) -> Any:
+        core = self._async_core
+        reply: Any = None
+        while True:
+            try:
+                effect = flow.send(reply)
+            except StopIteration as done:
+                return done.value
+            kind = type(effect)
+            if kind is _Peek:
+                reply = await _maybe(core.peek(effect.key))
+            elif kind is _Acquire:
+                reply = await _maybe(core.acquire(effect.key, effect.lease_ttl))
+            elif kind is _Load:
+                started = time.perf_counter()
+                try:
+                    value = await loader()
+                    _check_storable(value)
+                    reply = _Loaded(value, time.perf_counter() - started, None)
+                except Exception as e:
+                    reply = _Loaded(None, time.perf_counter() - started, e)
+            elif kind is _Fill:
+                reply = await _maybe(core.fill(*effect.args()))
+            elif kind is _Release:
+                reply = await _maybe(core.release(effect.key, effect.token, effect.error))
+            elif kind is _Sleep:
+                await asyncio.sleep(effect.seconds)
+                reply = None
+
+    # the rest ----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Any:
+        """The fresh value under ``key``, or None (no loading, no lease)."""
+        entry = self._core.peek(key)
+        if "v" in entry and entry["now"] < entry["exp"]:
+            return entry["v"]
+        return None
+
+    def set(self, key: str, value: Any, *, ttl: float, stale_ttl: float = 0.0) -> None:
+        """Store ``value`` now (refusing the write-back of any load in flight)."""
+        _check_storable(value)
+        self._core.set(key, value, ttl, stale_ttl)
+
+    def delete(self, key: str) -> bool:
+        """Invalidate ``key``: its value goes, and a load in flight cannot write back."""
+        return bool(self._core.delete(key))
+
+    def memoize(
+        self, *, ttl: float, stale_ttl: float = 0.0, early_recompute: float = 1.0,
+        negative_ttl: float = 0.0, prefix: str | None = None,
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:  # fmt: skip
+        """Decorator: cache a function's results by its (msgpack-able) arguments."""
+        check_ttl(ttl)
+
+        def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+            name = prefix or f"memo:{fn.__module__}.{fn.__qualname__}"
+
+            def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+                try:
+                    digest = hashlib.blake2b(
+                        encode_value([list(args), sorted(kwargs.items())]), digest_size=16
+                    ).hexdigest()
+                except (TypeError, InvalidArgument) as e:
+                    raise InvalidArgument(f"memoized arguments must be msgpack-able: {e}") from e
+                return f"{name}:{digest}"
+
+            options = {"ttl": ttl, "stale_ttl": stale_ttl, "early_recompute": early_recompute,
+                       "negative_ttl": negative_ttl}  # fmt: skip
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return await self.get_or_set(
+                        key_of(args, kwargs), lambda: fn(*args, **kwargs), **options
+                    )
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> T:
+                return self.get_or_set(  # type: ignore[no-any-return]
+                    key_of(args, kwargs), lambda: fn(*args, **kwargs), **options
+                )
+
+            return wrapper
+
+        return decorate
+
+    def stats(self) -> dict[str, int]:
+        """hits, misses, loader_calls, stale_served, early_recomputes, lease_waits,
+        loader_errors and invalidated_fills since this cache object was created."""
+        with self._counters.lock:
+            return dict(self._counters.values)
+
+    def close(self) -> None:
+        pass
+
+
+_ANY_SIZE = Limits(max_vector_dim=1 << 30)  # sizes are the store's to judge, types ours
+
+
+def _check_storable(value: Any) -> None:
+    check_value(value, _ANY_SIZE, "cached value")
+
+
+async def _maybe(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+class ThreadedCore:
+    """A blocking core for asyncio callers: calls that may wait (an fsync, a network round
+    trip) run on a worker thread so they never block the event loop. ``local_reads``: peeks
+    are in-process LMDB reads, cheap enough to run inline."""
+
+    def __init__(self, core: Any, *, local_reads: bool = False) -> None:
+        self._core = core
+        self._local_reads = local_reads
+
+    async def peek(self, key: str) -> dict[str, Any]:
+        if self._local_reads:
+            return self._core.peek(key)  # type: ignore[no-any-return]
+        return await asyncio.to_thread(self._core.peek, key)
+
+    async def acquire(self, key: str, lease_ttl: float) -> str | None:
+        return await asyncio.to_thread(self._core.acquire, key, lease_ttl)
+
+    async def fill(self, *args: Any) -> bool:
+        return await asyncio.to_thread(self._core.fill, *args)
+
+    async def release(self, *args: Any) -> None:
+        await asyncio.to_thread(self._core.release, *args)
