@@ -15,6 +15,9 @@ What lives here, so every benchmark measures and reports the same way:
 - ``process_cpu_seconds``: CPU time a process (all its threads) has used, from ``/proc``.
 - ``markdown_table`` and ``replace_section``: each script owns one section of BENCHMARKS.md
   between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` and rewrites only it.
+- ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
+  and exact nearest-neighbour ground truth for the vector benchmarks.
+- ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ __all__ = [
     "Stats",
     "busy_loop",
     "calibrate_busy_loop",
+    "clustered_vectors",
+    "exact_top_k",
     "exit_on_sigterm",
     "find_redis_server",
     "fmt_ratio",
@@ -74,9 +79,11 @@ __all__ = [
     "measure_interleaved",
     "new_progress",
     "process_cpu_seconds",
+    "recall_at_k",
     "redis_server_version",
     "replace_section",
     "temp_dir",
+    "wait_for_quiet",
     "write_json",
 ]
 
@@ -789,3 +796,101 @@ def temp_dir(prefix: str, parent: str | None = None) -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# vector data -------------------------------------------------------------------------------
+
+
+def clustered_vectors(
+    n: int, dim: int, *, clusters: int = 100, rank: int = 64, seed: int = 1
+) -> np.ndarray:
+    """``n`` unit-norm float32 vectors that look like embeddings, not like uniform noise.
+
+    ``clusters`` overlapping Gaussian clusters, each spread over its own random
+    ``rank``-dimensional subspace with a power-law spectrum, plus isotropic noise (the
+    generator of ``bench/vector_libs.py``). Rows are drawn independently, so any slice of the
+    result (e.g. held-out queries) comes from the same distribution as the rest.
+    """
+    rng = np.random.default_rng(seed)
+    rank = min(rank, dim)
+    centers = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    spectrum = (1.0 / np.sqrt(np.arange(1, rank + 1))).astype(np.float32)
+    assign = rng.integers(0, clusters, n)
+    x = np.empty((n, dim), dtype=np.float32)
+    for c in range(clusters):
+        rows = np.flatnonzero(assign == c)
+        basis = np.linalg.qr(rng.standard_normal((dim, rank)))[0].astype(np.float32)
+        z = rng.standard_normal((rows.size, rank)).astype(np.float32) * spectrum
+        noise = rng.standard_normal((rows.size, dim)).astype(np.float32)
+        x[rows] = centers[c] + z @ basis.T + noise * np.float32(0.5 / math.sqrt(dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def exact_top_k(
+    queries: np.ndarray,
+    base: np.ndarray,
+    k: int,
+    *,
+    masks: Sequence[np.ndarray] = (),
+    chunk: int = 128,
+) -> list[np.ndarray]:
+    """Exact top-``k`` ids by inner product, best first: ``[unfiltered, *one per mask]``.
+
+    Each mask is a boolean (n,) array of admissible base rows. Queries go ``chunk`` at a time
+    so the (queries x n) score matrix never has to fit in memory at once. Rows with fewer
+    than ``k`` admissible ids are padded with -1.
+    """
+    nq = len(queries)
+    wanted: list[np.ndarray | None] = [None, *masks]
+    out = [np.full((nq, k), -1, dtype=np.int64) for _ in wanted]
+    for lo in range(0, nq, chunk):
+        scores = queries[lo : lo + chunk] @ base.T
+        for j, mask in enumerate(wanted):
+            ids = np.arange(base.shape[0]) if mask is None else np.flatnonzero(mask)
+            sub = scores[:, ids]
+            take = min(k, ids.size)
+            if take == 0:
+                continue
+            top = np.argpartition(-sub, take - 1, axis=1)[:, :take]
+            order = np.argsort(-np.take_along_axis(sub, top, axis=1), axis=1, kind="stable")
+            out[j][lo : lo + chunk, :take] = ids[np.take_along_axis(top, order, axis=1)]
+    return out
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean share of each row of ``truth`` (ids, -1 = none) that ``found`` contains."""
+    valid = truth >= 0
+    hits = ((found[:, :, None] == truth[:, None, :]) & valid[:, None, :]).any(axis=1)
+    per_row = valid.sum(axis=1)
+    return float(hits.sum() / max(1, per_row.sum()))
+
+
+# the machine's load ------------------------------------------------------------------------
+
+
+def wait_for_quiet(
+    threshold: float,
+    timeout_s: float,
+    *,
+    poll_s: float = 15.0,
+    report: Callable[[str], None] | None = None,
+) -> tuple[bool, float]:
+    """Wait until the 1-minute load average is below ``threshold``, at most ``timeout_s``.
+
+    Returns ``(quiet, load)``: whether it got quiet in time, and the last load seen. A
+    benchmark on a shared machine calls this first and records the answer in its report.
+    """
+    if not hasattr(os, "getloadavg"):
+        return True, 0.0
+    deadline = time.monotonic() + timeout_s
+    while True:
+        load = os.getloadavg()[0]
+        if load < threshold:
+            return True, load
+        if time.monotonic() >= deadline:
+            return False, load
+        if report is not None:
+            report(f"load average {load:.2f} >= {threshold}; waiting…")
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
