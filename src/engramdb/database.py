@@ -24,8 +24,15 @@ __all__ = ["Database", "open"]
 
 if TYPE_CHECKING:
     from engramdb.cache import Cache
+    from engramdb.features.store import FeatureStore
     from engramdb.sessions import SessionStore
     from engramdb.vectors.store import VectorStore
+
+
+def _feature_store(db: Database) -> FeatureStore:
+    from engramdb.features.store import FeatureStore
+
+    return FeatureStore(db)
 
 
 def _cache(db: Database) -> Cache:
@@ -346,6 +353,12 @@ class Database:
     def sessions(self) -> SessionStore:
         """Agent session state: CAS updates, atomic appends, checkpoints, sliding TTL."""
         store: SessionStore = self._role("sessions", _session_store)
+        return store
+
+    @property
+    def features(self) -> FeatureStore:
+        """The feature store: definitions, ingestion, online and historical features."""
+        store: FeatureStore = self._role("features", _feature_store)
         return store
 
     @property

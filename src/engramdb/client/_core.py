@@ -16,6 +16,7 @@ from typing import Any
 import hiredis
 import msgspec
 
+from engramdb.client._features import RESULTS as FEATURE_RESULTS
 from engramdb.client._roles import RESULTS as ROLE_RESULTS
 from engramdb.client._vectors import RESULTS
 from engramdb.errors import EngramError, InvalidArgument
@@ -91,7 +92,8 @@ _TABLE: list[tuple[str, Callable[[Any], Any], bool]] = [
 ]
 METHODS: dict[str, Method] = {name: Method(name, result, idem) for name, result, idem in _TABLE}
 METHODS.update({name: Method(name, result, idem) for name, (result, idem) in RESULTS.items()})
-METHODS.update({name: Method(name, result, idem) for name, (result, idem) in ROLE_RESULTS.items()})
+for _table in (ROLE_RESULTS, FEATURE_RESULTS):
+    METHODS.update({name: Method(name, result, idem) for name, (result, idem) in _table.items()})
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 

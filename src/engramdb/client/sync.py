@@ -31,6 +31,7 @@ from engramdb.client._core import (
     parse_url,
     result_of,
 )
+from engramdb.client._features import RemoteFeatureStore
 from engramdb.client._roles import CacheCoreCalls, SessionsCalls
 from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
@@ -201,6 +202,11 @@ class Client(DatabaseCalls):
     def sessions(self) -> SessionsCalls:
         """Agent sessions of the server's database."""
         return SessionsCalls(self)
+
+    @property
+    def features(self) -> RemoteFeatureStore:
+        """The feature store of the server's database."""
+        return RemoteFeatureStore(self)
 
     @property
     def cache(self) -> Cache:

@@ -183,6 +183,97 @@ for _name in ("acquire", "fill", "release", "delete", "set"):
     _cache_core_call(_name, "slow")
 
 
+# the feature store -----------------------------------------------------------------------
+# Tables travel as Arrow IPC streams (bytes); definitions as msgpack maps tagged by kind.
+
+
+def _arrow_in(data: Any) -> Any:
+    import pyarrow as pa
+
+    if type(data) is not bytes:
+        raise InvalidArgument("expected an Arrow IPC stream")
+    try:
+        return pa.ipc.open_stream(data).read_all()
+    except pa.ArrowInvalid as e:
+        raise InvalidArgument(f"not an Arrow IPC stream: {e}") from None
+
+
+def _arrow_out(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _definitions(raw: Any) -> list[Any]:
+    from engramdb.features.definitions import Entity, FeatureService, FeatureView
+
+    kinds = {"entity": Entity, "view": FeatureView, "service": FeatureService}
+    if not isinstance(raw, list):
+        raise InvalidArgument("apply takes a list of definitions")
+    out: list[Any] = []
+    for item in raw:
+        if not isinstance(item, dict) or item.get("kind") not in kinds:
+            raise InvalidArgument("each definition is a map with kind entity, view or service")
+        fields = {k: v for k, v in item.items() if k != "kind"}
+        try:
+            out.append(msgspec.convert(fields, kinds[item["kind"]]))
+        except msgspec.ValidationError as e:
+            raise InvalidArgument(f"bad definition: {e}") from None
+    return out
+
+
+NATIVE["features.apply"] = NativeMethod(
+    "slow", lambda db, args, kwargs: db.features.apply(_definitions(args[0]))
+)
+NATIVE["features.ingest"] = NativeMethod(
+    "slow",
+    lambda db, args, kwargs: msgspec.structs.asdict(_ingest_result(db, args)),
+)
+NATIVE["features.materialize"] = NativeMethod(
+    "slow", lambda db, args, kwargs: db.features.materialize(*args, **kwargs)
+)
+
+
+def _ingest_result(db: Database, args: list[Any]) -> Any:
+    result = db.features.ingest(args[0], _arrow_in(args[1]))
+    return _IngestReply(result.view, result.rows, result.online_written)
+
+
+class _IngestReply(msgspec.Struct):
+    view: str
+    rows: int
+    online_written: int
+
+
+def _online(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    response = db.features.get_online_features(*args, **kwargs)
+    return {"columns": response.columns, "statuses": response.statuses}
+
+
+def _historical(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if len(args) != 2:
+        raise InvalidArgument("get_historical_features takes entity rows and features")
+    result = db.features.get_historical_features(_arrow_in(args[0]), args[1], **kwargs)
+    return _arrow_out(result.to_arrow())
+
+
+def _validate(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    report = db.features.validate_online(*args, **kwargs)
+    return {"view": report.view, "checked": report.checked, "mismatches": report.mismatches}
+
+
+NATIVE["features.get_online_features"] = NativeMethod("read", _online)
+NATIVE["features.get_historical_features"] = NativeMethod("slow", _historical)
+NATIVE["features.validate_online"] = NativeMethod("slow", _validate)
+NATIVE["features.list_feature_views"] = NativeMethod(
+    "read",
+    lambda db, args, kwargs: [msgspec.to_builtins(v) for v in db.features.list_feature_views()],
+)
+
+
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     try:
         decoded = decode_value(payload)

@@ -1,0 +1,135 @@
+"""The online store: the latest value of every feature of every entity, one record per
+(view, entity), so an entity's features of a view are one point read.
+
+A row replaces the stored one only when it is newer: a later ``event_timestamp``, then a
+later ``created_timestamp``, then a later ingest. The comparison runs inside the write
+transaction, so an old event arriving late can never overwrite a newer value, whatever the
+order ingests commit in.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engramdb.errors import InvalidArgument
+from engramdb.records.writes import Current, Outcome
+
+if TYPE_CHECKING:
+    from engramdb.database import Database
+
+__all__ = ["MISSING", "OUTSIDE_TTL", "PRESENT", "OnlineResponse", "OnlineStore", "entity_key"]
+
+PRESENT, MISSING, OUTSIDE_TTL = "PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+TS, CREATED, INGEST = "__ts", "__created", "__ingest"
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def entity_key(values: Sequence[Any]) -> Any:
+    """The record key of an entity: its join key value, or a packed tuple of several."""
+    if len(values) == 1:
+        value = values[0]
+        if type(value) in (int, str):
+            return value
+        raise InvalidArgument(f"join key values are int or str, not {type(value).__name__}")
+    for value in values:
+        if type(value) not in (int, str):
+            raise InvalidArgument(f"join key values are int or str, not {type(value).__name__}")
+    return msgspec.msgpack.encode(list(values))
+
+
+def micros_to_datetime(value: int) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=value)
+
+
+class OnlineResponse:
+    """The answer of ``get_online_features``: columns (join keys, then features, in the
+    order asked) and, per feature, a status per row (PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE)."""
+
+    def __init__(self, columns: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
+        self.columns = columns
+        self.statuses = statuses
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return dict(self.columns)
+
+    def to_arrow(self) -> Any:
+        import pyarrow as pa
+
+        return pa.table(self.columns)
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def __repr__(self) -> str:
+        rows = len(next(iter(self.columns.values()), []))
+        return f"<OnlineResponse {rows} rows x {len(self.statuses)} features>"
+
+
+class OnlineStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def set_of(view: str) -> str:
+        return f"fv.{view}"
+
+    def write(self, view: str, rows: Iterable[tuple[Any, dict[str, Any]]]) -> int:
+        """Store each ``(entity key, bins)`` unless what is stored is newer. Returns how many
+        were written. ``bins`` carry ``__ts``, ``__created`` and ``__ingest``."""
+        items = [(key, _newer(bins)) for key, bins in rows]
+        if not items:
+            return 0
+        records = self.db.records(self.set_of(view))
+        return sum(self.db._write(records._plan_transform(items)))
+
+    def read(
+        self,
+        view: str,
+        keys: Sequence[Any],
+        features: Sequence[str],
+        ttl: float | None,
+        timestamps: dict[str, bool],
+        now: float,
+    ) -> tuple[list[list[Any]], list[list[str]]]:
+        """Per feature: the values for ``keys`` and their statuses."""
+        records = self.db.records(self.set_of(view)).get_many(list(keys))
+        oldest = None if ttl is None else int((now - ttl) * 1_000_000)
+        values: list[list[Any]] = [[] for _ in features]
+        statuses: list[list[str]] = [[] for _ in features]
+        for record in records:
+            if record is None:
+                for v, s in zip(values, statuses):
+                    v.append(None)
+                    s.append(MISSING)
+                continue
+            bins = record.bins
+            stale = oldest is not None and bins[TS] < oldest
+            for i, name in enumerate(features):
+                value = bins.get(name)
+                if stale:
+                    values[i].append(None)
+                    statuses[i].append(OUTSIDE_TTL)
+                elif value is None:
+                    values[i].append(None)
+                    statuses[i].append(MISSING)
+                else:
+                    values[i].append(micros_to_datetime(value) if timestamps.get(name) else value)
+                    statuses[i].append(PRESENT)
+        return values, statuses
+
+
+def _newer(bins: dict[str, Any]) -> Any:
+    order = (bins[TS], bins[CREATED], bins[INGEST])
+
+    def write(current: Current, now: int) -> Outcome:
+        if current.bins is not None:
+            stored = (current.bins[TS], current.bins[CREATED], current.bins[INGEST])
+            if stored >= order:
+                return Outcome(0)  # what is stored is as new or newer: keep it
+        return Outcome(1, bins, 0)
+
+    return write
