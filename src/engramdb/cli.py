@@ -95,6 +95,13 @@ def stats(path: str, as_json: bool) -> None:
     type=int,
     help="Writes and slow reads in progress before new ones get -BUSY.",
 )
+@click.option(
+    "--embedder",
+    type=click.Choice(["hash", "minilm"]),
+    default="hash",
+    show_default=True,
+    help="How memory calls embed text (minilm needs the 'embeddings' extra).",
+)
 @click.option("--testing", is_flag=True, hidden=True, help="Enable ENGRAM.DEBUG (tests only).")
 @click.option("--quiet", is_flag=True, help="Print nothing on start.")
 @_clean_errors
@@ -107,6 +114,7 @@ def serve(
     durability: str,
     max_clients: int,
     max_inflight: int,
+    embedder: str,
     testing: bool,
     quiet: bool,
 ) -> None:
@@ -123,6 +131,7 @@ def serve(
         durability=durability,  # type: ignore[arg-type]
         max_clients=max_clients,
         max_inflight=max_inflight,
+        embedder=embedder,
         testing=testing,
     )
 

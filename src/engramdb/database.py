@@ -24,7 +24,9 @@ __all__ = ["Database", "open"]
 
 if TYPE_CHECKING:
     from engramdb.cache import Cache
+    from engramdb.embedders import Embedder
     from engramdb.features.store import FeatureStore
+    from engramdb.memory import MemoryStore
     from engramdb.sessions import SessionStore
     from engramdb.vectors.store import VectorStore
 
@@ -33,6 +35,12 @@ def _feature_store(db: Database) -> FeatureStore:
     from engramdb.features.store import FeatureStore
 
     return FeatureStore(db)
+
+
+def _memory_store(db: Database) -> MemoryStore:
+    from engramdb.memory import MemoryStore
+
+    return MemoryStore(db)
 
 
 def _cache(db: Database) -> Cache:
@@ -360,6 +368,20 @@ class Database:
         """The feature store: definitions, ingestion, online and historical features."""
         store: FeatureStore = self._role("features", _feature_store)
         return store
+
+    @property
+    def memory(self) -> MemoryStore:
+        """Long-term memory with the default (deterministic, dependency-free) embedder."""
+        store: MemoryStore = self._role("memory", _memory_store)
+        return store
+
+    def memory_with(self, embedder: Embedder, **options: Any) -> MemoryStore:
+        """Long-term memory over ``embedder`` (e.g. ``engramdb.embedders.SentenceEmbedder``).
+        Each embedder keeps its own memories (vectors of different models do not mix)."""
+        from engramdb.memory import MemoryStore
+
+        self._check()
+        return MemoryStore(self, embedder, **options)
 
     @property
     def cache(self) -> Cache:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from engramdb.errors import Conflict, InvalidArgument, NotFound
+from engramdb.memory import Memory, MemoryEvent, MemoryHit
 from engramdb.sessions import Checkpoint, Session, SessionPage, cas_update
 
-__all__ = ["RESULTS", "AsyncSessionsCalls", "CacheCoreCalls", "SessionsCalls"]
+__all__ = ["RESULTS", "AsyncSessionsCalls", "CacheCoreCalls", "MemoryCalls", "SessionsCalls"]
 
 
 def _session(raw: Any) -> Session | None:
@@ -37,7 +38,24 @@ def _same(raw: Any) -> Any:
     return raw
 
 
+def _memory(raw: Any) -> Memory | None:
+    return None if raw is None else Memory(**raw)
+
+
+def _hits(raw: Any) -> list[MemoryHit]:
+    return [MemoryHit(Memory(**h["memory"]), h["score"], h["scores"]) for h in raw]
+
+
 RESULTS: dict[str, tuple[Any, bool]] = {
+    "memory.add": (_same, False),
+    "memory.update": (_memory, False),
+    "memory.invalidate": (_memory, False),
+    "memory.delete": (_same, False),
+    "memory.delete_all": (_same, False),
+    "memory.search": (_hits, True),
+    "memory.get": (_memory, True),
+    "memory.history": (lambda raw: [MemoryEvent(**e) for e in raw], True),
+    "memory.list": (lambda raw: ([Memory(**m) for m in raw[0]], raw[1]), True),
     "sessions.create": (_session, False),
     "sessions.get": (_session, True),
     "sessions.delete": (_same, False),
@@ -149,6 +167,57 @@ class AsyncSessionsCalls(SessionsCalls):
                     ) from e
                 await asyncio.sleep(rng.uniform(0, min(0.05, 0.0002 * 2**attempt)))
         raise AssertionError("unreachable")
+
+
+class MemoryCalls:
+    """``db.memory`` of a remote database (methods as ``engramdb.memory.MemoryStore``).
+
+    Embeddings are computed by the server's embedder, unless ``embedding=`` is passed."""
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._owner._call(f"memory.{method}", args, kwargs)
+
+    def add(self, content: str, **kwargs: Any) -> dict[str, str]:
+        return self._call("add", content, **_plain(kwargs))  # type: ignore[no-any-return]
+
+    def update(self, memory_id: str, **kwargs: Any) -> Memory:
+        return self._call("update", memory_id, **_plain(kwargs))  # type: ignore[no-any-return]
+
+    def invalidate(self, memory_id: str, *, at: float | None = None) -> Memory:
+        return self._call("invalidate", memory_id, at=at)  # type: ignore[no-any-return]
+
+    def delete(self, memory_id: str) -> bool:
+        return self._call("delete", memory_id)  # type: ignore[no-any-return]
+
+    def delete_all(self, **scope: Any) -> int:
+        return self._call("delete_all", **scope)  # type: ignore[no-any-return]
+
+    def get(self, memory_id: str) -> Memory | None:
+        return self._call("get", memory_id)  # type: ignore[no-any-return]
+
+    def history(self, memory_id: str) -> builtins.list[MemoryEvent]:
+        return self._call("history", memory_id)  # type: ignore[no-any-return]
+
+    def list(self, **kwargs: Any) -> tuple[builtins.list[Memory], str | None]:
+        return self._call("list", **kwargs)  # type: ignore[no-any-return]
+
+    def search(self, query: str, **kwargs: Any) -> builtins.list[MemoryHit]:
+        return self._call("search", query, **_plain(kwargs))  # type: ignore[no-any-return]
+
+
+def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Arguments as msgpack carries them (an embedding as a float32 array)."""
+    import numpy as np
+
+    out = dict(kwargs)
+    if out.get("embedding") is not None:
+        out["embedding"] = np.asarray(out["embedding"], dtype=np.float32)
+    if out.get("metadata") is not None:
+        out["metadata"] = dict(out["metadata"])
+    return out
 
 
 class CacheCoreCalls:

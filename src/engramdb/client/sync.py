@@ -32,7 +32,7 @@ from engramdb.client._core import (
     result_of,
 )
 from engramdb.client._features import RemoteFeatureStore
-from engramdb.client._roles import CacheCoreCalls, SessionsCalls
+from engramdb.client._roles import CacheCoreCalls, MemoryCalls, SessionsCalls
 from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
 from engramdb.errors import (
     AuthError,
@@ -202,6 +202,11 @@ class Client(DatabaseCalls):
     def sessions(self) -> SessionsCalls:
         """Agent sessions of the server's database."""
         return SessionsCalls(self)
+
+    @property
+    def memory(self) -> MemoryCalls:
+        """Long-term memory of the server's database (embedded by the server)."""
+        return MemoryCalls(self)
 
     @property
     def features(self) -> RemoteFeatureStore:

@@ -40,6 +40,8 @@ class ServerConfig:
         testing: enables ``ENGRAM.DEBUG`` (reset, fake clock) for the test suite; refused on
             a non-loopback host.
         default_set: the set Redis-compatible commands address.
+        embedder: what ``memory`` calls embed text with: ``hash`` (deterministic, no
+            dependencies) or ``minilm`` (all-MiniLM-L6-v2; the ``embeddings`` extra).
     """
 
     data: str = "./engramdb-data"
@@ -56,6 +58,7 @@ class ServerConfig:
     workers: int = 4
     testing: bool = False
     default_set: str = "default"
+    embedder: str = "hash"
 
     def check(self) -> None:
         if self.durability not in ("sync", "async", "none"):
@@ -70,6 +73,8 @@ class ServerConfig:
                 )
             if self.testing:
                 raise InvalidArgument("--testing is only allowed on a loopback address")
+        if self.embedder not in ("hash", "minilm"):
+            raise InvalidArgument(f"embedder must be hash or minilm, not {self.embedder!r}")
         for name in ("max_clients", "max_inflight", "max_pending_per_client", "workers"):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1")

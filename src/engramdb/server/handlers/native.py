@@ -274,6 +274,14 @@ NATIVE["features.list_feature_views"] = NativeMethod(
 )
 
 
+# long-term memory (embedded with the server's embedder unless the client sends vectors) ---
+
+for _name in ("add", "update", "invalidate", "delete", "delete_all", "search"):
+    _role_call("memory", _name, "slow")
+for _name in ("get", "history", "list"):
+    _role_call("memory", _name, "read")
+
+
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     try:
         decoded = decode_value(payload)
