@@ -151,6 +151,90 @@ def serve(
     sys.exit(run_server(config, ready=ready))
 
 
+@main.command()
+@click.argument("target")
+@click.option("--rate", default=1000.0, show_default=True, help="Requests per second (open loop).")
+@click.option("--duration", default=10.0, show_default=True, help="Seconds per load phase.")
+@click.option(
+    "--workload",
+    type=click.Choice(["A", "B", "C", "F"]),
+    default="A",
+    show_default=True,
+    help="YCSB mix: A 50/50, B 95/5, C read-only, F read-modify-write.",
+)
+@click.option(
+    "--report", "report_dir", default="audit-report", show_default=True, help="Output directory."
+)
+@click.option(
+    "--managed",
+    is_flag=True,
+    help="Start the server (engramdb or redis-server) and kill -9 it mid-load.",
+)
+@click.option(
+    "--durability", type=click.Choice(["sync", "async", "none"]), default="sync", show_default=True
+)
+@click.option(
+    "--appendfsync", default="everysec", show_default=True, help="Managed Redis' appendfsync."
+)
+@click.option("--workers", default=2, show_default=True, help="Load-generating processes.")
+@click.option("--search", is_flag=True, help="Also find the highest rate whose p99 meets the SLO.")
+@click.option("--slo-ms", default=5.0, show_default=True, help="p99 latency SLO in ms.")
+@click.option(
+    "--sections",
+    default="latency,burst,consistency,availability,observability",
+    show_default=True,
+    help="Comma-separated sections to run.",
+)
+@_clean_errors
+def audit(
+    target: str,
+    rate: float,
+    duration: float,
+    workload: str,
+    report_dir: str,
+    managed: bool,
+    durability: str,
+    appendfsync: str,
+    workers: int,
+    search: bool,
+    slo_ms: float,
+    sections: str,
+) -> None:
+    """Measure TARGET (a path, engramdb://host:port or redis://host:port) against the five
+    production guarantees: tail latency, burst, consistency, availability, observability."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from engramdb.audit.report import summary_table, write_reports
+    from engramdb.audit.runner import AuditConfig, Thresholds, run_audit
+
+    config = AuditConfig(
+        target=target,
+        rate=rate,
+        duration=duration,
+        workload=workload,
+        workers=workers,
+        managed=managed,
+        durability=durability,
+        search=search,
+        sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
+        thresholds=Thresholds(p99_ms=slo_ms),
+        redis_appendfsync=appendfsync,
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+        report = run_audit(config, progress=lambda message: bar.update(task, description=message))
+    console.print(summary_table(report))
+    paths = write_reports(report, report_dir)
+    click.echo(f"wrote {paths['json']} and {paths['html']}")
+    sys.exit(0 if report["pass"] else 3)
+
+
 def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> None:
     engine = figures["engine"]
     table = Table(title=f"engramdb at {path}", show_header=False)

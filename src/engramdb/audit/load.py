@@ -1,0 +1,308 @@
+"""Open-loop load: Poisson arrivals at a target rate, latency from the *intended* send time.
+
+A closed-loop generator (send, wait, send) slows down when the server does and so never
+records the wait of the requests it failed to send — coordinated omission. Here each worker
+process draws arrival times from a Poisson process, starts every request at its arrival time
+whether or not earlier ones have finished, and measures latency from that intended time. A
+server that stalls for a second therefore shows a second of latency on every request that
+arrived during the stall.
+
+Workers are separate processes (so the generator is not the bottleneck on its own GIL); each
+reports HDR histograms per operation and phase, per-second timelines, error counts by kind,
+and its own lateness (how far behind schedule it started requests): the generator's
+headroom. Requests that would exceed a worker's in-flight cap are counted as ``dropped``
+(never silently delayed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from engramdb.audit.targets import classify, make_target
+
+__all__ = ["WORKLOADS", "LoadResult", "Phase", "Workload", "new_histogram", "run_load"]
+
+MAX_US = 60_000_000  # an hour would be silly; a minute is the slowest latency we keep
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, MAX_US, 3)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """YCSB-style mix: fractions of read / update / read-modify-write; zipfian keys."""
+
+    name: str
+    read: float
+    update: float
+    rmw: float = 0.0
+    keys: int = 10_000
+    value_bytes: int = 1000
+    zipf: float = 0.99
+
+
+WORKLOADS = {
+    "A": Workload("A (50/50 read/update)", 0.5, 0.5),
+    "B": Workload("B (95/5 read/update)", 0.95, 0.05),
+    "C": Workload("C (read only)", 1.0, 0.0),
+    "F": Workload("F (read-modify-write)", 0.5, 0.0, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    rate: float  # requests per second, all workers together
+
+
+@dataclass
+class LoadResult:
+    """Merged results of every worker."""
+
+    histograms: dict[tuple[str, str], HdrHistogram] = field(default_factory=dict)  # (phase, op)
+    timeline: dict[int, HdrHistogram] = field(default_factory=dict)  # second -> all ops
+    timeline_errors: dict[int, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # op -> requests sent
+    errors: dict[str, int] = field(default_factory=dict)  # kind -> count
+    completed: dict[str, int] = field(default_factory=dict)  # phase -> completed ok
+    dropped: int = 0
+    lateness: HdrHistogram = field(default_factory=new_histogram)
+    elapsed: float = 0.0
+    phases: list[Phase] = field(default_factory=list)
+
+    def phase_histogram(self, phase: str) -> HdrHistogram:
+        merged = new_histogram()
+        for (p, _), h in self.histograms.items():
+            if p == phase:
+                merged.add(h)
+        return merged
+
+
+class _ZipfKeys:
+    """Zipfian key ranks (YCSB's generator, Gray et al.), hot keys scattered by hashing."""
+
+    def __init__(self, n: int, theta: float, rng: random.Random) -> None:
+        self.n, self.theta, self.rng = n, theta, rng
+        zetan = sum(1.0 / (i**theta) for i in range(1, n + 1))
+        self.alpha = 1.0 / (1.0 - theta)
+        self.zetan = zetan
+        self.eta = (1 - (2.0 / n) ** (1 - theta)) / (1 - (1 + 0.5**theta) / zetan)
+
+    def next(self) -> int:
+        u = self.rng.random()
+        uz = u * self.zetan
+        if uz < 1.0:
+            rank = 0
+        elif uz < 1.0 + 0.5**self.theta:
+            rank = 1
+        else:
+            rank = int(self.n * (self.eta * u - self.eta + 1) ** self.alpha)
+        return (rank * 2654435761) % self.n
+
+
+async def _worker(
+    target_spec: str,
+    options: dict[str, Any],
+    workload: Workload,
+    phases: Sequence[Phase],
+    share: float,
+    start_at: float,
+    seed: int,
+    max_inflight: int,
+) -> dict[str, Any]:
+    target = make_target(target_spec, **options)
+    await target.open()
+    rng = random.Random(seed)
+    keys = _ZipfKeys(workload.keys, workload.zipf, rng)
+    value = os.urandom(max(1, workload.value_bytes // 2)).hex()[: workload.value_bytes]
+    histograms: dict[tuple[str, str], HdrHistogram] = {}
+    timeline: dict[int, HdrHistogram] = {}
+    timeline_errors: dict[int, int] = {}
+    counts: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    completed: dict[str, int] = {}
+    lateness = new_histogram()
+    dropped = 0
+    inflight = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(op: str, key: str, intended: float, phase: str) -> None:
+        nonlocal inflight
+        try:
+            if op == "read":
+                await target.read(key)
+            elif op == "update":
+                await target.write(key, value)
+            else:
+                await target.read(key)
+                await target.write(key, value)
+            micros = int((time.time() - intended) * 1_000_000)
+            histograms.setdefault((phase, op), new_histogram()).record_value(
+                max(1, min(micros, MAX_US))
+            )
+            second = int(intended - start_at)
+            timeline.setdefault(second, new_histogram()).record_value(max(1, min(micros, MAX_US)))
+            completed[phase] = completed.get(phase, 0) + 1
+        except Exception as e:
+            kind, _ = classify(e)
+            errors[kind] = errors.get(kind, 0) + 1
+            second = int(intended - start_at)
+            timeline_errors[second] = timeline_errors.get(second, 0) + 1
+        finally:
+            inflight -= 1
+
+    now = time.time()
+    if start_at > now:
+        await asyncio.sleep(start_at - now)
+    intended = start_at
+    phase_end = start_at
+    for phase in phases:
+        phase_end += phase.seconds
+        rate = max(phase.rate * share, 1e-9)
+        while True:
+            intended += rng.expovariate(rate)
+            if intended >= phase_end:
+                intended = phase_end
+                break
+            delay = intended - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            late = time.time() - intended
+            lateness.record_value(max(1, min(int(late * 1_000_000), MAX_US)))
+            draw = rng.random()
+            op = (
+                "read"
+                if draw < workload.read
+                else "update"
+                if draw < workload.read + workload.update
+                else "rmw"
+            )
+            counts[op] = counts.get(op, 0) + 1
+            if inflight >= max_inflight:
+                dropped += 1
+                continue
+            inflight += 1
+            task = asyncio.create_task(one(op, f"y{keys.next()}", intended, phase.name))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+    await target.close()
+    return {
+        "histograms": {f"{p}\x00{o}": h.encode() for (p, o), h in histograms.items()},
+        "timeline": {s: h.encode() for s, h in timeline.items()},
+        "timeline_errors": timeline_errors,
+        "counts": counts,
+        "errors": errors,
+        "completed": completed,
+        "dropped": dropped,
+        "lateness": lateness.encode(),
+    }
+
+
+def _process_main(args: tuple[Any, ...], results: Any) -> None:
+    try:
+        results.put(asyncio.run(_worker(*args)))
+    except BaseException as e:  # reported to the parent, which fails the run
+        results.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def run_load(
+    target: str,
+    workload: Workload,
+    phases: Sequence[Phase],
+    *,
+    workers: int = 2,
+    options: dict[str, Any] | None = None,
+    max_inflight: int = 512,
+    seed: int = 1,
+) -> LoadResult:
+    """Run ``phases`` of open-loop load with ``workers`` processes; merged results."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    start_at = time.time() + 2.0 + 0.3 * workers  # time for every process to start
+    processes = [
+        context.Process(
+            target=_process_main,
+            args=(
+                (
+                    target,
+                    options or {},
+                    workload,
+                    list(phases),
+                    1.0 / workers,
+                    start_at,
+                    seed + i,
+                    max_inflight,
+                ),
+                queue,
+            ),
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    total = sum(p.seconds for p in phases)
+    raw: list[dict[str, Any]] = []
+    deadline = time.time() + total + 90
+    while len(raw) < workers and time.time() < deadline:
+        try:
+            raw.append(queue.get(timeout=1))
+        except Exception:
+            if all(not p.is_alive() for p in processes) and queue.empty():
+                break
+    for p in processes:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+    failures = [r["error"] for r in raw if "error" in r]
+    if failures or len(raw) < workers:
+        raise RuntimeError(f"load workers failed: {failures or 'no result'}")
+    result = LoadResult(phases=list(phases), elapsed=total)
+    for r in raw:
+        for name, encoded in r["histograms"].items():
+            phase, op = name.split("\x00")
+            result.histograms.setdefault((phase, op), new_histogram()).add(
+                HdrHistogram.decode(encoded)
+            )
+        for second, encoded in r["timeline"].items():
+            result.timeline.setdefault(int(second), new_histogram()).add(
+                HdrHistogram.decode(encoded)
+            )
+        for second, n in r["timeline_errors"].items():
+            result.timeline_errors[int(second)] = result.timeline_errors.get(int(second), 0) + n
+        for mapping, target_map in (
+            (r["counts"], result.counts),
+            (r["errors"], result.errors),
+            (r["completed"], result.completed),
+        ):
+            for k, v in mapping.items():
+                target_map[k] = target_map.get(k, 0) + v
+        result.dropped += r["dropped"]
+        result.lateness.add(HdrHistogram.decode(r["lateness"]))
+    return result
+
+
+def percentiles(histogram: HdrHistogram) -> dict[str, float]:
+    """p50/p90/p99/p999/max in milliseconds (0 when empty)."""
+    if histogram.get_total_count() == 0:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0, "count": 0}
+    out: dict[str, float] = {
+        name: histogram.get_value_at_percentile(q) / 1000
+        for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9))
+    }
+    out["max"] = histogram.get_max_value() / 1000
+    out["count"] = histogram.get_total_count()
+    return out
