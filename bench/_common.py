@@ -18,6 +18,9 @@ What lives here, so every benchmark measures and reports the same way:
 - ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
   and exact nearest-neighbour ground truth for the vector benchmarks.
 - ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
+- ``sample_own_stacks``: py-spy sampling this very process while it runs a loop.
+- ``Watched`` and ``rss_kib``: a subprocess with a wall-time and memory bound whose peak RSS
+  is watched (for peers run in their own interpreter, and clean memory measurements).
 """
 
 from __future__ import annotations
@@ -61,9 +64,13 @@ __all__ = [
     "EngramServer",
     "EngramUnavailable",
     "Meter",
+    "ProfilerUnavailable",
     "RedisServer",
     "RedisUnavailable",
     "Stats",
+    "Watched",
+    "WatchedResult",
+    "available_kib",
     "busy_loop",
     "calibrate_busy_loop",
     "clustered_vectors",
@@ -82,6 +89,8 @@ __all__ = [
     "recall_at_k",
     "redis_server_version",
     "replace_section",
+    "rss_kib",
+    "sample_own_stacks",
     "temp_dir",
     "wait_for_quiet",
     "write_json",
@@ -894,3 +903,170 @@ def wait_for_quiet(
         if report is not None:
             report(f"load average {load:.2f} >= {threshold}; waiting…")
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+# sampling profiler -------------------------------------------------------------------------
+
+
+class ProfilerUnavailable(RuntimeError):
+    """py-spy is missing or may not attach to this process."""
+
+
+def sample_own_stacks(
+    step: Callable[[int], object], seconds: float, *, rate: int = 997
+) -> tuple[str, int, float]:
+    """Run ``step(i)`` for i = 0, 1, … while py-spy samples this process for ``seconds``.
+
+    Returns (py-spy's collapsed stacks, one ``frame;frame;… count`` per line, with
+    ``function (file:line)`` frames), the number of calls, and the loop's wall seconds.
+    py-spy runs ``--nonblocking`` (it never pauses the process, so the loop runs at full
+    speed; a sample may rarely catch a stack mid-update). Raises ``ProfilerUnavailable``.
+    """
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise ProfilerUnavailable("py-spy is not installed (pip install py-spy)")
+    with tempfile.TemporaryDirectory(prefix="engramdb-bench-pyspy-") as tmp:
+        out = os.path.join(tmp, "stacks.txt")
+        cmd = [
+            spy, "record", "--pid", str(os.getpid()), "--rate", str(rate),
+            "--duration", str(max(1, round(seconds))), "--format", "raw", "--output", out,
+            "--nonblocking",
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        calls = 0
+        began = time.perf_counter()
+        deadline = time.monotonic() + seconds + 5.0
+        while proc.poll() is None and time.monotonic() < deadline:
+            step(calls)
+            calls += 1
+        wall = time.perf_counter() - began
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise ProfilerUnavailable(
+                f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-300:]}"
+            )
+        return Path(out).read_text(encoding="utf-8"), calls, wall
+
+
+# watched subprocesses ----------------------------------------------------------------------
+
+
+def rss_kib(pid: int | str = "self") -> tuple[int, int]:
+    """(current RSS, peak RSS) of process ``pid`` in KiB (``VmRSS``, ``VmHWM``); 0 if gone."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        key, _, value = line.partition(":")
+        if key in found:
+            found[key] = int(value.split()[0])
+    return found["VmRSS"], found["VmHWM"]
+
+
+def available_kib() -> int:
+    """``MemAvailable`` of this machine in KiB (0 if unknown)."""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", _read("/proc/meminfo"), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+@dataclass(frozen=True)
+class WatchedResult:
+    """How a watched subprocess ended. ``reason`` is empty when it exited 0."""
+
+    returncode: int | None
+    seconds: float
+    peak_rss_kib: int  # the largest VmHWM seen while it ran (it may report its own, exact)
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+class Watched:
+    """A subprocess bounded in wall time and resident memory, its peak RSS watched.
+
+    ``start`` launches it (output to ``log_path``; it gets SIGTERM if the benchmark dies);
+    ``wait`` polls it every ``poll_s`` seconds, calling ``tick(elapsed_s)`` so the caller
+    can redraw a progress display, and kills it (SIGKILL) when it runs past ``timeout_s``
+    or its RSS passes ``max_rss_kib``. Peers that could take the whole machine (or never
+    finish) run this way so one bad size cannot sink the run.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: str,
+        timeout_s: float | None = None,
+        max_rss_kib: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.timeout_s = timeout_s
+        self.max_rss_kib = max_rss_kib
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.peak_rss_kib = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._began = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> Watched:
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                preexec_fn=_die_with_parent,
+            )
+        self._began = time.monotonic()
+        return self
+
+    def wait(
+        self, tick: Callable[[float], None] | None = None, *, poll_s: float = 0.25
+    ) -> WatchedResult:
+        proc = self._proc
+        if proc is None:
+            raise RuntimeError("start() the process first")
+        reason = ""
+        while True:
+            elapsed = time.monotonic() - self._began
+            _, peak = rss_kib(proc.pid)
+            self.peak_rss_kib = max(self.peak_rss_kib, peak)
+            if proc.poll() is not None:
+                break
+            if self.timeout_s is not None and elapsed > self.timeout_s:
+                reason = f"killed after {self.timeout_s:.0f} s (time limit)"
+            elif self.max_rss_kib is not None and peak > self.max_rss_kib:
+                reason = f"killed at {peak / (1 << 20):.1f} GiB RSS (memory limit)"
+            if reason:
+                self.kill()
+                break
+            if tick is not None:
+                tick(elapsed)
+            time.sleep(poll_s)
+        seconds = time.monotonic() - self._began
+        code = proc.wait()
+        if not reason and code != 0:
+            reason = f"exit code {code}" + (" (killed: out of memory?)" if code == -9 else "")
+        return WatchedResult(code, seconds, self.peak_rss_kib, reason)
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return _read(self.log_path)[-chars:]
