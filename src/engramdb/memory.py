@@ -36,7 +36,6 @@ import builtins
 import hashlib
 import re
 import secrets
-import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -201,13 +200,10 @@ class MemoryStore:
             expires_at=item.expires_at,
         )
 
-    def _history_step(self, memory_id: str, event: Callable[[], MemoryEvent]) -> Any:
-        """A history entry, built when the transaction is prepared (after the steps before
-        it have read what the memory said until now)."""
-        at = self.db._clock()
-        # The database clock orders entries; the wall clock breaks ties (a fake clock that
-        # stands still, or two events in one microsecond).
-        key = f"{memory_id}\x00{int(at * 1_000_000):020d}\x00{time.time_ns():020d}"
+    def _history_step(self, memory_id: str, version: int, event: Callable[[], MemoryEvent]) -> Any:
+        """A history entry, keyed by the version the write makes (the item's generation,
+        compare-and-set by the write), so entries list in the order the writes committed."""
+        key = f"{memory_id}\x00{version:020d}"
         return self._history._step(
             [(key, lambda c, n: Outcome(None, msgspec.to_builtins(event()), 0))]
         )
@@ -242,16 +238,39 @@ class MemoryStore:
         scope_key = self._scope_key(scope)
         content_key = f"{scope_key}\x00{hashlib.sha256(_normalise(content).encode()).hexdigest()}"
         collection = self.collection
-        for _ in range(32):  # retries only when a concurrent add moved the content key
+        epoch_key = f"{scope_key}\x01epoch"
+        for _ in range(64):  # retries only when a concurrent add moved the content key
+            epoch = self._keys.get(epoch_key)
+            epoch_step = self._keys._step(
+                [(epoch_key, _claim(0 if epoch is None else epoch.generation))]
+            )
             existing = self._keys.get(content_key)
-            if existing is not None and collection.get([existing["id"]])[0] is not None:
-                return {"id": existing["id"], "event": "NOOP"}
+            item = None if existing is None else collection.get([existing["id"]])[0]
+            now = self.db._clock()
+            if (
+                item is not None
+                and item.metadata.get("content_key") == content_key
+                and (item.metadata.get("invalid_at") is None or item.metadata["invalid_at"] > now)
+            ):
+                return {"id": str(item.id), "event": "NOOP"}
             near = self._near_duplicate(vector, scope)
             if near is not None:
                 found = self.get(near)
                 if found is not None and _normalise(found.content) == _normalise(content):
                     return {"id": near, "event": "NOOP"}  # the same fact, added meanwhile
-                self._update(near, content, meta or None, importance, vector, "UPDATE", content_key)
+                try:
+                    self._update(
+                        near,
+                        content,
+                        meta or None,
+                        importance,
+                        vector,
+                        "UPDATE",
+                        content_key,
+                        extra=[epoch_step],
+                    )
+                except Conflict:
+                    continue
                 return {"id": near, "event": "UPDATE"}
             memory_id = secrets.token_hex(12)
             try:
@@ -266,6 +285,7 @@ class MemoryStore:
                     ttl,
                     content_key,
                     generation,
+                    epoch_step,
                 )
             except Conflict:
                 continue  # someone else added (or replaced) this content meanwhile: look again
@@ -274,7 +294,9 @@ class MemoryStore:
 
     def _near_duplicate(self, vector: np.ndarray, scope: Mapping[str, str]) -> str | None:
         now = self.db._clock()
-        hits = self.collection.search(vector, 1, filter=self._filter(scope, now), include=[])
+        flt = self._filter(scope, now, None)
+        flt["$and"].append({"scope": self._scope_key(scope)})
+        hits = self.collection.search(vector, 1, filter=flt, include=[])
         if hits and hits[0].score >= self.dedupe_threshold:
             return str(hits[0].id)
         return None
@@ -290,10 +312,12 @@ class MemoryStore:
         ttl: float | None,
         content_key: str,
         key_generation: int | None,
+        epoch_step: Any,
     ) -> None:
         now = self.db._clock()
         metadata = {
             **scope,
+            "scope": self._scope_key(scope),
             "meta": meta,
             "importance": 0.5 if importance is None else float(importance),
             "created_at": now,
@@ -314,6 +338,7 @@ class MemoryStore:
         )
         self.db._write_steps(
             [
+                epoch_step,
                 self._keys._step([(content_key, claim)]),
                 items,
                 self._scopes._step(
@@ -325,7 +350,7 @@ class MemoryStore:
                     ]
                 ),
                 self._history_step(
-                    memory_id, lambda: MemoryEvent("ADD", content, None, now, meta or None)
+                    memory_id, 1, lambda: MemoryEvent("ADD", content, None, now, meta or None)
                 ),
             ]
         )
@@ -366,15 +391,21 @@ class MemoryStore:
         new_key = (
             f"{self._scope_key(scope)}\x00{hashlib.sha256(_normalise(text).encode()).hexdigest()}"
         )
-        self._update(
-            memory_id,
-            text,
-            None if metadata is None else dict(metadata),
-            importance,
-            vector,
-            "UPDATE",
-            new_key,
-        )
+        for attempt in range(32):  # a concurrent change moved the version: redo on top of it
+            try:
+                self._update(
+                    memory_id,
+                    text,
+                    None if metadata is None else dict(metadata),
+                    importance,
+                    vector,
+                    "UPDATE",
+                    new_key,
+                )
+                break
+            except Conflict:
+                if attempt == 31:
+                    raise
         updated = self.get(memory_id)
         assert updated is not None
         return updated
@@ -388,13 +419,20 @@ class MemoryStore:
         vector: np.ndarray | None,
         event: str,
         content_key: str | None,
+        extra: Any = (),
     ) -> None:
         now = self.db._clock()
         seen: dict[str, Any] = {}
+        record = self.collection._records.get(memory_id)
+        if record is None:
+            raise NotFound(f"no memory {memory_id!r}")
+        version = record.generation
 
         def change(current: Current, now_ms: int) -> Outcome:
             if current.bins is None:
                 raise NotFound(f"no memory {memory_id!r}")
+            if current.generation != version:
+                raise Conflict("the memory changed meanwhile", current.generation)
             bins = dict(current.bins)
             metadata = dict(bins["metadata"])
             seen["previous"] = bins.get("text")
@@ -414,14 +452,16 @@ class MemoryStore:
                 bins["vector"] = vector
             return Outcome(None, bins)
 
-        steps = [self.collection._records._step([(memory_id, change)])]
+        steps = [*extra, self.collection._records._step([(memory_id, change)])]
         if content_key is not None:
             steps.append(
                 self._keys._step([(content_key, lambda c, n: Outcome(None, {"id": memory_id}, 0))])
             )
         steps.append(
             self._history_step(
-                memory_id, lambda: MemoryEvent(event, content, seen.get("previous"), now, meta)
+                memory_id,
+                version + 1,
+                lambda: MemoryEvent(event, content, seen.get("previous"), now, meta),
             )
         )
         self.db._write_steps(steps)
@@ -431,10 +471,28 @@ class MemoryStore:
         """Mark the memory no longer true from ``at`` (default now): kept for history and
         "as of" searches before ``at``, excluded from searches after it."""
         when = self.db._clock() if at is None else float(at)
+        for attempt in range(32):  # a concurrent change moved the version: redo on top of it
+            try:
+                self._invalidate(memory_id, when)
+                break
+            except Conflict:
+                if attempt == 31:
+                    raise
+        found = self.get(memory_id)
+        assert found is not None
+        return found
+
+    def _invalidate(self, memory_id: str, when: float) -> None:
+        record = self.collection._records.get(memory_id)
+        if record is None:
+            raise NotFound(f"no memory {memory_id!r}")
+        version = record.generation
 
         def change(current: Current, now_ms: int) -> Outcome:
             if current.bins is None:
                 raise NotFound(f"no memory {memory_id!r}")
+            if current.generation != version:
+                raise Conflict("the memory changed meanwhile", current.generation)
             bins = dict(current.bins)
             bins["metadata"] = {**bins["metadata"], "invalid_at": when}
             return Outcome(None, bins)
@@ -444,6 +502,7 @@ class MemoryStore:
                 self.collection._records._step([(memory_id, change)]),
                 self._history_step(
                     memory_id,
+                    version + 1,
                     lambda: MemoryEvent(
                         "INVALIDATE", None, None, self.db._clock(), {"invalid_at": when}
                     ),
@@ -451,9 +510,6 @@ class MemoryStore:
             ]
         )
         self.collection._state().catch_up()
-        found = self.get(memory_id)
-        assert found is not None
-        return found
 
     def delete(self, memory_id: str) -> bool:
         """Forget a memory (its history keeps a DELETE entry)."""
@@ -476,9 +532,12 @@ class MemoryStore:
         if content_key:
             steps.append(self._keys._step([(content_key, _drop_if(memory_id))]))
         steps.append(self._scopes._step([(f"{self._scope_key(scope)}\x00{memory_id}", drop)]))
+        assert item is not None
         steps.append(
             self._history_step(
-                memory_id, lambda: MemoryEvent("DELETE", None, current.content, self.db._clock())
+                memory_id,
+                item.generation + 1,
+                lambda: MemoryEvent("DELETE", None, current.content, self.db._clock()),
             )
         )
         removed = bool(self.db._write_steps(steps)[0][0])
@@ -643,3 +702,12 @@ def _drop_if(memory_id: str) -> Any:
         return Outcome(None)
 
     return drop
+
+
+def _claim(generation: int) -> Any:
+    def claim(current: Current, now_ms: int) -> Outcome:
+        if current.generation != generation:
+            raise Conflict("the scope moved", current.generation)
+        return Outcome(None, {}, 0)
+
+    return claim
