@@ -259,52 +259,73 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+_LOAD: Any = object()  # "no answer without loading"
+
+
+def _early(entry: dict[str, Any], options: _Options, rng: random.Random) -> bool:
+    """XFetch: recompute once now - delta * beta * ln(U) reaches the expiry."""
+    beta = options.early_recompute
+    return (
+        beta > 0
+        and entry["now"] - entry["delta"] * beta * math.log(max(rng.random(), 1e-300))
+        >= entry["exp"]
+    )
+
+
+def _quick(
+    entry: dict[str, Any], options: _Options, counters: _Counters, rng: random.Random, busy: bool
+) -> Any:
+    """The answer a caller can have from what is stored, or ``_LOAD``. ``busy``: a load of
+    this key is already under way (in this process, or anywhere: its lease is held)."""
+    busy = busy or (entry.get("lease") is not None and "error" not in entry["lease"])
+    fresh = "exp" in entry and entry["now"] < entry["exp"]
+    if fresh and "err" in entry:
+        counters.add("hits")
+        raise LoaderError(entry["err"])
+    if "v" not in entry:
+        return _LOAD
+    if fresh and (busy or not _early(entry, options, rng)):
+        counters.add("hits")
+        return entry["v"]
+    if not fresh and busy:  # stale but kept: served while the load under way refreshes it
+        counters.add("stale_served")
+        return entry["v"]
+    return _LOAD
+
+
 def _flow(key: str, options: _Options, counters: _Counters, rng: random.Random) -> Flow:
-    """One get_or_set, as a generator of effects. Returns the value or raises."""
+    """One get_or_set by the caller that loads, as a generator of effects."""
     deadline = time.monotonic() + options.wait_timeout
     pause = 0.001
     first = True
     while True:
         entry = yield _Peek(key)
-        now = entry["now"]
         lease = entry.get("lease")
-        if "v" in entry or "err" in entry:
-            fresh = now < entry["exp"]
-            if fresh and "err" in entry:
-                counters.add("hits")
-                raise LoaderError(entry["err"])
-            if fresh:
-                beta = options.early_recompute
-                # XFetch: recompute once now - delta * beta * ln(U) reaches the expiry.
-                early = (
-                    beta > 0
-                    and now - entry["delta"] * beta * math.log(max(rng.random(), 1e-300))
-                    >= entry["exp"]
-                )
-                if not early or lease is not None:
-                    counters.add("hits")
-                    return entry["v"]
-                token = yield _Acquire(key, options.lease_ttl)
-                if token is None:
-                    counters.add("hits")
-                    return entry["v"]
-                counters.add("early_recomputes")
-                return (yield from _load(key, token, options, counters))
-            if "v" in entry:  # stale but kept: serve it while one caller refreshes
-                token = None if lease is not None else (yield _Acquire(key, options.lease_ttl))
-                if token is None:
-                    counters.add("stale_served")
-                    return entry["v"]
-                return (yield from _load(key, token, options, counters))
+        answer = _quick(entry, options, counters, rng, busy=False)
+        if answer is not _LOAD:
+            return answer
+        fresh_or_stale = "v" in entry
         if lease is not None and "error" in lease:
             if not first:  # we were waiting for that load: its failure is our answer
                 raise LoaderError(lease["error"])
             lease = None  # a failure before we came: not cached, so load again
         if lease is None:
-            if first:
+            if first and not fresh_or_stale:
                 counters.add("misses")
             token = yield _Acquire(key, options.lease_ttl)
             if token is not None:
+                again = yield _Peek(key)
+                if (
+                    "v" in again
+                    and again["now"] < again["exp"]
+                    and not (fresh_or_stale and again.get("exp") == entry.get("exp"))
+                ):
+                    # Someone stored a fresh value between our look and our lease.
+                    yield _Release(key, token, None)
+                    counters.add("hits")
+                    return again["v"]
+                if fresh_or_stale and again["now"] < again["exp"]:
+                    counters.add("early_recomputes")
                 return (yield from _load(key, token, options, counters))
         # Someone else (another process or client) is loading: wait for its result.
         if first:
@@ -403,6 +424,13 @@ class Cache:
     # sync --------------------------------------------------------------------------------
 
     def _get_or_set(self, key: str, loader: Callable[[], Any], options: _Options) -> Any:
+        # Hits, and stale or early values while a load is under way, are answered here,
+        # without the flight table: only callers who need the loader wait for one.
+        answer = _quick(
+            self._core.peek(key), options, self._counters, self._rng, busy=key in self._flights
+        )
+        if answer is not _LOAD:
+            return answer
         with self._lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -464,6 +492,10 @@ class Cache:
     ) -> Any:
         loop = asyncio.get_running_loop()
         slot = (id(loop), key)
+        entry = await _maybe(self._async_core.peek(key))
+        answer = _quick(entry, options, self._counters, self._rng, busy=slot in self._aflights)
+        if answer is not _LOAD:
+            return answer
         waiting = self._aflights.get(slot)
         if waiting is not None:
             self._counters.add("lease_waits")

@@ -219,3 +219,46 @@ def test_unstorable_values_are_refused(db: Database) -> None:
     with pytest.raises(InvalidArgument):
         db.cache.get_or_set("k", lambda: {1, 2}, ttl=5)
     assert db.cache.get("k") is None
+
+
+def test_threads_get_the_stale_value_while_one_refreshes(db: Database, clock: FakeClock) -> None:
+    calls: list[int] = []
+    refreshing = threading.Event()
+    finish = threading.Event()
+
+    def slow() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            refreshing.set()
+            finish.wait(10)
+        return len(calls)
+
+    assert db.cache.get_or_set("k", slow, ttl=10, stale_ttl=60, early_recompute=0) == 1
+    clock.advance(11)  # stale now
+    results: list[Any] = []
+    refresher = threading.Thread(
+        target=lambda: results.append(
+            db.cache.get_or_set("k", slow, ttl=10, stale_ttl=60, early_recompute=0)
+        )
+    )
+    refresher.start()
+    refreshing.wait(10)
+    # While the refresh runs, everyone else gets the stale value at once instead of waiting.
+    stale = [
+        db.cache.get_or_set("k", slow, ttl=10, stale_ttl=60, early_recompute=0) for _ in range(20)
+    ]
+    finish.set()
+    refresher.join()
+    assert stale == [1] * 20
+    assert results == [2]
+    assert len(calls) == 2
+    assert db.cache.stats()["stale_served"] == 20
+
+
+def test_hits_do_not_wait_for_an_early_recompute(db: Database, clock: FakeClock) -> None:
+    core = db.cache._core
+    db.cache.get_or_set("k", lambda: "v1", ttl=10)
+    token = core.acquire("k", 30)  # a recompute under way elsewhere
+    assert token is not None
+    clock.advance(9.99)  # XFetch would recompute now, but someone already is
+    assert db.cache.get_or_set("k", lambda: "v2", ttl=10, early_recompute=1000) == "v1"

@@ -102,8 +102,34 @@ def check_bins(bins: object, limits: Limits) -> Mapping[str, Any]:
     return bins
 
 
+def _plain(value: object, depth: int) -> bool:
+    """Whether ``value`` is made only of plain storable types (no numpy, no errors):
+    the common case, checked without building any error text."""
+    kind = type(value)
+    if kind in _SIMPLE:
+        return True
+    if kind is int:
+        return _INT_MIN <= value <= _UINT_MAX  # type: ignore[operator]
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is list or kind is tuple:
+        return all(type(v) in _SIMPLE or _plain(v, depth + 1) for v in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(
+            type(k) in _MAP_KEYS and (type(v) in _SIMPLE or _plain(v, depth + 1))
+            for k, v in value.items()  # type: ignore[attr-defined]
+        )
+    return False
+
+
 def check_value(value: object, limits: Limits, where: str, depth: int = 0) -> None:
     """Raise ``InvalidArgument`` unless ``value`` can be stored and read back faithfully."""
+    if _plain(value, depth):
+        return  # a fast pass first; the walk below only runs to find and name a problem
+    _check_value(value, limits, where, depth)
+
+
+def _check_value(value: object, limits: Limits, where: str, depth: int = 0) -> None:
     kind = type(value)
     if kind in _SIMPLE:
         return
@@ -116,7 +142,7 @@ def check_value(value: object, limits: Limits, where: str, depth: int = 0) -> No
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
             if type(item) not in _SIMPLE:
-                check_value(item, limits, f"{where}[{i}]", depth + 1)
+                _check_value(item, limits, f"{where}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for k, item in value.items():
@@ -125,7 +151,7 @@ def check_value(value: object, limits: Limits, where: str, depth: int = 0) -> No
                     f"{where}: map keys must be str, int or bytes, not {type(k).__name__}"
                 )
             if type(item) not in _SIMPLE:
-                check_value(item, limits, f"{where}[{k!r}]", depth + 1)
+                _check_value(item, limits, f"{where}[{k!r}]", depth + 1)
         return
     if kind.__module__ == "numpy":
         _check_numpy(value, limits, where)
