@@ -26,6 +26,7 @@ database and remote for a client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engramdb.errors import Conflict, EngramError, InvalidArgument, Timeout
 from engramdb.records.codec import check_value, encode_value
 from engramdb.records.limits import Limits
-from engramdb.records.writes import Current, Outcome, check_ttl
+from engramdb.records.writes import Current, Outcome, check_ttl, record_from
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -73,8 +74,16 @@ class CacheCore:
         """The stored entry: ``v`` value, ``exp`` fresh-until (s), ``delta`` compute time,
         ``err`` for a cached failure, ``lease`` (the lease's bins) while a load is in flight,
         and ``now``, the store's clock."""
-        record = self._values.get(key)
-        lease = self._leases.get(key)
+        # One snapshot for both: a fill (value stored, lease dropped in one write) landing
+        # between two separate reads would look like "no value and no lease", and the
+        # caller would take the lease and load again.
+        db = self.db
+        if db._unusable is not None:
+            db._raise_unusable()
+        value_raw, lease_raw = db._engine.get_many([self._values._rk(key), self._leases._rk(key)])
+        now_ms = db._now_ms()
+        record = None if value_raw is None else record_from(key, value_raw, now_ms)
+        lease = None if lease_raw is None else record_from(key, lease_raw, now_ms)
         out: dict[str, Any] = dict(record.bins) if record is not None else {}
         if lease is not None:
             out["lease"] = lease.bins
@@ -293,17 +302,30 @@ def _quick(
     return _LOAD
 
 
-def _flow(key: str, options: _Options, counters: _Counters, rng: random.Random) -> Flow:
-    """One get_or_set by the caller that loads, as a generator of effects."""
+def _flow(
+    key: str,
+    options: _Options,
+    counters: _Counters,
+    rng: random.Random,
+    judged: dict[str, Any] | None = None,
+) -> Flow:
+    """One get_or_set by the caller that loads, as a generator of effects.
+
+    ``judged``: an entry the caller already peeked and ``_quick`` answered ``_LOAD`` for.
+    It is not judged again: a second XFetch draw would square the early-recompute chance.
+    """
     deadline = time.monotonic() + options.wait_timeout
     pause = 0.001
     first = True
     while True:
-        entry = yield _Peek(key)
+        if judged is not None:
+            entry, judged = judged, None
+        else:
+            entry = yield _Peek(key)
+            answer = _quick(entry, options, counters, rng, busy=False)
+            if answer is not _LOAD:
+                return answer
         lease = entry.get("lease")
-        answer = _quick(entry, options, counters, rng, busy=False)
-        if answer is not _LOAD:
-            return answer
         fresh_or_stale = "v" in entry
         if lease is not None and "error" in lease:
             if not first:  # we were waiting for that load: its failure is our answer
@@ -426,9 +448,8 @@ class Cache:
     def _get_or_set(self, key: str, loader: Callable[[], Any], options: _Options) -> Any:
         # Hits, and stale or early values while a load is under way, are answered here,
         # without the flight table: only callers who need the loader wait for one.
-        answer = _quick(
-            self._core.peek(key), options, self._counters, self._rng, busy=key in self._flights
-        )
+        entry = self._core.peek(key)
+        answer = _quick(entry, options, self._counters, self._rng, busy=key in self._flights)
         if answer is not _LOAD:
             return answer
         with self._lock:
@@ -446,7 +467,8 @@ class Cache:
                 raise flight.error
             return flight.value
         try:
-            flight.value = self._run(_flow(key, options, self._counters, self._rng), loader)
+            flow = _flow(key, options, self._counters, self._rng, judged=entry)
+            flight.value = self._run(flow, loader)
             return flight.value
         except BaseException as e:
             flight.error = e
@@ -458,6 +480,21 @@ class Cache:
 
     def _run(self, flow: Flow, loader: Callable[[], Any]) -> Any:
         core = self._core
+        held: list[tuple[str, str]] = []  # the (key, token) of a lease this call holds
+        try:
+            return self._drive(flow, loader, core, held)
+        except BaseException:
+            # A fill refused by the store (too big, say) or an interrupt mid-load: give the
+            # lease back at once instead of making everyone else wait out its TTL.
+            if held:
+                key, token = held[0]
+                with contextlib.suppress(Exception):  # best effort: it also expires by TTL
+                    core.release(key, token, None)
+            raise
+
+    def _drive(
+        self, flow: Flow, loader: Callable[[], Any], core: Any, held: list[tuple[str, str]]
+    ) -> Any:
         reply: Any = None
         while True:
             try:
@@ -469,6 +506,8 @@ class Cache:
                 reply = core.peek(effect.key)
             elif kind is _Acquire:
                 reply = core.acquire(effect.key, effect.lease_ttl)
+                if reply is not None:
+                    held[:] = [(effect.key, reply)]
             elif kind is _Load:
                 started = time.perf_counter()
                 try:
@@ -479,8 +518,10 @@ class Cache:
                     reply = _Loaded(None, time.perf_counter() - started, e)
             elif kind is _Fill:
                 reply = core.fill(*effect.args())
+                held.clear()
             elif kind is _Release:
                 reply = core.release(effect.key, effect.token, effect.error)
+                held.clear()
             elif kind is _Sleep:
                 time.sleep(effect.seconds)
                 reply = None
@@ -503,7 +544,8 @@ class Cache:
         future: asyncio.Future[Any] = loop.create_future()
         self._aflights[slot] = future
         try:
-            value = await self._arun(_flow(key, options, self._counters, self._rng), loader)
+            flow = _flow(key, options, self._counters, self._rng, judged=entry)
+            value = await self._arun(flow, loader)
             future.set_result(value)
             return value
         except BaseException as e:
@@ -515,6 +557,23 @@ class Cache:
 
     async def _arun(self, flow: Flow, loader: Callable[[], Awaitable[Any]]) -> Any:
         core = self._async_core
+        held: list[tuple[str, str]] = []
+        try:
+            return await self._adrive(flow, loader, core, held)
+        except BaseException:
+            if held:  # as in _run; also when the caller's task was cancelled mid-load
+                key, token = held[0]
+                with contextlib.suppress(Exception):  # best effort: it also expires by TTL
+                    await _maybe(core.release(key, token, None))
+            raise
+
+    async def _adrive(
+        self,
+        flow: Flow,
+        loader: Callable[[], Awaitable[Any]],
+        core: Any,
+        held: list[tuple[str, str]],
+    ) -> Any:
         reply: Any = None
         while True:
             try:
@@ -526,6 +585,8 @@ class Cache:
                 reply = await _maybe(core.peek(effect.key))
             elif kind is _Acquire:
                 reply = await _maybe(core.acquire(effect.key, effect.lease_ttl))
+                if reply is not None:
+                    held[:] = [(effect.key, reply)]
             elif kind is _Load:
                 started = time.perf_counter()
                 try:
@@ -536,8 +597,10 @@ class Cache:
                     reply = _Loaded(None, time.perf_counter() - started, e)
             elif kind is _Fill:
                 reply = await _maybe(core.fill(*effect.args()))
+                held.clear()
             elif kind is _Release:
                 reply = await _maybe(core.release(effect.key, effect.token, effect.error))
+                held.clear()
             elif kind is _Sleep:
                 await asyncio.sleep(effect.seconds)
                 reply = None
