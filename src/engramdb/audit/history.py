@@ -23,6 +23,9 @@ from engramdb.audit.targets import OUTCOME_UNKNOWN, Unsupported, classify, make_
 __all__ = ["record_histories", "record_writes"]
 
 
+_UNREAD: Any = object()
+
+
 async def _histories(
     target_spec: str,
     options: dict[str, Any],
@@ -67,6 +70,7 @@ async def _histories(
             kind = "read" if draw < 0.5 else "write" if draw < 0.8 or not use_cas else "cas"
             value = client_id * 1_000_000 + sequence
             start = time.time()
+            expected: Any = _UNREAD  # a cas's expected value, once its read has answered
             try:
                 if kind == "read":
                     output: Any = await target.read(key)
@@ -82,10 +86,13 @@ async def _histories(
             except Unsupported:
                 use_cas = False
             except Exception as e:
-                if classify(e)[1] == OUTCOME_UNKNOWN and kind != "read":
-                    argument = value if kind == "write" else None
+                if classify(e)[1] == OUTCOME_UNKNOWN:
+                    # It may have happened: kept with no end, so a later read of its value
+                    # is explained. (A cas whose read failed never sent the cas.)
                     if kind == "write":
-                        ops.append((client_id, key, "write", start, None, argument, None))
+                        ops.append((client_id, key, "write", start, None, value, None))
+                    elif kind == "cas" and expected is not _UNREAD:
+                        ops.append((client_id, key, "cas", start, None, (expected, value), None))
                 # a refused or shed call did not happen; an unanswered read constrains nothing
 
     await asyncio.gather(*(client(c) for c in range(clients)))

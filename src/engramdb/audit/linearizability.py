@@ -157,7 +157,10 @@ def check_key(ops: Sequence[Operation], budget: int = 200_000) -> bool | None:
             unlift(undone)
             linearized &= ~(1 << undone.index)
             state = before
-            if rest:  # the same operation has other possible outcomes: try the next one
+            # The same operation may have other possible outcomes (an unknown one): try
+            # those not explored yet; when none is left, try the operations after it.
+            retried = False
+            while rest:
                 candidate = rest.pop()
                 marked = linearized | (1 << undone.index)
                 if (marked, _freeze(candidate)) not in seen:
@@ -166,9 +169,10 @@ def check_key(ops: Sequence[Operation], budget: int = 200_000) -> bool | None:
                     state, linearized = candidate, marked
                     lift(undone)
                     entry = head.next
+                    retried = True
                     break
-                continue
-            entry = undone.next
+            if not retried:
+                entry = undone.next
             break
     return True
 

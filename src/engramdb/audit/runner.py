@@ -35,7 +35,7 @@ from typing import Any
 from engramdb.audit import linearizability
 from engramdb.audit.history import record_histories, record_writes
 from engramdb.audit.load import WORKLOADS, LoadResult, Phase, percentiles, run_load
-from engramdb.audit.targets import make_target
+from engramdb.audit.targets import classify, make_target
 from engramdb.errors import InvalidArgument
 
 __all__ = ["AuditConfig", "Thresholds", "run_audit"]
@@ -538,6 +538,9 @@ def _availability(
     }
 
 
+_READBACK_ATTEMPTS = 6  # reads of one acknowledged key before the audit gives up
+
+
 async def _missing(url: str, keys: list[str]) -> list[str]:
     client = make_target(url)
     await client.open()
@@ -546,8 +549,18 @@ async def _missing(url: str, keys: list[str]) -> list[str]:
         semaphore = asyncio.Semaphore(64)
 
         async def probe(key: str) -> None:
+            # The target has just restarted on a busy machine: a slow read is retried
+            # (reads are idempotent) rather than ending the audit without a report.
             async with semaphore:
-                if await client.read(key) is None:
+                for attempt in range(_READBACK_ATTEMPTS):
+                    try:
+                        value = await client.read(key)
+                        break
+                    except Exception as e:
+                        if attempt == _READBACK_ATTEMPTS - 1 or classify(e)[0] == "error":
+                            raise
+                        await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                if value is None:
                     missing.append(key)
 
         await asyncio.gather(*(probe(k) for k in keys))

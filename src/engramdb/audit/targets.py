@@ -178,6 +178,9 @@ class NetworkTarget(_EngramCommon):
             await self._client.close()
 
 
+_POOL_WAIT = 60.0  # seconds a request may wait for a free connection before failing
+
+
 class RedisTarget(Target):
     name = "redis"
 
@@ -191,12 +194,17 @@ class RedisTarget(Target):
     async def open(self) -> None:
         import redis.asyncio
 
-        self._client = redis.asyncio.Redis.from_url(
+        # A blocking pool: a request beyond ``connections`` in flight waits for one, and
+        # that wait is latency (the default pool raises MaxConnectionsError instead, which
+        # would turn a stalled server's backlog into errors outside the histogram).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             self.url,
             max_connections=self.connections,
+            timeout=_POOL_WAIT,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
         )
+        self._client = redis.asyncio.Redis(connection_pool=pool)
         try:
             self._cas = self._client.register_script(_CAS_SCRIPT)
             await self._client.script_load(_CAS_SCRIPT)
@@ -233,7 +241,7 @@ class RedisTarget(Target):
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)
 
 
 def _encode(value: Any) -> bytes:
