@@ -7,7 +7,8 @@ What lives here, so every benchmark measures and reports the same way:
 
 - ``measure``: the one timing harness. Each call is timed with ``perf_counter_ns`` around the
   call alone; the same loop drives engramdb and every peer, so harness overhead is equal.
-  ``measure_interleaved`` runs that same loop over several sides taking turns.
+  ``measure_interleaved`` runs that same loop over several sides taking turns, and
+  ``measure_samples`` returns that loop's raw samples (to pool or cut them before ``Stats``).
 - ``Stats``: exact nearest-rank percentiles (p50/p99/p999) and ops/s of a measured loop.
 - ``machine_info``: CPU, cores, RAM, OS, Python, package and server versions, date.
 - ``RedisServer``: a throwaway ``redis-server`` on a free 127.0.0.1 port, always stopped.
@@ -84,6 +85,7 @@ __all__ = [
     "markdown_table",
     "measure",
     "measure_interleaved",
+    "measure_samples",
     "new_progress",
     "process_cpu_seconds",
     "recall_at_k",
@@ -237,6 +239,34 @@ def measure(
         gc.unfreeze()
     meter.advance(0, force=True)
     return Stats.from_samples(samples, wall_ns)
+
+
+def measure_samples(
+    fn: Callable[[T], object],
+    args: Sequence[T],
+    *,
+    warmup: Sequence[T] = (),
+    meter: Meter | None = None,
+    description: str = "",
+    batch: int = 512,
+) -> tuple[np.ndarray, int]:
+    """``measure``, but returns ``(per-call ns, wall ns)`` instead of ``Stats``.
+
+    For a loop measured in parts (a load paused at a checkpoint, say) whose samples are
+    pooled afterwards: ``Stats.from_samples(np.concatenate(parts), sum(walls))``.
+    """
+    meter = meter or Meter()
+    meter.start(description, len(warmup) + len(args))
+    _run(fn, warmup, meter, batch, None)
+    gc.collect()
+    gc.freeze()
+    try:
+        samples = np.empty(len(args), dtype=np.int64)
+        wall_ns = _run(fn, args, meter, batch, samples)
+    finally:
+        gc.unfreeze()
+    meter.advance(0, force=True)
+    return samples, wall_ns
 
 
 def measure_interleaved(
