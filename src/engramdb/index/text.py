@@ -18,12 +18,13 @@ can never be a query-syntax error:
   word, so without the boost "The ... the" would weigh twice and "the ... the" once. Every
   occurrence counts, as in Lucene's match queries (BM25 with linear query term frequency).
 
-Not thread-safe by itself: the collection guards it.
+Writes are not thread-safe by themselves: the collection's write lock guards them.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,7 @@ class TextIndex:
         self._index = tantivy.Index(self._schema)
         self._writer = self._index.writer(heap_size=32_000_000, num_threads=1)
         self._dirty = False
+        self._committing = threading.Lock()
         self.documents = 0
 
     def add(self, label: int, text: str) -> None:
@@ -61,11 +63,18 @@ class TextIndex:
         self.documents -= 1
 
     def refresh(self) -> None:
-        """Make added and removed documents visible to searches."""
+        """Make added and removed documents visible to searches (a commit, when needed).
+
+        Searches call it under the collection's read lock, so several may arrive at once:
+        one commits, the others wait for it. Writes hold the write lock, so none is added
+        meanwhile.
+        """
         if self._dirty:
-            self._writer.commit()
-            self._index.reload()
-            self._dirty = False
+            with self._committing:
+                if self._dirty:
+                    self._writer.commit()
+                    self._index.reload()
+                    self._dirty = False
 
     def search(
         self, query: str, k: int, allowed: Callable[[np.ndarray], np.ndarray] | None = None

@@ -187,7 +187,9 @@ class CollectionState:
                 advance(changes[-1].sequence - position)
                 position = changes[-1].sequence
             self.applied = position
-            self._refresh_text()
+            # The text index is not committed here: a tantivy commit costs milliseconds
+            # (most of a memory add's time when it was), so the next text search commits
+            # whatever writes arrived since (TextIndex.search -> refresh), once for many.
             if (
                 self.vectors.size > 1000
                 and self.vectors.tombstones > _REBUILD_AT * self.vectors.size
