@@ -231,6 +231,10 @@ def test_bad_items_are_rejected_and_nothing_is_written(docs: Any) -> None:
         lambda: docs.upsert([1000], [unit(1)], texts=[5]),
         lambda: docs.upsert([1.5], [unit(1)]),
         lambda: docs.search(np.ones(DIM + 1), 3),
+        lambda: docs.search(np.stack([unit(1), unit(2)]), 3),  # one vector, not a batch
+        lambda: docs.search([[1.0] * DIM], 3),
+        lambda: docs.search(np.full(DIM, np.nan), 3),
+        lambda: docs.search(np.zeros(DIM), 3),
         lambda: docs.search(unit(1), 0),
         lambda: docs.hybrid_search("x", unit(1), 3, fusion="max"),
     ]:
@@ -238,6 +242,7 @@ def test_bad_items_are_rejected_and_nothing_is_written(docs: Any) -> None:
             call()
     assert docs.count() == 100
     assert docs.get([1000]) == [None]
+    assert len(docs.search(np.full(DIM, 1e30), 1)) == 1  # huge but finite: it normalises
 
 
 def test_unknown_collection_is_not_found(db: Database) -> None:

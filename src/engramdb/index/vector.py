@@ -99,14 +99,20 @@ def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
         raise InvalidArgument(
             f"expected vectors of dimension {params.dim}, got shape {tuple(array.shape)}"
         )
-    if not np.isfinite(array).all():
-        raise InvalidArgument("vectors must not contain NaN or infinity")
+    # One pass for both checks (a search calls this every time): a NaN or an infinity
+    # makes its row's sum of squares non-finite. So can a huge finite value overflowing
+    # float32, which the exact check below tells apart (and float64 norms then handle).
+    squares = np.einsum("ij,ij->i", array, array)
+    if not np.isfinite(squares).all() or not squares.all():
+        if not np.isfinite(array).all():
+            raise InvalidArgument("vectors must not contain NaN or infinity")
+        wide = array.astype(np.float64)  # overflowed or underflowed in float32
+        squares = np.einsum("ij,ij->i", wide, wide)
     if params.metric == "cosine":
-        norms = np.linalg.norm(array, axis=1, keepdims=True)
-        if (norms == 0).any():
+        if not squares.all():
             raise InvalidArgument("a zero vector has no direction (metric 'cosine')")
-        array = array / norms
-    return np.ascontiguousarray(array, dtype=np.float32)
+        array = array / np.sqrt(squares)[:, None].astype(np.float32)
+    return np.ascontiguousarray(array)
 
 
 class VectorIndex:
@@ -123,6 +129,7 @@ class VectorIndex:
         self._expires = np.zeros(1024, dtype=np.int64)  # ms; 0 = never
         self.live_count = 0
         self.with_ttl = 0  # live labels that have an expiry
+        self._plain: dict[int, Any] = {}  # efSearch -> SearchParametersHNSW without a filter
 
     @property
     def live(self) -> np.ndarray:
@@ -190,22 +197,32 @@ class VectorIndex:
         return visible
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, ef: int | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` labels (and scores, higher is better) among ``allowed`` for each query.
 
-        Returns ``(scores, labels)`` of shape (nq, k); a missing hit has label -1.
+        ``allowed`` None: every live label (no filter, no expiry to check), which skips
+        counting and bitmap work on the common path. Returns ``(scores, labels)`` of shape
+        (nq, k); a missing hit has label -1.
         """
-        nq = len(queries)
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        labels = np.full((nq, k), -1, dtype=np.int64)
-        candidates = int(np.count_nonzero(allowed))
+        size = self.size
+        if allowed is None:
+            candidates = self.live_count
+            if candidates < size:
+                allowed = self.live
+        else:
+            candidates = int(np.count_nonzero(allowed))
         if candidates == 0 or k == 0:
-            return scores, labels
+            nq = len(queries)
+            return (
+                np.full((nq, k), -np.inf, dtype=np.float32),
+                np.full((nq, k), -1, dtype=np.int64),
+            )
         want = min(k, candidates)
-        fraction = candidates / max(1, self.size)
+        fraction = candidates / max(1, size)
         if candidates <= self.params.exact_threshold or fraction < GRAPH_FROM:
-            return self._exact(queries, k, np.flatnonzero(allowed))
+            everyone = np.arange(size) if allowed is None else np.flatnonzero(allowed)
+            return self._exact(queries, k, everyone)
         # A filter thins the graph: widen the beam as the admissible share shrinks, so the
         # walk still meets enough admissible nodes (recall 0.95 needed ef ~96 at 5% and ~48
         # at 10% in bench/vector_libs.py; k / fraction gives about twice that).
@@ -213,8 +230,10 @@ class VectorIndex:
         if fraction < 1.0:
             beam = int(min(max(beam, want / fraction), 4096))
         faiss = _faiss()
-        if candidates == self.size:
-            params = faiss.SearchParametersHNSW(efSearch=beam)
+        if allowed is None or candidates == size:
+            params = self._plain.get(beam)
+            if params is None:  # read-only during a search: shared by concurrent ones
+                params = self._plain[beam] = faiss.SearchParametersHNSW(efSearch=beam)
         else:
             bitmap = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
@@ -224,7 +243,8 @@ class VectorIndex:
         short = (found[:, :want] < 0).any(axis=1)
         if short.any():
             # The walk ran out of admissible nodes before k: answer those queries exactly.
-            exact_scores, exact_labels = self._exact(queries[short], k, np.flatnonzero(allowed))
+            everyone = np.arange(size) if allowed is None else np.flatnonzero(allowed)
+            exact_scores, exact_labels = self._exact(queries[short], k, everyone)
             got[short], found[short] = exact_scores, exact_labels
         return got, found
 

@@ -49,6 +49,7 @@ class Collection:
         self.name = info.name
         self.params = params_of(info)
         self._records = store.db.records(store.set_of(info.name))
+        self._checked: CollectionState | None = None  # see _ready
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
@@ -185,7 +186,14 @@ class Collection:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
-        return self.search_many([vector], k, filter=filter, ef=ef, include=include)[0]
+        try:
+            several = np.ndim(vector) != 1
+        except (TypeError, ValueError):
+            several = False  # not numbers at all: prepare() says what is wrong
+        if several:
+            raise InvalidArgument(f"search takes one vector, got shape {np.shape(vector)}")
+        # prepare() reads a 1-D vector as one row: no wrapping list to convert.
+        return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
     def search_many(
         self,
@@ -205,9 +213,7 @@ class Collection:
         compiled = compile_filter(filter)
         state = self._ready()
         with state.lock.read():
-            allowed = state.vectors.visible(self._store.db._now_ms())
-            if compiled is not None:
-                allowed = allowed & compiled.mask(state.columns, state.vectors.size)
+            allowed = self._allowed(state, compiled)
             scores, labels = state.vectors.search(queries, k, allowed, ef)
             ranked = [
                 [
@@ -277,9 +283,7 @@ class Collection:
         if state.text is None:
             raise InvalidArgument(f"collection {self.name!r} was created with text=False")
         with state.lock.read():
-            allowed = state.vectors.visible(self._store.db._now_ms())
-            if compiled is not None:
-                allowed = allowed & compiled.mask(state.columns, state.vectors.size)
+            allowed = self._allowed(state, compiled)
             scores, labels = state.vectors.search(query, depth, allowed, ef)
             by_vector = [
                 (int(label), float(score))
@@ -299,9 +303,32 @@ class Collection:
     # helpers -----------------------------------------------------------------------------
 
     def _ready(self) -> CollectionState:
+        """The collection's index, checked alive and caught up with every committed write.
+
+        When nothing at all was committed since the last such check (the change log's
+        sequence has not moved: no drop, no write), the check is skipped: it reads the
+        registry, and a search is otherwise a few tens of microseconds.
+        """
+        state = self._checked
+        last = self._store.db.last_sequence()
+        if state is not None and not state.dropped and state.checked == last:
+            return state
         state = self._state()
         state.catch_up()
+        state.checked = last
+        self._checked = state
         return state
+
+    def _allowed(self, state: CollectionState, compiled: Any) -> np.ndarray | None:
+        """Labels a search may return (visible, passing the filter); None for every live
+        one, when there is no filter and nothing can have expired."""
+        vectors = state.vectors
+        if compiled is None and not vectors.with_ttl:
+            return None
+        allowed = vectors.visible(self._store.db._now_ms())
+        if compiled is not None:
+            allowed = allowed & compiled.mask(state.columns, vectors.size)
+        return allowed
 
     def _text(
         self, state: CollectionState, query: str, k: int, compiled: Any

@@ -42,27 +42,44 @@ _SNAPSHOT_EVERY = 20_000  # applied changes between snapshots
 _REBUILD_AT = 0.5  # tombstone share that triggers a rebuild of the graph
 
 
+class _ReadGuard:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._acquire_read()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._release_read()
+
+
 class RWLock:
     """Many readers or one writer (searches share; index updates are exclusive)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._read_guard = _ReadGuard(self)
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> _ReadGuard:
+        """``with lock.read():`` (a plain guard object, not a generator: searches take it
+        on every call)."""
+        return self._read_guard
+
+    def _acquire_read(self) -> None:
         with self._cond:
             while self._writer:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+
+    def _release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -111,6 +128,7 @@ class CollectionState:
         self.lock = RWLock()
         self._catching_up = threading.Lock()
         self.applied = 0
+        self.checked = -1  # last_sequence() at the last alive + caught-up check (Collection)
         self.saved = 0
         self.rebuilds = 0
         self.dropped = False
