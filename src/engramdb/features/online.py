@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engramdb.errors import InvalidArgument
-from engramdb.records.writes import Current, Outcome
+from engramdb.records.model import Record
+from engramdb.records.writes import Current, Outcome, record_from
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -86,39 +87,82 @@ class OnlineStore:
         records = self.db.records(self.set_of(view))
         return sum(self.db._write(records._plan_transform(items)))
 
-    def read(
-        self,
-        view: str,
-        keys: Sequence[Any],
+    def fetch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Record | None]]:
+        """The records of each ``(view, entity keys)`` request, all read in one snapshot
+        (one LMDB read transaction for every view of a feature service)."""
+        db = self.db
+        if db._unusable is not None:
+            db._raise_unusable()
+        rks: list[bytes] = []
+        for view, keys in requests:
+            records = db.records(self.set_of(view))
+            rks += [records._rk(key) for key in keys]
+        raws = db._engine.get_many(rks)
+        now_ms = db._now_ms()
+        out: list[list[Record | None]] = []
+        at = 0
+        for _, keys in requests:
+            out.append(
+                [
+                    None if raw is None else record_from(key, raw, now_ms)
+                    for key, raw in zip(keys, raws[at : at + len(keys)])
+                ]
+            )
+            at += len(keys)
+        return out
+
+    @staticmethod
+    def columns(
+        records: Sequence[Record | None],
         features: Sequence[str],
         ttl: float | None,
         timestamps: dict[str, bool],
         now: float,
     ) -> tuple[list[list[Any]], list[list[str]]]:
-        """Per feature: the values for ``keys`` and their statuses."""
-        records = self.db.records(self.set_of(view)).get_many(list(keys))
+        """Per feature: the values in ``records`` (one per entity row) and their statuses.
+
+        Column by column, with a path of its own for the single entity row of an inference
+        request (1 x 200 features is ~200 list builds; a row-major loop with appends per
+        value took three times as long).
+        """
         oldest = None if ttl is None else int((now - ttl) * 1_000_000)
-        values: list[list[Any]] = [[] for _ in features]
-        statuses: list[list[str]] = [[] for _ in features]
+        rows: list[dict[str, Any] | None] = []
+        row_states: list[str] = []
         for record in records:
             if record is None:
-                for v, s in zip(values, statuses):
-                    v.append(None)
-                    s.append(MISSING)
-                continue
-            bins = record.bins
-            stale = oldest is not None and bins[TS] < oldest
-            for i, name in enumerate(features):
-                value = bins.get(name)
-                if stale:
-                    values[i].append(None)
-                    statuses[i].append(OUTSIDE_TTL)
-                elif value is None:
-                    values[i].append(None)
-                    statuses[i].append(MISSING)
-                else:
-                    values[i].append(micros_to_datetime(value) if timestamps.get(name) else value)
-                    statuses[i].append(PRESENT)
+                rows.append(None)
+                row_states.append(MISSING)
+            elif oldest is not None and record.bins[TS] < oldest:
+                rows.append(None)
+                row_states.append(OUTSIDE_TTL)
+            else:
+                rows.append(record.bins)
+                row_states.append(PRESENT)
+        values: list[list[Any]]
+        statuses: list[list[str]]
+        if len(rows) == 1:
+            bins, state = rows[0], row_states[0]
+            if bins is None:
+                values = [[None] for _ in features]
+                statuses = [[state] for _ in features]
+            else:
+                got = [bins.get(name) for name in features]
+                values = [[value] for value in got]
+                statuses = [[MISSING] if value is None else [PRESENT] for value in got]
+        else:
+            values, statuses = [], []
+            for name in features:
+                column = [None if bins is None else bins.get(name) for bins in rows]
+                values.append(column)
+                statuses.append(
+                    [
+                        state if state is not PRESENT else PRESENT if value is not None else MISSING
+                        for value, state in zip(column, row_states)
+                    ]
+                )
+        for i, name in enumerate(features if timestamps else ()):
+            if timestamps.get(name):
+                values[i] = [None if v is None else micros_to_datetime(v) for v in values[i]]
         return values, statuses
 
 

@@ -18,6 +18,7 @@ import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from engramdb._progress import progress_bar
-from engramdb.errors import InvalidArgument
+from engramdb.errors import EngramError, InvalidArgument
 from engramdb.features.definitions import Entity, FeatureService, FeatureView
 from engramdb.features.frames import TS, conform, to_arrow
 from engramdb.features.offline import INGEST, OfflineLog, ViewSpec
@@ -109,6 +110,15 @@ class _Plan:
     ) -> None:
         self.views = views  # (view, join keys, features)
         self.names = names
+        # Per view: its features' output names, in order.
+        self.outputs = {
+            view.name: [names[(view.name, f)] for f in feats] for view, _, feats in views
+        }
+        # Per view: which of its features are timestamps (converted on the way out).
+        self.stamps = {
+            view.name: {f.name: True for f in view.schema if f.dtype == "timestamp"}
+            for view, _, _ in views
+        }
 
 
 class FeatureStore:
@@ -315,23 +325,38 @@ class FeatureStore:
         plan = self._plan(features, full_feature_names)
         if isinstance(entity_rows, dict) or not isinstance(entity_rows, Sequence):
             raise InvalidArgument("entity_rows is a list of {join key: value} dicts")
-        now = self.db._clock()
+        started = perf_counter_ns()
+        metrics = self.db._metrics.op("get_online_features")
+        try:
+            return self._online(plan, entity_rows)
+        except EngramError as e:
+            metrics.error(type(e).__name__)
+            raise
+        finally:
+            metrics.observe(perf_counter_ns() - started)
+
+    def _online(self, plan: _Plan, entity_rows: Sequence[dict[str, Any]]) -> OnlineResponse:
         columns: dict[str, list[Any]] = {}
         statuses: dict[str, list[str]] = {}
-        for view, keys, feats in plan.views:
+        requests = []
+        for view, keys, _ in plan.views:
             for key in keys:
                 if key not in columns:
                     try:
                         columns[key] = [row[key] for row in entity_rows]
                     except (KeyError, TypeError):
                         raise InvalidArgument(f"every entity row needs join key {key!r}") from None
-            entities = [entity_key([row[k] for k in keys]) for row in entity_rows]
-            stamps = {f.name: f.dtype == "timestamp" for f in view.schema}
-            values, states = self.online.read(view.name, entities, feats, view.ttl, stamps, now)
-            for feature, value, state in zip(feats, values, states):
-                name = plan.names[(view.name, feature)]
-                columns[name] = value
-                statuses[name] = state
+            requests.append(
+                (view.name, [entity_key([row[k] for k in keys]) for row in entity_rows])
+            )
+        fetched = self.online.fetch(requests)
+        now = self.db._clock()
+        for (view, _, feats), records in zip(plan.views, fetched):
+            stamps = plan.stamps[view.name]
+            values, states = self.online.columns(records, feats, view.ttl, stamps, now)
+            out = plan.outputs[view.name]
+            columns.update(zip(out, values))
+            statuses.update(zip(out, states))
         return OnlineResponse(columns, statuses)
 
     # offline -----------------------------------------------------------------------------
