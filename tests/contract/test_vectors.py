@@ -256,3 +256,36 @@ def test_index_stats_are_reported(docs: Any, db: Database) -> None:
     assert figures["items_indexed"] == 100
     assert figures["lag"] == 0
     assert figures["memory_bytes"] > 0
+
+
+def test_a_changed_or_deleted_string_value_leaves_its_equality_filter(docs: Any) -> None:
+    assert 3 in {h.id for h in docs.search(unit(3), 100, filter={"lang": "en"})}
+    docs.upsert([3], [unit(3)], metadata=[{"lang": "de"}], texts=["note 3 in german"])
+    assert 3 not in {h.id for h in docs.search(unit(3), 100, filter={"lang": "en"})}
+    assert [h.id for h in docs.search(unit(3), 5, filter={"lang": "de"})] == [3]
+    assert [h.id for h in docs.text_search("german", 5, filter={"lang": "de"})] == [3]
+    docs.delete([3])
+    assert docs.search(unit(3), 5, filter={"lang": "de"}) == []
+    assert docs.text_search("german", 5, filter={"lang": {"$in": ["de", "en"]}}) == []
+
+
+@pytest.mark.parametrize("selective", [True, False], ids=["few-admissible", "many-admissible"])
+def test_filtered_text_search_finds_k_matches_among_many(db: Database, selective: bool) -> None:
+    # Few admissible documents are named to the text index; many (over 4096, and over 5%
+    # of the collection) are found by searching deeper until k pass: both give k matches.
+    n = 6000
+    collection = db.vectors.create_collection("many", DIM)
+    for start in range(0, n, 2000):
+        ids = list(range(start, start + 2000))
+        collection.upsert(
+            ids,
+            np.stack([unit(i) for i in ids]),
+            metadata=[{"group": "rare" if i % 1000 == 7 else "common"} for i in ids],
+            texts=["wing flutter" if i % 2 else "wing flutter flutter" for i in ids],
+        )
+    group = "rare" if selective else "common"
+    hits = collection.text_search("flutter", 10, filter={"group": group}, include=["metadata"])
+    assert len(hits) == (6 if selective else 10)
+    assert all(h.metadata is not None and h.metadata["group"] == group for h in hits)
+    if not selective:  # the documents saying "flutter" twice rank first
+        assert all(int(h.id) % 2 == 0 for h in hits)

@@ -77,12 +77,21 @@ class TextIndex:
                     self._dirty = False
 
     def search(
-        self, query: str, k: int, allowed: Callable[[np.ndarray], np.ndarray] | None = None
+        self,
+        query: str,
+        k: int,
+        allowed: Callable[[np.ndarray], np.ndarray] | None = None,
+        *,
+        only: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
         """Top ``k`` ``(label, bm25)`` pairs; ``allowed(labels)`` masks admissible labels.
 
         With a mask the search deepens until k admissible hits are found or the matches
-        run out, so a filter never cuts the answer short.
+        run out, so a filter never cuts the answer short. ``only``: the admissible labels
+        themselves, when they are few (a user's memories among everyone's): tantivy then
+        searches just those (a term-set clause scoring 0, so BM25 scores are unchanged)
+        instead of deepening through every other match, each read back from its stored
+        document (~45,000 of them per search at 0.1% selectivity when it did).
         """
         words = Counter(w.lower() for w in _WORD.findall(query) if len(w.encode()) < _LONGEST)
         if not words or k <= 0:
@@ -91,6 +100,21 @@ class TextIndex:
         terms = " ".join(word if n == 1 else f"{word}^{n}" for word, n in words.items())
         parsed = self._index.parse_query(terms, ["text"])
         searcher = self._index.searcher()
+        if only is not None:
+            if not len(only):
+                return []
+            tantivy = self._tantivy
+            within = tantivy.Query.term_set_query(self._schema, "label", only.tolist())
+            parsed = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, parsed),
+                    (tantivy.Occur.Must, tantivy.Query.boost_query(within, 0.0)),
+                ]
+            )
+            hits = searcher.search(parsed, k).hits
+            return [
+                (int(searcher.doc(address)["label"][0]), float(score)) for score, address in hits
+            ]
         limit = k if allowed is None else max(4 * k, 64)
         while True:
             hits = searcher.search(parsed, limit).hits

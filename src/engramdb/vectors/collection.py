@@ -25,6 +25,7 @@ __all__ = ["Collection"]
 
 CHUNK = 1000  # items per atomic write
 MAX_K = 10_000
+_TEXT_WITHIN = 4096  # admissible documents up to which a text search names them to tantivy
 INCLUDE = frozenset({"metadata", "text", "vector"})
 
 
@@ -340,6 +341,10 @@ class Collection:
             if compiled is None
             else visible & compiled.mask(state.columns, state.vectors.size)
         )
+        admissible = int(np.count_nonzero(mask))
+        if admissible <= _TEXT_WITHIN or (admissible <= 50_000 and admissible < 0.05 * len(mask)):
+            # Few admissible documents: search only those (see TextIndex.search).
+            return state.text.search(query, k, only=np.flatnonzero(mask))
         return state.text.search(query, k, lambda labels: mask[labels])
 
     def _hits(
