@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engramdb.errors import Conflict, EngramError, InvalidArgument, Timeout
 from engramdb.records.codec import check_value, encode_value
 from engramdb.records.limits import Limits
-from engramdb.records.writes import Current, Outcome, check_ttl, record_from
+from engramdb.records.writes import Current, Outcome, check_ttl
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -77,13 +77,7 @@ class CacheCore:
         # One snapshot for both: a fill (value stored, lease dropped in one write) landing
         # between two separate reads would look like "no value and no lease", and the
         # caller would take the lease and load again.
-        db = self.db
-        if db._unusable is not None:
-            db._raise_unusable()
-        value_raw, lease_raw = db._engine.get_many([self._values._rk(key), self._leases._rk(key)])
-        now_ms = db._now_ms()
-        record = None if value_raw is None else record_from(key, value_raw, now_ms)
-        lease = None if lease_raw is None else record_from(key, lease_raw, now_ms)
+        ((record,), (lease,)) = self.db._read_across([(self._values, [key]), (self._leases, [key])])
         out: dict[str, Any] = dict(record.bins) if record is not None else {}
         if lease is not None:
             out["lease"] = lease.bins

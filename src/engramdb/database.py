@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from engramdb.clock import Clock, system_clock
 from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
 from engramdb.observability.metrics import Metrics
-from engramdb.records.keys import decode_key, split_rk
+from engramdb.records.keys import Key, decode_key, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
-from engramdb.records.model import Change, ChangeKind
-from engramdb.records.writes import Stored
+from engramdb.records.model import Change, ChangeKind, Record
+from engramdb.records.writes import Stored, record_from
 from engramdb.recordset import RecordSet
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit
@@ -201,6 +201,21 @@ class Database:
     def _check(self) -> None:
         if self._unusable is not None:
             self._raise_unusable()
+
+    def _read_across(
+        self, requests: Sequence[tuple[RecordSet, Sequence[Key]]]
+    ) -> list[list[Record | None]]:
+        """The records of each ``(set, keys)`` request, all read in one snapshot (one
+        read transaction), for callers whose answer spans sets: a cache value and its
+        lease, the views of a feature service. None for missing or expired records."""
+        self._check()
+        rks = [records._rk(key) for records, keys in requests for key in keys]
+        raws = iter(self._engine.get_many(rks))
+        now_ms = self._now_ms()
+        return [
+            [None if raw is None else record_from(key, raw, now_ms) for key, raw in zip(keys, raws)]
+            for _, keys in requests
+        ]
 
     def _write(self, fn: WriteFn) -> Any:
         return self._commit.run(fn)

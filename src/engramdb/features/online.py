@@ -17,7 +17,7 @@ import msgspec
 
 from engramdb.errors import InvalidArgument
 from engramdb.records.model import Record
-from engramdb.records.writes import Current, Outcome, record_from
+from engramdb.records.writes import Current, Outcome
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -91,25 +91,7 @@ class OnlineStore:
         """The records of each ``(view, entity keys)`` request, all read in one snapshot
         (one LMDB read transaction for every view of a feature service)."""
         db = self.db
-        if db._unusable is not None:
-            db._raise_unusable()
-        rks: list[bytes] = []
-        for view, keys in requests:
-            records = db.records(self.set_of(view))
-            rks += [records._rk(key) for key in keys]
-        raws = db._engine.get_many(rks)
-        now_ms = db._now_ms()
-        out: list[list[Record | None]] = []
-        at = 0
-        for _, keys in requests:
-            out.append(
-                [
-                    None if raw is None else record_from(key, raw, now_ms)
-                    for key, raw in zip(keys, raws[at : at + len(keys)])
-                ]
-            )
-            at += len(keys)
-        return out
+        return db._read_across([(db.records(self.set_of(view)), keys) for view, keys in requests])
 
     @staticmethod
     def columns(

@@ -25,7 +25,12 @@ __all__ = ["Collection"]
 
 CHUNK = 1000  # items per atomic write
 MAX_K = 10_000
-_TEXT_WITHIN = 4096  # admissible documents up to which a text search names them to tantivy
+# A filtered text search names the admissible documents to tantivy when there are at most
+# _TEXT_WITHIN of them, or fewer than _TEXT_WITHIN_SHARE of the collection (up to
+# _TEXT_WITHIN_MAX); otherwise it searches deeper until k of its hits pass the filter.
+_TEXT_WITHIN = 4096
+_TEXT_WITHIN_SHARE = 0.05
+_TEXT_WITHIN_MAX = 50_000
 INCLUDE = frozenset({"metadata", "text", "vector"})
 
 
@@ -342,7 +347,9 @@ class Collection:
             else visible & compiled.mask(state.columns, state.vectors.size)
         )
         admissible = int(np.count_nonzero(mask))
-        if admissible <= _TEXT_WITHIN or (admissible <= 50_000 and admissible < 0.05 * len(mask)):
+        if admissible <= _TEXT_WITHIN or (
+            admissible <= _TEXT_WITHIN_MAX and admissible < _TEXT_WITHIN_SHARE * len(mask)
+        ):
             # Few admissible documents: search only those (see TextIndex.search).
             return state.text.search(query, k, only=np.flatnonzero(mask))
         return state.text.search(query, k, lambda labels: mask[labels])
