@@ -67,8 +67,8 @@ class CacheCore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._values = db.records(VALUES)
-        self._leases = db.records(LEASES)
+        self._values = db._internal_records(VALUES)
+        self._leases = db._internal_records(LEASES)
 
     def peek(self, key: str) -> dict[str, Any]:
         """The stored entry: ``v`` value, ``exp`` fresh-until (s), ``delta`` compute time,

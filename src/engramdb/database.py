@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from engramdb.clock import Clock, system_clock
 from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
 from engramdb.observability.metrics import Metrics
-from engramdb.records.keys import Key, decode_key, split_rk
+from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
 from engramdb.records.writes import Stored, record_from
@@ -64,6 +64,7 @@ def _vector_store(db: Database) -> VectorStore:
 
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+_MAX_CACHED_SETS = 4096
 
 
 def _after_fork_in_child() -> None:
@@ -237,13 +238,36 @@ class Database:
     # public API --------------------------------------------------------------------------
 
     def records(self, set_name: str) -> RecordSet:
-        """The record set ``set_name`` (sets need no creating)."""
+        """The record set ``set_name`` (sets need no creating).
+
+        Names starting with ``_``, ``vec.`` or ``fv.`` are reserved for engramdb's own roles
+        and raise ``InvalidArgument``: use the role's API (``db.vectors``, ``db.features``...).
+        """
+        found = self._sets.get(set_name)
+        if found is not None:
+            self._check()
+            return found
+        if type(set_name) is str and is_reserved(set_name):
+            raise InvalidArgument(
+                f"set {set_name!r} is reserved for engramdb's own roles (names starting with "
+                "'_', 'vec.' or 'fv.'); use another name, or the role's API"
+            )
+        return self._internal_records(set_name)
+
+    def _internal_records(self, set_name: str) -> RecordSet:
+        """Any set, reserved ones included: for roles and server internals only."""
         self._check()
         found = self._sets.get(set_name)
         if found is None:
             with self._sets_lock:
-                found = self._sets.get(set_name) or RecordSet(self, set_name)
-                self._sets[set_name] = found
+                found = self._sets.get(set_name)
+                if found is None:
+                    found = RecordSet(self, set_name)
+                    if len(self._sets) >= _MAX_CACHED_SETS:
+                        # Set names come from clients: never let them grow memory for ever.
+                        # Roles keep their own RecordSets, so dropping the cache is cheap.
+                        self._sets.clear()
+                    self._sets[set_name] = found
         return found
 
     def sets(self) -> list[str]:

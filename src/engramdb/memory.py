@@ -146,9 +146,9 @@ class MemoryStore:
         label = name or f"{type(self.embedder).__name__.lower()}{self.embedder.dim}"
         self._collection_name = f"mem-{label}"[:48]
         self._collection: Collection | None = None
-        self._keys = db.records(KEYS)
-        self._scopes = db.records(SCOPES)
-        self._history = db.records(HISTORY)
+        self._keys = db._internal_records(KEYS)
+        self._scopes = db._internal_records(SCOPES)
+        self._history = db._internal_records(HISTORY)
 
     @property
     def collection(self) -> Collection:

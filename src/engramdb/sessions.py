@@ -150,9 +150,9 @@ class SessionStore:
         self.slide_on_read = slide_on_read
         self.refresh_after = refresh_after
         self.checkpoint_retention = checkpoint_retention
-        self._sessions = db.records(SESSIONS)
-        self._checkpoints = db.records(CHECKPOINTS)
-        self._by_user = db.records(BY_USER)
+        self._sessions = db._internal_records(SESSIONS)
+        self._checkpoints = db._internal_records(CHECKPOINTS)
+        self._by_user = db._internal_records(BY_USER)
         self._swept = 0
         self._sweep_lock = threading.Lock()
 

@@ -245,7 +245,7 @@ def test_a_killed_lease_holder_real_clock(tmp_path: Path) -> None:
         holding = SPAWN.Event()
         with Children(hold_lease, [(str(path), KEY, None, lease_ttl, holding)]) as child:
             assert holding.wait(WAIT), "the child never started loading"
-            lease = db.records(LEASES).get(KEY)
+            lease = db._internal_records(LEASES).get(KEY)
             assert lease is not None
             assert lease.expires_at is not None
             (process,) = child.processes

@@ -84,14 +84,16 @@ class OnlineStore:
         items = [(key, _newer(bins)) for key, bins in rows]
         if not items:
             return 0
-        records = self.db.records(self.set_of(view))
+        records = self.db._internal_records(self.set_of(view))
         return sum(self.db._write(records._plan_transform(items)))
 
     def fetch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Record | None]]:
         """The records of each ``(view, entity keys)`` request, all read in one snapshot
         (one LMDB read transaction for every view of a feature service)."""
         db = self.db
-        return db._read_across([(db.records(self.set_of(view)), keys) for view, keys in requests])
+        return db._read_across(
+            [(db._internal_records(self.set_of(view)), keys) for view, keys in requests]
+        )
 
     @staticmethod
     def columns(

@@ -39,8 +39,8 @@ Definition = Entity | FeatureView | FeatureService
 class Registry:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._records = db.records(REGISTRY)
-        self._history = db.records(HISTORY)
+        self._records = db._internal_records(REGISTRY)
+        self._history = db._internal_records(HISTORY)
         self._lock = threading.Lock()
         self._seen: int | None = None
         self._cache: dict[str, dict[str, Any]] = {"entity": {}, "view": {}, "service": {}}

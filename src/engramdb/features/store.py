@@ -129,7 +129,7 @@ class FeatureStore:
         root = None if db.path is None else os.path.join(db.path, "features")
         self.offline = OfflineLog(None if root is None else os.path.join(root, "offline"))
         self._spill = None if root is None else os.path.join(root, "spill")
-        self._counter = db.records("_feature_ingests")
+        self._counter = db._internal_records("_feature_ingests")
         self._plans: dict[tuple[Any, ...], _Plan] = {}
         self._plans_lock = threading.Lock()
 
@@ -438,7 +438,7 @@ class FeatureStore:
         keys = self.registry.join_keys(definition)
         rng = random.Random(seed)
         chosen: list[Any] = []
-        for i, record in enumerate(self.db.records(self.online.set_of(view)).iterate()):
+        for i, record in enumerate(self.db._internal_records(self.online.set_of(view)).iterate()):
             if len(chosen) < sample:
                 chosen.append(record.key)
             elif (j := rng.randrange(i + 1)) < sample:
@@ -476,7 +476,7 @@ class FeatureStore:
     def stats(self) -> dict[str, Any]:
         return {
             view.name: {
-                "online_entities": self.db.records(self.online.set_of(view.name)).count(),
+                "online_entities": self.db._internal_records(self.online.set_of(view.name)).count(),
                 "offline_rows": self.offline.rows(view.name),
             }
             for view in self.registry.definitions("view")

@@ -16,9 +16,11 @@ from engramdb.errors import InvalidArgument, RecordTooBig
 from engramdb.records.limits import Limits
 
 __all__ = [
+    "RESERVED_PREFIXES",
     "Key",
     "decode_key",
     "encode_key",
+    "is_reserved",
     "key_prefix",
     "set_prefix",
     "split_rk",
@@ -71,6 +73,18 @@ def key_prefix(prefix: str | bytes) -> bytes:
     if isinstance(prefix, bytes):
         return b"\x02" + prefix
     raise InvalidArgument(f"a scan prefix must be str or bytes, not {type(prefix).__name__}")
+
+
+# Set names the roles keep their own records under (sessions, cache, memory, the collection
+# and feature registries, vector items ``vec.<name>``, online features ``fv.<view>``). The
+# generic record API refuses them, embedded and remote, so a client cannot forge a role's
+# definitions or items: roles reach them only through ``Database._internal_records``.
+RESERVED_PREFIXES = ("_", "vec.", "fv.")
+
+
+def is_reserved(set_name: str) -> bool:
+    """Whether ``set_name`` belongs to a role (see ``RESERVED_PREFIXES``)."""
+    return set_name.startswith(RESERVED_PREFIXES)
 
 
 def set_prefix(set_name: str, limits: Limits) -> bytes:

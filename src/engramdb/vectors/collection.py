@@ -54,7 +54,7 @@ class Collection:
         self.info = info
         self.name = info.name
         self.params = params_of(info)
-        self._records = store.db.records(store.set_of(info.name))
+        self._records = store.db._internal_records(store.set_of(info.name))
         self._checked: CollectionState | None = None  # see _ready
 
     def __repr__(self) -> str:

@@ -157,7 +157,7 @@ class CollectionState:
     def _build(self, progress: bool) -> None:
         self._reset()
         self.applied = self.db.last_sequence()
-        records = self.db.records(self.set_name)
+        records = self.db._internal_records(self.set_name)
         total = records.count()
         from engramdb._progress import progress_bar
 
@@ -217,7 +217,7 @@ class CollectionState:
                 self._save_snapshot()
 
     def _apply_keys(self, keys: list[Key]) -> None:
-        records = self.db.records(self.set_name).get_many(keys)
+        records = self.db._internal_records(self.set_name).get_many(keys)
         present = [r for r in records if r is not None]
         for key, record in zip(keys, records):
             if record is None:

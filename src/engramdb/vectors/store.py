@@ -35,7 +35,7 @@ class VectorStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._registry = db.records(REGISTRY)
+        self._registry = db._internal_records(REGISTRY)
         self._states: dict[str, CollectionState] = {}
         self._lock = threading.Lock()
 
@@ -111,7 +111,7 @@ class VectorStore:
         if record is None:
             return False
         self._registry.delete(name, expect_generation=record.generation)
-        items = self.db.records(self.set_of(name))
+        items = self.db._internal_records(self.set_of(name))
 
         def remove(current: Current, now: int) -> Outcome:
             return Outcome(None, None)

@@ -195,7 +195,7 @@ def _flush(conn: Connection, every_set: bool) -> Offload:
     def wipe() -> int:
         removed = 0
         for name in names:
-            records = db.records(name)
+            records = db._internal_records(name)
             while True:
                 page = records.scan(limit=1000)
                 if not page.records:
