@@ -240,3 +240,30 @@ def test_a_str_where_ids_belong_deletes_nothing_remotely(server: Served) -> None
             db.records("s").get_many("ab")
         assert docs.count() == 3
         assert [item is not None for item in docs.get(["a", "b", "ab"])] == [True] * 3
+
+
+# memory keyed by client input ------------------------------------------------------------
+
+
+def test_reading_endless_new_set_names_does_not_grow_the_server(server: Served) -> None:
+    def flood(start: int, count: int) -> None:
+        with server.raw(timeout=60) as conn:
+            for base in range(start, start + count, 5000):
+                conn.send(
+                    b"".join(
+                        encode_command(
+                            b"ENGRAM",
+                            b"records.get",
+                            msgspec.msgpack.encode([[f"set-{i:08d}", "k"], {}]),
+                        )
+                        for i in range(base, base + 5000)
+                    )
+                )
+                assert conn.replies(5000) == [msgspec.msgpack.encode(None)] * 5000
+
+    flood(0, 20_000)  # warm up: allocator arenas, code paths
+    before = server.memory_kb()
+    flood(20_000, 150_000)
+    grown_mb = (server.memory_kb() - before) / 1024
+    # Unbounded, each name cost ~0.6 KiB (150k names: ~90 MiB); bounded it stays flat.
+    assert grown_mb < 30, f"the server grew {grown_mb:.0f} MiB on 150k one-off set names"
