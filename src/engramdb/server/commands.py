@@ -129,7 +129,7 @@ def wrong_args(name: str) -> Reply:
 
 def unknown_command(args: list[bytes]) -> str:
     """Redis' error text for a command name it does not know."""
-    shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
+    shown = "".join(f"'{a.decode(errors='replace')[:128]}' " for a in args[1:4])
     return (
         f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
         f"with args beginning with: {shown}"

@@ -6,8 +6,9 @@ from engramdb.server.handlers import (
     keyspace,
     lists,
     native,
+    scripting,
     strings,
     transactions,
 )
 
-__all__ = ["admin", "hashes", "keyspace", "lists", "native", "strings", "transactions"]
+__all__ = ["admin", "hashes", "keyspace", "lists", "native", "scripting", "strings", "transactions"]

@@ -195,6 +195,8 @@ class _TxnConnection:
 
 def txn_connection(conn: Connection, txn: WriteTxn) -> Connection:
     """A view of ``conn`` whose reads and writes go through ``txn``."""
+    if isinstance(conn, _TxnConnection):  # a script inside EXEC: a view of the real one
+        conn = conn._conn
     records = TxnRecords(conn.records, txn, conn.db._now_ms())
     return cast("Connection", _TxnConnection(conn, records, txn))
 
