@@ -207,15 +207,17 @@ return compile, run, collect_garbage
 class Overlay:
     """A ``WriteTxn`` that holds its writes until ``commit()``.
 
-    Reads see the held writes, then the transaction under it. ``log`` cannot know the
-    change's sequence before the write reaches the transaction: it returns 0 (no write
-    plan uses that number).
+    Reads see the held writes, then the transaction under it. Nothing else writes to that
+    transaction until ``commit()`` (a script runs inside one plan), so the held changes will
+    get the sequences that follow its next one, in order: ``log`` and ``next_sequence``
+    answer those, and record generations come out as if written directly.
     """
 
     def __init__(self, txn: WriteTxn) -> None:
         self._txn = txn
         self._values: dict[bytes, bytes | None] = {}
         self._ops: list[Callable[[WriteTxn], Any]] = []
+        self._logged = 0
 
     def get(self, rk: bytes) -> bytes | None:
         return self._values[rk] if rk in self._values else self._txn.get(rk)
@@ -229,14 +231,26 @@ class Overlay:
         self._ops.append(lambda txn: txn.delete(rk, prev_expires_ms))
 
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
-        self._ops.append(lambda txn: txn.log(kind, rk, generation, at_ms))
-        return 0
+        sequence = self.next_sequence()
+
+        def replay(txn: WriteTxn) -> None:
+            # generations of created records were computed from this prediction
+            if txn.log(kind, rk, generation, at_ms) != sequence:
+                raise RuntimeError("a script's changes did not get the sequences predicted")
+
+        self._ops.append(replay)
+        self._logged += 1
+        return sequence
+
+    def next_sequence(self) -> int:
+        return self._txn.next_sequence() + self._logged
 
     def commit(self) -> None:
         """Stage every held write, in order, in the transaction under this one."""
         for op in self._ops:
             op(self._txn)
         self._ops.clear()
+        self._logged = 0
 
 
 class ScriptFailed(RedisError):
