@@ -172,6 +172,16 @@ def test_a_script_that_eats_memory_is_stopped_and_the_server_lives(serve: ServeF
                 0,
             )
         assert r.get("ate") is None
+        # the same through replies handed to Lua by redis.call (tables built from Python)
+        r.rpush("big", *[b"z%d" % i + b"x" * 1000 for i in range(200)])
+        with pytest.raises(redis.ResponseError, match="nothing it wrote"):
+            r.eval(
+                "redis.call('set', 'ate', '1') local t = {} "
+                "for i = 1, 1e9 do t[i] = redis.call('lrange', KEYS[1], 0, -1) end",
+                1,
+                "big",
+            )
+        assert r.get("ate") is None
         assert r.eval("return string.rep('y', 3)", 0) == b"yyy"
         assert r.ping()
     assert server.alive()

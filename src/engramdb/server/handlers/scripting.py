@@ -70,6 +70,12 @@ _HOOK_EVERY = 10_000  # Lua instructions between two deadline checks
 NOT_IN_SCRIPT = RUN_AT_ONCE | {"eval", "evalsha", "eval_ro", "evalsha_ro", "script", "unwatch"}
 
 _NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
+_OUT_OF_MEMORY = b"out of memory"
+_MEMORY_TEXT = (
+    f"ERR the script used more than {SCRIPT_MEMORY >> 20} MiB and was stopped; "
+    "nothing it wrote was applied"
+)
+_HEADROOM = 1 << 20  # bytes kept free below the limit when handing a reply to Lua
 
 # The sandbox, built once per Lua runtime with the full standard library in reach, which
 # only the closures below keep. Returns ``compile(source)`` and ``run(...)``.
@@ -384,6 +390,11 @@ class ScriptEngine:
                 reply = call(args)
                 if type(reply) is ErrorReply:
                     return 1, reply.encode()
+                # Lua running out of memory while Python builds a table hangs the Lua
+                # state (lupa): never let a reply be the allocation that hits the limit.
+                used = runtime.runtime.get_memory_used()
+                if used + _lua_cost(reply) + _HEADROOM > SCRIPT_MEMORY:
+                    return 2, _OUT_OF_MEMORY
                 return 0, _to_lua(runtime.runtime, reply)
             except _ArgumentError as e:
                 return 1, str(e).encode()
@@ -391,6 +402,9 @@ class ScriptEngine:
                 fatal.append(e)
                 return 2, b"the script was stopped: the write failed"
 
+        pushed = sum(96 + len(a) for a in keys) + sum(96 + len(a) for a in argv)
+        if runtime.runtime.get_memory_used() + pushed + _HEADROOM > SCRIPT_MEMORY:
+            raise ScriptFailed(_MEMORY_TEXT)  # KEYS and ARGV alone would not fit
         try:
             fn = runtime.function(sha, source)
             ok, value, line, killed = runtime.run(
@@ -401,12 +415,11 @@ class ScriptEngine:
             with self._lock:
                 if self._runner is runtime:
                     self._runner = None  # a Lua state that ran out of memory is not reused
-            raise ScriptFailed(
-                f"ERR the script used more than {SCRIPT_MEMORY >> 20} MiB and was stopped; "
-                "nothing it wrote was applied"
-            ) from None
+            raise ScriptFailed(_MEMORY_TEXT) from None
         if fatal:
             raise fatal[0]
+        if killed and value == _OUT_OF_MEMORY:
+            raise ScriptFailed(_MEMORY_TEXT)
         if killed:
             raise ScriptFailed(
                 f"ERR the script ran longer than {SCRIPT_TIME_LIMIT:g}s and was stopped; "
@@ -487,6 +500,18 @@ def _to_lua(runtime: Any, reply: Any) -> Any:
             flat.append(_to_lua(runtime, value))
         return runtime.table_from(flat)
     raise TypeError(f"cannot hand a {kind.__name__} reply to Lua")
+
+
+def _lua_cost(reply: Any) -> int:
+    """An upper estimate of the Lua heap bytes ``_to_lua(reply)`` allocates."""
+    kind = type(reply)
+    if kind is bytes or kind is str or kind is SimpleString or kind is ErrorReply:
+        return 96 + len(reply)
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return 128 + sum(48 + _lua_cost(item) for item in reply)
+    if kind is dict:
+        return 128 + sum(96 + _lua_cost(k) + _lua_cost(v) for k, v in reply.items())
+    return 48
 
 
 def _from_lua(lua: Any, value: Any) -> Any:
