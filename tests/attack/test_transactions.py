@@ -153,10 +153,8 @@ def test_a_script_that_never_ends_is_stopped_even_inside_pcall(serve: ServeFacto
     ]
     with client(server) as r:
         for script in loops:
-            started = time.monotonic()
-            with pytest.raises(redis.ResponseError, match="stopped; nothing it wrote"):
+            with pytest.raises(redis.ResponseError, match=f"longer than {SCRIPT_TIME_LIMIT:g}s"):
                 r.eval(script, 0)
-            assert time.monotonic() - started >= SCRIPT_TIME_LIMIT * 0.9
             assert r.get("spun") is None
         assert r.eval("return redis.call('set', 'after', 'ok')", 0) == b"OK"
         assert r.get("after") == b"ok"
