@@ -280,7 +280,8 @@ class RecordSet:
             current = Stored(txn.get(rk), now)
             if conditions is not None:
                 conditions.check(current.generation)
-            generation = current.generation + 1
+            # Never reuse a generation: a new record starts at its change's sequence.
+            generation = current.generation + 1 if current.generation else txn.next_sequence()
             expires = expiry_ms(ttl, now)
             raw = with_header(body, generation, expires, now)
             txn.put(rk, raw, expires, current.prev_expires_ms)
@@ -489,7 +490,7 @@ class RecordSet:
 
         def write(txn: WriteTxn) -> Any:
             now = now_ms()
-            results = step.stage(txn, step.prepare(txn, now), now)
+            results = step.stage(txn, step.prepare(txn, now, txn.next_sequence()), now)
             return results[0] if single else results
 
         return write
