@@ -14,13 +14,17 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 import engramdb
 from engramdb import Database, InvalidArgument, NotFound, StorageError
@@ -404,6 +408,52 @@ def test_a_full_disk_during_index_snapshots_fails_no_write_and_no_close(
     assert report["count"] == SNAPSHOT_EVERY + 500
     assert report["memories"] == 1
     assert "could not save the index snapshot" in child.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_server_whose_snapshots_fail_acknowledges_writes_and_reports_the_failures(
+    serve: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "db"
+    data.mkdir()
+    (data / "indexes").write_text("not a directory")  # every snapshot fails
+    metrics_port = _free_port()
+    server = serve("--metrics-port", str(metrics_port), "--durability", "none")
+    n = SNAPSHOT_EVERY + 500
+    vectors = _vectors(n, 8)
+    with engramdb.connect(server.url) as db:
+        collection = db.vectors.create_collection("c", 8, m=4, ef_construction=16)
+        for start in range(0, n, 5000):
+            end = min(n, start + 5000)
+            assert (
+                len(collection.upsert(list(range(start, end)), vectors[start:end])) == end - start
+            )
+        assert collection.count() == n
+        figures = db.stats()["indexes"]["c"]
+        assert figures["snapshot_failures"] >= 1
+        assert figures["last_snapshot_error"]
+    r = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        assert r.info("indexes")["index_c"]["snapshot_failures"] >= 1
+    finally:
+        r.close()
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    failures = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "engramdb_index_snapshot_failures"
+        and sample.labels == {"collection": "c"}
+    ]
+    assert len(failures) == 1
+    assert failures[0] >= 1
 
 
 # the sweeper ----------------------------------------------------------------------------------

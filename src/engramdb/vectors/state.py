@@ -123,7 +123,6 @@ def params_of(info: CollectionInfo) -> VectorParams:
 
 
 class _Snapshot(msgspec.Struct):
-    format: int
     uid: str
     sequence: int
     ids: list[Any]
@@ -132,6 +131,7 @@ class _Snapshot(msgspec.Struct):
     expires: bytes
     metadata: list[dict[str, Any] | None]
     texts: list[str | None]
+    format: int = 1  # absent from version-1 snapshots
 
 
 class CollectionState:
@@ -435,17 +435,15 @@ class CollectionState:
             return False  # none yet
         try:
             with open(os.path.join(directory, f"state-{tag}.msgpack"), "rb") as state_file:
-                raw = state_file.read()
-            head = msgspec.msgpack.decode(raw)
-            if type(head) is not dict or head.get("format") != SNAPSHOT_FORMAT:
+                state = msgspec.msgpack.decode(state_file.read(), type=_Snapshot)
+            if state.format != SNAPSHOT_FORMAT:
                 log.info(
-                    "collection %r: snapshot format %r is not %d; rebuilding the index",
+                    "collection %r: its index snapshot is of format %d, not %d; rebuilding",
                     self.info.name,
-                    head.get("format") if type(head) is dict else None,
+                    state.format,
                     SNAPSHOT_FORMAT,
                 )
                 return False
-            state = msgspec.convert(head, _Snapshot)
             if state.uid != self.info.uid:
                 return False
             first = self.db.first_sequence()
