@@ -49,6 +49,7 @@ from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index.vector import VectorParams, as_float32, prepare
 from engramdb.records.codec import check_value
 from engramdb.records.writes import Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -222,6 +223,7 @@ class MemoryStore:
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def add(
         self,
         content: str,
@@ -367,6 +369,7 @@ class MemoryStore:
             ]
         )
 
+    @remote("slow", writes=True)
     def update(
         self,
         memory_id: str,
@@ -477,6 +480,7 @@ class MemoryStore:
         )
         self.collection._write_steps(steps)
 
+    @remote("slow", writes=True)
     def invalidate(self, memory_id: str, *, at: float | None = None) -> Memory:
         """Mark the memory no longer true from ``at`` (default now): kept for history and
         "as of" searches before ``at``, excluded from searches after it."""
@@ -520,6 +524,7 @@ class MemoryStore:
             ]
         )
 
+    @remote("slow", writes=True)
     def delete(self, memory_id: str) -> bool:
         """Forget a memory (its history keeps a DELETE entry)."""
         current = self.get(memory_id)
@@ -552,6 +557,7 @@ class MemoryStore:
         removed = bool(self.collection._write_steps(steps)[0][0])
         return removed
 
+    @remote("slow", writes=True)
     def delete_all(
         self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> int:
@@ -564,12 +570,14 @@ class MemoryStore:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, memory_id: str) -> Memory | None:
         if type(memory_id) is not str:
             raise InvalidArgument("memory ids are str")
         item = self.collection.get([memory_id])[0]
         return None if item is None else self._memory(item)
 
+    @remote("read")
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every version of the memory, oldest first."""
         return [
@@ -583,6 +591,7 @@ class MemoryStore:
             if memory is not None:
                 yield memory
 
+    @remote("read", caps={"limit": DEFAULT_CAP})
     def list(
         self,
         *,
@@ -613,6 +622,7 @@ class MemoryStore:
             clauses.append(_rewrite(extra))
         return {"$and": clauses}
 
+    @remote("slow", caps={"k": DEFAULT_CAP})
     def search(
         self,
         query: str,

@@ -16,6 +16,7 @@ from engramdb.index.vector import prepare
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
 from engramdb.writeplan import TransformStep
@@ -108,6 +109,7 @@ class Collection:
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def upsert(
         self,
         ids: Sequence[str | int],
@@ -180,6 +182,7 @@ class Collection:
 
         return write
 
+    @remote("slow", writes=True)
     def delete(self, ids: Sequence[str | int]) -> int:
         """Delete items; returns how many existed."""
         ids = self._check_ids(ids)
@@ -193,6 +196,7 @@ class Collection:
             removed += sum(self._write_steps([step])[0])
         return removed
 
+    @remote("slow", writes=True)
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
         """Set items to expire ``ttl`` seconds from now; returns how many exist."""
         ids = self._check_ids(ids)
@@ -210,17 +214,20 @@ class Collection:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
         """Items in request order; None for missing or expired ones."""
         ids = self._check_ids(ids, unique=False)
         self._store.check_alive(self.info)
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
+    @remote("read")
     def count(self) -> int:
         """Live (unexpired) items."""
         self._store.check_alive(self.info)
         return self._records.count()
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def search(
         self,
         vector: Any,
@@ -235,6 +242,7 @@ class Collection:
         # prepare() reads a 1-D vector as one row: no wrapping list to convert.
         return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def search_many(
         self,
         vectors: Any,
@@ -265,6 +273,7 @@ class Collection:
             ]
         return [self._hits(row, chosen) for row in ranked]
 
+    @remote("slow", caps={"k": DEFAULT_CAP})
     def text_search(
         self,
         query: str,
@@ -289,6 +298,7 @@ class Collection:
             ]
         return self._hits(ranked, chosen)
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "candidates": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def hybrid_search(
         self,
         text: str,

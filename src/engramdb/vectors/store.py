@@ -38,6 +38,7 @@ from engramdb.index.vector import VectorParams
 from engramdb.records.keys import Key
 from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
+from engramdb.remote import remote
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.model import CollectionInfo
 from engramdb.vectors.state import CollectionState, params_of
@@ -101,6 +102,7 @@ class VectorStore:
             )
         return name
 
+    @remote("slow", writes=True)
     def create_collection(
         self,
         name: str,
@@ -147,12 +149,14 @@ class VectorStore:
             raise
         return Collection(self, info, incarnation_set(info.uid))
 
+    @remote("read")
     def get_collection(self, name: str) -> Collection:
         """The collection ``name``; ``NotFound`` if there is none (``StorageError`` if its
         stored definition is corrupt)."""
         found = self._definition(self._check_name(name))
         return Collection(self, found.info, found.items)
 
+    @remote("read")
     def list_collections(self) -> list[CollectionInfo]:
         """Every collection's definition. A corrupt one is left out (and logged)."""
         out: list[CollectionInfo] = []
@@ -163,6 +167,7 @@ class VectorStore:
                 log.warning("%s; list_collections leaves it out", e)
         return out
 
+    @remote("slow", writes=True)
     def drop_collection(self, name: str) -> bool:
         """Drop the collection and its items; returns whether it existed.
 
