@@ -34,6 +34,7 @@ __all__ = [
     "Reply",
     "Write",
     "command",
+    "unknown_command",
     "wrong_args",
 ]
 
@@ -124,3 +125,12 @@ def command(
 
 def wrong_args(name: str) -> Reply:
     return Reply(f"ERR wrong number of arguments for '{name}' command")
+
+
+def unknown_command(args: list[bytes]) -> str:
+    """Redis' error text for a command name it does not know."""
+    shown = "".join(f"'{a.decode(errors='replace')[:128]}' " for a in args[1:4])
+    return (
+        f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
+        f"with args beginning with: {shown}"
+    )

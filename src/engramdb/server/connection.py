@@ -25,12 +25,21 @@ from typing import TYPE_CHECKING, Any, cast
 from engramdb.errors import EngramError
 from engramdb.protocol.errors import error_reply_text
 from engramdb.protocol.resp import ErrorReply, RequestParser, encode_reply
-from engramdb.server.commands import COMMANDS, Offload, RedisError, Reply, Write
+from engramdb.server.commands import (
+    COMMANDS,
+    Offload,
+    RedisError,
+    Reply,
+    Write,
+    unknown_command,
+)
 from engramdb.server.config import PREAUTH_LIMITS
 
 if TYPE_CHECKING:
+    from engramdb.records.keys import Key
     from engramdb.recordset import RecordSet
     from engramdb.server.app import Server
+    from engramdb.server.handlers.transactions import Transaction
 
 __all__ = ["Connection"]
 
@@ -74,6 +83,8 @@ class Connection(asyncio.Protocol):
         self._error_queued = False
         self._out_bytes = 0  # reply bytes held here (queued or in finished slots)
         self._flush_pending = False
+        self.multi: Transaction | None = None  # inside MULTI: what is queued
+        self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
 
     # transport events --------------------------------------------------------------------
 
@@ -161,14 +172,13 @@ class Connection(asyncio.Protocol):
     def _run(self, args: list[bytes]) -> bool:
         """Dispatch one command; False when it must wait for pending work to finish."""
         cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+        if self.multi is not None:
+            queued = self.multi.queue(cmd, args)  # None: EXEC, DISCARD... run now
+            if queued is not None:
+                self._emit_now(queued)
+                return True
         if cmd is None:
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
-            self._emit_now(
-                ErrorReply(
-                    f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
-                    f"with args beginning with: {shown}"
-                )
-            )
+            self._emit_now(ErrorReply(unknown_command(args)))
             self.server.stats.unknown_commands += 1
             return True
         if not self.authenticated and "noauth" not in cmd.flags:
