@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engramdb.clock import Clock, system_clock
-from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
+from engramdb.errors import ChangeLogTruncated, EngramError, InvalidArgument, StorageError
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
@@ -446,17 +446,36 @@ class Database:
         return found
 
     def close(self) -> None:
-        """Stop background work and release the engine. Safe to call twice."""
+        """Stop background work and release the engine. Safe to call twice.
+
+        Everything is released even when a part fails to close (a role, the group commit,
+        the engine); the first such error is raised afterwards, as an ``EngramError``.
+        """
         if self._unusable is not None and self._pid != os.getpid():
             return  # forked child: the parent owns the environment
         if self._unusable == "the database is closed":
             return
+        errors: list[Exception] = []
+
+        def attempt(step: Any) -> None:
+            try:
+                step()
+            except Exception as e:
+                errors.append(e)
+
         self._stop.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
         for role in list(self._roles.values()):
-            role.close()  # e.g. snapshot derived indexes while the engine is still open
-        self._commit.close()
+            attempt(role.close)  # e.g. snapshot derived indexes while the engine is still open
+        attempt(self._commit.close)
         self._unusable = "the database is closed"
-        self._engine.close()
+        attempt(self._engine.close)
         _LIVE.discard(self)
+        if errors:
+            first = errors[0]
+            if isinstance(first, EngramError):
+                raise first
+            raise StorageError(
+                f"closing the database failed: {type(first).__name__}: {first}"
+            ) from first

@@ -46,6 +46,7 @@ import numpy as np
 
 from engramdb.embedders import Embedder, HashEmbedder
 from engramdb.errors import Conflict, InvalidArgument, NotFound
+from engramdb.index.vector import VectorParams, as_float32, prepare
 from engramdb.records.codec import check_value
 from engramdb.records.writes import Current, Outcome, check_ttl, expiry_ms
 from engramdb.remote import DEFAULT_CAP, remote
@@ -183,17 +184,16 @@ class MemoryStore:
         return "|".join(f"{k}={scope.get(k, '')}" for k in SCOPE_FIELDS)
 
     def _embed(self, content: str, embedding: Any) -> np.ndarray:
-        if embedding is None:
-            vector = self.embedder.embed([content])[0]
-        else:
-            vector = np.asarray(embedding, dtype=np.float32)
-        if vector.shape != (self.embedder.dim,):
+        # as_float32: InvalidArgument for anything but real numbers.
+        vector = self.embedder.embed([content])[0] if embedding is None else as_float32(embedding)
+        if np.shape(vector) != (self.embedder.dim,):
             raise InvalidArgument(
-                f"the embedding must have dimension {self.embedder.dim}, got {vector.shape}"
+                f"the embedding must have dimension {self.embedder.dim}, got {np.shape(vector)}"
             )
-        if not np.isfinite(vector).all() or not np.linalg.norm(vector):
-            raise InvalidArgument("the embedding must be finite and non-zero")
-        unit: np.ndarray = (vector / np.linalg.norm(vector)).astype(np.float32)
+        try:
+            unit: np.ndarray = prepare(vector, VectorParams(self.embedder.dim))[0]
+        except InvalidArgument as e:
+            raise InvalidArgument(f"the embedding must be finite and non-zero: {e}") from None
         return unit
 
     def _memory(self, item: Any) -> Memory:
@@ -350,7 +350,7 @@ class MemoryStore:
         items = self.collection._records._step(
             [(memory_id, lambda c, n: Outcome(None, bins, expiry_ms(ttl, n) if ttl else 0))]
         )
-        self.db._write_steps(
+        self.collection._write_steps(
             [
                 epoch_step,
                 self._keys._step([(content_key, claim)]),
@@ -368,7 +368,6 @@ class MemoryStore:
                 ),
             ]
         )
-        self.collection._state().catch_up()
 
     @remote("slow", writes=True)
     def update(
@@ -479,8 +478,7 @@ class MemoryStore:
                 lambda: MemoryEvent(event, content, seen.get("previous"), now, meta),
             )
         )
-        self.db._write_steps(steps)
-        self.collection._state().catch_up()
+        self.collection._write_steps(steps)
 
     @remote("slow", writes=True)
     def invalidate(self, memory_id: str, *, at: float | None = None) -> Memory:
@@ -513,7 +511,7 @@ class MemoryStore:
             bins["metadata"] = {**bins["metadata"], "invalid_at": when}
             return Outcome(None, bins)
 
-        self.db._write_steps(
+        self.collection._write_steps(
             [
                 self.collection._records._step([(memory_id, change)]),
                 self._history_step(
@@ -525,7 +523,6 @@ class MemoryStore:
                 ),
             ]
         )
-        self.collection._state().catch_up()
 
     @remote("slow", writes=True)
     def delete(self, memory_id: str) -> bool:
@@ -557,8 +554,7 @@ class MemoryStore:
                 lambda: MemoryEvent("DELETE", None, current.content, self.db._clock()),
             )
         )
-        removed = bool(self.db._write_steps(steps)[0][0])
-        self.collection._state().catch_up()
+        removed = bool(self.collection._write_steps(steps)[0][0])
         return removed
 
     @remote("slow", writes=True)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from engramdb.errors import InvalidArgument
+from engramdb.index.vector import as_float32
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 
 __all__ = [
@@ -62,10 +61,7 @@ RESULTS: dict[str, tuple[Any, bool]] = {
 
 def _rows(vectors: Any) -> Any:
     """Vectors as msgpack-friendly rows: 1-D float32 arrays (sent as compact binary)."""
-    try:
-        array = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"vectors must be numbers: {e}") from None
+    array = as_float32(vectors)  # InvalidArgument for anything but real numbers
     if array.ndim == 1:
         return array
     if array.ndim != 2:

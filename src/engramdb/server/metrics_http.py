@@ -115,6 +115,8 @@ _INDEX_GAUGES = (
     ("text_documents", "Documents in the collection's BM25 index"),
     ("lag", "Change-log entries the index has not applied yet"),
     ("rebuilds", "Graph rebuilds (compactions) since the index was opened"),
+    ("snapshot_failures", "Index snapshots that could not be written (the items are safe)"),
+    ("skipped_items", "Items that could not be indexed (corrupt records)"),
 )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engramdb._progress import progress_bar
-from engramdb.errors import Conflict, InvalidArgument
+from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index import fusion as fusers
 from engramdb.index.filters import compile_filter
 from engramdb.index.vector import prepare
@@ -18,11 +19,14 @@ from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
 from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
+from engramdb.writeplan import TransformStep
 
 if TYPE_CHECKING:
     from engramdb.vectors.store import VectorStore
 
 __all__ = ["Collection"]
+
+log = logging.getLogger("engramdb.vectors")
 
 CHUNK = 1000  # items per atomic write
 MAX_K = 10_000
@@ -40,6 +44,15 @@ def _check_k(k: int) -> None:
         raise InvalidArgument(f"k must be an int from 1 to {MAX_K}, not {k!r}")
 
 
+def _check_single(vector: Any, method: str) -> None:
+    try:
+        several = np.ndim(vector) != 1
+    except (TypeError, ValueError):
+        return  # not numbers at all: prepare() says what is wrong
+    if several:
+        raise InvalidArgument(f"{method} takes one vector, got shape {np.shape(vector)}")
+
+
 def _check_include(include: Sequence[str]) -> frozenset[str]:
     chosen = frozenset(include)
     if not chosen <= INCLUDE:
@@ -50,19 +63,49 @@ def _check_include(include: Sequence[str]) -> frozenset[str]:
 class Collection:
     """One collection of the embedding store; obtain with ``db.vectors.get_collection``."""
 
-    def __init__(self, store: VectorStore, info: CollectionInfo) -> None:
+    def __init__(self, store: VectorStore, info: CollectionInfo, items: str) -> None:
         self._store = store
         self.info = info
         self.name = info.name
         self.params = params_of(info)
-        self._records = store.db._internal_records(store.set_of(info.name))
+        self.set_name = items  # the (reserved) record set holding this incarnation's items
+        self._records = store.db._internal_records(items)
         self._checked: CollectionState | None = None  # see _ready
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
 
     def _state(self) -> CollectionState:
-        return self._store.state_of(self.info)
+        return self._store.state_of(self.info, self.set_name)
+
+    def _write_steps(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
+        """Commit ``steps`` (over this collection's items, and other sets) as one write, and
+        index it. The write fails, writing nothing, with ``NotFound`` when the collection
+        was dropped, here or in another process: it checks the definition in its own
+        transaction, so no item ever lands in a dropped incarnation."""
+        info = self.info
+
+        def alive(current: Current, now: int) -> Outcome:
+            if current.bins is None or current.bins.get("uid") != info.uid:
+                raise NotFound(f"collection {info.name!r} was dropped")
+            return Outcome(None)  # nothing to write
+
+        results = self._store.db._write_steps(
+            [self._store._registry._step([(info.name, alive)]), *steps]
+        )[1:]
+        self._index_writes()
+        return results
+
+    def _index_writes(self) -> None:
+        """Bring this process's index up to the writes just committed. They stand whatever
+        happens here, so nothing is raised: a failure is logged, and the next search
+        catches up again (and reports it)."""
+        try:
+            self._state().catch_up()
+        except NotFound:
+            pass  # dropped since: there is nothing left to index
+        except Exception:
+            log.exception("indexing collection %r after a committed write failed", self.name)
 
     # writes ------------------------------------------------------------------------------
 
@@ -112,10 +155,9 @@ class Collection:
                     (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
                     for i in range(start, end)
                 ]
-                plan = self._records._plan_transform(items, result="generation")
-                generations.extend(self._store.db._write(plan))
+                step = self._records._step(items, result="generation")
+                generations.extend(self._write_steps([step])[0])
                 advance(end - start)
-        self._state().catch_up()
         return generations
 
     @staticmethod
@@ -150,9 +192,8 @@ class Collection:
 
         removed = 0
         for start in range(0, len(ids), CHUNK):
-            plan = self._records._plan_transform([(i, remove) for i in ids[start : start + CHUNK]])
-            removed += sum(self._store.db._write(plan))
-        self._state().catch_up()
+            step = self._records._step([(i, remove) for i in ids[start : start + CHUNK]])
+            removed += sum(self._write_steps([step])[0])
         return removed
 
     @remote("slow", writes=True)
@@ -168,10 +209,8 @@ class Collection:
                 return Outcome(False)
             return Outcome(True, KEEP, expiry_ms(ttl, now))
 
-        plan = self._records._plan_transform([(i, refresh) for i in ids])
-        touched = sum(self._store.db._write(plan))
-        self._state().catch_up()
-        return int(touched)
+        (results,) = self._write_steps([self._records._step([(i, refresh) for i in ids])])
+        return int(sum(results))
 
     # reads -------------------------------------------------------------------------------
 
@@ -199,12 +238,7 @@ class Collection:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
-        try:
-            several = np.ndim(vector) != 1
-        except (TypeError, ValueError):
-            several = False  # not numbers at all: prepare() says what is wrong
-        if several:
-            raise InvalidArgument(f"search takes one vector, got shape {np.shape(vector)}")
+        _check_single(vector, "search")
         # prepare() reads a 1-D vector as one row: no wrapping list to convert.
         return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
@@ -293,6 +327,7 @@ class Collection:
             raise InvalidArgument("text must be a str")
         depth = candidates if candidates is not None else max(50, 2 * k)
         _check_k(depth)
+        _check_single(vector, "hybrid_search")
         query = prepare(vector, self.params)
         compiled = compile_filter(filter)
         state = self._ready()

@@ -279,7 +279,10 @@ def render_info(conn: Connection) -> str:
         },
         "Keyspace": {"db0": f"keys={conn.records.count()},expires=0,avg_ttl=0"},
         "Indexes": {
-            f"index_{name}": ",".join(f"{k}={v}" for k, v in figures.items() if k != "updated")
+            # Figures only: free text (an error message) could hold "," "=" or a newline.
+            f"index_{name}": ",".join(
+                f"{k}={v}" for k, v in figures.items() if k != "updated" and type(v) in (int, float)
+            )
             for name, figures in conn.db.stats().get("indexes", {}).items()
         },
     }
