@@ -14,7 +14,7 @@ from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
-from engramdb.records.writes import Stored, record_from
+from engramdb.records.writes import Conditions, Stored, TransformFn, record_from
 from engramdb.recordset import RecordSet
 from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
@@ -27,41 +27,108 @@ if TYPE_CHECKING:
     from engramdb.cache import Cache
     from engramdb.embedders import Embedder
     from engramdb.features.store import FeatureStore
-    from engramdb.memory import MemoryStore
-    from engramdb.sessions import SessionStore
+    from engramdb.memory.store import MemoryStore
+    from engramdb.sessions.store import SessionStore
     from engramdb.vectors.store import VectorStore
+
+
+# Roles are built on first use, each over the database's ``RoleStore``: importing a role's
+# implementation (faiss, tantivy, duckdb, numpy) happens only for databases that use it.
 
 
 def _feature_store(db: Database) -> FeatureStore:
     from engramdb.features.store import FeatureStore
 
-    return FeatureStore(db)
+    return FeatureStore(db)  # (moves to the RoleStore with the feature-store rework)
 
 
 def _memory_store(db: Database) -> MemoryStore:
-    from engramdb.memory import MemoryStore
+    from engramdb.memory.store import MemoryStore
 
-    return MemoryStore(db)
+    return MemoryStore(db._role_store, db._embedder)
 
 
 def _cache(db: Database) -> Cache:
-    from engramdb.cache import Cache, CacheCore, ThreadedCore
+    from engramdb.cache import Cache, ThreadedCore
+    from engramdb.cache.core import CacheCore
 
-    core = CacheCore(db)
+    core = CacheCore(db._role_store)
     return Cache(core, async_core=ThreadedCore(core, local_reads=True))
 
 
 def _session_store(db: Database) -> SessionStore:
-    from engramdb.sessions import SessionStore
+    from engramdb.sessions.store import SessionStore
 
-    return SessionStore(db)
+    return SessionStore(db._role_store)
 
 
 def _vector_store(db: Database) -> VectorStore:
-    # Imported on first use: faiss and tantivy load only for databases that use vectors.
     from engramdb.vectors.store import VectorStore
 
-    return VectorStore(db)
+    return VectorStore(db._role_store)
+
+
+class RoleStore:
+    """The ``engramdb.store.Store`` a database hands its roles: the narrow interface they
+    are written against (clock, any record set, snapshot reads, atomic multi-step writes,
+    the change log, the vector role for roles built on it)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def limits(self) -> Limits:
+        return self._db.limits
+
+    def now(self) -> float:
+        return self._db._clock()
+
+    def now_ms(self) -> int:
+        return self._db._now_ms()
+
+    @property
+    def cache_dir(self) -> str | None:
+        return self._db.path
+
+    def sets(self) -> list[str]:
+        return self._db.sets()
+
+    def records(self, set_name: str) -> RecordSet:
+        return self._db._internal_records(set_name)
+
+    def read(
+        self, requests: Sequence[tuple[RecordSet, Sequence[Key]]]
+    ) -> list[list[Record | None]]:
+        return self._db._read_across(requests)
+
+    def step(
+        self,
+        records: RecordSet,
+        items: Sequence[tuple[Key, TransformFn]],
+        *,
+        conditions: Conditions | None = None,
+        result: str = "outcome",
+        raw: bool = False,
+    ) -> TransformStep:
+        return records._step(items, conditions=conditions, result=result, raw=raw)
+
+    def write(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
+        return self._db._write_steps(steps)
+
+    def changes(self, since: int, *, limit: int) -> list[Change]:
+        return self._db.changes(since, limit=limit)
+
+    def first_sequence(self) -> int:
+        return self._db.first_sequence()
+
+    def last_sequence(self) -> int:
+        return self._db.last_sequence()
+
+    @property
+    def vectors(self) -> VectorStore:
+        return self._db.vectors
 
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
@@ -89,6 +156,7 @@ def open(
     sweep_interval: float | None = 1.0,
     changelog_retention: int | None = 1_000_000,
     flush_interval: float = 1.0,
+    embedder: Embedder | None = None,
 ) -> Database:
     """Open (creating if needed) the database at ``path``, or an in-memory one.
 
@@ -107,6 +175,8 @@ def open(
             them on demand).
         changelog_retention: most change-log entries kept; None keeps all.
         flush_interval: seconds between flushes with ``durability="async"``.
+        embedder: what ``db.memory`` embeds texts with (``engramdb.embedders``); None uses
+            the deterministic, dependency-free ``HashEmbedder``.
     """
     if durability not in ("sync", "async", "none"):
         raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
@@ -128,6 +198,7 @@ def open(
             limits=limits,
             sweep_interval=sweep_interval,
             changelog_retention=changelog_retention,
+            embedder=embedder,
             path=None if path is None else os.fspath(path),
             durability=durability if path is not None else "none",
         )
@@ -151,12 +222,15 @@ class Database:
         limits: Limits | None = None,
         sweep_interval: float | None = 1.0,
         changelog_retention: int | None = 1_000_000,
+        embedder: Embedder | None = None,
         path: str | None = None,
         durability: Durability = "sync",
     ) -> None:
         if changelog_retention is not None and changelog_retention < 1:
             raise InvalidArgument("changelog_retention must be a positive int or None")
         self._engine = engine
+        self._embedder = embedder
+        self._role_store = RoleStore(self)
         self._clock = clock or system_clock
         self.limits = limits or DEFAULT_LIMITS
         self.path = path
@@ -348,7 +422,7 @@ class Database:
 
             removed = self._write(remove)
         for role in list(self._roles.values()):
-            tidy = getattr(role, "sweep", None)
+            tidy = getattr(role, "_sweep", None)
             if tidy is not None:
                 tidy()  # derived records of roles (e.g. checkpoints of ended sessions)
         if self._retention is not None:
@@ -389,8 +463,9 @@ class Database:
                 "writes": self._commit.writes,
             },
             "engine": engine,
-            "indexes": self._roles["vectors"].stats() if "vectors" in self._roles else {},
+            "indexes": self._roles["vectors"]._stats() if "vectors" in self._roles else {},
             "cache": self._roles["cache"].stats() if "cache" in self._roles else {},
+            "memory": self._roles["memory"]._stats() if "memory" in self._roles else {},
         }
 
     @property
@@ -424,10 +499,10 @@ class Database:
     def memory_with(self, embedder: Embedder, **options: Any) -> MemoryStore:
         """Long-term memory over ``embedder`` (e.g. ``engramdb.embedders.SentenceEmbedder``).
         Each embedder keeps its own memories (vectors of different models do not mix)."""
-        from engramdb.memory import MemoryStore
+        from engramdb.memory.store import MemoryStore
 
         self._check()
-        return MemoryStore(self, embedder, **options)
+        return MemoryStore(self._role_store, embedder, **options)
 
     @property
     def cache(self) -> Cache:
@@ -467,7 +542,8 @@ class Database:
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
         for role in list(self._roles.values()):
-            attempt(role.close)  # e.g. snapshot derived indexes while the engine is still open
+            # e.g. snapshot derived indexes while the engine is still open
+            attempt(getattr(role, "_close", None) or role.close)
         attempt(self._commit.close)
         self._unusable = "the database is closed"
         attempt(self._engine.close)

@@ -75,13 +75,11 @@ class Server:
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
             options.setdefault("clock", self.clock)
-        db = engramdb.open(self.config.data, durability=self.config.durability, **options)
         if self.config.embedder == "minilm":
             from engramdb.embedders import SentenceEmbedder
-            from engramdb.memory import MemoryStore
 
-            db._roles["memory"] = MemoryStore(db, SentenceEmbedder())
-        return db
+            options.setdefault("embedder", SentenceEmbedder())
+        return engramdb.open(self.config.data, durability=self.config.durability, **options)
 
     def next_client_id(self) -> int:
         return next(self._ids)

@@ -22,6 +22,9 @@ from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, para
 from engramdb.writeplan import TransformStep
 
 if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
+
+if TYPE_CHECKING:
     from engramdb.vectors.store import VectorStore
 
 __all__ = ["Collection"]
@@ -69,7 +72,7 @@ class Collection:
         self.name = info.name
         self.params = params_of(info)
         self.set_name = items  # the (reserved) record set holding this incarnation's items
-        self._records = store.db._internal_records(items)
+        self._records = store.store.records(items)
         self._checked: CollectionState | None = None  # see _ready
 
     def __repr__(self) -> str:
@@ -90,9 +93,8 @@ class Collection:
                 raise NotFound(f"collection {info.name!r} was dropped")
             return Outcome(None)  # nothing to write
 
-        results = self._store.db._write_steps(
-            [self._store._registry._step([(info.name, alive)]), *steps]
-        )[1:]
+        roles = self._store.store
+        results = roles.write([roles.step(self._store._registry, [(info.name, alive)]), *steps])[1:]
         self._index_writes()
         return results
 
@@ -138,7 +140,7 @@ class Collection:
             if meta is not None:
                 if not isinstance(meta, Mapping) or not all(type(k) is str for k in meta):
                     raise InvalidArgument(f"metadata[{i}] must be a mapping with str keys")
-                check_value(dict(meta), self._store.db.limits, f"metadata[{i}]")
+                check_value(dict(meta), self._store.store.limits, f"metadata[{i}]")
         for i, doc in enumerate(docs):
             if doc is not None and type(doc) is not str:
                 raise InvalidArgument(f"texts[{i}] must be a str or None")
@@ -155,7 +157,7 @@ class Collection:
                     (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
                     for i in range(start, end)
                 ]
-                step = self._records._step(items, result="generation")
+                step = self._store.store.step(self._records, items, result="generation")
                 generations.extend(self._write_steps([step])[0])
                 advance(end - start)
         return generations
@@ -192,7 +194,9 @@ class Collection:
 
         removed = 0
         for start in range(0, len(ids), CHUNK):
-            step = self._records._step([(i, remove) for i in ids[start : start + CHUNK]])
+            step = self._store.store.step(
+                self._records, [(i, remove) for i in ids[start : start + CHUNK]]
+            )
             removed += sum(self._write_steps([step])[0])
         return removed
 
@@ -209,7 +213,9 @@ class Collection:
                 return Outcome(False)
             return Outcome(True, KEEP, expiry_ms(ttl, now))
 
-        (results,) = self._write_steps([self._records._step([(i, refresh) for i in ids])])
+        (results,) = self._write_steps(
+            [self._store.store.step(self._records, [(i, refresh) for i in ids])]
+        )
         return int(sum(results))
 
     # reads -------------------------------------------------------------------------------
@@ -361,7 +367,7 @@ class Collection:
         registry, and a search is otherwise a few tens of microseconds.
         """
         state = self._checked
-        last = self._store.db.last_sequence()
+        last = self._store.store.last_sequence()
         if state is not None and not state.dropped and state.checked == last:
             return state
         state = self._state()
@@ -376,7 +382,7 @@ class Collection:
         vectors = state.vectors
         if compiled is None and not vectors.with_ttl:
             return None
-        allowed = vectors.visible(self._store.db._now_ms())
+        allowed = vectors.visible(self._store.store.now_ms())
         if compiled is not None:
             allowed = allowed & compiled.mask(state.columns, vectors.size)
         return allowed
@@ -385,7 +391,7 @@ class Collection:
         self, state: CollectionState, query: str, k: int, compiled: Any
     ) -> list[tuple[int, float]]:
         assert state.text is not None
-        visible = state.vectors.visible(self._store.db._now_ms())
+        visible = state.vectors.visible(self._store.store.now_ms())
         mask = (
             visible
             if compiled is None
@@ -459,3 +465,18 @@ def _item(record: Record) -> Item:
         generation=record.generation,
         expires_at=record.expires_at,
     )
+
+
+# What roles built on collections (long-term memory) use: the items as records, and atomic
+# writes that combine item changes with the role's own sets and then index them.
+
+
+def items_of(collection: Collection) -> RecordSet:
+    """The record set holding ``collection``'s items (a role's read and step target)."""
+    return collection._records
+
+
+def write_steps(collection: Collection, steps: Sequence[TransformStep]) -> list[list[Any]]:
+    """Commit ``steps`` as one write that fails with ``NotFound`` if ``collection`` was
+    dropped, then index it (see ``Collection._write_steps``)."""
+    return collection._write_steps(steps)

@@ -42,7 +42,7 @@ from engramdb.records.model import Record
 from engramdb.vectors.model import CollectionInfo
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
 __all__ = ["SNAPSHOT_FORMAT", "CollectionState", "RWLock"]
 
@@ -137,8 +137,8 @@ class _Snapshot(msgspec.Struct):
 class CollectionState:
     """Everything derived about one collection in this process."""
 
-    def __init__(self, db: Database, info: CollectionInfo, set_name: str) -> None:
-        self.db = db
+    def __init__(self, store: Store, info: CollectionInfo, set_name: str) -> None:
+        self.store = store
         self.info = info
         self.set_name = set_name
         self.params = params_of(info)
@@ -155,7 +155,9 @@ class CollectionState:
         self.dropped = False
         self._reset()
         self._snapshot_dir = (
-            None if db.path is None else os.path.join(db.path, "indexes", f"{set_name}-{info.uid}")
+            None
+            if store.cache_dir is None
+            else os.path.join(store.cache_dir, "indexes", f"{set_name}-{info.uid}")
         )
 
     def _reset(self) -> None:
@@ -177,8 +179,8 @@ class CollectionState:
 
     def _build(self, progress: bool) -> None:
         self._reset()
-        self.applied = self.db.last_sequence()
-        records = self.db._internal_records(self.set_name)
+        self.applied = self.store.last_sequence()
+        records = self.store.records(self.set_name)
         total = records.count()
         from engramdb._progress import progress_bar
 
@@ -199,7 +201,7 @@ class CollectionState:
 
     def catch_up(self) -> None:
         """Apply every committed change this state has not seen yet."""
-        last = self.db.last_sequence()
+        last = self.store.last_sequence()
         if last <= self.applied:
             return
         from engramdb._progress import progress_bar
@@ -213,7 +215,7 @@ class CollectionState:
             changed = 0
             while position < last:
                 try:
-                    changes = self.db.changes(position, limit=_BATCH * 5)
+                    changes = self.store.changes(position, limit=_BATCH * 5)
                 except ChangeLogTruncated:
                     self._build(progress=True)
                     return
@@ -238,7 +240,7 @@ class CollectionState:
                 self._save_snapshot()
 
     def _apply_keys(self, keys: list[Key]) -> None:
-        records = self.db._internal_records(self.set_name).get_many(keys)
+        records = self.store.records(self.set_name).get_many(keys)
         present = [r for r in records if r is not None]
         for key, record in zip(keys, records):
             if record is None:
@@ -446,8 +448,8 @@ class CollectionState:
                 return False
             if state.uid != self.info.uid:
                 return False
-            first = self.db.first_sequence()
-            if state.sequence + 1 < first or state.sequence > self.db.last_sequence():
+            first = self.store.first_sequence()
+            if state.sequence + 1 < first or state.sequence > self.store.last_sequence():
                 return False  # the changes since are gone (or it is from another life)
             live = np.frombuffer(state.live, dtype=bool).copy()
             expires = np.frombuffer(state.expires, dtype=np.int64).copy()
@@ -504,7 +506,7 @@ class CollectionState:
             "memory_bytes": vectors.memory_bytes(),
             "text_documents": self.text.documents if self.text is not None else 0,
             "applied_sequence": self.applied,
-            "lag": max(0, self.db.last_sequence() - self.applied),
+            "lag": max(0, self.store.last_sequence() - self.applied),
             "snapshot_sequence": self.saved,
             "snapshot_failures": self.snapshot_failures,
             "last_snapshot_error": self.snapshot_error,

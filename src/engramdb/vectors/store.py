@@ -44,7 +44,7 @@ from engramdb.vectors.model import CollectionInfo
 from engramdb.vectors.state import CollectionState, params_of
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
 __all__ = ["VectorStore"]
 
@@ -84,10 +84,10 @@ class Definition(NamedTuple):
 class VectorStore:
     """Create, open, list and drop collections. One per ``Database``."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._registry = db._internal_records(REGISTRY)
-        self._dropped = db._internal_records(DROPPED)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._registry = store.records(REGISTRY)
+        self._dropped = store.records(DROPPED)
         self._states: dict[str, CollectionState] = {}
         self._lock = threading.Lock()
         self._sweeping = threading.Lock()
@@ -123,7 +123,7 @@ class VectorStore:
         """
         self._check_name(name)
         params = VectorParams(dim, metric, m, ef_construction, ef_search, exact_threshold)
-        params.check(self.db.limits.max_vector_dim)
+        params.check(self.store.limits.max_vector_dim)
         if type(text) is not bool:
             raise InvalidArgument("text must be a bool")
         info = CollectionInfo(
@@ -136,7 +136,7 @@ class VectorStore:
             ef_search=ef_search,
             exact_threshold=exact_threshold,
             uid=secrets.token_hex(8),
-            created_at=self.db._clock(),
+            created_at=self.store.now(),
         )
         bins = {**msgspec.structs.asdict(info), LAYOUT: INCARNATION_SETS}
         try:
@@ -196,10 +196,10 @@ class VectorStore:
                 return Outcome(None, marker, 0)
 
             try:
-                self.db._write_steps(
+                self.store.write(
                     [
-                        self._registry._step([(name, remove)]),
-                        self._dropped._step([(s, mark) for s in sets]),
+                        self.store.step(self._registry, [(name, remove)]),
+                        self.store.step(self._dropped, [(s, mark) for s in sets]),
                     ]
                 )
             except Conflict:
@@ -218,7 +218,7 @@ class VectorStore:
 
     # the sweeper's part ------------------------------------------------------------------
 
-    def sweep(self) -> int:
+    def _sweep(self) -> int:
         """Reclaim some of the items of dropped collections (``Database.sweep`` calls this);
         returns how many were deleted. The first call in a process also looks for item sets
         and snapshot directories that no collection owns (left by a crash of older
@@ -254,7 +254,7 @@ class VectorStore:
             log.warning("drop marker for %s, which a collection still owns; kept", items_set)
             self._forget_marker(marker)
             return 0, 0
-        items = self.db._internal_records(items_set)
+        items = self.store.records(items_set)
 
         def remove(current: Current, now: int) -> Outcome:
             return Outcome(None, None)
@@ -268,7 +268,7 @@ class VectorStore:
                 break
             if used == budget:
                 break
-            self.db._write(items._plan_transform([(r.key, remove) for r in page.records]))
+            self.store.write([self.store.step(items, [(r.key, remove) for r in page.records])])
             removed += len(page.records)
             used += 1
         return removed, used
@@ -306,7 +306,7 @@ class VectorStore:
         # Order matters: sets and directories are listed before the definitions are read.
         # A set or directory exists only after its definition was committed, so a listed
         # one whose definition the later read does not find was dropped: it is garbage.
-        present = [s for s in self.db.sets() if _ITEMS_SET.fullmatch(s)]
+        present = [s for s in self.store.sets() if _ITEMS_SET.fullmatch(s)]
         root = self._snapshot_root()
         directories = []
         if root is not None:
@@ -325,7 +325,9 @@ class VectorStore:
                 shutil.rmtree(os.path.join(root, directory), ignore_errors=True)
 
     def _snapshot_root(self) -> str | None:
-        return None if self.db.path is None else os.path.join(self.db.path, "indexes")
+        return (
+            None if self.store.cache_dir is None else os.path.join(self.store.cache_dir, "indexes")
+        )
 
     def _remove_snapshots(self, items_set: str) -> None:
         root = self._snapshot_root()
@@ -392,12 +394,12 @@ class VectorStore:
             with self._lock:
                 state = self._states.get(info.uid)
                 if state is None:
-                    state = CollectionState(self.db, info, items)
+                    state = CollectionState(self.store, info, items)
                     state.open()
                     self._states[info.uid] = state
         return state
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Snapshot each index that changed (skipping dropped collections). Closes every
         one even if some fail, then raises the first error."""
         with self._lock:
@@ -416,7 +418,7 @@ class VectorStore:
         if first is not None:
             raise first
 
-    def stats(self) -> dict[str, Any]:
+    def _stats(self) -> dict[str, Any]:
         with self._lock:
             states = list(self._states.values())
         return {state.info.name: state.stats() for state in states}

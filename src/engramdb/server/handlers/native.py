@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engramdb.cache import CacheCore
+from engramdb.cache.core import CacheCore
 from engramdb.database import Database
 from engramdb.errors import InvalidArgument
 from engramdb.features.online import OnlineResponse
 from engramdb.features.store import FeatureStore, HistoricalResult, IngestResult, SkewReport
-from engramdb.memory import MemoryStore
+from engramdb.memory.store import MemoryStore
 from engramdb.records.codec import decode_value, encode_value
 from engramdb.records.ops import Op
 from engramdb.recordset import RecordSet
 from engramdb.remote import Kind, RemoteSpec, remote_methods
 from engramdb.server.commands import Offload, Reply, Write, command
-from engramdb.sessions import SessionStore
+from engramdb.sessions.store import SessionStore
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.store import VectorStore
 
