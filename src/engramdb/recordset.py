@@ -391,7 +391,7 @@ class RecordSet:
             result="generation",
         )
 
-    @remote("write", plan="_plan_operate")
+    @remote("write", plan="_plan_operate", wire={"ops": "ops"})
     @_instrumented("operate")
     def operate(
         self,

@@ -14,6 +14,8 @@ alone, so nothing else lists the methods and the faces cannot drift:
   own their memory; a remote caller asking for more than the cap gets ``InvalidArgument``
   naming it, never a reply that would stall the server or other clients.
 - ``writes``: whether the call changes data (decides retry safety and pipelining).
+- ``wire``: parameters that travel in a wire form (``engramdb/wire.py``: vectors as float32
+  arrays, tables as Arrow IPC, ...), encoded by the client and decoded by the server.
 
 Every other parameter of the signature may be sent. The server binds the arguments to the
 signature before calling, so an unknown or missing argument is ``InvalidArgument`` while a
@@ -43,6 +45,7 @@ class RemoteSpec:
     local_only: frozenset[str] = frozenset()
     caps: tuple[tuple[str, int], ...] = ()
     writes: bool = False
+    wire: tuple[tuple[str, str], ...] = ()
 
 
 def remote(
@@ -52,6 +55,7 @@ def remote(
     local_only: Iterable[str] = (),
     caps: Mapping[str, int] | None = None,
     writes: bool | None = None,
+    wire: Mapping[str, str] | None = None,
 ) -> Callable[[F], F]:
     """Declare the decorated public method remotely callable (see the module docstring).
 
@@ -65,6 +69,7 @@ def remote(
         frozenset(local_only),
         tuple(sorted((caps or {}).items())),
         kind == "write" if writes is None else writes,
+        tuple(sorted((wire or {}).items())),
     )
 
     def mark(fn: F) -> F:

@@ -136,7 +136,7 @@ class FeatureStore:
 
     # definitions -------------------------------------------------------------------------
 
-    @remote("slow", writes=True)
+    @remote("slow", writes=True, wire={"definitions": "definitions"})
     def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
@@ -162,7 +162,7 @@ class FeatureStore:
             for k in self.registry.entity(e).join_keys
         }
 
-    @remote("slow", writes=True)
+    @remote("slow", writes=True, wire={"data": "table"})
     def ingest(self, view: str, data: Any) -> IngestResult:
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
@@ -367,7 +367,7 @@ class FeatureStore:
 
     # offline -----------------------------------------------------------------------------
 
-    @remote("slow", local_only=("output",))
+    @remote("slow", local_only=("output",), wire={"entity_df": "table"})
     def get_historical_features(
         self,
         entity_df: Any,

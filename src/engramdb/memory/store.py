@@ -181,7 +181,7 @@ class MemoryStore:
 
     # writes ------------------------------------------------------------------------------
 
-    @remote("slow", writes=True)
+    @remote("slow", writes=True, wire={"embedding": "vectors"})
     def add(
         self,
         content: str,
@@ -330,7 +330,7 @@ class MemoryStore:
             ],
         )
 
-    @remote("slow", writes=True)
+    @remote("slow", writes=True, wire={"embedding": "vectors"})
     def update(
         self,
         memory_id: str,
@@ -588,7 +588,7 @@ class MemoryStore:
             clauses.append(_rewrite(extra))
         return {"$and": clauses}
 
-    @remote("slow", caps={"k": DEFAULT_CAP})
+    @remote("slow", caps={"k": DEFAULT_CAP}, wire={"embedding": "vectors"})
     def search(
         self,
         query: str,

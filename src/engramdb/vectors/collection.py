@@ -111,7 +111,7 @@ class Collection:
 
     # writes ------------------------------------------------------------------------------
 
-    @remote("slow", writes=True)
+    @remote("slow", writes=True, wire={"vectors": "vectors"})
     def upsert(
         self,
         ids: Sequence[str | int],
@@ -233,7 +233,7 @@ class Collection:
         self._store.check_alive(self.info)
         return self._records.count()
 
-    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vector": "vectors"})
     def search(
         self,
         vector: Any,
@@ -248,7 +248,7 @@ class Collection:
         # prepare() reads a 1-D vector as one row: no wrapping list to convert.
         return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
-    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vectors": "vectors"})
     def search_many(
         self,
         vectors: Any,
@@ -304,7 +304,11 @@ class Collection:
             ]
         return self._hits(ranked, chosen)
 
-    @remote("slow", caps={"k": DEFAULT_CAP, "candidates": DEFAULT_CAP, "ef": DEFAULT_CAP})
+    @remote(
+        "slow",
+        caps={"k": DEFAULT_CAP, "candidates": DEFAULT_CAP, "ef": DEFAULT_CAP},
+        wire={"vector": "vectors"},
+    )
     def hybrid_search(
         self,
         text: str,

@@ -33,13 +33,13 @@ from engramdb.features.online import OnlineResponse
 from engramdb.features.store import FeatureStore, HistoricalResult, IngestResult, SkewReport
 from engramdb.memory.store import MemoryStore
 from engramdb.records.codec import decode_value, encode_value
-from engramdb.records.ops import Op
 from engramdb.recordset import RecordSet
 from engramdb.remote import Kind, RemoteSpec, remote_methods
 from engramdb.server.commands import Offload, Reply, Write, command
 from engramdb.sessions.store import SessionStore
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.store import VectorStore
+from engramdb.wire import FORMS
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
@@ -93,26 +93,6 @@ NAMESPACES: dict[str, tuple[type, Callable[[Database, list[Any]], tuple[Any, lis
 # wire forms ------------------------------------------------------------------------------
 
 
-def _ops(raw: Any) -> list[Op]:
-    try:
-        return msgspec.convert(raw, list[Op])
-    except msgspec.ValidationError as e:
-        raise InvalidArgument(f"invalid operations: {e}") from None
-
-
-def _arrow_in(data: Any) -> Any:
-    import pyarrow as pa
-
-    if type(data) is not bytes:
-        # Over the network a table travels as Arrow IPC bytes; a str here would name a
-        # server-side file, which a remote caller may not read.
-        raise InvalidArgument("expected an Arrow IPC stream (bytes)")
-    try:
-        return pa.ipc.open_stream(data).read_all()
-    except pa.ArrowInvalid as e:
-        raise InvalidArgument(f"not an Arrow IPC stream: {e}") from None
-
-
 def _arrow_out(table: Any) -> bytes:
     import pyarrow as pa
 
@@ -122,24 +102,6 @@ def _arrow_out(table: Any) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _definitions(raw: Any) -> list[Any]:
-    from engramdb.features.definitions import Entity, FeatureService, FeatureView
-
-    kinds = {"entity": Entity, "view": FeatureView, "service": FeatureService}
-    if not isinstance(raw, list):
-        raise InvalidArgument("apply takes a list of definitions")
-    out: list[Any] = []
-    for item in raw:
-        if not isinstance(item, dict) or item.get("kind") not in kinds:
-            raise InvalidArgument("each definition is a map with kind entity, view or service")
-        fields = {k: v for k, v in item.items() if k != "kind"}
-        try:
-            out.append(msgspec.convert(fields, kinds[item["kind"]]))
-        except msgspec.ValidationError as e:
-            raise InvalidArgument(f"bad definition: {e}") from None
-    return out
-
-
 def _without_paths(value: Any) -> Any:
     """Stats for a remote caller: the server's filesystem layout is none of its business."""
     if isinstance(value, dict):
@@ -147,13 +109,6 @@ def _without_paths(value: Any) -> Any:
     return value
 
 
-# method -> {parameter: wire form -> value}
-ARGUMENTS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "records.operate": {"ops": _ops},
-    "features.apply": {"definitions": _definitions},
-    "features.ingest": {"data": _arrow_in},
-    "features.get_historical_features": {"entity_df": _arrow_in},
-}
 # method -> result -> wire form (results not listed go as msgpack, by their type below)
 RESULTS: dict[str, Callable[[Any], Any]] = {
     "db.stats": _without_paths,
@@ -188,7 +143,7 @@ def _binder(
     signature = inspect.signature(fn)
     caps = spec.caps
     local_only = spec.local_only
-    adapters = ARGUMENTS.get(name, {})
+    adapters = {parameter: FORMS[form].decode for parameter, form in spec.wire}
     method_name = spec.plan or fn.__name__
     result = RESULTS.get(name)
 
