@@ -36,7 +36,7 @@ def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-DEFAULT_MAX_FRAME_TEXT = "32M"
+DEFAULT_MAX_FRAME_TEXT = "2M"
 
 
 def _size(text: str, flag: str) -> int:
@@ -129,8 +129,9 @@ def stats(path: str, as_json: bool) -> None:
     "--max-frame",
     default=DEFAULT_MAX_FRAME_TEXT,
     show_default=True,
-    help="Largest request accepted, in bytes (suffixes K, M, G). A bigger one is refused "
-    "with an error naming this limit; the client raises RequestTooLarge.",
+    help="Largest request argument accepted, in bytes (suffixes K, M, G): a value, or a "
+    "whole call of the Python client. A bigger one is refused with an error naming this "
+    "limit; the client raises RequestTooLarge.",
 )
 @click.option(
     "--max-inflight",

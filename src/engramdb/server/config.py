@@ -13,6 +13,7 @@ from engramdb.storage.base import Durability
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
+    "MIN_COMMAND_BYTES",
     "OFFLOAD_ARGS",
     "OFFLOAD_BYTES",
     "PREAUTH_LIMITS",
@@ -32,8 +33,11 @@ PREAUTH_LIMITS = ParserLimits(max_bulk=512, max_args=8, max_inline=1024, max_buf
 # cut off as a client that does not read.
 PREAUTH_OUTPUT = 64 << 10
 
-# The largest request (``--max-frame``): one argument or a whole command, in bytes.
-DEFAULT_MAX_FRAME = 32 << 20
+# The largest argument (``--max-frame``), in bytes: a value, or a native call's whole
+# payload (what the Python clients send is one argument). A command of many arguments may
+# total more, up to ``MIN_COMMAND_BYTES`` (or ``--max-frame``, if larger).
+DEFAULT_MAX_FRAME = 2 << 20
+MIN_COMMAND_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,7 @@ OFFLOAD_BYTES = 1 << 20
 
 def frame_limits(max_frame: int) -> ParserLimits:
     """Parser limits after AUTH for a ``--max-frame`` of ``max_frame`` bytes."""
-    return ParserLimits(max_bulk=max_frame, max_buffer=max_frame)
+    return ParserLimits(max_bulk=max_frame, max_buffer=max(max_frame, MIN_COMMAND_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +136,13 @@ class ServerConfig:
                 raise InvalidArgument(f"{name} must be at least 1")
         if not self.idle_timeout >= 0:
             raise InvalidArgument("idle_timeout must be 0 (none) or a number of seconds")
-        if self.limits.max_buffer < 1024:
+        if self.limits.max_bulk < 1024:
             raise InvalidArgument("max_frame must be at least 1024 bytes")
 
     @property
     def max_frame(self) -> int:
-        """The largest request accepted after AUTH, in bytes."""
-        return self.limits.max_buffer
+        """The largest argument accepted after AUTH, in bytes (``--max-frame``)."""
+        return self.limits.max_bulk
 
 
 def is_loopback(host: str) -> bool:

@@ -269,6 +269,8 @@ class Connection(asyncio.Protocol):
             limit = f"the server's limit of {error.limit} arguments per command"
         elif error.what == "an inline command line":
             limit = f"the inline limit of {error.limit} bytes (send it as a RESP array)"
+        elif error.what == "a request":
+            limit = f"the server's limit of {error.limit} bytes per command"
         else:
             limit = f"the server's max frame of {error.limit} bytes (--max-frame)"
         return (
