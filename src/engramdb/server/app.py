@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ __all__ = ["Server", "ServerStats", "run_server"]
 log = logging.getLogger("engramdb.server")
 
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
+_COMPLETIONS_PER_TURN = 64
 
 
 @dataclass
@@ -84,6 +87,9 @@ class Server:
         self._lag_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
         self._turned: list[Connection] = []
+        # Writes the committer thread finished, for the loop (deque appends are atomic).
+        self._completed: deque[tuple[Connection, Any, Callable[[Any], Any], Any, Any]] = deque()
+        self._completions_scheduled = False
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
 
@@ -208,9 +214,27 @@ class Server:
             return
 
         def done(value: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(conn.complete, slot, True, then, value, error)
+            # One loop callback per commit batch, not per write: each callback makes the
+            # loop take the GIL back from the committer, and each take can wait.
+            self._completed.append((conn, slot, then, value, error))
+            if not self._completions_scheduled:
+                self._completions_scheduled = True
+                loop.call_soon_threadsafe(self._deliver_completions)
 
         self.db._submit(plan, done)
+
+    def _deliver_completions(self) -> None:
+        # Reset before draining: a write completed from now on schedules another call.
+        self._completions_scheduled = False
+        completed = self._completed
+        # A big batch is delivered a slice per loop turn, polling the sockets in between.
+        for _ in range(min(len(completed), _COMPLETIONS_PER_TURN)):
+            conn, slot, then, value, error = completed.popleft()
+            conn.complete(slot, True, then, value, error)
+        if completed and not self._completions_scheduled:
+            self._completions_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._deliver_completions)
 
     def end_turn_later(self, conn: Connection) -> None:
         """Call ``conn.end_turn()`` at the end of this loop turn (with all others).
@@ -299,6 +323,9 @@ def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None =
     async def main() -> None:
         server = Server(config)
         await server.start()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # collector's full scans, which hold the GIL for as long as they take.
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))

@@ -55,7 +55,7 @@ class TurnLimits:
 
 # ~256 small commands is 1-3 ms of loop time; a turn's overhead (one poll) is ~10 µs.
 TURN = TurnLimits(commands=256, args=2048, bytes=512 << 10)
-PREAUTH_TURN = TurnLimits(commands=8, args=32, bytes=1024)
+PREAUTH_TURN = TurnLimits(commands=16, args=64, bytes=2048)
 # A data command with more arguments than this, or more bytes, runs on a worker thread
 # (parse, plan, commit, encode), so a 60,000-key MSET or MGET does not hold the loop.
 OFFLOAD_ARGS = 256

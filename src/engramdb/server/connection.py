@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import threading
 from collections import deque
+from collections.abc import Iterator
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
@@ -364,13 +367,14 @@ class Connection(asyncio.Protocol):
         resp3 = self.resp3
 
         def run() -> Encoded:
-            result = cmd.handler(self, args[1:])
-            kind = type(result)
-            if kind is Write:
-                result = result.then(self.db._write(result.plan))
-            elif kind is Offload:
-                result = result.then(result.fn())
-            return Encoded(encode_reply(result, resp3))
+            with _gc_paused():
+                result = cmd.handler(self, args[1:])
+                kind = type(result)
+                if kind is Write:
+                    result = result.then(self.db._write(result.plan))
+                elif kind is Offload:
+                    result = result.then(result.fn())
+                return Encoded(encode_reply(result, resp3))
 
         server.offload(run, self, slot, _same)
         return True
@@ -439,12 +443,15 @@ class Connection(asyncio.Protocol):
         if self._out_bytes > self._output_limit():
             self._overflow()
             return
+        held_up = bool(self._backlog)
         self._run_backlog()
         if self._draining and not slots:
             self._close_transport()
             return
-        if not self._backlog:
-            self._serve()  # input held up behind this command, within the turn's budget
+        if held_up and not self._backlog:
+            self._serve()  # input held up behind pending work, within the turn's budget
+        else:
+            self._update_reading()
         # Written with every other reply at the end of the turn: a batch of completions
         # (a group commit) then costs one write per connection, not one per command.
         if self._out_bytes > _FLUSH_AT:
@@ -567,6 +574,32 @@ class Connection(asyncio.Protocol):
 
 def _same(value: Any) -> Any:
     return value
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a big command runs.
+
+    It allocates hundreds of thousands of objects that survive until it ends, so each
+    collection it triggers scans a bigger heap: 50 ms pauses, with the GIL held, measured
+    on a 60,000-key MSET. Its objects die by reference counting when it ends.
+    """
+    global _gc_pausers
+    with _gc_lock:
+        _gc_pausers += 1
+        if _gc_pausers == 1:
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0:
+                gc.enable()
 
 
 def _offloadable(cmd: Command) -> bool:
