@@ -49,7 +49,7 @@ def _check_password(conn: Connection, username: bytes, password: bytes) -> None:
     if not (username == b"default" and good_password):
         throttle.failed(conn.address_key, conn.auth_attempts)
         raise Reply("WRONGPASS invalid username-password pair or user is disabled.")
-    throttle.succeeded(conn.auth_attempts)
+    throttle.succeeded(conn.address_key, conn.auth_attempts)
     conn.authenticate()
 
 
