@@ -126,6 +126,24 @@ def count_replies(conns: list[Raw], seconds: float) -> Counter[str]:
     return kinds
 
 
+def info_once_admitted(server: Served) -> dict[str, str]:
+    """``INFO`` over a connection that authenticates once the backoff lets it."""
+    found: dict[str, str] = {}
+
+    def admitted() -> bool:
+        with server.raw() as conn:
+            conn.send(encode_command(b"AUTH", PASSWORD))
+            if conn.replies(1) != [b"OK"]:
+                return False
+            conn.send(b"INFO\r\n")
+            (text,) = conn.replies(1)
+        found.update(line.split(":", 1) for line in text.decode().splitlines() if ":" in line)
+        return True
+
+    wait_for(admitted, 20, "AUTH to be accepted once the guessing stopped")
+    return found
+
+
 def guesses(count: int) -> bytes:
     return b"".join(encode_command(b"AUTH", b"guess-%d" % i) for i in range(count))
 
@@ -167,6 +185,9 @@ def test_password_guesses_from_many_connections_share_one_backoff(guarded: Serve
     print(f"answers to 40 parallel guessers in 2 s: {dict(got)}")
     # Checked guesses are what matters: refusals without a check reveal nothing.
     assert 1 <= got["WRONGPASS"] <= 15, got
+    info = info_once_admitted(guarded)
+    assert int(info["auth_failures"]) >= got["WRONGPASS"]
+    assert int(info["auth_refused_by_backoff"]) >= got["refused unchecked"]
 
 
 def test_failure_memory_of_many_addresses_stays_bounded() -> None:

@@ -55,6 +55,8 @@ class ServerStats:
     shed: int = 0
     output_buffer_disconnects: int = 0
     idle_disconnects: int = 0
+    auth_failures: int = 0
+    auth_refused: int = 0  # AUTH attempts refused unchecked by the failure backoff
     bytes_in: int = 0
     bytes_out: int = 0
     loop_lag_s: float = 0.0

@@ -48,6 +48,7 @@ def _check_password(conn: Connection, username: bytes, password: bytes) -> None:
     good_password = hmac.compare_digest(password, expected.encode())
     if not (username == b"default" and good_password):
         throttle.failed(conn.address_key, conn.auth_attempts)
+        conn.server.stats.auth_failures += 1
         raise Reply("WRONGPASS invalid username-password pair or user is disabled.")
     throttle.succeeded(conn.address_key, conn.auth_attempts)
     conn.authenticate()
@@ -65,6 +66,7 @@ def _authenticate(
     throttle = conn.server.auth_throttle
     wait = throttle.reserve(conn.address_key, conn.auth_attempts)
     if wait is None:
+        conn.server.stats.auth_refused += 1
         retry = max(0.1, throttle.retry_after(conn.address_key))
         raise Reply(
             f"ERR too many failed AUTH attempts from this address; retry in {retry:.1f} seconds"
@@ -306,6 +308,8 @@ def render_info(conn: Connection) -> str:
             "protocol_errors": stats.protocol_errors,
             "output_buffer_disconnects": stats.output_buffer_disconnects,
             "idle_disconnects": stats.idle_disconnects,
+            "auth_failures": stats.auth_failures,
+            "auth_refused_by_backoff": stats.auth_refused,
         },
         "Saturation": {
             "inflight": saturation["inflight"],
