@@ -43,6 +43,7 @@ from engramdb.errors import Conflict, EngramError, InvalidArgument, Timeout
 from engramdb.records.codec import check_value, encode_value
 from engramdb.records.limits import Limits
 from engramdb.records.writes import Current, Outcome, check_ttl
+from engramdb.remote import remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -70,6 +71,7 @@ class CacheCore:
         self._values = db._internal_records(VALUES)
         self._leases = db._internal_records(LEASES)
 
+    @remote("read")
     def peek(self, key: str) -> dict[str, Any]:
         """The stored entry: ``v`` value, ``exp`` fresh-until (s), ``delta`` compute time,
         ``err`` for a cached failure, ``lease`` (the lease's bins) while a load is in flight,
@@ -84,6 +86,7 @@ class CacheCore:
         out["now"] = self.db._clock()  # judge freshness by the store's clock, not the caller's
         return out
 
+    @remote("slow", writes=True)
     def acquire(self, key: str, lease_ttl: float) -> str | None:
         """Take the key's lease; its token, or None when another caller holds it."""
         token = secrets.token_hex(8)
@@ -98,6 +101,7 @@ class CacheCore:
         taken: str | None = self.db._write(self._leases._plan_transform([(key, take)], single=True))
         return taken
 
+    @remote("slow", writes=True)
     def fill(
         self,
         key: str,
@@ -135,6 +139,7 @@ class CacheCore:
             return False
         return True
 
+    @remote("slow", writes=True)
     def release(self, key: str, token: str, error: str | None = None) -> None:
         """Give the lease back after a failed load, leaving ``error`` briefly for waiters."""
 
@@ -148,6 +153,7 @@ class CacheCore:
 
         self.db._write(self._leases._plan_transform([(key, drop)], single=True))
 
+    @remote("slow", writes=True)
     def delete(self, key: str) -> bool:
         """Remove the value and any lease in flight; returns whether a value existed."""
 
@@ -159,6 +165,7 @@ class CacheCore:
         )
         return bool(results[0][0])
 
+    @remote("slow", writes=True)
     def set(self, key: str, value: Any, ttl: float, stale_ttl: float = 0.0) -> None:
         """Store a value directly (no lease); an in-flight load's later fill is refused."""
         check_ttl(ttl)
@@ -402,6 +409,11 @@ class Cache:
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def core(self) -> Any:
+        """The storage primitives this cache runs over (what the server serves remotely)."""
+        return self._core
 
     def get_or_set(
         self,

@@ -247,6 +247,12 @@ def serve(
     show_default=True,
     help="Comma-separated sections to run.",
 )
+@click.option(
+    "--allow-writes",
+    is_flag=True,
+    help="Audit a target that already holds data (the audit still writes only under its own "
+    "namespace and removes it at the end).",
+)
 @_clean_errors
 def audit(
     target: str,
@@ -261,9 +267,21 @@ def audit(
     search: bool,
     slo_ms: float,
     sections: str,
+    allow_writes: bool,
 ) -> None:
     """Measure TARGET (a path, engramdb://host:port or redis://host:port) against the five
-    production guarantees: tail latency, burst, consistency, availability, observability."""
+    production guarantees: tail latency, burst, consistency, availability, observability.
+
+    What it writes: test records only under its own namespace, fresh per run (the set
+    engramdb-audit-<run> of an engramdb target, keys engramdb-audit-<run>:* on Redis),
+    deleted at the end, after a failure or Ctrl-C too; it never flushes a database. A target
+    that already holds data is refused unless --allow-writes. On an engramdb target every
+    write and deletion also appends a change-log entry, which cannot be removed (a database
+    directory the audit created is removed whole). --managed runs against the audit's own
+    server on a temporary directory: nothing of yours is touched.
+    """
+    import signal
+
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from engramdb.audit.report import summary_table, write_reports
@@ -281,7 +299,13 @@ def audit(
         sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
         thresholds=Thresholds(p99_ms=slo_ms),
         redis_appendfsync=appendfsync,
+        allow_writes=allow_writes,
     )
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -290,7 +314,16 @@ def audit(
         transient=True,
     ) as bar:
         task = bar.add_task("starting", total=None)
-        report = run_audit(config, progress=lambda message: bar.update(task, description=message))
+        try:
+            report = run_audit(
+                config,
+                progress=lambda message: bar.update(task, description=message),
+                notice=lambda line: bar.console.print(line, markup=False, highlight=False),
+            )
+        except KeyboardInterrupt:
+            bar.stop()
+            click.echo("interrupted: no report", err=True)
+            sys.exit(130)
     console.print(summary_table(report))
     paths = write_reports(report, report_dir)
     click.echo(f"wrote {paths['json']} and {paths['html']}")

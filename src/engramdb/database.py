@@ -16,6 +16,7 @@ from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
 from engramdb.records.writes import Stored, record_from
 from engramdb.recordset import RecordSet
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit
 from engramdb.writeplan import TransformStep, run_steps
@@ -270,11 +271,13 @@ class Database:
                     self._sets[set_name] = found
         return found
 
+    @remote("read")
     def sets(self) -> list[str]:
         """Names of sets that hold at least one stored record."""
         self._check()
         return self._engine.sets()
 
+    @remote("read", caps={"limit": DEFAULT_CAP})
     def changes(self, since: int = 0, *, limit: int = 1000) -> list[Change]:
         """Committed changes with ``sequence > since``, oldest first, at most ``limit``.
 
@@ -309,16 +312,19 @@ class Database:
             )
         return out
 
+    @remote("read")
     def last_sequence(self) -> int:
         """Sequence number of the newest committed change (0 before the first)."""
         self._check()
         return self._engine.last_sequence()
 
+    @remote("read")
     def first_sequence(self) -> int:
         """Oldest sequence still in the change log."""
         self._check()
         return self._engine.first_sequence()
 
+    @remote("slow", writes=True, caps={"limit": 100_000})
     def sweep(self, *, limit: int = 10_000) -> int:
         """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
         and apply change-log retention. Returns how many records were removed."""
@@ -359,6 +365,7 @@ class Database:
                 # Writes are refused (fsync failed or closing); nothing more to sweep.
                 return
 
+    @remote("read")
     def stats(self) -> dict[str, Any]:
         """Golden signals: per-operation latency/traffic/errors plus saturation figures."""
         self._check()

@@ -48,6 +48,7 @@ from engramdb.embedders import Embedder, HashEmbedder
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.records.codec import check_value
 from engramdb.records.writes import Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -222,6 +223,7 @@ class MemoryStore:
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def add(
         self,
         content: str,
@@ -368,6 +370,7 @@ class MemoryStore:
         )
         self.collection._state().catch_up()
 
+    @remote("slow", writes=True)
     def update(
         self,
         memory_id: str,
@@ -479,6 +482,7 @@ class MemoryStore:
         self.db._write_steps(steps)
         self.collection._state().catch_up()
 
+    @remote("slow", writes=True)
     def invalidate(self, memory_id: str, *, at: float | None = None) -> Memory:
         """Mark the memory no longer true from ``at`` (default now): kept for history and
         "as of" searches before ``at``, excluded from searches after it."""
@@ -523,6 +527,7 @@ class MemoryStore:
         )
         self.collection._state().catch_up()
 
+    @remote("slow", writes=True)
     def delete(self, memory_id: str) -> bool:
         """Forget a memory (its history keeps a DELETE entry)."""
         current = self.get(memory_id)
@@ -556,6 +561,7 @@ class MemoryStore:
         self.collection._state().catch_up()
         return removed
 
+    @remote("slow", writes=True)
     def delete_all(
         self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> int:
@@ -568,12 +574,14 @@ class MemoryStore:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, memory_id: str) -> Memory | None:
         if type(memory_id) is not str:
             raise InvalidArgument("memory ids are str")
         item = self.collection.get([memory_id])[0]
         return None if item is None else self._memory(item)
 
+    @remote("read")
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every version of the memory, oldest first."""
         return [
@@ -587,6 +595,7 @@ class MemoryStore:
             if memory is not None:
                 yield memory
 
+    @remote("read", caps={"limit": DEFAULT_CAP})
     def list(
         self,
         *,
@@ -617,6 +626,7 @@ class MemoryStore:
             clauses.append(_rewrite(extra))
         return {"$and": clauses}
 
+    @remote("slow", caps={"k": DEFAULT_CAP})
     def search(
         self,
         query: str,

@@ -37,6 +37,7 @@ from engramdb.records.writes import (
     make_conditions,
     record_from,
 )
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import WriteFn, WriteTxn
 from engramdb.writeplan import TransformStep
 
@@ -111,6 +112,7 @@ class RecordSet:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, key: Key) -> Record | None:
         """The record under ``key``, or None when it is missing or expired."""
         # The hottest path in the project: instrumentation and the common str-key encoding
@@ -144,6 +146,7 @@ class RecordSet:
         finally:
             metrics.observe(perf_counter_ns() - started)
 
+    @remote("read")
     @_instrumented("get_many")
     def get_many(self, keys: Sequence[Key]) -> list[Record | None]:
         """Records for ``keys`` in request order; None for each missing or expired one."""
@@ -163,16 +166,19 @@ class RecordSet:
         now = self._db._now_ms()
         return [None if raw is None else record_from(key, raw, now) for key, raw in zip(keys, raws)]
 
+    @remote("read")
     @_instrumented("exists")
     def exists(self, key: Key) -> bool:
         raw = self._engine.get(self._rk(key))
         return Stored(raw, self._db._now_ms()).exists
 
+    @remote("read")
     @_instrumented("count")
     def count(self) -> int:
         """Live (unexpired) records in the set."""
         return self._engine.count(self._prefix, self._db._now_ms())
 
+    @remote("slow", caps={"limit": DEFAULT_CAP})
     @_instrumented("scan")
     def scan(
         self,
@@ -233,6 +239,7 @@ class RecordSet:
     # the function that runs inside the engine transaction. The public method runs the plan
     # through group commit; the server submits the same plans without blocking its loop.
 
+    @remote("write", plan="_plan_put")
     @_instrumented("put")
     def put(
         self,
@@ -280,7 +287,8 @@ class RecordSet:
             current = Stored(txn.get(rk), now)
             if conditions is not None:
                 conditions.check(current.generation)
-            generation = current.generation + 1
+            # Never reuse a generation: a new record starts at its change's sequence.
+            generation = current.generation + 1 if current.generation else txn.next_sequence()
             expires = expiry_ms(ttl, now)
             raw = with_header(body, generation, expires, now)
             txn.put(rk, raw, expires, current.prev_expires_ms)
@@ -289,6 +297,7 @@ class RecordSet:
 
         return write
 
+    @remote("write", plan="_plan_update")
     @_instrumented("update")
     def update(
         self,
@@ -340,6 +349,7 @@ class RecordSet:
             result="generation",
         )
 
+    @remote("write", plan="_plan_delete")
     @_instrumented("delete")
     def delete(self, key: Key, *, expect_generation: int | None = None) -> bool:
         """Remove the record. Returns whether a live record was removed."""
@@ -355,6 +365,7 @@ class RecordSet:
             single=True,
         )
 
+    @remote("write", plan="_plan_touch")
     @_instrumented("touch")
     def touch(self, key: Key, ttl: float, *, expect_generation: int | None = None) -> int:
         """Set the record to expire ``ttl`` seconds from now. Returns the new generation.
@@ -380,6 +391,7 @@ class RecordSet:
             result="generation",
         )
 
+    @remote("write", plan="_plan_operate")
     @_instrumented("operate")
     def operate(
         self,
@@ -489,7 +501,7 @@ class RecordSet:
 
         def write(txn: WriteTxn) -> Any:
             now = now_ms()
-            results = step.stage(txn, step.prepare(txn, now), now)
+            results = step.stage(txn, step.prepare(txn, now, txn.next_sequence()), now)
             return results[0] if single else results
 
         return write

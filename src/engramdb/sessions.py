@@ -33,6 +33,7 @@ from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -158,6 +159,7 @@ class SessionStore:
 
     # sessions ----------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def create(
         self,
         session_id: str,
@@ -203,6 +205,7 @@ class SessionStore:
         assert found is not None
         return _session(found)
 
+    @remote("slow")
     def get(self, session_id: str) -> Session | None:
         """The session, or None when it does not exist or has expired. Extends a sliding TTL."""
         _check_id(session_id, "session_id")
@@ -221,6 +224,7 @@ class SessionStore:
                     return None
         return _session(record)
 
+    @remote("slow", writes=True)
     def delete(self, session_id: str) -> bool:
         """Delete the session with its checkpoints and index entry."""
         _check_id(session_id, "session_id")
@@ -236,6 +240,7 @@ class SessionStore:
             steps.append(self._by_user._step([(_user_key(user, session_id), _delete)]))
         return bool(self.db._write_steps(steps)[0][0])
 
+    @remote("slow", caps={"limit": DEFAULT_CAP})
     def list(
         self, user_id: str | None = None, *, cursor: str | None = None, limit: int = 100
     ) -> SessionPage:
@@ -286,6 +291,7 @@ class SessionStore:
 
         return cas_update(read, write, fn, max_retries=max_retries)
 
+    @remote("slow", writes=True)
     def replace(self, session_id: str, state: Any, *, expect_generation: int | None = None) -> int:
         """Set the state (compare-and-set with ``expect_generation``); extends a sliding TTL.
         Returns the new generation."""
@@ -308,6 +314,7 @@ class SessionStore:
         )
         return generation
 
+    @remote("slow", writes=True)
     def append(self, session_id: str, event: Any, *, max_events: int | None = None) -> int:
         """Append ``event`` to the session's events (dropping the oldest beyond
         ``max_events``) in one atomic write. Returns the number of events."""
@@ -331,6 +338,7 @@ class SessionStore:
 
     # checkpoints -------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def checkpoint(
         self, session_id: str, step: int, state: Any, *, parent: int | None = None
     ) -> Checkpoint:
@@ -365,6 +373,7 @@ class SessionStore:
         )
         return Checkpoint(session_id, step, state, parent, created)
 
+    @remote("read")
     def checkpoints(self, session_id: str) -> builtins.list[Checkpoint]:
         """The session's checkpoints, newest (highest step) first."""
         uid = self._live_uid(session_id)
@@ -374,6 +383,7 @@ class SessionStore:
         found = list(self._checkpoints.iterate(prefix))
         return [_checkpoint(session_id, r) for r in reversed(found)]
 
+    @remote("read")
     def get_checkpoint(self, session_id: str, step: int) -> Checkpoint | None:
         uid = self._live_uid(session_id)
         if uid is None or type(step) is not int or step < 0:

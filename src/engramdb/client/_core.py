@@ -114,8 +114,29 @@ def _check(value: Any) -> None:
     check_value(value, _TYPE_ONLY, "argument")
 
 
+def _wire(value: Any, top: bool = True) -> Any:
+    """An argument as msgpack carries it, without changing what it means: read-only mappings
+    become dicts and other sequences lists (a str stays a str, for the server to judge).
+    Applied to an argument and to the items of a list argument (a list of metadata maps)."""
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple or kind in _SCALARS:
+        if top and (kind is list or kind is tuple):
+            return [v if type(v) in _SCALARS else _wire(v, False) for v in value]
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        return list(value)
+    return value
+
+
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
     """The request frame for one call. Raises ``InvalidArgument`` for unstorable values."""
+    args = [_wire(value) for value in args]
+    kwargs = {name: _wire(value) for name, value in kwargs.items()}
     for value in args:
         _check(value)
     for value in kwargs.values():

@@ -41,6 +41,7 @@ from engramdb.features.online import (
 )
 from engramdb.features.registry import Registry
 from engramdb.records.ops import Incr
+from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -135,6 +136,7 @@ class FeatureStore:
 
     # definitions -------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
@@ -144,6 +146,7 @@ class FeatureStore:
     def get_feature_view(self, name: str) -> FeatureView:
         return self.registry.view(name)
 
+    @remote("read")
     def list_feature_views(self) -> list[FeatureView]:
         return self.registry.definitions("view")
 
@@ -159,6 +162,7 @@ class FeatureStore:
             for k in self.registry.entity(e).join_keys
         }
 
+    @remote("slow", writes=True)
     def ingest(self, view: str, data: Any) -> IngestResult:
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
@@ -229,6 +233,7 @@ class FeatureStore:
             rows.append((entity_key([columns[k][i] for k in keys]), bins))
         return rows
 
+    @remote("slow", writes=True)
     def materialize(self, views: Sequence[str], start: Any = None, end: Any = None) -> int:
         """Load the online store from the offline log (rows with start <= event < end);
         returns how many entity rows were written (older ones never overwrite newer)."""
@@ -313,6 +318,7 @@ class FeatureStore:
             self._plans[signature] = plan
         return plan
 
+    @remote("read")
     def get_online_features(
         self,
         features: Sequence[str] | str,
@@ -361,6 +367,7 @@ class FeatureStore:
 
     # offline -----------------------------------------------------------------------------
 
+    @remote("slow", local_only=("output",))
     def get_historical_features(
         self,
         entity_df: Any,
@@ -430,6 +437,7 @@ class FeatureStore:
 
     # skew --------------------------------------------------------------------------------
 
+    @remote("slow", caps={"sample": DEFAULT_CAP})
     def validate_online(
         self, view: str, *, sample: int = 100, seed: int | None = None
     ) -> SkewReport:

@@ -38,6 +38,7 @@ __all__ = [
     "Reply",
     "Write",
     "command",
+    "unknown_command",
     "wrong_args",
 ]
 
@@ -76,6 +77,7 @@ class Offload:
 class Defer:
     delay: float
     fn: Callable[[], Any]
+    cancel: Callable[[], None] | None = None  # called instead of fn if the client left
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +136,12 @@ def command(
 
 def wrong_args(name: str) -> Reply:
     return Reply(f"ERR wrong number of arguments for '{name}' command")
+
+
+def unknown_command(args: list[bytes]) -> str:
+    """Redis' error text for a command name it does not know."""
+    shown = "".join(f"'{a.decode(errors='replace')[:128]}' " for a in args[1:4])
+    return (
+        f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
+        f"with args beginning with: {shown}"
+    )

@@ -20,6 +20,7 @@ __all__ = [
     "PREAUTH_OUTPUT",
     "PREAUTH_TURN",
     "TURN",
+    "TURN_CHECK",
     "ServerConfig",
     "TurnLimits",
     "frame_limits",
@@ -51,11 +52,15 @@ class TurnLimits:
     commands: int
     args: int
     bytes: int
+    seconds: float  # checked every ``TURN_CHECK`` commands
 
 
-# ~256 small commands is 1-3 ms of loop time; a turn's overhead (one poll) is ~10 µs.
-TURN = TurnLimits(commands=256, args=2048, bytes=512 << 10)
-PREAUTH_TURN = TurnLimits(commands=16, args=64, bytes=2048)
+# ~256 small commands is 1-3 ms of loop time; a turn's overhead (one poll) is ~10 µs. The
+# time bound adapts the turn to what its commands cost, and to a loaded machine: when the
+# server gets less CPU, each turn does less and other clients wait about as long.
+TURN = TurnLimits(commands=256, args=1024, bytes=512 << 10, seconds=0.002)
+PREAUTH_TURN = TurnLimits(commands=16, args=64, bytes=2048, seconds=0.001)
+TURN_CHECK = 32
 # A data command with more arguments than this, or more bytes, runs on a worker thread
 # (parse, plan, commit, encode), so a 60,000-key MSET or MGET does not hold the loop.
 OFFLOAD_ARGS = 256

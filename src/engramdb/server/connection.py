@@ -31,7 +31,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
-from time import perf_counter_ns
+from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.errors import EngramError
@@ -44,7 +44,16 @@ from engramdb.protocol.resp import (
     RequestParser,
     encode_reply,
 )
-from engramdb.server.commands import COMMANDS, Command, Defer, Offload, RedisError, Reply, Write
+from engramdb.server.commands import (
+    COMMANDS,
+    Command,
+    Defer,
+    Offload,
+    RedisError,
+    Reply,
+    Write,
+    unknown_command,
+)
 from engramdb.server.config import (
     OFFLOAD_ARGS,
     OFFLOAD_BYTES,
@@ -52,13 +61,16 @@ from engramdb.server.config import (
     PREAUTH_OUTPUT,
     PREAUTH_TURN,
     TURN,
+    TURN_CHECK,
     TurnLimits,
 )
 from engramdb.server.limits import AuthAttempts, address_key
 
 if TYPE_CHECKING:
+    from engramdb.records.keys import Key
     from engramdb.recordset import RecordSet
     from engramdb.server.app import Server
+    from engramdb.server.handlers.transactions import Transaction
 
 __all__ = ["Connection"]
 
@@ -117,6 +129,8 @@ class Connection(asyncio.Protocol):
         self._too_large = False  # the protocol error is a FrameTooLarge: linger on close
         self._linger_left = 0
         self._linger_timer: asyncio.TimerHandle | None = None
+        self.multi: Transaction | None = None  # inside MULTI: what is queued
+        self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
 
     # transport events --------------------------------------------------------------------
 
@@ -169,9 +183,12 @@ class Connection(asyncio.Protocol):
         """Run buffered commands, within this connection's budget for the current turn."""
         parser = self.parser
         budget = self._budget
+        deadline = perf_counter() + self._budget_limits().seconds
         while not (self._closing or self._draining or self._backlog):
             # Before AUTH, one command at a time: the frame limits widen only once it passes.
-            commands = parser.commands(None if self.authenticated else 1, budget)
+            commands = parser.commands(TURN_CHECK if self.authenticated else 1, budget)
+            if commands and perf_counter() > deadline:
+                budget.commands = 0  # the turn's time is up: the next parse stops at once
             for i, args in enumerate(commands):
                 if not self._run(args):
                     self._backlog.extend(commands[i:])
@@ -285,38 +302,35 @@ class Connection(asyncio.Protocol):
 
     def _run(self, args: list[bytes]) -> bool:
         """Dispatch one command; False when it must wait for pending work to finish."""
+        if self._pending_other:
+            # Behind a slow read, a deferred AUTH or a command on a worker thread (an EXEC
+            # still reading ``multi``), nothing of this client's runs, not even a MULTI queue.
+            return False
         cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+        if self.multi is not None:
+            queued = self.multi.queue(cmd, args)  # None: EXEC, DISCARD... run now
+            if queued is not None:
+                self._emit_now(queued)
+                return True
         if cmd is None:
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
-            self._emit_now(
-                ErrorReply(
-                    f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
-                    f"with args beginning with: {shown}"
-                )
-            )
+            self._emit_now(ErrorReply(unknown_command(args)))
             self.server.stats.unknown_commands += 1
             return True
         if not self.authenticated and "noauth" not in cmd.flags:
-            if self._pending_other:
-                return False  # an AUTH waiting out its backoff decides this one's answer
             self._emit(_NOAUTH)
             self.server.metrics.op(cmd.name).error("NOAUTH")
             return True
         arity = cmd.arity
         if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
-            if self._pending_writes or self._pending_other:
+            if self._pending_writes:
                 return False
             self._emit_now(ErrorReply(f"ERR wrong number of arguments for '{cmd.name}' command"))
             self.server.metrics.op(cmd.name).error("ERR")
             return True
-        if len(args) > OFFLOAD_ARGS and _offloadable(cmd):
+        if self._heavy(cmd, args):
             return self._run_off_loop(cmd, args)
-        if (self._pending_writes or self._pending_other) and (
-            self._pending_other or not cmd.is_write(args)
-        ):
+        if self._pending_writes and not cmd.is_write(args):
             return False
-        if len(args) <= 8 and _offloadable(cmd) and sum(map(len, args)) > OFFLOAD_BYTES:
-            return self._run_off_loop(cmd, args)
         started = perf_counter_ns()
         try:
             result = cmd.handler(self, args[1:])
@@ -347,6 +361,18 @@ class Connection(asyncio.Protocol):
         if self._finish_after_reply:
             self.finish()
         return True
+
+    def _heavy(self, cmd: Command, args: list[bytes]) -> bool:
+        """Whether this command's work is too big for the event loop: many arguments, many
+        bytes, or (EXEC) a big queued transaction."""
+        if len(args) > OFFLOAD_ARGS:
+            return _offloadable(cmd)
+        if len(args) <= 8 and sum(map(len, args)) > OFFLOAD_BYTES:
+            return _offloadable(cmd)
+        queued = self.multi
+        if queued is not None and cmd.name == "exec":
+            return queued.size > OFFLOAD_BYTES or len(queued.commands) > OFFLOAD_ARGS // 2
+        return False
 
     def _run_off_loop(self, cmd: Command, args: list[bytes]) -> bool:
         """Run a big data command entirely on a worker thread: its handler (validation,
@@ -387,6 +413,8 @@ class Connection(asyncio.Protocol):
         def fire() -> None:
             if self._closing:
                 self._pending_other -= 1
+                if deferred.cancel is not None:
+                    deferred.cancel()
                 return
             try:
                 value, error = deferred.fn(), None
@@ -603,9 +631,10 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _offloadable(cmd: Command) -> bool:
-    """Data commands: their handlers touch only the database, so they may run on a
-    worker thread (connection commands such as HELLO or CLIENT change the connection)."""
-    return cmd.first_key > 0 and not cmd.flags.isdisjoint(("write", "readonly"))
+    """Data commands (they name keys, or read or write data): their handlers touch only the
+    database and this connection, which runs nothing else meanwhile, so they may run on a
+    worker thread. Connection commands (HELLO, AUTH, CLIENT...) stay on the loop."""
+    return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 
 
 def _error_code(reply: str) -> str:

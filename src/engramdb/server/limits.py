@@ -57,12 +57,13 @@ def address_key(host: str) -> str:
 class AuthAttempts:
     """One connection's AUTH failures (the per-connection half of the backoff)."""
 
-    __slots__ = ("failures", "next_at", "waiting")
+    __slots__ = ("failures", "next_at", "pushed", "waiting")
 
     def __init__(self) -> None:
         self.failures = 0
         self.next_at = 0.0
         self.waiting = False  # an attempt holds one of its address's turns
+        self.pushed = 0.0  # how much later that turn made the address's next one
 
 
 @dataclass(slots=True)
@@ -82,8 +83,6 @@ class AuthThrottle:
     guessing rate. An attempt that would wait longer than the cap is refused at once
     without being checked. Success clears the connection's count, not the address's: a
     client that shares an address with a guesser does not reset the guesser's backoff.
-    (A waiting attempt whose connection closes keeps its turn counted until the address is
-    forgotten: the error is on the strict side.)
     """
 
     def __init__(
@@ -126,7 +125,8 @@ class AuthThrottle:
             # connections guessing at once get turns 10, 20, 40... ms apart, not 10 ms.
             entry.waiting += 1
             attempts.waiting = True
-            entry.next_at = at + self.delay(entry.failures + entry.waiting)
+            attempts.pushed = self.delay(entry.failures + entry.waiting)
+            entry.next_at = at + attempts.pushed
         return at - now
 
     def failed(self, key: str, attempts: AuthAttempts) -> None:
@@ -148,11 +148,20 @@ class AuthThrottle:
     def succeeded(self, key: str, attempts: AuthAttempts) -> None:
         attempts.failures = 0
         attempts.next_at = 0.0
+        self.release(key, attempts)  # it was no guess: the next client need not wait for it
+
+    def release(self, key: str, attempts: AuthAttempts) -> None:
+        """Give back the turn a waiting attempt took, unchecked (its connection closed) or
+        successful."""
+        entry = self._addresses.get(key)
+        if entry is not None and attempts.waiting:
+            entry.next_at = max(self._clock(), entry.next_at - attempts.pushed)
         self._checked(key, attempts)
 
     def _checked(self, key: str, attempts: AuthAttempts) -> None:
         if attempts.waiting:
             attempts.waiting = False
+            attempts.pushed = 0.0
             entry = self._addresses.get(key)
             if entry is not None and entry.waiting:
                 entry.waiting -= 1

@@ -44,6 +44,12 @@ class WriteTxn(Protocol):
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         """Append to the change log; returns the change's sequence number."""
 
+    def next_sequence(self) -> int:
+        """The sequence number the next ``log`` call in this transaction will return.
+
+        A record created by a write starts at this number as its generation, so a key's
+        generations are never reused across delete, expiry and re-create."""
+
 
 WriteFn = Callable[[WriteTxn], Any]
 

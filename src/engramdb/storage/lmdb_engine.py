@@ -155,6 +155,12 @@ class _LmdbTxn:
         if prev_expires_ms:
             self._txn.delete(_expiry_key(phys, prev_expires_ms), db=expiry)
 
+    def next_sequence(self) -> int:
+        if self._seq < 0:
+            _, _, changes, meta = self._dbs
+            self._seq = _last_sequence(self._txn, changes, meta)
+        return self._seq + 1
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         _, _, changes, meta = self._dbs
         if self._seq < 0:

@@ -46,6 +46,9 @@ class _MemoryTxn:
         self._overlay[rk] = None
         self._ops.append((rk, None, 0, prev_expires_ms))
 
+    def next_sequence(self) -> int:
+        return self._seq + 1
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         self._seq += 1
         self._logs.append(EngineChange(self._seq, rk, kind, generation, at_ms))

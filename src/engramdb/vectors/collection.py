@@ -15,6 +15,7 @@ from engramdb.index.vector import prepare
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
 
@@ -65,6 +66,7 @@ class Collection:
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def upsert(
         self,
         ids: Sequence[str | int],
@@ -138,6 +140,7 @@ class Collection:
 
         return write
 
+    @remote("slow", writes=True)
     def delete(self, ids: Sequence[str | int]) -> int:
         """Delete items; returns how many existed."""
         ids = self._check_ids(ids)
@@ -152,6 +155,7 @@ class Collection:
         self._state().catch_up()
         return removed
 
+    @remote("slow", writes=True)
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
         """Set items to expire ``ttl`` seconds from now; returns how many exist."""
         ids = self._check_ids(ids)
@@ -171,17 +175,20 @@ class Collection:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
         """Items in request order; None for missing or expired ones."""
         ids = self._check_ids(ids, unique=False)
         self._store.check_alive(self.info)
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
+    @remote("read")
     def count(self) -> int:
         """Live (unexpired) items."""
         self._store.check_alive(self.info)
         return self._records.count()
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def search(
         self,
         vector: Any,
@@ -201,6 +208,7 @@ class Collection:
         # prepare() reads a 1-D vector as one row: no wrapping list to convert.
         return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def search_many(
         self,
         vectors: Any,
@@ -231,6 +239,7 @@ class Collection:
             ]
         return [self._hits(row, chosen) for row in ranked]
 
+    @remote("slow", caps={"k": DEFAULT_CAP})
     def text_search(
         self,
         query: str,
@@ -255,6 +264,7 @@ class Collection:
             ]
         return self._hits(ranked, chosen)
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "candidates": DEFAULT_CAP, "ef": DEFAULT_CAP})
     def hybrid_search(
         self,
         text: str,

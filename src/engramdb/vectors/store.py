@@ -17,6 +17,7 @@ import msgspec
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index.vector import VectorParams
 from engramdb.records.writes import Current, Outcome
+from engramdb.remote import remote
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.model import CollectionInfo
 from engramdb.vectors.state import CollectionState
@@ -52,6 +53,7 @@ class VectorStore:
             )
         return name
 
+    @remote("slow", writes=True)
     def create_collection(
         self,
         name: str,
@@ -97,13 +99,16 @@ class VectorStore:
             raise
         return Collection(self, info)
 
+    @remote("read")
     def get_collection(self, name: str) -> Collection:
         """The collection ``name``; ``NotFound`` if there is none."""
         return Collection(self, self._info(self._check_name(name)))
 
+    @remote("read")
     def list_collections(self) -> list[CollectionInfo]:
         return [self._decode(r.bins) for r in self._registry.iterate()]
 
+    @remote("slow", writes=True)
     def drop_collection(self, name: str) -> bool:
         """Delete the collection and all its items. Returns whether it existed."""
         self._check_name(name)

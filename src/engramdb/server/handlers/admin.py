@@ -78,7 +78,7 @@ def _authenticate(
 
     if wait <= 0:
         return check()
-    return Defer(wait, check)
+    return Defer(wait, check, lambda: throttle.release(conn.address_key, conn.auth_attempts))
 
 
 @command("auth", -2, "noauth", "fast", keys=(0, 0, 0))
