@@ -61,8 +61,10 @@ class TurnLimits:
 TURN = TurnLimits(commands=256, args=1024, bytes=512 << 10, seconds=0.002)
 PREAUTH_TURN = TurnLimits(commands=16, args=64, bytes=2048, seconds=0.001)
 TURN_CHECK = 32
-# A data command with more arguments than this, or more bytes, runs on a worker thread
-# (parse, plan, commit, encode), so a 60,000-key MSET or MGET does not hold the loop.
+# A data command with more arguments than this, or more bytes (or an EXEC of more than
+# half as many queued commands), runs on a worker thread: handler, point reads, commit and
+# reply encoding. Its parsing is spread over turns by the budget above. So a 60,000-key
+# MSET or MGET does not hold the loop.
 OFFLOAD_ARGS = 256
 OFFLOAD_BYTES = 1 << 20
 
@@ -87,7 +89,10 @@ class ServerConfig:
         max_clients: connections beyond this are refused with an error (lowered at start
             when the open-file hard limit cannot hold them).
         idle_timeout: seconds without a request after which a connection with nothing in
-            progress is closed; 0 keeps idle connections for ever (Redis' ``timeout 0``).
+            progress is closed; 0 keeps idle connections for ever (Redis' ``timeout 0``: a
+            pooled client keeps idle connections on purpose, and a write on one the server
+            just closed would fail with an unknown outcome). Measured on the server's clock,
+            the fake one under ``testing``.
         max_inflight: writes and slow reads in progress across all clients; past it new
             ones get ``-BUSY`` at once instead of queueing.
         max_pending_per_client: a pipelining client whose unanswered commands exceed this is
