@@ -35,6 +35,22 @@ def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_MAX_FRAME_TEXT = "2M"
+
+
+def _size(text: str, flag: str) -> int:
+    """``"32M"`` → 33554432 (K, M, G are powers of 1024)."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "")
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(
+            f"not a size: {text!r} (e.g. 4194304, 512K, 32M)", param_hint=flag
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """engramdb: the operational data tier for AI inference and agents."""
@@ -75,6 +91,12 @@ def stats(path: str, as_json: bool) -> None:
     help="Prometheus /metrics port (0 disables it).",
 )
 @click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address /metrics listens on (it has no authentication; loopback unless set here).",
+)
+@click.option(
     "--password",
     envvar="ENGRAMDB_PASSWORD",
     default=None,
@@ -87,7 +109,30 @@ def stats(path: str, as_json: bool) -> None:
     show_default=True,
     help="sync: acknowledge after fsync; async: flush every second.",
 )
-@click.option("--max-clients", default=10_000, show_default=True, type=int)
+@click.option(
+    "--max-clients",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections beyond this get '-ERR max number of clients reached'. The open-file "
+    "limit is raised to fit at start (lowered, and logged, if the hard limit is too low).",
+)
+@click.option(
+    "--idle-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Close connections idle (no request, nothing in progress) for this many seconds; "
+    "0 keeps them (pooled clients hold idle connections on purpose).",
+)
+@click.option(
+    "--max-frame",
+    default=DEFAULT_MAX_FRAME_TEXT,
+    show_default=True,
+    help="Largest request argument accepted, in bytes (suffixes K, M, G): a value, or a "
+    "whole call of the Python client. A bigger one is refused with an error naming this "
+    "limit; the client raises RequestTooLarge.",
+)
 @click.option(
     "--max-inflight",
     default=4096,
@@ -103,33 +148,46 @@ def stats(path: str, as_json: bool) -> None:
     help="How memory calls embed text (minilm needs the 'embeddings' extra).",
 )
 @click.option("--testing", is_flag=True, hidden=True, help="Enable ENGRAM.DEBUG (tests only).")
-@click.option("--quiet", is_flag=True, help="Print nothing on start.")
+@click.option("--quiet", is_flag=True, help="Print nothing on start; log warnings only.")
 @_clean_errors
 def serve(
     data: str,
     host: str,
     port: int,
     metrics_port: int,
+    metrics_host: str,
     password: str | None,
     durability: str,
     max_clients: int,
+    idle_timeout: float,
+    max_frame: str,
     max_inflight: int,
     embedder: str,
     testing: bool,
     quiet: bool,
 ) -> None:
     """Serve the database in DATA over the Redis protocol (redis-cli and redis-py work)."""
-    from engramdb.server.app import Server, run_server
-    from engramdb.server.config import ServerConfig
+    import logging
 
+    from engramdb.server.app import Server, run_server
+    from engramdb.server.config import ServerConfig, frame_limits
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     config = ServerConfig(
         data=data,
         host=host,
         port=port,
         metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
         password=password,
         durability=durability,  # type: ignore[arg-type]
         max_clients=max_clients,
+        idle_timeout=idle_timeout,
+        limits=frame_limits(_size(max_frame, "--max-frame")),
         max_inflight=max_inflight,
         embedder=embedder,
         testing=testing,
@@ -142,7 +200,11 @@ def serve(
         click.echo(
             f"engramdb {engramdb.__version__} serving {os.path.abspath(data)} "
             f"on {host}:{server.port} (durability={durability}"
-            + (f", metrics on http://{host}:{metrics_port}/metrics)" if metrics_port else ")")
+            + (
+                f", metrics at http://{metrics_host}:{metrics_port}/metrics)"
+                if metrics_port
+                else ")"
+            )
         )
         click.echo(f'  python:  db = engramdb.connect("engramdb://{auth}{host}:{server.port}")')
         click.echo(f"  shell:   redis-cli -p {server.port} ping")

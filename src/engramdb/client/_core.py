@@ -28,7 +28,7 @@ from engramdb.records.limits import Limits
 from engramdb.records.model import Change, Record, ScanPage
 from engramdb.records.ops import Op
 
-__all__ = ["METHODS", "Address", "Method", "encode_call", "parse_url", "result_of"]
+__all__ = ["METHODS", "Address", "Method", "encode_call", "is_fatal", "parse_url", "result_of"]
 
 DEFAULT_PORT = 7379
 
@@ -155,6 +155,12 @@ def result_of(method: str, reply: Any) -> Any:
     if type(reply) is not bytes:
         raise EngramError(f"unexpected reply to {method}: {reply!r}")
     return METHODS[method].result(_decoder.decode(reply))
+
+
+def is_fatal(reply: Any) -> bool:
+    """Whether the server closes the connection after this reply (a protocol error, such as
+    a request over its ``--max-frame``): the connection must not go back to the pool."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("ERR Protocol error")
 
 
 @dataclass(frozen=True, slots=True)

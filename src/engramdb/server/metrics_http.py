@@ -84,6 +84,9 @@ class ServerCollector(Collector):
             ("shed", "Requests answered BUSY by load shedding", stats.shed),
             ("protocol_errors", "Connections closed on protocol errors", stats.protocol_errors),
             ("output_buffer_disconnects", "Slow readers cut off", stats.output_buffer_disconnects),
+            ("idle_disconnects", "Connections closed by --idle-timeout", stats.idle_disconnects),
+            ("auth_failures", "AUTH attempts with a wrong password", stats.auth_failures),
+            ("auth_refused", "AUTH attempts refused unchecked by the backoff", stats.auth_refused),
             ("net_input_bytes", "Bytes received", stats.bytes_in),
             ("net_output_bytes", "Bytes sent", stats.bytes_out),
         ):
