@@ -6,10 +6,16 @@ import os
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.clock import Clock, system_clock
-from engramdb.errors import ChangeLogTruncated, EngramError, InvalidArgument, StorageError
+from engramdb.errors import (
+    ChangeLogTruncated,
+    Conflict,
+    EngramError,
+    InvalidArgument,
+    StorageError,
+)
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
@@ -18,7 +24,8 @@ from engramdb.records.writes import Conditions, Stored, TransformFn, record_from
 from engramdb.recordset import RecordSet
 from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
-from engramdb.storage.group_commit import Done, GroupCommit
+from engramdb.storage.group_commit import Done, GroupCommit, Rollback
+from engramdb.wire import FORMS
 from engramdb.writeplan import TransformStep, run_steps
 
 __all__ = ["Database", "open"]
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
     from engramdb.features.store import FeatureStore
     from engramdb.memory.store import MemoryStore
     from engramdb.sessions.store import SessionStore
+    from engramdb.transaction import Transaction
     from engramdb.vectors.store import VectorStore
 
 
@@ -133,6 +141,9 @@ class RoleStore:
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
 _MAX_CACHED_SETS = 4096
+_COMMIT_METHODS = frozenset(
+    {"put", "update", "delete", "touch", "operate", "put_many", "delete_many"}
+)
 
 
 def _after_fork_in_child() -> None:
@@ -385,6 +396,85 @@ class Database:
                 )
             )
         return out
+
+    @remote("slow", writes=True)
+    def drop_set(self, set_name: str) -> int:
+        """Remove every record of ``set_name`` (a set with no records does not exist), in
+        atomic pages of 1,000; returns how many were removed."""
+        return self.records(set_name).truncate()
+
+    def transaction(self) -> Transaction:
+        """Reads and writes across any sets, committed all or nothing (``with
+        db.transaction() as tx:``); see ``engramdb.transaction``."""
+        from engramdb.transaction import Transaction
+
+        self._check()
+        return Transaction(self)
+
+    @remote("write", plan="_plan_commit")
+    def commit(self, reads: Sequence[Sequence[Any]], writes: Sequence[Sequence[Any]]) -> list[Any]:
+        """The primitive under ``transaction()``: apply ``writes`` in one atomic write if every
+        record of ``reads`` is still at the generation read; returns each write's result.
+
+        ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
+        ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        as the single call. A record that changed raises ``Conflict`` naming it; a failing
+        write fails the whole commit. Nothing is written either way.
+        """
+        self._check()
+        return cast(list[Any], self._write(self._plan_commit(reads, writes)))
+
+    def _plan_commit(
+        self, reads: Sequence[Sequence[Any]], writes: Sequence[Sequence[Any]]
+    ) -> WriteFn:
+        if not isinstance(reads, list | tuple) or not isinstance(writes, list | tuple):
+            raise InvalidArgument("commit takes a list of reads and a list of writes")
+        checks: list[tuple[bytes, str, Any, int]] = []
+        for read in reads:
+            if not isinstance(read, list | tuple) or len(read) != 3 or type(read[2]) is not int:
+                raise InvalidArgument("each read is [set_name, key, generation]")
+            name, key, generation = read
+            checks.append((self.records(name)._rk(key), name, key, generation))
+        plans: list[WriteFn] = []
+        for staged in writes:
+            if not isinstance(staged, list | tuple) or len(staged) != 5:
+                raise InvalidArgument("each write is [method, set_name, key, args, kwargs]")
+            method, name, target, args, kwargs = staged
+            if method not in _COMMIT_METHODS or not isinstance(args, list | tuple):
+                raise InvalidArgument(f"a transaction cannot stage {method!r}")
+            if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
+                raise InvalidArgument("a staged write's options are a map of names")
+            if method == "operate" and args:
+                args = [FORMS["ops"].decode(args[0]), *args[1:]]
+            records = self.records(name)  # refuses the sets roles reserve
+            try:
+                plans.append(getattr(records, f"_plan_{method}")(target, *args, **kwargs))
+            except TypeError as e:
+                raise InvalidArgument(f"bad arguments for staged {method}: {e}") from None
+        now_ms = self._now_ms
+
+        def apply(txn: WriteTxn) -> list[Any]:
+            now = now_ms()
+            for rk, name, key, generation in checks:
+                current = Stored(txn.get(rk), now).generation
+                if current != generation:
+                    raise Conflict(
+                        f"{name} {key!r} changed since the transaction read it (generation "
+                        f"{generation} then, {current} now)",
+                        current,
+                    )
+            results: list[Any] = []
+            for plan in plans:
+                try:
+                    results.append(plan(txn))
+                except EngramError as e:
+                    if not results:
+                        raise  # nothing staged yet: an ordinary request error
+                    raise Rollback(e) from e  # earlier writes staged: undo them all
+            return results
+
+        return apply
 
     @remote("read")
     def last_sequence(self) -> int:

@@ -63,8 +63,11 @@ class Engine(Protocol):
         """Run ``fn`` in one atomic transaction and commit it with the engine's durability.
         If ``fn`` raises, nothing it wrote is kept."""
 
-    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """Up to ``limit`` stored ``(rk, value)`` pairs with ``start <= rk < end``, in order."""
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` stored ``(rk, value)`` pairs with ``start <= rk < end``, in key
+        order (descending with ``reverse``: the highest keys below ``end`` first)."""
 
     def count(self, set_prefix: bytes, now_ms: int) -> int:
         """Live records in a set: stored entries minus those expired by ``now_ms``."""

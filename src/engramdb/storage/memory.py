@@ -106,12 +106,14 @@ class MemoryEngine:
         if expires_ms:
             bisect.insort(expiry, (expires_ms, rk))
 
-    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
         with self._lock:
             keys = self._keys
             i = bisect.bisect_left(keys, start)
             j = bisect.bisect_left(keys, end, lo=i)
-            picked = keys[i : min(j, i + limit)]
+            picked = keys[max(i, j - limit) : j][::-1] if reverse else keys[i : min(j, i + limit)]
             return [(rk, self._data[rk]) for rk in picked]
 
     def count(self, set_prefix: bytes, now_ms: int) -> int:
