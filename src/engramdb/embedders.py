@@ -25,7 +25,7 @@ import numpy as np
 
 from engramdb.errors import InvalidArgument
 
-__all__ = ["Embedder", "HashEmbedder", "SentenceEmbedder"]
+__all__ = ["Embedder", "ExternalEmbedder", "HashEmbedder", "SentenceEmbedder"]
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -37,6 +37,22 @@ class Embedder(Protocol):
     dim: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ExternalEmbedder:
+    """The embedder of a memory store whose vectors come from its callers: a client's
+    ``memory_with(embedder)`` embeds on the client and sends ``embedding=``; the server
+    keeps the store under this placeholder, which only knows the dimension."""
+
+    def __init__(self, dim: int) -> None:
+        if type(dim) is not int or not 1 <= dim <= 4096:
+            raise InvalidArgument("an embedding dimension is an int from 1 to 4096")
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise InvalidArgument(
+            "this memory store's embeddings come from its callers: pass embedding="
+        )
 
 
 class HashEmbedder:

@@ -186,6 +186,7 @@ class RecordSet:
     @remote("read")
     @_instrumented("exists")
     def exists(self, key: Key) -> bool:
+        """Whether a live (unexpired) record is stored under ``key``."""
         raw = self._engine.get(self._rk(key))
         return Stored(raw, self._db._now_ms()).exists
 

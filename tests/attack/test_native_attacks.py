@@ -117,7 +117,7 @@ def test_a_table_named_by_a_server_path_is_refused(server: Served) -> None:
         ("records.put", ["s", "k", {}, 5], {}),  # too many positionals
         ("records.get", ["s", "k"], {"key": "k"}),  # the same argument twice
         ("db.changes", [0], {"limit": 10, "since": 0}),
-        ("memory.add", ["likes tea"], {"infer": True}),
+        ("memory.add", [None, "likes tea"], {"infer": True}),
         ("vectors.create_collection", ["docs", 3], {"dimension": 3}),
     ],
 )
@@ -137,7 +137,7 @@ def test_arguments_outside_the_signature_are_invalid(
         ("records.scan", ["s"], {"limit": 10**7}),
         ("db.sweep", [], {"limit": 10**9}),
         ("sessions.list", [], {"limit": 10**8}),
-        ("memory.list", [], {"limit": 10**8}),
+        ("memory.list", [None], {"limit": 10**8}),
     ],
 )
 def test_sizes_over_the_server_maximum_are_refused(

@@ -54,7 +54,6 @@ FACES = (
 
 # Every name a declared signature may use, and the (light) module the client takes it from.
 NAMES = {
-    "Any": "typing",
     "Mapping": "collections.abc",
     "Sequence": "collections.abc",
     "Key": "engramdb.records.keys",
@@ -83,7 +82,7 @@ NAMES = {
 # Implementation types a method returns, and the client handle that stands for them.
 HANDLES = {"Collection": ("RemoteCollection", "AsyncCollection")}
 _BUILTIN = {"int", "float", "str", "bytes", "bool", "None", "dict", "list", "tuple", "set",
-            "object", "type", "builtins"}  # fmt: skip
+            "object", "type", "builtins", "Any"}  # fmt: skip
 
 OUTPUT = Path(__file__).with_name("_generated.py")
 
@@ -162,9 +161,18 @@ def _method(
                 test = f"{param} != {_default(default)}"
             lines.append(f"    if {test}:")
             lines.append(f'        kwargs["{param}"] = {param}')
-    args = "(" + "".join(f"{p}, " for p in positional) + ")"
+    if len(positional) == 1:
+        args = f"({positional[0]},)"
+    else:
+        args = "(" + ", ".join(positional) + ")"
     call = f'self._call("{face.namespace}.{name}", {args}, {"kwargs" if keyword else "{}"})'
-    lines.append(f"    return {'await ' if is_async else ''}{call}  # type: ignore[no-any-return]")
+    awaited = f"{'await ' if is_async else ''}{call}"
+    if returns == "None":
+        lines.append(f"    {awaited}")
+    else:
+        # Typed through a variable: the transport returns Any, rebuilt to this type.
+        lines.append(f"    value: {returns} = {awaited}")
+        lines.append("    return value")
     return textwrap.indent("\n".join(lines), "    ")
 
 
@@ -207,9 +215,9 @@ def generate() -> str:
         "",
         "from __future__ import annotations",
         "",
-        "from typing import TYPE_CHECKING",
-        "",
-        *[line for line in import_lines if line.startswith(("from collections", "from typing"))],
+        *(["import builtins"] if "builtins" in used else []),
+        *[line for line in import_lines if line.startswith("from collections")],
+        "from typing import TYPE_CHECKING, Any",
         "",
         "from engramdb.client._calls import AsyncCalls, Calls, wire",
         *[

@@ -148,6 +148,7 @@ class FeatureStore:
 
     @remote("read")
     def list_feature_views(self) -> list[FeatureView]:
+        """Every applied feature view, by name."""
         return self.registry.definitions("view")
 
     def list_entities(self) -> list[Entity]:

@@ -538,6 +538,7 @@ class MemoryStore:
 
     @remote("read")
     def get(self, memory_id: str) -> Memory | None:
+        """The memory, or None when it does not exist (or has expired)."""
         if type(memory_id) is not str:
             raise InvalidArgument("memory ids are str")
         item = self.collection.get([memory_id])[0]

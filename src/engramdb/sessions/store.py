@@ -322,6 +322,7 @@ class SessionStore:
 
     @remote("read")
     def get_checkpoint(self, session_id: str, step: int) -> Checkpoint | None:
+        """Checkpoint ``step`` of the session, or None (no such step, or the session ended)."""
         uid = self._live_uid(session_id)
         if uid is None or type(step) is not int or step < 0:
             return None
