@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
 import pytest
 
 from engramdb import Conflict, Database, FakeClock, InvalidArgument, NotFound
+from engramdb.vectors import ItemPage
 
 DIM = 8
 
@@ -230,7 +232,8 @@ def test_bad_items_are_rejected_and_nothing_is_written(docs: Any) -> None:
         lambda: docs.upsert([1000], [np.full(DIM, np.inf)]),
         lambda: docs.upsert([1000], [np.zeros(DIM)]),  # no direction under cosine
         lambda: docs.upsert([1000, 1001], [unit(1)]),
-        lambda: docs.upsert([1000, 1000], [unit(1), unit(2)]),
+        lambda: docs.upsert([1000, 1000], [unit(1), unit(2)], expect_generation=[0, None]),
+        lambda: docs.upsert([1000], [unit(1)], metadata=[{"t": dt.datetime(2024, 1, 1)}]),
         lambda: docs.upsert([1000], [unit(1)], metadata=[{"x": {1, 2}}]),
         lambda: docs.upsert([1000], [unit(1)], texts=[5]),
         lambda: docs.upsert([1.5], [unit(1)]),
@@ -293,3 +296,284 @@ def test_filtered_text_search_finds_k_matches_among_many(db: Database, selective
     assert all(h.metadata is not None and h.metadata["group"] == group for h in hits)
     if not selective:  # the documents saying "flutter" twice rank first
         assert all(int(h.id) % 2 == 0 for h in hits)
+
+
+# --- listing, counting and deleting by metadata, without a query vector ----------------------
+
+
+def all_pages(collection: Any, **kwargs: Any) -> list[ItemPage]:
+    pages = [collection.scan(**kwargs)]
+    while pages[-1].cursor is not None:
+        pages.append(collection.scan(cursor=pages[-1].cursor, **kwargs))
+        assert len(pages) < 1000
+    return pages
+
+
+def test_scan_pages_through_every_item_in_id_order(db: Database) -> None:
+    c = db.vectors.create_collection("mixed", DIM)
+    ids: list[Any] = [5, -3, 40, "b", "a", "a10", "a9"]
+    c.upsert(ids, np.stack([unit(i) for i in range(len(ids))]), texts=["t"] * len(ids))
+    pages = all_pages(c, limit=3)
+    assert [len(p.items) for p in pages] == [3, 3, 1]
+    assert [i.id for p in pages for i in p.items] == [-3, 5, 40, "a", "a10", "a9", "b"]
+    first = pages[0].items[0]
+    assert first.vector is None  # as in search: vectors only when asked for
+    assert (first.text, first.metadata) == ("t", {})
+    (item,) = c.scan(limit=1, include=["vector"]).items
+    assert item.text is None
+    np.testing.assert_allclose(item.vector, c.get([-3])[0].vector)
+    assert item.generation == c.get([-3])[0].generation
+    assert c.scan(limit=100).cursor is None
+    empty = db.vectors.create_collection("empty", DIM)
+    assert empty.scan() == ItemPage([], None)
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"i": {"$in": [97, 3, 41, 5]}}, [3, 5, 41, 97]),  # selective: found by the index
+        ({"lang": "en"}, list(range(1, 100, 2))),  # half of them: read in order
+        ({"$not": {"i": 50}}, [i for i in range(100) if i != 50]),
+        ({"missing": "x"}, []),
+    ],
+)
+def test_scan_with_a_filter_pages_through_the_matches(
+    docs: Any, flt: Any, expected: list[int]
+) -> None:
+    pages = all_pages(docs, filter=flt, limit=7)
+    assert [i.id for p in pages for i in p.items] == expected
+    assert all(len(p.items) == 7 for p in pages[:-1])
+    assert all(i.metadata["i"] == i.id for p in pages for i in p.items)
+    assert docs.count(flt) == len(expected)
+
+
+@pytest.mark.parametrize("others", [0, 400], ids=["most-match", "few-match"])
+def test_scan_sees_writes_between_pages_and_never_expired_items(
+    db: Database, clock: FakeClock, others: int
+) -> None:
+    # With few matches the index finds them (and caches their order for the next pages);
+    # with most matching, the items are read in order: both see every write.
+    c = db.vectors.create_collection("live", DIM)
+    c.upsert(list(range(10)), np.stack([unit(i) for i in range(10)]), [{"k": "a"}] * 10)
+    if others:
+        ids = list(range(1000, 1000 + others))
+        c.upsert(ids, np.stack([unit(i) for i in ids]), [{"k": "z"}] * others)
+    c.upsert([3, 7], [unit(3), unit(7)], [{"k": "a"}] * 2, ttl=5)
+    first = c.scan(filter={"k": "a"}, limit=4)
+    assert [i.id for i in first.items] == [0, 1, 2, 3]
+    clock.advance(5)
+    c.delete([5])
+    c.upsert([8], [unit(8)], [{"k": "b"}])
+    c.upsert([20], [unit(20)], [{"k": "a"}])
+    rest = all_pages(c, filter={"k": "a"}, cursor=first.cursor, limit=4)
+    assert [i.id for p in rest for i in p.items] == [4, 6, 9, 20]
+    assert c.count({"k": "a"}) == 7
+    assert [i.id for i in c.scan(limit=8).items] == [0, 1, 2, 4, 6, 8, 9, 20]
+
+
+def test_count_with_a_filter_counts_live_matches(docs: Any, clock: FakeClock) -> None:
+    assert docs.count({"lang": "en"}) == 50
+    assert docs.count({"year": {"$gte": 2008}}) == 20
+    docs.delete([1, 3])
+    assert docs.count({"lang": "en"}) == 48
+    docs.touch([5], 1)
+    clock.advance(1)
+    assert docs.count({"lang": "en"}) == 47
+    assert docs.count() == 97
+
+
+def test_delete_where_removes_exactly_the_matches(docs: Any) -> None:
+    assert docs.delete_where({"year": {"$in": [2001, 2002]}}) == 20
+    assert docs.count() == 80
+    assert docs.count({"year": {"$in": [2001, 2002]}}) == 0
+    assert all(h.metadata["year"] not in (2001, 2002) for h in docs.search(unit(11), 50))
+    assert docs.delete_where({"year": 2001}) == 0
+    assert docs.delete_where({"lang": {"$exists": True}}) == 80
+    assert docs.count() == 0
+
+
+def test_delete_where_and_delete_all_go_page_by_page_through_large_sets(db: Database) -> None:
+    c = db.vectors.create_collection("big", DIM)
+    n = 2500
+    for start in range(0, n, 1000):
+        ids = list(range(start, min(n, start + 1000)))
+        c.upsert(ids, np.stack([unit(i) for i in ids]), [{"odd": i % 2} for i in ids])
+    assert c.delete_where({"odd": 0}) == 1250
+    assert c.count() == 1250
+    assert c.count({"odd": 1}) == 1250
+    assert c.delete_all() == 1250
+    assert c.count() == 0
+    assert c.scan() == ItemPage([], None)
+    assert c.search(unit(1), 5) == []
+    assert c.delete_all() == 0
+    c.upsert([1], [unit(1)])  # the collection itself remains
+    assert [h.id for h in c.search(unit(1), 5)] == [1]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.scan(filter="lang = en"),
+        lambda c: c.scan(filter={"lang": {"$regex": "e"}}),
+        lambda c: c.scan(limit=0),
+        lambda c: c.scan(limit="10"),
+        lambda c: c.scan(cursor="not hex"),
+        lambda c: c.scan(include=["everything"]),
+        lambda c: c.count("lang = en"),
+        lambda c: c.count({"t": {"$gt": dt.datetime(2024, 1, 1)}}),
+        lambda c: c.delete_where("lang = en"),
+        lambda c: c.delete_where(None),
+        lambda c: c.delete_where({}),
+        lambda c: c.search(unit(1), 3, filter=["lang", "en"]),
+    ],
+)
+def test_bad_filters_and_arguments_of_the_new_calls_are_invalid(docs: Any, call: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        call(docs)
+    assert docs.count() == 100
+
+
+def test_scans_counts_and_deletes_of_a_dropped_collection_are_not_found(db: Database) -> None:
+    c = db.vectors.create_collection("gone", DIM)
+    c.upsert([1], [unit(1)], [{"k": "a"}])
+    db.vectors.drop_collection("gone")
+    for call in [
+        lambda: c.scan(),
+        lambda: c.scan(filter={"k": "a"}),
+        lambda: c.count({"k": "a"}),
+        lambda: c.delete_where({"k": "a"}),
+        lambda: c.delete_all(),
+    ]:
+        with pytest.raises(NotFound):
+            call()
+
+
+def test_upsert_with_repeated_ids_writes_each_once_and_the_last_wins(docs: Any) -> None:
+    before = docs.get([1])[0].generation
+    generations = docs.upsert(
+        [1, 500, 1, 501, 500],
+        np.stack([unit(10), unit(20), unit(30), unit(40), unit(50)]),
+        [{"v": "first"}, {"v": "a"}, {"v": "last"}, {"v": "b"}, {"v": "c"}],
+        ["one", "x", "three", "y", "z"],
+    )
+    assert generations[0] == generations[2] == before + 1  # one write of id 1
+    assert generations[1] == generations[4]
+    assert docs.count() == 102
+    one, five = docs.get([1, 500])
+    assert (one.metadata, one.text, one.generation) == ({"v": "last"}, "three", before + 1)
+    assert five.metadata == {"v": "c"}
+    np.testing.assert_allclose(one.vector, unit(30) / np.linalg.norm(unit(30)), rtol=1e-6)
+    assert docs.count({"v": "first"}) == 0
+    assert [i.id for i in docs.scan(filter={"v": {"$in": ["a", "c"]}}).items] == [500]
+    assert docs.delete([500, 500, 501]) == 2
+
+
+def test_list_valued_metadata_matches_by_element(db: Database) -> None:
+    c = db.vectors.create_collection("tags", DIM)
+    c.upsert(
+        [1, 2, 3, 4],
+        np.stack([unit(i) for i in range(4)]),
+        [{"tags": ["a", "b"]}, {"tags": ["c"]}, {"tags": "a"}, {"tags": [7, 8]}],
+    )
+
+    def ids(flt: Any) -> list[int]:
+        return sorted(h.id for h in c.search(unit(0), 10, filter=flt))
+
+    assert ids({"tags": "a"}) == [1, 3]
+    assert ids({"tags": {"$in": ["b", "c"]}}) == [1, 2]
+    assert ids({"tags": {"$ne": "a"}}) == [2, 4]
+    assert ids({"tags": {"$nin": ["a", "c"]}}) == [4]
+    assert ids({"tags": {"$contains": "a"}}) == [1]  # list membership only
+    assert ids({"tags": {"$contains": 8}}) == [4]
+    assert ids({"tags": {"$gt": 7}}) == [4]
+    assert c.count({"tags": {"$contains": "c"}}) == 1
+    assert [i.id for i in c.scan(filter={"tags": "b"}).items] == [1]
+
+
+def test_exists_prefix_and_dotted_paths(db: Database) -> None:
+    c = db.vectors.create_collection("paths", DIM)
+    c.upsert(
+        [1, 2, 3, 4],
+        np.stack([unit(i) for i in range(4)]),
+        [
+            {"path": "docs/intro.md", "author": {"name": "ada", "born": 1815}},
+            {"path": "docs/api.md", "author": {"name": "bob"}, "draft": None},
+            {"path": "src/docs.py", "author.name": "ada"},
+            {"path": "docs", "author": "ada"},
+        ],
+        ["intro", "api", "code", "root"],
+    )
+
+    def ids(flt: Any) -> list[int]:
+        return sorted(h.id for h in c.search(unit(0), 10, filter=flt))
+
+    assert ids({"path": {"$prefix": "docs/"}}) == [1, 2]
+    assert ids({"author.name": "ada"}) == [1, 3]  # nested map, else the literal key
+    assert ids({"author.born": {"$lt": 1900}}) == [1]
+    assert ids({"draft": {"$exists": True}}) == [2]
+    assert ids({"author.name": {"$exists": False}}) == [4]
+    assert c.count({"path": {"$prefix": "docs"}}) == 3
+    assert [h.id for h in c.text_search("code intro", 5, filter={"author.name": "ada"})] in (
+        [1, 3],
+        [3, 1],
+    )
+    assert c.delete_where({"path": {"$prefix": "docs/"}}) == 2
+    assert [i.id for i in c.scan().items] == [3, 4]
+
+
+def test_datetimes_in_metadata_round_trip_and_filter_as_instants(db: Database) -> None:
+    c = db.vectors.create_collection("dated", DIM)
+    paris = dt.timezone(dt.timedelta(hours=2))
+    start = dt.datetime(2024, 5, 1, 12, tzinfo=paris)
+    c.upsert(
+        list(range(5)),
+        np.stack([unit(i) for i in range(5)]),
+        [{"at": start + dt.timedelta(days=i), "tags": [start]} for i in range(5)],
+    )
+    (item,) = c.get([0])
+    assert item.metadata["at"] == start  # the same instant...
+    assert item.metadata["at"].utcoffset() == dt.timedelta(0)  # ...read back in UTC
+    later = start + dt.timedelta(days=2)
+    assert c.count({"at": {"$gte": later}}) == 3
+    assert c.count({"at": later.astimezone(dt.UTC)}) == 1
+    assert c.count({"at": {"$gt": "2024"}}) == 0  # a str never compares with a datetime
+    assert c.count({"tags": start.astimezone(dt.UTC)}) == 5
+    hits = c.search(unit(0), 5, filter={"at": {"$lt": later}})
+    assert sorted(h.id for h in hits) == [0, 1]
+    assert [i.id for i in c.scan(filter={"at": {"$in": [later]}}).items] == [2]
+    with pytest.raises(InvalidArgument, match="timezone"):
+        c.upsert([9], [unit(9)], [{"at": dt.datetime(2024, 5, 1)}])
+    with pytest.raises(InvalidArgument, match="timezone"):
+        c.search(unit(0), 5, filter={"at": {"$lt": dt.datetime(2024, 5, 1)}})
+    assert c.count() == 5
+
+
+def test_datetimes_in_record_bins_round_trip(db: Database) -> None:
+    at = dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
+    db.records("events").put("e1", {"at": at, "seen": [at]})
+    record = db.records("events").get("e1")
+    assert record is not None
+    assert record.bins == {"at": at, "seen": [at]}
+    assert record.bins["at"].tzinfo == dt.UTC
+    with pytest.raises(InvalidArgument, match="timezone"):
+        db.records("events").put("e2", {"at": dt.datetime(2024, 5, 1)})
+    assert db.records("events").get("e2") is None
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_cosine_scores_stay_within_one_and_inner_products_are_untouched(
+    db: Database, metric: str
+) -> None:
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((200, 16)).astype(np.float32)
+    for threshold in (1, 4096):  # graph search, and exact search
+        c = db.vectors.create_collection(
+            f"{metric}{threshold}", 16, metric, exact_threshold=threshold
+        )
+        c.upsert(list(range(200)), vectors)
+        scores = [h.score for v in vectors[:100] for h in c.search(v, 3, include=[])]
+        if metric == "cosine":
+            assert max(scores) <= 1.0
+            assert min(scores) >= -1.0
+        else:  # raw inner products of unnormalised vectors, well beyond 1
+            assert max(scores) == pytest.approx(float((vectors**2).sum(axis=1).max()), rel=1e-4)

@@ -43,6 +43,14 @@ vectors = st.one_of(
         for dtype in (np.float32, np.float64, np.int64)
     )
 )
+# Aware datetimes, in fixed-offset timezones, that stay within years 1-9999 in UTC.
+aware_datetimes = st.datetimes(
+    min_value=datetime.datetime(1, 1, 2), max_value=datetime.datetime(9999, 12, 30)
+).flatmap(
+    lambda naive: st.integers(-23 * 60, 23 * 60).map(
+        lambda minutes: naive.replace(tzinfo=datetime.timezone(datetime.timedelta(minutes=minutes)))
+    )
+)
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -51,6 +59,7 @@ scalars = st.one_of(
     st.text(max_size=16),
     st.binary(max_size=16),
     vectors,
+    aware_datetimes,
 )
 values = st.recursive(
     scalars,
@@ -121,6 +130,14 @@ def round_trip(
 def test_storable_bins_round_trip(bins: dict[str, Any]) -> None:
     assume(all(depth(v) <= 32 for v in bins.values()))
     assert same(bins, round_trip(bins))
+
+
+@given(aware_datetimes)
+def test_an_aware_datetime_reads_back_as_the_same_instant_in_utc(at: datetime.datetime) -> None:
+    (back,) = round_trip({"at": at}).values()
+    assert back == at
+    assert back.tzinfo is datetime.UTC
+    assert back.isoformat().endswith("+00:00")
 
 
 @given(
@@ -241,7 +258,11 @@ UNSTORABLE: dict[str, Any] = {
     "set": {1, 2},
     "frozenset": frozenset({1}),
     "object": object(),
-    "datetime": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+    "naive datetime": datetime.datetime(2024, 1, 1),
+    "datetime past year 9999 in UTC": datetime.datetime(
+        9999, 12, 31, 23, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))
+    ),
+    "datetime subclass": type("Stamp", (datetime.datetime,), {})(2024, 1, 1, tzinfo=datetime.UTC),
     "date": datetime.date(2024, 1, 1),
     "complex": 1 + 2j,
     "int 2**64": 1 << 64,

@@ -8,7 +8,7 @@ from typing import Any
 
 from engramdb.errors import InvalidArgument
 from engramdb.index.vector import as_float32
-from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
+from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item, ItemPage
 
 __all__ = [
     "RESULTS",
@@ -16,6 +16,7 @@ __all__ = [
     "VectorStoreCalls",
     "collection_info",
     "hits",
+    "item_page",
     "items",
     "nested_hits",
 ]
@@ -37,6 +38,10 @@ def items(raw: Any) -> list[Item | None]:
     return [None if i is None else Item(**i) for i in raw]
 
 
+def item_page(raw: Any) -> ItemPage:
+    return ItemPage([Item(**i) for i in raw["items"]], raw["cursor"])
+
+
 def _same(raw: Any) -> Any:
     return raw
 
@@ -52,6 +57,9 @@ RESULTS: dict[str, tuple[Any, bool]] = {
     "collection.touch": (_same, False),
     "collection.get": (items, True),
     "collection.count": (_same, True),
+    "collection.scan": (item_page, True),
+    "collection.delete_where": (_same, False),
+    "collection.delete_all": (_same, False),
     "collection.search": (hits, True),
     "collection.search_many": (nested_hits, True),
     "collection.text_search": (hits, True),
@@ -153,11 +161,29 @@ class CollectionCalls:
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
         return self._call("touch", ids, ttl)  # type: ignore[no-any-return]
 
+    def delete_where(self, filter: Mapping[str, Any]) -> int:
+        return self._call("delete_where", filter)  # type: ignore[no-any-return]
+
+    def delete_all(self) -> int:
+        return self._call("delete_all")  # type: ignore[no-any-return]
+
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
         return self._call("get", ids)  # type: ignore[no-any-return]
 
-    def count(self) -> int:
-        return self._call("count")  # type: ignore[no-any-return]
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        return self._call("count", filter)  # type: ignore[no-any-return]
+
+    def scan(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> ItemPage:
+        return self._call(  # type: ignore[no-any-return]
+            "scan", filter=filter, cursor=cursor, limit=limit, include=include
+        )
 
     def search(
         self,

@@ -161,10 +161,8 @@ def _method(
                 test = f"{param} != {_default(default)}"
             lines.append(f"    if {test}:")
             lines.append(f'        kwargs["{param}"] = {param}')
-    if len(positional) == 1:
-        args = f"({positional[0]},)"
-    else:
-        args = "(" + ", ".join(positional) + ")"
+    one = len(positional) == 1
+    args = f"({positional[0]},)" if one else "(" + ", ".join(positional) + ")"
     call = f'self._call("{face.namespace}.{name}", {args}, {"kwargs" if keyword else "{}"})'
     awaited = f"{'await ' if is_async else ''}{call}"
     if returns == "None":

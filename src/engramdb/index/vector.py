@@ -239,8 +239,18 @@ class VectorIndex:
 
         ``allowed`` None: every live label (no filter, no expiry to check), which skips
         counting and bitmap work on the common path. Returns ``(scores, labels)`` of shape
-        (nq, k); a missing hit has label -1.
+        (nq, k); a missing hit has label -1 (and score -inf). Cosine scores are clamped to
+        [-1, 1]: float32 rounding puts an item's similarity to itself at 1.0000001.
         """
+        scores, labels = self._search(queries, k, allowed, ef)
+        if self.params.metric == "cosine":
+            np.minimum(scores, 1.0, out=scores)
+            np.maximum(scores, -1.0, out=scores, where=labels >= 0)
+        return scores, labels
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         size = self.size
         if allowed is None:
             candidates = self.live_count

@@ -8,13 +8,18 @@ The fixed header lets scans, counts and the sweeper judge expiry without decodin
 
 Bin values are what msgpack carries, checked up front so nothing unencodable is half-written:
 None, bool, int (signed or unsigned 64-bit), float, str, bytes, list/tuple (read back as
-list), dict with str/int/bytes keys, and numpy arrays (1-D, numeric; the vector type). numpy
-scalars are stored as the Python number they equal. Anything else is ``InvalidArgument``.
+list), dict with str/int/bytes keys, numpy arrays (1-D, numeric; the vector type) and
+timezone-aware ``datetime.datetime`` values. numpy scalars are stored as the Python number
+they equal. A datetime is stored as an instant (msgpack's timestamp extension, to the
+microsecond) and read back as the same instant in UTC; a naive one is refused, since it
+names no instant (msgspec would silently store it as text). Anything else is
+``InvalidArgument``.
 numpy is imported only when a numpy value is first seen, so the core stays light to import.
 """
 
 from __future__ import annotations
 
+import datetime
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -113,6 +118,22 @@ def check_bins(bins: object, limits: Limits) -> Mapping[str, Any]:
     return bins
 
 
+def _instant_problem(value: datetime.datetime) -> str | None:
+    """Why ``value`` cannot be stored as an instant, or None when it can."""
+    try:
+        if value.utcoffset() is None:
+            return (
+                "is a naive datetime, which names no instant; attach a timezone (e.g. "
+                "datetime.now(timezone.utc) or dt.replace(tzinfo=...))"
+            )
+        value.astimezone(datetime.UTC)
+    except OverflowError:
+        return "is outside the years 1 to 9999 in UTC"
+    except (TypeError, ValueError) as e:  # a tzinfo answering nonsense names no instant
+        return f"has an unusable timezone ({e})"
+    return None
+
+
 def _plain(value: object, depth: int) -> bool:
     """Whether ``value`` is made only of plain storable types (no numpy, no errors):
     the common case, checked without building any error text."""
@@ -121,6 +142,8 @@ def _plain(value: object, depth: int) -> bool:
         return True
     if kind is int:
         return _INT_MIN <= value <= _UINT_MAX  # type: ignore[operator]
+    if kind is datetime.datetime:
+        return _instant_problem(value) is None  # type: ignore[arg-type]
     if depth >= _MAX_DEPTH:
         return False
     if kind is list or kind is tuple:
@@ -148,6 +171,11 @@ def _check_value(value: object, limits: Limits, where: str, depth: int = 0) -> N
         if not _INT_MIN <= value <= _UINT_MAX:  # type: ignore[operator]
             raise InvalidArgument(f"{where}: int {value} does not fit in 64 bits")
         return
+    if kind is datetime.datetime:
+        problem = _instant_problem(value)  # type: ignore[arg-type]
+        if problem is not None:
+            raise InvalidArgument(f"{where}: {value!r} {problem}")
+        return
     if depth >= _MAX_DEPTH:
         raise InvalidArgument(f"{where}: values nest deeper than {_MAX_DEPTH} levels")
     if isinstance(value, list | tuple):
@@ -169,7 +197,8 @@ def _check_value(value: object, limits: Limits, where: str, depth: int = 0) -> N
         return
     raise InvalidArgument(
         f"{where}: cannot store a value of type {kind.__name__} "
-        "(use None, bool, int, float, str, bytes, list, dict or a numpy array)"
+        "(use None, bool, int, float, str, bytes, list, dict, an aware datetime or a numpy "
+        "array)"
     )
 
 

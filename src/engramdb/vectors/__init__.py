@@ -5,13 +5,13 @@ The value types load eagerly; the store itself (numpy, faiss, tantivy) only when
 
 from typing import TYPE_CHECKING, Any
 
-from engramdb.vectors.model import CollectionInfo, Hit, Item
+from engramdb.vectors.model import CollectionInfo, Hit, Item, ItemPage
 
 if TYPE_CHECKING:
     from engramdb.vectors.collection import Collection
     from engramdb.vectors.store import VectorStore
 
-__all__ = ["Collection", "CollectionInfo", "Hit", "Item", "VectorStore"]
+__all__ = ["Collection", "CollectionInfo", "Hit", "Item", "ItemPage", "VectorStore"]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,13 +13,14 @@ import numpy as np
 from engramdb._progress import progress_bar
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index import fusion as fusers
-from engramdb.index.filters import compile_filter
+from engramdb.index.filters import Filter, compile_filter
 from engramdb.index.vector import prepare
-from engramdb.records.codec import check_value
+from engramdb.records.codec import check_value, encode_value
+from engramdb.records.keys import Key, encode_key
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
 from engramdb.remote import DEFAULT_CAP, remote
-from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
+from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item, ItemPage
 from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
 from engramdb.writeplan import TransformStep
 
@@ -40,6 +43,11 @@ _TEXT_WITHIN = 4096
 _TEXT_WITHIN_SHARE = 0.05
 _TEXT_WITHIN_MAX = 50_000
 INCLUDE = frozenset({"metadata", "text", "vector"})
+# A filtered scan walks the records themselves (testing each) when more than this share of
+# the live items match: a page then reads at most a few times ``limit`` records. Below it,
+# the index names the matches, and only those are read.
+_SCAN_BY_RECORDS = 0.25
+_STALLS = 3  # pages in a row that delete nothing before delete_where stops looking
 
 
 def _check_k(k: int) -> None:
@@ -128,8 +136,12 @@ class Collection:
         written; up to 1,000 items are written atomically, larger batches in atomic chunks
         of 1,000. ``expect_generation[i]`` makes item i a compare-and-set (0: must not
         exist); a failed one raises ``Conflict`` and its chunk is not written.
+
+        An id given more than once is written once, with its last occurrence (as a dict
+        update would); every position of that id gets the generation written. A repeated
+        id cannot carry ``expect_generation`` (which occurrence would it check?).
         """
-        ids = self._check_ids(ids)
+        ids = self._check_ids(ids, unique=False)
         n = len(ids)
         prepared = prepare(vectors, self.params) if n else np.zeros((0, self.info.dim))
         if len(prepared) != n:
@@ -149,18 +161,31 @@ class Collection:
             if gen is not None and (type(gen) is not int or gen < 0):
                 raise InvalidArgument(f"expect_generation[{i}] must be a non-negative int")
         check_ttl(ttl)
-        generations: list[int] = []
-        with progress_bar(f"upserting into {self.name}", n) as advance:
-            for start in range(0, n, CHUNK):
-                end = min(n, start + CHUNK)
+        last = {key: i for i, key in enumerate(ids)}  # each id's winning position
+        if len(last) == n:
+            order: Sequence[int] = range(n)
+        else:
+            seen = Counter(ids)
+            for i, gen in enumerate(expected):
+                if gen is not None and seen[ids[i]] > 1:
+                    raise InvalidArgument(
+                        f"id {ids[i]!r} appears more than once with expect_generation; a "
+                        "compare-and-set names each id once"
+                    )
+            order = sorted(last.values())
+        written: dict[Key, int] = {}
+        with progress_bar(f"upserting into {self.name}", len(order)) as advance:
+            for start in range(0, len(order), CHUNK):
+                chunk = order[start : start + CHUNK]
                 items = [
                     (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
-                    for i in range(start, end)
+                    for i in chunk
                 ]
                 step = self._store.store.step(self._records, items, result="generation")
-                generations.extend(self._write_steps([step])[0])
-                advance(end - start)
-        return generations
+                generations = self._write_steps([step])[0]
+                written.update(zip((ids[i] for i in chunk), generations))
+                advance(len(chunk))
+        return [written[key] for key in ids]
 
     @staticmethod
     def _writer(
@@ -186,8 +211,8 @@ class Collection:
 
     @remote("slow", writes=True)
     def delete(self, ids: Sequence[str | int]) -> int:
-        """Delete items; returns how many existed."""
-        ids = self._check_ids(ids)
+        """Delete items; returns how many existed (an id given twice counts once)."""
+        ids = list(dict.fromkeys(self._check_ids(ids, unique=False)))
 
         def remove(current: Current, now: int) -> Outcome:
             return Outcome(current.bins is not None, None)
@@ -202,8 +227,9 @@ class Collection:
 
     @remote("slow", writes=True)
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
-        """Set items to expire ``ttl`` seconds from now; returns how many exist."""
-        ids = self._check_ids(ids)
+        """Set items to expire ``ttl`` seconds from now; returns how many exist (an id given
+        twice counts once)."""
+        ids = list(dict.fromkeys(self._check_ids(ids, unique=False)))
         if ttl is None:
             raise InvalidArgument("touch needs a ttl")
         check_ttl(ttl)
@@ -218,6 +244,69 @@ class Collection:
         )
         return int(sum(results))
 
+    @remote("slow", writes=True)
+    def delete_where(self, filter: Mapping[str, Any]) -> int:
+        """Delete the items whose metadata passes ``filter``; returns how many.
+
+        Atomic per page of 1,000 items, not as a whole: a large delete runs page after
+        page, and a failure part-way leaves the pages before it deleted. Each item is
+        tested again inside its page's transaction, so an item changed meanwhile to fail
+        the filter stays. Items written to match while it runs may be deleted too.
+        """
+        if filter is None:
+            raise InvalidArgument("delete_where needs a filter (delete_all removes every item)")
+        compiled = compile_filter(filter)
+        assert compiled is not None
+
+        def remove(current: Current, now: int) -> Outcome:
+            if current.bins is None or not compiled.matches(current.bins.get(METADATA)):
+                return Outcome(False)
+            return Outcome(True, None)
+
+        removed = stalls = 0
+        while stalls < _STALLS:
+            state = self._ready()
+            with state.lock.read():
+                allowed = self._allowed(state, compiled)
+                assert allowed is not None
+                labels = np.flatnonzero(allowed)[:CHUNK]
+                ids = [state.id_of[i] for i in labels]
+            if not ids:
+                break
+            (results,) = self._write_steps(
+                [self._store.store.step(self._records, [(i, remove) for i in ids])]
+            )
+            done = int(sum(results))
+            removed += done
+            stalls = 0 if done else stalls + 1
+        return removed
+
+    @remote("slow", writes=True)
+    def delete_all(self) -> int:
+        """Delete every item, keeping the collection; returns how many were deleted.
+
+        Atomic per page of 1,000 items, not as a whole (see ``delete_where``); items
+        written while it runs may or may not be deleted. To remove the collection itself,
+        ``db.vectors.drop_collection`` is one atomic step.
+        """
+
+        def remove(current: Current, now: int) -> Outcome:
+            return Outcome(current.bins is not None, None)
+
+        self._store.check_alive(self.info)
+        removed = 0
+        cursor: str | None = None
+        while True:
+            page = self._records.scan(cursor=cursor, limit=CHUNK)
+            if page.records:
+                step = self._store.store.step(
+                    self._records, [(r.key, remove) for r in page.records]
+                )
+                removed += int(sum(self._write_steps([step])[0]))
+            if page.cursor is None:
+                return removed
+            cursor = page.cursor
+
     # reads -------------------------------------------------------------------------------
 
     @remote("read")
@@ -227,11 +316,121 @@ class Collection:
         self._store.check_alive(self.info)
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
-    @remote("read")
-    def count(self) -> int:
-        """Live (unexpired) items."""
-        self._store.check_alive(self.info)
-        return self._records.count()
+    @remote("slow")
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """Live (unexpired) items; with ``filter``, those whose metadata passes it."""
+        compiled = compile_filter(filter)
+        if compiled is None:
+            self._store.check_alive(self.info)
+            return self._records.count()
+        state = self._ready()
+        with state.lock.read():
+            allowed = self._allowed(state, compiled)
+            assert allowed is not None
+            return int(np.count_nonzero(allowed))
+
+    @remote("slow", caps={"limit": DEFAULT_CAP})
+    def scan(
+        self,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        include: Sequence[str] = DEFAULT_INCLUDE,
+    ) -> ItemPage:
+        """Up to ``limit`` live items in id order (ints numerically, then strs by their
+        UTF-8 bytes), only those whose metadata passes ``filter`` if one is given.
+
+        Pass the page's ``cursor`` back for the next page; it is None once the scan is
+        complete. Each page reads the items as they are when it runs, so an item written
+        during a scan appears if its id lies ahead of the cursor. ``include`` chooses the
+        parts returned as in ``search`` (by default metadata and text; add ``"vector"``);
+        parts left out are None (``metadata``: ``{}``). A selective filter reads only the
+        matching items, found through the index.
+        """
+        if type(limit) is not int or limit < 1:
+            raise InvalidArgument(f"scan limit must be a positive int, not {limit!r}")
+        chosen = _check_include(include)
+        compiled = compile_filter(filter)
+        after: bytes | None = None
+        if cursor is not None:
+            try:
+                after = bytes.fromhex(cursor)
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"invalid scan cursor {cursor!r:.100}") from None
+        if compiled is None:
+            self._store.check_alive(self.info)
+            return self._scan_records(None, cursor, limit, chosen)
+        state = self._ready()
+        with state.lock.read():
+            allowed = self._allowed(state, compiled)
+            assert allowed is not None
+            matching = int(np.count_nonzero(allowed))
+            ordered = (
+                None
+                if matching > _SCAN_BY_RECORDS * state.vectors.live_count
+                else self._ordered(state, compiled, allowed)
+            )
+        if ordered is None:
+            return self._scan_records(compiled, cursor, limit, chosen)
+        keys, ids = ordered
+        position = 0 if after is None else bisect.bisect_right(keys, after)
+        items: list[Item] = []
+        while position < len(ids) and len(items) < limit:
+            batch = ids[position : position + limit - len(items)]
+            for record in self._records.get_many(batch):
+                if record is not None and compiled.matches(record.get(METADATA)):
+                    items.append(_item(record, chosen))
+            position += len(batch)
+        return ItemPage(items, keys[position - 1].hex() if position < len(ids) else None)
+
+    def _ordered(
+        self, state: CollectionState, compiled: Filter, allowed: np.ndarray
+    ) -> tuple[list[bytes], list[Key]]:
+        """The ids of the ``allowed`` labels (the filter's matches) and their encoded keys,
+        in key order. Cached per filter until the index changes, so paging through a
+        filter's matches sorts them once, not once per page. (Expiry needs no part in the
+        cache key: an item that expired since is left out when its record is read.)"""
+        try:
+            spec = encode_value(compiled.spec)
+        except (TypeError, ValueError, OverflowError):
+            spec = None
+        if spec is not None:
+            found: tuple[list[bytes], list[Key]] | None = state.scan_cache_get(spec)
+            if found is not None:
+                return found
+        limits = self._store.store.limits
+        id_of = state.id_of
+        pairs = sorted(
+            (encode_key(key, limits), key)
+            for key in (id_of[i] for i in np.flatnonzero(allowed).tolist())
+            if key is not None
+        )
+        ordered = ([k for k, _ in pairs], [key for _, key in pairs])
+        if spec is not None:
+            state.scan_cache_put(spec, ordered)
+        return ordered
+
+    def _scan_records(
+        self, compiled: Filter | None, cursor: str | None, limit: int, chosen: frozenset[str]
+    ) -> ItemPage:
+        """A scan page read from the items in key order, each tested against ``compiled``."""
+        items: list[Item] = []
+        batch = min(DEFAULT_CAP, max(2 * limit, 100))
+        while True:
+            page = self._records.scan(cursor=cursor, limit=batch)
+            for i, record in enumerate(page.records):
+                if compiled is not None and not compiled.matches(record.get(METADATA)):
+                    continue
+                items.append(_item(record, chosen))
+                if len(items) == limit:
+                    if i + 1 == len(page.records) and page.cursor is None:
+                        return ItemPage(items, None)
+                    key = encode_key(record.key, self._store.store.limits)
+                    return ItemPage(items, key.hex())
+            if page.cursor is None:
+                return ItemPage(items, None)
+            cursor = page.cursor
 
     @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vector": "vectors"})
     def search(
@@ -460,12 +659,12 @@ class Collection:
         return out
 
 
-def _item(record: Record) -> Item:
+def _item(record: Record, include: frozenset[str] = INCLUDE) -> Item:
     return Item(
         id=record.key,  # type: ignore[arg-type]
-        vector=record.get(VECTOR),
-        metadata=record.get(METADATA) or {},
-        text=record.get(TEXT),
+        vector=record.get(VECTOR) if "vector" in include else None,
+        metadata=(record.get(METADATA) or {}) if "metadata" in include else {},
+        text=record.get(TEXT) if "text" in include else None,
         generation=record.generation,
         expires_at=record.expires_at,
     )

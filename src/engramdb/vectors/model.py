@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["DEFAULT_INCLUDE", "CollectionInfo", "Hit", "Item"]
+__all__ = ["DEFAULT_INCLUDE", "CollectionInfo", "Hit", "Item", "ItemPage"]
 
 DEFAULT_INCLUDE = ("metadata", "text")  # what a hit carries unless asked otherwise
 
@@ -29,7 +29,10 @@ class CollectionInfo(msgspec.Struct, frozen=True):
 
 
 class Item(msgspec.Struct, frozen=True):
-    """One stored item: its vector (float32, normalised for cosine), metadata and text."""
+    """One stored item: its vector (float32, normalised for cosine), metadata and text.
+
+    From ``Collection.scan``, parts left out of ``include`` are empty: ``vector`` and
+    ``text`` None, ``metadata`` ``{}``."""
 
     id: ItemId
     vector: Any
@@ -37,6 +40,14 @@ class Item(msgspec.Struct, frozen=True):
     text: str | None
     generation: int
     expires_at: float | None
+
+
+class ItemPage(msgspec.Struct, frozen=True):
+    """A page of ``Collection.scan``: items in id order, and the cursor of the next page
+    (None once the scan is complete)."""
+
+    items: list[Item]
+    cursor: str | None
 
 
 class Hit(msgspec.Struct, frozen=True):

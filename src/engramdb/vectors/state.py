@@ -37,6 +37,7 @@ from engramdb.errors import ChangeLogTruncated, InvalidArgument
 from engramdb.index.filters import Columns
 from engramdb.index.text import TextIndex
 from engramdb.index.vector import VectorIndex, VectorParams, prepare
+from engramdb.records.codec import decode_value, encode_value
 from engramdb.records.keys import Key
 from engramdb.records.model import Record
 from engramdb.vectors.model import CollectionInfo
@@ -56,6 +57,7 @@ _SNAPSHOT_EVERY = 20_000  # applied changes between snapshots (or attempts at on
 # it is never trusted: the index is rebuilt from the items instead.
 SNAPSHOT_FORMAT = 2
 _REBUILD_AT = 0.5  # tombstone share that triggers a rebuild of the graph
+_SCAN_CACHE = 4  # filters whose ordered matches a collection keeps for paging scans
 
 
 class _ReadGuard:
@@ -153,6 +155,11 @@ class CollectionState:
         self.skipped = 0  # items that could not be indexed (corrupt records)
         self.rebuilds = 0
         self.dropped = False
+        # Bumped whenever an item enters, leaves or changes in the indexes; scans cache
+        # their ordered matches against it (see scan_cache_get).
+        self.version = 0
+        self._scan_cache: dict[bytes, tuple[int, Any]] = {}
+        self._scan_lock = threading.Lock()
         self._reset()
         self._snapshot_dir = (
             None
@@ -161,6 +168,7 @@ class CollectionState:
         )
 
     def _reset(self) -> None:
+        self.version += 1
         self.vectors = VectorIndex(self.params)
         self.text = TextIndex() if self.info.text else None
         self.columns = Columns()
@@ -266,6 +274,7 @@ class CollectionState:
     def _apply_records(self, records: list[Record]) -> None:
         if not records:
             return
+        self.version += 1
         fresh: list[tuple[Record, np.ndarray, dict[str, Any] | None, str | None]] = []
         for record in records:
             label = self.label_of.get(record.key)
@@ -325,6 +334,7 @@ class CollectionState:
         label = self.label_of.pop(key, None)
         if label is None:
             return
+        self.version += 1
         self.vectors.remove(label)
         self.columns.clear(label)
         self.id_of[label] = None
@@ -357,6 +367,7 @@ class CollectionState:
         texts: list[str | None],
     ) -> None:
         """Rebuild every per-label structure for labels ``0..len(ids)-1``."""
+        self.version += 1
         self.id_of, self.generation_of = list(ids), list(generations)
         self.metadata_of, self.text_of = list(metadata), list(texts)
         self.label_of = {key: label for label, key in enumerate(ids) if key is not None}
@@ -369,6 +380,22 @@ class CollectionState:
             if self.text is not None and texts[label]:
                 self.text.add(label, texts[label])  # type: ignore[arg-type]
         self._refresh_text()
+
+    # scans -------------------------------------------------------------------------------
+
+    def scan_cache_get(self, spec: bytes) -> Any:
+        """What ``scan_cache_put`` stored for ``spec`` at the current version, or None.
+        Call under the read lock (the version cannot move then)."""
+        with self._scan_lock:
+            found = self._scan_cache.get(spec)
+        return found[1] if found is not None and found[0] == self.version else None
+
+    def scan_cache_put(self, spec: bytes, value: Any) -> None:
+        with self._scan_lock:
+            self._scan_cache.pop(spec, None)
+            while len(self._scan_cache) >= _SCAN_CACHE:
+                del self._scan_cache[next(iter(self._scan_cache))]  # the oldest
+            self._scan_cache[spec] = (self.version, value)
 
     # snapshots ---------------------------------------------------------------------------
 
@@ -400,7 +427,7 @@ class CollectionState:
                 texts=self.text_of,
             )
             with open(state_path, "wb") as out:
-                out.write(msgspec.msgpack.encode(state))
+                out.write(encode_value(state))  # metadata may hold numpy arrays
             with open(temporary, "w") as out:
                 out.write(tag)
             os.replace(temporary, pointer)  # atomic: readers see the old or the new snapshot
@@ -437,7 +464,7 @@ class CollectionState:
             return False  # none yet
         try:
             with open(os.path.join(directory, f"state-{tag}.msgpack"), "rb") as state_file:
-                state = msgspec.msgpack.decode(state_file.read(), type=_Snapshot)
+                state = msgspec.convert(decode_value(state_file.read()), _Snapshot)
             if state.format != SNAPSHOT_FORMAT:
                 log.info(
                     "collection %r: its index snapshot is of format %d, not %d; rebuilding",

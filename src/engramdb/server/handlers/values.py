@@ -5,7 +5,7 @@
 - Any other record is a Redis **hash** whose fields are its bins; so a record written with
   the Python API (``records("default").put("u1", {"name": "Ada"})``) reads as a hash
   (``HGET u1 name``), and numbers, text and other values are shown the way Redis would
-  print them.
+  print them (a datetime as ISO 8601 text, other structures as JSON).
 
 Redis keys are bytes; a key that is valid UTF-8 is the str key of the record (so the
 Python API and Redis clients address the same record), otherwise the bytes key. Hash field
@@ -15,6 +15,7 @@ and ``$list``, which would turn a one-field hash into a string or a list.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -157,12 +158,18 @@ def as_bytes(value: Any) -> bytes:
         return format_float(value)
     if value is None:
         return b""
+    if type(value) is datetime.datetime:
+        return value.isoformat().encode()  # an instant, stored in UTC
     try:
-        return json.dumps(
-            value, default=lambda v: v.tolist() if hasattr(v, "tolist") else repr(v)
-        ).encode()
+        return json.dumps(value, default=_json_default).encode()
     except (TypeError, ValueError):
         return repr(value).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if type(value) is datetime.datetime:
+        return value.isoformat()
+    return value.tolist() if hasattr(value, "tolist") else repr(value)
 
 
 def format_float(value: float) -> bytes:
