@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from engramdb import ops
-from engramdb.client.sync import Client, RemoteRecordSet, connect
 from engramdb.clock import Clock, FakeClock
 from engramdb.database import Database, open
 from engramdb.errors import (
@@ -34,6 +35,9 @@ from engramdb.records.keys import Key
 from engramdb.records.limits import Limits
 from engramdb.records.model import Change, Record, ScanPage
 from engramdb.recordset import RecordSet
+
+if TYPE_CHECKING:
+    from engramdb.client.sync import Client, RemoteRecordSet, connect
 
 __version__ = "0.1.0"
 
@@ -67,3 +71,12 @@ __all__ = [
     "open",
     "ops",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The network client loads on first use: ``import engramdb`` stays light.
+    if name in ("Client", "RemoteRecordSet", "connect"):
+        from engramdb.client import sync
+
+        return getattr(sync, name)
+    raise AttributeError(f"module 'engramdb' has no attribute {name!r}")

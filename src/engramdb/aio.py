@@ -1,77 +1,59 @@
-"""The asyncio client: ``await engramdb.aio.connect(url)``; the same calls, awaited.
+"""asyncio faces of the API: the same calls as ``engramdb.open()``, awaited.
 
-Built on the same sans-I/O core as the sync client (``engramdb.client._core``): the record
-and database methods are written once there; this module only moves bytes. Failure rules are
-the sync client's: idempotent reads retry once on a fresh connection, a write whose outcome
-is unknown raises ``Timeout``/``Unavailable`` saying so, ``-BUSY`` raises ``Overloaded``.
+- ``await engramdb.aio.connect(url)``: a network client of ``engramdb serve``. Failure rules
+  are the sync client's: idempotent reads retry once on a fresh connection, a write whose
+  outcome is unknown raises ``Timeout``/``Unavailable`` saying so, ``-BUSY`` raises
+  ``Overloaded``, a request over the server's frame limit ``RequestTooLarge``.
+- ``await engramdb.aio.open(path)``: an embedded database for asyncio applications. Point
+  reads run inline (microseconds, no thread hop); writes go to group commit and are awaited
+  without blocking the loop while the commit fsyncs; searches, scans and other slow calls
+  run on a worker thread. Results and errors are the embedded ones.
+
+The methods are derived from the embedded implementations' declarations
+(``client/_generated.py``, ``client/_handles.py``); each face here only moves the call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from engramdb.cache import Cache
 from engramdb.client._core import (
-    METHODS,
+    WRITES,
     Address,
-    DatabaseCalls,
-    RecordSetCalls,
+    Decoders,
     encode_call,
     is_fatal,
     parse_url,
     result_of,
 )
-from engramdb.client._roles import AsyncSessionsCalls, CacheCoreCalls
-from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
-from engramdb.errors import (
-    AuthError,
-    EngramError,
-    StorageError,
-    Timeout,
-    Unavailable,
+from engramdb.client._handles import (
+    ASYNC_HANDLES,
+    AsyncCollection,
+    AsyncDatabaseFace,
+    AsyncMemoryStore,
+    AsyncRecordSet,
+    document,
 )
+from engramdb.errors import AuthError, EngramError, StorageError, Timeout, Unavailable
 from engramdb.observability.metrics import Metrics
 from engramdb.protocol.resp import encode_command
-from engramdb.records.keys import set_prefix
-from engramdb.records.limits import DEFAULT_LIMITS
+from engramdb.records.limits import Limits
+from engramdb.vectors.model import CollectionInfo
 
 if TYPE_CHECKING:
-    from engramdb.records.keys import Key
-    from engramdb.records.model import Change, Record, ScanPage
-    from engramdb.records.ops import Op
-    from engramdb.vectors.model import CollectionInfo, Hit, Item, ItemPage
+    from engramdb.cache.model import AsyncCache
+    from engramdb.database import Database
+    from engramdb.embedders import Embedder
 
-__all__ = ["AsyncClient", "AsyncCollection", "AsyncRecordSet", "AsyncVectorStore", "connect"]
+__all__ = ["AsyncClient", "AsyncCollection", "AsyncDatabase", "AsyncRecordSet", "connect", "open"]
 
-if TYPE_CHECKING:
-    # mypy sees the awaited signatures declared below instead of the shared sync ones.
-    class _RecordSetBase:
-        name: str
-
-        def __init__(self, owner: Any, name: str) -> None: ...
-
-    class _DatabaseBase:
-        pass
-
-    class _VectorStoreBase:
-        def __init__(self, owner: Any) -> None: ...
-
-    class _CollectionBase:
-        info: CollectionInfo
-        name: str
-
-        def __init__(self, owner: Any, info: CollectionInfo) -> None: ...
-
-else:
-    _RecordSetBase = RecordSetCalls
-    _DatabaseBase = DatabaseCalls
-    _VectorStoreBase = VectorStoreCalls
-    _CollectionBase = CollectionCalls
+_DECODERS = Decoders("Async", ASYNC_HANDLES)
 
 
 class _AsyncConn:
@@ -114,8 +96,15 @@ class _AsyncConn:
         self.stream_out.close()
 
 
-class AsyncClient(_DatabaseBase):
-    """``engramdb.Database`` over the network for asyncio code; every call is awaited."""
+class AsyncClient(AsyncDatabaseFace):
+    """``engramdb.Database`` over the network for asyncio code; every call is awaited.
+
+    Args:
+        url: ``engramdb://[:password@]host[:port]``.
+        timeout: seconds to wait for connecting and for each reply.
+        pool_size: most idle connections kept for reuse.
+        retries: extra attempts for idempotent reads after a connection failure.
+    """
 
     def __init__(
         self, url: str, *, timeout: float = 5.0, pool_size: int = 16, retries: int = 1
@@ -124,12 +113,17 @@ class AsyncClient(_DatabaseBase):
         self.url = url
         self.timeout = timeout
         self.retries = retries
+        self._owner = self
         self._pool_size = pool_size
         self._idle: list[_AsyncConn] = []
         self._sets: dict[str, AsyncRecordSet] = {}
         self._closed = False
-        self._cache: Cache | None = None
-        self.metrics = Metrics()
+        self._cache: AsyncCache | None = None
+        self._limits: Limits | None = None
+        self._metrics = Metrics()
+
+    def __repr__(self) -> str:
+        return f"<engramdb.aio.AsyncClient {self.address.host}:{self.address.port}>"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -148,19 +142,15 @@ class AsyncClient(_DatabaseBase):
         else:
             conn.close()
 
-    def _call(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        return self._acall(method, args, kwargs)
-
-    async def _acall(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         if self._closed:
             raise StorageError("the client is closed")
         frame = encode_call(method, args, kwargs)
-        idempotent = METHODS[method].idempotent
-        metrics = self.metrics.op(method.rpartition(".")[2])
+        metrics = self._metrics.op(method.rpartition(".")[2])
         started = perf_counter_ns()
         try:
-            reply = await self._roundtrip(method, frame, idempotent)
-            return result_of(method, reply)
+            reply = await self._roundtrip(method, frame, method not in WRITES)
+            return result_of(method, reply, _DECODERS(method), self)
         except EngramError as e:
             metrics.error(type(e).__name__)
             raise
@@ -193,38 +183,32 @@ class AsyncClient(_DatabaseBase):
             return reply
         raise AssertionError("unreachable")
 
-    def records(self, set_name: str) -> AsyncRecordSet:
-        if self._closed:
-            raise StorageError("the client is closed")
-        if set_name not in self._sets:
-            set_prefix(set_name, DEFAULT_LIMITS)  # the default naming rules, checked here
-        return self._sets.setdefault(set_name, AsyncRecordSet(self, set_name))
-
     @property
-    def vectors(self) -> AsyncVectorStore:
-        """The embedding store of the server's database; every call is awaited."""
-        return AsyncVectorStore(self)
-
-    @property
-    def sessions(self) -> AsyncSessionsCalls:
-        """Agent sessions of the server's database; every call is awaited."""
-        return AsyncSessionsCalls(self)
-
-    @property
-    def cache(self) -> Cache:
-        """The stampede-proof cache; use ``async def`` loaders (get_or_set is awaited)."""
-        if self._cache is None:
-            self._cache = Cache(None, async_core=CacheCoreCalls(self))
-        return self._cache
-
-    async def _collection(self, info: Any) -> AsyncCollection:
-        return AsyncCollection(self, await info)
+    def limits(self) -> Limits:
+        """The server database's size limits (known once connected)."""
+        assert self._limits is not None, "connect with engramdb.aio.connect()"
+        return self._limits
 
     async def stats(self) -> dict[str, Any]:
-        figures: dict[str, Any] = await self._acall("db.stats", (), {})
+        figures = await super().stats()
         figures["server_operations"] = figures.get("operations", {})
-        figures["operations"] = self.metrics.snapshot()
+        figures["operations"] = self._metrics.snapshot()
         return figures
+
+    async def execute(self, *args: bytes | str | int) -> Any:
+        """Send one raw command (e.g. ``"PING"``) and return hiredis' reply."""
+        conn = await self._acquire()
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await conn.request(encode_command(*args))
+        except (OSError, TimeoutError) as e:
+            conn.close()
+            raise Unavailable(f"connection lost: {e}") from e
+        if is_fatal(reply):
+            conn.close()
+        else:
+            self._release(conn)
+        return reply
 
     async def close(self) -> None:
         self._closed = True
@@ -232,166 +216,8 @@ class AsyncClient(_DatabaseBase):
         for conn in idle:
             conn.close()
 
-    if TYPE_CHECKING:  # the awaited signatures of DatabaseCalls' methods
 
-        async def sets(self) -> list[str]: ...
-        async def changes(self, since: int = 0, *, limit: int = 1000) -> list[Change]: ...
-        async def last_sequence(self) -> int: ...
-        async def first_sequence(self) -> int: ...
-        async def sweep(self, *, limit: int = 10_000) -> int: ...
-
-
-class AsyncVectorStore(_VectorStoreBase):
-    """``db.vectors`` for asyncio code: ``await store.create_collection(...)`` and so on."""
-
-    if TYPE_CHECKING:  # the awaited signatures of VectorStoreCalls' methods
-
-        async def create_collection(
-            self,
-            name: str,
-            dim: int,
-            metric: str = "cosine",
-            *,
-            text: bool = True,
-            m: int = 16,
-            ef_construction: int = 200,
-            ef_search: int = 64,
-            exact_threshold: int = 4096,
-            exist_ok: bool = False,
-        ) -> AsyncCollection: ...
-        async def get_collection(self, name: str) -> AsyncCollection: ...
-        async def list_collections(self) -> list[CollectionInfo]: ...
-        async def drop_collection(self, name: str) -> bool: ...
-
-
-class AsyncCollection(_CollectionBase):
-    """A collection for asyncio code: every method returns an awaitable."""
-
-    if TYPE_CHECKING:  # the awaited signatures of CollectionCalls' methods
-
-        async def upsert(
-            self,
-            ids: Sequence[str | int],
-            vectors: Any,
-            metadata: Sequence[Mapping[str, Any] | None] | None = None,
-            texts: Sequence[str | None] | None = None,
-            *,
-            ttl: float | None = None,
-            expect_generation: Sequence[int | None] | None = None,
-        ) -> list[int]: ...
-        async def delete(self, ids: Sequence[str | int]) -> int: ...
-        async def touch(self, ids: Sequence[str | int], ttl: float) -> int: ...
-        async def delete_where(self, filter: Mapping[str, Any]) -> int: ...
-        async def delete_all(self) -> int: ...
-        async def get(self, ids: Sequence[str | int]) -> list[Item | None]: ...
-        async def count(self, filter: Mapping[str, Any] | None = None) -> int: ...
-        async def scan(
-            self,
-            *,
-            filter: Mapping[str, Any] | None = None,
-            cursor: str | None = None,
-            limit: int = 100,
-            include: Sequence[str] = ...,
-        ) -> ItemPage: ...
-        async def search(
-            self,
-            vector: Any,
-            k: int = 10,
-            *,
-            filter: Mapping[str, Any] | None = None,
-            ef: int | None = None,
-            include: Sequence[str] = ...,
-        ) -> list[Hit]: ...
-        async def search_many(
-            self,
-            vectors: Any,
-            k: int = 10,
-            *,
-            filter: Mapping[str, Any] | None = None,
-            ef: int | None = None,
-            include: Sequence[str] = ...,
-        ) -> list[list[Hit]]: ...
-        async def text_search(
-            self,
-            query: str,
-            k: int = 10,
-            *,
-            filter: Mapping[str, Any] | None = None,
-            include: Sequence[str] = ...,
-        ) -> list[Hit]: ...
-        async def hybrid_search(
-            self,
-            text: str,
-            vector: Any,
-            k: int = 10,
-            *,
-            fusion: str = "rrf",
-            alpha: float = 0.5,
-            filter: Mapping[str, Any] | None = None,
-            candidates: int | None = None,
-            ef: int | None = None,
-            include: Sequence[str] = ...,
-        ) -> list[Hit]: ...
-
-
-class AsyncRecordSet(_RecordSetBase):
-    """``engramdb.RecordSet`` over the network for asyncio code."""
-
-    async def iterate(
-        self, prefix: str | bytes | None = None, *, batch: int = 1000
-    ) -> AsyncIterator[Record]:
-        cursor: str | None = None
-        while True:
-            page = await self.scan(prefix, cursor=cursor, limit=batch)
-            for record in page.records:
-                yield record
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-    if TYPE_CHECKING:  # the awaited signatures of RecordSetCalls' methods
-
-        async def get(self, key: Key) -> Record | None: ...
-        async def get_many(self, keys: Sequence[Key]) -> list[Record | None]: ...
-        async def exists(self, key: Key) -> bool: ...
-        async def count(self) -> int: ...
-        async def scan(
-            self, prefix: str | bytes | None = None, *, cursor: str | None = None, limit: int = 100
-        ) -> ScanPage: ...
-        async def put(
-            self,
-            key: Key,
-            bins: Mapping[str, Any],
-            *,
-            ttl: float | None = None,
-            expect_generation: int | None = None,
-            create_only: bool = False,
-            update_only: bool = False,
-        ) -> int: ...
-        async def update(
-            self,
-            key: Key,
-            bins: Mapping[str, Any],
-            *,
-            ttl: float | None = None,
-            expect_generation: int | None = None,
-            create_only: bool = False,
-            update_only: bool = False,
-        ) -> int: ...
-        async def delete(self, key: Key, *, expect_generation: int | None = None) -> bool: ...
-        async def touch(
-            self, key: Key, ttl: float, *, expect_generation: int | None = None
-        ) -> int: ...
-        async def operate(
-            self,
-            key: Key,
-            ops: Sequence[Op],
-            *,
-            ttl: float | None = None,
-            expect_generation: int | None = None,
-            create_only: bool = False,
-            update_only: bool = False,
-        ) -> list[Any]: ...
+document(AsyncClient, "Database")
 
 
 async def connect(
@@ -404,4 +230,100 @@ async def connect(
     """Connect to an ``engramdb serve`` server (asyncio)."""
     client = AsyncClient(url, timeout=timeout, pool_size=pool_size, retries=retries)
     client._release(await _AsyncConn.open(client.address, timeout))  # fail fast
+    client._limits = Limits(**(await client._request("db.stats", (), {}))["limits"])
     return client
+
+
+# in-process ------------------------------------------------------------------------------
+
+
+class AsyncDatabase(AsyncDatabaseFace):
+    """An embedded database for asyncio code (``await engramdb.aio.open(path)``).
+
+    Point reads run inline; writes are committed by group commit and awaited without
+    blocking the loop (an fsync never stalls it); slow calls run on ``workers`` threads.
+    """
+
+    def __init__(self, db: Database, *, workers: int = 4) -> None:
+        from engramdb.dispatch import entry
+
+        self.db = db
+        self._owner = self
+        self._entry = entry
+        self._sets: dict[str, AsyncRecordSet] = {}
+        self._cache: AsyncCache | None = None
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="engramdb-aio")
+        self._metrics = db.metrics
+
+    def __repr__(self) -> str:
+        return f"<engramdb.aio.AsyncDatabase {self.db.path or 'memory'}>"
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def limits(self) -> Limits:
+        """The database's size limits."""
+        return self.db.limits
+
+    async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        found = self._entry(method, remote=False)
+        if found is None:
+            raise AssertionError(f"no method {method}")
+        db, args, kwargs = self.db, list(args), dict(kwargs)
+        if found.kind == "read":
+            return self._handle(found.call(db, args, kwargs))
+        loop = asyncio.get_running_loop()
+        if found.kind == "write":
+            plan = found.call(db, args, kwargs)  # validated here, before anything is queued
+            done: asyncio.Future[Any] = loop.create_future()
+
+            def settle(value: Any, error: BaseException | None) -> None:
+                loop.call_soon_threadsafe(_settle, done, value, error)
+
+            db._submit(plan, settle)
+            return await done
+        value = await loop.run_in_executor(self._pool, found.call, db, args, kwargs)
+        return self._handle(value)
+
+    def _handle(self, value: Any) -> Any:
+        if type(value).__name__ == "Collection":
+            info: CollectionInfo = value.info
+            return AsyncCollection(self, info)
+        return value
+
+    def memory_with(self, embedder: Embedder, **options: Any) -> AsyncMemoryStore:
+        # In-process, the store itself is the address: its embedder runs in its own calls.
+        return AsyncMemoryStore(self, self.db.memory_with(embedder, **options))
+
+    async def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+
+
+document(AsyncDatabase, "Database")
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+async def open(path: str | None = None, *, workers: int = 4, **options: Any) -> AsyncDatabase:
+    """Open an embedded database for asyncio code; ``options`` as ``engramdb.open()``.
+
+    Opening (creating directories, mapping LMDB) runs on a worker thread."""
+    import engramdb
+
+    db = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: engramdb.open(path, **options)
+    )
+    return AsyncDatabase(db, workers=workers)

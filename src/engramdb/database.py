@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import weakref
@@ -243,7 +244,7 @@ class Database:
         self._embedder = embedder
         self._role_store = RoleStore(self)
         self._clock = clock or system_clock
-        self.limits = limits or DEFAULT_LIMITS
+        self._limits = limits or DEFAULT_LIMITS
         self.path = path
         self.durability = durability
         self._retention = changelog_retention
@@ -539,6 +540,7 @@ class Database:
         return {
             "path": self.path,
             "durability": self.durability,
+            "limits": dataclasses.asdict(self.limits),
             "operations": self._metrics.snapshot(),
             "saturation": {
                 "map_use_ratio": engine.get("map_use_ratio"),
@@ -559,7 +561,13 @@ class Database:
         }
 
     @property
+    def limits(self) -> Limits:
+        """The size limits (``engramdb.Limits``) every write is checked against."""
+        return self._limits
+
+    @property
     def metrics(self) -> Metrics:
+        """Per-operation latency, traffic and errors seen by this handle (golden signals)."""
         return self._metrics
 
     @property
@@ -611,7 +619,8 @@ class Database:
         return found
 
     def close(self) -> None:
-        """Stop background work and release the engine. Safe to call twice.
+        """Release everything this handle holds: background work and the engine (embedded),
+        or connections and threads (clients). Safe to call twice.
 
         Everything is released even when a part fails to close (a role, the group commit,
         the engine); the first such error is raised afterwards, as an ``EngramError``.

@@ -348,23 +348,39 @@ def test_idle_connections_are_closed_after_idle_timeout_and_only_with_it(
 # oversized frames ------------------------------------------------------------------------
 
 
-def test_oversized_vector_upsert_raises_request_too_large_and_writes_nothing(
+def test_a_10k_x_384_upsert_is_split_to_fit_the_frame_limit_and_lands_whole(
     serve: ServeFactory,
 ) -> None:
+    # 15 MB of vectors in one call: the client splits it into requests under the server's
+    # frame limit (atomic chunks, as the embedded upsert's), instead of being refused.
     server = serve("--durability", "none")
     with engramdb.connect(server.url) as db:
         collection = db.vectors.create_collection("docs", 384)
         ids = [f"d{i}" for i in range(10_000)]
         vectors = np.random.default_rng(0).random((10_000, 384), dtype=np.float32)
+        generations = collection.upsert(ids, vectors)
+        assert len(generations) == 10_000
+        assert collection.count() == 10_000
+        (item,) = collection.get(["d9999"])
+        assert item is not None
+        want = vectors[9999] / np.linalg.norm(vectors[9999])
+        np.testing.assert_allclose(item.vector, want, rtol=1e-5)
+    assert "request too large" not in log_text(server)
+
+
+def test_a_request_over_the_frame_limit_raises_request_too_large_and_writes_nothing(
+    serve: ServeFactory,
+) -> None:
+    server = serve("--durability", "none")
+    with engramdb.connect(server.url) as db:
+        big = {f"k{i}": {"blob": b"x" * 1000} for i in range(3000)}  # ~3 MB in one put_many
         with pytest.raises(engramdb.RequestTooLarge) as caught:
-            collection.upsert(ids, vectors)
+            db.records("s").put_many(big)
         message = str(caught.value)
         assert "max frame of 2097152 bytes (--max-frame)" in message
         assert "split the batch" in message
         assert isinstance(caught.value, engramdb.EngramError)
-        assert collection.count() == 0  # nothing was applied
-        collection.upsert(ids[:1000], vectors[:1000])  # a batch under the limit goes through
-        assert collection.count() == 1000
+        assert db.records("s").count() == 0  # nothing was applied
     assert re.search(
         r"WARNING .*refused a request from 127\.0\.0\.1:\d+: .*request too large: an argument "
         r"of \d+ bytes exceeds the server's max frame of 2097152 bytes",

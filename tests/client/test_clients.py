@@ -2,71 +2,21 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import inspect
 import socket
-from pathlib import Path
 
 import pytest
 
 import engramdb
 import engramdb.aio
-from engramdb import Conflict, InvalidArgument, NotFound, RecordSet, Unavailable, ops
-from engramdb.client._core import DatabaseCalls, RecordSetCalls
-from engramdb.database import Database
+from engramdb import Conflict, InvalidArgument, NotFound, Unavailable, ops
 from tests.conftest import ServerProcess
-
-PUBLIC_RECORD_METHODS = [
-    "get", "get_many", "exists", "count", "scan", "put", "update", "delete", "touch", "operate",
-]  # fmt: skip
 
 
 @pytest.fixture
 def server(engram_server: ServerProcess) -> ServerProcess:
     engram_server.reset()
     return engram_server
-
-
-@pytest.mark.parametrize("name", PUBLIC_RECORD_METHODS)
-def test_remote_record_set_has_the_embedded_signature(name: str) -> None:
-    embedded = inspect.signature(getattr(RecordSet, name))
-    remote = inspect.signature(getattr(RecordSetCalls, name))
-    assert remote == embedded
-
-
-@pytest.mark.parametrize("name", ["sets", "changes", "last_sequence", "first_sequence", "sweep"])
-def test_remote_database_has_the_embedded_signature(name: str) -> None:
-    assert inspect.signature(getattr(DatabaseCalls, name)) == inspect.signature(
-        getattr(Database, name)
-    )
-
-
-def _async_stub_signatures() -> dict[str, str]:
-    """Signatures of the awaited stubs in aio.py (they exist only for type checkers)."""
-    tree = ast.parse(Path(engramdb.aio.__file__).read_text())
-    found: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and node.name == "AsyncRecordSet":
-            for item in ast.walk(node):
-                if isinstance(item, ast.AsyncFunctionDef):
-                    found[item.name] = ast.unparse(item.args)
-    return found
-
-
-def test_async_stubs_match_the_embedded_signatures() -> None:
-    stubs = _async_stub_signatures()
-    tree = ast.parse(Path(inspect.getfile(RecordSet)).read_text())
-    embedded = {
-        item.name: ast.unparse(item.args)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ClassDef) and node.name == "RecordSet"
-        for item in node.body
-        if isinstance(item, ast.FunctionDef) and item.name in PUBLIC_RECORD_METHODS
-    }
-    assert set(PUBLIC_RECORD_METHODS) <= set(stubs)
-    for name in PUBLIC_RECORD_METHODS:
-        assert stubs[name] == embedded[name], name
 
 
 def test_sync_client_round_trip_and_errors(server: ServerProcess) -> None:

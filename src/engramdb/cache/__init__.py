@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engramdb.cache.model import Cache, LoaderError, ThreadedCore
+from engramdb.cache.model import AsyncCache, Cache, LoaderError, ThreadedCore
 
 if TYPE_CHECKING:
     from engramdb.cache.core import LEASES, VALUES, CacheCore
 
-__all__ = ["LEASES", "VALUES", "Cache", "CacheCore", "LoaderError", "ThreadedCore"]
+__all__ = ["LEASES", "VALUES", "AsyncCache", "Cache", "CacheCore", "LoaderError", "ThreadedCore"]
 
 
 def __getattr__(name: str) -> Any:

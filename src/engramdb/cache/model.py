@@ -43,7 +43,7 @@ from engramdb.records.codec import check_value, encode_value
 from engramdb.records.limits import Limits
 from engramdb.records.writes import check_ttl
 
-__all__ = ["Cache", "LoaderError", "ThreadedCore"]
+__all__ = ["AsyncCache", "Cache", "LoaderError", "ThreadedCore"]
 
 ERROR_GRACE = 1.0  # seconds a failed load's error stays visible to waiters elsewhere
 T = TypeVar("T")
@@ -546,8 +546,105 @@ class Cache:
             return dict(self._counters.values)
 
     def close(self) -> None:
-        pass
+        """Nothing to release (the database owns the storage)."""
 
+
+class AsyncCache:
+    """The cache for asyncio code (``db.cache`` of an asyncio database): the same calls as
+    ``Cache``, every one awaited. Loaders may be ``async def`` or plain functions; the
+    storage primitives are awaited, so nothing blocks the event loop but the loader itself.
+    """
+
+    def __init__(self, core: Any, *, rng: random.Random | None = None) -> None:
+        self._cache = Cache(None, async_core=core, rng=rng)
+        self._core = core
+
+    @property
+    def core(self) -> Any:
+        """The storage primitives this cache runs over (what the server serves remotely)."""
+        return self._core
+
+    async def get_or_set(
+        self,
+        key: str,
+        loader: Callable[[], Any],
+        *,
+        ttl: float,
+        stale_ttl: float = 0.0,
+        early_recompute: float = 1.0,
+        negative_ttl: float = 0.0,
+        lease_ttl: float = 10.0,
+        wait_timeout: float = 30.0,
+    ) -> Any:
+        """The value under ``key``, loading it with ``loader()`` on a miss (see the module).
+
+        ``ttl``: seconds a value is fresh; ``stale_ttl``: seconds after that it may be served
+        while refreshed; ``negative_ttl``: seconds a failure is cached (0: never);
+        ``lease_ttl``: how long a crashed loader can hold the key; ``wait_timeout``: longest
+        wait for another loader.
+        """
+        if callable(loader) and not inspect.iscoroutinefunction(loader):
+            plain = loader
+
+            async def loader() -> Any:
+                return plain()
+
+        return await self._cache.get_or_set(
+            key, loader, ttl=ttl, stale_ttl=stale_ttl, early_recompute=early_recompute,
+            negative_ttl=negative_ttl, lease_ttl=lease_ttl, wait_timeout=wait_timeout,
+        )  # fmt: skip
+
+    async def get(self, key: str) -> Any:
+        """The fresh value under ``key``, or None (no loading, no lease)."""
+        entry = await _maybe(self._core.peek(key))
+        if "v" in entry and entry["now"] < entry["exp"]:
+            return entry["v"]
+        return None
+
+    async def set(self, key: str, value: Any, *, ttl: float, stale_ttl: float = 0.0) -> None:
+        """Store ``value`` now (refusing the write-back of any load in flight)."""
+        _check_storable(value)
+        await _maybe(self._core.set(key, value, ttl, stale_ttl))
+
+    async def delete(self, key: str) -> bool:
+        """Invalidate ``key``: its value goes, and a load in flight cannot write back."""
+        return bool(await _maybe(self._core.delete(key)))
+
+    def memoize(
+        self, *, ttl: float, stale_ttl: float = 0.0, early_recompute: float = 1.0,
+        negative_ttl: float = 0.0, prefix: str | None = None,
+    ) -> Callable[[Callable[..., T]], Callable[..., Awaitable[T]]]:  # fmt: skip
+        """Decorator: cache a function's results by its (msgpack-able) arguments; the
+        decorated function is awaited."""
+        sync = self._cache.memoize(
+            ttl=ttl, stale_ttl=stale_ttl, early_recompute=early_recompute,
+            negative_ttl=negative_ttl, prefix=prefix,
+        )  # fmt: skip
+
+        def decorate(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+            if inspect.iscoroutinefunction(fn):
+                return sync(fn)
+
+            async def as_async(*args: Any, **kwargs: Any) -> T:
+                return fn(*args, **kwargs)
+
+            functools.update_wrapper(as_async, fn)
+            return sync(as_async)
+
+        return decorate
+
+    def stats(self) -> dict[str, int]:
+        """hits, misses, loader_calls, stale_served, early_recomputes, lease_waits,
+        loader_errors and invalidated_fills since this cache object was created."""
+        return self._cache.stats()
+
+    def close(self) -> None:
+        """Nothing to release (the database owns the storage)."""
+
+
+# One text for both faces: the asyncio cache documents itself with the sync cache's words.
+for _name in ("get_or_set", "get", "set", "delete", "memoize", "stats", "close"):
+    getattr(AsyncCache, _name).__doc__ = getattr(Cache, _name).__doc__
 
 _ANY_SIZE = Limits(max_vector_dim=1 << 30)  # sizes are the store's to judge, types ours
 

@@ -47,6 +47,8 @@ def decoder_for(tp: Any) -> Decoder:
         return _same
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return _same
     if origin is typing.Union or origin is types.UnionType:
         decoders = [decoder_for(a) for a in args if a is not type(None)]
         if all(d is _same for d in decoders):

@@ -37,8 +37,10 @@ from engramdb.client._generated import (
     SessionStoreCalls,
     VectorStoreCalls,
 )
-from engramdb.errors import Conflict, EngramError, InvalidArgument, NotFound
-from engramdb.records.keys import Key
+from engramdb.errors import Conflict, EngramError, InvalidArgument, NotFound, StorageError
+from engramdb.observability.metrics import Metrics
+from engramdb.records.keys import Key, is_reserved, set_prefix
+from engramdb.records.limits import DEFAULT_LIMITS
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, TransformFn
 from engramdb.transaction import AsyncTransaction, Transaction
@@ -147,9 +149,9 @@ def _transform_flow(set_name: str, items: Sequence[tuple[Key, TransformFn]]) -> 
                 bins = record.bins
             if expires is KEEP:
                 expires = current.expires_ms
-            ttl = None if not expires else max(0.001, (int(expires) - now) / 1000)  # type: ignore[call-overload]
+            ttl = None if not expires else max(0.001, (int(expires) - now) / 1000)
             writes.append(["put", set_name, key, [bins], {} if ttl is None else {"ttl": ttl}])
-            seen[key] = Record(key, dict(bins), current.generation + 1, None, now / 1000)  # type: ignore[arg-type]
+            seen[key] = Record(key, dict(bins), current.generation + 1, None, now / 1000)
         if not writes:
             return results
         try:
@@ -414,7 +416,7 @@ def _memory_spec(embedder: Embedder, options: Mapping[str, Any]) -> dict[str, An
 
 
 # method -> (argument holding the text, where it is: an index of args or a keyword)
-_EMBEDS = {"memory.add": 0, "memory.search": 0, "memory.update": "content"}
+_EMBEDS: dict[str, int | str] = {"memory.add": 0, "memory.search": 0, "memory.update": "content"}
 
 
 def _with_embedding(
@@ -424,7 +426,10 @@ def _with_embedding(
     where = _EMBEDS.get(method)
     if embedder is None or where is None or kwargs.get("embedding") is not None:
         return kwargs
-    text = kwargs.get(where) if isinstance(where, str) else args[where] if args else None
+    if isinstance(where, str):
+        text = kwargs.get(where)
+    else:
+        text = args[where] if len(args) > where else None
     if type(text) is not str:
         return kwargs  # nothing to embed (or not text: the server says what is wrong)
     return {**kwargs, "embedding": embedder.embed([text])[0]}
@@ -522,7 +527,8 @@ class RemoteFeatureStore(FeatureStoreCalls):
         self._owner = owner
 
     def ingest(self, view: str, data: Any) -> IngestResult:
-        return _ingested(view, [super().ingest(view, chunk) for chunk in _table_chunks(data)])
+        send = super().ingest  # (zero-argument super() does not reach into comprehensions)
+        return _ingested(view, [send(view, chunk) for chunk in _table_chunks(data)])
 
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
         return self.ingest(view, [rows] if isinstance(rows, dict) else list(rows))
@@ -538,10 +544,9 @@ class RemoteFeatureStore(FeatureStoreCalls):
         from engramdb.features.frames import to_arrow
 
         table = to_arrow(entity_df)
+        join = super().get_historical_features
         pieces = [
-            super().get_historical_features(
-                table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names
-            )
+            join(table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names)
             for i in range(0, max(1, table.num_rows), _JOIN_ROWS)
         ]
         return _historical(pieces, output)
@@ -554,8 +559,8 @@ class AsyncFeatureStore(AsyncFeatureStoreCalls):
         self._owner = owner
 
     async def ingest(self, view: str, data: Any) -> IngestResult:
-        replies = [await super().ingest(view, chunk) for chunk in _table_chunks(data)]
-        return _ingested(view, replies)
+        send = super().ingest
+        return _ingested(view, [await send(view, chunk) for chunk in _table_chunks(data)])
 
     async def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
         return await self.ingest(view, [rows] if isinstance(rows, dict) else list(rows))
@@ -571,10 +576,9 @@ class AsyncFeatureStore(AsyncFeatureStoreCalls):
         from engramdb.features.frames import to_arrow
 
         table = to_arrow(entity_df)
+        join = super().get_historical_features
         pieces = [
-            await super().get_historical_features(
-                table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names
-            )
+            await join(table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names)
             for i in range(0, max(1, table.num_rows), _JOIN_ROWS)
         ]
         return _historical(pieces, output)
@@ -583,17 +587,37 @@ class AsyncFeatureStore(AsyncFeatureStoreCalls):
 # the database ----------------------------------------------------------------------------
 
 
+def _check_set_name(set_name: Any) -> None:
+    """The naming rules, checked where the call is made (the server checks them again)."""
+    set_prefix(set_name, DEFAULT_LIMITS)
+    if is_reserved(set_name):
+        raise InvalidArgument(
+            f"set {set_name!r} is reserved for engramdb's own roles (names starting with "
+            "'_', 'vec.' or 'fv.'); use another name, or the role's API"
+        )
+
+
 class RemoteDatabaseFace(DatabaseCalls):
     """What a sync client adds to the generated database methods (``Client`` transports it)."""
 
     _sets: dict[str, RemoteRecordSet]
     _cache: Cache | None
+    _closed: bool = False
+    _metrics: Metrics
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the client is closed")
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     def records(self, set_name: str) -> RemoteRecordSet:
+        self._check_open()
         found = self._sets.get(set_name)
         if found is None:
-            if type(set_name) is not str or not set_name:
-                raise InvalidArgument("a set name must be a non-empty str")
+            _check_set_name(set_name)
             if len(self._sets) >= MAX_CACHED_SETS:
                 self._sets.clear()
             found = self._sets[set_name] = RemoteRecordSet(self, set_name)
@@ -636,12 +660,22 @@ class AsyncDatabaseFace(AsyncDatabaseCalls):
 
     _sets: dict[str, AsyncRecordSet]
     _cache: AsyncCache | None
+    _closed: bool = False
+    _metrics: Metrics
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError("the database is closed")
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     def records(self, set_name: str) -> AsyncRecordSet:
+        self._check_open()
         found = self._sets.get(set_name)
         if found is None:
-            if type(set_name) is not str or not set_name:
-                raise InvalidArgument("a set name must be a non-empty str")
+            _check_set_name(set_name)
             if len(self._sets) >= MAX_CACHED_SETS:
                 self._sets.clear()
             found = self._sets[set_name] = AsyncRecordSet(self, set_name)
@@ -679,3 +713,73 @@ class AsyncDatabaseFace(AsyncDatabaseCalls):
 
             self._cache = AsyncCache(AsyncCacheCore(self))
         return self._cache
+
+
+# results the generic decoder cannot build from fields --------------------------------------
+
+
+def _online(raw: Any, owner: Any) -> Any:
+    from engramdb.features.model import OnlineResponse
+
+    return OnlineResponse(raw["columns"], raw["statuses"])
+
+
+def _historical_table(raw: Any, owner: Any) -> Any:
+    import pyarrow as pa
+
+    from engramdb.features.model import HistoricalResult
+
+    return HistoricalResult(pa.ipc.open_stream(raw).read_all(), None)
+
+
+def _ingest_reply(raw: Any, owner: Any) -> Any:
+    from engramdb.features.model import IngestResult
+
+    return IngestResult(raw["view"], raw["rows"], raw["online_written"], None)
+
+
+def _register() -> None:
+    from engramdb.client._decode import register_decoder
+    from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse
+
+    register_decoder(
+        RemoteCollection, lambda raw, owner: RemoteCollection(owner, CollectionInfo(**raw))
+    )
+    register_decoder(
+        AsyncCollection, lambda raw, owner: AsyncCollection(owner, CollectionInfo(**raw))
+    )
+    register_decoder(OnlineResponse, _online)
+    register_decoder(HistoricalResult, _historical_table)
+    register_decoder(IngestResult, _ingest_reply)
+
+
+_register()
+
+# What the generated annotations name, per face, for the decoders.
+SYNC_HANDLES: dict[str, Any] = {"RemoteCollection": RemoteCollection}
+ASYNC_HANDLES: dict[str, Any] = {"AsyncCollection": AsyncCollection}
+
+
+def document(cls: type, face: str) -> None:
+    """Give ``cls``'s hand-written methods the embedded implementation's docstrings."""
+    from engramdb.client._generated import DOCS
+
+    for name, doc in DOCS.get(face, {}).items():
+        member = cls.__dict__.get(name)
+        if isinstance(member, property):
+            setattr(cls, name, property(member.fget, member.fset, member.fdel, doc))
+        elif callable(member) and not member.__doc__:
+            member.__doc__ = doc
+
+
+for _face, _classes in {
+    "Database": (RemoteDatabaseFace, AsyncDatabaseFace),
+    "RecordSet": (RemoteRecordSet, AsyncRecordSet),
+    "Collection": (RemoteCollection, AsyncCollection),
+    "VectorStore": (RemoteVectorStore, AsyncVectorStore),
+    "SessionStore": (RemoteSessionStore, AsyncSessionStore),
+    "MemoryStore": (RemoteMemoryStore, AsyncMemoryStore),
+    "FeatureStore": (RemoteFeatureStore, AsyncFeatureStore),
+}.items():
+    for _cls in _classes:
+        document(_cls, _face)

@@ -153,24 +153,24 @@ def _method(
         lines.append(f"    if {param} is not None:")
         lines.append(f"        {param} = wire({form!r}, {param})")
     if keyword:
-        lines.append("    kwargs: dict[str, Any] = {}")
+        lines.append("    _kw: dict[str, Any] = {}")
         for param, default in keyword:
             if default is None or default is True or default is False:
                 test = f"{param} is not {default!r}"
             else:
                 test = f"{param} != {_default(default)}"
             lines.append(f"    if {test}:")
-            lines.append(f'        kwargs["{param}"] = {param}')
+            lines.append(f'        _kw["{param}"] = {param}')
     one = len(positional) == 1
     args = f"({positional[0]},)" if one else "(" + ", ".join(positional) + ")"
-    call = f'self._call("{face.namespace}.{name}", {args}, {"kwargs" if keyword else "{}"})'
+    call = f'self._call("{face.namespace}.{name}", {args}, {"_kw" if keyword else "{}"})'
     awaited = f"{'await ' if is_async else ''}{call}"
     if returns == "None":
         lines.append(f"    {awaited}")
     else:
         # Typed through a variable: the transport returns Any, rebuilt to this type.
-        lines.append(f"    value: {returns} = {awaited}")
-        lines.append("    return value")
+        lines.append(f"    _result: {returns} = {awaited}")
+        lines.append("    return _result")
     return textwrap.indent("\n".join(lines), "    ")
 
 
@@ -194,6 +194,20 @@ def generate() -> str:
             methods.append(f'    "{face.namespace}.{n}": ("{face.name}", "{n}"),')
             if spec.writes:
                 writes.append(f'    "{face.namespace}.{n}",')
+    docs: list[str] = []
+    for face in FACES:
+        cls = getattr(importlib.import_module(face.module), face.cls)
+        declared_names = set(remote_methods(cls))
+        entries = []
+        for attr in sorted(dir(cls)):
+            if attr.startswith("_") or attr in declared_names:
+                continue
+            text = inspect.getdoc(getattr(cls, attr))
+            member = inspect.getattr_static(cls, attr)
+            if text and (callable(member) or isinstance(member, property)):
+                entries.append(f"        {attr!r}: {text!r},")
+        if entries:
+            docs.append(f'    "{face.name}": {{\n' + "\n".join(entries) + "\n    },")
     handles = {h for pair in HANDLES.values() for h in pair}
     imports: dict[str, list[str]] = {}
     for name in sorted(used - _BUILTIN - handles):
@@ -235,6 +249,10 @@ def generate() -> str:
         "WRITES: frozenset[str] = frozenset({",
         *writes,
         "})",
+        "# the docstrings of the other public methods, for the client's hand-written ones",
+        "DOCS: dict[str, dict[str, str]] = {",
+        *docs,
+        "}",
     ]
     return "\n".join(header) + "\n\n\n" + "\n\n\n".join(classes) + "\n"
 

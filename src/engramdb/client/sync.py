@@ -1,13 +1,16 @@
 """The blocking client: ``engramdb.connect(url)`` gives the ``Database`` interface over TCP.
 
 A thread-safe pool of sockets; each call borrows one, sends one request, reads one reply
-(hiredis parses it) and returns the socket. Failures and what they mean:
+(hiredis parses it) and returns the socket. The methods themselves are derived from the
+embedded implementations' declarations (``client/_generated.py``, ``client/_handles.py``);
+this module only moves bytes. Failures and what they mean:
 
 - Cannot connect: ``Unavailable`` (nothing was sent, so the call did not happen).
 - The connection breaks or times out after a request was sent: reads (idempotent) are retried
   once on a fresh connection; writes raise ``Unavailable``/``Timeout`` saying their outcome
   is unknown, because the server may have applied them.
 - ``-BUSY``: ``Overloaded`` (the server shed the request before running it; back off).
+- A request over the server's frame limit: ``RequestTooLarge`` (nothing was written).
 """
 
 from __future__ import annotations
@@ -15,41 +18,38 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from engramdb.cache import Cache, ThreadedCore
 from engramdb.client._core import (
-    METHODS,
+    WRITES,
     Address,
-    DatabaseCalls,
-    RecordSetCalls,
+    Decoders,
     encode_call,
     is_fatal,
     parse_url,
     result_of,
 )
-from engramdb.client._features import RemoteFeatureStore
-from engramdb.client._roles import CacheCoreCalls, MemoryCalls, SessionsCalls
-from engramdb.client._vectors import CollectionCalls, VectorStoreCalls
-from engramdb.errors import (
-    AuthError,
-    EngramError,
-    StorageError,
-    Timeout,
-    Unavailable,
+from engramdb.client._handles import (
+    SYNC_HANDLES,
+    RemoteDatabaseFace,
+    RemoteRecordSet,
+    document,
 )
+from engramdb.errors import AuthError, EngramError, StorageError, Timeout, Unavailable
 from engramdb.observability.metrics import Metrics
 from engramdb.protocol.resp import encode_command
-from engramdb.records.keys import set_prefix
-from engramdb.records.limits import DEFAULT_LIMITS
-from engramdb.records.model import Record
-from engramdb.vectors.model import CollectionInfo
+from engramdb.records.limits import Limits
+
+if TYPE_CHECKING:
+    from engramdb.cache.model import Cache
 
 __all__ = ["Client", "RemoteRecordSet", "connect"]
+
+_DECODERS = Decoders("", SYNC_HANDLES)
 
 
 class _Conn:
@@ -95,7 +95,7 @@ class _Conn:
             self.sock.close()
 
 
-class Client(DatabaseCalls):
+class Client(RemoteDatabaseFace):
     """A remote database with the same interface as ``engramdb.Database``.
 
     Args:
@@ -112,13 +112,15 @@ class Client(DatabaseCalls):
         self.url = url
         self.timeout = timeout
         self.retries = retries
+        self._owner = self
         self._pool_size = pool_size
         self._idle: list[_Conn] = []
         self._lock = threading.Lock()
         self._sets: dict[str, RemoteRecordSet] = {}
         self._closed = False
         self._cache: Cache | None = None
-        self.metrics = Metrics()
+        self._limits: Limits | None = None
+        self._metrics = Metrics()
         self._release(self._connect())  # fail fast on a bad address or password
 
     def __repr__(self) -> str:
@@ -146,16 +148,15 @@ class Client(DatabaseCalls):
                 return
         conn.close()
 
-    def _call(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         if self._closed:
             raise StorageError("the client is closed")
         frame = encode_call(method, args, kwargs)
-        spec = METHODS[method]
-        metrics = self.metrics.op(method.rpartition(".")[2])
+        metrics = self._metrics.op(method.rpartition(".")[2])
         started = perf_counter_ns()
         try:
-            reply = self._roundtrip(method, frame, spec.idempotent)
-            return result_of(method, reply)
+            reply = self._roundtrip(method, frame, method not in WRITES)
+            return result_of(method, reply, _DECODERS(method), self)
         except EngramError as e:
             metrics.error(type(e).__name__)
             raise
@@ -172,22 +173,14 @@ class Client(DatabaseCalls):
                 conn.close()
                 if attempt + 1 < attempts:
                     continue
-                if idempotent:
-                    raise Timeout(f"{method} timed out after {self.timeout}s") from e
-                raise Timeout(
-                    f"{method} timed out after {self.timeout}s; the write may or may not "
-                    "have been applied"
-                ) from e
+                unknown = "" if idempotent else "; the write may or may not have been applied"
+                raise Timeout(f"{method} timed out after {self.timeout}s{unknown}") from e
             except OSError as e:
                 conn.close()
                 if attempt + 1 < attempts:
                     continue
-                if idempotent:
-                    raise Unavailable(f"{method} failed: connection lost ({e})") from e
-                raise Unavailable(
-                    f"{method}: connection lost after the request was sent ({e}); the write "
-                    "may or may not have been applied"
-                ) from e
+                unknown = "" if idempotent else "; the write may or may not have been applied"
+                raise Unavailable(f"{method}: connection lost ({e}){unknown}") from e
             if is_fatal(reply):
                 conn.close()  # the server closes after a protocol error: do not pool it
             else:
@@ -195,52 +188,17 @@ class Client(DatabaseCalls):
             return reply
         raise AssertionError("unreachable")
 
-    def records(self, set_name: str) -> RemoteRecordSet:
-        if self._closed:
-            raise StorageError("the client is closed")
-        found = self._sets.get(set_name)
-        if found is None:
-            set_prefix(set_name, DEFAULT_LIMITS)  # the default naming rules, checked here
-            found = self._sets.setdefault(set_name, RemoteRecordSet(self, set_name))
-        return found
-
     @property
-    def vectors(self) -> RemoteVectorStore:
-        """The embedding store of the server's database."""
-        return RemoteVectorStore(self)
-
-    @property
-    def sessions(self) -> SessionsCalls:
-        """Agent sessions of the server's database."""
-        return SessionsCalls(self)
-
-    @property
-    def memory(self) -> MemoryCalls:
-        """Long-term memory of the server's database (embedded by the server)."""
-        return MemoryCalls(self)
-
-    @property
-    def features(self) -> RemoteFeatureStore:
-        """The feature store of the server's database."""
-        return RemoteFeatureStore(self)
-
-    @property
-    def cache(self) -> Cache:
-        """The stampede-proof cache, over the server's storage primitives."""
-        if self._cache is None:
-            core = CacheCoreCalls(self)
-            self._cache = Cache(core, async_core=ThreadedCore(core))
-        return self._cache
-
-    def _collection(self, info: CollectionInfo) -> RemoteCollection:
-        return RemoteCollection(self, info)
+    def limits(self) -> Limits:
+        """The server database's size limits."""
+        if self._limits is None:
+            self._limits = Limits(**self._request("db.stats", (), {})["limits"])
+        return self._limits
 
     def stats(self) -> dict[str, Any]:
-        """The server database's stats, with ``operations`` as this client observed them
-        (``server_operations`` keeps the server's own)."""
-        figures: dict[str, Any] = self._call("db.stats", (), {})
+        figures = super().stats()
         figures["server_operations"] = figures.get("operations", {})
-        figures["operations"] = self.metrics.snapshot()
+        figures["operations"] = self._metrics.snapshot()
         return figures
 
     def execute(self, *args: bytes | str | int) -> Any:
@@ -265,31 +223,7 @@ class Client(DatabaseCalls):
             conn.close()
 
 
-class RemoteVectorStore(VectorStoreCalls):
-    """``db.vectors`` over the network (sync)."""
-
-    def create_collection(self, *args: Any, **kwargs: Any) -> RemoteCollection:
-        return super().create_collection(*args, **kwargs)  # type: ignore[no-any-return]
-
-    def get_collection(self, name: str) -> RemoteCollection:
-        return super().get_collection(name)  # type: ignore[no-any-return]
-
-
-class RemoteCollection(CollectionCalls):
-    """``engramdb.vectors.Collection`` over the network (sync)."""
-
-
-class RemoteRecordSet(RecordSetCalls):
-    """``engramdb.RecordSet`` over the network (sync)."""
-
-    def iterate(self, prefix: str | bytes | None = None, *, batch: int = 1000) -> Iterator[Record]:
-        cursor: str | None = None
-        while True:
-            page = self.scan(prefix, cursor=cursor, limit=batch)
-            yield from page.records
-            if page.cursor is None:
-                return
-            cursor = page.cursor
+document(Client, "Database")
 
 
 def connect(

@@ -20,10 +20,10 @@ from engramdb.features.definitions import (
     String,
     UnixTimestamp,
 )
-from engramdb.features.online import OnlineResponse
+from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse, SkewReport
 
 if TYPE_CHECKING:
-    from engramdb.features.store import FeatureStore, HistoricalResult, IngestResult, SkewReport
+    from engramdb.features.store import FeatureStore
 
 __all__ = [
     "DTYPES",
@@ -48,8 +48,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("FeatureStore", "HistoricalResult", "IngestResult", "SkewReport"):
-        from engramdb.features import store
+    if name == "FeatureStore":
+        from engramdb.features.store import FeatureStore
 
-        return getattr(store, name)
+        return FeatureStore
     raise AttributeError(name)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engramdb.errors import InvalidArgument
+from engramdb.features.model import OnlineResponse
 from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
 
@@ -44,30 +45,6 @@ def entity_key(values: Sequence[Any]) -> Any:
 
 def micros_to_datetime(value: int) -> datetime.datetime:
     return _EPOCH + datetime.timedelta(microseconds=value)
-
-
-class OnlineResponse:
-    """The answer of ``get_online_features``: columns (join keys, then features, in the
-    order asked) and, per feature, a status per row (PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE)."""
-
-    def __init__(self, columns: dict[str, list[Any]], statuses: dict[str, list[str]]) -> None:
-        self.columns = columns
-        self.statuses = statuses
-
-    def to_dict(self) -> dict[str, list[Any]]:
-        return dict(self.columns)
-
-    def to_arrow(self) -> Any:
-        import pyarrow as pa
-
-        return pa.table(self.columns)
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
-
-    def __repr__(self) -> str:
-        rows = len(next(iter(self.columns.values()), []))
-        return f"<OnlineResponse {rows} rows x {len(self.statuses)} features>"
 
 
 class OnlineStore:

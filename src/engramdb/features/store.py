@@ -17,7 +17,6 @@ import os
 import random
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +28,10 @@ from engramdb._progress import progress_bar
 from engramdb.errors import EngramError, InvalidArgument
 from engramdb.features.definitions import Entity, FeatureService, FeatureView
 from engramdb.features.frames import TS, conform, to_arrow
+from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse, SkewReport
 from engramdb.features.offline import INGEST, OfflineLog, ViewSpec
 from engramdb.features.online import (
     CREATED,
-    OnlineResponse,
     OnlineStore,
     entity_key,
 )
@@ -55,50 +54,6 @@ _SQL_TYPES = {
     "int64[]": "BIGINT[]", "float32[]": "FLOAT[]", "float64[]": "DOUBLE[]",
     "string[]": "VARCHAR[]",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    view: str
-    rows: int
-    online_written: int
-    offline_file: str | None
-
-
-@dataclass
-class SkewReport:
-    """``validate_online``: entities checked and every value where online != offline."""
-
-    view: str
-    checked: int
-    mismatches: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-
-class HistoricalResult:
-    """Training data: a pyarrow Table (or, with ``output=``, the Parquet file written)."""
-
-    def __init__(self, table: pa.Table | None, path: str | None) -> None:
-        self._table = table
-        self.path = path
-
-    def to_arrow(self) -> pa.Table:
-        if self._table is None:
-            import pyarrow.parquet as pq
-
-            assert self.path is not None
-            return pq.read_table(self.path)
-        return self._table
-
-    def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.to_arrow().num_rows)
 
 
 class _Plan:

@@ -87,7 +87,7 @@ class Collection:
         return f"<Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
 
     def _state(self) -> CollectionState:
-        return self._store.state_of(self.info, self.set_name)
+        return self._store._state_of(self.info, self.set_name)
 
     def _write_steps(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
         """Commit ``steps`` (over this collection's items, and other sets) as one write, and
@@ -293,7 +293,7 @@ class Collection:
         def remove(current: Current, now: int) -> Outcome:
             return Outcome(current.bins is not None, None)
 
-        self._store.check_alive(self.info)
+        self._store._check_alive(self.info)
         removed = 0
         cursor: str | None = None
         while True:
@@ -313,7 +313,7 @@ class Collection:
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
         """Items in request order; None for missing or expired ones."""
         ids = self._check_ids(ids, unique=False)
-        self._store.check_alive(self.info)
+        self._store._check_alive(self.info)
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
     @remote("slow")
@@ -321,7 +321,7 @@ class Collection:
         """Live (unexpired) items; with ``filter``, those whose metadata passes it."""
         compiled = compile_filter(filter)
         if compiled is None:
-            self._store.check_alive(self.info)
+            self._store._check_alive(self.info)
             return self._records.count()
         state = self._ready()
         with state.lock.read():
@@ -359,7 +359,7 @@ class Collection:
             except (TypeError, ValueError):
                 raise InvalidArgument(f"invalid scan cursor {cursor!r:.100}") from None
         if compiled is None:
-            self._store.check_alive(self.info)
+            self._store._check_alive(self.info)
             return self._scan_records(None, cursor, limit, chosen)
         state = self._ready()
         with state.lock.read():

@@ -374,15 +374,15 @@ class VectorStore:
             raise NotFound(f"no collection named {name!r}")
         return self._decode(name, record.bins)
 
-    def check_alive(self, info: CollectionInfo) -> None:
+    def _check_alive(self, info: CollectionInfo) -> None:
         """``NotFound`` when the collection was dropped (here or in another process)."""
         record = self._registry.get(info.name)
         if record is None or record.bins.get("uid") != info.uid:
             raise NotFound(f"collection {info.name!r} was dropped")
 
-    def state_of(self, info: CollectionInfo, items: str) -> CollectionState:
+    def _state_of(self, info: CollectionInfo, items: str) -> CollectionState:
         try:
-            self.check_alive(info)
+            self._check_alive(info)
         except NotFound:
             with self._lock:
                 state = self._states.pop(info.uid, None)
@@ -408,7 +408,7 @@ class VectorStore:
         for state in states:
             try:
                 try:
-                    self.check_alive(state.info)
+                    self._check_alive(state.info)
                 except EngramError:  # dropped elsewhere, or the store is unusable
                     state.dropped = True
                 state.close()
