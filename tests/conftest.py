@@ -8,7 +8,9 @@ clock is the server's own fake clock (``--testing``), moved with ``ENGRAM.DEBUG 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import os
 import re
 import subprocess
@@ -22,10 +24,13 @@ import msgspec
 import pytest
 
 import engramdb
+import engramdb.aio
 from engramdb import Database, FakeClock
 from engramdb.protocol.errors import error_from_reply
 
-ENGINES = ["memory", "lmdb", "server"]
+# Every face of the API: embedded (in-memory, LMDB), remote sync, and the two asyncio faces
+# (embedded LMDB, remote), which the suite drives through ``Blocking`` below.
+ENGINES = ["memory", "lmdb", "server", "aio", "server-aio"]
 CLOCK_START = 1_700_000_000.0
 
 
@@ -105,6 +110,100 @@ class RemoteClock:
         self._clock("SET", now)
 
 
+class _Loop:
+    """One event loop on a thread of its own, for the asyncio faces under test."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, awaitable: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(_awaited(awaitable), self.loop).result(60)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class Blocking:
+    """An asyncio face (``engramdb.aio``) driven from synchronous tests: every awaited call
+    runs on ``loop`` and returns its result, async iterators are drained into lists, and
+    handles the face returns come back wrapped the same way. So the one contract suite runs
+    unchanged on the asyncio faces too."""
+
+    def __init__(self, target: Any, loop: _Loop) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_loop", loop)
+
+    def _wrap(self, value: Any) -> Any:
+        if inspect.isfunction(value):  # e.g. what a decorator (memoize) returns
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                result = value(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = self._loop.run(result)
+                return self._wrap(result)
+
+            return call
+        module = type(value).__module__
+        if module.startswith(("engramdb.client", "engramdb.aio", "engramdb.transaction")) or (
+            type(value).__name__ in ("AsyncCache", "AsyncTransaction")
+        ):
+            return Blocking(value, self._loop)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if inspect.isasyncgenfunction(value):
+
+            def drain(*args: Any, **kwargs: Any) -> Any:
+                async def collect() -> list[Any]:
+                    return [item async for item in value(*args, **kwargs)]
+
+                return iter(self._loop.run(collect()))
+
+            return drain
+        if callable(value) and not isinstance(value, type):
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                result = value(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = self._loop.run(result)
+                return self._wrap(result)
+
+            return call
+        return self._wrap(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)
+
+    def __repr__(self) -> str:
+        return f"<Blocking {self._target!r}>"
+
+    def __enter__(self) -> Any:
+        if hasattr(self._target, "__aenter__"):
+            self._loop.run(self._target.__aenter__())
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        if hasattr(self._target, "__aexit__"):
+            return self._loop.run(self._target.__aexit__(*exc))
+        return None
+
+
+@pytest.fixture(scope="session")
+def event_loop_thread() -> Iterator[_Loop]:
+    loop = _Loop()
+    yield loop
+    loop.stop()
+
+
 @pytest.fixture(scope="session")
 def engram_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("server") / "db")
@@ -123,7 +222,10 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> FakeClock:
     """A fake clock; for the server placement, one that moves the server's clock."""
-    if "engine_name" in request.fixturenames and request.getfixturevalue("engine_name") == "server":
+    if "engine_name" in request.fixturenames and request.getfixturevalue("engine_name") in (
+        "server",
+        "server-aio",
+    ):
         server = request.getfixturevalue("engram_server")
         server.reset(clock_start=CLOCK_START)
         return RemoteClock(server)  # type: ignore[return-value]
@@ -145,6 +247,11 @@ def open_db(
         elif engine_name == "lmdb":
             options.setdefault("durability", "none")
             db = engramdb.open(tmp_path / "db", **options)
+        elif engine_name == "aio":
+            loop: _Loop = request.getfixturevalue("event_loop_thread")
+            options.setdefault("durability", "none")
+            path = tmp_path / f"db{len(opened)}" if opened else tmp_path / "db"
+            db = Blocking(loop.run(engramdb.aio.open(str(path), **options)), loop)  # type: ignore[assignment]
         else:
             server: ServerProcess = request.getfixturevalue("engram_server")
             options.pop("clock")
@@ -152,7 +259,11 @@ def open_db(
             if isinstance(options.get("limits"), engramdb.Limits):
                 options["limits"] = dataclasses.asdict(options["limits"])
             server.reset(clock_start=CLOCK_START, **options)
-            db = engramdb.connect(server.url)  # type: ignore[assignment]
+            if engine_name == "server-aio":
+                loop = request.getfixturevalue("event_loop_thread")
+                db = Blocking(loop.run(engramdb.aio.connect(server.url)), loop)  # type: ignore[assignment]
+            else:
+                db = engramdb.connect(server.url)  # type: ignore[assignment]
         opened.append(db)
         return db
 

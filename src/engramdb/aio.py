@@ -278,16 +278,29 @@ class AsyncDatabase(AsyncDatabaseFace):
             return self._handle(found.call(db, args, kwargs))
         loop = asyncio.get_running_loop()
         if found.kind == "write":
-            plan = found.call(db, args, kwargs)  # validated here, before anything is queued
-            done: asyncio.Future[Any] = loop.create_future()
+            # The embedded method is bypassed for its plan, so count the call here.
+            metrics = self._metrics.op(method.rpartition(".")[2])
+            started = perf_counter_ns()
+            try:
+                plan = found.call(db, args, kwargs)  # validated here, before anything queues
+                done: asyncio.Future[Any] = loop.create_future()
 
-            def settle(value: Any, error: BaseException | None) -> None:
-                loop.call_soon_threadsafe(_settle, done, value, error)
+                def settle(value: Any, error: BaseException | None) -> None:
+                    loop.call_soon_threadsafe(_settle, done, value, error)
 
-            db._submit(plan, settle)
-            return await done
+                db._submit(plan, settle)
+                return await done
+            except EngramError as e:
+                metrics.error(type(e).__name__)
+                raise
+            finally:
+                metrics.observe(perf_counter_ns() - started)
         value = await loop.run_in_executor(self._pool, found.call, db, args, kwargs)
         return self._handle(value)
+
+    @staticmethod
+    def _encode(form: str, value: Any) -> Any:
+        return value  # in-process: arguments need no wire form
 
     def _handle(self, value: Any) -> Any:
         if type(value).__name__ == "Collection":

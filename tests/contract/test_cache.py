@@ -10,6 +10,7 @@ import pytest
 
 from engramdb import Database, FakeClock, InvalidArgument
 from engramdb.cache import LoaderError
+from tests.conftest import Blocking
 
 
 def counting(value: Any = "v") -> tuple[list[int], Any]:
@@ -192,6 +193,8 @@ def test_memoize(db: Database) -> None:
 
 
 def test_async_loaders_share_one_flight(db: Database) -> None:
+    if isinstance(db, Blocking):
+        pytest.skip("drives the sync face's async-loader path; asyncio faces: tests/client")
     calls: list[int] = []
 
     async def loader() -> str:

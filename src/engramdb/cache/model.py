@@ -509,13 +509,7 @@ class Cache:
             name = prefix or f"memo:{fn.__module__}.{fn.__qualname__}"
 
             def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-                try:
-                    digest = hashlib.blake2b(
-                        encode_value([list(args), sorted(kwargs.items())]), digest_size=16
-                    ).hexdigest()
-                except (TypeError, InvalidArgument) as e:
-                    raise InvalidArgument(f"memoized arguments must be msgpack-able: {e}") from e
-                return f"{name}:{digest}"
+                return _memo_key(name, args, kwargs)
 
             options = {"ttl": ttl, "stale_ttl": stale_ttl, "early_recompute": early_recompute,
                        "negative_ttl": negative_ttl}  # fmt: skip
@@ -587,7 +581,8 @@ class AsyncCache:
             plain = loader
 
             async def loader() -> Any:
-                return plain()
+                # A plain loader may block (a model call, an HTTP request): off the loop.
+                return await asyncio.to_thread(plain)
 
         return await self._cache.get_or_set(
             key, loader, ttl=ttl, stale_ttl=stale_ttl, early_recompute=early_recompute,
@@ -616,20 +611,25 @@ class AsyncCache:
     ) -> Callable[[Callable[..., T]], Callable[..., Awaitable[T]]]:  # fmt: skip
         """Decorator: cache a function's results by its (msgpack-able) arguments; the
         decorated function is awaited."""
-        sync = self._cache.memoize(
-            ttl=ttl, stale_ttl=stale_ttl, early_recompute=early_recompute,
-            negative_ttl=negative_ttl, prefix=prefix,
-        )  # fmt: skip
+        check_ttl(ttl)
+        options = {"ttl": ttl, "stale_ttl": stale_ttl, "early_recompute": early_recompute,
+                   "negative_ttl": negative_ttl}  # fmt: skip
 
         def decorate(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-            if inspect.iscoroutinefunction(fn):
-                return sync(fn)
+            name = prefix or f"memo:{fn.__module__}.{fn.__qualname__}"
+            is_async = inspect.iscoroutinefunction(fn)
 
-            async def as_async(*args: Any, **kwargs: Any) -> T:
-                return fn(*args, **kwargs)
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> T:
+                async def load() -> Any:
+                    if is_async:
+                        return await fn(*args, **kwargs)  # type: ignore[misc]
+                    return await asyncio.to_thread(fn, *args, **kwargs)
 
-            functools.update_wrapper(as_async, fn)
-            return sync(as_async)
+                result: T = await self.get_or_set(_memo_key(name, args, kwargs), load, **options)
+                return result
+
+            return wrapper
 
         return decorate
 
@@ -645,6 +645,18 @@ class AsyncCache:
 # One text for both faces: the asyncio cache documents itself with the sync cache's words.
 for _name in ("get_or_set", "get", "set", "delete", "memoize", "stats", "close"):
     getattr(AsyncCache, _name).__doc__ = getattr(Cache, _name).__doc__
+
+
+def _memo_key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A memoized call's cache key: the function's name and a digest of its arguments."""
+    try:
+        digest = hashlib.blake2b(
+            encode_value([list(args), sorted(kwargs.items())]), digest_size=16
+        ).hexdigest()
+    except (TypeError, InvalidArgument) as e:
+        raise InvalidArgument(f"memoized arguments must be msgpack-able: {e}") from e
+    return f"{name}:{digest}"
+
 
 _ANY_SIZE = Limits(max_vector_dim=1 << 30)  # sizes are the store's to judge, types ours
 

@@ -20,11 +20,19 @@ def wire(form: str, value: Any) -> Any:
     return FORMS[form].encode(value)
 
 
+def _wire(self: Any, form: str, value: Any) -> Any:
+    # The owner decides: a network client encodes, an in-process one passes values as
+    # they are (no Arrow round trip inside one process).
+    encode = getattr(self._owner, "_encode", wire)
+    return encode(form, value)
+
+
 class Calls:
     """Base of the generated sync methods."""
 
     _owner: Any
     _address: tuple[Any, ...] = ()
+    _wire = _wire
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._owner._request(method, (*self._address, *args), kwargs)
@@ -35,6 +43,7 @@ class AsyncCalls:
 
     _owner: Any
     _address: tuple[Any, ...] = ()
+    _wire = _wire
 
     async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return await self._owner._request(method, (*self._address, *args), kwargs)

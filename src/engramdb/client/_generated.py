@@ -8,7 +8,7 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engramdb.client._calls import AsyncCalls, Calls, wire
+from engramdb.client._calls import AsyncCalls, Calls
 from engramdb.features.definitions import Entity, FeatureService, FeatureView
 from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse, SkewReport
 from engramdb.memory.model import Memory, MemoryEvent, MemoryHit
@@ -362,7 +362,7 @@ class RecordSetCalls(Calls):
         bin of the wrong type raises ``InvalidArgument`` and nothing is changed.
         """
         if ops is not None:
-            ops = wire("ops", ops)
+            ops = self._wire("ops", ops)
         _kw: dict[str, Any] = {}
         if ttl is not None:
             _kw["ttl"] = ttl
@@ -561,7 +561,7 @@ class AsyncRecordSetCalls(AsyncCalls):
         bin of the wrong type raises ``InvalidArgument`` and nothing is changed.
         """
         if ops is not None:
-            ops = wire("ops", ops)
+            ops = self._wire("ops", ops)
         _kw: dict[str, Any] = {}
         if ttl is not None:
             _kw["ttl"] = ttl
@@ -878,7 +878,7 @@ class CollectionCalls(Calls):
         ``scores`` holds both raw scores and ranks.
         """
         if vector is not None:
-            vector = wire("vectors", vector)
+            vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
         if fusion != "rrf":
             _kw["fusion"] = fusion
@@ -936,7 +936,7 @@ class CollectionCalls(Calls):
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
         if vector is not None:
-            vector = wire("vectors", vector)
+            vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
         if filter is not None:
             _kw["filter"] = filter
@@ -958,7 +958,7 @@ class CollectionCalls(Calls):
     ) -> list[list[Hit]]:
         """``search`` for each row of ``vectors`` (one native batch call when unfiltered)."""
         if vectors is not None:
-            vectors = wire("vectors", vectors)
+            vectors = self._wire("vectors", vectors)
         _kw: dict[str, Any] = {}
         if filter is not None:
             _kw["filter"] = filter
@@ -1015,7 +1015,7 @@ class CollectionCalls(Calls):
         id cannot carry ``expect_generation`` (which occurrence would it check?).
         """
         if vectors is not None:
-            vectors = wire("vectors", vectors)
+            vectors = self._wire("vectors", vectors)
         _kw: dict[str, Any] = {}
         if ttl is not None:
             _kw["ttl"] = ttl
@@ -1083,7 +1083,7 @@ class AsyncCollectionCalls(AsyncCalls):
         ``scores`` holds both raw scores and ranks.
         """
         if vector is not None:
-            vector = wire("vectors", vector)
+            vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
         if fusion != "rrf":
             _kw["fusion"] = fusion
@@ -1141,7 +1141,7 @@ class AsyncCollectionCalls(AsyncCalls):
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
         if vector is not None:
-            vector = wire("vectors", vector)
+            vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
         if filter is not None:
             _kw["filter"] = filter
@@ -1163,7 +1163,7 @@ class AsyncCollectionCalls(AsyncCalls):
     ) -> list[list[Hit]]:
         """``search`` for each row of ``vectors`` (one native batch call when unfiltered)."""
         if vectors is not None:
-            vectors = wire("vectors", vectors)
+            vectors = self._wire("vectors", vectors)
         _kw: dict[str, Any] = {}
         if filter is not None:
             _kw["filter"] = filter
@@ -1220,7 +1220,7 @@ class AsyncCollectionCalls(AsyncCalls):
         id cannot carry ``expect_generation`` (which occurrence would it check?).
         """
         if vectors is not None:
-            vectors = wire("vectors", vectors)
+            vectors = self._wire("vectors", vectors)
         _kw: dict[str, Any] = {}
         if ttl is not None:
             _kw["ttl"] = ttl
@@ -1435,7 +1435,7 @@ class MemoryStoreCalls(Calls):
         ``UPDATE`` (a near-duplicate was refreshed) or ``NOOP`` (an exact duplicate).
         """
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if user_id is not None:
             _kw["user_id"] = user_id
@@ -1536,7 +1536,7 @@ class MemoryStoreCalls(Calls):
         ``all_scopes`` searches every scope (only when asked).
         """
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if user_id is not None:
             _kw["user_id"] = user_id
@@ -1570,7 +1570,7 @@ class MemoryStoreCalls(Calls):
     ) -> Memory:
         """Change a memory's content (re-embedded), metadata or importance."""
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if content is not None:
             _kw["content"] = content
@@ -1603,7 +1603,7 @@ class AsyncMemoryStoreCalls(AsyncCalls):
         ``UPDATE`` (a near-duplicate was refreshed) or ``NOOP`` (an exact duplicate).
         """
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if user_id is not None:
             _kw["user_id"] = user_id
@@ -1704,7 +1704,7 @@ class AsyncMemoryStoreCalls(AsyncCalls):
         ``all_scopes`` searches every scope (only when asked).
         """
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if user_id is not None:
             _kw["user_id"] = user_id
@@ -1738,7 +1738,7 @@ class AsyncMemoryStoreCalls(AsyncCalls):
     ) -> Memory:
         """Change a memory's content (re-embedded), metadata or importance."""
         if embedding is not None:
-            embedding = wire("vectors", embedding)
+            embedding = self._wire("vectors", embedding)
         _kw: dict[str, Any] = {}
         if content is not None:
             _kw["content"] = content
@@ -1856,7 +1856,7 @@ class FeatureStoreCalls(Calls):
     ) -> list[tuple[str, str, int]]:
         """Store definitions (all or none); ``(kind, name, version)`` for each."""
         if definitions is not None:
-            definitions = wire("definitions", definitions)
+            definitions = self._wire("definitions", definitions)
         _result: list[tuple[str, str, int]] = self._call("features.apply", (definitions,), {})
         return _result
 
@@ -1873,7 +1873,7 @@ class FeatureStoreCalls(Calls):
         and columns. ``output``: write a Parquet file instead of returning the table.
         """
         if entity_df is not None:
-            entity_df = wire("table", entity_df)
+            entity_df = self._wire("table", entity_df)
         _kw: dict[str, Any] = {}
         if full_feature_names is not False:
             _kw["full_feature_names"] = full_feature_names
@@ -1907,7 +1907,7 @@ class FeatureStoreCalls(Calls):
         (``created_timestamp`` is optional). Offline and online change together or not at all.
         """
         if data is not None:
-            data = wire("table", data)
+            data = self._wire("table", data)
         _result: IngestResult = self._call("features.ingest", (view, data), {})
         return _result
 
@@ -1944,7 +1944,7 @@ class AsyncFeatureStoreCalls(AsyncCalls):
     ) -> list[tuple[str, str, int]]:
         """Store definitions (all or none); ``(kind, name, version)`` for each."""
         if definitions is not None:
-            definitions = wire("definitions", definitions)
+            definitions = self._wire("definitions", definitions)
         _result: list[tuple[str, str, int]] = await self._call("features.apply", (definitions,), {})
         return _result
 
@@ -1961,7 +1961,7 @@ class AsyncFeatureStoreCalls(AsyncCalls):
         and columns. ``output``: write a Parquet file instead of returning the table.
         """
         if entity_df is not None:
-            entity_df = wire("table", entity_df)
+            entity_df = self._wire("table", entity_df)
         _kw: dict[str, Any] = {}
         if full_feature_names is not False:
             _kw["full_feature_names"] = full_feature_names
@@ -1995,7 +1995,7 @@ class AsyncFeatureStoreCalls(AsyncCalls):
         (``created_timestamp`` is optional). Offline and online change together or not at all.
         """
         if data is not None:
-            data = wire("table", data)
+            data = self._wire("table", data)
         _result: IngestResult = await self._call("features.ingest", (view, data), {})
         return _result
 

@@ -151,7 +151,7 @@ def _method(
         if param in local_only:
             continue
         lines.append(f"    if {param} is not None:")
-        lines.append(f"        {param} = wire({form!r}, {param})")
+        lines.append(f"        {param} = self._wire({form!r}, {param})")
     if keyword:
         lines.append("    _kw: dict[str, Any] = {}")
         for param, default in keyword:
@@ -231,7 +231,7 @@ def generate() -> str:
         *[line for line in import_lines if line.startswith("from collections")],
         "from typing import TYPE_CHECKING, Any",
         "",
-        "from engramdb.client._calls import AsyncCalls, Calls, wire",
+        "from engramdb.client._calls import AsyncCalls, Calls",
         *[
             line
             for line in import_lines
