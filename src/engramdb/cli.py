@@ -134,6 +134,13 @@ def stats(path: str, as_json: bool) -> None:
     "limit; the client raises RequestTooLarge.",
 )
 @click.option(
+    "--max-record-bytes",
+    default="1M",
+    show_default=True,
+    help="Largest encoded record, in bytes (suffixes K, M, G); writes over it raise "
+    "RecordTooBig. Raise --max-frame with it: a record travels in one request.",
+)
+@click.option(
     "--max-inflight",
     default=4096,
     show_default=True,
@@ -161,6 +168,7 @@ def serve(
     max_clients: int,
     idle_timeout: float,
     max_frame: str,
+    max_record_bytes: str,
     max_inflight: int,
     embedder: str,
     testing: bool,
@@ -188,6 +196,7 @@ def serve(
         max_clients=max_clients,
         idle_timeout=idle_timeout,
         limits=frame_limits(_size(max_frame, "--max-frame")),
+        max_record_bytes=_size(max_record_bytes, "--max-record-bytes"),
         max_inflight=max_inflight,
         embedder=embedder,
         testing=testing,

@@ -490,17 +490,20 @@ class Database:
         return self._engine.first_sequence()
 
     @remote("slow", writes=True, caps={"limit": 100_000})
-    def sweep(self, *, limit: int = 10_000) -> int:
-        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
-        and apply change-log retention. Returns how many records were removed."""
+    def sweep(self, *, limit: int = 10_000) -> dict[str, int]:
+        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change),
+        tidy what roles derived from removed records, and apply change-log retention.
+
+        Returns how many expired records were removed from each set (sets with none are
+        left out; ``sum(db.sweep().values())`` is the total)."""
         self._check()
         now = self._now_ms()
         due = self._engine.expired(now, limit)
-        removed = 0
+        removed: dict[str, int] = {}
         if due:
 
-            def remove(txn: WriteTxn) -> int:
-                count = 0
+            def remove(txn: WriteTxn) -> dict[str, int]:
+                counts: dict[str, int] = {}
                 for rk, _ in due:
                     current = Stored(txn.get(rk), now)
                     # Rewritten since we looked (or already swept): leave it alone.
@@ -508,8 +511,9 @@ class Database:
                         continue
                     txn.delete(rk, current.prev_expires_ms)
                     txn.log("expire", rk, current.stored_generation, now)
-                    count += 1
-                return count
+                    name = split_rk(rk)[0]
+                    counts[name] = counts.get(name, 0) + 1
+                return counts
 
             removed = self._write(remove)
         for role in list(self._roles.values()):
@@ -518,7 +522,7 @@ class Database:
                 tidy()  # derived records of roles (e.g. checkpoints of ended sessions)
         if self._retention is not None:
             self._engine.trim_changes(self._retention)
-        return int(removed)
+        return dict(sorted(removed.items()))
 
     def _sweep_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):

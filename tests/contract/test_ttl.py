@@ -40,8 +40,8 @@ def test_sweep_removes_expired_records_and_logs_expiry(db: Database, clock: Fake
         s.put(i, {}, ttl=1 + i)
     clock.advance(3.5)
     before = db.last_sequence()
-    assert db.sweep() == 3
-    assert db.sweep() == 0
+    assert db.sweep() == {"s": 3}
+    assert db.sweep() == {}
     expired = db.changes(before)
     assert [(c.kind, c.key, c.generation) for c in expired] == [
         ("expire", 0, 1),
@@ -57,7 +57,7 @@ def test_sweep_leaves_records_rewritten_after_expiry_alone(db: Database, clock: 
     s.put("k", {"v": 1}, ttl=1)
     clock.advance(2)
     s.put("k", {"v": 2})
-    assert db.sweep() == 0
+    assert db.sweep() == {}
     assert s.get("k")["v"] == 2  # type: ignore[index]
 
 
@@ -91,7 +91,7 @@ def test_delete_of_an_expired_record_reports_false(db: Database, clock: FakeCloc
     before = db.last_sequence()
     assert s.delete("k") is False
     assert [c.kind for c in db.changes(before)] == ["expire"]
-    assert db.sweep() == 0
+    assert db.sweep() == {}
 
 
 def test_put_without_ttl_clears_expiry(db: Database, clock: FakeClock) -> None:

@@ -218,14 +218,17 @@ class DatabaseCalls(Calls):
         _result: dict[str, Any] = self._call("db.stats", (), {})
         return _result
 
-    def sweep(self, *, limit: int = 10000) -> int:
-        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
-        and apply change-log retention. Returns how many records were removed.
+    def sweep(self, *, limit: int = 10000) -> dict[str, int]:
+        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change),
+        tidy what roles derived from removed records, and apply change-log retention.
+
+        Returns how many expired records were removed from each set (sets with none are
+        left out; ``sum(db.sweep().values())`` is the total).
         """
         _kw: dict[str, Any] = {}
         if limit != 10000:
             _kw["limit"] = limit
-        _result: int = self._call("db.sweep", (), _kw)
+        _result: dict[str, int] = self._call("db.sweep", (), _kw)
         return _result
 
 
@@ -285,14 +288,17 @@ class AsyncDatabaseCalls(AsyncCalls):
         _result: dict[str, Any] = await self._call("db.stats", (), {})
         return _result
 
-    async def sweep(self, *, limit: int = 10000) -> int:
-        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
-        and apply change-log retention. Returns how many records were removed.
+    async def sweep(self, *, limit: int = 10000) -> dict[str, int]:
+        """Remove up to ``limit`` expired records now (each logged as an ``expire`` change),
+        tidy what roles derived from removed records, and apply change-log retention.
+
+        Returns how many expired records were removed from each set (sets with none are
+        left out; ``sum(db.sweep().values())`` is the total).
         """
         _kw: dict[str, Any] = {}
         if limit != 10000:
             _kw["limit"] = limit
-        _result: int = await self._call("db.sweep", (), _kw)
+        _result: dict[str, int] = await self._call("db.sweep", (), _kw)
         return _result
 
 

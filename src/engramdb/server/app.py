@@ -98,6 +98,10 @@ class Server:
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
             options.setdefault("clock", self.clock)
+        if self.config.max_record_bytes != engramdb.Limits().max_record_bytes:
+            options.setdefault(
+                "limits", engramdb.Limits(max_record_bytes=self.config.max_record_bytes)
+            )
         if self.config.embedder == "minilm":
             from engramdb.embedders import SentenceEmbedder
 

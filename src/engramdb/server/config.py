@@ -100,6 +100,8 @@ class ServerConfig:
         max_output_buffer: a client that does not read its replies is disconnected once this
             many reply bytes wait for it.
         limits: frame limits after authentication (``frame_limits(max_frame)``).
+        max_record_bytes: the database's largest encoded record (``Limits``); a record
+            travels in one request, so ``--max-frame`` must be raised with it.
         workers: threads for slow reads (scans, KEYS, searches) off the event loop.
         testing: enables ``ENGRAM.DEBUG`` (reset, fake clock) for the test suite; refused on
             a non-loopback host.
@@ -121,6 +123,7 @@ class ServerConfig:
     max_pending_per_client: int = 1024
     max_output_buffer: int = 64 << 20
     limits: ParserLimits = field(default_factory=lambda: frame_limits(DEFAULT_MAX_FRAME))
+    max_record_bytes: int = 1 << 20
     workers: int = 4
     testing: bool = False
     default_set: str = "default"
