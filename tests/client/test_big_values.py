@@ -21,9 +21,9 @@ BLOB = b"x" * (3 << 20)
 
 
 def test_embedded_records_may_be_as_big_as_the_configured_limit(tmp_path: Path) -> None:
-    with engramdb.open(tmp_path / "small", durability="none") as db:
-        with pytest.raises(RecordTooBig, match="limit is 1048576"):
-            db.records("threads").put("t1", {"channel_values": BLOB})
+    small = engramdb.open(tmp_path / "small", durability="none")
+    with small as db, pytest.raises(RecordTooBig, match="limit is 1048576"):
+        db.records("threads").put("t1", {"channel_values": BLOB})
     limits = engramdb.Limits(max_record_bytes=8 << 20)
     with engramdb.open(tmp_path / "big", durability="none", limits=limits) as db:
         db.records("threads").put("t1", {"channel_values": BLOB})
