@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engramdb.errors import InvalidArgument
+from engramdb.features.names import check_name
 from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
+from engramdb.writeplan import TransformStep
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -76,16 +78,23 @@ class OnlineStore:
 
     @staticmethod
     def set_of(view: str) -> str:
-        return f"fv.{view}"
+        return f"fv.{check_name(view, 'feature view')}"
 
     def write(self, view: str, rows: Iterable[tuple[Any, dict[str, Any]]]) -> int:
         """Store each ``(entity key, bins)`` unless what is stored is newer. Returns how many
         were written. ``bins`` carry ``__ts``, ``__created`` and ``__ingest``."""
+        step = self.step(view, rows)
+        if step is None:
+            return 0
+        return sum(self.db._write_steps([step])[0])
+
+    def step(self, view: str, rows: Iterable[tuple[Any, dict[str, Any]]]) -> TransformStep | None:
+        """``write`` as a step, to commit with others in one transaction (an ingest's online
+        rows and its offline manifest record). Each result is 1 if written, else 0."""
         items = [(key, _newer(bins)) for key, bins in rows]
         if not items:
-            return 0
-        records = self.db._internal_records(self.set_of(view))
-        return sum(self.db._write(records._plan_transform(items)))
+            return None
+        return self.db._internal_records(self.set_of(view))._step(items)
 
     def fetch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Record | None]]:
         """The records of each ``(view, entity keys)`` request, all read in one snapshot
