@@ -61,7 +61,9 @@ __all__ = ["INGEST", "Entry", "OfflineLog", "Staged", "inside"]
 INGEST = "__ingest"
 FILES = "_feature_files"  # the manifest
 _FORMAT = "__format"  # manifest record: this database's log is managed by a manifest
-_FILE = re.compile(r"([0-9]{12})-([0-9a-f]{8})\.parquet")
+_FILE = re.compile(r"([0-9]{12})-([0-9a-f]{16})\.parquet")
+# Files of the log before the manifest: adopted once (see ``_adopt``), never deleted.
+_LEGACY = re.compile(r"([0-9]{12})-([0-9a-f]{8})\.parquet")
 _LEGACY_TEMP = re.compile(r"\.tmp-[0-9]{12}-[0-9a-f]{8}\.parquet")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,62}):([0-9]{12})")
 
@@ -102,7 +104,7 @@ def _entry(key: str, bins: dict[str, Any]) -> Entry:
     """A manifest record read back, validated; StorageError if it is not one we write."""
     matched = _KEY.fullmatch(key)
     file = bins.get("file")
-    named = _FILE.fullmatch(file) if type(file) is str else None
+    named = _FILE.fullmatch(file) or _LEGACY.fullmatch(file) if type(file) is str else None
     rows, size, replaces = bins.get("rows"), bins.get("bytes"), bins.get("replaces", [])
     if (
         matched is None
@@ -164,7 +166,7 @@ class OfflineLog:
         return inside(self.directory, check_name(view, "feature view"))
 
     def path_of(self, view: str, file: str) -> str:
-        if _FILE.fullmatch(file) is None:
+        if _FILE.fullmatch(file) is None and _LEGACY.fullmatch(file) is None:
             raise StorageError(f"{file[:80]!r} is not an offline log file name")
         return inside(self.directory or "", check_name(view, "feature view"), file)
 
@@ -214,13 +216,15 @@ class OfflineLog:
             return Staged(view, number, table, rows=table.num_rows)
         staged = self._create(view, number)
         staged.rows = table.num_rows
+        assert staged.fd is not None
+        assert staged.path is not None
         try:
-            with os.fdopen(os.dup(staged.fd or 0), "wb") as handle:
+            with os.fdopen(os.dup(staged.fd), "wb") as handle:
                 pq.write_table(table, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            staged.size = os.fstat(staged.fd or 0).st_size
-            _fsync_dir(os.path.dirname(staged.path or ""))
+            staged.size = os.fstat(staged.fd).st_size
+            _fsync_dir(os.path.dirname(staged.path))
         except (OSError, pa.ArrowException) as e:
             self.abort(staged)
             raise StorageError(f"cannot write the offline log of {view!r}: {e}") from e
@@ -233,12 +237,16 @@ class OfflineLog:
             os.makedirs(directory, exist_ok=True)
             directory = self.view_dir(view)  # resolved again: it exists now
             for _ in range(8):
-                path = os.path.join(directory, f"{number:012d}-{secrets.token_hex(4)}.parquet")
+                path = os.path.join(directory, f"{number:012d}-{secrets.token_hex(8)}.parquet")
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
                 fd = os.open(path, flags, 0o644)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                if os.fstat(fd).st_nlink:
-                    return Staged(view, number, None, path, fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if os.fstat(fd).st_nlink:
+                        return Staged(view, number, None, path, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
                 # Another process's recovery took the new, still unlocked file for debris and
                 # removed it before we locked it: start again under a new name.
                 os.close(fd)
@@ -290,6 +298,12 @@ class OfflineLog:
             os.close(staged.fd)
             staged.fd = None
 
+    def _sync(self) -> None:
+        # A durable manifest before files it no longer lists are deleted, whatever durability
+        # the writer used: otherwise a power loss could bring back a record of a deleted file.
+        # (The engine's sync; the Store interface has no name for it yet.)
+        self.db._engine.sync()
+
     # recovery ----------------------------------------------------------------------------
 
     def recover(self) -> None:
@@ -312,9 +326,9 @@ class OfflineLog:
         for view in views:
             directory = self.view_dir(view)
             for name in sorted(os.listdir(directory)):
-                matched = _FILE.fullmatch(name)
+                matched = _LEGACY.fullmatch(name)
                 if matched is None:
-                    continue
+                    continue  # new files are listed when committed, or are debris
                 path = os.path.join(directory, name)
                 try:
                     rows = pq.ParquetFile(path).metadata.num_rows
@@ -336,10 +350,11 @@ class OfflineLog:
             return 0
         listed = {entry.file for entry in self.entries(view)}
         removed = 0
+        synced = False
         for name in os.listdir(directory):
             matched = _FILE.fullmatch(name)
             if name in listed or (matched is None and not _LEGACY_TEMP.fullmatch(name)):
-                continue  # committed, or not a file of ours: left alone
+                continue  # committed, or not a file of ours to judge: left alone
             path = os.path.join(directory, name)
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -354,6 +369,11 @@ class OfflineLog:
                 # have committed it (and let go) since we listed.
                 if matched is not None and self._listed(view, int(matched.group(1)), name):
                     continue
+                if not synced:
+                    # The unlisting (a compaction's switch) may not be durable yet under
+                    # durability "async"/"none": make it so before its inputs go.
+                    self._sync()
+                    synced = True
                 os.remove(path)
                 removed += 1
             except OSError:
@@ -399,15 +419,17 @@ class OfflineLog:
         except FileNotFoundError:
             return 0  # another process compacted these files first
         staged = self._create(view, number())
+        assert staged.fd is not None
+        assert staged.path is not None
         try:
-            with os.fdopen(os.dup(staged.fd or 0), "wb") as handle:
+            with os.fdopen(os.dup(staged.fd), "wb") as handle:
                 with pq.ParquetWriter(handle, schema) as writer:
                     for path in paths:  # one input in memory at a time
                         writer.write_table(_conform(pq.read_table(path), schema))
                 handle.flush()
                 os.fsync(handle.fileno())
-            staged.size = os.fstat(staged.fd or 0).st_size
-            _fsync_dir(os.path.dirname(staged.path or ""))
+            staged.size = os.fstat(staged.fd).st_size
+            _fsync_dir(os.path.dirname(staged.path))
         except FileNotFoundError:
             self.abort(staged)
             return 0
@@ -428,6 +450,7 @@ class OfflineLog:
             self.commit(staged, [self._manifest._step(items)])
         except Conflict:
             return 0
+        self._sync()  # the switch is durable before the inputs go
         for path in paths:
             with contextlib.suppress(OSError):
                 os.remove(path)
