@@ -217,6 +217,30 @@ def test_hostile_names_in_requests_are_refused_before_any_lookup(db: Database) -
             call()
 
 
+def test_a_view_directory_swapped_for_a_symlink_out_of_the_data_directory_is_refused(
+    db: Database, tmp_path: Path
+) -> None:
+    db.features.ingest("stats", rows((1, 10)))
+    view_dir = tmp_path / "db" / "features" / "offline" / "stats"
+    elsewhere = tmp_path / "elsewhere"
+    view_dir.rename(elsewhere)
+    view_dir.symlink_to(elsewhere)
+    before = sorted(elsewhere.iterdir())
+    with pytest.raises(InvalidArgument, match="leaves the database directory"):
+        db.features.ingest("stats", rows((2, 20)))
+    entity = pd.DataFrame({"driver_id": [1], "event_timestamp": [at(9)]})
+    with pytest.raises(InvalidArgument, match="leaves the database directory"):
+        db.features.get_historical_features(entity, ["stats:value"])
+    # opening the database again still gives a working feature store
+    db.close()
+    with (
+        engramdb.open(tmp_path / "db", sweep_interval=None) as again,
+        pytest.raises(InvalidArgument, match="leaves the database directory"),
+    ):
+        again.features.validate_online("stats")
+    assert sorted(elsewhere.iterdir()) == before
+
+
 def test_entity_row_columns_with_hostile_names_come_back_intact(
     db: Database, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from engramdb.database import Database
 
 __all__ = ["INGEST", "Entry", "OfflineLog", "Staged", "inside"]
+
+log = logging.getLogger("engramdb.features")
 
 INGEST = "__ingest"
 FILES = "_feature_files"  # the manifest
@@ -313,7 +316,18 @@ class OfflineLog:
             if self.directory is not None and self._manifest.get(_FORMAT) is None:
                 self._adopt([])
             return
-        views = [v for v in sorted(os.listdir(self.directory)) if is_name(v)]
+        views = []
+        for view in sorted(os.listdir(self.directory)):
+            if not is_name(view):
+                continue  # not a directory of ours
+            try:
+                self.view_dir(view)
+            except InvalidArgument:
+                # e.g. swapped for a symlink out of the data directory: never followed; every
+                # use of the view says so, the rest of the store works
+                log.warning("offline log directory %r leaves the database directory", view)
+                continue
+            views.append(view)
         if self._manifest.get(_FORMAT) is None:
             self._adopt(views)
         for view in views:
@@ -413,11 +427,13 @@ class OfflineLog:
         inputs = [e for e in self.entries(view) if e.size < SMALL_BYTES][:MAX_MERGE]
         if len(inputs) < at_least:
             return 0
+        paths = [self.path_of(view, e.file) for e in inputs]
         try:
-            paths = [self.path_of(view, e.file) for e in inputs]
             schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="default")
         except FileNotFoundError:
             return 0  # another process compacted these files first
+        except (OSError, pa.ArrowException) as e:
+            raise StorageError(f"cannot compact the offline log of {view!r}: {e}") from e
         staged = self._create(view, number())
         assert staged.fd is not None
         assert staged.path is not None

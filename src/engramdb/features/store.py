@@ -249,9 +249,10 @@ class FeatureStore:
         online = sum(results[-1]) if online_step is not None else 0
         try:
             self.offline.compact(view, self._number)
-        except EngramError:
-            # The ingest is committed; a compaction that failed leaves the log as it was
-            # (see ``offline``) and the next ingest tries again.
+        except Exception:
+            # The ingest is committed: raising now would invite a retry that ingests twice.
+            # A failed compaction leaves the log as it was (see ``offline``); the next
+            # ingest tries again.
             log.exception("compacting the offline log of %r failed", view)
         return IngestResult(view, table.num_rows, online, staged.path)
 
