@@ -42,6 +42,8 @@ class Model:
     seen: dict[str, int] = field(default_factory=dict)
     # every key -> its generation after the last change verified in the change log
     logged: dict[str, int] = field(default_factory=dict)
+    # every key -> the generation its current life started at (the sequence of its creation)
+    born: dict[str, int] = field(default_factory=dict)
     verified_sequence: int = 0
     acknowledged: int = 0
     parent_writes: int = 0
@@ -56,6 +58,8 @@ class Cycle:
     acks: list[list[str]]
     # (key, kind, generation) of each acknowledged write, as the change log must show it
     expected: list[tuple[str, str, int]] = field(default_factory=list)
+    # (key, value) of each acknowledged increment; its generation is born + value - 1
+    increments: list[tuple[str, int]] = field(default_factory=list)
     deleted: set[str] = field(default_factory=set)
     put_not_deleted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -110,8 +114,8 @@ def parse(cycle: int, seed: int, lines: list[str]) -> Cycle:
                 if key.startswith("d"):
                     parsed.put_not_deleted[key] = (int(generation), int(token))
             case ["incr", key, value]:
-                # Counters are only ever incremented, so generation == value.
-                parsed.expected.append((key, "put", int(value)))
+                # Counters are only ever incremented: generation == born + value - 1.
+                parsed.increments.append((key, int(value)))
             case ["delete", key]:
                 put_generation, _ = parsed.put_not_deleted.pop(key)
                 parsed.expected.append((key, "delete", put_generation))
@@ -144,7 +148,6 @@ def check_records(db: Database, model: Model, cycle: Cycle) -> None:
         record = records.get(key)
         assert record is not None, f"{where}: acknowledged counter {key} is gone"
         assert record["n"] >= value, f"{where}: counter {key} lost acknowledged increments"
-        assert record.generation == record["n"], f"{where}: counter {key} is torn"
     for key in [*model.latest, *model.counters]:
         record = records.get(key)
         assert record is not None
@@ -184,13 +187,18 @@ def check_change_log(db: Database, model: Model, cycle: Cycle) -> None:
         assert change.set_name == SET
         key = str(change.key)
         before = model.logged.get(key, 0)
-        if change.kind == "put":
+        if change.kind == "put" and before == 0:
+            # A new life starts at its change's sequence: generations are never reused.
+            assert change.generation == change.sequence, f"{where}: {change} reuses a generation"
+            model.logged[key] = model.born[key] = change.generation
+        elif change.kind == "put":
             assert change.generation == before + 1, f"{where}: {change} does not follow {before}"
             model.logged[key] = change.generation
         else:
             assert change.kind == "delete", f"{where}: unexpected {change}"
             assert change.generation == before, f"{where}: {change} does not follow {before}"
             model.logged[key] = 0
+    cycle.expected += [(k, "put", model.born[k] + value - 1) for k, value in cycle.increments]
     logged = {(str(c.key), c.kind, c.generation) for c in changes}
     missing = [write for write in cycle.expected if write not in logged]
     assert not missing, f"{where}: acknowledged writes missing from the change log: {missing}"
@@ -199,6 +207,11 @@ def check_change_log(db: Database, model: Model, cycle: Cycle) -> None:
         record = records.get(key)
         generation = 0 if record is None else record.generation
         assert generation == model.logged[key], f"{where}: {key} disagrees with the change log"
+    for key in model.counters:
+        record = records.get(key)
+        assert record is not None
+        torn = record.generation - model.born[key] + 1 != record["n"]
+        assert not torn, f"{where}: counter {key} is torn"
     model.verified_sequence = last
 
 
@@ -251,7 +264,7 @@ def kill_cycles(tmp_path: Path, cycles: int, *, stay_open: bool) -> Model:
                     range(model.parent_writes + 1, model.parent_writes + len(values) + 1)
                 )
                 model.parent_writes += len(values)
-                cycle.expected += [("parent", "put", value) for value in values]
+                cycle.increments += [("parent", value) for value in values]
                 check_change_log(db, model, cycle)
             finally:
                 if db is not held:
@@ -316,4 +329,4 @@ def test_reader_slots_of_killed_processes_are_reclaimed(tmp_path: Path) -> None:
         record = records.get("k")
         assert record is not None
         assert record["n"] == 1
-        assert records.put("k", {"n": 2}) == 2
+        assert records.put("k", {"n": 2}) == record.generation + 1

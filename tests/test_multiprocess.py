@@ -150,8 +150,9 @@ def test_a_write_is_visible_to_the_other_process_as_soon_as_it_returns(
         assert (record.generation, record.bins) == (generation, {"i": i, "by": "peer"})
     assert peer.call("delete", "s", "k") is True
     assert records.get("k") is None
-    assert records.put("k", {"back": True}) == 1
-    assert peer.call("get", "s", "k") == (1, {"back": True})
+    back = records.put("k", {"back": True})
+    assert back > generation  # a new life: the deleted record's generations are not reused
+    assert peer.call("get", "s", "k") == (back, {"back": True})
 
 
 def test_counts_and_scans_see_the_other_process_writes(db: Database, peer: Peer) -> None:
@@ -187,11 +188,12 @@ def test_change_log_is_one_total_order_across_processes(db: Database, peer: Peer
     for _, set_name, key, kind, generation in changes:
         assert (set_name, kind) == ("log", "put")
         by_key.setdefault(key, []).append(generation)
-    # In sequence order, every key's generations run 1, 2, 3, ... without a gap.
+    # In sequence order, every key's generations run born, born + 1, ... without a gap,
+    # each key born at the sequence of its first change.
+    first_of = {key: seq for seq, _, key, _, _ in reversed(changes)}
     assert by_key == {
-        "shared": list(range(1, 2 * n + 1)),
-        "parent-own": list(range(1, n + 1)),
-        "peer-own": list(range(1, n + 1)),
+        key: list(range(first_of[key], first_of[key] + count))
+        for key, count in (("shared", 2 * n), ("parent-own", n), ("peer-own", n))
     }
     shared = db.records("log").get("shared")
     assert shared is not None
@@ -300,7 +302,7 @@ def test_the_forked_child_can_open_the_path_again(path: Path) -> None:
         assert outcome["close_inherited"] == "ok"
         assert "open" not in outcome, outcome["open"]
         assert outcome["get"] == repr({"n": 1})
-        assert outcome["put"] == "1"
+        assert outcome["put"] == "2"  # a new record starts at its change's sequence
         assert db.records("s").get("from-child") is not None
 
 
@@ -312,14 +314,14 @@ def test_same_path_opened_twice_in_one_process_shares_the_environment(path: Path
     second = engramdb.open(path, durability="sync", sweep_interval=None)
     try:
         a, b = first.records("s"), second.records("s")
-        assert a.put("k", {"by": "first"}) == 1
+        born = a.put("k", {"by": "first"})
         record = b.get("k")
         assert record is not None
         assert record.bins == {"by": "first"}
-        assert b.put("k", {"by": "second"}, expect_generation=1) == 2
+        assert b.put("k", {"by": "second"}, expect_generation=born) == born + 1
         record = a.get("k")
         assert record is not None
-        assert (record.generation, record.bins) == (2, {"by": "second"})
+        assert (record.generation, record.bins) == (born + 1, {"by": "second"})
         assert first.last_sequence() == second.last_sequence() == 2
 
         first.close()
@@ -328,7 +330,7 @@ def test_same_path_opened_twice_in_one_process_shares_the_environment(path: Path
         with pytest.raises(StorageError):
             a.put("k", {})
         # The other handle keeps working: the shared environment stays open.
-        assert b.put("k", {"by": "second again"}) == 3
+        assert b.put("k", {"by": "second again"}) == born + 2
         record = b.get("k")
         assert record is not None
         assert record.bins == {"by": "second again"}
@@ -337,7 +339,7 @@ def test_same_path_opened_twice_in_one_process_shares_the_environment(path: Path
         with engramdb.open(path, durability="sync", sweep_interval=None) as third:
             record = third.records("s").get("k")
             assert record is not None
-            assert record.generation == 3
+            assert record.generation == born + 2
     finally:
         first.close()
         second.close()

@@ -73,7 +73,12 @@ bin_maps = st.dictionaries(st.sampled_from(BIN_NAMES), values, max_size=3)
 addresses = st.tuples(st.sampled_from(["s", "s", "s", "sa"]), st.sampled_from(KEYS))
 ttls = st.sampled_from(TTLS)
 # Mostly unconditional, so records live long enough to be read, operated on and expire.
-generations = st.sampled_from([None, None, None, None, None, 0, 1, 2, 3])
+# Generations are never reused, so a meaningful expectation is relative to the model: the
+# current generation, the one before it, one from an earlier life of the key (ABA), or 0.
+generations = st.sampled_from(
+    [None, None, None, None, None, 0, "current", "current", "previous", "earlier life", 1]
+)
+GenerationChoice = int | str | None
 flags = st.sampled_from([(False, False)] * 4 + [(True, False), (False, True)])
 bins = st.sampled_from(BIN_NAMES)
 incr_by = st.one_of(
@@ -302,6 +307,7 @@ class RecordMachine(RuleBasedStateMachine):
             )
         self.sets: dict[str, RecordSet] = {name: self.db.records(name) for name in SETS}
         self.stored: dict[Address, Entry] = {}  # includes expired entries not yet swept
+        self.lives: dict[Address, int] = {}  # the last generation of a key's earlier life
         self.sequence = 0
 
     def teardown(self) -> None:
@@ -348,11 +354,26 @@ class RecordMachine(RuleBasedStateMachine):
             record.updated_at,
         )
 
+    def expectation(self, address: Address, choice: GenerationChoice) -> int | None:
+        """The ``expect_generation`` a rule sends for ``choice`` (see ``generations``)."""
+        if choice == "current":
+            return self.generation(address)
+        if choice == "previous":
+            return max(0, self.generation(address) - 1)
+        if choice == "earlier life":
+            return self.lives.get(address, 1)
+        assert choice is None or type(choice) is int
+        return choice
+
     def write_entry(
         self, address: Address, bins: dict[str, Any], expires_ms: int
     ) -> tuple[int, list[Logged]]:
         now = self.now_ms()
-        generation = self.generation(address) + 1
+        current = self.generation(address)
+        if not current and address in self.stored:
+            self.lives[address] = self.stored[address].generation
+        # Never reused: a new life starts at the sequence of its creating change.
+        generation = current + 1 if current else self.sequence + 1
         self.stored[address] = Entry(bins, generation, expires_ms, now)
         return generation, [(address[0], address[1], "put", generation, now)]
 
@@ -391,9 +412,10 @@ class RecordMachine(RuleBasedStateMachine):
         address: Address,
         bins: dict[str, Any],
         ttl: float | None,
-        expect_generation: int | None,
+        expect_generation: GenerationChoice,
         only: tuple[bool, bool],
     ) -> None:
+        expect_generation = self.expectation(address, expect_generation)
         current = self.generation(address)
         log: list[Logged] = []
         if conditions_fail(current, expect_generation, *only):
@@ -425,9 +447,10 @@ class RecordMachine(RuleBasedStateMachine):
         address: Address,
         bins: dict[str, Any],
         ttl: float | None,
-        expect_generation: int | None,
+        expect_generation: GenerationChoice,
         only: tuple[bool, bool],
     ) -> None:
+        expect_generation = self.expectation(address, expect_generation)
         entry = self.live(address)
         current = self.generation(address)
         log: list[Logged] = []
@@ -454,13 +477,16 @@ class RecordMachine(RuleBasedStateMachine):
         self.settle(got, expected, log)
 
     @rule(address=addresses, expect_generation=generations)
-    def delete(self, address: Address, expect_generation: int | None) -> None:
+    def delete(self, address: Address, expect_generation: GenerationChoice) -> None:
+        expect_generation = self.expectation(address, expect_generation)
         current = self.generation(address)
         log: list[Logged] = []
         if conditions_fail(current, expect_generation, False, False):
             expected: Outcome = ("Conflict", current)
         else:
             entry = self.stored.pop(address, None)
+            if entry is not None:
+                self.lives[address] = entry.generation
             if entry is None:
                 expected = ("ok", False)
             elif current:
@@ -476,7 +502,8 @@ class RecordMachine(RuleBasedStateMachine):
         self.settle(got, expected, log)
 
     @rule(address=addresses, ttl=st.sampled_from(POSITIVE_TTLS), expect_generation=generations)
-    def touch(self, address: Address, ttl: float, expect_generation: int | None) -> None:
+    def touch(self, address: Address, ttl: float, expect_generation: GenerationChoice) -> None:
+        expect_generation = self.expectation(address, expect_generation)
         entry = self.live(address)
         current = self.generation(address)
         log: list[Logged] = []
@@ -506,9 +533,10 @@ class RecordMachine(RuleBasedStateMachine):
         address: Address,
         op_list: list[Op],
         ttl: float | None,
-        expect_generation: int | None,
+        expect_generation: GenerationChoice,
         only: tuple[bool, bool],
     ) -> None:
+        expect_generation = self.expectation(address, expect_generation)
         entry = self.live(address)
         current = self.generation(address)
         before = self.actual_record(self.sets[address[0]].get(address[1]))
@@ -626,7 +654,7 @@ class RecordMachine(RuleBasedStateMachine):
         )
         log: list[Logged] = [(*a, "expire", self.stored[a].generation, now) for a in due]
         for a in due:
-            del self.stored[a]
+            self.lives[a] = self.stored.pop(a).generation
         assert self.db.sweep() == len(due)
         self.check_log(log, ordered=False)
         assert self.db.sweep() == 0

@@ -22,6 +22,7 @@ from engramdb.client._core import (
     DatabaseCalls,
     RecordSetCalls,
     encode_call,
+    is_fatal,
     parse_url,
     result_of,
 )
@@ -185,7 +186,10 @@ class AsyncClient(_DatabaseBase):
                     continue
                 unknown = "" if idempotent else "; the write may or may not have been applied"
                 raise Unavailable(f"{method}: connection lost ({e}){unknown}") from e
-            self._release(conn)
+            if is_fatal(reply):
+                conn.close()  # the server closes after a protocol error: do not pool it
+            else:
+                self._release(conn)
             return reply
         raise AssertionError("unreachable")
 

@@ -35,6 +35,22 @@ def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_MAX_FRAME_TEXT = "2M"
+
+
+def _size(text: str, flag: str) -> int:
+    """``"32M"`` → 33554432 (K, M, G are powers of 1024)."""
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _UNITS else (raw, "")
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise click.BadParameter(
+            f"not a size: {text!r} (e.g. 4194304, 512K, 32M)", param_hint=flag
+        ) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """engramdb: the operational data tier for AI inference and agents."""
@@ -75,6 +91,12 @@ def stats(path: str, as_json: bool) -> None:
     help="Prometheus /metrics port (0 disables it).",
 )
 @click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address /metrics listens on (it has no authentication; loopback unless set here).",
+)
+@click.option(
     "--password",
     envvar="ENGRAMDB_PASSWORD",
     default=None,
@@ -87,7 +109,30 @@ def stats(path: str, as_json: bool) -> None:
     show_default=True,
     help="sync: acknowledge after fsync; async: flush every second.",
 )
-@click.option("--max-clients", default=10_000, show_default=True, type=int)
+@click.option(
+    "--max-clients",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections beyond this get '-ERR max number of clients reached'. The open-file "
+    "limit is raised to fit at start (lowered, and logged, if the hard limit is too low).",
+)
+@click.option(
+    "--idle-timeout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Close connections idle (no request, nothing in progress) for this many seconds; "
+    "0 keeps them (pooled clients hold idle connections on purpose).",
+)
+@click.option(
+    "--max-frame",
+    default=DEFAULT_MAX_FRAME_TEXT,
+    show_default=True,
+    help="Largest request argument accepted, in bytes (suffixes K, M, G): a value, or a "
+    "whole call of the Python client. A bigger one is refused with an error naming this "
+    "limit; the client raises RequestTooLarge.",
+)
 @click.option(
     "--max-inflight",
     default=4096,
@@ -103,33 +148,46 @@ def stats(path: str, as_json: bool) -> None:
     help="How memory calls embed text (minilm needs the 'embeddings' extra).",
 )
 @click.option("--testing", is_flag=True, hidden=True, help="Enable ENGRAM.DEBUG (tests only).")
-@click.option("--quiet", is_flag=True, help="Print nothing on start.")
+@click.option("--quiet", is_flag=True, help="Print nothing on start; log warnings only.")
 @_clean_errors
 def serve(
     data: str,
     host: str,
     port: int,
     metrics_port: int,
+    metrics_host: str,
     password: str | None,
     durability: str,
     max_clients: int,
+    idle_timeout: float,
+    max_frame: str,
     max_inflight: int,
     embedder: str,
     testing: bool,
     quiet: bool,
 ) -> None:
     """Serve the database in DATA over the Redis protocol (redis-cli and redis-py work)."""
-    from engramdb.server.app import Server, run_server
-    from engramdb.server.config import ServerConfig
+    import logging
 
+    from engramdb.server.app import Server, run_server
+    from engramdb.server.config import ServerConfig, frame_limits
+
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     config = ServerConfig(
         data=data,
         host=host,
         port=port,
         metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
         password=password,
         durability=durability,  # type: ignore[arg-type]
         max_clients=max_clients,
+        idle_timeout=idle_timeout,
+        limits=frame_limits(_size(max_frame, "--max-frame")),
         max_inflight=max_inflight,
         embedder=embedder,
         testing=testing,
@@ -142,7 +200,11 @@ def serve(
         click.echo(
             f"engramdb {engramdb.__version__} serving {os.path.abspath(data)} "
             f"on {host}:{server.port} (durability={durability}"
-            + (f", metrics on http://{host}:{metrics_port}/metrics)" if metrics_port else ")")
+            + (
+                f", metrics at http://{metrics_host}:{metrics_port}/metrics)"
+                if metrics_port
+                else ")"
+            )
         )
         click.echo(f'  python:  db = engramdb.connect("engramdb://{auth}{host}:{server.port}")')
         click.echo(f"  shell:   redis-cli -p {server.port} ping")
@@ -185,6 +247,12 @@ def serve(
     show_default=True,
     help="Comma-separated sections to run.",
 )
+@click.option(
+    "--allow-writes",
+    is_flag=True,
+    help="Audit a target that already holds data (the audit still writes only under its own "
+    "namespace and removes it at the end).",
+)
 @_clean_errors
 def audit(
     target: str,
@@ -199,9 +267,21 @@ def audit(
     search: bool,
     slo_ms: float,
     sections: str,
+    allow_writes: bool,
 ) -> None:
     """Measure TARGET (a path, engramdb://host:port or redis://host:port) against the five
-    production guarantees: tail latency, burst, consistency, availability, observability."""
+    production guarantees: tail latency, burst, consistency, availability, observability.
+
+    What it writes: test records only under its own namespace, fresh per run (the set
+    engramdb-audit-<run> of an engramdb target, keys engramdb-audit-<run>:* on Redis),
+    deleted at the end, after a failure or Ctrl-C too; it never flushes a database. A target
+    that already holds data is refused unless --allow-writes. On an engramdb target every
+    write and deletion also appends a change-log entry, which cannot be removed (a database
+    directory the audit created is removed whole). --managed runs against the audit's own
+    server on a temporary directory: nothing of yours is touched.
+    """
+    import signal
+
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from engramdb.audit.report import summary_table, write_reports
@@ -219,7 +299,13 @@ def audit(
         sections=tuple(s.strip() for s in sections.split(",") if s.strip()),
         thresholds=Thresholds(p99_ms=slo_ms),
         redis_appendfsync=appendfsync,
+        allow_writes=allow_writes,
     )
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+    signal.signal(signal.SIGTERM, interrupted)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -228,7 +314,16 @@ def audit(
         transient=True,
     ) as bar:
         task = bar.add_task("starting", total=None)
-        report = run_audit(config, progress=lambda message: bar.update(task, description=message))
+        try:
+            report = run_audit(
+                config,
+                progress=lambda message: bar.update(task, description=message),
+                notice=lambda line: bar.console.print(line, markup=False, highlight=False),
+            )
+        except KeyboardInterrupt:
+            bar.stop()
+            click.echo("interrupted: no report", err=True)
+            sys.exit(130)
     console.print(summary_table(report))
     paths = write_reports(report, report_dir)
     click.echo(f"wrote {paths['json']} and {paths['html']}")

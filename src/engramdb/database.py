@@ -6,18 +6,26 @@ import os
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.clock import Clock, system_clock
-from engramdb.errors import ChangeLogTruncated, InvalidArgument, StorageError
+from engramdb.errors import (
+    ChangeLogTruncated,
+    Conflict,
+    EngramError,
+    InvalidArgument,
+    StorageError,
+)
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
-from engramdb.records.writes import Stored, record_from
+from engramdb.records.writes import Conditions, Stored, TransformFn, record_from
 from engramdb.recordset import RecordSet
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
-from engramdb.storage.group_commit import Done, GroupCommit
+from engramdb.storage.group_commit import Done, GroupCommit, Rollback
+from engramdb.wire import FORMS
 from engramdb.writeplan import TransformStep, run_steps
 
 __all__ = ["Database", "open"]
@@ -26,45 +34,116 @@ if TYPE_CHECKING:
     from engramdb.cache import Cache
     from engramdb.embedders import Embedder
     from engramdb.features.store import FeatureStore
-    from engramdb.memory import MemoryStore
-    from engramdb.sessions import SessionStore
+    from engramdb.memory.store import MemoryStore
+    from engramdb.sessions.store import SessionStore
+    from engramdb.transaction import Transaction
     from engramdb.vectors.store import VectorStore
+
+
+# Roles are built on first use, each over the database's ``RoleStore``: importing a role's
+# implementation (faiss, tantivy, duckdb, numpy) happens only for databases that use it.
 
 
 def _feature_store(db: Database) -> FeatureStore:
     from engramdb.features.store import FeatureStore
 
-    return FeatureStore(db)
+    return FeatureStore(db)  # (moves to the RoleStore with the feature-store rework)
 
 
 def _memory_store(db: Database) -> MemoryStore:
-    from engramdb.memory import MemoryStore
+    from engramdb.memory.store import MemoryStore
 
-    return MemoryStore(db)
+    return MemoryStore(db._role_store, db._embedder)
 
 
 def _cache(db: Database) -> Cache:
-    from engramdb.cache import Cache, CacheCore, ThreadedCore
+    from engramdb.cache import Cache, ThreadedCore
+    from engramdb.cache.core import CacheCore
 
-    core = CacheCore(db)
+    core = CacheCore(db._role_store)
     return Cache(core, async_core=ThreadedCore(core, local_reads=True))
 
 
 def _session_store(db: Database) -> SessionStore:
-    from engramdb.sessions import SessionStore
+    from engramdb.sessions.store import SessionStore
 
-    return SessionStore(db)
+    return SessionStore(db._role_store)
 
 
 def _vector_store(db: Database) -> VectorStore:
-    # Imported on first use: faiss and tantivy load only for databases that use vectors.
     from engramdb.vectors.store import VectorStore
 
-    return VectorStore(db)
+    return VectorStore(db._role_store)
+
+
+class RoleStore:
+    """The ``engramdb.store.Store`` a database hands its roles: the narrow interface they
+    are written against (clock, any record set, snapshot reads, atomic multi-step writes,
+    the change log, the vector role for roles built on it)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def limits(self) -> Limits:
+        return self._db.limits
+
+    def now(self) -> float:
+        return self._db._clock()
+
+    def now_ms(self) -> int:
+        return self._db._now_ms()
+
+    @property
+    def cache_dir(self) -> str | None:
+        return self._db.path
+
+    def sets(self) -> list[str]:
+        return self._db.sets()
+
+    def records(self, set_name: str) -> RecordSet:
+        return self._db._internal_records(set_name)
+
+    def read(
+        self, requests: Sequence[tuple[RecordSet, Sequence[Key]]]
+    ) -> list[list[Record | None]]:
+        return self._db._read_across(requests)
+
+    def step(
+        self,
+        records: RecordSet,
+        items: Sequence[tuple[Key, TransformFn]],
+        *,
+        conditions: Conditions | None = None,
+        result: str = "outcome",
+        raw: bool = False,
+    ) -> TransformStep:
+        return records._step(items, conditions=conditions, result=result, raw=raw)
+
+    def write(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
+        return self._db._write_steps(steps)
+
+    def changes(self, since: int, *, limit: int) -> list[Change]:
+        return self._db.changes(since, limit=limit)
+
+    def first_sequence(self) -> int:
+        return self._db.first_sequence()
+
+    def last_sequence(self) -> int:
+        return self._db.last_sequence()
+
+    @property
+    def vectors(self) -> VectorStore:
+        return self._db.vectors
 
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
 _MAX_CACHED_SETS = 4096
+_COMMIT_METHODS = frozenset(
+    {"put", "update", "delete", "touch", "operate", "put_many", "delete_many"}
+)
 
 
 def _after_fork_in_child() -> None:
@@ -88,6 +167,7 @@ def open(
     sweep_interval: float | None = 1.0,
     changelog_retention: int | None = 1_000_000,
     flush_interval: float = 1.0,
+    embedder: Embedder | None = None,
 ) -> Database:
     """Open (creating if needed) the database at ``path``, or an in-memory one.
 
@@ -106,6 +186,8 @@ def open(
             them on demand).
         changelog_retention: most change-log entries kept; None keeps all.
         flush_interval: seconds between flushes with ``durability="async"``.
+        embedder: what ``db.memory`` embeds texts with (``engramdb.embedders``); None uses
+            the deterministic, dependency-free ``HashEmbedder``.
     """
     if durability not in ("sync", "async", "none"):
         raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
@@ -127,6 +209,7 @@ def open(
             limits=limits,
             sweep_interval=sweep_interval,
             changelog_retention=changelog_retention,
+            embedder=embedder,
             path=None if path is None else os.fspath(path),
             durability=durability if path is not None else "none",
         )
@@ -150,12 +233,15 @@ class Database:
         limits: Limits | None = None,
         sweep_interval: float | None = 1.0,
         changelog_retention: int | None = 1_000_000,
+        embedder: Embedder | None = None,
         path: str | None = None,
         durability: Durability = "sync",
     ) -> None:
         if changelog_retention is not None and changelog_retention < 1:
             raise InvalidArgument("changelog_retention must be a positive int or None")
         self._engine = engine
+        self._embedder = embedder
+        self._role_store = RoleStore(self)
         self._clock = clock or system_clock
         self.limits = limits or DEFAULT_LIMITS
         self.path = path
@@ -270,11 +356,13 @@ class Database:
                     self._sets[set_name] = found
         return found
 
+    @remote("read")
     def sets(self) -> list[str]:
         """Names of sets that hold at least one stored record."""
         self._check()
         return self._engine.sets()
 
+    @remote("read", caps={"limit": DEFAULT_CAP})
     def changes(self, since: int = 0, *, limit: int = 1000) -> list[Change]:
         """Committed changes with ``sequence > since``, oldest first, at most ``limit``.
 
@@ -309,16 +397,98 @@ class Database:
             )
         return out
 
+    @remote("slow", writes=True)
+    def drop_set(self, set_name: str) -> int:
+        """Remove every record of ``set_name`` (a set with no records does not exist), in
+        atomic pages of 1,000; returns how many were removed."""
+        return self.records(set_name).truncate()
+
+    def transaction(self) -> Transaction:
+        """Reads and writes across any sets, committed all or nothing (``with
+        db.transaction() as tx:``); see ``engramdb.transaction``."""
+        from engramdb.transaction import Transaction
+
+        self._check()
+        return Transaction(self)
+
+    @remote("write", plan="_plan_commit")
+    def commit(self, reads: Sequence[Sequence[Any]], writes: Sequence[Sequence[Any]]) -> list[Any]:
+        """The primitive under ``transaction()``: apply ``writes`` in one atomic write if every
+        record of ``reads`` is still at the generation read; returns each write's result.
+
+        ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
+        ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        as the single call. A record that changed raises ``Conflict`` naming it; a failing
+        write fails the whole commit. Nothing is written either way.
+        """
+        self._check()
+        return cast(list[Any], self._write(self._plan_commit(reads, writes)))
+
+    def _plan_commit(
+        self, reads: Sequence[Sequence[Any]], writes: Sequence[Sequence[Any]]
+    ) -> WriteFn:
+        if not isinstance(reads, list | tuple) or not isinstance(writes, list | tuple):
+            raise InvalidArgument("commit takes a list of reads and a list of writes")
+        checks: list[tuple[bytes, str, Any, int]] = []
+        for read in reads:
+            if not isinstance(read, list | tuple) or len(read) != 3 or type(read[2]) is not int:
+                raise InvalidArgument("each read is [set_name, key, generation]")
+            name, key, generation = read
+            checks.append((self.records(name)._rk(key), name, key, generation))
+        plans: list[WriteFn] = []
+        for staged in writes:
+            if not isinstance(staged, list | tuple) or len(staged) != 5:
+                raise InvalidArgument("each write is [method, set_name, key, args, kwargs]")
+            method, name, target, args, kwargs = staged
+            if method not in _COMMIT_METHODS or not isinstance(args, list | tuple):
+                raise InvalidArgument(f"a transaction cannot stage {method!r}")
+            if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
+                raise InvalidArgument("a staged write's options are a map of names")
+            if method == "operate" and args:
+                args = [FORMS["ops"].decode(args[0]), *args[1:]]
+            records = self.records(name)  # refuses the sets roles reserve
+            try:
+                plans.append(getattr(records, f"_plan_{method}")(target, *args, **kwargs))
+            except TypeError as e:
+                raise InvalidArgument(f"bad arguments for staged {method}: {e}") from None
+        now_ms = self._now_ms
+
+        def apply(txn: WriteTxn) -> list[Any]:
+            now = now_ms()
+            for rk, name, key, generation in checks:
+                current = Stored(txn.get(rk), now).generation
+                if current != generation:
+                    raise Conflict(
+                        f"{name} {key!r} changed since the transaction read it (generation "
+                        f"{generation} then, {current} now)",
+                        current,
+                    )
+            results: list[Any] = []
+            for plan in plans:
+                try:
+                    results.append(plan(txn))
+                except EngramError as e:
+                    if not results:
+                        raise  # nothing staged yet: an ordinary request error
+                    raise Rollback(e) from e  # earlier writes staged: undo them all
+            return results
+
+        return apply
+
+    @remote("read")
     def last_sequence(self) -> int:
         """Sequence number of the newest committed change (0 before the first)."""
         self._check()
         return self._engine.last_sequence()
 
+    @remote("read")
     def first_sequence(self) -> int:
         """Oldest sequence still in the change log."""
         self._check()
         return self._engine.first_sequence()
 
+    @remote("slow", writes=True, caps={"limit": 100_000})
     def sweep(self, *, limit: int = 10_000) -> int:
         """Remove up to ``limit`` expired records now (each logged as an ``expire`` change)
         and apply change-log retention. Returns how many records were removed."""
@@ -342,7 +512,7 @@ class Database:
 
             removed = self._write(remove)
         for role in list(self._roles.values()):
-            tidy = getattr(role, "sweep", None)
+            tidy = getattr(role, "_sweep", None)
             if tidy is not None:
                 tidy()  # derived records of roles (e.g. checkpoints of ended sessions)
         if self._retention is not None:
@@ -359,6 +529,7 @@ class Database:
                 # Writes are refused (fsync failed or closing); nothing more to sweep.
                 return
 
+    @remote("read")
     def stats(self) -> dict[str, Any]:
         """Golden signals: per-operation latency/traffic/errors plus saturation figures."""
         self._check()
@@ -382,8 +553,9 @@ class Database:
                 "writes": self._commit.writes,
             },
             "engine": engine,
-            "indexes": self._roles["vectors"].stats() if "vectors" in self._roles else {},
+            "indexes": self._roles["vectors"]._stats() if "vectors" in self._roles else {},
             "cache": self._roles["cache"].stats() if "cache" in self._roles else {},
+            "memory": self._roles["memory"]._stats() if "memory" in self._roles else {},
         }
 
     @property
@@ -417,10 +589,10 @@ class Database:
     def memory_with(self, embedder: Embedder, **options: Any) -> MemoryStore:
         """Long-term memory over ``embedder`` (e.g. ``engramdb.embedders.SentenceEmbedder``).
         Each embedder keeps its own memories (vectors of different models do not mix)."""
-        from engramdb.memory import MemoryStore
+        from engramdb.memory.store import MemoryStore
 
         self._check()
-        return MemoryStore(self, embedder, **options)
+        return MemoryStore(self._role_store, embedder, **options)
 
     @property
     def cache(self) -> Cache:
@@ -439,17 +611,37 @@ class Database:
         return found
 
     def close(self) -> None:
-        """Stop background work and release the engine. Safe to call twice."""
+        """Stop background work and release the engine. Safe to call twice.
+
+        Everything is released even when a part fails to close (a role, the group commit,
+        the engine); the first such error is raised afterwards, as an ``EngramError``.
+        """
         if self._unusable is not None and self._pid != os.getpid():
             return  # forked child: the parent owns the environment
         if self._unusable == "the database is closed":
             return
+        errors: list[Exception] = []
+
+        def attempt(step: Any) -> None:
+            try:
+                step()
+            except Exception as e:
+                errors.append(e)
+
         self._stop.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()
         for role in list(self._roles.values()):
-            role.close()  # e.g. snapshot derived indexes while the engine is still open
-        self._commit.close()
+            # e.g. snapshot derived indexes while the engine is still open
+            attempt(getattr(role, "_close", None) or role.close)
+        attempt(self._commit.close)
         self._unusable = "the database is closed"
-        self._engine.close()
+        attempt(self._engine.close)
         _LIVE.discard(self)
+        if errors:
+            first = errors[0]
+            if isinstance(first, EngramError):
+                raise first
+            raise StorageError(
+                f"closing the database failed: {type(first).__name__}: {first}"
+            ) from first

@@ -4,7 +4,8 @@ One root, grouped by what the caller should do about it:
 
 - ``NotFound``: the thing is not there; create it or stop asking.
 - ``Conflict``: a write condition failed; re-read (``generation`` says what is stored) and retry.
-- ``InvalidArgument`` / ``RecordTooBig``: the request is wrong; retrying will not help.
+- ``InvalidArgument`` / ``RecordTooBig`` / ``RequestTooLarge``: the request is wrong; retrying
+  will not help (split a too-large batch).
 - ``Timeout`` / ``Overloaded`` / ``Unavailable``: try again later (a write that timed out may
   or may not have been applied; the message says so).
 - ``AuthError``, ``ProtocolError``: the connection is misconfigured or the peer misbehaved.
@@ -27,6 +28,7 @@ __all__ = [
     "Overloaded",
     "ProtocolError",
     "RecordTooBig",
+    "RequestTooLarge",
     "StorageError",
     "Timeout",
     "Unavailable",
@@ -61,6 +63,14 @@ class InvalidArgument(EngramError):
 
 class RecordTooBig(InvalidArgument):
     """The encoded record (or key) exceeds the configured limit."""
+
+
+class RequestTooLarge(InvalidArgument):
+    """The request is larger than the server accepts in one frame (``--max-frame``).
+
+    Nothing of it was applied. Split the batch into smaller calls, or start the server with
+    a larger ``--max-frame``.
+    """
 
 
 class Timeout(EngramError):

@@ -37,6 +37,7 @@ from engramdb.records.writes import (
     make_conditions,
     record_from,
 )
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.storage.base import WriteFn, WriteTxn
 from engramdb.writeplan import TransformStep
 
@@ -79,6 +80,23 @@ def _instrumented(
     return decorate
 
 
+_PAGE = 1000  # records per atomic write of delete_prefix / truncate
+
+
+def _pairs(items: Any) -> list[tuple[Key, Any]]:
+    """``put_many``'s items as (key, bins) pairs: a mapping, or a list of pairs."""
+    if isinstance(items, Mapping):
+        return list(items.items())
+    if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
+        raise InvalidArgument("put_many takes a mapping of key to bins, or a list of pairs")
+    pairs: list[tuple[Key, Any]] = []
+    for i, pair in enumerate(items):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise InvalidArgument(f"put_many item {i} is not a (key, bins) pair")
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
 def _after(prefix: bytes) -> bytes:
     """The smallest byte string greater than every string starting with ``prefix``."""
     stripped = prefix.rstrip(b"\xff")
@@ -111,6 +129,7 @@ class RecordSet:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, key: Key) -> Record | None:
         """The record under ``key``, or None when it is missing or expired."""
         # The hottest path in the project: instrumentation and the common str-key encoding
@@ -144,6 +163,7 @@ class RecordSet:
         finally:
             metrics.observe(perf_counter_ns() - started)
 
+    @remote("read")
     @_instrumented("get_many")
     def get_many(self, keys: Sequence[Key]) -> list[Record | None]:
         """Records for ``keys`` in request order; None for each missing or expired one."""
@@ -163,65 +183,96 @@ class RecordSet:
         now = self._db._now_ms()
         return [None if raw is None else record_from(key, raw, now) for key, raw in zip(keys, raws)]
 
+    @remote("read")
     @_instrumented("exists")
     def exists(self, key: Key) -> bool:
         raw = self._engine.get(self._rk(key))
         return Stored(raw, self._db._now_ms()).exists
 
+    @remote("read")
     @_instrumented("count")
     def count(self) -> int:
         """Live (unexpired) records in the set."""
         return self._engine.count(self._prefix, self._db._now_ms())
 
+    @remote("slow", caps={"limit": DEFAULT_CAP})
     @_instrumented("scan")
     def scan(
         self,
         prefix: str | bytes | None = None,
         *,
+        start: Key | None = None,
+        end: Key | None = None,
+        reverse: bool = False,
         cursor: str | None = None,
         limit: int = 100,
     ) -> ScanPage:
-        """Up to ``limit`` live records in key order, optionally only keys with ``prefix``.
+        """Up to ``limit`` live records in key order, optionally only keys with ``prefix``
+        and within ``start <= key < end``; ``reverse`` walks from the highest key down.
 
         Keys order as: ints numerically, then bytes, then str (each by their bytes). Pass the
-        page's ``cursor`` back to continue; it is None once the scan is complete.
+        page's ``cursor`` back (with the same arguments) to continue; it is None once the
+        scan is complete.
         """
         if type(limit) is not int or limit < 1:
             raise InvalidArgument(f"scan limit must be a positive int, not {limit!r}")
+        if type(reverse) is not bool:
+            raise InvalidArgument(f"reverse must be a bool, not {reverse!r}")
         base = self._prefix + (key_prefix(prefix) if prefix is not None else b"")
-        end = _after(base)
-        position = base
+        lo, hi = base, _after(base)
+        if start is not None:
+            lo = max(lo, self._prefix + encode_key(start, self._limits))
+        if end is not None:
+            hi = min(hi, self._prefix + encode_key(end, self._limits))
         if cursor is not None:
             try:
-                position = self._prefix + bytes.fromhex(cursor) + b"\x00"
+                last = self._prefix + bytes.fromhex(cursor)
             except (ValueError, TypeError) as e:
                 raise InvalidArgument(f"invalid scan cursor {cursor!r}") from e
-            position = max(position, base)
+            if reverse:
+                hi = min(hi, last)
+            else:
+                lo = max(lo, last + b"\x00")
         now = self._db._now_ms()
         cut = len(self._prefix)
         records: list[Record] = []
-        last: bytes | None = None
-        while True:
+        seen: bytes | None = None
+        while lo < hi:
             want = limit - len(records) + 1  # one more than needed tells whether more remain
-            batch = self._engine.scan(position, end, want)
+            batch = self._engine.scan(lo, hi, want, reverse)
             for rk, raw in batch:
                 if len(records) == limit:
-                    assert last is not None
-                    return ScanPage(records, last[cut:].hex())
+                    assert seen is not None
+                    return ScanPage(records, seen[cut:].hex())
                 record = record_from(decode_key(rk[cut:]), raw, now)
                 if record is not None:
                     records.append(record)
-                last = rk
+                seen = rk
             if len(batch) < want:
-                return ScanPage(records, None)
-            assert last is not None
-            position = last + b"\x00"
+                break
+            assert seen is not None
+            if reverse:
+                hi = seen
+            else:
+                lo = seen + b"\x00"
+        return ScanPage(records, None)
 
-    def iterate(self, prefix: str | bytes | None = None, *, batch: int = 1000) -> Iterator[Record]:
-        """Every live record (optionally with ``prefix``), in key order, fetched by pages."""
+    def iterate(
+        self,
+        prefix: str | bytes | None = None,
+        *,
+        start: Key | None = None,
+        end: Key | None = None,
+        reverse: bool = False,
+        batch: int = 1000,
+    ) -> Iterator[Record]:
+        """Every live record (optionally with ``prefix``, within ``start <= key < end``), in
+        key order or ``reverse``, fetched by pages of ``batch``."""
         cursor: str | None = None
         while True:
-            page = self.scan(prefix, cursor=cursor, limit=batch)
+            page = self.scan(
+                prefix, start=start, end=end, reverse=reverse, cursor=cursor, limit=batch
+            )
             yield from page.records
             if page.cursor is None:
                 return
@@ -233,6 +284,7 @@ class RecordSet:
     # the function that runs inside the engine transaction. The public method runs the plan
     # through group commit; the server submits the same plans without blocking its loop.
 
+    @remote("write", plan="_plan_put")
     @_instrumented("put")
     def put(
         self,
@@ -280,7 +332,8 @@ class RecordSet:
             current = Stored(txn.get(rk), now)
             if conditions is not None:
                 conditions.check(current.generation)
-            generation = current.generation + 1
+            # Never reuse a generation: a new record starts at its change's sequence.
+            generation = current.generation + 1 if current.generation else txn.next_sequence()
             expires = expiry_ms(ttl, now)
             raw = with_header(body, generation, expires, now)
             txn.put(rk, raw, expires, current.prev_expires_ms)
@@ -289,6 +342,7 @@ class RecordSet:
 
         return write
 
+    @remote("write", plan="_plan_update")
     @_instrumented("update")
     def update(
         self,
@@ -340,6 +394,7 @@ class RecordSet:
             result="generation",
         )
 
+    @remote("write", plan="_plan_delete")
     @_instrumented("delete")
     def delete(self, key: Key, *, expect_generation: int | None = None) -> bool:
         """Remove the record. Returns whether a live record was removed."""
@@ -355,6 +410,7 @@ class RecordSet:
             single=True,
         )
 
+    @remote("write", plan="_plan_touch")
     @_instrumented("touch")
     def touch(self, key: Key, ttl: float, *, expect_generation: int | None = None) -> int:
         """Set the record to expire ``ttl`` seconds from now. Returns the new generation.
@@ -380,6 +436,7 @@ class RecordSet:
             result="generation",
         )
 
+    @remote("write", plan="_plan_operate", wire={"ops": "ops"})
     @_instrumented("operate")
     def operate(
         self,
@@ -453,6 +510,111 @@ class RecordSet:
             single=True,
         )
 
+    @remote("write", plan="_plan_put_many")
+    @_instrumented("put_many")
+    def put_many(
+        self,
+        items: Mapping[Key, Mapping[str, Any]] | Sequence[tuple[Key, Mapping[str, Any]]],
+        *,
+        ttl: float | None = None,
+    ) -> list[int]:
+        """Store every ``(key, bins)`` of ``items`` (a mapping or a sequence of pairs) in one
+        atomic write, each replacing its record; returns each new generation, in order.
+
+        A key given twice is written twice, in order (the last bins win). All of it is
+        validated before anything is written; remotely the batch must fit one request
+        (``RequestTooLarge`` says so: split it, or raise the server's ``--max-frame``).
+        """
+        return cast(list[int], self._db._write(self._plan_put_many(items, ttl=ttl)))
+
+    def _plan_put_many(
+        self,
+        items: Mapping[Key, Mapping[str, Any]] | Sequence[tuple[Key, Mapping[str, Any]]],
+        *,
+        ttl: float | None = None,
+    ) -> WriteFn:
+        pairs = _pairs(items)
+        check_ttl(ttl)
+        limits = self._limits
+        encoded = [
+            (self._rk(key), encode_body(check_bins(bins, limits), limits)) for key, bins in pairs
+        ]
+        now_ms = self._db._now_ms
+
+        def write(txn: WriteTxn) -> list[int]:
+            now = now_ms()
+            expires = expiry_ms(ttl, now)
+            generations: list[int] = []
+            for rk, body in encoded:
+                current = Stored(txn.get(rk), now)  # sees this batch's earlier puts
+                generation = current.generation + 1 if current.generation else txn.next_sequence()
+                txn.put(
+                    rk,
+                    with_header(body, generation, expires, now),
+                    expires,
+                    current.prev_expires_ms,
+                )
+                txn.log("put", rk, generation, now)
+                generations.append(generation)
+            return generations
+
+        return write
+
+    @remote("write", plan="_plan_delete_many")
+    @_instrumented("delete_many")
+    def delete_many(self, keys: Sequence[Key]) -> int:
+        """Remove the records under ``keys`` in one atomic write; returns how many live
+        records were removed (missing and expired ones count 0)."""
+        return cast(int, self._db._write(self._plan_delete_many(keys)))
+
+    def _plan_delete_many(self, keys: Sequence[Key]) -> WriteFn:
+        if isinstance(keys, str | bytes) or not isinstance(keys, list | tuple):
+            raise InvalidArgument("delete_many takes a list of keys")
+        rks = [self._rk(key) for key in keys]
+        now_ms = self._db._now_ms
+
+        def remove(txn: WriteTxn) -> int:
+            now = now_ms()
+            removed = 0
+            for rk in rks:
+                current = Stored(txn.get(rk), now)
+                if current.prev_expires_ms is None:
+                    continue
+                txn.delete(rk, current.prev_expires_ms)
+                if current.exists:
+                    txn.log("delete", rk, current.generation, now)
+                    removed += 1
+                else:  # expired, awaiting the sweeper: its removal is its expiry
+                    txn.log("expire", rk, current.stored_generation, now)
+            return removed
+
+        return remove
+
+    @remote("slow", writes=True)
+    def delete_prefix(self, prefix: str | bytes) -> int:
+        """Remove every record whose key starts with ``prefix``; returns how many.
+
+        Removal goes in atomic pages of 1,000 records (a crash may leave a tail of the
+        prefix behind; run it again). Records added under the prefix meanwhile may or may
+        not be removed.
+        """
+        if not isinstance(prefix, str | bytes):
+            raise InvalidArgument(f"a prefix is str or bytes, not {type(prefix).__name__}")
+        return self._remove_pages(prefix)
+
+    @remote("slow", writes=True)
+    def truncate(self) -> int:
+        """Remove every record of the set (in atomic pages of 1,000); returns how many."""
+        return self._remove_pages(None)
+
+    def _remove_pages(self, prefix: str | bytes | None) -> int:
+        removed = 0
+        while True:
+            page = self.scan(prefix, limit=_PAGE)
+            if not page.records:
+                return removed
+            removed += self.delete_many([r.key for r in page.records])
+
     def transform(self, key: Key, fn: TransformFn) -> Any:
         """Atomically read-modify-write one record with ``fn(current, now_ms) -> Outcome``.
 
@@ -489,7 +651,7 @@ class RecordSet:
 
         def write(txn: WriteTxn) -> Any:
             now = now_ms()
-            results = step.stage(txn, step.prepare(txn, now), now)
+            results = step.stage(txn, step.prepare(txn, now, txn.next_sequence()), now)
             return results[0] if single else results
 
         return write

@@ -6,6 +6,13 @@ So any error (a failed condition, a bad value, a transform that raises) leaves t
 transaction untouched, including when several steps over different sets make up one atomic
 write (a session and its checkpoints, a cache value and its lease). Within a step, later
 items see earlier items' effects on the same key; different steps must touch different keys.
+
+Generations are never reused for a key: a record that is created (absent, deleted or expired
+before) starts at the change-log sequence of its creating write, and grows by one per write
+after that. Every write logs one change and sequences only grow, so each generation a key
+ever had is at most the sequence of the write that made it, and below any later creation's.
+Staging logs exactly one change per staged entry, in order, so ``prepare`` knows each
+entry's sequence in advance (``first_sequence`` + its position) and encodes final headers.
 """
 
 from __future__ import annotations
@@ -42,8 +49,11 @@ class TransformStep:
         self.validate = validate
         self.raw = raw
 
-    def prepare(self, txn: WriteTxn, now: int) -> Prepared:
-        """Compute every new value; may raise. Stages nothing."""
+    def prepare(self, txn: WriteTxn, now: int, first_sequence: int) -> Prepared:
+        """Compute every new value; may raise. Stages nothing.
+
+        ``first_sequence`` is the change-log sequence the first entry this step stages will
+        get (``txn.next_sequence()`` plus what earlier steps of the same write stage)."""
         limits, conditions, raw = self.limits, self.conditions, self.raw
         overlay: dict[bytes, bytes | None] = {}
         staged: list[tuple[bytes, Stored, bytes | None, int, int]] = []
@@ -82,7 +92,9 @@ class TransformStep:
                     check_bins(bins, limits)
                 body = encode_body(cast(Mapping[str, Any], bins), limits)
             expires_at = current.expires_ms if isinstance(expires, _Keep) else expires
-            generation = current.generation + 1
+            generation = (
+                current.generation + 1 if current.generation else first_sequence + len(staged)
+            )
             encoded = with_header(body, generation, expires_at, now)
             staged.append((rk, current, encoded, expires_at, generation))
             overlay[rk] = encoded
@@ -103,11 +115,17 @@ class TransformStep:
                     txn.log("expire", rk, current.stored_generation, now)
             else:
                 txn.put(rk, value, expires_at, current.prev_expires_ms)
-                txn.log("put", rk, generation, now)
+                sequence = txn.log("put", rk, generation, now)
+                # prepare() relied on one change per staged entry, in order.
+                assert current.generation or sequence == generation, (sequence, generation)
         return results
 
 
 def run_steps(txn: WriteTxn, steps: Sequence[TransformStep], now: int) -> list[list[Any]]:
     """Prepare every step, then stage them all: one atomic write across sets."""
-    prepared = [step.prepare(txn, now) for step in steps]
+    sequence = txn.next_sequence()
+    prepared: list[Prepared] = []
+    for step in steps:
+        prepared.append(step.prepare(txn, now, sequence))
+        sequence += len(prepared[-1][0])
     return [step.stage(txn, p, now) for step, p in zip(steps, prepared)]

@@ -7,6 +7,6 @@ real ``kill -9``.
 
 from __future__ import annotations
 
-from tests.server_faults.conftest import Raw, Served, serve, wait_for
+from tests.server_faults.conftest import Raw, Served, ServeFactory, serve, wait_for
 
-__all__ = ["Raw", "Served", "serve", "wait_for"]
+__all__ = ["Raw", "ServeFactory", "Served", "serve", "wait_for"]

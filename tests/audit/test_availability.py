@@ -15,15 +15,16 @@ from engramdb.audit.runner import _missing
 from tests.audit.resp_stub import StubRedis
 
 KEYS = [f"v{i}" for i in range(300)]
+NAMESPACE = "engramdb-audit-test"
 
 
 def test_reading_back_acknowledged_writes_rides_out_a_stall() -> None:
     failure = None
     missing = None
     with StubRedis(stall_after=100, stall_seconds=2.5) as stub:
-        stub.data.update({f"audit:{key}".encode(): b"1" for key in KEYS})
+        stub.data.update({f"{NAMESPACE}:{key}".encode(): b"1" for key in KEYS})
         try:
-            missing = asyncio.run(_missing(stub.url, KEYS))
+            missing = asyncio.run(_missing(stub.url, KEYS, NAMESPACE))
         except Exception as e:
             failure = f"{type(e).__name__}: {e}"
     gc.collect()

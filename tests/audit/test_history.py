@@ -15,11 +15,13 @@ from engramdb.audit.history import record_histories
 from engramdb.audit.linearizability import check
 from tests.audit.resp_stub import StubRedis
 
+OPTIONS = {"namespace": "engramdb-audit-test"}
+
 
 def test_a_compare_and_set_with_a_lost_reply_is_kept_as_unknown() -> None:
     with StubRedis(lose_cas_reply_after=20, refuse_writes_seconds=0.5) as stub:
         ops, _acked, _maybe, used_cas = record_histories(
-            stub.url, {}, workers=1, clients=8, keys=1, counters=1, seconds=2.0, prefix="h"
+            stub.url, OPTIONS, workers=1, clients=8, keys=1, counters=1, seconds=2.0, prefix="h"
         )
         lost = stub.lost_cas_value
     # The set-up, checked with pytest.fail so that it cannot pass for the expected failure.

@@ -27,6 +27,7 @@ SECONDS = 3.0
 STALL = 1.0
 # The stall begins after ~0.5 s of load, so the run holds the whole of it and then catches up.
 STALL_AFTER = 100
+NAMESPACE = "engramdb-audit-test"
 WORKLOAD = Workload("stall probe", read=0.5, update=0.5, keys=100, value_bytes=16)
 
 
@@ -49,7 +50,7 @@ def test_open_loop_latency_includes_a_one_second_stall() -> None:
             WORKLOAD,
             [Phase("steady", SECONDS, RATE)],
             workers=1,
-            options={"connections": 1024},
+            options={"connections": 1024, "namespace": NAMESPACE},
         )
         assert stub.stalled is not None
         began, ended = stub.stalled
@@ -102,7 +103,13 @@ def test_a_closed_loop_measurement_would_hide_the_same_stall() -> None:
 def test_a_stall_longer_than_the_connection_pool_is_still_latency() -> None:
     with StubRedis(stall_after=STALL_AFTER, stall_seconds=STALL) as stub:
         # The default pool: ~STALL * RATE = 200 requests queue up behind 64 connections.
-        result = run_load(stub.url, WORKLOAD, [Phase("steady", 2.5, RATE)], workers=1)
+        result = run_load(
+            stub.url,
+            WORKLOAD,
+            [Phase("steady", 2.5, RATE)],
+            workers=1,
+            options={"namespace": NAMESPACE},
+        )
         if stub.stalled is None:
             pytest.fail("the stub did not stall")
     assert result.errors == {}

@@ -20,7 +20,7 @@ def test_every_committed_change_is_logged_in_order(db: Database, clock: FakeCloc
     assert [(c.sequence, c.set_name, c.key, c.kind, c.generation) for c in changes] == [
         (1, "s", "a", "put", 1),
         (2, "s", "a", "put", 2),
-        (3, "s", 7, "put", 1),
+        (3, "s", 7, "put", 3),  # a new record starts at its change's sequence
         (4, "s", "a", "put", 3),
         (5, "s", "a", "delete", 3),
     ]

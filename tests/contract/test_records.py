@@ -99,12 +99,32 @@ def test_delete(db: Database) -> None:
     assert s.count() == 0
 
 
-def test_generation_restarts_after_delete(db: Database) -> None:
+def test_a_generation_is_never_reused_after_delete_and_re_create(db: Database) -> None:
     s = db.records("s")
     s.put("k", {})
-    s.put("k", {})
+    old = s.put("k", {"owner": "ada"})
     s.delete("k")
-    assert s.put("k", {}) == 1
+    for _ in range(5):
+        s.put("other", {})  # the re-created record must not land back on ``old``
+    first = s.put("k", {"owner": "bob"})
+    assert first > old
+    for _ in range(first, old + 3):
+        s.put("k", {"owner": "bob"})
+    # A compare-and-set holding the deleted record's generation is stale (ABA): Conflict.
+    with pytest.raises(Conflict):
+        s.put("k", {"owner": "ada"}, expect_generation=old)
+    with pytest.raises(Conflict):
+        s.delete("k", expect_generation=old)
+    assert s.get("k").bins == {"owner": "bob"}  # type: ignore[union-attr]
+
+
+def test_a_new_record_starts_at_its_change_sequence_and_grows_by_one(db: Database) -> None:
+    s = db.records("s")
+    s.put("a", {})
+    first = s.put("b", {})
+    assert first == db.last_sequence()
+    assert s.put("b", {}) == first + 1
+    assert s.update("b", {"x": 1}) == first + 2
 
 
 def test_empty_record_is_a_record(db: Database) -> None:

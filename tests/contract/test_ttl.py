@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engramdb import Database, FakeClock, InvalidArgument, NotFound, ops
+from engramdb import Conflict, Database, FakeClock, InvalidArgument, NotFound, ops
 
 
 def test_record_expires_exactly_at_its_ttl(db: Database, clock: FakeClock) -> None:
@@ -45,8 +45,8 @@ def test_sweep_removes_expired_records_and_logs_expiry(db: Database, clock: Fake
     expired = db.changes(before)
     assert [(c.kind, c.key, c.generation) for c in expired] == [
         ("expire", 0, 1),
-        ("expire", 1, 1),
-        ("expire", 2, 1),
+        ("expire", 1, 2),
+        ("expire", 2, 3),
     ]
     assert s.count() == 2
     assert db.stats()["engine"]["records_stored"] == 2
@@ -64,9 +64,12 @@ def test_sweep_leaves_records_rewritten_after_expiry_alone(db: Database, clock: 
 def test_write_over_an_expired_record_starts_a_new_one(db: Database, clock: FakeClock) -> None:
     s = db.records("s")
     s.put("k", {"a": 1}, ttl=1)
-    s.put("k", {"a": 2}, ttl=1)
+    old = s.put("k", {"a": 2}, ttl=1)
     clock.advance(2)
-    assert s.update("k", {"b": 1}) == 1
+    # A new record, and a new generation: the expired one's is never reused.
+    assert s.update("k", {"b": 1}) == db.last_sequence() > old
+    with pytest.raises(Conflict):
+        s.update("k", {"c": 1}, expect_generation=old)
     record = s.get("k")
     assert record is not None
     assert record.bins == {"b": 1}
@@ -76,9 +79,9 @@ def test_write_over_an_expired_record_starts_a_new_one(db: Database, clock: Fake
 
 def test_create_only_succeeds_over_an_expired_record(db: Database, clock: FakeClock) -> None:
     s = db.records("s")
-    s.put("k", {}, ttl=1)
+    old = s.put("k", {}, ttl=1)
     clock.advance(1)
-    assert s.put("k", {}, create_only=True) == 1
+    assert s.put("k", {}, create_only=True) > old
 
 
 def test_delete_of_an_expired_record_reports_false(db: Database, clock: FakeClock) -> None:

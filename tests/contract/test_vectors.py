@@ -78,9 +78,9 @@ def test_upsert_get_count_delete(docs: Any) -> None:
     assert got[0].id == 3
     assert got[0].metadata == {"lang": "en", "year": 2003, "i": 3}
     assert got[0].text == "note 3 on laminar flow"
-    assert got[0].generation == 1
+    created = got[0].generation
     np.testing.assert_allclose(got[0].vector, unit(3) / np.linalg.norm(unit(3)), rtol=1e-6)
-    assert docs.upsert([3], [unit(3)], [{"lang": "de"}]) == [2]
+    assert docs.upsert([3], [unit(3)], [{"lang": "de"}]) == [created + 1]
     assert docs.get([3])[0].metadata == {"lang": "de"}
     assert docs.delete([3, 4, 999]) == 2
     assert docs.count() == 98
@@ -88,10 +88,14 @@ def test_upsert_get_count_delete(docs: Any) -> None:
 
 
 def test_upsert_with_expected_generations_is_compare_and_set(docs: Any) -> None:
-    assert docs.upsert([1, 500], [unit(1), unit(2)], expect_generation=[1, 0]) == [2, 1]
+    (one,) = docs.get([1])
+    first = one.generation
+    updated, created = docs.upsert([1, 500], [unit(1), unit(2)], expect_generation=[first, 0])
+    assert updated == first + 1
+    assert created > updated  # a new item starts above every generation seen before
     with pytest.raises(Conflict) as caught:
-        docs.upsert([1, 501], [unit(1), unit(3)], expect_generation=[1, None])
-    assert caught.value.generation == 2
+        docs.upsert([1, 501], [unit(1), unit(3)], expect_generation=[first, None])
+    assert caught.value.generation == first + 1
     assert docs.get([501]) == [None]  # the chunk was not written
 
 

@@ -238,7 +238,7 @@ def test_one_near_duplicate_added_fifty_times_at_once_updates_one_memory(
 
 def test_the_rounds_left_nothing_else_behind(workload: Workload) -> None:
     # one_fact 1, five_facts 5, scopes 5, near 1, same_near 1
-    assert workload.db.memory.stats() == {"memories": 13}
+    assert workload.db.stats()["memory"] == {"memories": 13}
 
 
 # fifty adds at once through clients of a live server -------------------------------------

@@ -30,7 +30,8 @@ import pytest
 
 import engramdb
 from engramdb import Database, FakeClock, Limits
-from engramdb.cache import LEASES, VALUES, Cache, CacheCore, LoaderError
+from engramdb.cache import Cache, LoaderError
+from engramdb.cache.core import LEASES, VALUES
 from engramdb.records.keys import split_rk
 from engramdb.storage.memory import MemoryEngine
 from tests.conftest import CLOCK_START
@@ -208,7 +209,7 @@ def take_over_after_expiry(db: Database, clock: FakeClock, lease_ttl: float) -> 
 def test_an_abandoned_lease_is_taken_over_once_it_expires(tmp_path: Path) -> None:
     clock = FakeClock(CLOCK_START)
     with open_lmdb(tmp_path / "db", clock) as db:
-        holder = CacheCore(db)  # another cache on the same database, which then goes away
+        holder = db.cache.core  # another cache on the same database, which then goes away
         token = holder.acquire(KEY, 30)
         assert token is not None
 
@@ -228,13 +229,13 @@ def test_a_killed_lease_holder_is_taken_over_once_its_lease_expires(tmp_path: Pa
         # CLOCK_START + 30 on our clock too.
         with Children(hold_lease, [(str(path), KEY, CLOCK_START, 30.0, holding)]) as child:
             assert holding.wait(WAIT), "the child never started loading"
-            assert "lease" in CacheCore(db).peek(KEY)
+            assert "lease" in db.cache.core.peek(KEY)
             (process,) = child.processes
             process.kill()
             process.join(WAIT)
             assert process.exitcode == -signal.SIGKILL
 
-        assert "lease" in CacheCore(db).peek(KEY), "the lease went with its holder"
+        assert "lease" in db.cache.core.peek(KEY), "the lease went with its holder"
         take_over_after_expiry(db, clock, lease_ttl=30)
 
 
@@ -278,7 +279,7 @@ def test_a_delete_wins_over_another_processs_late_loader_write(
         loading, finish = SPAWN.Event(), SPAWN.Event()
         with Children(slow_load, [(str(path), KEY, loading, finish)]) as child:
             assert loading.wait(WAIT), "the child never started loading"
-            assert "lease" in CacheCore(db).peek(KEY)
+            assert "lease" in db.cache.core.peek(KEY)
             assert db.cache.delete(KEY) is False  # nothing stored yet; the lease is revoked
             if reload_first:
                 # A caller after the delete loads fresh data at once (the lease is free) ...
@@ -288,7 +289,7 @@ def test_a_delete_wins_over_another_processs_late_loader_write(
 
         assert value == "loaded before the delete"  # the child's caller gets its value ...
         assert stats["invalidated_fills"] == 1  # ... but its write-back was refused
-        entry = CacheCore(db).peek(KEY)
+        entry = db.cache.core.peek(KEY)
         assert "lease" not in entry
         if reload_first:
             assert db.cache.get(KEY) == "fresh"
@@ -313,7 +314,7 @@ FRACTIONS = (0.5, 0.9, 0.99, 0.999)  # of the TTL elapsed when the keys are read
 def early_recomputes(db: Database, clock: FakeClock, seed: int, beta: float) -> list[int]:
     """For each fraction of the TTL: how many of ``SAMPLES`` keys, each filled at
     ``CLOCK_START`` with a computation time of ``DELTA``, recompute early when read then."""
-    core = CacheCore(db)
+    core = db.cache.core
     cache = Cache(core, rng=random.Random(seed))
     keys = [f"x{i}" for i in range(SAMPLES)]
     counts = []
@@ -387,7 +388,7 @@ def test_a_waiter_does_not_load_again_when_the_value_lands_between_its_reads() -
     engine = GatedEngine()
     with Database(engine, clock=FakeClock(CLOCK_START), sweep_interval=None) as db:
         # Two caches on one database stand for two processes: no in-process flight shared.
-        first, second = Cache(CacheCore(db)), Cache(CacheCore(db))
+        first, second = Cache(db.cache.core), Cache(db.cache.core)
         calls: list[str] = []
         loading, finish = threading.Event(), threading.Event()
 
@@ -463,8 +464,8 @@ def test_a_caller_that_fails_after_taking_the_lease_gives_it_back(
     ) as db:
         fail(db)
 
-        lease = CacheCore(db).peek(KEY).get("lease")
+        lease = db.cache.core.peek(KEY).get("lease")
         assert lease is None or "error" in lease, "the lease is still held"
         # Another process's caller loads at once instead of waiting out the lease.
-        other = Cache(CacheCore(db))
+        other = Cache(db.cache.core)
         assert other.get_or_set(KEY, lambda: "small", ttl=600, wait_timeout=1.0) == "small"

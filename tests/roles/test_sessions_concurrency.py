@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engramdb import Client, Database
-from engramdb.sessions import SESSIONS
+from engramdb.sessions.store import SESSIONS
 from tests.conftest import CLOCK_START, ServerProcess
 from tests.roles.children import (
     SPAWN,

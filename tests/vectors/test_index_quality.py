@@ -176,7 +176,7 @@ def test_change_log_truncation_forces_a_rebuild(data: tuple[np.ndarray, np.ndarr
         collection.upsert(list(range(50)), vectors[:50])
         collection.search(queries[0], 1)
         # Behind this state's back: writes the retention window cannot hold.
-        items = db._internal_records("vec.c")
+        items = db._internal_records(collection.set_name)
         for i in range(50, 80):
             items.put(i, {"vector": vectors[i], "metadata": {}})
         db.sweep()

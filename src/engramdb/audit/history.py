@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from engramdb.audit.linearizability import Operation
+from engramdb.audit.load import stop_processes
 from engramdb.audit.targets import OUTCOME_UNKNOWN, Unsupported, classify, make_target
 
 __all__ = ["record_histories", "record_writes"]
@@ -148,19 +149,20 @@ def _spawn(kind: str, jobs: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     processes = [
         context.Process(target=_main, args=(kind, job, queue), daemon=True) for job in jobs
     ]
-    for p in processes:
-        p.start()
     results: list[dict[str, Any]] = []
-    while len(results) < len(jobs):
-        try:
-            results.append(queue.get(timeout=1))
-        except Exception:
-            if all(not p.is_alive() for p in processes) and queue.empty():
-                break
-    for p in processes:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
+    try:
+        for p in processes:
+            p.start()
+        while len(results) < len(jobs):
+            try:
+                results.append(queue.get(timeout=1))
+            except Exception:
+                if all(not p.is_alive() for p in processes) and queue.empty():
+                    break
+    except BaseException:
+        stop_processes(processes, wait=0)  # Ctrl-C: nothing may write during the cleanup
+        raise
+    stop_processes(processes)
     failed = [r["error"] for r in results if "error" in r]
     if failed or len(results) < len(jobs):
         raise RuntimeError(f"history workers failed: {failed or 'no result'}")

@@ -11,7 +11,11 @@ Workers are separate processes (so the generator is not the bottleneck on its ow
 reports HDR histograms per operation and phase, per-second timelines, error counts by kind,
 and its own lateness (how far behind schedule it started requests): the generator's
 headroom. Requests that would exceed a worker's in-flight cap are counted as ``dropped``
-(never silently delayed).
+(never silently delayed, never sent).
+
+Every request a worker puts on the wire — the warm-up's included — is also tallied by
+command and outcome (``requests``), so that a server's own counters can be compared with
+exactly what the audit sent (the observability section).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +33,15 @@ from hdrh.histogram import HdrHistogram
 
 from engramdb.audit.targets import classify, make_target
 
-__all__ = ["WORKLOADS", "LoadResult", "Phase", "Workload", "new_histogram", "run_load"]
+__all__ = [
+    "WORKLOADS",
+    "LoadResult",
+    "Phase",
+    "Workload",
+    "new_histogram",
+    "run_load",
+    "stop_processes",
+]
 
 MAX_US = 60_000_000  # an hour would be silly; a minute is the slowest latency we keep
 
@@ -73,7 +85,12 @@ class LoadResult:
     histograms: dict[tuple[str, str], HdrHistogram] = field(default_factory=dict)  # (phase, op)
     timeline: dict[int, HdrHistogram] = field(default_factory=dict)  # second -> all ops
     timeline_errors: dict[int, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)  # op -> requests sent
+    counts: dict[str, int] = field(default_factory=dict)  # op -> operations scheduled
+    # target call ("read", "write") -> outcome -> requests sent, warm-up included. Outcomes:
+    # ``ok``, ``error`` (refused), ``shed`` (BUSY), ``unknown`` (timed out, connection lost,
+    # or still unanswered when the worker stopped), as ``targets.classify`` names them.
+    requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    warmup: dict[str, int] = field(default_factory=dict)  # target call -> warm-up requests
     errors: dict[str, int] = field(default_factory=dict)  # kind -> count
     completed: dict[str, int] = field(default_factory=dict)  # phase -> completed ok
     dropped: int = 0
@@ -140,17 +157,42 @@ async def _worker(
     dropped = 0
     inflight = 0
     tasks: set[asyncio.Task[None]] = set()
+    requests: dict[str, dict[str, int]] = {}
+    warmup: dict[str, int] = {}
+
+    async def send(call: str, request: Awaitable[Any]) -> None:
+        # Tallied as unknown until answered: a request still in flight when the worker
+        # stops may yet reach the server's counters.
+        outcomes = requests.setdefault(call, {})
+        outcomes["unknown"] = outcomes.get("unknown", 0) + 1
+        outcome = "unknown"
+        try:
+            await request
+            outcome = "ok"
+        except Exception as e:
+            outcome = classify(e)[0]
+            raise
+        finally:
+            if outcome != "unknown":
+                outcomes["unknown"] -= 1
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    def read(key: str) -> Awaitable[None]:
+        return send("read", target.read(key))
+
+    def write(key: str) -> Awaitable[None]:
+        return send("write", target.write(key, value))
 
     async def one(op: str, key: str, intended: float, phase: str) -> None:
         nonlocal inflight
         try:
             if op == "read":
-                await target.read(key)
+                await read(key)
             elif op == "update":
-                await target.write(key, value)
+                await write(key)
             else:
-                await target.read(key)
-                await target.write(key, value)
+                await read(key)
+                await write(key)
             micros = int((time.time() - intended) * 1_000_000)
             histograms.setdefault((phase, op), new_histogram()).record_value(
                 max(1, min(micros, MAX_US))
@@ -168,11 +210,11 @@ async def _worker(
 
     # Warm up before the clock starts: connections opened, code paths run, so the first
     # measured requests do not pay for a connect (at a low rate that alone is the p99).
+    # These reads reach the server's counters like any other: they are tallied too.
     for _ in range(2):
-        await asyncio.gather(
-            *(target.read(f"y{i}") for i in range(min(WARM_CONNECTIONS, max_inflight))),
-            return_exceptions=True,
-        )
+        warm = min(WARM_CONNECTIONS, max_inflight)
+        await asyncio.gather(*(read(f"y{i}") for i in range(warm)), return_exceptions=True)
+        warmup["read"] = warmup.get("read", 0) + warm
 
     now = time.time()
     if start_at > now:
@@ -229,6 +271,8 @@ async def _worker(
         "completed": completed,
         "dropped": dropped,
         "lateness": lateness.encode(),
+        "requests": requests,
+        "warmup": warmup,
     }
 
 
@@ -237,6 +281,19 @@ def _process_main(args: tuple[Any, ...], results: Any) -> None:
         results.put(asyncio.run(_worker(*args)))
     except BaseException as e:  # reported to the parent, which fails the run
         results.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def stop_processes(
+    processes: Sequence[multiprocessing.process.BaseProcess], wait: float = 5.0
+) -> None:
+    """Give each started process ``wait`` seconds to end, then kill it; reaped either way."""
+    for p in processes:
+        if p.pid is None:
+            continue  # never started
+        p.join(wait)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def run_load(
@@ -273,21 +330,23 @@ def run_load(
         )
         for i in range(workers)
     ]
-    for p in processes:
-        p.start()
     total = sum(p.seconds for p in phases)
     raw: list[dict[str, Any]] = []
-    deadline = time.time() + total + 90
-    while len(raw) < workers and time.time() < deadline:
-        try:
-            raw.append(queue.get(timeout=1))
-        except Exception:
-            if all(not p.is_alive() for p in processes) and queue.empty():
-                break
-    for p in processes:
-        p.join(5)
-        if p.is_alive():
-            p.kill()
+    try:
+        for p in processes:
+            p.start()
+        deadline = time.time() + total + 90
+        while len(raw) < workers and time.time() < deadline:
+            try:
+                raw.append(queue.get(timeout=1))
+            except Exception:
+                if all(not p.is_alive() for p in processes) and queue.empty():
+                    break
+    except BaseException:
+        # Ctrl-C or a failure: no worker may still be writing when the audit cleans up.
+        stop_processes(processes, wait=0)
+        raise
+    stop_processes(processes)
     failures = [r["error"] for r in raw if "error" in r]
     if failures or len(raw) < workers:
         raise RuntimeError(f"load workers failed: {failures or 'no result'}")
@@ -311,6 +370,12 @@ def run_load(
         ):
             for k, v in mapping.items():
                 target_map[k] = target_map.get(k, 0) + v
+        for call, outcomes in r["requests"].items():
+            merged = result.requests.setdefault(call, {})
+            for outcome, n in outcomes.items():
+                merged[outcome] = merged.get(outcome, 0) + n
+        for call, n in r["warmup"].items():
+            result.warmup[call] = result.warmup.get(call, 0) + n
         result.dropped += r["dropped"]
         result.lateness.add(HdrHistogram.decode(r["lateness"]))
     return result

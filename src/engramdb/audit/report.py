@@ -66,7 +66,10 @@ def _headline(name: str, section: dict[str, Any]) -> str:
         )
     if name == "observability":
         counts = "; ".join(
-            f"{r['what']}: sent {r['client_sent']}, counted {r['server_counted']}"
+            f"{r['what']}: sent {r['client_sent']}"
+            + (f" ({r['warmup']} warm-up)" if r.get("warmup") else "")
+            + (f", {r['uncertain']} unanswered/refused" if r.get("uncertain") else "")
+            + f", counted {r['server_counted']}"
             for r in section["counts"]
         )
         missing = [k for k, v in section["signals"].items() if not v]
@@ -170,6 +173,8 @@ def write_reports(report: dict[str, Any], directory: str) -> dict[str, str]:
 <p>Latency is measured from each request's intended (Poisson) send time,
 so stalls are not hidden.</p>
 <table><tr><th>guarantee</th><th>result</th><th>figures</th></tr>{rows}</table>
+<p>{html.escape(" ".join(report.get("writes", {}).get("plan", [])))}</p>
+<p>{html.escape(" ".join((report.get("cleanup") or {}).get("lines", [])))}</p>
 {figures}<h2>All figures</h2><pre>{details}</pre></body></html>"""
     with open(html_path, "w") as out:
         out.write(page)

@@ -3,7 +3,9 @@
 A target is named by a string: a directory path (an embedded engramdb database),
 ``engramdb://host:port`` (the engramdb server, native calls) or ``redis://host:port`` (Redis,
 Valkey, or engramdb's RESP side). Each load-generating process builds its own ``Target``
-from that string. Operations:
+from that string and the run's namespace (see ``scratch``): an engramdb target keeps its
+registers in the set named by the namespace, a Redis target under keys ``<namespace>:``.
+A target never touches anything outside its namespace. Operations:
 
 - ``read(key)``, ``write(key, value)`` on registers;
 - ``cas(key, expected, new)`` — compare-and-set on the value (engramdb: on the record's
@@ -32,7 +34,6 @@ __all__ = [
 ]
 
 OUTCOME_OK, OUTCOME_FAIL, OUTCOME_UNKNOWN = "ok", "fail", "unknown"
-SET = "audit"
 _CAS_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if (current == false and ARGV[1] == '') or current == ARGV[1] then
@@ -85,13 +86,12 @@ class Target:
     async def incr(self, key: str) -> int:
         raise NotImplementedError
 
-    async def flush(self, prefix: str) -> None:
-        """Remove the audit's keys (best effort)."""
-
 
 class _EngramCommon(Target):
-    """Register semantics over records ``audit/<key>`` with bin ``v``, shared by the
+    """Register semantics over records ``<namespace>/<key>`` with bin ``v``, shared by the
     embedded and network placements (``_call`` runs a database call for either)."""
+
+    namespace: str
 
     async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -130,8 +130,11 @@ class _EngramCommon(Target):
 class EmbeddedTarget(_EngramCommon):
     name = "engramdb (embedded)"
 
-    def __init__(self, path: str, durability: str = "sync", threads: int = 16) -> None:
+    def __init__(
+        self, path: str, namespace: str, durability: str = "sync", threads: int = 16
+    ) -> None:
         self.path = path
+        self.namespace = namespace
         self.durability = durability
         self._pool = ThreadPoolExecutor(threads)
         self._db: Any = None
@@ -140,7 +143,7 @@ class EmbeddedTarget(_EngramCommon):
         import engramdb
 
         self._db = engramdb.open(self.path, durability=self.durability)  # type: ignore[arg-type]
-        self._records = self._db.records(SET)
+        self._records = self._db.records(self.namespace)
 
     async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -156,8 +159,11 @@ class EmbeddedTarget(_EngramCommon):
 class NetworkTarget(_EngramCommon):
     name = "engramdb (server)"
 
-    def __init__(self, url: str, connections: int = 64, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, namespace: str, connections: int = 64, timeout: float = 2.0
+    ) -> None:
         self.url = url
+        self.namespace = namespace
         self.connections = connections
         self.timeout = timeout
         self._client: Any = None
@@ -168,7 +174,7 @@ class NetworkTarget(_EngramCommon):
         self._client = engramdb.aio.AsyncClient(
             self.url, pool_size=self.connections, timeout=self.timeout, retries=0
         )
-        self._records = self._client.records(SET)
+        self._records = self._client.records(self.namespace)
 
     async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(self._records, fn)(*args, **kwargs)
@@ -184,8 +190,11 @@ _POOL_WAIT = 60.0  # seconds a request may wait for a free connection before fai
 class RedisTarget(Target):
     name = "redis"
 
-    def __init__(self, url: str, connections: int = 64, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, namespace: str, connections: int = 64, timeout: float = 2.0
+    ) -> None:
         self.url = url
+        self.prefix = f"{namespace}:"
         self.connections = connections
         self.timeout = timeout
         self._client: Any = None
@@ -193,6 +202,8 @@ class RedisTarget(Target):
 
     async def open(self) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         # A blocking pool: a request beyond ``connections`` in flight waits for one, and
         # that wait is latency (the default pool raises MaxConnectionsError instead, which
@@ -203,6 +214,9 @@ class RedisTarget(Target):
             timeout=_POOL_WAIT,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
+            # One request on the wire per call: a silent retry would make the server count
+            # more than the client sent, and hide an outage from the latency figures.
+            retry=Retry(NoBackoff(), 0),
         )
         self._client = redis.asyncio.Redis(connection_pool=pool)
         try:
@@ -212,9 +226,8 @@ class RedisTarget(Target):
             self._cas = None  # no Lua (e.g. engramdb's RESP side): reads and writes only
             self.supports_cas = False
 
-    @staticmethod
-    def _key(key: str) -> str:
-        return f"{SET}:{key}"
+    def _key(self, key: str) -> str:
+        return self.prefix + key
 
     async def read(self, key: str) -> Any:
         raw = await self._client.get(self._key(key))
@@ -235,10 +248,6 @@ class RedisTarget(Target):
     async def incr(self, key: str) -> int:
         return int(await self._client.incr(self._key(key)))
 
-    async def flush(self, prefix: str) -> None:
-        async for key in self._client.scan_iter(match=f"{SET}:{prefix}*", count=1000):
-            await self._client.delete(key)
-
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose(close_connection_pool=True)
@@ -254,15 +263,20 @@ def _decode(raw: bytes) -> Any:
 
 
 def make_target(
-    spec: str, *, durability: str = "sync", connections: int = 64, timeout: float = 2.0
+    spec: str,
+    *,
+    namespace: str,
+    durability: str = "sync",
+    connections: int = 64,
+    timeout: float = 2.0,
 ) -> Target:
-    """A target from its name (see the module docs)."""
+    """A target from its name (see the module docs), writing only under ``namespace``."""
     if spec.startswith("engramdb://"):
-        return NetworkTarget(spec, connections, timeout)
+        return NetworkTarget(spec, namespace, connections, timeout)
     if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisTarget(spec, connections, timeout)
+        return RedisTarget(spec, namespace, connections, timeout)
     if "://" in spec:
         raise EngramError(
             f"unknown target {spec!r}: a path, engramdb://host:port or redis://host:port"
         )
-    return EmbeddedTarget(os.path.abspath(spec), durability)
+    return EmbeddedTarget(os.path.abspath(spec), namespace, durability)

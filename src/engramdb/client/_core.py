@@ -28,7 +28,7 @@ from engramdb.records.limits import Limits
 from engramdb.records.model import Change, Record, ScanPage
 from engramdb.records.ops import Op
 
-__all__ = ["METHODS", "Address", "Method", "encode_call", "parse_url", "result_of"]
+__all__ = ["METHODS", "Address", "Method", "encode_call", "is_fatal", "parse_url", "result_of"]
 
 DEFAULT_PORT = 7379
 
@@ -114,8 +114,29 @@ def _check(value: Any) -> None:
     check_value(value, _TYPE_ONLY, "argument")
 
 
+def _wire(value: Any, top: bool = True) -> Any:
+    """An argument as msgpack carries it, without changing what it means: read-only mappings
+    become dicts and other sequences lists (a str stays a str, for the server to judge).
+    Applied to an argument and to the items of a list argument (a list of metadata maps)."""
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple or kind in _SCALARS:
+        if top and (kind is list or kind is tuple):
+            return [v if type(v) in _SCALARS else _wire(v, False) for v in value]
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        return list(value)
+    return value
+
+
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
     """The request frame for one call. Raises ``InvalidArgument`` for unstorable values."""
+    args = [_wire(value) for value in args]
+    kwargs = {name: _wire(value) for name, value in kwargs.items()}
     for value in args:
         _check(value)
     for value in kwargs.values():
@@ -134,6 +155,12 @@ def result_of(method: str, reply: Any) -> Any:
     if type(reply) is not bytes:
         raise EngramError(f"unexpected reply to {method}: {reply!r}")
     return METHODS[method].result(_decoder.decode(reply))
+
+
+def is_fatal(reply: Any) -> bool:
+    """Whether the server closes the connection after this reply (a protocol error, such as
+    a request over its ``--max-frame``): the connection must not go back to the pool."""
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("ERR Protocol error")
 
 
 @dataclass(frozen=True, slots=True)

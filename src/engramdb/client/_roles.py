@@ -210,11 +210,11 @@ class MemoryCalls:
 
 def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Arguments as msgpack carries them (an embedding as a float32 array)."""
-    import numpy as np
+    from engramdb.index.vector import as_float32
 
     out = dict(kwargs)
     if out.get("embedding") is not None:
-        out["embedding"] = np.asarray(out["embedding"], dtype=np.float32)
+        out["embedding"] = as_float32(out["embedding"])  # InvalidArgument unless numbers
     if out.get("metadata") is not None:
         out["metadata"] = dict(out["metadata"])
     return out

@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from engramdb.errors import InvalidArgument
+from engramdb.index.vector import as_float32
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 
 __all__ = [
@@ -62,10 +61,7 @@ RESULTS: dict[str, tuple[Any, bool]] = {
 
 def _rows(vectors: Any) -> Any:
     """Vectors as msgpack-friendly rows: 1-D float32 arrays (sent as compact binary)."""
-    try:
-        array = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"vectors must be numbers: {e}") from None
+    array = as_float32(vectors)  # InvalidArgument for anything but real numbers
     if array.ndim == 1:
         return array
     if array.ndim != 2:
@@ -144,24 +140,21 @@ class CollectionCalls:
         ttl: float | None = None,
         expect_generation: Sequence[int | None] | None = None,
     ) -> list[int]:
+        # Arguments go as they are: the server validates them with the embedded code, so a
+        # str where ids belong is refused there, never iterated into one id per character.
         return self._call(  # type: ignore[no-any-return]
-            "upsert",
-            list(ids),
-            _rows(vectors),
-            None if metadata is None else [None if m is None else dict(m) for m in metadata],
-            None if texts is None else list(texts),
-            ttl=ttl,
-            expect_generation=None if expect_generation is None else list(expect_generation),
-        )
+            "upsert", ids, _rows(vectors), metadata, texts,
+            ttl=ttl, expect_generation=expect_generation,
+        )  # fmt: skip
 
     def delete(self, ids: Sequence[str | int]) -> int:
-        return self._call("delete", list(ids))  # type: ignore[no-any-return]
+        return self._call("delete", ids)  # type: ignore[no-any-return]
 
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
-        return self._call("touch", list(ids), ttl)  # type: ignore[no-any-return]
+        return self._call("touch", ids, ttl)  # type: ignore[no-any-return]
 
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
-        return self._call("get", list(ids))  # type: ignore[no-any-return]
+        return self._call("get", ids)  # type: ignore[no-any-return]
 
     def count(self) -> int:
         return self._call("count")  # type: ignore[no-any-return]
@@ -176,7 +169,7 @@ class CollectionCalls:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
         return self._call(  # type: ignore[no-any-return]
-            "search", _rows(vector), k, filter=filter, ef=ef, include=list(include)
+            "search", _rows(vector), k, filter=filter, ef=ef, include=include
         )
 
     def search_many(
@@ -189,7 +182,7 @@ class CollectionCalls:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[list[Hit]]:
         return self._call(  # type: ignore[no-any-return]
-            "search_many", _rows(vectors), k, filter=filter, ef=ef, include=list(include)
+            "search_many", _rows(vectors), k, filter=filter, ef=ef, include=include
         )
 
     def text_search(
@@ -201,7 +194,7 @@ class CollectionCalls:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
         return self._call(  # type: ignore[no-any-return]
-            "text_search", query, k, filter=filter, include=list(include)
+            "text_search", query, k, filter=filter, include=include
         )
 
     def hybrid_search(
@@ -227,5 +220,5 @@ class CollectionCalls:
             filter=filter,
             candidates=candidates,
             ef=ef,
-            include=list(include),
+            include=include,
         )

@@ -28,6 +28,7 @@ from engramdb.client._core import (
     DatabaseCalls,
     RecordSetCalls,
     encode_call,
+    is_fatal,
     parse_url,
     result_of,
 )
@@ -68,7 +69,14 @@ class _Conn:
                 raise AuthError(str(reply))
 
     def request(self, frame: bytes) -> Any:
-        self.sock.sendall(frame)
+        try:
+            self.sock.sendall(frame)
+        except OSError:
+            # A server that refuses a too-large request replies and closes while we are
+            # still sending; its reply, when there is one, says what happened.
+            with contextlib.suppress(OSError):
+                return self.read()
+            raise
         return self.read()
 
     def read(self) -> Any:
@@ -180,7 +188,10 @@ class Client(DatabaseCalls):
                     f"{method}: connection lost after the request was sent ({e}); the write "
                     "may or may not have been applied"
                 ) from e
-            self._release(conn)
+            if is_fatal(reply):
+                conn.close()  # the server closes after a protocol error: do not pool it
+            else:
+                self._release(conn)
             return reply
         raise AssertionError("unreachable")
 
@@ -240,7 +251,10 @@ class Client(DatabaseCalls):
         except OSError as e:
             conn.close()
             raise Unavailable(f"connection lost: {e}") from e
-        self._release(conn)
+        if is_fatal(reply):
+            conn.close()
+        else:
+            self._release(conn)
         return reply
 
     def close(self) -> None:

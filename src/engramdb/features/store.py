@@ -51,6 +51,7 @@ from engramdb.features.online import (
 from engramdb.features.registry import Registry, Snapshot
 from engramdb.features.sql import Reader, ViewSpec, connect, join, latest_per_entity
 from engramdb.records.ops import Incr
+from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -188,6 +189,7 @@ class FeatureStore:
 
     # definitions -------------------------------------------------------------------------
 
+    @remote("slow", writes=True, wire={"definitions": "definitions"})
     def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
@@ -201,6 +203,7 @@ class FeatureStore:
     def get_feature_view(self, name: str) -> FeatureView:
         return self.registry.view(name)
 
+    @remote("read")
     def list_feature_views(self) -> list[FeatureView]:
         return self.registry.definitions("view")
 
@@ -219,6 +222,7 @@ class FeatureStore:
     def _number(self) -> int:
         return int(self._counter.operate("n", [Incr("n")])[0])
 
+    @remote("slow", writes=True, wire={"data": "table"})
     def ingest(self, view: str, data: Any) -> IngestResult:
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
@@ -264,6 +268,7 @@ class FeatureStore:
             raise InvalidArgument("push takes a row (a dict) or a list of them")
         return self.ingest(view, list(rows))
 
+    @remote("slow", writes=True)
     def compact(self, view: str) -> int:
         """Merge the view's small offline files into one now (ingests do this on their own
         once a view has many); returns how many files were merged. Results of every query
@@ -308,6 +313,7 @@ class FeatureStore:
             rows.append((entity_key([columns[k][i] for k in keys]), bins))
         return rows
 
+    @remote("slow", writes=True)
     def materialize(self, views: Sequence[str], start: Any = None, end: Any = None) -> int:
         """Load the online store from the offline log (rows with start <= event < end);
         returns how many entity rows were written (older ones never overwrite newer)."""
@@ -397,6 +403,7 @@ class FeatureStore:
         self._plans.put(snapshot, signature, plan)
         return plan
 
+    @remote("read")
     def get_online_features(
         self,
         features: Sequence[str] | str,
@@ -445,13 +452,14 @@ class FeatureStore:
 
     # offline -----------------------------------------------------------------------------
 
+    @remote("slow", local_only=("output",), wire={"entity_df": "table"})
     def get_historical_features(
         self,
         entity_df: Any,
         features: Sequence[str] | str,
         *,
         full_feature_names: bool = False,
-        output: str | os.PathLike[str] | None = None,
+        output: str | None = None,
     ) -> HistoricalResult:
         """For each entity row: the latest value of each feature with event_timestamp <= the
         row's, within the view's ttl (ties: newest created_timestamp). Rows keep their order
@@ -548,6 +556,7 @@ class FeatureStore:
 
     # skew --------------------------------------------------------------------------------
 
+    @remote("slow", caps={"sample": DEFAULT_CAP})
     def validate_online(
         self, view: str, *, sample: int = 100, seed: int | None = None
     ) -> SkewReport:

@@ -32,6 +32,9 @@ _SCALAR = (str, int, float, bool)
 _COMPARE = {"$gt", "$gte", "$lt", "$lte"}
 _OPS = {"$eq", "$ne", "$in", "$nin"} | _COMPARE
 _MISSING = object()
+# Deeper filters are refused: evaluation recurses once per level, and no real filter needs
+# more (a client sent one 2,000 levels deep to exhaust the interpreter's stack).
+MAX_FILTER_DEPTH = 32
 
 
 class Columns:
@@ -123,11 +126,13 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Filter | None:
         return None
     if not isinstance(spec, Mapping) or not spec:
         raise InvalidArgument(f"a filter must be a non-empty mapping, not {spec!r}")
-    match, mask = _compile(spec)
+    match, mask = _compile(spec, 1)
     return Filter(spec, match, mask)
 
 
-def _compile(spec: Any) -> tuple[Match, Mask]:
+def _compile(spec: Any, depth: int) -> tuple[Match, Mask]:
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidArgument(f"a filter may nest at most {MAX_FILTER_DEPTH} levels deep")
     if not isinstance(spec, Mapping) or not spec:
         raise InvalidArgument(f"a filter clause must be a non-empty mapping, not {spec!r}")
     parts: list[tuple[Match, Mask]] = []
@@ -135,10 +140,10 @@ def _compile(spec: Any) -> tuple[Match, Mask]:
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise InvalidArgument(f"{key} takes a non-empty list of filters")
-            subs = [_compile(v) for v in value]
+            subs = [_compile(v, depth + 1) for v in value]
             parts.append(_all(subs) if key == "$and" else _any(subs))
         elif key == "$not":
-            parts.append(_negate(_compile(value)))
+            parts.append(_negate(_compile(value, depth + 1)))
         elif isinstance(key, str) and key.startswith("$"):
             raise InvalidArgument(f"unknown filter operator {key!r}")
         elif isinstance(key, str) and key:

@@ -34,7 +34,7 @@ import numpy as np
 
 from engramdb.errors import InvalidArgument
 
-__all__ = ["VectorIndex", "VectorParams"]
+__all__ = ["VectorIndex", "VectorParams", "as_float32", "prepare"]
 
 METRICS = ("cosine", "ip", "l2")
 # Below this share of admissible items the graph walk loses to exact search (~3.4% measured
@@ -84,15 +84,43 @@ class VectorParams:
                 raise InvalidArgument(f"{name} must be a positive int, not {value!r}")
 
 
+def as_float32(vectors: Any) -> np.ndarray:
+    """``vectors`` as a float32 array; ``InvalidArgument`` unless every element is a real
+    number (not a str, bool, complex number, date or None).
+
+    Values beyond float32's range become infinities, which ``prepare`` refuses; the cast
+    does not warn (a warning is not an answer, and under ``-W error`` it is a raw error).
+    """
+    if type(vectors) is np.ndarray and vectors.dtype == np.float32:
+        return vectors  # the common case: nothing to check or copy
+    try:
+        array = np.asarray(vectors)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidArgument(f"vectors must be numbers: {e}") from None
+    kind = array.dtype.kind
+    if kind == "O":
+        # Python ints beyond int64, or a mix of numbers and other objects: look at each.
+        for value in array.flat:
+            if type(value) not in (int, float) and not isinstance(value, np.integer | np.floating):
+                raise InvalidArgument(
+                    f"vectors must be numbers, not {type(value).__name__} ({value!r:.40})"
+                )
+    elif kind not in "iuf":
+        raise InvalidArgument(f"vectors must be real numbers, not {array.dtype}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return array.astype(np.float32)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidArgument(f"vectors must be numbers that fit float32: {e}") from None
+
+
 def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
     """Vectors as a C-contiguous float32 (n, dim) array, checked (and normalised for cosine).
 
-    Raises ``InvalidArgument`` for a wrong shape, NaN/inf, or a zero vector under cosine.
+    Raises ``InvalidArgument`` for anything but real numbers, a wrong shape, NaN/inf (or a
+    value beyond float32's range), or a zero vector under cosine.
     """
-    try:
-        array = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"vectors must be numbers: {e}") from None
+    array = as_float32(vectors)
     if array.ndim == 1:
         array = array.reshape(1, -1)
     if array.ndim != 2 or array.shape[1] != params.dim:
@@ -105,7 +133,10 @@ def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
     squares = np.einsum("ij,ij->i", array, array)
     if not np.isfinite(squares).all() or not squares.all():
         if not np.isfinite(array).all():
-            raise InvalidArgument("vectors must not contain NaN or infinity")
+            raise InvalidArgument(
+                "vectors must be finite float32 numbers (no NaN, infinity, or magnitude "
+                "beyond 3.4e38)"
+            )
         wide = array.astype(np.float64)  # overflowed or underflowed in float32
         squares = np.einsum("ij,ij->i", wide, wide)
     if params.metric == "cosine":

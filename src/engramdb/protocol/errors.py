@@ -3,6 +3,10 @@
 A native call that fails replies ``-<CODE> <detail>``; ``Conflict`` and
 ``ChangeLogTruncated`` put their number first (``-CONFLICT 3 expected generation 1, ...``) so
 the client can rebuild the same exception with the same attributes.
+
+A request over the server's frame limit is refused by the parser, before any command runs,
+with a Redis-style protocol error (``-ERR Protocol error: request too large: ...``, what
+redis-py and redis-cli expect); that prefix maps to ``RequestTooLarge``.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from engramdb.errors import (
     Overloaded,
     ProtocolError,
     RecordTooBig,
+    RequestTooLarge,
     StorageError,
     Timeout,
     Unavailable,
 )
 
-__all__ = ["error_from_reply", "error_reply_text"]
+__all__ = ["TOO_LARGE_PREFIX", "error_from_reply", "error_reply_text"]
+
+TOO_LARGE_PREFIX = "ERR Protocol error: request too large"
 
 # Most specific first: the first matching class wins.
 _CODES: tuple[tuple[type[EngramError], str], ...] = (
     (Conflict, "CONFLICT"),
     (ChangeLogTruncated, "TRUNCATED"),
+    (RequestTooLarge, "TOOLARGE"),
     (RecordTooBig, "TOOBIG"),
     (InvalidArgument, "INVALID"),
     (NotFound, "NOTFOUND"),
@@ -43,6 +51,7 @@ _CODES: tuple[tuple[type[EngramError], str], ...] = (
 _BY_CODE: dict[str, type[EngramError]] = {
     "CONFLICT": Conflict,
     "TRUNCATED": ChangeLogTruncated,
+    "TOOLARGE": RequestTooLarge,
     "TOOBIG": RecordTooBig,
     "INVALID": InvalidArgument,
     "NOTFOUND": NotFound,
@@ -72,6 +81,8 @@ def error_reply_text(error: EngramError) -> str:
 
 def error_from_reply(text: str) -> EngramError:
     """Rebuild the exception a server error reply stands for."""
+    if text.startswith(TOO_LARGE_PREFIX):
+        return RequestTooLarge(text.partition(": ")[2])
     code, _, rest = text.partition(" ")
     if code == "CONFLICT":
         number, _, message = rest.partition(" ")

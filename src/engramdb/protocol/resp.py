@@ -10,6 +10,11 @@ Rules of this file:
   resynchronised and must be closed after answering the commands before it and replying
   with the error. Nothing is half-parsed: a command is returned only when its whole frame
   has arrived.
+- A limit that is exceeded raises ``FrameTooLarge`` (a ``ProtocolError`` carrying the size and
+  the limit), so the server can tell the client which limit it hit and what to do about it.
+- A ``Budget`` bounds what one ``commands()`` call parses (commands, arguments, bytes): the
+  parse stops there, even inside a command, keeps its state, and sets ``more``. That is how
+  the server bounds the work one connection gets per event-loop turn.
 - Both request forms Redis accepts are parsed: multibulk (``*2\\r\\n$3\\r\\nGET\\r\\n...``) and
   inline (``GET key\\r\\n``, as typed into telnet).
 
@@ -28,7 +33,10 @@ from engramdb.errors import ProtocolError
 
 __all__ = [
     "NULL_ARRAY",
+    "Budget",
+    "Encoded",
     "ErrorReply",
+    "FrameTooLarge",
     "ParserLimits",
     "RequestParser",
     "SimpleString",
@@ -55,6 +63,35 @@ class ParserLimits:
     max_buffer: int = 32 << 20
 
 
+@dataclass(slots=True)
+class Budget:
+    """What ``RequestParser.commands`` may still consume; decremented in place.
+
+    Commands and bytes are checked between commands, arguments before each one (a command
+    with a million arguments is parsed over several calls).
+    """
+
+    commands: int
+    args: int
+    bytes: int
+
+
+class FrameTooLarge(ProtocolError):
+    """A request over one of the parser's limits, refused from its header.
+
+    ``size`` is what the client declared or sent so far (at least that much), ``limit`` the
+    bound it broke and ``unit`` what both count (``bytes`` or ``arguments``); ``what``
+    names the part that is too large. ``str()`` keeps Redis' wording.
+    """
+
+    def __init__(self, message: str, what: str, size: int, limit: int, unit: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.size = size
+        self.limit = limit
+        self.unit = unit
+
+
 _CRLF = b"\r\n"
 _MAX_HEADER = 24  # "*" or "$" + 20 digits + CRLF fits comfortably
 
@@ -76,6 +113,7 @@ class RequestParser:
     def __init__(self, limits: ParserLimits) -> None:
         self.limits = limits
         self.error: ProtocolError | None = None
+        self.more = False  # the last call stopped on its budget with bytes left to parse
         self._buf = bytearray()
         self._pos = 0
         self._args: list[bytes] | None = None  # the unfinished multibulk command, if any
@@ -95,46 +133,72 @@ class RequestParser:
         else:
             self._buf += data
 
-    def commands(self, most: int | None = None) -> list[list[bytes]]:
-        """Complete commands buffered so far, in order (at most ``most``).
+    def commands(self, most: int | None = None, budget: Budget | None = None) -> list[list[bytes]]:
+        """Complete commands buffered so far, in order (at most ``most``, within ``budget``).
 
-        On a protocol violation, returns the commands before it and sets ``error``.
+        On a protocol violation, returns the commands before it and sets ``error``. Stopping
+        at ``most`` or on the budget with bytes still unparsed sets ``more``.
         """
         out: list[list[bytes]] = []
+        self.more = False
         if self.error is not None:
             return out
         try:
-            self._parse(out, most)
+            self._parse(out, most, budget)
         except ProtocolError as e:
             self.error = e
         return out
 
-    def _parse(self, out: list[list[bytes]], most: int | None) -> None:
+    def _parse(self, out: list[list[bytes]], most: int | None, budget: Budget | None) -> None:
         # The hot loop of the server: parse state lives in locals and is written back once.
         buf = self._buf
         size = len(buf)
-        pos = self._pos
+        pos = start = self._pos
         limits = self.limits
         max_bulk, max_buffer = limits.max_bulk, limits.max_buffer
         args, remaining, bulk, held = self._args, self._remaining, self._bulk, self._held
         find = buf.find
+        # Without a budget the bounds are out of reach; ``most`` is folded into the commands'.
+        if budget is None:
+            commands_left, args_left, bytes_left = 1 << 62, 1 << 62, 1 << 62
+        else:
+            commands_left, args_left, bytes_left = budget.commands, budget.args, budget.bytes
+        if most is not None and most < commands_left:
+            commands_left = most
+        stopped = False
         try:
-            while most is None or len(out) < most:
+            while True:
                 if args is None:
+                    if len(out) >= commands_left or args_left <= 0 or pos - start >= bytes_left:
+                        stopped = True
+                        break
                     if pos >= size:
                         break
                     if buf[pos] != 42:  # not "*": an inline command
                         end = find(b"\n", pos, pos + limits.max_inline + 1)
                         if end < 0:
                             if size - pos > limits.max_inline:
-                                raise ProtocolError("too big inline request")
+                                raise FrameTooLarge(
+                                    "too big inline request",
+                                    "an inline command line",
+                                    size - pos,
+                                    limits.max_inline,
+                                    "bytes",
+                                )
                             break
                         words = bytes(buf[pos:end]).strip().split()
                         pos = end + 1
                         if words:
                             if len(words) > limits.max_args:
-                                raise ProtocolError("invalid multibulk length")
+                                raise FrameTooLarge(
+                                    "invalid multibulk length",
+                                    "a command",
+                                    len(words),
+                                    limits.max_args,
+                                    "arguments",
+                                )
                             out.append(words)
+                            args_left -= len(words)
                         continue
                     eol = find(_CRLF, pos, pos + _MAX_HEADER)
                     if eol < 0:
@@ -143,13 +207,22 @@ class RequestParser:
                         break
                     count = _length(buf[pos + 1 : eol], "invalid multibulk length")
                     if count > limits.max_args:
-                        raise ProtocolError("invalid multibulk length")
+                        raise FrameTooLarge(
+                            "invalid multibulk length",
+                            "a command",
+                            count,
+                            limits.max_args,
+                            "arguments",
+                        )
                     held = eol + 2 - pos
                     pos = eol + 2
                     if count <= 0:
                         continue
                     args, remaining = [], count
                 while remaining:
+                    if args_left <= 0:
+                        stopped = True  # mid-command: the state below resumes it next call
+                        return
                     if bulk < 0:
                         if pos >= size:
                             return
@@ -161,11 +234,21 @@ class RequestParser:
                                 raise ProtocolError("invalid bulk length")
                             return
                         bulk = _length(buf[pos + 1 : eol], "invalid bulk length")
-                        if bulk < 0 or bulk > max_bulk:
+                        if bulk < 0:
                             raise ProtocolError("invalid bulk length")
+                        if bulk > max_bulk:
+                            raise FrameTooLarge(
+                                "invalid bulk length", "an argument", bulk, max_bulk, "bytes"
+                            )
                         held += eol + 2 - pos
                         if held + bulk + 2 > max_buffer:
-                            raise ProtocolError("query buffer limit exceeded")
+                            raise FrameTooLarge(
+                                "query buffer limit exceeded",
+                                "a request",
+                                held + bulk + 2,
+                                max_buffer,
+                                "bytes",
+                            )
                         pos = eol + 2
                     end = pos + bulk
                     if end + 2 > size:
@@ -173,6 +256,7 @@ class RequestParser:
                     if buf[end] != 13 or buf[end + 1] != 10:
                         raise ProtocolError("bulk string not terminated by CRLF")
                     args.append(bytes(buf[pos:end]))
+                    args_left -= 1
                     held += bulk + 2
                     bulk = -1
                     remaining -= 1
@@ -180,17 +264,25 @@ class RequestParser:
                 out.append(args)
                 args, held = None, 0
         finally:
+            if budget is not None:
+                budget.commands -= len(out)
+                budget.args = args_left
+                budget.bytes -= pos - start
+            self.more = stopped and pos < size
             self._pos = pos
             self._args, self._remaining, self._bulk, self._held = args, remaining, bulk, held
-            # Stopping at ``most`` leaves whole commands unparsed, not an oversized one; they
-            # are judged by the limits in force when they are parsed.
-            self._compact(limits, check=most is None or len(out) < most)
+            # Stopping on the budget leaves whole commands unparsed, not an oversized one;
+            # they are judged by the limits in force when they are parsed.
+            self._compact(limits, check=not stopped)
 
     def _compact(self, limits: ParserLimits, check: bool) -> None:
         pos = self._pos
         size = len(self._buf)
-        if check and size - pos + self._held > limits.max_buffer and self.error is None:
-            self.error = ProtocolError("query buffer limit exceeded")
+        pending = size - pos + self._held
+        if check and pending > limits.max_buffer and self.error is None:
+            self.error = FrameTooLarge(
+                "query buffer limit exceeded", "a request", pending, limits.max_buffer, "bytes"
+            )
         if pos >= size:
             self._buf = bytearray()
             self._pos = 0
@@ -234,6 +326,12 @@ class ErrorReply(str):
 
 class Verbatim(str):
     """RESP3 verbatim text (``INFO``); a bulk string in RESP2."""
+
+    __slots__ = ()
+
+
+class Encoded(bytes):
+    """A reply already encoded (by a worker thread, off the event loop): sent as is."""
 
     __slots__ = ()
 
@@ -309,4 +407,6 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
         return b"".join(parts)
     if value is NULL_ARRAY:
         return b"_\r\n" if resp3 else b"*-1\r\n"
+    if kind is Encoded:
+        return bytes(value)
     raise TypeError(f"cannot encode a {kind.__name__} as a RESP reply")

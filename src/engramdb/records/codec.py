@@ -68,13 +68,24 @@ def _enc_hook(obj: Any) -> Any:
 
 
 def _ext_hook(code: int, data: memoryview) -> Any:
+    # Bytes from the network arrive here: every malformed array is an InvalidArgument.
     if code != _EXT_NDARRAY:
         raise InvalidArgument(f"unknown msgpack extension {code}")
     import numpy as np
 
-    n = data[0]
-    dtype = np.dtype(bytes(data[1 : 1 + n]).decode("ascii"))
-    return np.frombuffer(data[1 + n :], dtype=dtype).copy()
+    try:
+        n = data[0]
+        dtype = np.dtype(bytes(data[1 : 1 + n]).decode("ascii"))
+    except (IndexError, UnicodeDecodeError, TypeError, ValueError) as e:
+        raise InvalidArgument(f"malformed array: bad dtype ({e})") from None
+    body = data[1 + n :]
+    if dtype.kind not in "fiub" or dtype.hasobject or dtype.itemsize == 0:
+        raise InvalidArgument(f"malformed array: arrays must be numeric, not {dtype}")
+    if len(body) % dtype.itemsize:
+        raise InvalidArgument(
+            f"malformed array: {len(body)} bytes is not a whole number of {dtype} elements"
+        )
+    return np.frombuffer(body, dtype=dtype).copy()
 
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
@@ -188,7 +199,13 @@ def encode_value(value: Any) -> bytes:
 
 
 def decode_value(data: bytes | memoryview) -> Any:
-    return _decoder.decode(data)
+    """Decode msgpack from outside (a request payload); malformed input is ``InvalidArgument``."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise InvalidArgument(f"not valid msgpack: {e}") from None
+    except RecursionError:
+        raise InvalidArgument("msgpack nests too deeply") from None
 
 
 def encode_body(bins: Mapping[str, Any], limits: Limits) -> bytes:

@@ -97,7 +97,10 @@ def set_prefix(set_name: str, limits: Limits) -> bytes:
         )
     if "\x00" in set_name:
         raise InvalidArgument("a set name may not contain NUL")
-    return set_name.encode("utf-8") + b"\x00"
+    try:
+        return set_name.encode("utf-8") + b"\x00"
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"set name {set_name!r} is not valid Unicode text") from None
 
 
 def split_rk(rk: bytes) -> tuple[str, bytes]:

@@ -67,13 +67,21 @@ def make_conditions(
     return Conditions(expect_generation, bool(create_only), bool(update_only))
 
 
+# Expiry times are stored as signed 64-bit ms; capped well inside that (year 10000) so every
+# clock and datetime conversion downstream stays valid.
+_MAX_EXPIRY_MS = 253_402_300_799_000
+
+
 def expiry_ms(ttl: float | None, now_ms: int) -> int:
     """Absolute expiry in ms for a TTL in seconds; 0 means never."""
     if ttl is None:
         return 0
     if (type(ttl) is not int and type(ttl) is not float) or not 0 < ttl < math.inf:
         raise InvalidArgument(f"ttl must be a positive number of seconds or None, not {ttl!r}")
-    return now_ms + max(1, math.ceil(ttl * 1000))
+    expires = now_ms + max(1, math.ceil(ttl * 1000))
+    if expires > _MAX_EXPIRY_MS:
+        raise InvalidArgument(f"ttl {ttl!r} is too large: expiry must fall before the year 10000")
+    return expires
 
 
 def check_ttl(ttl: float | None) -> None:

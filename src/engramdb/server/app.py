@@ -4,16 +4,23 @@ The event loop only parses, dispatches point reads and writes replies. Writes go
 database's group commit (one transaction and one fsync per batch, acknowledged only once
 durable) through ``Database._submit``; slow reads run on a small thread pool. Completions
 come back to the loop with ``call_soon_threadsafe``.
+
+Once per loop turn (after every ready socket was read) ``_end_turn`` writes the replies of
+the connections that ran commands and lets those with input left over run their next
+budget: see ``connection.py`` for the fairness rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import signal
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,13 +30,17 @@ import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
 from engramdb.observability.metrics import Metrics
-from engramdb.server.config import ServerConfig
+from engramdb.server.config import ServerConfig, is_loopback
 from engramdb.server.connection import Connection
+from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
 from engramdb.storage.base import WriteFn
 
 __all__ = ["Server", "ServerStats", "run_server"]
 
 log = logging.getLogger("engramdb.server")
+
+_SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
+_COMPLETIONS_PER_TURN = 64
 
 
 @dataclass
@@ -43,6 +54,9 @@ class ServerStats:
     unknown_commands: int = 0
     shed: int = 0
     output_buffer_disconnects: int = 0
+    idle_disconnects: int = 0
+    auth_failures: int = 0
+    auth_refused: int = 0  # AUTH attempts refused unchecked by the failure backoff
     bytes_in: int = 0
     bytes_out: int = 0
     loop_lag_s: float = 0.0
@@ -62,6 +76,11 @@ class Server:
         self.connections: set[Connection] = set()
         self.inflight = 0
         self.accepting = True
+        self.max_clients = config.max_clients  # lowered by start() if descriptors are short
+        self.auth_throttle = AuthThrottle(time.monotonic)
+        # Log lines any client can cause at will, rate-limited so they cannot flood the log.
+        self.refusals = LogLimiter(log, time.monotonic)
+        self.idle_closes = LogLimiter(log, time.monotonic)
         self._ids = itertools.count(1)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="engramdb-slow")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -69,27 +88,39 @@ class Server:
         self._closed = asyncio.Event()
         self._lag_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
-        self._dirty: list[Connection] = []
+        self._turned: list[Connection] = []
+        # Writes the committer thread finished, for the loop (deque appends are atomic).
+        self._completed: deque[tuple[Connection, Any, Callable[[Any], Any], Any, Any]] = deque()
+        self._completions_scheduled = False
+        self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
             options.setdefault("clock", self.clock)
-        db = engramdb.open(self.config.data, durability=self.config.durability, **options)
         if self.config.embedder == "minilm":
             from engramdb.embedders import SentenceEmbedder
-            from engramdb.memory import MemoryStore
 
-            db._roles["memory"] = MemoryStore(db, SentenceEmbedder())
-        return db
+            options.setdefault("embedder", SentenceEmbedder())
+        return engramdb.open(self.config.data, durability=self.config.durability, **options)
 
     def next_client_id(self) -> int:
         return next(self._ids)
+
+    def now(self) -> float:
+        """Seconds on the server's clock (the fake one under ``--testing``): what idle
+        timeouts are measured with."""
+        return self.clock() if self.clock is not None else time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        assert self._loop is not None
+        return self._loop.call_later(delay, callback)
 
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self._listener = await self._loop.create_server(
             lambda: Connection(self),
             self.config.host,
@@ -98,12 +129,19 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
+        if self.config.idle_timeout > 0:
+            self._idle_task = asyncio.create_task(self._close_idle())
         if self.config.metrics_port is not None:
             from engramdb.server.metrics_http import start_metrics_server
 
-            self._metrics_server = start_metrics_server(
-                self, self.config.host, self.config.metrics_port
-            )
+            host = self.config.metrics_host
+            if not is_loopback(host):
+                log.warning(
+                    "/metrics listens at %s:%d without authentication (--metrics-host)",
+                    host,
+                    self.config.metrics_port,
+                )
+            self._metrics_server = start_metrics_server(self, host, self.config.metrics_port)
 
     @property
     def port(self) -> int:
@@ -127,6 +165,8 @@ class Server:
             conn.finish()
         if self._lag_task is not None:
             self._lag_task.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
@@ -145,6 +185,19 @@ class Server:
             await asyncio.sleep(interval)
             self.stats.loop_lag_s = max(0.0, loop.time() - before - interval)
 
+    async def _close_idle(self) -> None:
+        timeout = self.config.idle_timeout
+        # Checked a few times per timeout (at most once a second): a connection is closed
+        # between ``timeout`` and ``timeout + check`` seconds after its last request.
+        check = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(check)
+            now = self.now()
+            for conn in list(self.connections):
+                idle_for = now - conn.last_active
+                if idle_for >= timeout:
+                    conn.close_idle(idle_for)
+
     # work off the loop -------------------------------------------------------------------
 
     def submit_write(
@@ -161,22 +214,48 @@ class Server:
             return
 
         def done(value: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(conn.complete, slot, True, then, value, error)
+            # One loop callback per commit batch, not per write: each callback makes the
+            # loop take the GIL back from the committer, and each take can wait.
+            self._completed.append((conn, slot, then, value, error))
+            if not self._completions_scheduled:
+                self._completions_scheduled = True
+                loop.call_soon_threadsafe(self._deliver_completions)
 
         self.db._submit(plan, done)
 
-    def flush_later(self, conn: Connection) -> None:
-        """Flush ``conn``'s replies at the end of this loop iteration (with all others)."""
-        if not self._dirty:
+    def _deliver_completions(self) -> None:
+        # Reset before draining: a write completed from now on schedules another call.
+        self._completions_scheduled = False
+        completed = self._completed
+        # A big batch is delivered a slice per loop turn, polling the sockets in between.
+        for _ in range(min(len(completed), _COMPLETIONS_PER_TURN)):
+            conn, slot, then, value, error = completed.popleft()
+            conn.complete(slot, True, then, value, error)
+        if completed and not self._completions_scheduled:
+            self._completions_scheduled = True
             assert self._loop is not None
-            self._loop.call_soon(self._flush_dirty)
-        self._dirty.append(conn)
+            self._loop.call_soon(self._deliver_completions)
 
-    def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn._flush_pending = False
-            conn._flush()
+    def end_turn_later(self, conn: Connection) -> None:
+        """Call ``conn.end_turn()`` at the end of this loop turn (with all others).
+
+        Like Redis' beforeSleep: replies written at once wake the client, which sends its
+        next command before we poll again, so each poll finds fewer sockets ready. Writing
+        after the reads keeps more work per poll (measured: +40% SET throughput). The
+        callback runs before the next poll; whatever a connection runs there is again
+        followed by a poll of every other socket.
+        """
+        if not self._turned:
+            assert self._loop is not None
+            self._loop.call_soon(self._end_turn)
+        self._turned.append(conn)
+
+    def _end_turn(self) -> None:
+        turned, self._turned = self._turned, []
+        # Every reply of the turn goes out before any connection runs its next budget.
+        more = [conn for conn in turned if conn.end_turn()]
+        for conn in more:
+            conn.continue_turn()
 
     def _commit_loop_batch(self) -> None:
         batch, self._loop_batch = self._loop_batch, []
@@ -244,6 +323,9 @@ def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None =
     async def main() -> None:
         server = Server(config)
         await server.start()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # collector's full scans, which hold the GIL for as long as they take.
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.shutdown()))
@@ -251,6 +333,10 @@ def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None =
             ready(server)
         await server.wait_closed()
 
+    # The loop takes the GIL back for every callback. Behind a thread running Python (a
+    # group commit, a big MSET, a search) each take waits up to the switch interval: 5 ms
+    # by default, several times per request. 0.5 ms keeps that wait out of the tail.
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main())
     return 0

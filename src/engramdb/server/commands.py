@@ -7,6 +7,9 @@ command name. It either answers at once (a reply value for ``encode_reply``) or 
   turns the committed result into the reply. Writes never block the event loop.
 - ``Offload(fn, then)``: slow work (scans, KEYS, searches, FLUSHALL) to run on a worker
   thread, so small reads keep their tail latency.
+- ``Defer(delay, fn)``: run ``fn`` on the event loop after ``delay`` seconds and reply with
+  its result (AUTH failure backoff). The connection runs nothing else meanwhile; it is a
+  wait, not work, so it does not count as in flight.
 
 Handlers raise ``Reply(text)`` for a Redis-style error reply, or an ``EngramError`` that the
 connection maps to the native error codes of ``protocol/errors.py``. Inside a write plan an
@@ -29,11 +32,13 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMANDS",
     "Command",
+    "Defer",
     "Offload",
     "RedisError",
     "Reply",
     "Write",
     "command",
+    "unknown_command",
     "wrong_args",
 ]
 
@@ -66,6 +71,13 @@ class Write:
 class Offload:
     fn: Callable[[], Any]
     then: Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Defer:
+    delay: float
+    fn: Callable[[], Any]
+    cancel: Callable[[], None] | None = None  # called instead of fn if the client left
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +136,12 @@ def command(
 
 def wrong_args(name: str) -> Reply:
     return Reply(f"ERR wrong number of arguments for '{name}' command")
+
+
+def unknown_command(args: list[bytes]) -> str:
+    """Redis' error text for a command name it does not know."""
+    shown = "".join(f"'{a.decode(errors='replace')[:128]}' " for a in args[1:4])
+    return (
+        f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
+        f"with args beginning with: {shown}"
+    )

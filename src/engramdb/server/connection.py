@@ -10,27 +10,67 @@ Ordering rules (what makes pipelining safe):
 Bounds: a client with more than ``max_pending_per_client`` unanswered commands stops being
 read until replies drain; one whose unread replies exceed ``max_output_buffer`` bytes is
 disconnected; past the server-wide ``max_inflight`` new writes and slow reads are shed with
-``-BUSY`` at once. A frame that breaks the protocol gets an error and the connection closes.
+``-BUSY`` at once. A frame that breaks the protocol gets an error and the connection closes;
+one over the frame limit gets an error naming the limit, and the rest of what the client
+is still sending is read and dropped for a moment, so it reads that error, not a reset.
+
+Fairness: each event-loop turn a connection runs at most one ``TurnLimits`` budget of
+commands, arguments and bytes (a much smaller one before AUTH). Past it, its input stays
+buffered, its socket is not read, and it continues at the end of the turn, after every
+other ready connection was served. A data command with many arguments (a 60,000-key MSET)
+runs entirely on a worker thread. So a client's request waits for at most one turn of any
+other client's flood, authenticated or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import threading
 from collections import deque
-from time import perf_counter_ns
+from collections.abc import Iterator
+from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.errors import EngramError
-from engramdb.protocol.errors import error_reply_text
-from engramdb.protocol.resp import ErrorReply, RequestParser, encode_reply
-from engramdb.server.commands import COMMANDS, Offload, RedisError, Reply, Write
-from engramdb.server.config import PREAUTH_LIMITS
+from engramdb.protocol.errors import TOO_LARGE_PREFIX, error_reply_text
+from engramdb.protocol.resp import (
+    Budget,
+    Encoded,
+    ErrorReply,
+    FrameTooLarge,
+    RequestParser,
+    encode_reply,
+)
+from engramdb.server.commands import (
+    COMMANDS,
+    Command,
+    Defer,
+    Offload,
+    RedisError,
+    Reply,
+    Write,
+    unknown_command,
+)
+from engramdb.server.config import (
+    OFFLOAD_ARGS,
+    OFFLOAD_BYTES,
+    PREAUTH_LIMITS,
+    PREAUTH_OUTPUT,
+    PREAUTH_TURN,
+    TURN,
+    TURN_CHECK,
+    TurnLimits,
+)
+from engramdb.server.limits import AuthAttempts, address_key
 
 if TYPE_CHECKING:
+    from engramdb.records.keys import Key
     from engramdb.recordset import RecordSet
     from engramdb.server.app import Server
+    from engramdb.server.handlers.transactions import Transaction
 
 __all__ = ["Connection"]
 
@@ -39,6 +79,14 @@ log = logging.getLogger("engramdb.server")
 _NOAUTH = encode_reply(ErrorReply("NOAUTH Authentication required."))
 _BUSY = ErrorReply("BUSY the server is at its in-flight limit; retry later")
 _FLUSH_AT = 64 << 10  # hand replies to the transport once this many bytes are waiting
+# After refusing a too-large request, read and drop at most this much more of it, for at
+# most this long, before closing (so the client's send completes and it reads the error).
+_LINGER_BYTES = 64 << 20
+_LINGER_SECONDS = 5.0
+
+
+def _fresh(limits: TurnLimits) -> Budget:
+    return Budget(limits.commands, limits.args, limits.bytes)
 
 
 class _Slot:
@@ -61,6 +109,9 @@ class Connection(asyncio.Protocol):
         self.authenticated = server.config.password is None
         self.parser = RequestParser(server.config.limits if self.authenticated else PREAUTH_LIMITS)
         self.address = ""
+        self.address_key = ""  # what the AUTH backoff counts failures by
+        self.auth_attempts = AuthAttempts()
+        self.last_active = server.now()
         self.transport: asyncio.Transport | None = None
         self._slots: deque[_Slot] = deque()
         self._backlog: deque[list[bytes] | None] = deque()  # None: the protocol error
@@ -73,7 +124,13 @@ class Connection(asyncio.Protocol):
         self._finish_after_reply = False
         self._error_queued = False
         self._out_bytes = 0  # reply bytes held here (queued or in finished slots)
-        self._flush_pending = False
+        self._turn_pending = False  # registered for the server's end-of-turn callback
+        self._budget = _fresh(TURN if self.authenticated else PREAUTH_TURN)
+        self._too_large = False  # the protocol error is a FrameTooLarge: linger on close
+        self._linger_left = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self.multi: Transaction | None = None  # inside MULTI: what is queued
+        self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
 
     # transport events --------------------------------------------------------------------
 
@@ -82,63 +139,114 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        if (
-            not self.server.accepting
-            or len(self.server.connections) >= self.server.config.max_clients
-        ):
-            reason = "max number of clients reached" if self.server.accepting else "shutting down"
+        self.address_key = address_key(peer[0]) if isinstance(peer, tuple) else str(peer)
+        server = self.server
+        if not server.accepting or len(server.connections) >= server.max_clients:
+            reason = "max number of clients reached" if server.accepting else "shutting down"
             self.transport.write(encode_reply(ErrorReply(f"ERR {reason}")))
             self.transport.close()
             self._closing = True
-            self.server.stats.rejected_connections += 1
+            server.stats.rejected_connections += 1
+            if server.accepting:
+                server.refusals.log(
+                    logging.WARNING,
+                    "refused a connection from %s: max number of clients reached "
+                    "(%d, --max-clients)",
+                    self.address,
+                    server.max_clients,
+                )
             return
         self.server.connections.add(self)
         self.server.stats.connections_total += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._linger_left = 0
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self.server.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_left:
+            self._linger_left -= len(data)
+            if self._linger_left <= 0 and self.transport is not None:
+                self.transport.abort()
+            return
         if self._closing or self._draining:
             return
         self.server.stats.bytes_in += len(data)
+        self.last_active = self.server.now()
+        self.parser.feed(data)
+        self._serve()
+
+    def _serve(self) -> None:
+        """Run buffered commands, within this connection's budget for the current turn."""
         parser = self.parser
-        parser.feed(data)
-        while not (self._closing or self._draining):
+        budget = self._budget
+        deadline = perf_counter() + self._budget_limits().seconds
+        while not (self._closing or self._draining or self._backlog):
             # Before AUTH, one command at a time: the frame limits widen only once it passes.
-            authenticated = self.authenticated
-            commands = parser.commands(None if authenticated else 1)
-            if not commands:
-                break
-            if self._backlog:
-                self._backlog.extend(commands)
-                self._run_backlog()
-            else:
-                for i, args in enumerate(commands):
-                    if not self._run(args):
-                        self._backlog.extend(commands[i:])
-                        break
-                    if self._closing or self._draining:
-                        break
-                    if self._out_bytes > _FLUSH_AT:
-                        self._flush()
-            if authenticated:
+            commands = parser.commands(TURN_CHECK if self.authenticated else 1, budget)
+            if commands and perf_counter() > deadline:
+                budget.commands = 0  # the turn's time is up: the next parse stops at once
+            for i, args in enumerate(commands):
+                if not self._run(args):
+                    self._backlog.extend(commands[i:])
+                    break
+                if self._closing or self._draining:
+                    break
+                if self._out_bytes > _FLUSH_AT:
+                    self._flush()
+            if not (commands and parser.more):
                 break
         if parser.error is not None and not self._error_queued and not self._closing:
             # Commands before the bad frame are answered first, then the error, then close.
             self._error_queued = True
             self._backlog.append(None)
             self._run_backlog()
-        self._flush_soon()
-        if (
-            not self._paused
-            and not self._closing
-            and len(self._slots) + len(self._backlog) > self.server.config.max_pending_per_client
-        ):
+        self._end_turn_later()
+        self._update_reading()
+
+    def end_turn(self) -> bool:
+        """The loop turn is over (every ready socket was read): send the replies and renew
+        the budget. True when input is left over for ``continue_turn``."""
+        self._turn_pending = False
+        self._budget = _fresh(TURN if self.authenticated else PREAUTH_TURN)
+        self._flush()
+        return self.parser.more and not (self._backlog or self._closing or self._draining)
+
+    def continue_turn(self) -> None:
+        self._serve()
+
+    def _end_turn_later(self) -> None:
+        if not self._turn_pending and not self._closing:
+            self._turn_pending = True
+            self.server.end_turn_later(self)
+
+    def _update_reading(self) -> None:
+        """Read the socket only while there is room: pending work under its bound, and no
+        input waiting for a later turn or held up behind pending work."""
+        transport = self.transport
+        if transport is None or self._closing or self._draining:
+            return
+        pending = len(self._slots) + len(self._backlog)
+        limit = self.server.config.max_pending_per_client
+        held = bool(self._backlog) and self.parser.buffered > self._budget_limits().bytes
+        if self._paused:
+            if (
+                not self.parser.more
+                and not held
+                and pending <= limit // 2
+                and self.server.accepting
+            ):
+                self._paused = False
+                transport.resume_reading()
+        elif self.parser.more or held or pending > limit:
             self._paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+            transport.pause_reading()
+
+    def _budget_limits(self) -> TurnLimits:
+        return TURN if self.authenticated else PREAUTH_TURN
 
     def _run_backlog(self) -> None:
         backlog = self._backlog
@@ -146,9 +254,7 @@ class Connection(asyncio.Protocol):
             args = backlog[0]
             if args is None:
                 backlog.popleft()
-                self.server.stats.protocol_errors += 1
-                self._emit_now(ErrorReply(f"ERR Protocol error: {self.parser.error}"))
-                self.finish()
+                self._protocol_error()
                 return
             if not self._run(args):
                 return
@@ -156,19 +262,58 @@ class Connection(asyncio.Protocol):
             if self._out_bytes > _FLUSH_AT:
                 self._flush()
 
+    def _protocol_error(self) -> None:
+        error = self.parser.error
+        self.server.stats.protocol_errors += 1
+        if isinstance(error, FrameTooLarge):
+            text = self._too_large_text(error)
+            self.server.refusals.log(
+                logging.WARNING, "refused a request from %s: %s", self.address, text
+            )
+            self._emit_now(ErrorReply(text))
+            self._too_large = self.authenticated  # a stranger gets no lingering
+        else:
+            self._emit_now(ErrorReply(f"ERR Protocol error: {error}"))
+        self.finish()
+
+    def _too_large_text(self, error: FrameTooLarge) -> str:
+        size = f"{error.size} {error.unit}"
+        if error.unit == "bytes" and error.what == "a request":
+            size = f"at least {size}"
+        if not self.authenticated:
+            return (
+                f"{TOO_LARGE_PREFIX} before AUTH: {error.what} of {size} exceeds the limit "
+                f"of {error.limit} {error.unit} for unauthenticated clients; send AUTH first"
+            )
+        if error.unit == "arguments":
+            limit = f"the server's limit of {error.limit} arguments per command"
+        elif error.what == "an inline command line":
+            limit = f"the inline limit of {error.limit} bytes (send it as a RESP array)"
+        elif error.what == "a request":
+            limit = f"the server's limit of {error.limit} bytes per command"
+        else:
+            limit = f"the server's max frame of {error.limit} bytes (--max-frame)"
+        return (
+            f"{TOO_LARGE_PREFIX}: {error.what} of {size} exceeds {limit}; split the batch "
+            "into smaller calls, or start the server with a larger --max-frame"
+        )
+
     # dispatch ----------------------------------------------------------------------------
 
     def _run(self, args: list[bytes]) -> bool:
         """Dispatch one command; False when it must wait for pending work to finish."""
+        if self._pending_other:
+            # Behind a slow read, a deferred AUTH or a command on a worker thread (an EXEC
+            # still reading ``multi``), nothing of this client's runs, not even a MULTI queue.
+            return False
         cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+        if self.multi is not None:
+            queued = self.multi.queue(cmd, args)  # None: EXEC, DISCARD... run now
+            if queued is not None:
+                self._emit_now(queued)
+                return True
         if cmd is None:
-            shown = " ".join(f"'{a.decode(errors='replace')[:128]}'" for a in args[1:4])
-            self._emit_now(
-                ErrorReply(
-                    f"ERR unknown command '{args[0].decode(errors='replace')[:128]}', "
-                    f"with args beginning with: {shown}"
-                )
-            )
+            self._emit_now(ErrorReply(unknown_command(args)))
             self.server.stats.unknown_commands += 1
             return True
         if not self.authenticated and "noauth" not in cmd.flags:
@@ -177,14 +322,14 @@ class Connection(asyncio.Protocol):
             return True
         arity = cmd.arity
         if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
-            if self._pending_writes or self._pending_other:
+            if self._pending_writes:
                 return False
             self._emit_now(ErrorReply(f"ERR wrong number of arguments for '{cmd.name}' command"))
             self.server.metrics.op(cmd.name).error("ERR")
             return True
-        if (self._pending_writes or self._pending_other) and (
-            self._pending_other or not cmd.is_write(args)
-        ):
+        if self._heavy(cmd, args):
+            return self._run_off_loop(cmd, args)
+        if self._pending_writes and not cmd.is_write(args):
             return False
         started = perf_counter_ns()
         try:
@@ -193,6 +338,9 @@ class Connection(asyncio.Protocol):
             self._answer(cmd.metric_name(args), started, self._error_reply(e))
             return True
         kind = type(result)
+        if kind is Defer:
+            self._defer(cmd.metric_name(args), started, result)
+            return True
         if kind is Write or kind is Offload:
             server = self.server
             if server.inflight >= server.config.max_inflight:
@@ -214,12 +362,74 @@ class Connection(asyncio.Protocol):
             self.finish()
         return True
 
+    def _heavy(self, cmd: Command, args: list[bytes]) -> bool:
+        """Whether this command's work is too big for the event loop: many arguments, many
+        bytes, or (EXEC) a big queued transaction."""
+        if len(args) > OFFLOAD_ARGS:
+            return _offloadable(cmd)
+        if len(args) <= 8 and sum(map(len, args)) > OFFLOAD_BYTES:
+            return _offloadable(cmd)
+        queued = self.multi
+        if queued is not None and cmd.name == "exec":
+            return queued.size > OFFLOAD_BYTES or len(queued.commands) > OFFLOAD_ARGS // 2
+        return False
+
+    def _run_off_loop(self, cmd: Command, args: list[bytes]) -> bool:
+        """Run a big data command entirely on a worker thread: its handler (validation,
+        planning, point reads), its commit and the encoding of its reply."""
+        if self._pending_writes or self._pending_other:
+            return False  # it starts alone: nothing of this client's may overtake it
+        started = perf_counter_ns()
+        server = self.server
+        metric = cmd.metric_name(args)
+        if server.inflight >= server.config.max_inflight:
+            server.stats.shed += 1
+            self._answer(metric, started, _BUSY)
+            return True
+        slot = _Slot(metric, started)
+        self._slots.append(slot)
+        server.inflight += 1
+        self._pending_other += 1
+        resp3 = self.resp3
+
+        def run() -> Encoded:
+            with _gc_paused():
+                result = cmd.handler(self, args[1:])
+                kind = type(result)
+                if kind is Write:
+                    result = result.then(self.db._write(result.plan))
+                elif kind is Offload:
+                    result = result.then(result.fn())
+                return Encoded(encode_reply(result, resp3))
+
+        server.offload(run, self, slot, _same)
+        return True
+
+    def _defer(self, metric: str, started: int, deferred: Defer) -> None:
+        slot = _Slot(metric, started)
+        self._slots.append(slot)
+        self._pending_other += 1
+
+        def fire() -> None:
+            if self._closing:
+                self._pending_other -= 1
+                if deferred.cancel is not None:
+                    deferred.cancel()
+                return
+            try:
+                value, error = deferred.fn(), None
+            except Exception as e:
+                value, error = None, e
+            self._settle(slot, False, _same, value, error)
+
+        self.server.call_later(deferred.delay, fire)
+
     def _answer(self, metric: str, started: int, reply: Any) -> None:
         self._emit_now(reply)
         metrics = self.server.metrics.op(metric)
         metrics.observe(perf_counter_ns() - started)
         if type(reply) is ErrorReply:
-            metrics.error(reply.split(" ", 1)[0])
+            metrics.error(_error_code(reply))
 
     def _error_reply(self, error: BaseException) -> ErrorReply:
         if isinstance(error, Reply | RedisError):
@@ -232,6 +442,9 @@ class Connection(asyncio.Protocol):
     def complete(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         """A write or offloaded read finished (called on the event loop)."""
         self.server.inflight -= 1
+        self._settle(slot, is_write, then, value, error)
+
+    def _settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         if is_write:
             self._pending_writes -= 1
         else:
@@ -247,7 +460,7 @@ class Connection(asyncio.Protocol):
         metrics = self.server.metrics.op(slot.metric)
         metrics.observe(perf_counter_ns() - slot.started)
         if type(reply) is ErrorReply:
-            metrics.error(reply.split(" ", 1)[0])
+            metrics.error(_error_code(reply))
         if self._closing:
             return
         slot.data = data
@@ -255,22 +468,23 @@ class Connection(asyncio.Protocol):
         slots = self._slots
         while slots and slots[0].data is not None:
             self._out.append(slots.popleft().data)  # type: ignore[arg-type]
-        if self._out_bytes > self.server.config.max_output_buffer:
+        if self._out_bytes > self._output_limit():
             self._overflow()
             return
+        held_up = bool(self._backlog)
         self._run_backlog()
         if self._draining and not slots:
             self._close_transport()
             return
-        # Completions already run after the reads of their loop iteration: write now.
-        self._flush()
-        if (
-            self._paused
-            and len(slots) + len(self._backlog) <= self.server.config.max_pending_per_client // 2
-        ):
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        if held_up and not self._backlog:
+            self._serve()  # input held up behind pending work, within the turn's budget
+        else:
+            self._update_reading()
+        # Written with every other reply at the end of the turn: a batch of completions
+        # (a group commit) then costs one write per connection, not one per command.
+        if self._out_bytes > _FLUSH_AT:
+            self._flush()
+        self._end_turn_later()
 
     # output ------------------------------------------------------------------------------
 
@@ -285,19 +499,11 @@ class Connection(asyncio.Protocol):
             self._slots.append(slot)
         else:
             self._out.append(data)
-        if self._out_bytes > self.server.config.max_output_buffer:
+        if self._out_bytes > self._output_limit():
             self._overflow()
 
-    def _flush_soon(self) -> None:
-        """Write queued replies once this loop iteration has read every ready socket.
-
-        Like Redis' beforeSleep: replies written at once wake the client, which sends its
-        next command before we poll again, so each poll finds fewer sockets ready. Writing
-        after the reads keeps more work per poll (measured: +40% SET throughput).
-        """
-        if self._out and not self._flush_pending:
-            self._flush_pending = True
-            self.server.flush_later(self)
+    def _output_limit(self) -> int:
+        return self.server.config.max_output_buffer if self.authenticated else PREAUTH_OUTPUT
 
     def _flush(self) -> None:
         if not self._out or self.transport is None or self._closing:
@@ -308,10 +514,7 @@ class Connection(asyncio.Protocol):
         self.server.stats.bytes_out += len(data)
         transport = self.transport
         transport.write(data)
-        if (
-            transport.get_write_buffer_size() + self._out_bytes
-            > self.server.config.max_output_buffer
-        ):
+        if transport.get_write_buffer_size() + self._out_bytes > self._output_limit():
             self._overflow()
 
     def _overflow(self) -> None:
@@ -346,7 +549,40 @@ class Connection(asyncio.Protocol):
         self._flush()
         if self.transport is not None and not self._closing:
             self._closing = True
-            self.transport.close()
+            if self._too_large:
+                self._linger(self.transport)
+            else:
+                self.transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Half-close after refusing a too-large request and drop what the client is still
+        sending: closing with its bytes unread would reset the connection, and the client,
+        still sending, would see the reset instead of our error."""
+        try:
+            transport.write_eof()
+        except (RuntimeError, NotImplementedError):
+            transport.close()
+            return
+        self._linger_left = _LINGER_BYTES
+        transport.resume_reading()
+        self._linger_timer = self.server.call_later(_LINGER_SECONDS, transport.abort)
+
+    def close_idle(self, idle_for: float) -> bool:
+        """Close this connection if it has nothing in progress (``--idle-timeout``)."""
+        if self._closing or self._draining or self._slots or self._backlog:
+            return False
+        if self.parser.buffered:
+            return False  # in the middle of receiving a request
+        self.server.idle_closes.log(
+            logging.INFO,
+            "closed %s after %.0f s idle (--idle-timeout %g)",
+            self.address,
+            idle_for,
+            self.server.config.idle_timeout,
+        )
+        self.server.stats.idle_disconnects += 1
+        self._close_transport()
+        return True
 
     def authenticate(self) -> None:
         self.authenticated = True
@@ -362,3 +598,47 @@ class Connection(asyncio.Protocol):
 
     def pending(self) -> int:
         return len(self._slots)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a big command runs.
+
+    It allocates hundreds of thousands of objects that survive until it ends, so each
+    collection it triggers scans a bigger heap: 50 ms pauses, with the GIL held, measured
+    on a 60,000-key MSET. Its objects die by reference counting when it ends.
+    """
+    global _gc_pausers
+    with _gc_lock:
+        _gc_pausers += 1
+        if _gc_pausers == 1:
+            gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0:
+                gc.enable()
+
+
+def _offloadable(cmd: Command) -> bool:
+    """Data commands (they name keys, or read or write data): their handlers touch only the
+    database and this connection, which runs nothing else meanwhile, so they may run on a
+    worker thread. Connection commands (HELLO, AUTH, CLIENT...) stay on the loop."""
+    return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
+
+
+def _error_code(reply: str) -> str:
+    """The error code an error reply is counted under: a short upper-case word, or ERR
+    (so error counters stay a bounded set whatever text an error carries)."""
+    code = reply.split(" ", 1)[0]
+    return code if len(code) <= 16 and code.isalpha() and code.isupper() else "ERR"

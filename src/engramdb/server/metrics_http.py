@@ -84,6 +84,9 @@ class ServerCollector(Collector):
             ("shed", "Requests answered BUSY by load shedding", stats.shed),
             ("protocol_errors", "Connections closed on protocol errors", stats.protocol_errors),
             ("output_buffer_disconnects", "Slow readers cut off", stats.output_buffer_disconnects),
+            ("idle_disconnects", "Connections closed by --idle-timeout", stats.idle_disconnects),
+            ("auth_failures", "AUTH attempts with a wrong password", stats.auth_failures),
+            ("auth_refused", "AUTH attempts refused unchecked by the backoff", stats.auth_refused),
             ("net_input_bytes", "Bytes received", stats.bytes_in),
             ("net_output_bytes", "Bytes sent", stats.bytes_out),
         ):
@@ -115,6 +118,8 @@ _INDEX_GAUGES = (
     ("text_documents", "Documents in the collection's BM25 index"),
     ("lag", "Change-log entries the index has not applied yet"),
     ("rebuilds", "Graph rebuilds (compactions) since the index was opened"),
+    ("snapshot_failures", "Index snapshots that could not be written (the items are safe)"),
+    ("skipped_items", "Items that could not be indexed (corrupt records)"),
 )
 
 

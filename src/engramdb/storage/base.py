@@ -44,6 +44,12 @@ class WriteTxn(Protocol):
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         """Append to the change log; returns the change's sequence number."""
 
+    def next_sequence(self) -> int:
+        """The sequence number the next ``log`` call in this transaction will return.
+
+        A record created by a write starts at this number as its generation, so a key's
+        generations are never reused across delete, expiry and re-create."""
+
 
 WriteFn = Callable[[WriteTxn], Any]
 
@@ -57,8 +63,11 @@ class Engine(Protocol):
         """Run ``fn`` in one atomic transaction and commit it with the engine's durability.
         If ``fn`` raises, nothing it wrote is kept."""
 
-    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """Up to ``limit`` stored ``(rk, value)`` pairs with ``start <= rk < end``, in order."""
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` stored ``(rk, value)`` pairs with ``start <= rk < end``, in key
+        order (descending with ``reverse``: the highest keys below ``end`` first)."""
 
     def count(self, set_prefix: bytes, now_ms: int) -> int:
         """Live records in a set: stored entries minus those expired by ``now_ms``."""

@@ -12,6 +12,9 @@ Each write is a function of the transaction that raises before it stages anythin
 request is invalid (``Conflict``, ``NotFound``, ``InvalidArgument``). Such an error is that
 write's outcome alone. Any other exception inside a write fails that write and the rest of
 the batch is run again without it; an error from the commit itself fails the whole batch.
+A write made of parts (a transaction's writes) that finds a request error after some part
+staged raises ``Rollback(error)``: the batch is run again without it, and ``error`` is its
+outcome, so none of its parts is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.storage.base import Engine, WriteTxn
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "Rollback"]
 
 log = logging.getLogger("engramdb.commit")
 
@@ -46,6 +49,14 @@ class _Write:
         self.error: BaseException | None = None
         self.promoted = False
         self.wakeup: threading.Lock | None = None
+
+
+class Rollback(Exception):
+    """Raised by a write that already staged something: undo it and fail with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _FailedWrite(Exception):
@@ -202,6 +213,8 @@ class GroupCommit:
                 write.value = write.fn(txn)
             except _REQUEST_ERRORS as e:
                 write.error = e
+            except Rollback as e:
+                raise _FailedWrite(write, e.error) from e.error
             except BaseException as e:
                 raise _FailedWrite(write, e) from e
 

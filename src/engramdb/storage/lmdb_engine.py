@@ -155,6 +155,12 @@ class _LmdbTxn:
         if prev_expires_ms:
             self._txn.delete(_expiry_key(phys, prev_expires_ms), db=expiry)
 
+    def next_sequence(self) -> int:
+        if self._seq < 0:
+            _, _, changes, meta = self._dbs
+            self._seq = _last_sequence(self._txn, changes, meta)
+        return self._seq + 1
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         _, _, changes, meta = self._dbs
         if self._seq < 0:
@@ -301,7 +307,9 @@ class LmdbEngine:
         finally:
             txn.abort()
 
-    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
         # Physical keys of long record keys are their first _HEAD bytes plus a hash, so the
         # range is widened to heads and the exact bounds are checked on the full key.
@@ -310,6 +318,19 @@ class LmdbEngine:
         txn = self._read()
         try:
             cursor = txn.cursor(db=self._records)
+            if reverse:
+                # The last key below hi: step back from the first key at or above it.
+                found = cursor.prev() if cursor.set_range(hi) else cursor.last()
+                while found:
+                    phys = cursor.key()
+                    if phys < lo or len(out) >= limit:
+                        break
+                    if phys < hi:
+                        rk, value = _unwrap(phys, cursor.value())
+                        if start <= rk < end:
+                            out.append((rk, value))
+                    found = cursor.prev()
+                return out
             if not cursor.set_range(lo):
                 return out
             for phys, value in cursor:

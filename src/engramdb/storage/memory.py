@@ -46,6 +46,9 @@ class _MemoryTxn:
         self._overlay[rk] = None
         self._ops.append((rk, None, 0, prev_expires_ms))
 
+    def next_sequence(self) -> int:
+        return self._seq + 1
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         self._seq += 1
         self._logs.append(EngineChange(self._seq, rk, kind, generation, at_ms))
@@ -103,12 +106,14 @@ class MemoryEngine:
         if expires_ms:
             bisect.insort(expiry, (expires_ms, rk))
 
-    def scan(self, start: bytes, end: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
         with self._lock:
             keys = self._keys
             i = bisect.bisect_left(keys, start)
             j = bisect.bisect_left(keys, end, lo=i)
-            picked = keys[i : min(j, i + limit)]
+            picked = keys[max(i, j - limit) : j][::-1] if reverse else keys[i : min(j, i + limit)]
             return [(rk, self._data[rk]) for rk in picked]
 
     def count(self, set_prefix: bytes, now_ms: int) -> int:

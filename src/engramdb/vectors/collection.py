@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engramdb._progress import progress_bar
-from engramdb.errors import Conflict, InvalidArgument
+from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index import fusion as fusers
 from engramdb.index.filters import compile_filter
 from engramdb.index.vector import prepare
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.vectors.model import DEFAULT_INCLUDE, CollectionInfo, Hit, Item
 from engramdb.vectors.state import METADATA, TEXT, VECTOR, CollectionState, params_of
+from engramdb.writeplan import TransformStep
+
+if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
 
 if TYPE_CHECKING:
     from engramdb.vectors.store import VectorStore
 
 __all__ = ["Collection"]
+
+log = logging.getLogger("engramdb.vectors")
 
 CHUNK = 1000  # items per atomic write
 MAX_K = 10_000
@@ -39,6 +47,15 @@ def _check_k(k: int) -> None:
         raise InvalidArgument(f"k must be an int from 1 to {MAX_K}, not {k!r}")
 
 
+def _check_single(vector: Any, method: str) -> None:
+    try:
+        several = np.ndim(vector) != 1
+    except (TypeError, ValueError):
+        return  # not numbers at all: prepare() says what is wrong
+    if several:
+        raise InvalidArgument(f"{method} takes one vector, got shape {np.shape(vector)}")
+
+
 def _check_include(include: Sequence[str]) -> frozenset[str]:
     chosen = frozenset(include)
     if not chosen <= INCLUDE:
@@ -49,22 +66,52 @@ def _check_include(include: Sequence[str]) -> frozenset[str]:
 class Collection:
     """One collection of the embedding store; obtain with ``db.vectors.get_collection``."""
 
-    def __init__(self, store: VectorStore, info: CollectionInfo) -> None:
+    def __init__(self, store: VectorStore, info: CollectionInfo, items: str) -> None:
         self._store = store
         self.info = info
         self.name = info.name
         self.params = params_of(info)
-        self._records = store.db._internal_records(store.set_of(info.name))
+        self.set_name = items  # the (reserved) record set holding this incarnation's items
+        self._records = store.store.records(items)
         self._checked: CollectionState | None = None  # see _ready
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
 
     def _state(self) -> CollectionState:
-        return self._store.state_of(self.info)
+        return self._store.state_of(self.info, self.set_name)
+
+    def _write_steps(self, steps: Sequence[TransformStep]) -> list[list[Any]]:
+        """Commit ``steps`` (over this collection's items, and other sets) as one write, and
+        index it. The write fails, writing nothing, with ``NotFound`` when the collection
+        was dropped, here or in another process: it checks the definition in its own
+        transaction, so no item ever lands in a dropped incarnation."""
+        info = self.info
+
+        def alive(current: Current, now: int) -> Outcome:
+            if current.bins is None or current.bins.get("uid") != info.uid:
+                raise NotFound(f"collection {info.name!r} was dropped")
+            return Outcome(None)  # nothing to write
+
+        roles = self._store.store
+        results = roles.write([roles.step(self._store._registry, [(info.name, alive)]), *steps])[1:]
+        self._index_writes()
+        return results
+
+    def _index_writes(self) -> None:
+        """Bring this process's index up to the writes just committed. They stand whatever
+        happens here, so nothing is raised: a failure is logged, and the next search
+        catches up again (and reports it)."""
+        try:
+            self._state().catch_up()
+        except NotFound:
+            pass  # dropped since: there is nothing left to index
+        except Exception:
+            log.exception("indexing collection %r after a committed write failed", self.name)
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True, wire={"vectors": "vectors"})
     def upsert(
         self,
         ids: Sequence[str | int],
@@ -93,7 +140,7 @@ class Collection:
             if meta is not None:
                 if not isinstance(meta, Mapping) or not all(type(k) is str for k in meta):
                     raise InvalidArgument(f"metadata[{i}] must be a mapping with str keys")
-                check_value(dict(meta), self._store.db.limits, f"metadata[{i}]")
+                check_value(dict(meta), self._store.store.limits, f"metadata[{i}]")
         for i, doc in enumerate(docs):
             if doc is not None and type(doc) is not str:
                 raise InvalidArgument(f"texts[{i}] must be a str or None")
@@ -110,10 +157,9 @@ class Collection:
                     (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
                     for i in range(start, end)
                 ]
-                plan = self._records._plan_transform(items, result="generation")
-                generations.extend(self._store.db._write(plan))
+                step = self._store.store.step(self._records, items, result="generation")
+                generations.extend(self._write_steps([step])[0])
                 advance(end - start)
-        self._state().catch_up()
         return generations
 
     @staticmethod
@@ -138,6 +184,7 @@ class Collection:
 
         return write
 
+    @remote("slow", writes=True)
     def delete(self, ids: Sequence[str | int]) -> int:
         """Delete items; returns how many existed."""
         ids = self._check_ids(ids)
@@ -147,11 +194,13 @@ class Collection:
 
         removed = 0
         for start in range(0, len(ids), CHUNK):
-            plan = self._records._plan_transform([(i, remove) for i in ids[start : start + CHUNK]])
-            removed += sum(self._store.db._write(plan))
-        self._state().catch_up()
+            step = self._store.store.step(
+                self._records, [(i, remove) for i in ids[start : start + CHUNK]]
+            )
+            removed += sum(self._write_steps([step])[0])
         return removed
 
+    @remote("slow", writes=True)
     def touch(self, ids: Sequence[str | int], ttl: float) -> int:
         """Set items to expire ``ttl`` seconds from now; returns how many exist."""
         ids = self._check_ids(ids)
@@ -164,24 +213,27 @@ class Collection:
                 return Outcome(False)
             return Outcome(True, KEEP, expiry_ms(ttl, now))
 
-        plan = self._records._plan_transform([(i, refresh) for i in ids])
-        touched = sum(self._store.db._write(plan))
-        self._state().catch_up()
-        return int(touched)
+        (results,) = self._write_steps(
+            [self._store.store.step(self._records, [(i, refresh) for i in ids])]
+        )
+        return int(sum(results))
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, ids: Sequence[str | int]) -> list[Item | None]:
         """Items in request order; None for missing or expired ones."""
         ids = self._check_ids(ids, unique=False)
         self._store.check_alive(self.info)
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
+    @remote("read")
     def count(self) -> int:
         """Live (unexpired) items."""
         self._store.check_alive(self.info)
         return self._records.count()
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vector": "vectors"})
     def search(
         self,
         vector: Any,
@@ -192,15 +244,11 @@ class Collection:
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
         """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
-        try:
-            several = np.ndim(vector) != 1
-        except (TypeError, ValueError):
-            several = False  # not numbers at all: prepare() says what is wrong
-        if several:
-            raise InvalidArgument(f"search takes one vector, got shape {np.shape(vector)}")
+        _check_single(vector, "search")
         # prepare() reads a 1-D vector as one row: no wrapping list to convert.
         return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
 
+    @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vectors": "vectors"})
     def search_many(
         self,
         vectors: Any,
@@ -231,6 +279,7 @@ class Collection:
             ]
         return [self._hits(row, chosen) for row in ranked]
 
+    @remote("slow", caps={"k": DEFAULT_CAP})
     def text_search(
         self,
         query: str,
@@ -255,6 +304,11 @@ class Collection:
             ]
         return self._hits(ranked, chosen)
 
+    @remote(
+        "slow",
+        caps={"k": DEFAULT_CAP, "candidates": DEFAULT_CAP, "ef": DEFAULT_CAP},
+        wire={"vector": "vectors"},
+    )
     def hybrid_search(
         self,
         text: str,
@@ -283,6 +337,7 @@ class Collection:
             raise InvalidArgument("text must be a str")
         depth = candidates if candidates is not None else max(50, 2 * k)
         _check_k(depth)
+        _check_single(vector, "hybrid_search")
         query = prepare(vector, self.params)
         compiled = compile_filter(filter)
         state = self._ready()
@@ -316,7 +371,7 @@ class Collection:
         registry, and a search is otherwise a few tens of microseconds.
         """
         state = self._checked
-        last = self._store.db.last_sequence()
+        last = self._store.store.last_sequence()
         if state is not None and not state.dropped and state.checked == last:
             return state
         state = self._state()
@@ -331,7 +386,7 @@ class Collection:
         vectors = state.vectors
         if compiled is None and not vectors.with_ttl:
             return None
-        allowed = vectors.visible(self._store.db._now_ms())
+        allowed = vectors.visible(self._store.store.now_ms())
         if compiled is not None:
             allowed = allowed & compiled.mask(state.columns, vectors.size)
         return allowed
@@ -340,7 +395,7 @@ class Collection:
         self, state: CollectionState, query: str, k: int, compiled: Any
     ) -> list[tuple[int, float]]:
         assert state.text is not None
-        visible = state.vectors.visible(self._store.db._now_ms())
+        visible = state.vectors.visible(self._store.store.now_ms())
         mask = (
             visible
             if compiled is None
@@ -414,3 +469,18 @@ def _item(record: Record) -> Item:
         generation=record.generation,
         expires_at=record.expires_at,
     )
+
+
+# What roles built on collections (long-term memory) use: the items as records, and atomic
+# writes that combine item changes with the role's own sets and then index them.
+
+
+def items_of(collection: Collection) -> RecordSet:
+    """The record set holding ``collection``'s items (a role's read and step target)."""
+    return collection._records
+
+
+def write_steps(collection: Collection, steps: Sequence[TransformStep]) -> list[list[Any]]:
+    """Commit ``steps`` as one write that fails with ``NotFound`` if ``collection`` was
+    dropped, then index it (see ``Collection._write_steps``)."""
+    return collection._write_steps(steps)

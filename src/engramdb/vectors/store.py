@@ -1,47 +1,97 @@
 """``db.vectors``: the collections of the embedding store.
 
-A collection's definition is a record of the set ``_collections``; its items are records of
-``vec.<name>``. Collections need no server-side setup and are visible to every process and
+A collection's definition is a record of the set ``_collections``, under its name. Its items
+are records of a set of their own per *incarnation*: ``vec._<uid>``, where ``uid`` is drawn
+when the collection is created (``vec.<name>`` for collections created before incarnations
+had sets of their own; they keep working). Only the definition points at the items, so:
+
+- Dropping is one commit: the definition goes, and in the same commit a marker in
+  ``_collections_dropped`` (keyed by the items' set) records what is left to reclaim. From
+  that commit on no reader sees the items, and no write reaches them: every write checks,
+  in its own transaction, that the definition it was made for is still there.
+- The items are deleted afterwards, a few pages per ``sweep`` (the database's sweeper calls
+  it), and the marker goes last, so a crash part-way leaves work that the next sweep, in any
+  process, resumes. A collection created again under the same name gets a new, empty set:
+  the old items can never come back into it, whatever its ``dim``.
+
+Definitions are re-validated when read back, so a corrupt or forged one fails its own
+collection only (``list_collections`` leaves it out and logs it), and no name reaches a file
+path unchecked. Collections need no server-side setup and are visible to every process and
 client as soon as ``create_collection`` returns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
 import secrets
+import shutil
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from engramdb.errors import Conflict, InvalidArgument, NotFound
+from engramdb.errors import Conflict, EngramError, InvalidArgument, NotFound, StorageError
 from engramdb.index.vector import VectorParams
+from engramdb.records.keys import Key
+from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
+from engramdb.remote import remote
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.model import CollectionInfo
-from engramdb.vectors.state import CollectionState
+from engramdb.vectors.state import CollectionState, params_of
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
 __all__ = ["VectorStore"]
 
+log = logging.getLogger("engramdb.vectors")
+
 REGISTRY = "_collections"
+DROPPED = "_collections_dropped"
+# Registry bin saying where the items are: INCARNATION_SETS for ``vec._<uid>``; absent for
+# the legacy ``vec.<name>``. Kept out of CollectionInfo: it is storage layout, not API.
+LAYOUT = "layout"
+INCARNATION_SETS = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
+_UID = re.compile(r"[0-9a-f]{16}")
+# A name cannot start with "_", so the two kinds of item sets never collide.
+_ITEMS_SET = re.compile(r"vec\.(?:_[0-9a-f]{16}|[A-Za-z0-9][A-Za-z0-9_.-]{0,47})")
+_SNAPSHOT_DIR = re.compile(r"(vec\..+)-([0-9a-f]{16})")
+_MAX_DIM_READ_BACK = 1 << 16  # a sanity bound; the configured limit applies when created
+_RECLAIM_PAGE = 1000  # items deleted per transaction
+_RECLAIM_PAGES = 10  # transactions per sweep
+
+
+def legacy_set(name: str) -> str:
+    return f"vec.{name}"
+
+
+def incarnation_set(uid: str) -> str:
+    return f"vec._{uid}"
+
+
+class Definition(NamedTuple):
+    """A collection's definition as read back and checked, and the set of its items."""
+
+    info: CollectionInfo
+    items: str
 
 
 class VectorStore:
     """Create, open, list and drop collections. One per ``Database``."""
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._registry = db._internal_records(REGISTRY)
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._registry = store.records(REGISTRY)
+        self._dropped = store.records(DROPPED)
         self._states: dict[str, CollectionState] = {}
         self._lock = threading.Lock()
-
-    @staticmethod
-    def set_of(name: str) -> str:
-        return f"vec.{name}"
+        self._sweeping = threading.Lock()
+        self._looked_for_leftovers = False
 
     @staticmethod
     def _check_name(name: object) -> str:
@@ -52,6 +102,7 @@ class VectorStore:
             )
         return name
 
+    @remote("slow", writes=True)
     def create_collection(
         self,
         name: str,
@@ -72,7 +123,7 @@ class VectorStore:
         """
         self._check_name(name)
         params = VectorParams(dim, metric, m, ef_construction, ef_search, exact_threshold)
-        params.check(self.db.limits.max_vector_dim)
+        params.check(self.store.limits.max_vector_dim)
         if type(text) is not bool:
             raise InvalidArgument("text must be a bool")
         info = CollectionInfo(
@@ -85,61 +136,243 @@ class VectorStore:
             ef_search=ef_search,
             exact_threshold=exact_threshold,
             uid=secrets.token_hex(8),
-            created_at=self.db._clock(),
+            created_at=self.store.now(),
         )
+        bins = {**msgspec.structs.asdict(info), LAYOUT: INCARNATION_SETS}
         try:
-            self._registry.put(name, msgspec.structs.asdict(info), create_only=True)
+            self._registry.put(name, bins, create_only=True)
         except Conflict:
-            existing = self._info(name)
-            same = msgspec.structs.replace(existing, uid=info.uid, created_at=info.created_at)
+            existing = self._definition(name)
+            same = msgspec.structs.replace(existing.info, uid=info.uid, created_at=info.created_at)
             if exist_ok and same == info:
-                return Collection(self, existing)
+                return Collection(self, existing.info, existing.items)
             raise
-        return Collection(self, info)
+        return Collection(self, info, incarnation_set(info.uid))
 
+    @remote("read")
     def get_collection(self, name: str) -> Collection:
-        """The collection ``name``; ``NotFound`` if there is none."""
-        return Collection(self, self._info(self._check_name(name)))
+        """The collection ``name``; ``NotFound`` if there is none (``StorageError`` if its
+        stored definition is corrupt)."""
+        found = self._definition(self._check_name(name))
+        return Collection(self, found.info, found.items)
 
+    @remote("read")
     def list_collections(self) -> list[CollectionInfo]:
-        return [self._decode(r.bins) for r in self._registry.iterate()]
+        """Every collection's definition. A corrupt one is left out (and logged)."""
+        out: list[CollectionInfo] = []
+        for record in self._registry.iterate():
+            try:
+                out.append(self._decode(record.key, record.bins).info)
+            except StorageError as e:
+                log.warning("%s; list_collections leaves it out", e)
+        return out
 
+    @remote("slow", writes=True)
     def drop_collection(self, name: str) -> bool:
-        """Delete the collection and all its items. Returns whether it existed."""
+        """Drop the collection and its items; returns whether it existed.
+
+        Atomic for every reader and writer, here and in other processes: once this returns
+        the collection is gone, and a write racing with it either landed before (and went
+        with it) or fails with ``NotFound``. The space of the items is reclaimed in the
+        background (``Database.sweep``), also after a crash.
+        """
         self._check_name(name)
-        record = self._registry.get(name)
-        if record is None:
-            return False
-        self._registry.delete(name, expect_generation=record.generation)
-        items = self.db._internal_records(self.set_of(name))
+        for _ in range(16):
+            record = self._registry.get(name)
+            if record is None:
+                return False
+            sets = self._sets_claimed(name, record.bins)
+            generation = record.generation
 
-        def remove(current: Current, now: int) -> Outcome:
-            return Outcome(None, None)
+            def remove(current: Current, now: int, generation: int = generation) -> Outcome:
+                if current.generation != generation:
+                    raise Conflict("the definition changed meanwhile", current.generation)
+                return Outcome(None, None)
 
-        while True:
-            page = items.scan(limit=1000)
-            if not page.records:
-                break
-            items.transform_many([(r.key, remove) for r in page.records])
-        info = self._decode(record.bins)
+            uid = record.bins.get("uid")
+            marker = {"name": name, "uid": uid if type(uid) is str else None}
+
+            def mark(current: Current, now: int, marker: dict[str, Any] = marker) -> Outcome:
+                return Outcome(None, marker, 0)
+
+            try:
+                self.store.write(
+                    [
+                        self.store.step(self._registry, [(name, remove)]),
+                        self.store.step(self._dropped, [(s, mark) for s in sets]),
+                    ]
+                )
+            except Conflict:
+                continue  # re-defined meanwhile (dropped and created again): drop that one
+            break
+        else:
+            raise Conflict(f"collection {name!r} kept changing while being dropped", 0)
         with self._lock:
-            state = self._states.pop(info.uid, None)
-        if state is not None:
+            gone = [s for s in self._states.values() if s.info.name == name]
+            for state in gone:
+                del self._states[state.info.uid]
+        for state in gone:
             state.dropped = True
             state.remove_files()
         return True
 
+    # the sweeper's part ------------------------------------------------------------------
+
+    def _sweep(self) -> int:
+        """Reclaim some of the items of dropped collections (``Database.sweep`` calls this);
+        returns how many were deleted. The first call in a process also looks for item sets
+        and snapshot directories that no collection owns (left by a crash of older
+        versions, which deleted a collection's items after its definition)."""
+        if not self._sweeping.acquire(blocking=False):
+            return 0  # another thread is at it
+        try:
+            if not self._looked_for_leftovers:
+                self._look_for_leftovers()
+                self._looked_for_leftovers = True
+            removed = 0
+            budget = _RECLAIM_PAGES
+            for marker in self._dropped.scan(limit=100).records:
+                done, used = self._reclaim(marker, budget)
+                removed += done
+                budget -= used
+                if budget <= 0:
+                    break
+            return removed
+        finally:
+            self._sweeping.release()
+
+    def _reclaim(self, marker: Record, budget: int) -> tuple[int, int]:
+        """Delete up to ``budget`` pages of the set ``marker`` names; drop the marker once
+        the set is empty. Returns (items deleted, pages used)."""
+        items_set = marker.key
+        if type(items_set) is not str or not _ITEMS_SET.fullmatch(items_set):
+            log.warning("ignoring a malformed drop marker %r", items_set)
+            self._forget_marker(marker)
+            return 0, 0
+        owned, _ = self._owned()
+        if items_set in owned:  # forged, or a definition claims it again: keep the items
+            log.warning("drop marker for %s, which a collection still owns; kept", items_set)
+            self._forget_marker(marker)
+            return 0, 0
+        items = self.store.records(items_set)
+
+        def remove(current: Current, now: int) -> Outcome:
+            return Outcome(None, None)
+
+        removed = used = 0
+        while True:
+            page = items.scan(limit=_RECLAIM_PAGE)
+            if not page.records:
+                self._forget_marker(marker)
+                self._remove_snapshots(items_set)
+                break
+            if used == budget:
+                break
+            self.store.write([self.store.step(items, [(r.key, remove) for r in page.records])])
+            removed += len(page.records)
+            used += 1
+        return removed, used
+
+    def _forget_marker(self, marker: Record) -> None:
+        with contextlib.suppress(Conflict):  # another process got there first
+            self._dropped.delete(marker.key, expect_generation=marker.generation)
+
+    def _owned(self) -> tuple[set[str], set[str]]:
+        """Item sets and uids that some definition (corrupt ones too) may own."""
+        sets: set[str] = set()
+        uids: set[str] = set()
+        for record in self._registry.iterate():
+            claimed = self._sets_claimed(record.key, record.bins)
+            sets.update(claimed)
+            uid = record.bins.get("uid")
+            if type(uid) is str and _UID.fullmatch(uid):
+                uids.add(uid)
+        return sets, uids
+
+    def _sets_claimed(self, key: Key, bins: dict[str, Any]) -> list[str]:
+        """The item set a definition points at; for a corrupt one, every set it might."""
+        try:
+            return [self._decode(key, bins).items]
+        except StorageError:
+            claimed = []
+            if type(key) is str and _NAME.fullmatch(key):
+                claimed.append(legacy_set(key))
+            uid = bins.get("uid")
+            if type(uid) is str and _UID.fullmatch(uid):
+                claimed.append(incarnation_set(uid))
+            return claimed
+
+    def _look_for_leftovers(self) -> None:
+        # Order matters: sets and directories are listed before the definitions are read.
+        # A set or directory exists only after its definition was committed, so a listed
+        # one whose definition the later read does not find was dropped: it is garbage.
+        present = [s for s in self.store.sets() if _ITEMS_SET.fullmatch(s)]
+        root = self._snapshot_root()
+        directories = []
+        if root is not None:
+            with contextlib.suppress(OSError):
+                directories = os.listdir(root)
+        owned, uids = self._owned()
+        pending = {r.key for r in self._dropped.scan(limit=1000).records}
+        for items_set in present:
+            if items_set not in owned and items_set not in pending:
+                log.warning("reclaiming %s, which no collection owns", items_set)
+                self._dropped.put(items_set, {"name": None, "uid": None})
+        for directory in directories:
+            found = _SNAPSHOT_DIR.fullmatch(directory)
+            if found is not None and found.group(2) not in uids:
+                assert root is not None
+                shutil.rmtree(os.path.join(root, directory), ignore_errors=True)
+
+    def _snapshot_root(self) -> str | None:
+        return (
+            None if self.store.cache_dir is None else os.path.join(self.store.cache_dir, "indexes")
+        )
+
+    def _remove_snapshots(self, items_set: str) -> None:
+        root = self._snapshot_root()
+        if root is None:
+            return
+        try:
+            directories = os.listdir(root)
+        except OSError:
+            return
+        for directory in directories:
+            found = _SNAPSHOT_DIR.fullmatch(directory)
+            if found is not None and found.group(1) == items_set:
+                shutil.rmtree(os.path.join(root, directory), ignore_errors=True)
+
     # internals ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _decode(bins: dict[str, Any]) -> CollectionInfo:
-        return msgspec.convert(bins, CollectionInfo)
+    def _decode(self, key: Key, bins: dict[str, Any]) -> Definition:
+        """A definition read back, re-validated: ``StorageError`` when it is corrupt."""
+        try:
+            info = msgspec.convert(bins, CollectionInfo)
+        except msgspec.ValidationError as e:
+            raise StorageError(f"collection {key!r} has a corrupt definition: {e}") from None
+        problem = None
+        if info.name != key or not _NAME.fullmatch(info.name):
+            problem = f"it names {info.name!r}"
+        elif not _UID.fullmatch(info.uid):
+            problem = f"its uid is {info.uid!r}"
+        elif bins.get(LAYOUT) not in (None, INCARNATION_SETS):
+            problem = f"its layout is {bins.get(LAYOUT)!r}"
+        else:
+            try:
+                params_of(info).check(_MAX_DIM_READ_BACK)
+            except InvalidArgument as e:
+                problem = str(e)
+        if problem is not None:
+            raise StorageError(f"collection {key!r} has a corrupt definition: {problem}")
+        if bins.get(LAYOUT) == INCARNATION_SETS:
+            return Definition(info, incarnation_set(info.uid))
+        return Definition(info, legacy_set(info.name))
 
-    def _info(self, name: str) -> CollectionInfo:
+    def _definition(self, name: str) -> Definition:
         record = self._registry.get(name)
         if record is None:
             raise NotFound(f"no collection named {name!r}")
-        return self._decode(record.bins)
+        return self._decode(name, record.bins)
 
     def check_alive(self, info: CollectionInfo) -> None:
         """``NotFound`` when the collection was dropped (here or in another process)."""
@@ -147,25 +380,45 @@ class VectorStore:
         if record is None or record.bins.get("uid") != info.uid:
             raise NotFound(f"collection {info.name!r} was dropped")
 
-    def state_of(self, info: CollectionInfo) -> CollectionState:
-        self.check_alive(info)
+    def state_of(self, info: CollectionInfo, items: str) -> CollectionState:
+        try:
+            self.check_alive(info)
+        except NotFound:
+            with self._lock:
+                state = self._states.pop(info.uid, None)
+            if state is not None:
+                state.dropped = True
+            raise
         state = self._states.get(info.uid)
         if state is None:
             with self._lock:
                 state = self._states.get(info.uid)
                 if state is None:
-                    state = CollectionState(self.db, info, self.set_of(info.name))
+                    state = CollectionState(self.store, info, items)
                     state.open()
                     self._states[info.uid] = state
         return state
 
-    def close(self) -> None:
+    def _close(self) -> None:
+        """Snapshot each index that changed (skipping dropped collections). Closes every
+        one even if some fail, then raises the first error."""
         with self._lock:
             states = list(self._states.values())
+        first: BaseException | None = None
         for state in states:
-            state.close()
+            try:
+                try:
+                    self.check_alive(state.info)
+                except EngramError:  # dropped elsewhere, or the store is unusable
+                    state.dropped = True
+                state.close()
+            except Exception as e:
+                log.exception("closing the index of collection %r failed", state.info.name)
+                first = first or e
+        if first is not None:
+            raise first
 
-    def stats(self) -> dict[str, Any]:
+    def _stats(self) -> dict[str, Any]:
         with self._lock:
             states = list(self._states.values())
         return {state.info.name: state.stats() for state in states}

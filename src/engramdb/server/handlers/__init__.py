@@ -1,5 +1,14 @@
 """Command handlers. Importing this package fills the command table."""
 
-from engramdb.server.handlers import admin, hashes, keyspace, lists, native, strings
+from engramdb.server.handlers import (
+    admin,
+    hashes,
+    keyspace,
+    lists,
+    native,
+    scripting,
+    strings,
+    transactions,
+)
 
-__all__ = ["admin", "hashes", "keyspace", "lists", "native", "strings"]
+__all__ = ["admin", "hashes", "keyspace", "lists", "native", "scripting", "strings", "transactions"]

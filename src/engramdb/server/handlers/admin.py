@@ -1,22 +1,31 @@
 """Connection and server commands: PING ECHO HELLO AUTH QUIT SELECT CLIENT COMMAND INFO
-CONFIG DBSIZE FLUSHDB FLUSHALL."""
+CONFIG DBSIZE FLUSHDB FLUSHALL.
+
+Before AUTH only AUTH, HELLO, PING and QUIT answer (the ``noauth`` flag); everything else,
+COMMAND and INFO included, gets ``-NOAUTH``. A password is checked in constant time, and only
+once the failure backoff of the connection and of its address allows (``server/limits.py``):
+a checked attempt that comes early waits for its turn, one that would wait past the cap is
+refused unchecked.
+"""
 
 from __future__ import annotations
 
 import hmac
 import platform
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import engramdb
 from engramdb.protocol.resp import SimpleString, Verbatim
-from engramdb.server.commands import COMMANDS, Offload, Reply, command, wrong_args
+from engramdb.server.commands import COMMANDS, Defer, Offload, Reply, command, wrong_args
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
 OK = SimpleString("OK")
 REDIS_VERSION = "7.0.0"  # the command set we follow, reported to clients that ask
+MAX_CLIENT_NAME = 512  # bytes; names are shown by CLIENT LIST, one per connection
 
 
 @command("ping", -1, "noauth", "fast", keys=(0, 0, 0))
@@ -33,27 +42,52 @@ def echo(conn: Connection, args: list[bytes]) -> Any:
 
 def _check_password(conn: Connection, username: bytes, password: bytes) -> None:
     expected = conn.server.config.password
-    if expected is None:
+    assert expected is not None
+    throttle = conn.server.auth_throttle
+    # Constant-time comparison: the reply time must not tell how much of a guess was right.
+    good_password = hmac.compare_digest(password, expected.encode())
+    if not (username == b"default" and good_password):
+        throttle.failed(conn.address_key, conn.auth_attempts)
+        conn.server.stats.auth_failures += 1
+        raise Reply("WRONGPASS invalid username-password pair or user is disabled.")
+    throttle.succeeded(conn.address_key, conn.auth_attempts)
+    conn.authenticate()
+
+
+def _authenticate(
+    conn: Connection, username: bytes, password: bytes, then: Callable[[], Any]
+) -> Any:
+    """Check the password when the backoff allows, then reply with ``then()``."""
+    if conn.server.config.password is None:
         raise Reply(
             "ERR AUTH <password> called without any password configured for the default user. "
             "Are you sure your configuration is correct?"
         )
-    # Constant-time comparison: the reply time must not tell how much of a guess was right.
-    good_password = hmac.compare_digest(password, expected.encode())
-    if not (username == b"default" and good_password):
-        raise Reply("WRONGPASS invalid username-password pair or user is disabled.")
-    conn.authenticate()
+    throttle = conn.server.auth_throttle
+    wait = throttle.reserve(conn.address_key, conn.auth_attempts)
+    if wait is None:
+        conn.server.stats.auth_refused += 1
+        retry = max(0.1, throttle.retry_after(conn.address_key))
+        raise Reply(
+            f"ERR too many failed AUTH attempts from this address; retry in {retry:.1f} seconds"
+        )
+
+    def check() -> Any:
+        _check_password(conn, username, password)
+        return then()
+
+    if wait <= 0:
+        return check()
+    return Defer(wait, check, lambda: throttle.release(conn.address_key, conn.auth_attempts))
 
 
 @command("auth", -2, "noauth", "fast", keys=(0, 0, 0))
 def auth(conn: Connection, args: list[bytes]) -> Any:
     if len(args) == 1:
-        _check_password(conn, b"default", args[0])
-    elif len(args) == 2:
-        _check_password(conn, args[0], args[1])
-    else:
-        raise Reply("ERR syntax error")
-    return OK
+        return _authenticate(conn, b"default", args[0], lambda: OK)
+    if len(args) == 2:
+        return _authenticate(conn, args[0], args[1], lambda: OK)
+    raise Reply("ERR syntax error")
 
 
 @command("hello", -1, "noauth", "fast", keys=(0, 0, 0))
@@ -70,35 +104,50 @@ def hello(conn: Connection, args: list[bytes]) -> Any:
         resp3 = version == 3
         rest = rest[1:]
     name = conn.name
+    credentials: tuple[bytes, bytes] | None = None
     while rest:
         option = rest[0].upper()
         if option == b"AUTH" and len(rest) >= 3:
-            _check_password(conn, rest[1], rest[2])
+            credentials = (rest[1], rest[2])
             rest = rest[3:]
         elif option == b"SETNAME" and len(rest) >= 2:
-            name = rest[1]
+            name = _client_name(rest[1])
             rest = rest[2:]
         else:
             raise Reply(f"ERR Syntax error in HELLO option '{option.decode(errors='replace')}'")
-    if not conn.authenticated:
-        raise Reply(
-            "NOAUTH HELLO must be called with the client already authenticated, "
-            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
-            "authenticate the client and select the RESP protocol version at the "
-            "same time"
-        )
-    conn.resp3 = resp3
-    conn.name = name
-    return {
-        "server": "redis",
-        "version": REDIS_VERSION,
-        "proto": 3 if resp3 else 2,
-        "id": conn.id,
-        "mode": "standalone",
-        "role": "master",
-        "modules": [],
-        "engramdb": engramdb.__version__,
-    }
+
+    def answer() -> Any:
+        if not conn.authenticated:
+            raise Reply(
+                "NOAUTH HELLO must be called with the client already authenticated, "
+                "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                "authenticate the client and select the RESP protocol version at the "
+                "same time"
+            )
+        conn.resp3 = resp3
+        conn.name = name
+        return {
+            "server": "redis",
+            "version": REDIS_VERSION,
+            "proto": 3 if resp3 else 2,
+            "id": conn.id,
+            "mode": "standalone",
+            "role": "master",
+            "modules": [],
+            "engramdb": engramdb.__version__,
+        }
+
+    if credentials is not None:
+        return _authenticate(conn, *credentials, answer)
+    return answer()
+
+
+def _client_name(name: bytes) -> bytes | None:
+    if b" " in name or b"\n" in name:
+        raise Reply("ERR Client names cannot contain spaces, newlines or special characters.")
+    if len(name) > MAX_CLIENT_NAME:
+        raise Reply(f"ERR Client names are limited to {MAX_CLIENT_NAME} bytes")
+    return name or None
 
 
 @command("quit", -1, "noauth", "fast", keys=(0, 0, 0))
@@ -122,9 +171,7 @@ def select(conn: Connection, args: list[bytes]) -> Any:
 def client(conn: Connection, args: list[bytes]) -> Any:
     sub = args[0].upper()
     if sub == b"SETNAME" and len(args) == 2:
-        if b" " in args[1] or b"\n" in args[1]:
-            raise Reply("ERR Client names cannot contain spaces, newlines or special characters.")
-        conn.name = args[1] or None
+        conn.name = _client_name(args[1])
         return OK
     if sub == b"GETNAME" and len(args) == 1:
         return conn.name
@@ -149,7 +196,7 @@ def _command_info(name: bytes) -> list[Any]:
     return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step]
 
 
-@command("command", -1, "noauth", keys=(0, 0, 0))
+@command("command", -1, keys=(0, 0, 0))
 def command_(conn: Connection, args: list[bytes]) -> Any:
     if not args:
         return [_command_info(name) for name in sorted(COMMANDS)]
@@ -173,7 +220,7 @@ def config(conn: Connection, args: list[bytes]) -> Any:
         b"save": b"",
         b"appendonly": b"yes" if durable != "none" else b"no",
         b"appendfsync": {"sync": b"always", "async": b"everysec", "none": b"no"}[durable],
-        b"maxclients": str(conn.server.config.max_clients).encode(),
+        b"maxclients": str(conn.server.max_clients).encode(),
     }
     out: dict[bytes, bytes] = {}
     for pattern in args[1:]:
@@ -248,7 +295,7 @@ def render_info(conn: Connection) -> str:
         },
         "Clients": {
             "connected_clients": saturation["connections"],
-            "maxclients": server.config.max_clients,
+            "maxclients": server.max_clients,
         },
         "Stats": {
             "total_connections_received": stats.connections_total,
@@ -260,6 +307,9 @@ def render_info(conn: Connection) -> str:
             "shed_busy_replies": stats.shed,
             "protocol_errors": stats.protocol_errors,
             "output_buffer_disconnects": stats.output_buffer_disconnects,
+            "idle_disconnects": stats.idle_disconnects,
+            "auth_failures": stats.auth_failures,
+            "auth_refused_by_backoff": stats.auth_refused,
         },
         "Saturation": {
             "inflight": saturation["inflight"],
@@ -279,7 +329,10 @@ def render_info(conn: Connection) -> str:
         },
         "Keyspace": {"db0": f"keys={conn.records.count()},expires=0,avg_ttl=0"},
         "Indexes": {
-            f"index_{name}": ",".join(f"{k}={v}" for k, v in figures.items() if k != "updated")
+            # Figures only: free text (an error message) could hold "," "=" or a newline.
+            f"index_{name}": ",".join(
+                f"{k}={v}" for k, v in figures.items() if k != "updated" and type(v) in (int, float)
+            )
             for name, figures in conn.db.stats().get("indexes", {}).items()
         },
     }

@@ -2,200 +2,95 @@
 
 ``ENGRAM <method> <payload>`` calls ``method`` (e.g. ``records.put``) with the arguments in
 ``payload``, msgpack ``[args, kwargs]``, and replies with the msgpack-encoded result as a bulk
-string, or an error coded by ``protocol/errors.py``. The table below is the whole surface:
-an allowlist saying, per method, how it runs — ``read`` on the event loop (point reads),
-``write`` as a plan submitted to group commit, ``slow`` on a worker thread. Roles of later
-issues add rows here, so each is implemented once, server-side, and every client gets it.
+string, or an error coded by ``protocol/errors.py``.
+
+The surface is derived, not listed: every public method declared ``@remote`` (see
+``engramdb/remote.py``) on the role classes below is served under ``<namespace>.<method>``,
+run as its declaration says — ``read`` on the event loop, ``write`` as a plan submitted to
+group commit, ``slow`` on a worker thread. Before anything runs, the arguments are bound to
+the method's signature: unknown, missing or duplicated arguments, parameters that are
+``local_only`` (server-side paths, functions) and sizes over the declared caps are refused
+with ``InvalidArgument``. The embedded method then validates values exactly as it does for an
+embedded caller, so every face applies the same rules. Only a few wire forms need
+translating (operations, definitions, Arrow tables); they are the adapters below.
 
 ``ENGRAM.DEBUG`` (reset, fake clock) exists only when the server runs with ``--testing``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from engramdb.cache.core import CacheCore
 from engramdb.database import Database
 from engramdb.errors import InvalidArgument
+from engramdb.features.online import OnlineResponse
+from engramdb.features.store import FeatureStore, HistoricalResult, IngestResult, SkewReport
+from engramdb.memory.store import MemoryStore
 from engramdb.records.codec import decode_value, encode_value
-from engramdb.records.ops import Op
+from engramdb.recordset import RecordSet
+from engramdb.remote import Kind, RemoteSpec, remote_methods
 from engramdb.server.commands import Offload, Reply, Write, command
+from engramdb.sessions.store import SessionStore
 from engramdb.vectors.collection import Collection
+from engramdb.vectors.store import VectorStore
+from engramdb.wire import FORMS
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
-__all__ = ["NATIVE", "NativeMethod", "native_method"]
-
-Kind = Literal["read", "write", "slow"]
+__all__ = ["NATIVE", "NativeMethod"]
 
 
 @dataclass(frozen=True, slots=True)
 class NativeMethod:
     kind: Kind
+    writes: bool
     call: Callable[[Database, list[Any], dict[str, Any]], Any]
 
 
-NATIVE: dict[str, NativeMethod] = {}
-
-
-def native_method(name: str, kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        NATIVE[name] = NativeMethod(kind, fn)
-        return fn
-
-    return register
-
-
-def _set_and_rest(args: list[Any]) -> tuple[str, list[Any]]:
-    if not args or type(args[0]) is not str:
-        raise InvalidArgument("records calls take the set name first")
-    return args[0], args[1:]
-
-
-def _records_call(method: str, kind: Kind, plan: str | None = None) -> None:
-    target = plan or method
-
-    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        set_name, rest = _set_and_rest(args)
-        return getattr(db.records(set_name), target)(*rest, **kwargs)
-
-    NATIVE[f"records.{method}"] = NativeMethod(kind, call)
-
-
-for _name in ("get", "get_many", "exists", "count"):
-    _records_call(_name, "read")
-_records_call("scan", "slow")
-for _name in ("put", "update", "delete", "touch"):
-    _records_call(_name, "write", f"_plan_{_name}")
-
-
-@native_method("records.operate", "write")
-def _operate(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    set_name, rest = _set_and_rest(args)
-    if len(rest) >= 2:
-        rest[1] = _ops(rest[1])
-    elif "ops" in kwargs:
-        kwargs["ops"] = _ops(kwargs["ops"])
-    return db.records(set_name)._plan_operate(*rest, **kwargs)
-
-
-def _ops(raw: Any) -> list[Op]:
-    try:
-        return msgspec.convert(raw, list[Op])
-    except msgspec.ValidationError as e:
-        raise InvalidArgument(f"invalid operations: {e}") from None
-
-
-@native_method("db.changes", "read")
-def _changes(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.changes(*args, **kwargs)
-
-
-@native_method("db.last_sequence", "read")
-def _last_sequence(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.last_sequence()
-
-
-@native_method("db.first_sequence", "read")
-def _first_sequence(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.first_sequence()
-
-
-@native_method("db.sets", "read")
-def _sets(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.sets()
-
-
-@native_method("db.stats", "read")
-def _stats(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.stats()
-
-
-@native_method("db.sweep", "slow")
-def _sweep(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    return db.sweep(*args, **kwargs)
-
-
-# the embedding store ---------------------------------------------------------------------
-# Collection calls take the collection name first. Searches and writes (which also index) run
-# on worker threads; point reads stay on the loop.
-
-
-def _vectors_call(method: str, kind: Kind) -> None:
-    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return getattr(db.vectors, method)(*args, **kwargs)
-
-    NATIVE[f"vectors.{method}"] = NativeMethod(kind, call)
-
-
-def _collection_call(method: str, kind: Kind) -> None:
-    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _named(what: str) -> Callable[[list[Any]], tuple[str, list[Any]]]:
+    def split(args: list[Any]) -> tuple[str, list[Any]]:
         if not args or type(args[0]) is not str:
-            raise InvalidArgument("collection calls take the collection name first")
-        collection = db.vectors.get_collection(args[0])
-        return getattr(collection, method)(*args[1:], **kwargs)
+            raise InvalidArgument(f"{what} calls take the {what} name first")
+        return args[0], args[1:]
 
-    NATIVE[f"collection.{method}"] = NativeMethod(kind, call)
-
-
-_vectors_call("create_collection", "slow")
-_vectors_call("drop_collection", "slow")
-_vectors_call("list_collections", "read")
-NATIVE["vectors.get_collection"] = NativeMethod(
-    "read", lambda db, args, kwargs: db.vectors.get_collection(*args, **kwargs).info
-)
-for _name in ("upsert", "delete", "touch", "search", "search_many", "text_search", "hybrid_search"):
-    _collection_call(_name, "slow")
-for _name in ("get", "count"):
-    _collection_call(_name, "read")
+    return split
 
 
-# sessions and the cache ------------------------------------------------------------------
-# Anything that may write (a session read can extend its TTL) runs on a worker thread.
+_set_first = _named("set")
+_collection_first = _named("collection")
 
 
-def _role_call(role: str, method: str, kind: Kind) -> None:
-    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return getattr(getattr(db, role), method)(*args, **kwargs)
-
-    NATIVE[f"{role}.{method}"] = NativeMethod(kind, call)
+def _records_target(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
+    name, rest = _set_first(args)
+    return db.records(name), rest  # refuses the sets roles reserve
 
 
-for _name in ("create", "get", "delete", "list", "replace", "append", "checkpoint"):
-    _role_call("sessions", _name, "slow")
-for _name in ("checkpoints", "get_checkpoint"):
-    _role_call("sessions", _name, "read")
+def _collection_target(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
+    name, rest = _collection_first(args)
+    return db.vectors.get_collection(name), rest
 
 
-def _cache_core_call(method: str, kind: Kind) -> None:
-    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        return getattr(db.cache._core, method)(*args, **kwargs)
-
-    NATIVE[f"cache.{method}"] = NativeMethod(kind, call)
-
-
-_cache_core_call("peek", "read")
-for _name in ("acquire", "fill", "release", "delete", "set"):
-    _cache_core_call(_name, "slow")
-
-
-# the feature store -----------------------------------------------------------------------
-# Tables travel as Arrow IPC streams (bytes); definitions as msgpack maps tagged by kind.
+# namespace -> (the class whose declarations it serves, how a call finds its object)
+NAMESPACES: dict[str, tuple[type, Callable[[Database, list[Any]], tuple[Any, list[Any]]]]] = {
+    "records": (RecordSet, _records_target),
+    "db": (Database, lambda db, args: (db, args)),
+    "vectors": (VectorStore, lambda db, args: (db.vectors, args)),
+    "collection": (Collection, _collection_target),
+    "sessions": (SessionStore, lambda db, args: (db.sessions, args)),
+    "memory": (MemoryStore, lambda db, args: (db.memory, args)),
+    "cache": (CacheCore, lambda db, args: (db.cache.core, args)),
+    "features": (FeatureStore, lambda db, args: (db.features, args)),
+}
 
 
-def _arrow_in(data: Any) -> Any:
-    import pyarrow as pa
-
-    if type(data) is not bytes:
-        raise InvalidArgument("expected an Arrow IPC stream")
-    try:
-        return pa.ipc.open_stream(data).read_all()
-    except pa.ArrowInvalid as e:
-        raise InvalidArgument(f"not an Arrow IPC stream: {e}") from None
+# wire forms ------------------------------------------------------------------------------
 
 
 def _arrow_out(table: Any) -> bytes:
@@ -207,85 +102,98 @@ def _arrow_out(table: Any) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _definitions(raw: Any) -> list[Any]:
-    from engramdb.features.definitions import Entity, FeatureService, FeatureView
+def _without_paths(value: Any) -> Any:
+    """Stats for a remote caller: the server's filesystem layout is none of its business."""
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k != "path"}
+    return value
 
-    kinds = {"entity": Entity, "view": FeatureView, "service": FeatureService}
-    if not isinstance(raw, list):
-        raise InvalidArgument("apply takes a list of definitions")
-    out: list[Any] = []
-    for item in raw:
-        if not isinstance(item, dict) or item.get("kind") not in kinds:
-            raise InvalidArgument("each definition is a map with kind entity, view or service")
-        fields = {k: v for k, v in item.items() if k != "kind"}
+
+# method -> result -> wire form (results not listed go as msgpack, by their type below)
+RESULTS: dict[str, Callable[[Any], Any]] = {
+    "db.stats": _without_paths,
+    "features.list_feature_views": lambda views: [msgspec.to_builtins(v) for v in views],
+}
+
+
+def _wire_result(value: Any) -> Any:
+    kind = type(value)
+    if kind is Collection:
+        return value.info
+    if kind is IngestResult:  # without offline_file: a server path
+        return {"view": value.view, "rows": value.rows, "online_written": value.online_written}
+    if kind is OnlineResponse:
+        return {"columns": value.columns, "statuses": value.statuses}
+    if kind is SkewReport:
+        return {"view": value.view, "checked": value.checked, "mismatches": value.mismatches}
+    if kind is HistoricalResult:
+        return _arrow_out(value.to_arrow())
+    return value
+
+
+# the derived table -----------------------------------------------------------------------
+
+
+def _binder(
+    name: str,
+    fn: Callable[..., Any],
+    spec: RemoteSpec,
+    target: Callable[[Database, list[Any]], tuple[Any, list[Any]]],
+) -> Callable[[Database, list[Any], dict[str, Any]], Any]:
+    signature = inspect.signature(fn)
+    caps = spec.caps
+    local_only = spec.local_only
+    adapters = {parameter: FORMS[form].decode for parameter, form in spec.wire}
+    method_name = spec.plan or fn.__name__
+    result = RESULTS.get(name)
+
+    def call(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        obj, rest = target(db, args)
         try:
-            out.append(msgspec.convert(fields, kinds[item["kind"]]))
-        except msgspec.ValidationError as e:
-            raise InvalidArgument(f"bad definition: {e}") from None
-    return out
+            bound = signature.bind(obj, *rest, **kwargs)
+        except TypeError as e:  # binding only: a TypeError inside the method is a bug
+            raise InvalidArgument(f"bad arguments for {name}: {e}") from None
+        arguments = bound.arguments
+        for parameter in local_only:
+            if parameter in arguments:
+                raise InvalidArgument(
+                    f"{name}: {parameter}= names a server-side resource and cannot be sent "
+                    "over the network"
+                )
+        for parameter, cap in caps:
+            value = arguments.get(parameter)
+            if type(value) is int and value > cap:
+                raise InvalidArgument(
+                    f"{name}: {parameter}={value} is over the server's maximum of {cap}; "
+                    "page through the results instead"
+                )
+        for parameter, adapt in adapters.items():
+            if parameter in arguments:
+                arguments[parameter] = adapt(arguments[parameter])
+        value = getattr(obj, method_name)(*bound.args[1:], **bound.kwargs)
+        if spec.kind == "write":
+            return value  # a write plan: its result comes back through group commit
+        return result(value) if result is not None else value
+
+    return call
 
 
-NATIVE["features.apply"] = NativeMethod(
-    "slow", lambda db, args, kwargs: db.features.apply(_definitions(args[0]))
-)
-NATIVE["features.ingest"] = NativeMethod(
-    "slow",
-    lambda db, args, kwargs: msgspec.structs.asdict(_ingest_result(db, args)),
-)
-NATIVE["features.materialize"] = NativeMethod(
-    "slow", lambda db, args, kwargs: db.features.materialize(*args, **kwargs)
-)
+def _build() -> dict[str, NativeMethod]:
+    table: dict[str, NativeMethod] = {}
+    for namespace, (cls, target) in NAMESPACES.items():
+        for method, (fn, spec) in remote_methods(cls).items():
+            name = f"{namespace}.{method}"
+            table[name] = NativeMethod(spec.kind, spec.writes, _binder(name, fn, spec, target))
+    return table
 
 
-def _ingest_result(db: Database, args: list[Any]) -> Any:
-    result = db.features.ingest(args[0], _arrow_in(args[1]))
-    return _IngestReply(result.view, result.rows, result.online_written)
-
-
-class _IngestReply(msgspec.Struct):
-    view: str
-    rows: int
-    online_written: int
-
-
-def _online(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    response = db.features.get_online_features(*args, **kwargs)
-    return {"columns": response.columns, "statuses": response.statuses}
-
-
-def _historical(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    if len(args) != 2:
-        raise InvalidArgument("get_historical_features takes entity rows and features")
-    result = db.features.get_historical_features(_arrow_in(args[0]), args[1], **kwargs)
-    return _arrow_out(result.to_arrow())
-
-
-def _validate(db: Database, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    report = db.features.validate_online(*args, **kwargs)
-    return {"view": report.view, "checked": report.checked, "mismatches": report.mismatches}
-
-
-NATIVE["features.get_online_features"] = NativeMethod("read", _online)
-NATIVE["features.get_historical_features"] = NativeMethod("slow", _historical)
-NATIVE["features.validate_online"] = NativeMethod("slow", _validate)
-NATIVE["features.list_feature_views"] = NativeMethod(
-    "read",
-    lambda db, args, kwargs: [msgspec.to_builtins(v) for v in db.features.list_feature_views()],
-)
-
-
-# long-term memory (embedded with the server's embedder unless the client sends vectors) ---
-
-for _name in ("add", "update", "invalidate", "delete", "delete_all", "search"):
-    _role_call("memory", _name, "slow")
-for _name in ("get", "history", "list"):
-    _role_call("memory", _name, "read")
+NATIVE: dict[str, NativeMethod] = _build()
 
 
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
     try:
         decoded = decode_value(payload)
-    except (msgspec.DecodeError, InvalidArgument) as e:
+    except InvalidArgument as e:
         raise InvalidArgument(f"the call payload is not valid msgpack: {e}") from None
     if (
         not isinstance(decoded, list)
@@ -299,9 +207,7 @@ def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _encode_result(value: Any) -> bytes:
-    if isinstance(value, Collection):
-        value = value.info
-    return encode_value(value)
+    return encode_value(_wire_result(value))
 
 
 def _is_write(args: list[bytes]) -> bool:
@@ -322,14 +228,11 @@ def engram(conn: Connection, args: list[bytes]) -> Any:
         raise InvalidArgument(f"unknown method {name!r}")
     call_args, kwargs = _decode_payload(args[1])
     db = conn.db
-    try:
-        if method.kind == "read":
-            return _encode_result(method.call(db, call_args, kwargs))
-        if method.kind == "write":
-            return Write(method.call(db, call_args, kwargs), _encode_result)
-        return Offload(lambda: method.call(db, call_args, kwargs), _encode_result)
-    except TypeError as e:
-        raise InvalidArgument(f"bad arguments for {name}: {e}") from None
+    if method.kind == "read":
+        return _encode_result(method.call(db, call_args, kwargs))
+    if method.kind == "write":
+        return Write(method.call(db, call_args, kwargs), _encode_result)
+    return Offload(lambda: method.call(db, call_args, kwargs), _encode_result)
 
 
 @command("engram.debug", -2, "admin", keys=(0, 0, 0))

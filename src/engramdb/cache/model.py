@@ -32,149 +32,25 @@ import hashlib
 import inspect
 import math
 import random
-import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from engramdb.errors import Conflict, EngramError, InvalidArgument, Timeout
+from engramdb.errors import EngramError, InvalidArgument, Timeout
 from engramdb.records.codec import check_value, encode_value
 from engramdb.records.limits import Limits
-from engramdb.records.writes import Current, Outcome, check_ttl
+from engramdb.records.writes import check_ttl
 
-if TYPE_CHECKING:
-    from engramdb.database import Database
+__all__ = ["Cache", "LoaderError", "ThreadedCore"]
 
-__all__ = ["Cache", "CacheCore", "LoaderError", "ThreadedCore"]
-
-VALUES = "_cache"
-LEASES = "_cache_leases"
 ERROR_GRACE = 1.0  # seconds a failed load's error stays visible to waiters elsewhere
 T = TypeVar("T")
 
 
 class LoaderError(EngramError):
     """The loader failed in another process or client (its type and message are kept)."""
-
-
-# the core: one transaction per primitive -------------------------------------------------
-
-
-class CacheCore:
-    """The cache's storage primitives over records; run server-side for clients."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._values = db._internal_records(VALUES)
-        self._leases = db._internal_records(LEASES)
-
-    def peek(self, key: str) -> dict[str, Any]:
-        """The stored entry: ``v`` value, ``exp`` fresh-until (s), ``delta`` compute time,
-        ``err`` for a cached failure, ``lease`` (the lease's bins) while a load is in flight,
-        and ``now``, the store's clock."""
-        # One snapshot for both: a fill (value stored, lease dropped in one write) landing
-        # between two separate reads would look like "no value and no lease", and the
-        # caller would take the lease and load again.
-        ((record,), (lease,)) = self.db._read_across([(self._values, [key]), (self._leases, [key])])
-        out: dict[str, Any] = dict(record.bins) if record is not None else {}
-        if lease is not None:
-            out["lease"] = lease.bins
-        out["now"] = self.db._clock()  # judge freshness by the store's clock, not the caller's
-        return out
-
-    def acquire(self, key: str, lease_ttl: float) -> str | None:
-        """Take the key's lease; its token, or None when another caller holds it."""
-        token = secrets.token_hex(8)
-        hold_ms = max(1, math.ceil(lease_ttl * 1000))
-
-        def take(current: Current, now_ms: int) -> Outcome:
-            if current.bins is not None and "error" not in current.bins:
-                return Outcome(None)  # held by a load in flight
-            # Free, expired, or only the notice of a failed load: a new caller loads again.
-            return Outcome(token, {"token": token}, now_ms + hold_ms)
-
-        taken: str | None = self.db._write(self._leases._plan_transform([(key, take)], single=True))
-        return taken
-
-    def fill(
-        self,
-        key: str,
-        token: str,
-        value: Any,
-        ttl: float,
-        stale_ttl: float,
-        delta: float,
-        error: str | None = None,
-    ) -> bool:
-        """Store a loaded value (or a cached failure) if ``token`` still holds the lease,
-        releasing it in the same write. False when an invalidation took the lease away."""
-        now = self.db._clock()
-        bins: dict[str, Any] = {"exp": now + ttl, "delta": delta}
-        if error is None:
-            bins["v"] = value
-        else:
-            bins["err"] = error
-        check_value(bins, self.db.limits, "cache value")
-        hard_ttl = ttl + stale_ttl
-
-        def release(current: Current, now_ms: int) -> Outcome:
-            if current.bins is None or current.bins.get("token") != token:
-                raise Conflict("the lease was taken away (invalidated)", current.generation)
-            return Outcome(None, None)
-
-        def store(current: Current, now_ms: int) -> Outcome:
-            return Outcome(None, bins, now_ms + max(1, math.ceil(hard_ttl * 1000)))
-
-        try:
-            self.db._write_steps(
-                [self._leases._step([(key, release)]), self._values._step([(key, store)])]
-            )
-        except Conflict:
-            return False
-        return True
-
-    def release(self, key: str, token: str, error: str | None = None) -> None:
-        """Give the lease back after a failed load, leaving ``error`` briefly for waiters."""
-
-        def drop(current: Current, now_ms: int) -> Outcome:
-            if current.bins is None or current.bins.get("token") != token:
-                return Outcome(None)
-            if error is None:
-                return Outcome(None, None)
-            grace = now_ms + int(ERROR_GRACE * 1000)
-            return Outcome(None, {"token": token, "error": error}, grace)
-
-        self.db._write(self._leases._plan_transform([(key, drop)], single=True))
-
-    def delete(self, key: str) -> bool:
-        """Remove the value and any lease in flight; returns whether a value existed."""
-
-        def drop(current: Current, now_ms: int) -> Outcome:
-            return Outcome(current.bins is not None, None)
-
-        results = self.db._write_steps(
-            [self._values._step([(key, drop)]), self._leases._step([(key, drop)])]
-        )
-        return bool(results[0][0])
-
-    def set(self, key: str, value: Any, ttl: float, stale_ttl: float = 0.0) -> None:
-        """Store a value directly (no lease); an in-flight load's later fill is refused."""
-        check_ttl(ttl)
-        now = self.db._clock()
-        bins = {"exp": now + ttl, "delta": 0.0, "v": value}
-        check_value(bins, self.db.limits, "cache value")
-
-        def drop(current: Current, now_ms: int) -> Outcome:
-            return Outcome(None, None)
-
-        def store(current: Current, now_ms: int) -> Outcome:
-            return Outcome(None, bins, now_ms + max(1, math.ceil((ttl + stale_ttl) * 1000)))
-
-        self.db._write_steps(
-            [self._values._step([(key, store)]), self._leases._step([(key, drop)])]
-        )
 
 
 # the algorithm, as effects ----------------------------------------------------------------
@@ -402,6 +278,11 @@ class Cache:
         self._flights: dict[str, _Flight] = {}
         self._aflights: dict[tuple[int, str], asyncio.Future[Any]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def core(self) -> Any:
+        """The storage primitives this cache runs over (what the server serves remotely)."""
+        return self._core
 
     def get_or_set(
         self,

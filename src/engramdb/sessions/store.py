@@ -20,55 +20,27 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import random
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
+from engramdb.sessions.model import Checkpoint, Session, SessionPage, cas_update
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
-__all__ = ["Checkpoint", "Session", "SessionPage", "SessionStore", "cas_update"]
+__all__ = ["SessionStore"]
 
 SESSIONS = "_sessions"
 CHECKPOINTS = "_session_checkpoints"
 BY_USER = "_sessions_by_user"
 _STEP_DIGITS = 20
-
-
-class Session(msgspec.Struct, frozen=True):
-    id: str
-    state: Any
-    user_id: str | None
-    metadata: dict[str, Any]
-    events: list[Any]
-    generation: int
-    created_at: float
-    updated_at: float
-    expires_at: float | None
-    ttl: float | None
-
-
-class Checkpoint(msgspec.Struct, frozen=True):
-    session_id: str
-    step: int
-    state: Any
-    parent: int | None
-    created_at: float
-
-
-class SessionPage(msgspec.Struct, frozen=True):
-    sessions: list[Session]
-    cursor: str | None
 
 
 def _check_id(value: object, what: str) -> str:
@@ -95,40 +67,6 @@ def _session(record: Record) -> Session:
     )
 
 
-_JITTER = random.Random()  # one generator: seeding a new one per update costs ~12 µs
-
-
-def cas_update(
-    read: Callable[[], tuple[Any, int]],
-    write: Callable[[Any, int], Any],
-    fn: Callable[[Any], Any],
-    *,
-    max_retries: int,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-) -> Any:
-    """Optimistic read-modify-write: ``read() -> (state, generation)``, ``write(new, gen)``
-    raising ``Conflict`` when the generation moved. Shared by the embedded and remote APIs."""
-    if type(max_retries) is not int or max_retries < 0:
-        raise InvalidArgument("max_retries must be a non-negative int")
-    rng = rng or _JITTER
-    for attempt in range(max_retries + 1):
-        state, generation = read()
-        new_state = fn(state)
-        try:
-            write(new_state, generation)
-            return new_state
-        except Conflict as e:
-            if attempt == max_retries:
-                raise Conflict(
-                    f"update gave up after {max_retries + 1} attempts under contention",
-                    e.generation,
-                ) from e
-            # Full jitter (AWS architecture blog): spreads retries so contenders stop colliding.
-            sleep(rng.uniform(0, min(0.05, 0.0002 * 2**attempt)))
-    raise AssertionError("unreachable")
-
-
 class SessionStore:
     """Sessions of one database. ``db.sessions``.
 
@@ -140,24 +78,25 @@ class SessionStore:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         *,
         slide_on_read: bool = True,
         refresh_after: float = 0.1,
         checkpoint_retention: int = 20,
     ) -> None:
-        self.db = db
+        self.store = store
         self.slide_on_read = slide_on_read
         self.refresh_after = refresh_after
         self.checkpoint_retention = checkpoint_retention
-        self._sessions = db._internal_records(SESSIONS)
-        self._checkpoints = db._internal_records(CHECKPOINTS)
-        self._by_user = db._internal_records(BY_USER)
+        self._sessions = store.records(SESSIONS)
+        self._checkpoints = store.records(CHECKPOINTS)
+        self._by_user = store.records(BY_USER)
         self._swept = 0
         self._sweep_lock = threading.Lock()
 
     # sessions ----------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def create(
         self,
         session_id: str,
@@ -181,28 +120,29 @@ class SessionStore:
             "events": [],
             "ttl": float(ttl) if ttl is not None else None,
             "uid": secrets.token_hex(8),
-            "created_at": self.db._clock(),
+            "created_at": self.store.now(),
         }
-        check_value(bins, self.db.limits, "session")
+        check_value(bins, self.store.limits, "session")
 
         def make(current: Current, now: int) -> Outcome:
             if current.bins is not None:
                 raise Conflict(f"session {session_id!r} exists", current.generation)
             return Outcome(None, bins, expiry_ms(ttl, now))
 
-        steps = [self._sessions._step([(session_id, make)])]
+        step = self.store.step
+        steps = [step(self._sessions, [(session_id, make)])]
         leftovers = self._checkpoint_keys(session_id, None)  # of an earlier, ended life
         if leftovers:
-            steps.append(self._checkpoints._step([(key, _delete) for key in leftovers]))
+            steps.append(step(self._checkpoints, [(key, _delete) for key in leftovers]))
         if user_id is not None:
-            steps.append(
-                self._by_user._step([(_user_key(user_id, session_id), _put({"uid": bins["uid"]}))])
-            )
-        self.db._write_steps(steps)
+            entry = (_user_key(user_id, session_id), _put({"uid": bins["uid"]}))
+            steps.append(step(self._by_user, [entry]))
+        self.store.write(steps)
         found = self._sessions.get(session_id)
         assert found is not None
         return _session(found)
 
+    @remote("slow")
     def get(self, session_id: str) -> Session | None:
         """The session, or None when it does not exist or has expired. Extends a sliding TTL."""
         _check_id(session_id, "session_id")
@@ -211,7 +151,7 @@ class SessionStore:
             return None
         ttl = record.bins.get("ttl")
         if self.slide_on_read and ttl and record.expires_at is not None:
-            remaining = record.expires_at - self.db._clock()
+            remaining = record.expires_at - self.store.now()
             if remaining < ttl * (1 - self.refresh_after):
                 # Written or gone meanwhile: that write extended (or ended) it.
                 with contextlib.suppress(Conflict, NotFound):
@@ -221,6 +161,7 @@ class SessionStore:
                     return None
         return _session(record)
 
+    @remote("slow", writes=True)
     def delete(self, session_id: str) -> bool:
         """Delete the session with its checkpoints and index entry."""
         _check_id(session_id, "session_id")
@@ -228,14 +169,16 @@ class SessionStore:
         if record is None:
             return False
         removals = self._checkpoint_keys(session_id, None)
-        steps = [self._sessions._step([(session_id, _delete_if(record.bins["uid"]))])]
+        step = self.store.step
+        steps = [step(self._sessions, [(session_id, _delete_if(record.bins["uid"]))])]
         if removals:
-            steps.append(self._checkpoints._step([(key, _delete) for key in removals]))
+            steps.append(step(self._checkpoints, [(key, _delete) for key in removals]))
         user = record.bins.get("user_id")
         if user is not None:
-            steps.append(self._by_user._step([(_user_key(user, session_id), _delete)]))
-        return bool(self.db._write_steps(steps)[0][0])
+            steps.append(step(self._by_user, [(_user_key(user, session_id), _delete)]))
+        return bool(self.store.write(steps)[0][0])
 
+    @remote("slow", caps={"limit": DEFAULT_CAP})
     def list(
         self, user_id: str | None = None, *, cursor: str | None = None, limit: int = 100
     ) -> SessionPage:
@@ -286,11 +229,12 @@ class SessionStore:
 
         return cas_update(read, write, fn, max_retries=max_retries)
 
+    @remote("slow", writes=True)
     def replace(self, session_id: str, state: Any, *, expect_generation: int | None = None) -> int:
         """Set the state (compare-and-set with ``expect_generation``); extends a sliding TTL.
         Returns the new generation."""
         _check_id(session_id, "session_id")
-        check_value(state, self.db.limits, "state")
+        check_value(state, self.store.limits, "state")
 
         def write(current: Current, now: int) -> Outcome:
             if current.bins is None:
@@ -303,16 +247,17 @@ class SessionStore:
             bins = {**current.bins, "state": state}
             return Outcome(None, bins, _slide(current, now))
 
-        generation: int = self.db._write(
-            self._sessions._plan_transform([(session_id, write)], single=True, result="generation")
+        [[generation]] = self.store.write(
+            [self.store.step(self._sessions, [(session_id, write)], result="generation")]
         )
-        return generation
+        return int(generation)
 
+    @remote("slow", writes=True)
     def append(self, session_id: str, event: Any, *, max_events: int | None = None) -> int:
         """Append ``event`` to the session's events (dropping the oldest beyond
         ``max_events``) in one atomic write. Returns the number of events."""
         _check_id(session_id, "session_id")
-        check_value(event, self.db.limits, "event", 1)
+        check_value(event, self.store.limits, "event", 1)
         if max_events is not None and (type(max_events) is not int or max_events < 1):
             raise InvalidArgument("max_events must be a positive int")
 
@@ -324,13 +269,12 @@ class SessionStore:
                 events = events[len(events) - max_events :]
             return Outcome(len(events), {**current.bins, "events": events}, _slide(current, now))
 
-        count: int = self.db._write(
-            self._sessions._plan_transform([(session_id, add)], single=True)
-        )
-        return count
+        [[count]] = self.store.write([self.store.step(self._sessions, [(session_id, add)])])
+        return int(count)
 
     # checkpoints -------------------------------------------------------------------------
 
+    @remote("slow", writes=True)
     def checkpoint(
         self, session_id: str, step: int, state: Any, *, parent: int | None = None
     ) -> Checkpoint:
@@ -341,7 +285,7 @@ class SessionStore:
             raise InvalidArgument("step must be a non-negative int")
         if parent is not None and (type(parent) is not int or parent < 0):
             raise InvalidArgument("parent must be a non-negative int or None")
-        check_value(state, self.db.limits, "state")
+        check_value(state, self.store.limits, "state")
         record = self._sessions.get(session_id)
         if record is None:
             raise NotFound(f"no session {session_id!r}")
@@ -350,7 +294,7 @@ class SessionStore:
         existing = self._checkpoint_keys(session_id, uid)
         keep = sorted({*existing, key})[-self.checkpoint_retention :]
         prune = [k for k in existing if k not in keep]
-        created = self.db._clock()
+        created = self.store.now()
         bins = {"step": step, "state": state, "parent": parent, "created_at": created}
 
         def still_alive(current: Current, now: int) -> Outcome:
@@ -360,11 +304,13 @@ class SessionStore:
             return Outcome(None, KEEP, expires) if expires is not KEEP else Outcome(None)
 
         items = [(key, _put(bins)), *[(k, _delete) for k in prune]]
-        self.db._write_steps(
-            [self._sessions._step([(session_id, still_alive)]), self._checkpoints._step(items)]
+        plan = self.store.step
+        self.store.write(
+            [plan(self._sessions, [(session_id, still_alive)]), plan(self._checkpoints, items)]
         )
         return Checkpoint(session_id, step, state, parent, created)
 
+    @remote("read")
     def checkpoints(self, session_id: str) -> builtins.list[Checkpoint]:
         """The session's checkpoints, newest (highest step) first."""
         uid = self._live_uid(session_id)
@@ -374,6 +320,7 @@ class SessionStore:
         found = list(self._checkpoints.iterate(prefix))
         return [_checkpoint(session_id, r) for r in reversed(found)]
 
+    @remote("read")
     def get_checkpoint(self, session_id: str, step: int) -> Checkpoint | None:
         uid = self._live_uid(session_id)
         if uid is None or type(step) is not int or step < 0:
@@ -383,17 +330,17 @@ class SessionStore:
 
     # housekeeping ------------------------------------------------------------------------
 
-    def sweep(self) -> int:
+    def _sweep(self) -> int:
         """Remove checkpoints and index entries of sessions that expired or were deleted
         (reads already ignore them). Driven by the change log; returns records removed."""
         with self._sweep_lock:
-            last = self.db.last_sequence()
+            last = self.store.last_sequence()
             if last <= self._swept:
                 return 0
             ended: set[str] = set()
-            position = max(self._swept, self.db.first_sequence() - 1)
+            position = max(self._swept, self.store.first_sequence() - 1)
             while position < last:
-                changes = self.db.changes(position, limit=5000)
+                changes = self.store.changes(position, limit=5000)
                 if not changes:
                     break
                 for c in changes:
@@ -421,10 +368,10 @@ class SessionStore:
         prefix = f"{session_id}\x00" if uid is None else f"{session_id}\x00{uid}\x00"
         return [str(r.key) for r in self._checkpoints.iterate(prefix)]
 
-    def close(self) -> None:
+    def _close(self) -> None:
         pass
 
-    def stats(self) -> dict[str, Any]:
+    def _stats(self) -> dict[str, Any]:
         return {"sessions": self._sessions.count(), "checkpoints": self._checkpoints.count()}
 
 

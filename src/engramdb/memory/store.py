@@ -38,7 +38,6 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -46,14 +45,18 @@ import numpy as np
 
 from engramdb.embedders import Embedder, HashEmbedder
 from engramdb.errors import Conflict, InvalidArgument, NotFound
+from engramdb.index.vector import VectorParams, as_float32, prepare
+from engramdb.memory.model import Memory, MemoryEvent, MemoryHit, Weights
 from engramdb.records.codec import check_value
 from engramdb.records.writes import Current, Outcome, check_ttl, expiry_ms
+from engramdb.remote import DEFAULT_CAP, remote
+from engramdb.vectors.collection import items_of, write_steps
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
     from engramdb.vectors.collection import Collection
 
-__all__ = ["Memory", "MemoryEvent", "MemoryHit", "MemoryStore", "Weights"]
+__all__ = ["MemoryStore"]
 
 KEYS = "_memory_keys"
 # The graph's build effort, lower than a collection's default (200): every add inserts into
@@ -64,49 +67,6 @@ GRAPH_EF_CONSTRUCTION = 64
 SCOPES = "_memory_scopes"
 HISTORY = "_memory_history"
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
-
-
-@dataclass(frozen=True)
-class Weights:
-    """The ranking blend; see the module docs."""
-
-    semantic: float = 0.6
-    bm25: float = 0.2
-    recency: float = 0.1
-    importance: float = 0.1
-
-
-class Memory(msgspec.Struct, frozen=True):
-    id: str
-    content: str
-    user_id: str | None
-    agent_id: str | None
-    run_id: str | None
-    metadata: dict[str, Any]
-    importance: float
-    created_at: float
-    updated_at: float
-    valid_from: float
-    invalid_at: float | None
-    expires_at: float | None
-
-
-class MemoryHit(msgspec.Struct, frozen=True):
-    """A search result: the memory, its blended ``score`` and the components of it."""
-
-    memory: Memory
-    score: float
-    scores: dict[str, float]
-
-
-class MemoryEvent(msgspec.Struct, frozen=True):
-    """One entry of a memory's history."""
-
-    event: str  # ADD | UPDATE | INVALIDATE | DELETE
-    content: str | None
-    previous: str | None
-    at: float
-    metadata: dict[str, Any] | None = None
 
 
 def _normalise(text: str) -> str:
@@ -128,7 +88,7 @@ class MemoryStore:
 
     def __init__(
         self,
-        db: Database,
+        store: Store,
         embedder: Embedder | None = None,
         *,
         dedupe_threshold: float = 0.92,
@@ -137,7 +97,7 @@ class MemoryStore:
         candidates: int = 50,
         name: str | None = None,
     ) -> None:
-        self.db = db
+        self.store = store
         self.embedder: Embedder = embedder or HashEmbedder(256)
         self.dedupe_threshold = dedupe_threshold
         self.half_life = half_life
@@ -146,17 +106,17 @@ class MemoryStore:
         label = name or f"{type(self.embedder).__name__.lower()}{self.embedder.dim}"
         self._collection_name = f"mem-{label}"[:48]
         self._collection: Collection | None = None
-        self._keys = db._internal_records(KEYS)
-        self._scopes = db._internal_records(SCOPES)
-        self._history = db._internal_records(HISTORY)
+        self._keys = store.records(KEYS)
+        self._scopes = store.records(SCOPES)
+        self._history = store.records(HISTORY)
 
     @property
     def collection(self) -> Collection:
         if self._collection is None:
             try:
-                self._collection = self.db.vectors.get_collection(self._collection_name)
+                self._collection = self.store.vectors.get_collection(self._collection_name)
             except NotFound:
-                self._collection = self.db.vectors.create_collection(
+                self._collection = self.store.vectors.create_collection(
                     self._collection_name,
                     self.embedder.dim,
                     "cosine",
@@ -182,17 +142,16 @@ class MemoryStore:
         return "|".join(f"{k}={scope.get(k, '')}" for k in SCOPE_FIELDS)
 
     def _embed(self, content: str, embedding: Any) -> np.ndarray:
-        if embedding is None:
-            vector = self.embedder.embed([content])[0]
-        else:
-            vector = np.asarray(embedding, dtype=np.float32)
-        if vector.shape != (self.embedder.dim,):
+        # as_float32: InvalidArgument for anything but real numbers.
+        vector = self.embedder.embed([content])[0] if embedding is None else as_float32(embedding)
+        if np.shape(vector) != (self.embedder.dim,):
             raise InvalidArgument(
-                f"the embedding must have dimension {self.embedder.dim}, got {vector.shape}"
+                f"the embedding must have dimension {self.embedder.dim}, got {np.shape(vector)}"
             )
-        if not np.isfinite(vector).all() or not np.linalg.norm(vector):
-            raise InvalidArgument("the embedding must be finite and non-zero")
-        unit: np.ndarray = (vector / np.linalg.norm(vector)).astype(np.float32)
+        try:
+            unit: np.ndarray = prepare(vector, VectorParams(self.embedder.dim))[0]
+        except InvalidArgument as e:
+            raise InvalidArgument(f"the embedding must be finite and non-zero: {e}") from None
         return unit
 
     def _memory(self, item: Any) -> Memory:
@@ -216,12 +175,13 @@ class MemoryStore:
         """A history entry, keyed by the version the write makes (the item's generation,
         compare-and-set by the write), so entries list in the order the writes committed."""
         key = f"{memory_id}\x00{version:020d}"
-        return self._history._step(
-            [(key, lambda c, n: Outcome(None, msgspec.to_builtins(event()), 0))]
+        return self.store.step(
+            self._history, [(key, lambda c, n: Outcome(None, msgspec.to_builtins(event()), 0))]
         )
 
     # writes ------------------------------------------------------------------------------
 
+    @remote("slow", writes=True, wire={"embedding": "vectors"})
     def add(
         self,
         content: str,
@@ -244,7 +204,7 @@ class MemoryStore:
         ):
             raise InvalidArgument("importance is a number from 0 to 1")
         meta = dict(metadata or {})
-        check_value(meta, self.db.limits, "metadata")
+        check_value(meta, self.store.limits, "metadata")
         check_ttl(ttl)
         vector = self._embed(content, embedding)
         scope_key = self._scope_key(scope)
@@ -253,12 +213,12 @@ class MemoryStore:
         epoch_key = f"{scope_key}\x01epoch"
         for _ in range(64):  # retries only when a concurrent add moved the content key
             epoch = self._keys.get(epoch_key)
-            epoch_step = self._keys._step(
-                [(epoch_key, _claim(0 if epoch is None else epoch.generation))]
+            epoch_step = self.store.step(
+                self._keys, [(epoch_key, _claim(0 if epoch is None else epoch.generation))]
             )
             existing = self._keys.get(content_key)
             item = None if existing is None else collection.get([existing["id"]])[0]
-            now = self.db._clock()
+            now = self.store.now()
             if (
                 item is not None
                 and item.metadata.get("content_key") == content_key
@@ -305,7 +265,7 @@ class MemoryStore:
         raise Conflict("add kept colliding with concurrent writers", 0)
 
     def _near_duplicate(self, vector: np.ndarray, scope: Mapping[str, str]) -> str | None:
-        now = self.db._clock()
+        now = self.store.now()
         flt = self._filter(scope, now, None)
         flt["$and"].append({"scope": self._scope_key(scope)})
         hits = self.collection.search(vector, 1, filter=flt, include=[])
@@ -326,7 +286,7 @@ class MemoryStore:
         key_generation: int | None,
         epoch_step: Any,
     ) -> None:
-        now = self.db._clock()
+        now = self.store.now()
         metadata = {
             **scope,
             "scope": self._scope_key(scope),
@@ -345,29 +305,32 @@ class MemoryStore:
                 raise Conflict("the content key moved", current.generation)
             return Outcome(None, {"id": memory_id}, 0)
 
-        items = self.collection._records._step(
-            [(memory_id, lambda c, n: Outcome(None, bins, expiry_ms(ttl, n) if ttl else 0))]
+        items = self.store.step(
+            items_of(self.collection),
+            [(memory_id, lambda c, n: Outcome(None, bins, expiry_ms(ttl, n) if ttl else 0))],
         )
-        self.db._write_steps(
+        write_steps(
+            self.collection,
             [
                 epoch_step,
-                self._keys._step([(content_key, claim)]),
+                self.store.step(self._keys, [(content_key, claim)]),
                 items,
-                self._scopes._step(
+                self.store.step(
+                    self._scopes,
                     [
                         (
                             f"{self._scope_key(scope)}\x00{memory_id}",
                             lambda c, n: Outcome(None, {}, 0),
                         )
-                    ]
+                    ],
                 ),
                 self._history_step(
                     memory_id, 1, lambda: MemoryEvent("ADD", content, None, now, meta or None)
                 ),
-            ]
+            ],
         )
-        self.collection._state().catch_up()
 
+    @remote("slow", writes=True, wire={"embedding": "vectors"})
     def update(
         self,
         memory_id: str,
@@ -433,9 +396,9 @@ class MemoryStore:
         content_key: str | None,
         extra: Any = (),
     ) -> None:
-        now = self.db._clock()
+        now = self.store.now()
         seen: dict[str, Any] = {}
-        record = self.collection._records.get(memory_id)
+        record = items_of(self.collection).get(memory_id)
         if record is None:
             raise NotFound(f"no memory {memory_id!r}")
         version = record.generation
@@ -464,10 +427,12 @@ class MemoryStore:
                 bins["vector"] = vector
             return Outcome(None, bins)
 
-        steps = [*extra, self.collection._records._step([(memory_id, change)])]
+        steps = [*extra, self.store.step(items_of(self.collection), [(memory_id, change)])]
         if content_key is not None:
             steps.append(
-                self._keys._step([(content_key, lambda c, n: Outcome(None, {"id": memory_id}, 0))])
+                self.store.step(
+                    self._keys, [(content_key, lambda c, n: Outcome(None, {"id": memory_id}, 0))]
+                )
             )
         steps.append(
             self._history_step(
@@ -476,13 +441,13 @@ class MemoryStore:
                 lambda: MemoryEvent(event, content, seen.get("previous"), now, meta),
             )
         )
-        self.db._write_steps(steps)
-        self.collection._state().catch_up()
+        write_steps(self.collection, steps)
 
+    @remote("slow", writes=True)
     def invalidate(self, memory_id: str, *, at: float | None = None) -> Memory:
         """Mark the memory no longer true from ``at`` (default now): kept for history and
         "as of" searches before ``at``, excluded from searches after it."""
-        when = self.db._clock() if at is None else float(at)
+        when = self.store.now() if at is None else float(at)
         for attempt in range(32):  # a concurrent change moved the version: redo on top of it
             try:
                 self._invalidate(memory_id, when)
@@ -495,7 +460,7 @@ class MemoryStore:
         return found
 
     def _invalidate(self, memory_id: str, when: float) -> None:
-        record = self.collection._records.get(memory_id)
+        record = items_of(self.collection).get(memory_id)
         if record is None:
             raise NotFound(f"no memory {memory_id!r}")
         version = record.generation
@@ -509,26 +474,27 @@ class MemoryStore:
             bins["metadata"] = {**bins["metadata"], "invalid_at": when}
             return Outcome(None, bins)
 
-        self.db._write_steps(
+        write_steps(
+            self.collection,
             [
-                self.collection._records._step([(memory_id, change)]),
+                self.store.step(items_of(self.collection), [(memory_id, change)]),
                 self._history_step(
                     memory_id,
                     version + 1,
                     lambda: MemoryEvent(
-                        "INVALIDATE", None, None, self.db._clock(), {"invalid_at": when}
+                        "INVALIDATE", None, None, self.store.now(), {"invalid_at": when}
                     ),
                 ),
-            ]
+            ],
         )
-        self.collection._state().catch_up()
 
+    @remote("slow", writes=True)
     def delete(self, memory_id: str) -> bool:
         """Forget a memory (its history keeps a DELETE entry)."""
         current = self.get(memory_id)
         if current is None:
             return False
-        item = self.collection._records.get(memory_id)
+        item = items_of(self.collection).get(memory_id)
         content_key = item["metadata"].get("content_key") if item is not None else None
         scope = {
             k: v
@@ -540,22 +506,24 @@ class MemoryStore:
             if v
         }
         drop = lambda c, n: Outcome(c.bins is not None, None)  # noqa: E731
-        steps = [self.collection._records._step([(memory_id, drop)])]
+        steps = [self.store.step(items_of(self.collection), [(memory_id, drop)])]
         if content_key:
-            steps.append(self._keys._step([(content_key, _drop_if(memory_id))]))
-        steps.append(self._scopes._step([(f"{self._scope_key(scope)}\x00{memory_id}", drop)]))
+            steps.append(self.store.step(self._keys, [(content_key, _drop_if(memory_id))]))
+        steps.append(
+            self.store.step(self._scopes, [(f"{self._scope_key(scope)}\x00{memory_id}", drop)])
+        )
         assert item is not None
         steps.append(
             self._history_step(
                 memory_id,
                 item.generation + 1,
-                lambda: MemoryEvent("DELETE", None, current.content, self.db._clock()),
+                lambda: MemoryEvent("DELETE", None, current.content, self.store.now()),
             )
         )
-        removed = bool(self.db._write_steps(steps)[0][0])
-        self.collection._state().catch_up()
+        removed = bool(write_steps(self.collection, steps)[0][0])
         return removed
 
+    @remote("slow", writes=True)
     def delete_all(
         self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> int:
@@ -568,12 +536,14 @@ class MemoryStore:
 
     # reads -------------------------------------------------------------------------------
 
+    @remote("read")
     def get(self, memory_id: str) -> Memory | None:
         if type(memory_id) is not str:
             raise InvalidArgument("memory ids are str")
         item = self.collection.get([memory_id])[0]
         return None if item is None else self._memory(item)
 
+    @remote("read")
     def history(self, memory_id: str) -> list[MemoryEvent]:
         """Every version of the memory, oldest first."""
         return [
@@ -587,6 +557,7 @@ class MemoryStore:
             if memory is not None:
                 yield memory
 
+    @remote("read", caps={"limit": DEFAULT_CAP})
     def list(
         self,
         *,
@@ -617,6 +588,7 @@ class MemoryStore:
             clauses.append(_rewrite(extra))
         return {"$and": clauses}
 
+    @remote("slow", caps={"k": DEFAULT_CAP}, wire={"embedding": "vectors"})
     def search(
         self,
         query: str,
@@ -639,7 +611,7 @@ class MemoryStore:
         scope = {} if all_scopes else self._scope(user_id, agent_id, run_id)
         if filter is not None and not isinstance(filter, Mapping):
             raise InvalidArgument("filter must be a mapping")
-        now = self.db._clock()
+        now = self.store.now()
         at = now if as_of is None else float(as_of)
         vector = self._embed(query, embedding)
         flt = self._filter(scope, at, filter)
@@ -678,10 +650,10 @@ class MemoryStore:
         hits.sort(key=lambda h: (-h.score, h.memory.id))
         return hits[:k]
 
-    def close(self) -> None:
+    def _close(self) -> None:
         pass
 
-    def stats(self) -> dict[str, Any]:
+    def _stats(self) -> dict[str, Any]:
         return {"memories": self.collection.count()}
 
 

@@ -1,0 +1,97 @@
+"""Results rebuilt from msgpack by their annotated types.
+
+A remote method's reply is plain msgpack (maps, lists, scalars, numpy arrays). The client
+rebuilds the public type the embedded method returns from the method's return annotation:
+``decoder_for(list[Record | None])`` makes a function that turns the reply into records.
+msgspec cannot do this itself (record keys are ``str | bytes | int``, a union msgspec
+refuses), so this walks the type once, at import, and builds plain functions.
+
+Types the walk cannot build from fields (remote handles such as a collection, tables) are
+registered with ``register_decoder``; a decoder takes the reply and the client it came to.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections.abc
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+__all__ = ["Decoder", "decoder_for", "register_decoder"]
+
+Decoder = Callable[[Any, Any], Any]  # (reply, owner) -> value
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), object})
+_CUSTOM: dict[Any, Decoder] = {}
+
+
+def register_decoder(tp: Any, decoder: Decoder) -> None:
+    """Rebuild values of ``tp`` with ``decoder(reply, owner)`` instead of from fields."""
+    _CUSTOM[tp] = decoder
+
+
+def _same(raw: Any, owner: Any) -> Any:
+    return raw
+
+
+def decoder_for(tp: Any) -> Decoder:
+    """A function rebuilding a value of type ``tp`` from its msgpack form."""
+    if tp in _CUSTOM:
+        return _CUSTOM[tp]
+    if tp is Any or tp in _PLAIN or isinstance(tp, typing.TypeVar):
+        return _same
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        decoders = [decoder_for(a) for a in args if a is not type(None)]
+        if all(d is _same for d in decoders):
+            return _same  # e.g. str | bytes | int: msgpack already gives the right one
+        if len(decoders) == 1:
+            inner = decoders[0]
+            return lambda raw, owner: None if raw is None else inner(raw, owner)
+        raise TypeError(f"cannot decode the union {tp}: its members need telling apart")
+    if origin in (list, builtins.list, collections.abc.Sequence, collections.abc.Iterable):
+        item = decoder_for(args[0]) if args else _same
+        if item is _same:
+            return lambda raw, owner: list(raw)
+        return lambda raw, owner: [item(x, owner) for x in raw]
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = decoder_for(args[0])
+            return lambda raw, owner: tuple(item(x, owner) for x in raw)
+        parts = [decoder_for(a) for a in args]
+        return lambda raw, owner: tuple(d(x, owner) for d, x in zip(parts, raw))
+    if origin in (dict, collections.abc.Mapping):
+        value = decoder_for(args[1]) if args else _same
+        if value is _same:
+            return lambda raw, owner: dict(raw)
+        return lambda raw, owner: {k: value(v, owner) for k, v in raw.items()}
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return _fields(tp, tp.__struct_fields__)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _fields(tp, tuple(f.name for f in dataclasses.fields(tp)))
+    if isinstance(tp, type) and tp is not object and tp.__module__ == "builtins":
+        return _same
+    raise TypeError(f"no decoder for {tp!r}: register one with register_decoder")
+
+
+def _fields(cls: type, names: tuple[str, ...]) -> Decoder:
+    hints = typing.get_type_hints(cls)
+    decoders = {name: decoder_for(hints[name]) for name in names}
+    if all(d is _same for d in decoders.values()):
+        return lambda raw, owner: cls(**raw)
+
+    def build(raw: Any, owner: Any) -> Any:
+        return cls(
+            **{
+                name: decoders[name](value, owner) if name in decoders else value
+                for name, value in raw.items()
+            }
+        )
+
+    return build
