@@ -9,6 +9,12 @@ Compatible changes: new features in a view, a new ttl, description or online fla
 different feature list in a service. Incompatible (rejected): removing or re-typing a feature,
 changing a view's entities or an entity's join keys or their type; the offline log and the
 online store hold data in the old shape, so such a view needs a new name.
+
+Definitions are checked when applied and again when read back: a record that fails any check
+``apply`` makes (the identifier rule of every name, types, ttl, references between
+definitions) is never used — asking for it raises ``StorageError`` naming it, listing raises
+too, and everything else keeps working. So a record forged or damaged in storage cannot
+bring a name into SQL or a path.
 """
 
 from __future__ import annotations
