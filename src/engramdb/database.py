@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 def _feature_store(db: Database) -> FeatureStore:
     from engramdb.features.store import FeatureStore
 
-    return FeatureStore(db)  # (moves to the RoleStore with the feature-store rework)
+    return FeatureStore(db._role_store)
 
 
 def _memory_store(db: Database) -> MemoryStore:
@@ -100,6 +100,17 @@ class RoleStore:
     @property
     def cache_dir(self) -> str | None:
         return self._db.path
+
+    @property
+    def data_dir(self) -> str | None:
+        return self._db.path
+
+    def sync(self) -> None:
+        self._db._engine.sync()
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._db._metrics
 
     def sets(self) -> list[str]:
         return self._db.sets()
@@ -562,6 +573,7 @@ class Database:
             "indexes": self._roles["vectors"]._stats() if "vectors" in self._roles else {},
             "cache": self._roles["cache"].stats() if "cache" in self._roles else {},
             "memory": self._roles["memory"]._stats() if "memory" in self._roles else {},
+            "features": self._roles["features"]._stats() if "features" in self._roles else {},
         }
 
     @property

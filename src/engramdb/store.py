@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key
 from engramdb.records.limits import Limits
 from engramdb.records.model import Change, Record
@@ -49,6 +50,18 @@ class Store(Protocol):
     def cache_dir(self) -> str | None:
         """A directory for derived state kept only to save work (index snapshots), or None
         when the database keeps nothing on disk. Never the truth: it may vanish."""
+
+    @property
+    def data_dir(self) -> str | None:
+        """The database's own directory, for state that must survive beside the records
+        (the offline feature log); None for an in-memory database."""
+
+    def sync(self) -> None:
+        """Make every committed write durable now, whatever the database's durability."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """Where a role counts its calls (the database's golden signals)."""
 
     def sets(self) -> list[str]:
         """Names of the sets that hold records."""

@@ -354,3 +354,24 @@ def test_definitions_can_be_read_back(fs: Any) -> None:
     assert fs.get_feature_view("driver_stats") == STATS
     with pytest.raises(NotFound):
         fs.get_feature_view("nope")
+
+
+def test_timezone_naive_timestamps_are_refused_not_taken_as_utc(fs: Any, clock: FakeClock) -> None:
+    naive = rows(clock, [(1, -5, 0.5, 5, "x")])
+    naive["event_timestamp"] = naive["event_timestamp"].dt.tz_localize(None)
+    with pytest.raises(InvalidArgument, match="timezone-naive"):
+        fs.ingest("driver_stats", naive)
+    fs.ingest("driver_stats", rows(clock, [(1, -5, 0.5, 5, "x")]))
+    entity = pd.DataFrame({"driver_id": [1], "event_timestamp": [at(clock, 0)]})
+    assert fs.get_historical_features(entity, ["driver_stats:city"]).to_arrow()[
+        "city"
+    ].to_pylist() == ["x"]
+    entity["event_timestamp"] = entity["event_timestamp"].dt.tz_localize(None)
+    with pytest.raises(InvalidArgument, match="timezone-naive"):
+        fs.get_historical_features(entity, ["driver_stats:city"])
+
+
+@pytest.mark.parametrize("bad", [[1, 2], [None], [["driver_id", 1]]])
+def test_rows_that_are_not_dicts_are_invalid_argument(fs: Any, bad: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        fs.ingest("driver_stats", bad)

@@ -86,11 +86,15 @@ METHODS: dict[str, tuple[str, str]] = {
     "cache.release": ("CacheCore", "release"),
     "cache.set": ("CacheCore", "set"),
     "features.apply": ("FeatureStore", "apply"),
+    "features.compact": ("FeatureStore", "compact"),
+    "features.get_feature_view": ("FeatureStore", "get_feature_view"),
     "features.get_historical_features": ("FeatureStore", "get_historical_features"),
     "features.get_online_features": ("FeatureStore", "get_online_features"),
     "features.ingest": ("FeatureStore", "ingest"),
+    "features.list_entities": ("FeatureStore", "list_entities"),
     "features.list_feature_views": ("FeatureStore", "list_feature_views"),
     "features.materialize": ("FeatureStore", "materialize"),
+    "features.push": ("FeatureStore", "push"),
     "features.validate_online": ("FeatureStore", "validate_online"),
 }
 # remote methods that change data: never retried after the request may have been sent
@@ -131,8 +135,10 @@ WRITES: frozenset[str] = frozenset(
         "cache.release",
         "cache.set",
         "features.apply",
+        "features.compact",
         "features.ingest",
         "features.materialize",
+        "features.push",
     }
 )
 # the docstrings of the other public methods, for the client's hand-written ones
@@ -157,9 +163,6 @@ DOCS: dict[str, dict[str, str]] = {
     },
     "SessionStore": {
         "update": "Replace the state with ``fn(state)`` without losing concurrent updates.\n\n``fn`` runs outside any lock and may run more than once (keep it free of side\neffects). Returns the new state; ``NotFound`` if the session is gone, ``Conflict``\nonly after ``max_retries`` retries.",
-    },
-    "FeatureStore": {
-        "push": "Ingest a few rows as they happen (a stream); the same rules as ``ingest``.",
     },
 }
 
@@ -1860,10 +1863,27 @@ class FeatureStoreCalls(Calls):
     def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
-        """Store definitions (all or none); ``(kind, name, version)`` for each."""
+        """Store definitions (all or none); ``(kind, name, version)`` for each.
+
+        Every name (entity, join key, view, feature, service) must be 1-63 ASCII letters,
+        digits or ``_``, not starting with a digit or ``__``.
+        """
         if definitions is not None:
             definitions = self._wire("definitions", definitions)
         _result: list[tuple[str, str, int]] = self._call("features.apply", (definitions,), {})
+        return _result
+
+    def compact(self, view: str) -> int:
+        """Merge the view's small offline files into one now (ingests do this on their own
+        once a view has many); returns how many files were merged. Results of every query
+        are the same before and after.
+        """
+        _result: int = self._call("features.compact", (view,), {})
+        return _result
+
+    def get_feature_view(self, name: str) -> FeatureView:
+        """The applied feature view ``name``; ``NotFound`` if there is none."""
+        _result: FeatureView = self._call("features.get_feature_view", (name,), {})
         return _result
 
     def get_historical_features(
@@ -1876,7 +1896,14 @@ class FeatureStoreCalls(Calls):
     ) -> HistoricalResult:
         """For each entity row: the latest value of each feature with event_timestamp <= the
         row's, within the view's ttl (ties: newest created_timestamp). Rows keep their order
-        and columns. ``output``: write a Parquet file instead of returning the table.
+        and columns. ``event_timestamp`` must be timezone-aware.
+
+        ``output``: write a Parquet file there instead of returning the table. It is a path
+        of the calling process, written with its rights: embedded use only (a server never
+        accepts it from a client). The file is written beside it under a temporary name,
+        fsynced and renamed, so it appears whole or not at all and replaces whatever was at
+        ``output`` (a symlink there is replaced, not followed). A path inside the
+        database's own directory is refused.
         """
         if entity_df is not None:
             entity_df = self._wire("table", entity_df)
@@ -1910,11 +1937,21 @@ class FeatureStoreCalls(Calls):
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
         They must carry the view's join keys, ``event_timestamp`` and every feature
-        (``created_timestamp`` is optional). Offline and online change together or not at all.
+        (``created_timestamp`` is optional). Timestamps must be timezone-aware (or strings
+        with an offset such as ``Z``); naive ones raise ``InvalidArgument``.
+
+        Offline and online change together or not at all: both are committed by one
+        transaction, and a crash at any moment leaves either the whole ingest or none of it
+        once the database is opened again.
         """
         if data is not None:
             data = self._wire("table", data)
         _result: IngestResult = self._call("features.ingest", (view, data), {})
+        return _result
+
+    def list_entities(self) -> list[Entity]:
+        """Every applied entity, by name."""
+        _result: list[Entity] = self._call("features.list_entities", (), {})
         return _result
 
     def list_feature_views(self) -> list[FeatureView]:
@@ -1927,6 +1964,11 @@ class FeatureStoreCalls(Calls):
         returns how many entity rows were written (older ones never overwrite newer).
         """
         _result: int = self._call("features.materialize", (views, start, end), {})
+        return _result
+
+    def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
+        """Ingest a few rows as they happen (a stream); the same rules as ``ingest``."""
+        _result: IngestResult = self._call("features.push", (view, rows), {})
         return _result
 
     def validate_online(
@@ -1948,10 +1990,27 @@ class AsyncFeatureStoreCalls(AsyncCalls):
     async def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
-        """Store definitions (all or none); ``(kind, name, version)`` for each."""
+        """Store definitions (all or none); ``(kind, name, version)`` for each.
+
+        Every name (entity, join key, view, feature, service) must be 1-63 ASCII letters,
+        digits or ``_``, not starting with a digit or ``__``.
+        """
         if definitions is not None:
             definitions = self._wire("definitions", definitions)
         _result: list[tuple[str, str, int]] = await self._call("features.apply", (definitions,), {})
+        return _result
+
+    async def compact(self, view: str) -> int:
+        """Merge the view's small offline files into one now (ingests do this on their own
+        once a view has many); returns how many files were merged. Results of every query
+        are the same before and after.
+        """
+        _result: int = await self._call("features.compact", (view,), {})
+        return _result
+
+    async def get_feature_view(self, name: str) -> FeatureView:
+        """The applied feature view ``name``; ``NotFound`` if there is none."""
+        _result: FeatureView = await self._call("features.get_feature_view", (name,), {})
         return _result
 
     async def get_historical_features(
@@ -1964,7 +2023,14 @@ class AsyncFeatureStoreCalls(AsyncCalls):
     ) -> HistoricalResult:
         """For each entity row: the latest value of each feature with event_timestamp <= the
         row's, within the view's ttl (ties: newest created_timestamp). Rows keep their order
-        and columns. ``output``: write a Parquet file instead of returning the table.
+        and columns. ``event_timestamp`` must be timezone-aware.
+
+        ``output``: write a Parquet file there instead of returning the table. It is a path
+        of the calling process, written with its rights: embedded use only (a server never
+        accepts it from a client). The file is written beside it under a temporary name,
+        fsynced and renamed, so it appears whole or not at all and replaces whatever was at
+        ``output`` (a symlink there is replaced, not followed). A path inside the
+        database's own directory is refused.
         """
         if entity_df is not None:
             entity_df = self._wire("table", entity_df)
@@ -1998,11 +2064,21 @@ class AsyncFeatureStoreCalls(AsyncCalls):
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
         They must carry the view's join keys, ``event_timestamp`` and every feature
-        (``created_timestamp`` is optional). Offline and online change together or not at all.
+        (``created_timestamp`` is optional). Timestamps must be timezone-aware (or strings
+        with an offset such as ``Z``); naive ones raise ``InvalidArgument``.
+
+        Offline and online change together or not at all: both are committed by one
+        transaction, and a crash at any moment leaves either the whole ingest or none of it
+        once the database is opened again.
         """
         if data is not None:
             data = self._wire("table", data)
         _result: IngestResult = await self._call("features.ingest", (view, data), {})
+        return _result
+
+    async def list_entities(self) -> list[Entity]:
+        """Every applied entity, by name."""
+        _result: list[Entity] = await self._call("features.list_entities", (), {})
         return _result
 
     async def list_feature_views(self) -> list[FeatureView]:
@@ -2015,6 +2091,11 @@ class AsyncFeatureStoreCalls(AsyncCalls):
         returns how many entity rows were written (older ones never overwrite newer).
         """
         _result: int = await self._call("features.materialize", (views, start, end), {})
+        return _result
+
+    async def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
+        """Ingest a few rows as they happen (a stream); the same rules as ``ingest``."""
+        _result: IngestResult = await self._call("features.push", (view, rows), {})
         return _result
 
     async def validate_online(

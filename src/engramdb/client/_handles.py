@@ -507,13 +507,19 @@ def _ingested(view: str, replies: list[Any]) -> IngestResult:
 def _historical(pieces: list[Any], output: str | None) -> HistoricalResult:
     import pyarrow as pa
 
-    from engramdb.features.model import HistoricalResult
+    from engramdb.features.model import HistoricalResult, ParquetOutput
 
     result = pa.concat_tables([p.to_arrow() for p in pieces])
     if output is not None:
-        import pyarrow.parquet as pq
-
-        pq.write_table(result, output)  # the caller's own file, on the caller's machine
+        # The caller's own file, on the caller's machine: written beside it and renamed
+        # into place (whole or not at all; a symlink there is replaced, not followed).
+        writer = ParquetOutput(output)
+        try:
+            writer.write(result)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
         return HistoricalResult(None, output)
     return HistoricalResult(result, None)
 

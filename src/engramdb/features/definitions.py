@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engramdb.errors import InvalidArgument
+from engramdb.features.names import check_name
 
 __all__ = [
     "DTYPES",
+    "RESERVED",
     "Bool",
     "Bytes",
     "Entity",
@@ -24,6 +26,7 @@ __all__ = [
     "Int64",
     "String",
     "UnixTimestamp",
+    "split_ref",
 ]
 
 # dtype name -> Arrow type name (pyarrow is imported only where tables are built)
@@ -44,17 +47,7 @@ DTYPES: dict[str, str] = {
 Int32, Int64, Float32, Float64 = "int32", "int64", "float32", "float64"
 String, Bool, Bytes, UnixTimestamp = "string", "bool", "bytes", "timestamp"
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RESERVED = frozenset({"event_timestamp", "created_timestamp"})
-
-
-def _check_name(name: object, what: str) -> str:
-    if type(name) is not str or not _NAME.fullmatch(name) or name.startswith("__"):
-        raise InvalidArgument(
-            f"{what} name must be 1-63 letters, digits or '_' (not starting with a digit or "
-            f"'__'); got {name!r}"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -65,10 +58,10 @@ class Field:
     dtype: str
 
     def check(self) -> None:
-        _check_name(self.name, "field")
+        check_name(self.name, "field")
         if self.name in RESERVED:
             raise InvalidArgument(f"{self.name!r} is reserved for the timestamps")
-        if self.dtype not in DTYPES:
+        if type(self.dtype) is not str or self.dtype not in DTYPES:
             raise InvalidArgument(f"field {self.name!r}: dtype must be one of {sorted(DTYPES)}")
 
 
@@ -84,11 +77,15 @@ class Entity:
         object.__setattr__(self, "join_keys", tuple(self.join_keys or (self.name,)))
 
     def check(self) -> None:
-        _check_name(self.name, "entity")
+        check_name(self.name, "entity")
         if not self.join_keys:
             raise InvalidArgument(f"entity {self.name!r} needs at least one join key")
         for key in self.join_keys:
-            _check_name(key, "join key")
+            check_name(key, "join key")
+            if key in RESERVED:
+                raise InvalidArgument(f"join key {key!r} is reserved for the timestamps")
+        if len(set(self.join_keys)) != len(self.join_keys):
+            raise InvalidArgument(f"entity {self.name!r} lists a join key twice")
         if self.dtype not in ("int64", "string"):
             raise InvalidArgument("entity join keys are int64 or string")
 
@@ -98,7 +95,7 @@ def _seconds(ttl: Any) -> float | None:
         return None
     if isinstance(ttl, datetime.timedelta):
         ttl = ttl.total_seconds()
-    if type(ttl) not in (int, float) or ttl <= 0:
+    if type(ttl) not in (int, float) or not 0 < ttl < math.inf:
         raise InvalidArgument(f"a view ttl is positive seconds or a timedelta, not {ttl!r}")
     return float(ttl)
 
@@ -125,9 +122,13 @@ class FeatureView:
         object.__setattr__(self, "ttl", _seconds(self.ttl))
 
     def check(self) -> None:
-        _check_name(self.name, "feature view")
+        check_name(self.name, "feature view")
         if not self.entities:
             raise InvalidArgument(f"view {self.name!r} needs at least one entity")
+        for entity in self.entities:
+            check_name(entity, "entity")
+        if len(set(self.entities)) != len(self.entities):
+            raise InvalidArgument(f"view {self.name!r} lists an entity twice")
         if not self.schema:
             raise InvalidArgument(f"view {self.name!r} needs at least one feature")
         seen: set[str] = set()
@@ -157,6 +158,16 @@ class FeatureService:
         object.__setattr__(self, "features", tuple(self.features))
 
     def check(self) -> None:
-        _check_name(self.name, "feature service")
+        check_name(self.name, "feature service")
         if not self.features:
             raise InvalidArgument(f"service {self.name!r} lists no features")
+        for ref in self.features:
+            split_ref(ref)
+
+
+def split_ref(ref: object) -> tuple[str, str]:
+    """``"view:feature"`` as its two names, each checked by the identifier rule."""
+    if type(ref) is not str or ref.count(":") != 1:
+        raise InvalidArgument(f"features are 'view:feature', not {ref!r}"[:200])
+    view, _, feature = ref.partition(":")
+    return check_name(view, "feature view"), check_name(feature, "feature")

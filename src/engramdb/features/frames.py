@@ -4,6 +4,12 @@ Everything becomes a pyarrow Table with the join keys, ``event_timestamp`` (UTC,
 ``created_timestamp`` (filled with the ingest time when absent) and the view's features cast
 to their declared types. Anything that does not fit raises ``InvalidArgument`` before a byte
 is written.
+
+Timestamps must carry their time zone: timezone-aware datetimes / Arrow timestamps, or ISO
+strings with an offset (``2024-05-01T12:00:00Z``, ``...+02:00``). Timezone-naive values and
+dates are refused (``InvalidArgument``) instead of being guessed to be UTC: a guess that is
+wrong shifts every point-in-time join silently. Localize them first, e.g. pandas
+``df["event_timestamp"].dt.tz_localize("UTC")``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from engramdb.errors import InvalidArgument
 from engramdb.features.definitions import DTYPES
 
-__all__ = ["TS", "arrow_type", "conform", "to_arrow", "to_micros"]
+__all__ = ["TS", "arrow_type", "conform", "timestamps", "to_arrow", "to_micros"]
 
 TS = pa.timestamp("us", tz="UTC")
 _INT_KEY = pa.int64()
@@ -63,32 +68,53 @@ def to_arrow(data: Any) -> pa.Table:
         if isinstance(data, Mapping):
             return pa.table(dict(data))
         if isinstance(data, Sequence) and not isinstance(data, str | bytes):
-            return pa.Table.from_pylist(list(data))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
-        raise InvalidArgument(f"cannot read these rows: {e}") from None
+            rows = list(data)
+            for row in rows:
+                if not isinstance(row, Mapping):
+                    raise InvalidArgument(
+                        f"rows are dicts of column -> value, not {type(row).__name__}"
+                    )
+            return pa.Table.from_pylist(rows)
+    except (
+        pa.ArrowException, TypeError, ValueError, AttributeError, KeyError, OverflowError
+    ) as e:  # fmt: skip
+        raise InvalidArgument(f"cannot read these rows: {e}"[:500]) from None
     raise InvalidArgument(
         f"expected a pandas/polars DataFrame, a pyarrow Table, a Parquet path or a list of "
         f"rows, not {type(data).__name__}"
     )
 
 
-def _timestamps(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+_NAIVE = (
+    "{name} is timezone-naive; engramdb does not guess a zone. Give timezone-aware "
+    "timestamps (e.g. pandas .dt.tz_localize('UTC')) or strings with an offset ('...Z')"
+)
+
+
+def timestamps(column: pa.ChunkedArray | pa.Array, name: str) -> pa.ChunkedArray:
+    """``column`` as UTC microsecond timestamps; naive timestamps raise ``InvalidArgument``."""
+    if isinstance(column, pa.Array):
+        column = pa.chunked_array([column])
     kind = column.type
     try:
         if pa.types.is_timestamp(kind):
             if kind.tz is None:
-                column = pc.assume_timezone(column, "UTC")
+                raise InvalidArgument(_NAIVE.format(name=name))
             return column.cast(TS)
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-            raise InvalidArgument(
-                f"{name} must be timestamps (datetime), not numbers: say which unit by "
-                "converting them first"
-            )
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return pc.cast(pc.strptime(column, format="%Y-%m-%dT%H:%M:%S", unit="us"), TS)
-        return column.cast(TS)
+            try:
+                return column.cast(TS)  # parses ISO 8601, and requires a zone offset
+            except pa.ArrowInvalid:
+                column.cast(pa.timestamp("us"))  # not even a zone-less time: raises
+                raise InvalidArgument(_NAIVE.format(name=name)) from None
+        if pa.types.is_null(kind):
+            return column.cast(TS)
+        raise InvalidArgument(
+            f"{name} must be timezone-aware timestamps, not {kind} (numbers: say which unit "
+            "and zone by converting them first)"
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-        raise InvalidArgument(f"{name}: cannot read as timestamps ({e})") from None
+        raise InvalidArgument(f"{name}: cannot read as timestamps ({e})"[:500]) from None
 
 
 def conform(
@@ -106,6 +132,8 @@ def conform(
     which case they are filled with nulls.
     """
     names = set(table.column_names)
+    if len(names) != len(table.column_names):
+        raise InvalidArgument("the rows have two columns of the same name")
     missing = [k for k in [*keys, "event_timestamp"] if k not in names]
     if missing:
         raise InvalidArgument(f"the rows need columns {missing} (join keys and event_timestamp)")
@@ -122,12 +150,12 @@ def conform(
         if column.null_count:
             raise InvalidArgument(f"join key {key!r} has missing values")
         columns[key] = column
-    event = _timestamps(table["event_timestamp"], "event_timestamp")
+    event = timestamps(table["event_timestamp"], "event_timestamp")
     if event.null_count:
         raise InvalidArgument("event_timestamp has missing values")
     columns["event_timestamp"] = event
     if "created_timestamp" in names:
-        created = _timestamps(table["created_timestamp"], "created_timestamp")
+        created = timestamps(table["created_timestamp"], "created_timestamp")
         if created.null_count:
             raise InvalidArgument("created_timestamp has missing values")
     else:
@@ -145,7 +173,7 @@ def conform(
         column = table[name]
         want = arrow_type(dtype)
         if dtype == "timestamp":
-            columns[name] = _timestamps(column, name)
+            columns[name] = timestamps(column, name)
             continue
         if column.type != want:
             if pa.types.is_floating(column.type) and pa.types.is_integer(want):
@@ -165,17 +193,25 @@ def conform(
 
 
 def to_micros(value: Any) -> int:
-    """A timestamp (datetime, pandas/Arrow scalar, or epoch seconds) as UTC microseconds."""
+    """A timestamp (timezone-aware datetime, pandas/Arrow scalar, or epoch seconds) as UTC
+    microseconds; a naive one raises ``InvalidArgument``."""
     import datetime
+    import math
 
-    if isinstance(value, int | float):
+    if type(value) in (int, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"a time is finite, not {value!r}")
         return int(value * 1_000_000)
     if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise InvalidArgument(_NAIVE.format(name="the time"))
         return int(value.timestamp() * 1_000_000)
-    scalar = pa.scalar(value)
-    return int(_timestamps(pa.chunked_array([[scalar.as_py()]]), "timestamp")[0].value)
+    try:
+        scalar = pa.scalar(value)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        raise InvalidArgument(f"not a time: {value!r}"[:200]) from None
+    stamp = timestamps(pa.array([scalar.as_py()], type=scalar.type), "the time")[0]
+    return int(stamp.value)
 
 
 DTYPE_NAMES = tuple(DTYPES)

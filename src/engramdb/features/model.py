@@ -5,13 +5,25 @@ Printing a result shows its data: a short table of the first rows, not an addres
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from engramdb.errors import StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["HistoricalResult", "IngestResult", "OnlineResponse", "SkewReport", "preview"]
+__all__ = [
+    "HistoricalResult",
+    "IngestResult",
+    "OnlineResponse",
+    "ParquetOutput",
+    "SkewReport",
+    "preview",
+]
 
 PREVIEW_ROWS = 5
 _CELL = 24
@@ -114,3 +126,46 @@ class HistoricalResult:
         where = f" (in {self.path})" if self.path is not None else ""
         title = f"HistoricalResult: {table.num_rows} rows x {table.num_columns} columns{where}"
         return preview(head, table.num_rows, title)
+
+
+class ParquetOutput:
+    """A Parquet file written beside its final path and renamed into place when complete."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        directory = os.path.dirname(path)
+        fd, self.temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".partial"
+        )
+        self.handle = os.fdopen(fd, "wb")
+        self.writer: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.handle, table.schema)
+        elif table.schema != self.writer.schema:
+            table = table.cast(self.writer.schema)
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.replace(self.temporary, self.path)
+        except OSError as e:
+            self.abort()
+            raise StorageError(f"cannot write {self.path!r}: {e}") from e
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.writer is not None:
+                self.writer.close()
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        with contextlib.suppress(OSError):
+            os.remove(self.temporary)

@@ -1,189 +1,504 @@
-"""The offline log: every ingested row, append-only, and point-in-time joins over it.
+"""The offline log: every ingested row, append-only, as Parquet files plus a manifest.
 
-Rows are Parquet files under ``<database>/features/offline/<view>/``, one per ingest, written
-to a temporary name, fsynced and renamed into place (a reader sees a file whole or not at
-all). A database without a directory (the memory engine) keeps them as Arrow tables.
+Layout: ``<database>/features/offline/<view>/<number>-<token>.parquet``. A file is part of
+the log only once the **manifest** — records of the reserved set ``_feature_files``, keyed
+``<view>:<number>`` — names it. The manifest lives in the engine, so an ingest commits its
+manifest record and its online rows in ONE transaction: that commit is the moment the
+ingest happens, offline and online together. The file is written and fsynced before, under
+an exclusive ``flock`` held until after the commit, so:
 
-Each row carries ``__ingest``: the ingest's number (from an atomic counter) times 2^30 plus
-the row's position, so rows with the same event and created timestamps still have one
-order, the same offline and online: the later ingest wins.
+- killed before the commit: the file is named by no manifest record and no live process
+  holds its lock. ``recover`` (run when a process first uses the feature store) and
+  ``collect`` delete it: the ingest is rolled back on both sides.
+- killed after the commit: the manifest names a complete, durable file: rolled forward.
+- a live writer's file is locked, so another process's recovery never takes it for debris;
+  recovery re-reads the manifest record after taking the lock, so a file committed in the
+  meantime is kept.
 
-``join`` answers "the latest value with event_timestamp <= t, within ttl" for every entity
-row with DuckDB's ASOF join, after keeping one row per (entity, event_timestamp): the one
-with the newest created_timestamp, then the latest ingest. DuckDB streams Parquet and spills
-to a temporary directory when the join outgrows memory.
+Compaction merges a view's small files into one: the new file is written and fsynced
+(locked, like an ingest's), then ONE transaction removes the inputs' manifest records and
+adds the new file's (only if every input is still listed, so two compactors cannot both
+win), then the inputs are deleted. A crash at any step leaves either the inputs or the
+merged file listed, never both, never neither; leftover files are debris ``collect``
+removes. A reader lists the manifest, then reads; if a compaction removed a file in
+between it lists again (``sql.Reader``).
+
+Every path is built from names that passed the identifier rule, and is resolved
+(``realpath``) and checked to stay inside the database's directory (``InvalidArgument``
+otherwise). A manifest record is validated when read back (``StorageError`` if not valid).
+
+Each row carries ``__ingest``: the ingest's number times 2^30 plus the row's position, so
+rows with the same event and created timestamps still have one order, the same offline and
+online: the later ingest wins. A database without a directory (the memory engine) keeps the
+log as Arrow tables in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import re
 import secrets
-import tempfile
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engramdb.errors import StorageError
+from engramdb.errors import Conflict, InvalidArgument, StorageError
+from engramdb.features.names import check_name, is_name
+from engramdb.records.writes import Current, Outcome
+from engramdb.writeplan import TransformStep
 
-__all__ = ["OfflineLog", "ViewSpec"]
+if TYPE_CHECKING:
+    from engramdb.store import Store
+
+__all__ = ["INGEST", "Entry", "OfflineLog", "Staged", "inside"]
+
+log = logging.getLogger("engramdb.features")
 
 INGEST = "__ingest"
+FILES = "_feature_files"  # the manifest
+_FORMAT = "__format"  # manifest record: this database's log is managed by a manifest
+_FILE = re.compile(r"([0-9]{12})-([0-9a-f]{16})\.parquet")
+# Files of the log before the manifest: adopted once (see ``_adopt``), never deleted.
+_LEGACY = re.compile(r"([0-9]{12})-([0-9a-f]{8})\.parquet")
+_LEGACY_TEMP = re.compile(r"\.tmp-[0-9]{12}-[0-9a-f]{8}\.parquet")
+_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,62}):([0-9]{12})")
+
+COMPACT_FILES = 16  # a view with this many small files gets them merged into one
+SMALL_BYTES = 16 << 20  # a file under this size is small
+MAX_MERGE = 64  # files merged by one compaction at most (bounds its memory and time)
 
 
-class ViewSpec:
-    """What a join needs of a view: its keys, features and ttl."""
+def inside(base: str, *parts: str) -> str:
+    """``base/parts...`` resolved, if it stays inside ``base``; else ``InvalidArgument``."""
+    root = os.path.realpath(base)
+    path = os.path.realpath(os.path.join(root, *parts))
+    if path != root and not path.startswith(root + os.sep):
+        raise InvalidArgument(f"path {os.path.join(*parts)!r} leaves the database directory")
+    return path
 
-    def __init__(
-        self, name: str, keys: Sequence[str], features: Sequence[str], ttl: float | None
-    ) -> None:
-        self.name, self.keys, self.features, self.ttl = name, list(keys), list(features), ttl
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+@dataclass(frozen=True)
+class Entry:
+    """A manifest record: one committed file of a view."""
+
+    number: int
+    file: str
+    rows: int
+    size: int
+    replaces: tuple[int, ...]
+
+
+def _entry(key: str, bins: dict[str, Any]) -> Entry:
+    """A manifest record read back, validated; StorageError if it is not one we write."""
+    matched = _KEY.fullmatch(key)
+    file = bins.get("file")
+    named = _FILE.fullmatch(file) or _LEGACY.fullmatch(file) if type(file) is str else None
+    rows, size, replaces = bins.get("rows"), bins.get("bytes"), bins.get("replaces", [])
+    if (
+        matched is None
+        or named is None
+        or named.group(1) != matched.group(2)
+        or type(rows) is not int
+        or type(size) is not int
+        or rows < 0
+        or size < 0
+        or type(replaces) is not list
+        or not all(type(n) is int for n in replaces)
+    ):
+        raise StorageError(f"the offline manifest record {key[:100]!r} is corrupt or forged")
+    assert isinstance(file, str)
+    assert isinstance(rows, int)
+    assert isinstance(size, int)
+    return Entry(int(matched.group(2)), file, rows, size, tuple(replaces))
+
+
+class _Moved(Conflict):
+    """A compaction's input is no longer listed: someone else compacted it first."""
+
+    def __init__(self, file: str) -> None:
+        super().__init__(f"{file} is no longer listed", 0)
+
+
+@dataclass
+class Staged:
+    """An ingest's (or a compaction's) rows, written but not yet committed."""
+
+    view: str
+    number: int
+    table: pa.Table | None  # the rows, for a log kept in memory
+    path: str | None = None  # the locked file, for a log on disk
+    fd: int | None = None
+    size: int = 0
+    rows: int = 0
+
+    @property
+    def file(self) -> str | None:
+        return None if self.path is None else os.path.basename(self.path)
 
 
 class OfflineLog:
-    def __init__(self, directory: str | None) -> None:
-        self.directory = directory
+    """The log of a database: under ``<data_dir>/features/offline``, or in memory."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._manifest = store.records(FILES)
+        home = store.data_dir
+        self.directory = None if home is None else inside(home, "features", "offline")
         self._tables: dict[str, list[pa.Table]] = {}
         self._lock = threading.Lock()
+        self._compacting = threading.Lock()
 
-    def _view_dir(self, view: str) -> str:
+    # paths -------------------------------------------------------------------------------
+
+    def view_dir(self, view: str) -> str:
         assert self.directory is not None
-        return os.path.join(self.directory, view)
+        return inside(self.directory, check_name(view, "feature view"))
 
-    def append(self, view: str, table: pa.Table, number: int) -> str | None:
-        """Add an ingest's rows; returns the file written (None in memory)."""
-        if self.directory is None:
-            with self._lock:
-                self._tables.setdefault(view, []).append(table)
-            return None
-        directory = self._view_dir(view)
-        os.makedirs(directory, exist_ok=True)
-        final = os.path.join(directory, f"{number:012d}-{secrets.token_hex(4)}.parquet")
-        temporary = os.path.join(directory, f".tmp-{os.path.basename(final)}")
-        try:
-            pq.write_table(table, temporary)
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-            fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise StorageError(f"cannot write the offline log of {view!r}: {e}") from e
-        return final
+    def path_of(self, view: str, file: str) -> str:
+        if _FILE.fullmatch(file) is None and _LEGACY.fullmatch(file) is None:
+            raise StorageError(f"{file[:80]!r} is not an offline log file name")
+        return inside(self.directory or "", check_name(view, "feature view"), file)
 
-    def undo(self, view: str, written: str | None, table: pa.Table) -> None:
-        """Take back an append (the online half of an ingest failed)."""
-        if written is not None:
-            with contextlib.suppress(OSError):
-                os.remove(written)
-            return
-        with self._lock:
-            tables = self._tables.get(view, [])
-            for i in range(len(tables) - 1, -1, -1):
-                if tables[i] is table:
-                    del tables[i]
-                    break
+    # the manifest ------------------------------------------------------------------------
+
+    def entries(self, view: str) -> list[Entry]:
+        """The view's committed files, in commit-number order."""
+        check_name(view, "feature view")
+        found: list[Entry] = []
+        for record in self._manifest.iterate(f"{view}:", batch=10_000):
+            if type(record.key) is not str:
+                raise StorageError("the offline log's manifest holds a non-str key")
+            found.append(_entry(record.key, record.bins))
+        # Listing by pages is not one snapshot: if a compaction committed between two pages,
+        # both its inputs and its output may show. Its output says what it replaces.
+        replaced = {n for entry in found for n in entry.replaces}
+        return [entry for entry in found if entry.number not in replaced]
+
+    def _listed(self, view: str, number: int, file: str) -> bool:
+        record = self._manifest.get(f"{view}:{number:012d}")
+        return record is not None and record.bins.get("file") == file
 
     def files(self, view: str) -> list[str]:
+        """Paths of the view's committed files (empty for a log kept in memory)."""
         if self.directory is None:
             return []
-        directory = self._view_dir(view)
-        if not os.path.isdir(directory):
-            return []
-        return sorted(
-            os.path.join(directory, name)
-            for name in os.listdir(directory)
-            if name.endswith(".parquet") and not name.startswith(".")
-        )
+        return [self.path_of(view, entry.file) for entry in self.entries(view)]
+
+    def tables(self, view: str) -> list[pa.Table]:
+        """A log kept in memory: the view's tables."""
+        with self._lock:
+            return list(self._tables.get(view, []))
 
     def rows(self, view: str) -> int:
         if self.directory is None:
-            return sum(t.num_rows for t in self._tables.get(view, []))
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in self.files(view))
+            return sum(t.num_rows for t in self.tables(view))
+        return sum(entry.rows for entry in self.entries(view))
 
-    # queries -----------------------------------------------------------------------------
+    # writing -----------------------------------------------------------------------------
 
-    def connect(self, spill: str | None = None) -> Any:
-        import duckdb
+    def stage(self, view: str, table: pa.Table, number: int) -> Staged:
+        """Write ``table`` as the view's file ``number`` (fsynced, locked, not yet listed).
 
-        connection = duckdb.connect(config={"temp_directory": spill or tempfile.gettempdir()})
-        return connection
-
-    def source(self, connection: Any, view: str, schema: pa.Schema) -> str | None:
-        """A SQL table expression over the view's rows (None when it has none)."""
+        Then ``commit`` it (with ``commit_step`` among the steps), or ``abort`` it.
+        """
         if self.directory is None:
-            with self._lock:
-                tables = list(self._tables.get(view, []))
-            if not tables:
-                return None
-            name = f"offline_{view}"
-            connection.register(name, pa.concat_tables(tables, promote_options="default"))
-            return _quote(name)
-        files = self.files(view)
-        if not files:
+            return Staged(view, number, table, rows=table.num_rows)
+        staged = self._create(view, number)
+        staged.rows = table.num_rows
+        assert staged.fd is not None
+        assert staged.path is not None
+        try:
+            with os.fdopen(os.dup(staged.fd), "wb") as handle:
+                pq.write_table(table, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            staged.size = os.fstat(staged.fd).st_size
+            _fsync_dir(os.path.dirname(staged.path))
+        except (OSError, pa.ArrowException) as e:
+            self.abort(staged)
+            raise StorageError(f"cannot write the offline log of {view!r}: {e}") from e
+        return staged
+
+    def _create(self, view: str, number: int) -> Staged:
+        """A new, empty file for ``number``, created and locked by this process."""
+        directory = self.view_dir(view)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            directory = self.view_dir(view)  # resolved again: it exists now
+            for _ in range(8):
+                path = os.path.join(directory, f"{number:012d}-{secrets.token_hex(8)}.parquet")
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+                fd = os.open(path, flags, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    if os.fstat(fd).st_nlink:
+                        return Staged(view, number, None, path, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                # Another process's recovery took the new, still unlocked file for debris and
+                # removed it before we locked it: start again under a new name.
+                os.close(fd)
+        except OSError as e:
+            raise StorageError(f"cannot write the offline log of {view!r}: {e}") from e
+        raise StorageError(f"cannot create a file in the offline log of {view!r}")
+
+    def commit_step(self, staged: Staged) -> TransformStep | None:
+        """The manifest record of ``staged``, to commit with the ingest's online rows."""
+        if staged.path is None:
             return None
-        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        return f"read_parquet([{listed}], union_by_name = true)"
+        bins = {"file": staged.file, "rows": staged.rows, "bytes": staged.size}
+        key = f"{staged.view}:{staged.number:012d}"
+        return self.store.step(self._manifest, [(key, _create(bins))])
 
-    def latest_sql(self, source: str, spec: ViewSpec, alias: str) -> str:
-        """One row per (entity, event_timestamp): newest created, then latest ingest."""
-        keys = ", ".join(_quote(k) for k in spec.keys)
-        columns = ", ".join(
-            [*(_quote(k) for k in spec.keys), "event_timestamp AS __ts",
-             *(_quote(f) for f in spec.features)]
-        )  # fmt: skip
-        return (
-            f"(SELECT {columns} FROM {source} QUALIFY row_number() OVER "
-            f"(PARTITION BY {keys}, event_timestamp ORDER BY created_timestamp DESC, "
-            f"{INGEST} DESC) = 1) {alias}"
-        )
+    def release(self, staged: Staged, *, committed: bool = True) -> None:
+        """Let go of the file (a log in memory takes the rows now, if committed)."""
+        if staged.fd is not None:
+            os.close(staged.fd)
+            staged.fd = None
+        elif staged.table is not None and committed:
+            with self._lock:
+                self._tables.setdefault(staged.view, []).append(staged.table)
 
-    def join(
-        self,
-        connection: Any,
-        entities: str,
-        passthrough: Sequence[str],
-        specs: Sequence[ViewSpec],
-        sources: dict[str, str | None],
-        names: dict[tuple[str, str], str],
-        types: dict[tuple[str, str], str],
-    ) -> str:
-        """The SQL of a point-in-time join of ``entities`` with every view in ``specs``."""
-        select = [f"e.{_quote(c)}" for c in passthrough]
-        joins: list[str] = []
-        for i, spec in enumerate(specs):
-            alias = f"v{i}"
-            source = sources[spec.name]
-            for feature in spec.features:
-                output = _quote(names[(spec.name, feature)])
-                if source is None:
-                    select.append(f"CAST(NULL AS {types[(spec.name, feature)]}) AS {output}")
-                    continue
-                value = f"{alias}.{_quote(feature)}"
-                if spec.ttl is not None:
-                    micros = int(spec.ttl * 1_000_000)
-                    value = (
-                        f"CASE WHEN e.event_timestamp - {alias}.__ts <= "
-                        f"INTERVAL {micros} MICROSECONDS THEN {value} END"
-                    )
-                select.append(f"{value} AS {output}")
-            if source is None:
+    def commit(self, staged: Staged, steps: list[TransformStep]) -> list[list[Any]]:
+        """Commit ``steps`` (which list ``staged``) as one transaction, then let go of it.
+
+        A write refused before anything was written (a bad value, a failed condition) removes
+        the file. Any other failure may or may not have committed (an interrupted wait for
+        the fsync, say): the file is kept, and the manifest decides — ``collect`` removes it
+        if it is not listed. A listed file is never removed, so none goes missing.
+        """
+        try:
+            results: list[list[Any]] = self.store.write(steps) if steps else []
+        except (InvalidArgument, Conflict):
+            self.abort(staged)
+            raise
+        except BaseException:
+            self.release(staged, committed=False)
+            raise
+        self.release(staged)
+        return results
+
+    def abort(self, staged: Staged) -> None:
+        """The commit failed or never happened: remove the file."""
+        if staged.path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(staged.path)
+        if staged.fd is not None:
+            os.close(staged.fd)
+            staged.fd = None
+
+    def _sync(self) -> None:
+        # A durable manifest before files it no longer lists are deleted, whatever durability
+        # the writer used: otherwise a power loss could bring back a record of a deleted file.
+        # (The engine's sync; the Store interface has no name for it yet.)
+        self.store.sync()
+
+    # recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Complete or roll back what crashed processes left: files listed in the manifest
+        stay; every other file of ours that no live process holds is deleted."""
+        if self.directory is None or not os.path.isdir(self.directory):
+            if self.directory is not None and self._manifest.get(_FORMAT) is None:
+                self._adopt([])
+            return
+        views = []
+        for view in sorted(os.listdir(self.directory)):
+            if not is_name(view):
+                continue  # not a directory of ours
+            try:
+                self.view_dir(view)
+            except InvalidArgument:
+                # e.g. swapped for a symlink out of the data directory: never followed; every
+                # use of the view says so, the rest of the store works
+                log.warning("offline log directory %r leaves the database directory", view)
                 continue
-            on = " AND ".join(f"e.{_quote(k)} = {alias}.{_quote(k)}" for k in spec.keys)
-            joins.append(
-                f"ASOF LEFT JOIN {self.latest_sql(source, spec, alias)} "
-                f"ON {on} AND e.event_timestamp >= {alias}.__ts"
-            )
-        return f"SELECT {', '.join(select)} FROM {entities} e {' '.join(joins)} ORDER BY e.__row"
+            views.append(view)
+        if self._manifest.get(_FORMAT) is None:
+            self._adopt(views)
+        for view in views:
+            self.collect(view)
+
+    def _adopt(self, views: list[str]) -> None:
+        """List the files of a log written before the manifest existed (each was renamed into
+        place complete, and counted as ingested), once, atomically."""
+        items: list[tuple[str, Any]] = []
+        for view in views:
+            directory = self.view_dir(view)
+            for name in sorted(os.listdir(directory)):
+                matched = _LEGACY.fullmatch(name)
+                if matched is None:
+                    continue  # new files are listed when committed, or are debris
+                path = os.path.join(directory, name)
+                try:
+                    rows = pq.ParquetFile(path).metadata.num_rows
+                except (OSError, pa.ArrowException):
+                    continue  # unreadable: not a file the old log ever showed
+                bins = {"file": name, "rows": rows, "bytes": os.path.getsize(path)}
+                items.append((f"{view}:{matched.group(1)}", _create(bins)))
+        items.append((_FORMAT, _create({"version": 1})))
+        with contextlib.suppress(Conflict):  # another process adopted them first
+            self.store.write([self.store.step(self._manifest, items)])
+
+    def collect(self, view: str) -> int:
+        """Delete the view's files no manifest record names and no live process holds;
+        returns how many were deleted."""
+        if self.directory is None:
+            return 0
+        directory = self.view_dir(view)
+        if not os.path.isdir(directory):
+            return 0
+        listed = {entry.file for entry in self.entries(view)}
+        removed = 0
+        synced = False
+        for name in os.listdir(directory):
+            matched = _FILE.fullmatch(name)
+            if name in listed or (matched is None and not _LEGACY_TEMP.fullmatch(name)):
+                continue  # committed, or not a file of ours to judge: left alone
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live ingest or compaction is writing it
+                # Read the manifest again now that we hold the lock: the file's writer may
+                # have committed it (and let go) since we listed.
+                if matched is not None and self._listed(view, int(matched.group(1)), name):
+                    continue
+                if not synced:
+                    # The unlisting (a compaction's switch) may not be durable yet under
+                    # durability "async"/"none": make it so before its inputs go.
+                    self._sync()
+                    synced = True
+                os.remove(path)
+                removed += 1
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+        if removed:
+            _fsync_dir(directory)
+        return removed
+
+    # compaction --------------------------------------------------------------------------
+
+    def compact(
+        self, view: str, number: Callable[[], int], *, at_least: int = COMPACT_FILES
+    ) -> int:
+        """Merge the view's small files into one once there are ``at_least`` of them;
+        returns how many files were merged (0 when there was nothing to do or another
+        compaction got there first). Query results are the same before and after."""
+        if not self._compacting.acquire(blocking=False):
+            return 0  # one compaction at a time per process; the next ingest tries again
+        try:
+            if self.directory is None:
+                return self._compact_memory(view, at_least)
+            return self._compact_files(view, number, max(2, at_least))
+        finally:
+            self._compacting.release()
+
+    def _compact_memory(self, view: str, at_least: int) -> int:
+        with self._lock:
+            tables = self._tables.get(view, [])
+            if len(tables) < max(2, at_least):
+                return 0
+            self._tables[view] = [pa.concat_tables(tables, promote_options="default")]
+            return len(tables)
+
+    def _compact_files(self, view: str, number: Callable[[], int], at_least: int) -> int:
+        inputs = [e for e in self.entries(view) if e.size < SMALL_BYTES][:MAX_MERGE]
+        if len(inputs) < at_least:
+            return 0
+        paths = [self.path_of(view, e.file) for e in inputs]
+        try:
+            schema = pa.unify_schemas([pq.read_schema(p) for p in paths], promote_options="default")
+        except FileNotFoundError:
+            return 0  # another process compacted these files first
+        except (OSError, pa.ArrowException) as e:
+            raise StorageError(f"cannot compact the offline log of {view!r}: {e}") from e
+        staged = self._create(view, number())
+        assert staged.fd is not None
+        assert staged.path is not None
+        try:
+            with os.fdopen(os.dup(staged.fd), "wb") as handle:
+                with pq.ParquetWriter(handle, schema) as writer:
+                    for path in paths:  # one input in memory at a time
+                        writer.write_table(_conform(pq.read_table(path), schema))
+                handle.flush()
+                os.fsync(handle.fileno())
+            staged.size = os.fstat(staged.fd).st_size
+            _fsync_dir(os.path.dirname(staged.path))
+        except FileNotFoundError:
+            self.abort(staged)
+            return 0
+        except (OSError, pa.ArrowException) as e:
+            self.abort(staged)
+            raise StorageError(f"cannot compact the offline log of {view!r}: {e}") from e
+        merged = {
+            "file": staged.file,
+            "rows": sum(e.rows for e in inputs),
+            "bytes": staged.size,
+            "replaces": [e.number for e in inputs],
+        }
+        items: list[tuple[str, Any]] = [
+            (f"{view}:{e.number:012d}", _remove_if_names(e.file)) for e in inputs
+        ]
+        items.append((f"{view}:{staged.number:012d}", _create(merged)))
+        try:
+            self.commit(staged, [self.store.step(self._manifest, items)])
+        except Conflict:
+            return 0
+        self._sync()  # the switch is durable before the inputs go
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        _fsync_dir(self.view_dir(view))
+        return len(inputs)
+
+
+def _create(bins: dict[str, Any]) -> Callable[[Current, int], Outcome]:
+    def write(current: Current, now: int) -> Outcome:
+        if current.bins is not None:
+            raise Conflict("the offline log's manifest already has this record", 1)
+        return Outcome(None, bins, 0)
+
+    return write
+
+
+def _remove_if_names(file: str) -> Callable[[Current, int], Outcome]:
+    def remove(current: Current, now: int) -> Outcome:
+        if current.bins is None or current.bins.get("file") != file:
+            raise _Moved(file)
+        return Outcome(None, None)
+
+    return remove
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: missing ones (features added to the view
+    after it was written) are nulls, as a query over all files would read them."""
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -17,11 +17,13 @@ import msgspec
 
 from engramdb.errors import InvalidArgument
 from engramdb.features.model import OnlineResponse
+from engramdb.features.names import check_name
 from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
+from engramdb.writeplan import TransformStep
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
 __all__ = ["MISSING", "OUTSIDE_TTL", "PRESENT", "OnlineResponse", "OnlineStore", "entity_key"]
 
@@ -48,29 +50,34 @@ def micros_to_datetime(value: int) -> datetime.datetime:
 
 
 class OnlineStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     @staticmethod
     def set_of(view: str) -> str:
-        return f"fv.{view}"
+        return f"fv.{check_name(view, 'feature view')}"
 
     def write(self, view: str, rows: Iterable[tuple[Any, dict[str, Any]]]) -> int:
         """Store each ``(entity key, bins)`` unless what is stored is newer. Returns how many
         were written. ``bins`` carry ``__ts``, ``__created`` and ``__ingest``."""
+        step = self.step(view, rows)
+        if step is None:
+            return 0
+        return sum(self.store.write([step])[0])
+
+    def step(self, view: str, rows: Iterable[tuple[Any, dict[str, Any]]]) -> TransformStep | None:
+        """``write`` as a step, to commit with others in one transaction (an ingest's online
+        rows and its offline manifest record). Each result is 1 if written, else 0."""
         items = [(key, _newer(bins)) for key, bins in rows]
         if not items:
-            return 0
-        records = self.db._internal_records(self.set_of(view))
-        return sum(self.db._write(records._plan_transform(items)))
+            return None
+        return self.store.step(self.store.records(self.set_of(view)), items)
 
     def fetch(self, requests: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Record | None]]:
         """The records of each ``(view, entity keys)`` request, all read in one snapshot
         (one LMDB read transaction for every view of a feature service)."""
-        db = self.db
-        return db._read_across(
-            [(db._internal_records(self.set_of(view)), keys) for view, keys in requests]
-        )
+        store = self.store
+        return store.read([(store.records(self.set_of(view)), keys) for view, keys in requests])
 
     @staticmethod
     def columns(

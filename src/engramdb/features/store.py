@@ -1,21 +1,28 @@
 """``db.features``: one definition serves both online features and point-in-time training data.
 
-- ``apply`` stores definitions (see ``registry``).
-- ``ingest`` / ``push`` check rows against the view, append them to the offline log and, for
-  online views, store each entity's newest row online; a failure leaves both unchanged (the
-  offline file is written first and removed again if the online half fails).
+- ``apply`` stores definitions (see ``registry``); every name in them follows one identifier
+  rule (``names``), checked when applied and again when read back.
+- ``ingest`` / ``push`` check rows against the view, write them to the offline log and, for
+  online views, store each entity's newest row online. The online rows and the offline
+  file's manifest record commit in ONE transaction: offline and online change together or
+  not at all, even across a kill -9 (see ``offline``). Small files are compacted.
 - ``get_online_features`` reads one record per (view, entity) — each entity's features of a
   view are stored together — and reports a status per value.
 - ``get_historical_features`` is a DuckDB ASOF join per view over the offline log, in chunks
-  of entity rows (with a progress bar) or straight to a Parquet file for large inputs.
+  of entity rows (with a progress bar), optionally straight to a Parquet file.
 - ``validate_online`` compares the online store with the offline log as of now.
+
+Timestamps must say their time zone: timezone-naive timestamps (and zone-less strings) are
+refused with ``InvalidArgument`` rather than guessed to be UTC.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -25,11 +32,17 @@ import numpy as np
 import pyarrow as pa
 
 from engramdb._progress import progress_bar
-from engramdb.errors import EngramError, InvalidArgument
-from engramdb.features.definitions import Entity, FeatureService, FeatureView
-from engramdb.features.frames import TS, conform, to_arrow
-from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse, SkewReport
-from engramdb.features.offline import INGEST, OfflineLog, ViewSpec
+from engramdb.errors import EngramError, InvalidArgument, StorageError
+from engramdb.features.definitions import Entity, FeatureService, FeatureView, split_ref
+from engramdb.features.frames import TS, conform, timestamps, to_arrow, to_micros
+from engramdb.features.model import (
+    HistoricalResult,
+    IngestResult,
+    OnlineResponse,
+    ParquetOutput,
+    SkewReport,
+)
+from engramdb.features.offline import INGEST, OfflineLog, inside
 from engramdb.features.online import (
     CREATED,
     OnlineStore,
@@ -38,22 +51,22 @@ from engramdb.features.online import (
 from engramdb.features.online import (
     TS as ONLINE_TS,
 )
-from engramdb.features.registry import Registry
+from engramdb.features.registry import Registry, Snapshot
+from engramdb.features.sql import Reader, ViewSpec, connect, join, latest_per_entity
 from engramdb.records.ops import Incr
 from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
-    from engramdb.database import Database
+    from engramdb.store import Store
 
 __all__ = ["FeatureStore", "HistoricalResult", "IngestResult", "SkewReport"]
 
+log = logging.getLogger("engramdb.features")
+
 CHUNK_ROWS = 1_000_000  # entity rows per point-in-time join query
-_SQL_TYPES = {
-    "int32": "INTEGER", "int64": "BIGINT", "float32": "FLOAT", "float64": "DOUBLE",
-    "string": "VARCHAR", "bool": "BOOLEAN", "bytes": "BLOB", "timestamp": "TIMESTAMPTZ",
-    "int64[]": "BIGINT[]", "float32[]": "FLOAT[]", "float64[]": "DOUBLE[]",
-    "string[]": "VARCHAR[]",
-}  # fmt: skip
+MAX_SAMPLE = 100_000  # validate_online's sample, at most
+PLAN_CACHE_ENTRIES = 256  # parsed feature lists kept...
+PLAN_CACHE_REFS = 65_536  # ...holding at most this many feature references in all
 
 
 class _Plan:
@@ -63,9 +76,11 @@ class _Plan:
         self,
         views: list[tuple[FeatureView, list[str], list[str]]],
         names: dict[tuple[str, str], str],
+        refs: int,
     ) -> None:
         self.views = views  # (view, join keys, features)
         self.names = names
+        self.refs = refs
         # Per view: its features' output names, in order.
         self.outputs = {
             view.name: [names[(view.name, f)] for f in feats] for view, _, feats in views
@@ -77,17 +92,60 @@ class _Plan:
         }
 
 
+class _PlanCache:
+    """Parsed feature lists of the current registry version, least recently used first.
+
+    Keyed by what clients ask for, so bounded both in entries and in the feature references
+    they hold; emptied when the registry changes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plans: OrderedDict[tuple[Any, ...], _Plan] = OrderedDict()
+        self._refs = 0
+        self._snapshot: Snapshot | None = None
+
+    def get(self, snapshot: Snapshot, key: tuple[Any, ...]) -> _Plan | None:
+        with self._lock:
+            if snapshot is not self._snapshot:
+                return None
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+            return plan
+
+    def put(self, snapshot: Snapshot, key: tuple[Any, ...], plan: _Plan) -> None:
+        if plan.refs > PLAN_CACHE_REFS // 16:
+            return  # a huge list: parsing it again costs less than what it would evict
+        with self._lock:
+            if snapshot is not self._snapshot:
+                self._plans.clear()
+                self._refs = 0
+                self._snapshot = snapshot
+            if key in self._plans:
+                return
+            self._plans[key] = plan
+            self._refs += plan.refs
+            while len(self._plans) > PLAN_CACHE_ENTRIES or self._refs > PLAN_CACHE_REFS:
+                _, dropped = self._plans.popitem(last=False)
+                self._refs -= dropped.refs
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
 class FeatureStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self.registry = Registry(db)
-        self.online = OnlineStore(db)
-        root = None if db.path is None else os.path.join(db.path, "features")
-        self.offline = OfflineLog(None if root is None else os.path.join(root, "offline"))
-        self._spill = None if root is None else os.path.join(root, "spill")
-        self._counter = db._internal_records("_feature_ingests")
-        self._plans: dict[tuple[Any, ...], _Plan] = {}
-        self._plans_lock = threading.Lock()
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.registry = Registry(store)
+        self.online = OnlineStore(store)
+        self.offline = OfflineLog(store)
+        home = store.data_dir
+        self._spill = None if home is None else inside(home, "features", "spill")
+        self._counter = store.records("_feature_ingests")
+        self._plans = _PlanCache()
+        # Complete or roll back ingests and compactions a crash cut short.
+        self.offline.recover()
 
     # definitions -------------------------------------------------------------------------
 
@@ -95,10 +153,16 @@ class FeatureStore:
     def apply(
         self, definitions: Sequence[Entity | FeatureView | FeatureService]
     ) -> list[tuple[str, str, int]]:
-        """Store definitions (all or none); ``(kind, name, version)`` for each."""
+        """Store definitions (all or none); ``(kind, name, version)`` for each.
+
+        Every name (entity, join key, view, feature, service) must be 1-63 ASCII letters,
+        digits or ``_``, not starting with a digit or ``__``.
+        """
         return self.registry.apply(definitions)
 
+    @remote("read")
     def get_feature_view(self, name: str) -> FeatureView:
+        """The applied feature view ``name``; ``NotFound`` if there is none."""
         return self.registry.view(name)
 
     @remote("read")
@@ -106,7 +170,9 @@ class FeatureStore:
         """Every applied feature view, by name."""
         return self.registry.definitions("view")
 
+    @remote("read")
     def list_entities(self) -> list[Entity]:
+        """Every applied entity, by name."""
         return self.registry.definitions("entity")
 
     # ingestion ---------------------------------------------------------------------------
@@ -118,50 +184,72 @@ class FeatureStore:
             for k in self.registry.entity(e).join_keys
         }
 
+    def _number(self) -> int:
+        return int(self._counter.operate("n", [Incr("n")])[0])
+
     @remote("slow", writes=True, wire={"data": "table"})
     def ingest(self, view: str, data: Any) -> IngestResult:
         """Append rows (pandas/polars/Arrow/Parquet path/list of dicts) to ``view``.
 
         They must carry the view's join keys, ``event_timestamp`` and every feature
-        (``created_timestamp`` is optional). Offline and online change together or not at all.
+        (``created_timestamp`` is optional). Timestamps must be timezone-aware (or strings
+        with an offset such as ``Z``); naive ones raise ``InvalidArgument``.
+
+        Offline and online change together or not at all: both are committed by one
+        transaction, and a crash at any moment leaves either the whole ingest or none of it
+        once the database is opened again.
         """
         definition = self.registry.view(view)
         keys = self.registry.join_keys(definition)
         table = conform(
             to_arrow(data), keys, self._key_types(definition),
-            [(f.name, f.dtype) for f in definition.schema], now=self.db._clock(),
+            [(f.name, f.dtype) for f in definition.schema], now=self.store.now(),
         )  # fmt: skip
-        number = int(self._counter.operate("n", [Incr("n")])[0])
+        number = self._number()
         ordinal = pa.array(np.arange(table.num_rows, dtype=np.int64) + (number << 30))
         table = table.append_column(INGEST, ordinal)
-        written = self.offline.append(view, table, number)
-        online = 0
+        online_step = None
+        if definition.online:
+            online_step = self.online.step(view, self._latest_rows(table, keys, definition))
+        staged = self.offline.stage(view, table, number)
+        manifest_step = self.offline.commit_step(staged)
+        steps = [s for s in (manifest_step, online_step) if s is not None]
+        results = self.offline.commit(staged, steps)
+        online = sum(results[-1]) if online_step is not None else 0
         try:
-            if definition.online:
-                online = self.online.write(view, self._latest_rows(table, keys, definition))
-        except BaseException:
-            self.offline.undo(view, written, table)
-            raise
-        return IngestResult(view, table.num_rows, online, written)
+            self.offline.compact(view, self._number)
+        except Exception:
+            # The ingest is committed: raising now would invite a retry that ingests twice.
+            # A failed compaction leaves the log as it was (see ``offline``); the next
+            # ingest tries again.
+            log.exception("compacting the offline log of %r failed", view)
+        return IngestResult(view, table.num_rows, online, staged.path)
 
+    @remote("slow", writes=True)
     def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
         """Ingest a few rows as they happen (a stream); the same rules as ``ingest``."""
         if isinstance(rows, dict):
             rows = [rows]
+        if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
+            raise InvalidArgument("push takes a row (a dict) or a list of them")
         return self.ingest(view, list(rows))
+
+    @remote("slow", writes=True)
+    def compact(self, view: str) -> int:
+        """Merge the view's small offline files into one now (ingests do this on their own
+        once a view has many); returns how many files were merged. Results of every query
+        are the same before and after."""
+        self.registry.view(view)
+        return self.offline.compact(view, self._number, at_least=2)
 
     def _latest_rows(
         self, table: pa.Table, keys: list[str], view: FeatureView
     ) -> list[tuple[Any, dict[str, Any]]]:
-        connection = self.offline.connect(self._spill)
+        connection = connect((), self._spill)
         try:
             connection.register("batch", table)
-            order = "event_timestamp DESC, created_timestamp DESC, __ingest DESC"
-            partition = ", ".join(f'"{k}"' for k in keys)
-            latest = connection.sql(
-                f"SELECT * FROM batch QUALIFY row_number() OVER (PARTITION BY {partition} "
-                f"ORDER BY {order}) = 1"
-            ).to_arrow_table()
+            sql, params = latest_per_entity('"batch"', keys)
+            latest = connection.sql(sql, params=params).to_arrow_table()
         finally:
             connection.close()
         return self._online_rows(latest, keys, view)
@@ -176,13 +264,15 @@ class FeatureStore:
             "created_timestamp",
             *(f.name for f in view.schema if f.dtype == "timestamp"),
         ]:
+            if name not in table.column_names:
+                continue  # a feature added to the view after these rows were written
             index = table.column_names.index(name)
             table = table.set_column(index, name, table[name].cast(pa.int64()))
         columns = table.to_pydict()
         rows: list[tuple[Any, dict[str, Any]]] = []
         features = [f.name for f in view.schema]
         for i in range(table.num_rows):
-            bins = {name: columns[name][i] for name in features}
+            bins = {name: columns[name][i] for name in features if name in columns}
             bins[ONLINE_TS] = columns["event_timestamp"][i]
             bins[CREATED] = columns["created_timestamp"][i]
             bins[INGEST] = columns[INGEST][i]
@@ -193,71 +283,74 @@ class FeatureStore:
     def materialize(self, views: Sequence[str], start: Any = None, end: Any = None) -> int:
         """Load the online store from the offline log (rows with start <= event < end);
         returns how many entity rows were written (older ones never overwrite newer)."""
-        from engramdb.features.frames import to_micros
-
+        if isinstance(views, str):
+            views = [views]
+        if not isinstance(views, Sequence):
+            raise InvalidArgument("materialize takes a list of view names")
+        low = None if start is None else to_micros(start)
+        high = None if end is None else to_micros(end)
         written = 0
         for name in views:
             definition = self.registry.view(name)
             keys = self.registry.join_keys(definition)
-            connection = self.offline.connect(self._spill)
-            try:
-                source = self.offline.source(connection, name, pa.schema([]))
-                if source is None:
-                    continue
-                where = []
-                if start is not None:
-                    where.append(f"epoch_us(event_timestamp) >= {to_micros(start)}")
-                if end is not None:
-                    where.append(f"epoch_us(event_timestamp) < {to_micros(end)}")
-                clause = f"WHERE {' AND '.join(where)}" if where else ""
-                partition = ", ".join(f'"{k}"' for k in keys)
-                latest = connection.sql(
-                    f"SELECT * FROM {source} {clause} QUALIFY row_number() OVER (PARTITION BY "
-                    f"{partition} ORDER BY event_timestamp DESC, created_timestamp DESC, "
-                    f"{INGEST} DESC) = 1"
-                ).to_arrow_table()
-            finally:
-                connection.close()
+            with Reader(self.offline, [name], self._spill) as reader:
+
+                def build(
+                    sources: dict[str, str | None], name: str = name, keys: list[str] = keys
+                ) -> tuple[str, list[Any]]:
+                    source = sources[name]
+                    if source is None:
+                        return "SELECT NULL WHERE false", []
+                    return latest_per_entity(source, keys, start=low, end=high)
+
+                latest = reader.run(build)
+            if INGEST not in latest.column_names:
+                continue  # the view has no rows yet
             written += self.online.write(name, self._online_rows(latest, keys, definition))
         return written
 
     # online ------------------------------------------------------------------------------
 
     def _plan(self, features: Sequence[str] | str, full_feature_names: bool) -> _Plan:
-        snapshot = self.registry._current()
-        signature = (
-            id(snapshot),
-            tuple(features) if not isinstance(features, str) else features,
-            full_feature_names,
-        )
-        found = self._plans.get(signature)
+        snapshot = self.registry.current()
+        if isinstance(features, str):
+            signature: tuple[Any, ...] = (features, bool(full_feature_names))
+        elif isinstance(features, Sequence):
+            signature = (*features, bool(full_feature_names))
+        else:
+            raise InvalidArgument("features is a list of 'view:feature' or a service name")
+        try:
+            found = self._plans.get(snapshot, signature)
+        except TypeError:  # an unhashable element: not a feature reference anyway
+            raise InvalidArgument("features are 'view:feature' strings") from None
         if found is not None:
             return found
         if isinstance(features, str):  # a feature service
-            service = snapshot["service"].get(features)
-            if service is None:
-                raise InvalidArgument(f"no feature service {features!r}")
-            refs = list(service.features)
+            try:
+                refs = list(snapshot.lookup("service", features).features)
+            except EngramError as e:
+                raise InvalidArgument(str(e)) from None
         else:
             refs = list(features)
         if not refs:
             raise InvalidArgument("ask for at least one feature")
         order: dict[str, list[str]] = {}
         for ref in refs:
-            if type(ref) is not str or ":" not in ref:
-                raise InvalidArgument(f"features are 'view:feature', not {ref!r}")
-            view_name, _, feature = ref.partition(":")
-            view = snapshot["view"].get(view_name)
-            if view is None:
-                raise InvalidArgument(f"unknown feature view {view_name!r} in {ref!r}")
+            view_name, feature = split_ref(ref)
+            try:
+                view = snapshot.lookup("view", view_name)
+            except StorageError:
+                raise
+            except EngramError:
+                raise InvalidArgument(f"unknown feature view {view_name!r} in {ref!r}") from None
             view.feature(feature)
             order.setdefault(view_name, []).append(feature)
         names: dict[tuple[str, str], str] = {}
         seen: set[str] = set()
         views = []
         for view_name, feats in order.items():
-            view = snapshot["view"][view_name]
-            keys = [k for e in view.entities for k in snapshot["entity"][e].join_keys]
+            view = snapshot.lookup("view", view_name)
+            keys = snapshot.join_keys(view)
             for feature in feats:
                 name = f"{view_name}__{feature}" if full_feature_names else feature
                 if name in seen:
@@ -267,11 +360,8 @@ class FeatureStore:
                 seen.add(name)
                 names[(view_name, feature)] = name
             views.append((view, keys, feats))
-        plan = _Plan(views, names)
-        with self._plans_lock:
-            if len(self._plans) > 1024:
-                self._plans.clear()
-            self._plans[signature] = plan
+        plan = _Plan(views, names, len(refs))
+        self._plans.put(snapshot, signature, plan)
         return plan
 
     @remote("read")
@@ -288,7 +378,7 @@ class FeatureStore:
         if isinstance(entity_rows, dict) or not isinstance(entity_rows, Sequence):
             raise InvalidArgument("entity_rows is a list of {join key: value} dicts")
         started = perf_counter_ns()
-        metrics = self.db._metrics.op("get_online_features")
+        metrics = self.store.metrics.op("get_online_features")
         try:
             return self._online(plan, entity_rows)
         except EngramError as e:
@@ -306,13 +396,13 @@ class FeatureStore:
                 if key not in columns:
                     try:
                         columns[key] = [row[key] for row in entity_rows]
-                    except (KeyError, TypeError):
+                    except (KeyError, TypeError, IndexError):
                         raise InvalidArgument(f"every entity row needs join key {key!r}") from None
             requests.append(
                 (view.name, [entity_key([row[k] for k in keys]) for row in entity_rows])
             )
         fetched = self.online.fetch(requests)
-        now = self.db._clock()
+        now = self.store.now()
         for (view, _, feats), records in zip(plan.views, fetched):
             stamps = plan.stamps[view.name]
             values, states = self.online.columns(records, feats, view.ttl, stamps, now)
@@ -334,62 +424,96 @@ class FeatureStore:
     ) -> HistoricalResult:
         """For each entity row: the latest value of each feature with event_timestamp <= the
         row's, within the view's ttl (ties: newest created_timestamp). Rows keep their order
-        and columns. ``output``: write a Parquet file instead of returning the table."""
+        and columns. ``event_timestamp`` must be timezone-aware.
+
+        ``output``: write a Parquet file there instead of returning the table. It is a path
+        of the calling process, written with its rights: embedded use only (a server never
+        accepts it from a client). The file is written beside it under a temporary name,
+        fsynced and renamed, so it appears whole or not at all and replaces whatever was at
+        ``output`` (a symlink there is replaced, not followed). A path inside the
+        database's own directory is refused.
+        """
         plan = self._plan(features, full_feature_names)
+        target = None if output is None else self._output_path(output)
         table = to_arrow(entity_df)
-        needed = {"event_timestamp", *(k for _, keys, _ in plan.views for k in keys)}
-        missing = sorted(needed - set(table.column_names))
+        if len(set(table.column_names)) != len(table.column_names):
+            raise InvalidArgument("the entity rows have two columns of the same name")
+        key_types = {k: t for view, _, _ in plan.views for k, t in self._key_types(view).items()}
+        missing = sorted({"event_timestamp", *key_types} - set(table.column_names))
         if missing:
             raise InvalidArgument(f"the entity rows need columns {missing}")
-        from engramdb.features.frames import _timestamps
-
+        clash = sorted(set(plan.names.values()) & set(table.column_names))
+        if clash:
+            raise InvalidArgument(
+                f"the entity rows already have columns {clash}; pass full_feature_names=True"
+            )
+        stamps = timestamps(table["event_timestamp"], "event_timestamp")
         table = table.set_column(
-            table.column_names.index("event_timestamp"), "event_timestamp",
-            _timestamps(table["event_timestamp"], "event_timestamp"),
-        )  # fmt: skip
-        passthrough = list(table.column_names)
+            table.column_names.index("event_timestamp"), "event_timestamp", stamps
+        )
+        # Only join keys and the time reach DuckDB; other columns are joined back in Arrow.
+        probe = {"event_timestamp": stamps}
+        for key, dtype in key_types.items():
+            want = pa.int64() if dtype == "int64" else pa.string()
+            try:
+                probe[key] = table[key].cast(want)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise InvalidArgument(
+                    f"join key {key!r} must be {want}, got {table[key].type}"
+                ) from None
+        probe_table = pa.table(probe)
         specs = [ViewSpec(view.name, keys, feats, view.ttl) for view, keys, feats in plan.views]
         types = {
-            (view.name, f): _SQL_TYPES[view.feature(f).dtype]
-            for view, _, feats in plan.views
-            for f in feats
+            (view.name, f): view.feature(f).dtype for view, _, feats in plan.views for f in feats
         }
-        connection = self.offline.connect(self._spill)
-        writer = None
+        outputs = [plan.names[(spec.name, f)] for spec in specs for f in spec.features]
+        writer: ParquetOutput | None = None if target is None else ParquetOutput(target)
         pieces: list[pa.Table] = []
         try:
-            sources = {
-                spec.name: self.offline.source(connection, spec.name, pa.schema([]))
-                for spec in specs
-            }
-            total = table.num_rows
-            with progress_bar("point-in-time join", total) as advance:
-                for start in range(0, max(total, 1), CHUNK_ROWS):
-                    chunk = table.slice(start, CHUNK_ROWS)
-                    chunk = chunk.append_column(
-                        "__row", pa.array(np.arange(start, start + chunk.num_rows, dtype=np.int64))
-                    )
-                    connection.register("entity_rows", chunk)
-                    sql = self.offline.join(
-                        connection, "entity_rows", passthrough, specs, sources, plan.names, types
-                    )
-                    result = connection.sql(sql).to_arrow_table()
-                    if output is not None:
-                        import pyarrow.parquet as pq
-
-                        if writer is None:
-                            writer = pq.ParquetWriter(output, result.schema)
-                        writer.write_table(result)
-                    else:
-                        pieces.append(result)
-                    advance(chunk.num_rows)
+            with Reader(self.offline, [s.name for s in specs], self._spill) as reader:
+                total = table.num_rows
+                with progress_bar("point-in-time join", total) as advance:
+                    for start in range(0, max(total, 1), CHUNK_ROWS):
+                        chunk = probe_table.slice(start, CHUNK_ROWS)
+                        rows = chunk.num_rows
+                        chunk = chunk.append_column(
+                            "__row", pa.array(np.arange(rows, dtype=np.int64))
+                        )
+                        reader.connection.register("entity_rows", chunk)
+                        result = reader.run(
+                            lambda sources: join("entity_rows", specs, sources, plan.names, types)
+                        )
+                        if result.num_rows != rows:
+                            raise StorageError("the point-in-time join lost entity rows")
+                        piece = table.slice(start, rows)
+                        for name in outputs:
+                            piece = piece.append_column(name, result[name])
+                        if writer is not None:
+                            writer.write(piece)
+                        else:
+                            pieces.append(piece)
+                        advance(rows)
+            if writer is not None:
+                writer.commit()
+                writer = None
+                return HistoricalResult(None, target)
         finally:
             if writer is not None:
-                writer.close()
-            connection.close()
-        if output is not None:
-            return HistoricalResult(None, output)
+                writer.abort()
         return HistoricalResult(pa.concat_tables(pieces) if pieces else None, None)
+
+    def _output_path(self, output: Any) -> str:
+        if not isinstance(output, str | os.PathLike):
+            raise InvalidArgument(f"output is a file path, not {type(output).__name__}")
+        path = os.path.abspath(os.fspath(output))
+        if not os.path.isdir(os.path.dirname(path)):
+            raise InvalidArgument(f"output {path!r}: its directory does not exist")
+        if self.store.data_dir is not None:
+            home = os.path.realpath(self.store.data_dir)
+            real = os.path.realpath(path)
+            if real == home or real.startswith(home + os.sep):
+                raise InvalidArgument("output cannot be inside the database's directory")
+        return path
 
     # skew --------------------------------------------------------------------------------
 
@@ -400,9 +524,13 @@ class FeatureStore:
         """Compare online values of up to ``sample`` entities with the offline log as of now."""
         definition = self.registry.view(view)
         keys = self.registry.join_keys(definition)
+        if type(sample) is not int or not 1 <= sample <= MAX_SAMPLE:
+            raise InvalidArgument(f"sample is an int from 1 to {MAX_SAMPLE}, not {sample!r}")
+        if seed is not None and type(seed) is not int:
+            raise InvalidArgument(f"seed is an int or None, not {seed!r}")
         rng = random.Random(seed)
         chosen: list[Any] = []
-        for i, record in enumerate(self.db._internal_records(self.online.set_of(view)).iterate()):
+        for i, record in enumerate(self.store.records(self.online.set_of(view)).iterate()):
             if len(chosen) < sample:
                 chosen.append(record.key)
             elif (j := rng.randrange(i + 1)) < sample:
@@ -411,13 +539,16 @@ class FeatureStore:
             return SkewReport(view, 0)
         rows = []
         for key in chosen:
-            values = msgspec.msgpack.decode(key) if isinstance(key, bytes) else [key]
+            try:
+                values = msgspec.msgpack.decode(key) if isinstance(key, bytes) else [key]
+            except msgspec.DecodeError:
+                raise StorageError(f"the online store of {view!r} holds a corrupt key") from None
             rows.append(dict(zip(keys, values)))
-        now = self.db._clock()
+        now = self.store.now()
         refs = [f"{view}:{f.name}" for f in definition.schema]
         online = self.get_online_features(refs, rows, full_feature_names=True)
         stamp = pa.array([int(now * 1_000_000)] * len(rows), type=pa.int64()).cast(TS)
-        entity = pa.table({**{k: [r[k] for r in rows] for k in keys}, "event_timestamp": stamp})
+        entity = pa.table({**{k: [r.get(k) for r in rows] for k in keys}, "event_timestamp": stamp})
         offline = (
             self.get_historical_features(entity, refs, full_feature_names=True)
             .to_arrow()
@@ -434,17 +565,23 @@ class FeatureStore:
                     )
         return report
 
-    def close(self) -> None:
+    def _close(self) -> None:
         pass
 
-    def stats(self) -> dict[str, Any]:
-        return {
+    def _stats(self) -> dict[str, Any]:
+        """Per view: online entities, offline rows and offline files; and how many parsed
+        feature lists are cached (bounded: see ``PLAN_CACHE_ENTRIES``)."""
+        views = {
             view.name: {
-                "online_entities": self.db._internal_records(self.online.set_of(view.name)).count(),
+                "online_entities": self.store.records(self.online.set_of(view.name)).count(),
                 "offline_rows": self.offline.rows(view.name),
+                "offline_files": len(self.offline.entries(view.name))
+                if self.offline.directory is not None
+                else len(self.offline.tables(view.name)),
             }
             for view in self.registry.definitions("view")
         }
+        return {"views": views, "cached_plans": len(self._plans)}
 
 
 def _same(a: Any, b: Any) -> bool:
