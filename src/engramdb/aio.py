@@ -28,6 +28,7 @@ from engramdb.client._core import (
     Address,
     Decoders,
     encode_call,
+    failed_attempt,
     is_fatal,
     parse_url,
     result_of,
@@ -40,7 +41,7 @@ from engramdb.client._handles import (
     AsyncRecordSet,
     document,
 )
-from engramdb.errors import AuthError, EngramError, StorageError, Timeout, Unavailable
+from engramdb.errors import AuthError, EngramError, StorageError, Unavailable
 from engramdb.observability.metrics import Metrics
 from engramdb.protocol.resp import encode_command
 from engramdb.records.limits import Limits
@@ -164,18 +165,15 @@ class AsyncClient(AsyncDatabaseFace):
             try:
                 async with asyncio.timeout(self.timeout):
                     reply = await conn.request(frame)
-            except TimeoutError as e:
+            except OSError as e:  # TimeoutError included
                 conn.close()
-                if attempt + 1 < attempts:
+                last = attempt + 1 == attempts
+                failed = failed_attempt(
+                    method, e, idempotent=idempotent, last=last, timeout=self.timeout
+                )
+                if failed is None:
                     continue
-                unknown = "" if idempotent else "; the write may or may not have been applied"
-                raise Timeout(f"{method} timed out after {self.timeout}s{unknown}") from e
-            except OSError as e:
-                conn.close()
-                if attempt + 1 < attempts:
-                    continue
-                unknown = "" if idempotent else "; the write may or may not have been applied"
-                raise Unavailable(f"{method}: connection lost ({e}){unknown}") from e
+                raise failed from e
             if is_fatal(reply):
                 conn.close()  # the server closes after a protocol error: do not pool it
             else:

@@ -20,7 +20,7 @@ import msgspec
 
 from engramdb.client import _generated
 from engramdb.client._decode import Decoder, decoder_for
-from engramdb.errors import EngramError, InvalidArgument
+from engramdb.errors import EngramError, InvalidArgument, Timeout, Unavailable
 from engramdb.protocol.errors import error_from_reply
 from engramdb.protocol.resp import encode_command
 from engramdb.records.codec import _enc_hook, _ext_hook, check_value
@@ -32,6 +32,7 @@ __all__ = [
     "Address",
     "Decoders",
     "encode_call",
+    "failed_attempt",
     "is_fatal",
     "parse_url",
     "result_of",
@@ -130,6 +131,19 @@ def result_of(method: str, reply: Any, decode: Callable[[Any, Any], Any], owner:
     if type(reply) is not bytes:
         raise EngramError(f"unexpected reply to {method}: {reply!r}")
     return decode(_decoder.decode(reply), owner)
+
+
+def failed_attempt(
+    method: str, error: OSError, *, idempotent: bool, last: bool, timeout: float
+) -> EngramError | None:
+    """What a connection failure after sending means: None to retry on a fresh connection
+    (reads, while attempts remain), else the error to raise (one text for both clients)."""
+    if not last:
+        return None
+    unknown = "" if idempotent else "; the write may or may not have been applied"
+    if isinstance(error, TimeoutError):
+        return Timeout(f"{method} timed out after {timeout}s{unknown}")
+    return Unavailable(f"{method}: connection lost ({error}){unknown}")
 
 
 def is_fatal(reply: Any) -> bool:

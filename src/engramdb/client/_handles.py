@@ -7,8 +7,9 @@ embeddings computed on the client, and the database-level handles. They run over
 with a ``_request(method, args, kwargs)``: the network clients (``client.sync``,
 ``engramdb.aio.connect``) and the in-process asyncio database (``engramdb.aio.open``).
 
-The algorithms with a function argument are written once, as generators of effects
-(``("call", method, args, kwargs)``), and driven by ``_drive`` / ``_adrive``.
+What involves several calls is written once, as a generator of effects (``("call", method,
+args, kwargs)`` or ``("sleep", "", (seconds,), {})``), and driven by ``_drive`` (sync) or
+``_adrive`` (asyncio); a failed call is thrown back into the generator.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ if TYPE_CHECKING:
     from engramdb.features.model import HistoricalResult, IngestResult
 
 __all__ = [
+    "ASYNC_HANDLES",
+    "SYNC_HANDLES",
     "AsyncCollection",
     "AsyncDatabaseFace",
     "AsyncRecordSet",
     "RemoteCollection",
     "RemoteDatabaseFace",
     "RemoteRecordSet",
+    "document",
 ]
 
 Effect = tuple[str, str, tuple[Any, ...], dict[str, Any]]
@@ -69,15 +73,14 @@ MAX_CACHED_SETS = 4096
 
 
 def _drive(owner: Any, flow: Flow) -> Any:
-    """Run ``flow``'s effects against ``owner`` (errors go back into the flow)."""
+    """Run ``flow``'s effects against ``owner``."""
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
-            effect = flow.throw(error) if error is not None else flow.send(reply)
+            kind, method, args, kwargs = flow.throw(error) if error else flow.send(reply)
         except StopIteration as done:
             return done.value
-        kind, method, args, kwargs = effect
         reply, error = None, None
         if kind == "sleep":
             time.sleep(args[0])
@@ -94,10 +97,9 @@ async def _adrive(owner: Any, flow: Flow) -> Any:
     error: BaseException | None = None
     while True:
         try:
-            effect = flow.throw(error) if error is not None else flow.send(reply)
+            kind, method, args, kwargs = flow.throw(error) if error else flow.send(reply)
         except StopIteration as done:
             return done.value
-        kind, method, args, kwargs = effect
         reply, error = None, None
         if kind == "sleep":
             await asyncio.sleep(args[0])
@@ -108,13 +110,31 @@ async def _adrive(owner: Any, flow: Flow) -> Any:
             error = e
 
 
-# transform: an optimistic read-modify-write through a transaction -------------------------
+def _backoff(attempt: int) -> Effect:
+    # Full jitter (AWS architecture blog): spreads retries so contenders stop colliding.
+    return ("sleep", "", (_JITTER.uniform(0, min(0.05, 0.0002 * 2**attempt)),), {})
+
+
+def _gave_up(what: str, error: Conflict) -> Conflict:
+    return Conflict(
+        f"{what} gave up after {_RETRIES + 1} attempts under contention", error.generation
+    )
+
+
+class _Owned:
+    """A handle that needs only its owner (the transport)."""
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+
+# record sets: iteration, and transform through an optimistic transaction -------------------
 
 
 def _transform_flow(set_name: str, items: Sequence[tuple[Key, TransformFn]]) -> Flow:
-    """``RecordSet.transform_many`` over the network: the functions cannot travel, so read
-    the records, run them here, and commit the outcomes only if no record moved meanwhile
-    (retrying on ``Conflict``). ``now`` is this machine's clock in ms."""
+    """``RecordSet.transform_many`` remotely: the functions cannot travel, so read the
+    records, run the functions here, and commit the outcomes only if no record moved
+    meanwhile (retrying on ``Conflict``). ``now`` is this machine's clock in ms."""
     if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
         raise InvalidArgument("transform_many takes a list of (key, fn) pairs")
     keys = [key for key, _ in items]
@@ -141,12 +161,10 @@ def _transform_flow(set_name: str, items: Sequence[tuple[Key, TransformFn]]) -> 
                     writes.append(["delete", set_name, key, [], {}])
                 seen[key] = None
                 continue
-            if bins is KEEP and expires is KEEP:
+            if (bins is KEEP and expires is KEEP) or (bins is KEEP and record is None):
                 continue
             if bins is KEEP:
-                if record is None:
-                    continue
-                bins = record.bins
+                bins = record.bins  # type: ignore[union-attr]
             if expires is KEEP:
                 expires = current.expires_ms
             ttl = None if not expires else max(0.001, (int(expires) - now) / 1000)
@@ -159,27 +177,23 @@ def _transform_flow(set_name: str, items: Sequence[tuple[Key, TransformFn]]) -> 
             return results
         except Conflict as e:
             if attempt == _RETRIES:
-                raise Conflict(
-                    f"transform gave up after {_RETRIES + 1} attempts under contention",
-                    e.generation,
-                ) from e
-        yield ("sleep", "", (_JITTER.uniform(0, min(0.05, 0.0002 * 2**attempt)),), {})
+                raise _gave_up("transform", e) from e
+        yield _backoff(attempt)
     raise AssertionError("unreachable")
 
 
-# record sets ------------------------------------------------------------------------------
-
-
-class RemoteRecordSet(RecordSetCalls):
-    """``engramdb.RecordSet`` over the network."""
-
+class _Named:
     def __init__(self, owner: Any, name: str) -> None:
         self._owner = owner
         self._address = (name,)
         self.name = name
 
     def __repr__(self) -> str:
-        return f"<remote RecordSet {self.name!r}>"
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class RemoteRecordSet(_Named, RecordSetCalls):
+    """``engramdb.RecordSet`` over the network."""
 
     def iterate(
         self,
@@ -201,23 +215,15 @@ class RemoteRecordSet(RecordSetCalls):
             cursor = page.cursor
 
     def transform(self, key: Key, fn: TransformFn) -> Any:
-        return _drive(self._owner, _transform_flow(self.name, [(key, fn)]))[0]
+        return self.transform_many([(key, fn)])[0]
 
     def transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> list[Any]:
         result: list[Any] = _drive(self._owner, _transform_flow(self.name, items))
         return result
 
 
-class AsyncRecordSet(AsyncRecordSetCalls):
+class AsyncRecordSet(_Named, AsyncRecordSetCalls):
     """``engramdb.RecordSet`` for asyncio code: every call is awaited."""
-
-    def __init__(self, owner: Any, name: str) -> None:
-        self._owner = owner
-        self._address = (name,)
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<async RecordSet {self.name!r}>"
 
     async def iterate(
         self,
@@ -240,7 +246,7 @@ class AsyncRecordSet(AsyncRecordSetCalls):
             cursor = page.cursor
 
     async def transform(self, key: Key, fn: TransformFn) -> Any:
-        return (await _adrive(self._owner, _transform_flow(self.name, [(key, fn)])))[0]
+        return (await self.transform_many([(key, fn)]))[0]
 
     async def transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> list[Any]:
         result: list[Any] = await _adrive(self._owner, _transform_flow(self.name, items))
@@ -255,32 +261,34 @@ class AsyncRecordSet(AsyncRecordSetCalls):
 UPSERT_BYTES = 1 << 20
 
 
-def _upsert_chunks(
-    ids: Any, vectors: Any, metadata: Any, texts: Any, expect: Any
-) -> list[tuple[Any, Any, Any, Any, Any]]:
-    if not isinstance(ids, list | tuple):
-        return [(ids, vectors, metadata, texts, expect)]  # the server says what is wrong
+def _upsert_flow(
+    handle: Any, ids: Any, vectors: Any, metadata: Any, texts: Any, ttl: Any, expect: Any
+) -> Flow:
+    """The upsert in requests that fit: chunks of at most 1,000 items (the embedded atomic
+    unit), fewer when their vectors would pass ``UPSERT_BYTES``."""
+    kwargs = {k: v for k, v in (("ttl", ttl), ("expect_generation", expect)) if v is not None}
+    if not isinstance(ids, list | tuple):  # the server says what is wrong with it
+        args = (handle.name, ids, handle._wire("vectors", vectors), metadata, texts)
+        return (yield ("call", "collection.upsert", args, kwargs))
     from engramdb.index.vector import as_float32
 
     array = as_float32(vectors)
-    n = len(ids)
     per_item = max(1, array[0].nbytes if array.ndim == 2 and len(array) else array.nbytes)
     size = max(1, min(1000, UPSERT_BYTES // per_item))
-    if n <= size:
-        return [(ids, array, metadata, texts, expect)]
+    generations: list[int] = []
+    for i in range(0, max(1, len(ids)), size):
 
-    def part(column: Any, i: int) -> Any:
-        return None if column is None else column[i : i + size]
+        def part(column: Any) -> Any:
+            return None if column is None else column[i : i + size]  # noqa: B023
 
-    return [
-        (ids[i : i + size], array[i : i + size], part(metadata, i), part(texts, i), part(expect, i))
-        for i in range(0, n, size)
-    ]
+        sent = {**kwargs, "expect_generation": part(expect)} if expect is not None else kwargs
+        rows = handle._wire("vectors", array[i : i + size])
+        args = (handle.name, ids[i : i + size], rows, part(metadata), part(texts))
+        generations += yield ("call", "collection.upsert", args, sent)
+    return generations
 
 
-class RemoteCollection(CollectionCalls):
-    """``engramdb.vectors.Collection`` over the network."""
-
+class _Collection:
     def __init__(self, owner: Any, info: CollectionInfo) -> None:
         self._owner = owner
         self._address = (info.name,)
@@ -288,7 +296,11 @@ class RemoteCollection(CollectionCalls):
         self.name = info.name
 
     def __repr__(self) -> str:
-        return f"<remote Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
+        return f"<{type(self).__name__} {self.name!r} dim={self.info.dim} {self.info.metric}>"
+
+
+class RemoteCollection(_Collection, CollectionCalls):
+    """``engramdb.vectors.Collection`` over the network."""
 
     def upsert(
         self,
@@ -300,26 +312,13 @@ class RemoteCollection(CollectionCalls):
         ttl: float | None = None,
         expect_generation: Sequence[int | None] | None = None,
     ) -> list[int]:
-        generations: list[int] = []
-        for part in _upsert_chunks(ids, vectors, metadata, texts, expect_generation):
-            ids_, vectors_, metadata_, texts_, expect_ = part
-            generations += super().upsert(
-                ids_, vectors_, metadata_, texts_, ttl=ttl, expect_generation=expect_
-            )
-        return generations
+        flow = _upsert_flow(self, ids, vectors, metadata, texts, ttl, expect_generation)
+        result: list[int] = _drive(self._owner, flow)
+        return result
 
 
-class AsyncCollection(AsyncCollectionCalls):
+class AsyncCollection(_Collection, AsyncCollectionCalls):
     """A collection for asyncio code: every call is awaited."""
-
-    def __init__(self, owner: Any, info: CollectionInfo) -> None:
-        self._owner = owner
-        self._address = (info.name,)
-        self.info = info
-        self.name = info.name
-
-    def __repr__(self) -> str:
-        return f"<async Collection {self.name!r} dim={self.info.dim} metric={self.info.metric}>"
 
     async def upsert(
         self,
@@ -331,27 +330,17 @@ class AsyncCollection(AsyncCollectionCalls):
         ttl: float | None = None,
         expect_generation: Sequence[int | None] | None = None,
     ) -> list[int]:
-        generations: list[int] = []
-        for part in _upsert_chunks(ids, vectors, metadata, texts, expect_generation):
-            ids_, vectors_, metadata_, texts_, expect_ = part
-            generations += await super().upsert(
-                ids_, vectors_, metadata_, texts_, ttl=ttl, expect_generation=expect_
-            )
-        return generations
+        flow = _upsert_flow(self, ids, vectors, metadata, texts, ttl, expect_generation)
+        result: list[int] = await _adrive(self._owner, flow)
+        return result
 
 
-class RemoteVectorStore(VectorStoreCalls):
+class RemoteVectorStore(_Owned, VectorStoreCalls):
     """``db.vectors`` over the network."""
 
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
-
-class AsyncVectorStore(AsyncVectorStoreCalls):
+class AsyncVectorStore(_Owned, AsyncVectorStoreCalls):
     """``db.vectors`` for asyncio code."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
 
 # sessions: the optimistic update runs here -------------------------------------------------
@@ -366,12 +355,8 @@ def _update_flow(session_id: str, fn: Callable[[Any], Any], max_retries: int) ->
             raise NotFound(f"no session {session_id!r}")
         new_state = fn(session.state)
         try:
-            yield (
-                "call",
-                "sessions.replace",
-                (session_id, new_state),
-                {"expect_generation": session.generation},
-            )
+            kwargs = {"expect_generation": session.generation}
+            yield ("call", "sessions.replace", (session_id, new_state), kwargs)
             return new_state
         except Conflict as e:
             if attempt == max_retries:
@@ -379,25 +364,19 @@ def _update_flow(session_id: str, fn: Callable[[Any], Any], max_retries: int) ->
                     f"update gave up after {max_retries + 1} attempts under contention",
                     e.generation,
                 ) from e
-            yield ("sleep", "", (_JITTER.uniform(0, min(0.05, 0.0002 * 2**attempt)),), {})
+        yield _backoff(attempt)
     raise AssertionError("unreachable")
 
 
-class RemoteSessionStore(SessionStoreCalls):
+class RemoteSessionStore(_Owned, SessionStoreCalls):
     """``db.sessions`` over the network (``update`` runs its optimistic loop here)."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
     def update(self, session_id: str, fn: Callable[[Any], Any], *, max_retries: int = 100) -> Any:
         return _drive(self._owner, _update_flow(session_id, fn, max_retries))
 
 
-class AsyncSessionStore(AsyncSessionStoreCalls):
+class AsyncSessionStore(_Owned, AsyncSessionStoreCalls):
     """``db.sessions`` for asyncio code."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
     async def update(
         self, session_id: str, fn: Callable[[Any], Any], *, max_retries: int = 100
@@ -415,68 +394,51 @@ def _memory_spec(embedder: Embedder, options: Mapping[str, Any]) -> dict[str, An
     return spec
 
 
-# method -> (argument holding the text, where it is: an index of args or a keyword)
+# method -> where the text to embed is: an index of args or a keyword
 _EMBEDS: dict[str, int | str] = {"memory.add": 0, "memory.search": 0, "memory.update": "content"}
 
 
-def _with_embedding(
-    embedder: Embedder | None, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    """Compute ``embedding=`` here when this store's embedder lives on the client."""
-    where = _EMBEDS.get(method)
-    if embedder is None or where is None or kwargs.get("embedding") is not None:
-        return kwargs
-    if isinstance(where, str):
-        text = kwargs.get(where)
-    else:
-        text = args[where] if len(args) > where else None
-    if type(text) is not str:
-        return kwargs  # nothing to embed (or not text: the server says what is wrong)
-    return {**kwargs, "embedding": embedder.embed([text])[0]}
-
-
-class RemoteMemoryStore(MemoryStoreCalls):
-    """``db.memory`` over the network: embedded by the server's embedder, or, from
-    ``memory_with(embedder)``, by ``embedder`` here."""
+class _Memory:
+    """A memory store is addressed by its spec (None: the server's ``db.memory``); with an
+    ``embedder`` of the caller's, embeddings are computed here and sent as ``embedding=``."""
 
     def __init__(self, owner: Any, spec: Any = None, embedder: Embedder | None = None) -> None:
         self._owner = owner
         self._address = (spec,)
         self._embedder = embedder
+
+    def _embedded(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        where = _EMBEDS.get(method)
+        if self._embedder is None or where is None or kwargs.get("embedding") is not None:
+            return kwargs
+        text = kwargs.get(where) if isinstance(where, str) else args[where] if args else None
+        if type(text) is not str:
+            return kwargs  # nothing to embed (or not text: the server says what is wrong)
+        return {**kwargs, "embedding": self._embedder.embed([text])[0]}
+
+
+class RemoteMemoryStore(_Memory, MemoryStoreCalls):
+    """``db.memory`` over the network."""
 
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        kwargs = _with_embedding(self._embedder, method, args, kwargs)
-        return self._owner._request(method, (*self._address, *args), kwargs)
+        sent = self._embedded(method, args, kwargs)
+        return self._owner._request(method, (*self._address, *args), sent)
 
 
-class AsyncMemoryStore(AsyncMemoryStoreCalls):
+class AsyncMemoryStore(_Memory, AsyncMemoryStoreCalls):
     """``db.memory`` for asyncio code."""
 
-    def __init__(self, owner: Any, spec: Any = None, embedder: Embedder | None = None) -> None:
-        self._owner = owner
-        self._address = (spec,)
-        self._embedder = embedder
-
     async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        kwargs = _with_embedding(self._embedder, method, args, kwargs)
-        return await self._owner._request(method, (*self._address, *args), kwargs)
+        sent = self._embedded(method, args, kwargs)
+        return await self._owner._request(method, (*self._address, *args), sent)
 
 
-# cache primitives ------------------------------------------------------------------------
-
-
-class RemoteCacheCore(CacheCoreCalls):
+class RemoteCacheCore(_Owned, CacheCoreCalls):
     """The cache's storage primitives on the server (``engramdb.cache.core.CacheCore``)."""
 
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
-
-class AsyncCacheCore(AsyncCacheCoreCalls):
+class AsyncCacheCore(_Owned, AsyncCacheCoreCalls):
     """The cache's storage primitives, awaited."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
 
 
 # features: tables go in chunks that fit a request -------------------------------------------
@@ -485,59 +447,59 @@ _CHUNK_BYTES = 1 << 20  # an Arrow IPC chunk well under the server's 2 MiB defau
 _JOIN_ROWS = 20_000
 
 
-def _table_chunks(data: Any) -> list[Any]:
+def _ingest_flow(handle: Any, view: str, data: Any) -> Flow:
+    """An ingest in chunks under the request limit, each one atomic on its own."""
     from engramdb.features.frames import to_arrow
-
-    table = to_arrow(data)
-    if table.num_rows == 0:
-        return [table]
-    per_row = max(1, table.nbytes // table.num_rows)
-    rows = max(1, _CHUNK_BYTES // (2 * per_row))
-    return [table.slice(i, rows) for i in range(0, table.num_rows, rows)]
-
-
-def _ingested(view: str, replies: list[Any]) -> IngestResult:
     from engramdb.features.model import IngestResult
 
-    return IngestResult(
-        view, sum(r.rows for r in replies), sum(r.online_written for r in replies), None
-    )
+    table = to_arrow(data)
+    rows = max(1, _CHUNK_BYTES // (2 * max(1, table.nbytes // max(1, table.num_rows))))
+    replies = []
+    for i in range(0, max(1, table.num_rows), rows):
+        chunk = handle._wire("table", table.slice(i, rows))
+        replies.append((yield ("call", "features.ingest", (view, chunk), {})))
+    rows_in = sum(r.rows for r in replies)
+    return IngestResult(view, rows_in, sum(r.online_written for r in replies), None)
 
 
-def _historical(pieces: list[Any], output: str | None) -> HistoricalResult:
+def _historical_flow(
+    handle: Any, entity_df: Any, features: Any, full_feature_names: bool, output: str | None
+) -> Flow:
+    """A point-in-time join by slices of entity rows (a join is row by row, so the slices'
+    results concatenate in order); ``output`` is written here, on the caller's machine,
+    beside the target and renamed into place (a symlink there is replaced, not followed)."""
     import pyarrow as pa
 
+    from engramdb.features.frames import to_arrow
     from engramdb.features.model import HistoricalResult, ParquetOutput
 
+    table = to_arrow(entity_df)
+    kwargs = {"full_feature_names": True} if full_feature_names else {}
+    pieces = []
+    for i in range(0, max(1, table.num_rows), _JOIN_ROWS):
+        rows = handle._wire("table", table.slice(i, _JOIN_ROWS))
+        args = (rows, features)
+        pieces.append((yield ("call", "features.get_historical_features", args, kwargs)))
     result = pa.concat_tables([p.to_arrow() for p in pieces])
-    if output is not None:
-        # The caller's own file, on the caller's machine: written beside it and renamed
-        # into place (whole or not at all; a symlink there is replaced, not followed).
-        writer = ParquetOutput(output)
-        try:
-            writer.write(result)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
-        return HistoricalResult(None, output)
-    return HistoricalResult(result, None)
+    if output is None:
+        return HistoricalResult(result, None)
+    writer = ParquetOutput(output)
+    try:
+        writer.write(result)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.commit()
+    return HistoricalResult(None, output)
 
 
-class RemoteFeatureStore(FeatureStoreCalls):
-    """``db.features`` over the network. Large tables go in chunks under the request limit:
-    an ingest in several atomic ingests, a historical join by slices of entity rows (a
-    point-in-time join is row by row, so slices concatenate in order)."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
+class RemoteFeatureStore(_Owned, FeatureStoreCalls):
+    """``db.features`` over the network: large tables go in chunks under the request limit
+    (an ingest in several atomic ingests)."""
 
     def ingest(self, view: str, data: Any) -> IngestResult:
-        send = super().ingest  # (zero-argument super() does not reach into comprehensions)
-        return _ingested(view, [send(view, chunk) for chunk in _table_chunks(data)])
-
-    def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
-        return self.ingest(view, [rows] if isinstance(rows, dict) else list(rows))
+        result: IngestResult = _drive(self._owner, _ingest_flow(self, view, data))
+        return result
 
     def get_historical_features(
         self,
@@ -547,29 +509,17 @@ class RemoteFeatureStore(FeatureStoreCalls):
         full_feature_names: bool = False,
         output: str | None = None,
     ) -> HistoricalResult:
-        from engramdb.features.frames import to_arrow
-
-        table = to_arrow(entity_df)
-        join = super().get_historical_features
-        pieces = [
-            join(table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names)
-            for i in range(0, max(1, table.num_rows), _JOIN_ROWS)
-        ]
-        return _historical(pieces, output)
+        flow = _historical_flow(self, entity_df, features, full_feature_names, output)
+        result: HistoricalResult = _drive(self._owner, flow)
+        return result
 
 
-class AsyncFeatureStore(AsyncFeatureStoreCalls):
+class AsyncFeatureStore(_Owned, AsyncFeatureStoreCalls):
     """``db.features`` for asyncio code (chunked as ``RemoteFeatureStore``)."""
 
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
-
     async def ingest(self, view: str, data: Any) -> IngestResult:
-        send = super().ingest
-        return _ingested(view, [await send(view, chunk) for chunk in _table_chunks(data)])
-
-    async def push(self, view: str, rows: Sequence[dict[str, Any]]) -> IngestResult:
-        return await self.ingest(view, [rows] if isinstance(rows, dict) else list(rows))
+        result: IngestResult = await _adrive(self._owner, _ingest_flow(self, view, data))
+        return result
 
     async def get_historical_features(
         self,
@@ -579,54 +529,55 @@ class AsyncFeatureStore(AsyncFeatureStoreCalls):
         full_feature_names: bool = False,
         output: str | None = None,
     ) -> HistoricalResult:
-        from engramdb.features.frames import to_arrow
-
-        table = to_arrow(entity_df)
-        join = super().get_historical_features
-        pieces = [
-            await join(table.slice(i, _JOIN_ROWS), features, full_feature_names=full_feature_names)
-            for i in range(0, max(1, table.num_rows), _JOIN_ROWS)
-        ]
-        return _historical(pieces, output)
+        flow = _historical_flow(self, entity_df, features, full_feature_names, output)
+        result: HistoricalResult = await _adrive(self._owner, flow)
+        return result
 
 
 # the database ----------------------------------------------------------------------------
 
 
-def _check_set_name(set_name: Any) -> None:
-    """The naming rules, checked where the call is made (the server checks them again)."""
-    set_prefix(set_name, DEFAULT_LIMITS)
-    if is_reserved(set_name):
-        raise InvalidArgument(
-            f"set {set_name!r} is reserved for engramdb's own roles (names starting with "
-            "'_', 'vec.' or 'fv.'); use another name, or the role's API"
-        )
+class _Face:
+    """What every client database adds to the generated methods: handles and properties."""
 
-
-class RemoteDatabaseFace(DatabaseCalls):
-    """What a sync client adds to the generated database methods (``Client`` transports it)."""
-
-    _sets: dict[str, RemoteRecordSet]
-    _cache: Cache | None
+    _sets: dict[str, Any]
     _closed: bool = False
     _metrics: Metrics
+    _record_set: type
+    _role_handles: tuple[type, type, type, type]  # vectors, sessions, memory, features
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError("the client is closed")
+            raise StorageError("the database is closed")
 
     @property
     def metrics(self) -> Metrics:
         return self._metrics
 
-    def records(self, set_name: str) -> RemoteRecordSet:
+    def _records(self, set_name: str) -> Any:
         self._check_open()
         found = self._sets.get(set_name)
         if found is None:
-            _check_set_name(set_name)
+            set_prefix(set_name, DEFAULT_LIMITS)  # checked where the call is made, and again
+            if is_reserved(set_name):  # on the server
+                raise InvalidArgument(
+                    f"set {set_name!r} is reserved for engramdb's own roles (names starting "
+                    "with '_', 'vec.' or 'fv.'); use another name, or the role's API"
+                )
             if len(self._sets) >= MAX_CACHED_SETS:
                 self._sets.clear()
-            found = self._sets[set_name] = RemoteRecordSet(self, set_name)
+            found = self._sets[set_name] = self._record_set(self, set_name)
+        return found
+
+
+class RemoteDatabaseFace(_Face, DatabaseCalls):
+    """What a sync client adds to the generated database methods (``Client`` transports it)."""
+
+    _cache: Cache | None
+    _record_set = RemoteRecordSet
+
+    def records(self, set_name: str) -> RemoteRecordSet:
+        found: RemoteRecordSet = self._records(set_name)
         return found
 
     def transaction(self) -> Transaction:
@@ -661,30 +612,14 @@ class RemoteDatabaseFace(DatabaseCalls):
         return self._cache
 
 
-class AsyncDatabaseFace(AsyncDatabaseCalls):
+class AsyncDatabaseFace(_Face, AsyncDatabaseCalls):
     """What an asyncio database (remote or in-process) adds to the generated methods."""
 
-    _sets: dict[str, AsyncRecordSet]
     _cache: AsyncCache | None
-    _closed: bool = False
-    _metrics: Metrics
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the database is closed")
-
-    @property
-    def metrics(self) -> Metrics:
-        return self._metrics
+    _record_set = AsyncRecordSet
 
     def records(self, set_name: str) -> AsyncRecordSet:
-        self._check_open()
-        found = self._sets.get(set_name)
-        if found is None:
-            _check_set_name(set_name)
-            if len(self._sets) >= MAX_CACHED_SETS:
-                self._sets.clear()
-            found = self._sets[set_name] = AsyncRecordSet(self, set_name)
+        found: AsyncRecordSet = self._records(set_name)
         return found
 
     def transaction(self) -> AsyncTransaction:
@@ -703,10 +638,7 @@ class AsyncDatabaseFace(AsyncDatabaseCalls):
         return AsyncMemoryStore(self)
 
     def memory_with(self, embedder: Embedder, **options: Any) -> AsyncMemoryStore:
-        return AsyncMemoryStore(self, self._memory_address(embedder, options), embedder)
-
-    def _memory_address(self, embedder: Embedder, options: Mapping[str, Any]) -> Any:
-        return _memory_spec(embedder, options)
+        return AsyncMemoryStore(self, _memory_spec(embedder, options), embedder)
 
     @property
     def features(self) -> AsyncFeatureStore:
@@ -721,42 +653,32 @@ class AsyncDatabaseFace(AsyncDatabaseCalls):
         return self._cache
 
 
-# results the generic decoder cannot build from fields --------------------------------------
-
-
-def _online(raw: Any, owner: Any) -> Any:
-    from engramdb.features.model import OnlineResponse
-
-    return OnlineResponse(raw["columns"], raw["statuses"])
-
-
-def _historical_table(raw: Any, owner: Any) -> Any:
-    import pyarrow as pa
-
-    from engramdb.features.model import HistoricalResult
-
-    return HistoricalResult(pa.ipc.open_stream(raw).read_all(), None)
-
-
-def _ingest_reply(raw: Any, owner: Any) -> Any:
-    from engramdb.features.model import IngestResult
-
-    return IngestResult(raw["view"], raw["rows"], raw["online_written"], None)
+# results the generic decoder cannot build from fields, and the docstrings ----------------
 
 
 def _register() -> None:
     from engramdb.client._decode import register_decoder
     from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse
 
-    register_decoder(
-        RemoteCollection, lambda raw, owner: RemoteCollection(owner, CollectionInfo(**raw))
-    )
-    register_decoder(
-        AsyncCollection, lambda raw, owner: AsyncCollection(owner, CollectionInfo(**raw))
-    )
-    register_decoder(OnlineResponse, _online)
-    register_decoder(HistoricalResult, _historical_table)
-    register_decoder(IngestResult, _ingest_reply)
+    def historical(raw: Any, owner: Any) -> Any:
+        import pyarrow as pa
+
+        return HistoricalResult(pa.ipc.open_stream(raw).read_all(), None)
+
+    def online(raw: Any, owner: Any) -> Any:
+        return OnlineResponse(raw["columns"], raw["statuses"])
+
+    def ingested(raw: Any, owner: Any) -> Any:  # the server keeps its file name to itself
+        return IngestResult(raw["view"], raw["rows"], raw["online_written"], None)
+
+    def collection(cls: type) -> Any:
+        return lambda raw, owner: cls(owner, CollectionInfo(**raw))
+
+    register_decoder(RemoteCollection, collection(RemoteCollection))
+    register_decoder(AsyncCollection, collection(AsyncCollection))
+    register_decoder(OnlineResponse, online)
+    register_decoder(HistoricalResult, historical)
+    register_decoder(IngestResult, ingested)
 
 
 _register()
@@ -779,12 +701,10 @@ def document(cls: type, face: str) -> None:
 
 
 for _face, _classes in {
-    "Database": (RemoteDatabaseFace, AsyncDatabaseFace),
+    "Database": (_Face, RemoteDatabaseFace, AsyncDatabaseFace),
     "RecordSet": (RemoteRecordSet, AsyncRecordSet),
     "Collection": (RemoteCollection, AsyncCollection),
-    "VectorStore": (RemoteVectorStore, AsyncVectorStore),
     "SessionStore": (RemoteSessionStore, AsyncSessionStore),
-    "MemoryStore": (RemoteMemoryStore, AsyncMemoryStore),
     "FeatureStore": (RemoteFeatureStore, AsyncFeatureStore),
 }.items():
     for _cls in _classes:
