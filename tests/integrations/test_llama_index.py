@@ -16,8 +16,6 @@ import pytest
 pytest.importorskip("llama_index.core", reason="the llamaindex extra is not installed")
 
 from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex
-from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.core.vector_stores.simple import SimpleVectorStore
 from llama_index.core.vector_stores.types import (
@@ -33,7 +31,11 @@ import engramdb
 import engramdb.aio
 from engramdb.embedders import HashEmbedder
 from engramdb.errors import InvalidArgument
-from engramdb.integrations.llama_index import EngramVectorStore, to_engram_filter
+from engramdb.integrations.llama_index import (
+    EngramEmbedding,
+    EngramVectorStore,
+    to_engram_filter,
+)
 
 DIM = 256
 
@@ -114,23 +116,9 @@ QUERIES = [
 ]
 
 
-class HashEmbedding(BaseEmbedding):
+def embed_model() -> EngramEmbedding:
     """A deterministic local embed model: engramdb's ``HashEmbedder`` (no downloads)."""
-
-    _embedder: HashEmbedder = PrivateAttr()
-
-    def __init__(self, dim: int = DIM) -> None:
-        super().__init__(model_name=f"hash-{dim}")
-        self._embedder = HashEmbedder(dim)
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return [float(x) for x in self._embedder.embed([query])[0]]
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return [float(x) for x in self._embedder.embed([text])[0]]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
+    return EngramEmbedding(HashEmbedder(DIM))
 
 
 def documents() -> list[Document]:
@@ -145,7 +133,7 @@ def documents() -> list[Document]:
 def build(store: Any) -> VectorStoreIndex:
     context = StorageContext.from_defaults(vector_store=store)
     return VectorStoreIndex.from_documents(
-        documents(), storage_context=context, embed_model=HashEmbedding()
+        documents(), storage_context=context, embed_model=embed_model()
     )
 
 
@@ -396,7 +384,7 @@ def test_async_methods_match_simple_vector_store(
         store = EngramVectorStore(db, collection_name=name)
         try:
             context = StorageContext.from_defaults(vector_store=store)
-            index = VectorStoreIndex(nodes=[], storage_context=context, embed_model=HashEmbedding())
+            index = VectorStoreIndex(nodes=[], storage_context=context, embed_model=embed_model())
             splitter = Settings.node_parser
             await index.ainsert_nodes(splitter.get_nodes_from_documents(documents()))
             for query in QUERIES:

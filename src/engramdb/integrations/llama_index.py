@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode, MetadataMode
 from llama_index.core.vector_stores.types import (
@@ -40,10 +41,11 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
+from engramdb.embedders import Embedder
 from engramdb.errors import InvalidArgument, NotFound
 from engramdb.integrations._flow import Face, Faces, Flow, Step
 
-__all__ = ["EngramVectorStore", "to_engram_filter"]
+__all__ = ["EngramEmbedding", "EngramVectorStore", "to_engram_filter"]
 
 NODE_ID = "_node_id"  # metadata key holding the node id, so queries can restrict by id
 _PAGE = 500
@@ -130,6 +132,38 @@ def _scan_page(collection: Any, where: dict[str, Any] | None, cursor: str | None
 
 def _node(metadata: Mapping[str, Any], text: str | None) -> BaseNode:
     return metadata_dict_to_node(dict(metadata), text=text)
+
+
+class EngramEmbedding(BaseEmbedding):
+    """A LlamaIndex embed model over an engramdb embedder: ``HashEmbedder`` (deterministic,
+    no dependencies) or ``SentenceEmbedder`` (all-MiniLM-L6-v2, shipped in a package, no
+    downloads)."""
+
+    _embedder: Embedder = PrivateAttr()
+
+    def __init__(self, embedder: Embedder, **kwargs: Any) -> None:
+        kwargs.setdefault("model_name", f"engramdb-{type(embedder).__name__}-{embedder.dim}")
+        super().__init__(**kwargs)
+        self._embedder = embedder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "EngramEmbedding"
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in row] for row in self._embedder.embed(texts)]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embed([query])[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embed([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._embed([query])[0]
 
 
 class EngramVectorStore(BasePydanticVectorStore):
