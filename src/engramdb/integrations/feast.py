@@ -382,6 +382,8 @@ class EngramOnlineStore(OnlineStore):  # type: ignore[misc]
                 yield from self._index_newer(config, set_name, documents, won)
             if progress is not None:
                 progress(len(chunk))
+        if progress is not None and len(data) > len(rows):
+            progress(len(data) - len(rows))  # rows superseded within the batch count as done
 
     def _collection(
         self, config: RepoConfig, set_name: str, documents: _Documents, dim: int
