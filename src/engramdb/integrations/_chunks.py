@@ -82,20 +82,27 @@ class Chunks:
             values.append(b"".join(parts) if len(parts) == int(bins.get("n") or 1) else None)
         return values
 
-    def write(self, early: Sequence[Put], last: Sequence[Put], extra: Sequence[Write] = ()) -> Flow[None]:
-        """Write ``early`` then ``last`` (and the staged ``extra`` writes) atomically when
-        they fit one request; otherwise ``early`` first in requests that fit, then
-        ``last`` + ``extra`` (in one commit when they fit)."""
+    def write(
+        self,
+        early: Sequence[Put],
+        last: Sequence[Put],
+        extra: Sequence[Write] = (),
+        *,
+        ttl: float | None = None,
+    ) -> Flow[None]:
+        """Write ``early`` then ``last`` (and the staged ``extra`` writes), every record
+        with ``ttl``, atomically when they fit one request; otherwise ``early`` first in
+        requests that fit, then ``last`` + ``extra`` (in one commit when they fit)."""
         everything = [*early, *last]
         if self.max_request is None or _size(everything) <= self.max_request:
-            yield commit([*_staged(everything), *extra])
+            yield commit([*_staged(everything, ttl), *extra])
             return
         for batch in _batches(early, self.max_request):
-            yield commit(_staged(batch))
+            yield commit(_staged(batch, ttl))
         batches = _batches(last, self.max_request)
         for batch in batches[:-1]:
-            yield commit(_staged(batch))
-        yield commit([*_staged(batches[-1] if batches else []), *extra])
+            yield commit(_staged(batch, ttl))
+        yield commit([*_staged(batches[-1] if batches else [], ttl), *extra])
 
 
 def _size(puts: Sequence[Put]) -> int:
@@ -120,8 +127,9 @@ def _batches(puts: Sequence[Put], budget: int) -> list[list[Put]]:
     return out
 
 
-def _staged(puts: Sequence[Put]) -> list[Write]:
+def _staged(puts: Sequence[Put], ttl: float | None) -> list[Write]:
     by_set: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for set_name, key, bins in puts:
         by_set.setdefault(set_name, []).append((key, bins))
-    return [(name, "put_many", (items,), {}) for name, items in by_set.items()]
+    options = {} if ttl is None else {"ttl": ttl}
+    return [(name, "put_many", (items,), options) for name, items in by_set.items()]

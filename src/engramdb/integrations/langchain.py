@@ -534,11 +534,7 @@ class EngramByteStore(ByteStore):
             stale -= {c for _, c, _ in parts}
             heads.append((self.set, key, head))
         extra = [(self._chunks.set, "delete_many", (sorted(stale),), {})] if stale else []
-        if self.ttl is None:
-            yield from self._chunks.write(early, heads, extra)
-        else:  # a TTL applies per call: stage the puts with it
-            staged = [(s, "put", (k, b), {"ttl": self.ttl}) for s, k, b in [*early, *heads]]
-            yield commit([*staged, *extra])
+        yield from self._chunks.write(early, heads, extra, ttl=self.ttl)
 
     def _mdelete(self, keys: Sequence[str]) -> Flow[None]:
         keys = [_key(k) for k in keys]
@@ -620,7 +616,7 @@ def _embedded() -> type:
 def _dump_generations(generations: Sequence[Generation]) -> bytes:
     out = []
     for g in generations:
-        entry: dict[str, Any] = {"text": g.text, "info": g.generation_info}
+        entry: dict[str, Any] = {"text": str(g.text), "info": g.generation_info}
         if isinstance(g, ChatGeneration):
             entry["message"] = message_to_dict(g.message)
         out.append(entry)
