@@ -23,9 +23,10 @@ import pytest
 
 pytest_asyncio = pytest.importorskip("pytest_asyncio")
 
+from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
+
 import engramdb  # noqa: E402
 import engramdb.aio  # noqa: E402
-from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
 
 FACES = ["lmdb", "aio", "server", "server-aio"]
 HERE = Path(__file__).parent
@@ -55,7 +56,9 @@ def _open_db(face: str, path: Path, server: ServerProcess | None, **options: Any
         reset["limits"] = dataclasses.asdict(limits)
     server.reset(**reset)
     # The asyncio client connects lazily, on the loop of the test that uses it.
-    return engramdb.connect(server.url) if face == "server" else engramdb.aio.AsyncClient(server.url)
+    return (
+        engramdb.connect(server.url) if face == "server" else engramdb.aio.AsyncClient(server.url)
+    )
 
 
 @pytest.fixture(params=FACES)
@@ -82,4 +85,3 @@ async def open_face(
         closed = db.close()
         if inspect.isawaitable(closed):
             await closed
-

@@ -11,16 +11,16 @@ import pytest
 
 pytest.importorskip("langchain_tests")
 
-from langchain_tests.integration_tests import (  # noqa: E402
+from langchain_tests.integration_tests import (
     AsyncCacheTestSuite,
     BaseStoreAsyncTests,
     BaseStoreSyncTests,
     SyncCacheTestSuite,
     VectorStoreIntegrationTests,
 )
-from langchain_tests.integration_tests.vectorstores import EMBEDDING_SIZE  # noqa: E402
+from langchain_tests.integration_tests.vectorstores import EMBEDDING_SIZE
 
-from engramdb.integrations.langchain import (  # noqa: E402
+from engramdb.integrations.langchain import (
     EngramByteStore,
     EngramCache,
     EngramSemanticCache,

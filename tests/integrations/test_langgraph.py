@@ -17,11 +17,11 @@ import pytest
 
 pytest.importorskip("langgraph.graph")
 
-from langgraph.channels.delta import DeltaChannel  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.channels.delta import DeltaChannel
+from langgraph.graph import END, START, StateGraph
 
-import engramdb  # noqa: E402
-from engramdb.integrations.langgraph import EngramSaver  # noqa: E402
+import engramdb
+from engramdb.integrations.langgraph import EngramSaver
 
 STEPS = 10
 
@@ -253,9 +253,12 @@ async def test_prune_keeps_what_delta_channels_replay(open_face: Callable[..., A
 
 
 def test_nul_in_a_thread_id_is_refused(tmp_path: Path) -> None:
-    with engramdb.open(tmp_path / "db") as db, EngramSaver(db) as saver:
-        with pytest.raises(engramdb.InvalidArgument, match="NUL"):
-            saver.get_tuple({"configurable": {"thread_id": "a\0b"}})
+    with (
+        engramdb.open(tmp_path / "db") as db,
+        EngramSaver(db) as saver,
+        pytest.raises(engramdb.InvalidArgument, match="NUL"),
+    ):
+        saver.get_tuple({"configurable": {"thread_id": "a\0b"}})
 
 
 def test_refuses_what_is_not_a_database() -> None:

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("langgraph.checkpoint.conformance")
 
-from langgraph.checkpoint.conformance import checkpointer_test, validate  # noqa: E402
-from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES  # noqa: E402
-from langgraph.checkpoint.conformance.spec import (  # noqa: E402
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+from langgraph.checkpoint.conformance.spec import (
     test_copy_thread,
     test_delete_for_runs,
     test_delete_thread,
@@ -28,7 +28,7 @@ from langgraph.checkpoint.conformance.spec import (  # noqa: E402
     test_put_writes,
 )
 
-from engramdb.integrations.langgraph import EngramSaver  # noqa: E402
+from engramdb.integrations.langgraph import EngramSaver
 
 SPEC: dict[str, list[Callable[..., Any]]] = {
     "put": test_put.ALL_PUT_TESTS,

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("langgraph.store.memory")
 
-from langgraph.store.base import (  # noqa: E402
+from langgraph.store.base import (
     BaseStore,
     GetOp,
     InvalidNamespaceError,
@@ -23,11 +23,11 @@ from langgraph.store.base import (  # noqa: E402
     PutOp,
     SearchOp,
 )
-from langgraph.store.memory import InMemoryStore  # noqa: E402
+from langgraph.store.memory import InMemoryStore
+from tests.conftest import CLOCK_START, RemoteClock
 
-from engramdb import FakeClock  # noqa: E402
-from engramdb.integrations.langgraph import EngramStore  # noqa: E402
-from tests.conftest import CLOCK_START, RemoteClock  # noqa: E402
+from engramdb import FakeClock
+from engramdb.integrations.langgraph import EngramStore
 
 DIMS = 32
 
@@ -200,7 +200,8 @@ def test_items_persist_across_opens(tmp_path: Any) -> None:
         EngramStore(db).put(("users", "u1"), "prefs", {"theme": "dark"})
     with engramdb.open(tmp_path / "db") as db:
         item = EngramStore(db).get(("users", "u1"), "prefs")
-        assert item is not None and item.value == {"theme": "dark"}
+        assert item is not None
+        assert item.value == {"theme": "dark"}
         assert item.created_at <= item.updated_at
 
 

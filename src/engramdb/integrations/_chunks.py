@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engramdb.integrations._flow import Flow, Write, commit
+from engramdb.integrations._flow import Flow, Write, commit, on
 
 __all__ = ["Chunks", "Put", "chunk_limit"]
 
@@ -69,7 +69,7 @@ class Chunks:
         keys = [key for kind, head, bins in wanted for key in self.keys_of(kind, head, bins)]
         found: dict[str, bytes] = {}
         if keys:
-            records = yield lambda f: f.db.records(self.set).get_many(keys)
+            records = yield on(self.set, "get_many", keys)
             found = {r.key: r.bins["v"] for r in records if r is not None}
         values: list[bytes | None] = []
         for kind, head, bins in wanted:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.store.base import (
@@ -41,7 +41,17 @@ from langgraph.store.base import (
     tokenize_path,
 )
 
-from engramdb.integrations._flow import Face, Faces, Flow, Write, commit
+from engramdb.integrations._flow import (
+    Face,
+    Faces,
+    Flow,
+    Write,
+    call,
+    commit,
+    embed_documents,
+    embed_query,
+    on,
+)
 
 __all__ = ["EngramStore"]
 
@@ -58,7 +68,7 @@ def _ns_text(namespace: tuple[str, ...]) -> str:
 
 
 def _when(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _matches(value: Any, wanted: Any) -> bool:
@@ -67,9 +77,7 @@ def _matches(value: Any, wanted: Any) -> bool:
     if isinstance(wanted, dict):
         if any(k.startswith("$") for k in wanted):
             return all(_compare(value, op, operand) for op, operand in wanted.items())
-        return isinstance(value, dict) and all(
-            _matches(value.get(k), v) for k, v in wanted.items()
-        )
+        return isinstance(value, dict) and all(_matches(value.get(k), v) for k, v in wanted.items())
     if isinstance(wanted, list | tuple):
         return (
             isinstance(value, list | tuple)
@@ -101,11 +109,7 @@ def _namespace_matches(condition: MatchCondition, ns: tuple[str, ...]) -> bool:
     path = condition.path
     if len(ns) < len(path):
         return False
-    pairs = (
-        zip(ns, path)
-        if condition.match_type == "prefix"
-        else zip(reversed(ns), reversed(path))
-    )
+    pairs = zip(ns, path) if condition.match_type == "prefix" else zip(reversed(ns), reversed(path))
     return all(p == "*" or n == p for n, p in pairs)
 
 
@@ -178,7 +182,7 @@ class EngramStore(BaseStore):
                 raise ValueError(f"unknown operation {type(op).__name__}")
         if gets:
             keys = [f"{_ns_text(op.namespace)}\0{op.key}" for _, op in gets]
-            records = yield lambda f: f.db.records(self.items).get_many(keys)
+            records = yield on(self.items, "get_many", keys)
             refresh = []
             for (i, op), record in zip(gets, records):
                 if record is not None:
@@ -219,15 +223,13 @@ class EngramStore(BaseStore):
         timed = [r for r in records if r.bins.get("ttl")]
         if not timed:
             return
-        yield commit(
-            [(self.items, "touch", (r.key, r.bins["ttl"] * 60.0), {}) for r in timed]
-        )
+        yield commit([(self.items, "touch", (r.key, r.bins["ttl"] * 60.0), {}) for r in timed])
         vids = [(v, r.bins["ttl"] * 60.0) for r in timed for v in r.bins.get("vids") or ()]
         if vids and self.index_config:
             coll = yield self._collection
             for ttl in {t for _, t in vids}:
                 ids = [v for v, t in vids if t == ttl]
-                yield lambda f, c=coll, i=ids, t=ttl: c.touch(i, t)
+                yield call(coll, "touch", ids, ttl)
 
     def _collection(self, f: Face) -> Any:
         """This face's handle on the store's collection, created on first use."""
@@ -235,10 +237,10 @@ class EngramStore(BaseStore):
         if found is not None:
             return found
         assert self.index_config is not None
+        dims = int(self.index_config["dims"])  # type: ignore[call-overload]
         made = f.db.vectors.create_collection(
-            self.collection_name, int(self.index_config["dims"]), "cosine", text=False,
-            exist_ok=True,
-        )  # fmt: skip
+            self.collection_name, dims, "cosine", text=False, exist_ok=True
+        )
         if not f.is_async:
             self._collections[id(f.db)] = made
             return made
@@ -270,7 +272,7 @@ class EngramStore(BaseStore):
 
     def _put(self, ops: list[PutOp]) -> Flow[None]:
         keys = [f"{_ns_text(op.namespace)}\0{op.key}" for op in ops]
-        old = yield lambda f: f.db.records(self.items).get_many(keys)
+        old = yield on(self.items, "get_many", keys)
         now = time.time()
         texts = {key: self._texts(op) for key, op in zip(keys, ops)}
         flat = [text for pairs in texts.values() for _, text in pairs]
@@ -278,9 +280,7 @@ class EngramStore(BaseStore):
         if flat:
             embeddings = self.embeddings
             assert embeddings is not None
-            vectors = yield lambda f: (
-                embeddings.aembed_documents(flat) if f.is_async else embeddings.embed_documents(flat)
-            )
+            vectors = yield embed_documents(embeddings, flat)
         staged: list[Write] = []
         upserts: dict[float | None, list[tuple[str, Any, dict[str, Any]]]] = {}
         stale: list[str] = []
@@ -315,12 +315,10 @@ class EngramStore(BaseStore):
             # skipped by searches, which read the item itself.
             for ttl, rows in upserts.items():
                 ids = [r[0] for r in rows]
-                yield lambda f, c=coll, i=ids, r=rows, t=ttl: c.upsert(
-                    i, [x[1] for x in r], [x[2] for x in r], ttl=t
-                )
+                yield call(coll, "upsert", ids, [x[1] for x in rows], [x[2] for x in rows], ttl=ttl)
         yield commit(staged)
         if stale:
-            yield lambda f, c=coll: c.delete(sorted(stale))
+            yield call(coll, "delete", sorted(stale))
 
     def _search(self, op: SearchOp) -> Flow[list[SearchItem]]:
         ns = _ns_text(op.namespace_prefix)
@@ -332,8 +330,13 @@ class EngramStore(BaseStore):
             skip = op.offset
             cursor: str | None = None
             while len(found) < op.limit:
-                page = yield lambda f, c=cursor: f.db.records(self.items).scan(
-                    start=start, end=end, cursor=c, limit=max(op.limit, 100)
+                page = yield on(
+                    self.items,
+                    "scan",
+                    start=start,
+                    end=end,
+                    cursor=cursor,
+                    limit=max(op.limit, 100),
                 )
                 for record in page.records:
                     if not _admits(record.bins["value"], op.filter):
@@ -356,25 +359,21 @@ class EngramStore(BaseStore):
         assert embeddings is not None
         query = op.query
         assert query is not None
-        vector = yield lambda f: (
-            embeddings.aembed_query(query) if f.is_async else embeddings.embed_query(query)
-        )
+        vector = yield embed_query(embeddings, query)
         coll = yield self._collection
         where = (
-            {"$or": [{"ns": ns}, {"ns": {"$prefix": ns + "\x01"}}]}
-            if op.namespace_prefix
-            else None
+            {"$or": [{"ns": ns}, {"ns": {"$prefix": ns + "\x01"}}]} if op.namespace_prefix else None
         )
         wanted = op.offset + op.limit
         k = min(_MAX_K, max(wanted * (4 if op.filter else 2), 10))
         while True:
-            hits = yield lambda f, kk=k: coll.search(vector, kk, filter=where, include=())
+            hits = yield call(coll, "search", vector, k, filter=where, include=())
             best: dict[str, float] = {}
             for hit in hits:  # best first: an item's first vector is its best
                 best.setdefault(str(hit.id).rsplit("\0", 1)[0], hit.score)
             keys = list(best)
-            records = yield lambda f: f.db.records(self.items).get_many(keys)
-            ranked = [
+            records = yield on(self.items, "get_many", keys)
+            ranked: list[tuple[Any, float | None]] = [
                 (r, best[r.key])
                 for r in records
                 if r is not None and _admits(r.bins["value"], op.filter)
@@ -389,9 +388,7 @@ class EngramStore(BaseStore):
             start, end = (f"{ns}\0", f"{ns}\x02") if op.namespace_prefix else (None, None)
             cursor: str | None = None
             while len(ranked) < op.limit:
-                page = yield lambda f, c=cursor: f.db.records(self.items).scan(
-                    start=start, end=end, cursor=c, limit=100
-                )
+                page = yield on(self.items, "scan", start=start, end=end, cursor=cursor, limit=100)
                 for record in page.records:
                     if record.bins.get("vids") or not _admits(record.bins["value"], op.filter):
                         continue
@@ -420,9 +417,7 @@ class EngramStore(BaseStore):
         out: list[tuple[str, ...]] = []
         wanted = op.offset + op.limit
         while len(out) < wanted:
-            page = yield lambda f, s=cursor: f.db.records(self.items).scan(
-                start=s, end=end, limit=1
-            )
+            page = yield on(self.items, "scan", start=cursor, end=end, limit=1)
             if not page.records:
                 break
             ns_text = page.records[0].key.split("\0", 1)[0]
@@ -436,4 +431,3 @@ class EngramStore(BaseStore):
             else:
                 cursor = ns_text + "\x01"  # past its own items, into its children
         return out[op.offset : wanted]
-

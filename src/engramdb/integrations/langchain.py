@@ -40,7 +40,17 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
 from engramdb.errors import InvalidArgument, NotFound
 from engramdb.integrations._chunks import Chunks, Put, chunk_limit
-from engramdb.integrations._flow import Face, Faces, Flow, commit
+from engramdb.integrations._flow import (
+    Face,
+    Faces,
+    Flow,
+    Write,
+    call,
+    commit,
+    embed_documents,
+    embed_query,
+    on,
+)
 
 __all__ = [
     "EngramByteStore",
@@ -55,14 +65,8 @@ def _face(f: Face) -> Face:
     return f
 
 
-def _embed_documents(embedding: Embeddings, texts: list[str]) -> Callable[[Face], Any]:
-    return lambda f: (
-        embedding.aembed_documents(texts) if f.is_async else embedding.embed_documents(texts)
-    )
-
-
-def _embed_query(embedding: Embeddings, text: str) -> Callable[[Face], Any]:
-    return lambda f: embedding.aembed_query(text) if f.is_async else embedding.embed_query(text)
+def _vectors(method: str, *args: Any, **kwargs: Any) -> Callable[[Face], Any]:
+    return lambda f: getattr(f.db.vectors, method)(*args, **kwargs)
 
 
 class _Collection:
@@ -91,13 +95,13 @@ class _Collection:
         dim = self.dim
         if dim is None:
             try:
-                found = yield lambda f: f.db.vectors.get_collection(self.name)
+                found = yield _vectors("get_collection", self.name)
             except NotFound:
-                probe = yield _embed_query(self.embedding, "dimension probe")
+                probe = yield embed_query(self.embedding, "dimension probe")
                 dim = self.dim = len(probe)
         if found is None:
-            found = yield lambda f: f.db.vectors.create_collection(
-                self.name, dim, self.metric, text=self.text, exist_ok=True
+            found = yield _vectors(
+                "create_collection", self.name, dim, self.metric, text=self.text, exist_ok=True
             )
         self._handles[id(face.db)] = found
         return found
@@ -161,10 +165,10 @@ class EngramVectorStore(VectorStore):
         ]
         if not texts:
             return []
-        vectors = yield _embed_documents(self.embedding, texts)
+        vectors = yield embed_documents(self.embedding, texts)
         coll = yield from self._collection.handle()
         metas = [dict(m) for m in metadatas] if metadatas is not None else None
-        yield lambda f: coll.upsert(chosen, vectors, metas, texts, ttl=self.ttl)
+        yield call(coll, "upsert", chosen, vectors, metas, texts, ttl=self.ttl)
         return chosen
 
     def _search(
@@ -172,11 +176,11 @@ class EngramVectorStore(VectorStore):
     ) -> Flow[list[Any]]:
         coll = yield from self._collection.handle()
         include = ("metadata", "text", "vector") if fetch_vectors else ("metadata", "text")
-        hits = yield lambda f: coll.search(vector, k, filter=filter, include=include)
+        hits = yield call(coll, "search", vector, k, filter=filter, include=include)
         return list(hits)
 
     def _by_query(self, query: str, k: int, filter: dict[str, Any] | None) -> Flow[list[Any]]:
-        vector = yield _embed_query(self.embedding, query)
+        vector = yield embed_query(self.embedding, query)
         return (yield from self._search(vector, k, filter))
 
     def _mmr(
@@ -192,21 +196,21 @@ class EngramVectorStore(VectorStore):
             return []
         chosen = maximal_marginal_relevance(
             np.asarray(vector, dtype=np.float32),
-            [np.asarray(h.vector) for h in hits],
+            [list(map(float, h.vector)) for h in hits],
             lambda_mult=lambda_mult,
             k=min(k, len(hits)),
         )
         return [_document(hits[i]) for i in chosen]
 
     def _hybrid(self, query: str, k: int, options: dict[str, Any]) -> Flow[list[Any]]:
-        vector = yield _embed_query(self.embedding, query)
+        vector = yield embed_query(self.embedding, query)
         coll = yield from self._collection.handle()
-        hits = yield lambda f: coll.hybrid_search(query, vector, k, **options)
+        hits = yield call(coll, "hybrid_search", query, vector, k, **options)
         return list(hits)
 
     def _get(self, ids: Sequence[str]) -> Flow[list[Document]]:
         coll = yield from self._collection.handle()
-        items = yield lambda f: coll.get(list(ids))
+        items = yield call(coll, "get", list(ids))
         return [
             Document(id=str(i.id), page_content=i.text or "", metadata=i.metadata)
             for i in items
@@ -216,9 +220,12 @@ class EngramVectorStore(VectorStore):
     def _delete(self, ids: list[str] | None) -> Flow[bool]:
         coll = yield from self._collection.handle()
         if ids is None:
-            yield lambda f: coll.delete_all()
+            yield call(
+                coll,
+                "delete_all",
+            )
         else:
-            yield lambda f: coll.delete(list(ids))
+            yield call(coll, "delete", list(ids))
         return True
 
     # LangChain's API --------------------------------------------------------------------
@@ -356,8 +363,8 @@ class EngramVectorStore(VectorStore):
     ) -> list[Document]:
         """BM25 and vector results for ``query`` fused by reciprocal rank (``rrf``) or by
         ``weighted`` scores (``alpha`` weighs the vector side)."""
-        return [d for d, _ in self.hybrid_search_with_score(query, k, filter=filter,
-                                                            fusion=fusion, alpha=alpha)]  # fmt: skip
+        found = self.hybrid_search_with_score(query, k, filter=filter, fusion=fusion, alpha=alpha)
+        return [d for d, _ in found]
 
     async def ahybrid_search(
         self,
@@ -509,7 +516,7 @@ class EngramByteStore(ByteStore):
 
     def _mget(self, keys: Sequence[str]) -> Flow[list[bytes | None]]:
         keys = [_key(k) for k in keys]
-        records = yield lambda f: f.db.records(self.set).get_many(keys)
+        records = yield on(self.set, "get_many", keys)
         found = [(k, r) for k, r in zip(keys, records) if r is not None]
         values = yield from self._chunks.load(("v", k, r.bins) for k, r in found)
         loaded = {k: v for (k, _), v in zip(found, values)}
@@ -523,7 +530,7 @@ class EngramByteStore(ByteStore):
         if not pairs:
             return
         keys = [k for k, _ in pairs]
-        old = yield lambda f: f.db.records(self.set).get_many(keys)
+        old = yield on(self.set, "get_many", keys)
         stale = {c for k, r in zip(keys, old) if r is not None
                  for c in self._chunks.keys_of("v", k, r.bins)}  # fmt: skip
         heads: list[Put] = []
@@ -533,14 +540,16 @@ class EngramByteStore(ByteStore):
             early.extend(parts)
             stale -= {c for _, c, _ in parts}
             heads.append((self.set, key, head))
-        extra = [(self._chunks.set, "delete_many", (sorted(stale),), {})] if stale else []
+        extra: list[Write] = []
+        if stale:
+            extra.append((self._chunks.set, "delete_many", (sorted(stale),), {}))
         yield from self._chunks.write(early, heads, extra, ttl=self.ttl)
 
     def _mdelete(self, keys: Sequence[str]) -> Flow[None]:
         keys = [_key(k) for k in keys]
         if not keys:
             return
-        old = yield lambda f: f.db.records(self.set).get_many(keys)
+        old = yield on(self.set, "get_many", keys)
         chunks = [c for k, r in zip(keys, old) if r is not None
                   for c in self._chunks.keys_of("v", k, r.bins)]  # fmt: skip
         yield commit(
@@ -551,7 +560,7 @@ class EngramByteStore(ByteStore):
         )
 
     def _keys_page(self, prefix: str | None, cursor: str | None) -> Flow[tuple[list[str], Any]]:
-        page = yield lambda f: f.db.records(self.set).scan(prefix, cursor=cursor, limit=1000)
+        page = yield on(self.set, "scan", prefix, cursor=cursor, limit=1000)
         return [str(r.key) for r in page.records], page.cursor
 
     def mget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -662,15 +671,18 @@ class EngramCache(BaseCache):
 
     def _lookup(self, prompt: str, llm_string: str) -> Flow[RETURN_VAL_TYPE | None]:
         key = _cache_key(prompt, llm_string)
-        record = yield lambda f: f.db.records(self.set).get(key)
+        record = yield on(self.set, "get", key)
         return None if record is None else _load_generations(record.bins["g"])
 
     def _update(self, prompt: str, llm_string: str, value: RETURN_VAL_TYPE) -> Flow[None]:
         key, data = _cache_key(prompt, llm_string), _dump_generations(value)
-        yield lambda f: f.db.records(self.set).put(key, {"g": data}, ttl=self.ttl)
+        yield on(self.set, "put", key, {"g": data}, ttl=self.ttl)
 
     def _clear(self) -> Flow[None]:
-        yield lambda f: f.db.records(self.set).truncate()
+        yield on(
+            self.set,
+            "truncate",
+        )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model, or None."""
@@ -731,24 +743,27 @@ class EngramSemanticCache(BaseCache):
         self._faces.close()
 
     def _lookup(self, prompt: str, llm_string: str) -> Flow[RETURN_VAL_TYPE | None]:
-        vector = yield _embed_query(self.embedding, prompt)
+        vector = yield embed_query(self.embedding, prompt)
         coll = yield from self._collection.handle()
         model = _cache_key("", llm_string)
-        hits = yield lambda f: coll.search(vector, 1, filter={"llm": model})
+        hits = yield call(coll, "search", vector, 1, filter={"llm": model})
         if not hits or hits[0].score < self.score_threshold:
             return None
         return _load_generations(hits[0].metadata["g"])
 
     def _update(self, prompt: str, llm_string: str, value: RETURN_VAL_TYPE) -> Flow[None]:
-        vector = yield _embed_query(self.embedding, prompt)
+        vector = yield embed_query(self.embedding, prompt)
         coll = yield from self._collection.handle()
         meta = {"llm": _cache_key("", llm_string), "g": _dump_generations(value)}
         key = _cache_key(prompt, llm_string)
-        yield lambda f: coll.upsert([key], [vector], [meta], ttl=self.ttl)
+        yield call(coll, "upsert", [key], [vector], [meta], ttl=self.ttl)
 
     def _clear(self) -> Flow[None]:
         coll = yield from self._collection.handle()
-        yield lambda f: coll.delete_all()
+        yield call(
+            coll,
+            "delete_all",
+        )
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The generations cached for the nearest prompt of this model, if near enough."""
@@ -773,4 +788,3 @@ class EngramSemanticCache(BaseCache):
     async def aclear(self, **kwargs: Any) -> None:
         """Async ``clear``."""
         await self._faces.arun(self._clear())
-

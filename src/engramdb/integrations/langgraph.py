@@ -23,6 +23,7 @@ and ``.chunks``; ``\\0`` separates the parts of a key, so none of them may conta
 
 from __future__ import annotations
 
+import builtins
 import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -36,15 +37,15 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from engramdb.errors import InvalidArgument
 from engramdb.integrations._chunks import Chunks, Put, chunk_limit
-from engramdb.integrations._flow import Faces, Flow, Write, commit, scan_all
+from engramdb.integrations._flow import Faces, Flow, Write, commit, on, scan_all
 
 __all__ = ["EngramSaver", "EngramStore"]
 
@@ -260,11 +261,9 @@ class EngramSaver(BaseCheckpointSaver[str]):
         sets = self.sets
         if cid:
             key = f"{thread}\0{ns}\0{_part(cid, 'checkpoint_id')}"
-            record = yield lambda f: f.db.records(sets.checkpoints).get(key)
+            record = yield on(sets.checkpoints, "get", key)
         else:
-            page = yield lambda f: f.db.records(sets.checkpoints).scan(
-                f"{thread}\0{ns}\0", reverse=True, limit=1
-            )
+            page = yield on(sets.checkpoints, "scan", f"{thread}\0{ns}\0", reverse=True, limit=1)
             record = page.records[0] if page.records else None
         if record is None:
             return None
@@ -274,9 +273,11 @@ class EngramSaver(BaseCheckpointSaver[str]):
         tuples = yield from self._tuples(loaded)
         return tuples[0]
 
-    def _list_page(self, listing: _Listing) -> Flow[list[CheckpointTuple]]:
+    def _list_page(self, listing: _Listing) -> Flow[builtins.list[CheckpointTuple]]:
         sets = self.sets
-        page = yield lambda f: f.db.records(sets.checkpoints).scan(
+        page = yield on(
+            sets.checkpoints,
+            "scan",
             listing.prefix,
             end=listing.end,
             reverse=True,
@@ -291,11 +292,11 @@ class EngramSaver(BaseCheckpointSaver[str]):
         loaded = listing.take(loaded)
         return (yield from self._tuples(loaded))
 
-    def _decode(self, records: Sequence[Any]) -> Flow[list[_Loaded]]:
+    def _decode(self, records: Sequence[Any]) -> Flow[builtins.list[_Loaded]]:
         """Checkpoint records decoded (chunks read in one call; a checkpoint whose chunks
         are gone, deleted under the reader, is left out)."""
         payloads = yield from self._chunks.load(("c", r.key, r.bins) for r in records)
-        out: list[_Loaded] = []
+        out: builtins.list[_Loaded] = []
         for record, payload in zip(records, payloads):
             if payload is None:
                 continue
@@ -313,14 +314,14 @@ class EngramSaver(BaseCheckpointSaver[str]):
             )
         return out
 
-    def _tuples(self, loaded: Sequence[_Loaded]) -> Flow[list[CheckpointTuple]]:
+    def _tuples(self, loaded: Sequence[_Loaded]) -> Flow[builtins.list[CheckpointTuple]]:
         """Checkpoint tuples with their channel values and pending writes: one range scan
         of writes per (thread, namespace), one read of the blobs, one of their chunks."""
         if not loaded:
             return []
         sets = self.sets
-        writes: dict[str, list[Any]] = {}
-        groups: dict[tuple[str, str], list[str]] = {}
+        writes: dict[str, builtins.list[Any]] = {}
+        groups: dict[tuple[str, str], builtins.list[str]] = {}
         for c in loaded:
             groups.setdefault((c.thread, c.ns), []).append(c.cid)
         for (thread, ns), cids in groups.items():
@@ -328,8 +329,8 @@ class EngramSaver(BaseCheckpointSaver[str]):
             start, end = base + min(cids), base + max(cids) + "\x01"
             cursor: str | None = None
             while True:
-                page = yield lambda f, c=cursor: f.db.records(sets.writes).scan(
-                    base, start=start, end=end, cursor=c, limit=1000
+                page = yield on(
+                    sets.writes, "scan", base, start=start, end=end, cursor=cursor, limit=1000
                 )
                 for record in page.records:
                     writes.setdefault(record.key.rsplit("\0", 2)[0], []).append(record)
@@ -345,7 +346,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         )
         blobs: dict[str, Any] = {}
         if blob_keys:
-            found = yield lambda f: f.db.records(sets.blobs).get_many(blob_keys)
+            found = yield on(sets.blobs, "get_many", blob_keys)
             blobs = {r.key: r for r in found if r is not None}
         all_writes = [r for c in loaded for r in writes.get(f"{c.thread}\0{c.ns}\0{c.cid}", [])]
         wanted = [("b", r.key, r.bins) for r in blobs.values()] + [
@@ -353,7 +354,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         ]
         values = yield from self._chunks.load(wanted)
         data = {(kind, key): value for (kind, key, _), value in zip(wanted, values)}
-        out: list[CheckpointTuple] = []
+        out: builtins.list[CheckpointTuple] = []
         for c in loaded:
             channel_values: dict[str, Any] = {}
             for channel, version in c.checkpoint["channel_versions"].items():
@@ -415,10 +416,10 @@ class EngramSaver(BaseCheckpointSaver[str]):
         ns = _part(conf.get("checkpoint_ns", ""), "checkpoint_ns")
         cid = _part(checkpoint["id"], "checkpoint id")
         parent = conf.get("checkpoint_id")
-        stored = dict(checkpoint)
+        stored: dict[str, Any] = dict(checkpoint)
         values: dict[str, Any] = stored.pop("channel_values")
         sets, chunks = self.sets, self._chunks
-        early: list[Put] = []
+        early: builtins.list[Put] = []
         for channel, version in new_versions.items():
             key = f"{thread}\0{ns}\0{_part(channel, 'channel')}\0{_part(version, 'version')}"
             kind, data = (
@@ -435,7 +436,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         head, parts = chunks.split("c", key, payload)
         early.extend(parts)
         run = meta.get("run_id")
-        last: list[Put] = [(sets.checkpoints, key, {"p": parent, "run": run, **head})]
+        last: builtins.list[Put] = [(sets.checkpoints, key, {"p": parent, "run": run, **head})]
         if run is not None:
             last.append((sets.runs, f"{_part(run, 'run_id')}\0{key}", {}))
         yield from chunks.write(early, last)
@@ -466,9 +467,9 @@ class EngramSaver(BaseCheckpointSaver[str]):
         # A task retried writes the same (task, idx) again: ordinary writes keep the first
         # copy, special ones (errors, interrupts...) are replaced, as LangGraph's savers do.
         keys = [key for key, *_ in planned]
-        existing = yield lambda f: f.db.records(sets.writes).get_many(keys)
-        early: list[Put] = []
-        last: list[Put] = []
+        existing = yield on(sets.writes, "get_many", keys)
+        early: builtins.list[Put] = []
+        last: builtins.list[Put] = []
         for (key, idx, channel, value), seen in zip(planned, existing):
             if seen is not None and idx >= 0:
                 continue
@@ -489,16 +490,16 @@ class EngramSaver(BaseCheckpointSaver[str]):
         # Checkpoints first: once they are gone the thread is invisible, whatever happens
         # to the rest (a crash part-way leaves unreachable blobs: run it again).
         for set_name in (sets.checkpoints, sets.writes, sets.blobs):
-            yield lambda f, s=set_name: f.db.records(s).delete_prefix(prefix)
+            yield on(set_name, "delete_prefix", prefix)
         for kind in ("c", "w", "b"):
-            yield lambda f, k=kind: f.db.records(sets.chunks).delete_prefix(f"{k}\0{prefix}")
+            yield on(sets.chunks, "delete_prefix", f"{kind}\0{prefix}")
         if runs:
-            yield lambda f: f.db.records(sets.runs).delete_many(runs)
+            yield on(sets.runs, "delete_many", runs)
 
     def _delete_for_runs(self, run_ids: Sequence[str]) -> Flow[None]:
         sets = self.sets
         doomed: dict[tuple[str, str], set[str]] = {}
-        index: list[str] = []
+        index: builtins.list[str] = []
         for run in run_ids:
             entries = yield from scan_all(sets.runs, f"{_part(run, 'run_id')}\0")
             for entry in entries:
@@ -508,7 +509,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         for (thread, ns), cids in doomed.items():
             yield from self._remove(thread, ns, cids)
         if index:
-            yield lambda f: f.db.records(sets.runs).delete_many(index)
+            yield on(sets.runs, "delete_many", index)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Flow[None]:
         if strategy not in ("keep_latest", "delete"):
@@ -556,7 +557,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
         keys = [f"{c.thread}\0{c.ns}\0{ch}\0{versions[ch]}" for ch in named]
         if not keys:
             return set()
-        found = yield lambda f: f.db.records(self.sets.blobs).get_many(keys)
+        found = yield on(self.sets.blobs, "get_many", keys)
         return {ch for ch, r in zip(named, found) if r is not None and r.bins["t"] != "empty"}
 
     def _remove(self, thread: str, ns: str, cids: set[str]) -> Flow[None]:
@@ -582,7 +583,7 @@ class EngramSaver(BaseCheckpointSaver[str]):
             for key in self._chunks.keys_of(kind, r.key, r.bins)
         ]
         runs = [f"{r.bins['run']}\0{r.key}" for r in gone if r.bins.get("run")]
-        deletes: list[Write] = [
+        deletes: builtins.list[Write] = [
             (sets.checkpoints, "delete_many", ([r.key for r in gone],), {}),
             (sets.runs, "delete_many", (runs,), {}),
             (sets.writes, "delete_many", ([w.key for w in gone_writes],), {}),
@@ -598,8 +599,8 @@ class EngramSaver(BaseCheckpointSaver[str]):
             return
         sets = self.sets
         old, new = f"{src}\0", f"{dst}\0"
-        early: list[Put] = []
-        last: list[Put] = []
+        early: builtins.list[Put] = []
+        last: builtins.list[Put] = []
         for set_name in (sets.writes, sets.blobs):
             for record in (yield from scan_all(set_name, old)):
                 early.append((set_name, new + record.key[len(old) :], record.bins))
@@ -631,7 +632,7 @@ def _delete_in_pages(deletes: list[Write]) -> Flow[None]:
     for set_name, method, (keys,), _ in deletes:
         for start in range(0, len(keys), _DELETE_PAGE):
             page = keys[start : start + _DELETE_PAGE]
-            yield lambda f, s=set_name, m=method, p=page: getattr(f.db.records(s), m)(p)
+            yield on(set_name, method, page)
 
 
 class _Sets:
