@@ -172,11 +172,17 @@ class EngramVectorStore(VectorStore):
         return chosen
 
     def _search(
-        self, vector: Any, k: int, filter: dict[str, Any] | None, *, fetch_vectors: bool = False
+        self,
+        vector: Any,
+        k: int,
+        filter: dict[str, Any] | None,
+        *,
+        fetch_vectors: bool = False,
+        ef: int | None = None,
     ) -> Flow[list[Any]]:
         coll = yield from self._collection.handle()
         include = ("metadata", "text", "vector") if fetch_vectors else ("metadata", "text")
-        hits = yield call(coll, "search", vector, k, filter=filter, include=include)
+        hits = yield call(coll, "search", vector, k, filter=filter, include=include, ef=ef)
         return list(hits)
 
     def _by_query(self, query: str, k: int, filter: dict[str, Any] | None) -> Flow[list[Any]]:
@@ -284,8 +290,9 @@ class EngramVectorStore(VectorStore):
         filter: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> list[Document]:
-        """The ``k`` documents nearest to a vector."""
-        return [_document(h) for h in self._faces.run(self._search(embedding, k, filter))]
+        """The ``k`` documents nearest to a vector (``ef=``: the HNSW search breadth)."""
+        hits = self._faces.run(self._search(embedding, k, filter, ef=kwargs.get("ef")))
+        return [_document(h) for h in hits]
 
     async def asimilarity_search_by_vector(
         self,
@@ -295,7 +302,8 @@ class EngramVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """Async ``similarity_search_by_vector``."""
-        return [_document(h) for h in await self._faces.arun(self._search(embedding, k, filter))]
+        hits = await self._faces.arun(self._search(embedding, k, filter, ef=kwargs.get("ef")))
+        return [_document(h) for h in hits]
 
     def max_marginal_relevance_search(
         self,
