@@ -154,7 +154,6 @@ def test_interrupt_resumes_in_a_new_process(tmp_path: Path) -> None:
     assert "DONE {'draft': 'the draft', 'approved': 'yes, ship it'}" in run("resume")
 
 
-@pytest.mark.parametrize("face", ["lmdb", "server", "server-aio"])
 async def test_values_bigger_than_a_record(open_face: Callable[..., Any]) -> None:
     """A 3 MiB channel value (records hold 1 MiB; a server request 2 MiB) round-trips,
     and its chunks go when its thread does."""
