@@ -23,10 +23,9 @@ import pytest
 
 pytest_asyncio = pytest.importorskip("pytest_asyncio")
 
-from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
-
 import engramdb  # noqa: E402
 import engramdb.aio  # noqa: E402
+from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
 
 FACES = ["lmdb", "aio", "server", "server-aio"]
 HERE = Path(__file__).parent

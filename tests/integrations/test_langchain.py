@@ -14,8 +14,6 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, Generation
-from tests.conftest import CLOCK_START, RemoteClock
-from tests.integrations.test_langgraph_store import DIMS, embed
 
 import engramdb
 from engramdb import FakeClock
@@ -26,6 +24,8 @@ from engramdb.integrations.langchain import (
     EngramSemanticCache,
     EngramVectorStore,
 )
+from tests.conftest import CLOCK_START, RemoteClock
+from tests.integrations.test_langgraph_store import DIMS, embed
 
 
 class Words(DeterministicFakeEmbedding):

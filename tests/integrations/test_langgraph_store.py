@@ -24,10 +24,10 @@ from langgraph.store.base import (
     SearchOp,
 )
 from langgraph.store.memory import InMemoryStore
-from tests.conftest import CLOCK_START, RemoteClock
 
 from engramdb import FakeClock
 from engramdb.integrations.langgraph import EngramStore
+from tests.conftest import CLOCK_START, RemoteClock
 
 DIMS = 32
 
