@@ -51,6 +51,11 @@ class TransactionSet:
         """The record (remembered with its generation); awaitable in an async transaction."""
         return self._tx._read(self.name, key)
 
+    def get_many(self, keys: Sequence[Key]) -> Any:
+        """The records, in request order (each remembered with its generation); awaitable in
+        an async transaction."""
+        return self._tx._read_many(self.name, keys)
+
     def put(
         self,
         key: Key,
@@ -175,6 +180,10 @@ class Transaction(_Staging):
     def _read(self, set_name: str, key: Key) -> Record | None:
         return self._remember(set_name, key, self._db.records(set_name).get(key))
 
+    def _read_many(self, set_name: str, keys: Sequence[Key]) -> list[Record | None]:
+        found = self._db.records(set_name).get_many(keys)
+        return [self._remember(set_name, k, r) for k, r in zip(keys, found)]
+
     def commit(self) -> list[Any]:
         """Apply every staged write atomically if nothing read has changed since."""
         reads, writes = self._payload()
@@ -198,6 +207,10 @@ class AsyncTransaction(_Staging):
 
     async def _read(self, set_name: str, key: Key) -> Record | None:
         return self._remember(set_name, key, await self._db.records(set_name).get(key))
+
+    async def _read_many(self, set_name: str, keys: Sequence[Key]) -> list[Record | None]:
+        found = await self._db.records(set_name).get_many(keys)
+        return [self._remember(set_name, k, r) for k, r in zip(keys, found)]
 
     async def commit(self) -> list[Any]:
         """Apply every staged write atomically if nothing read has changed since."""

@@ -209,3 +209,17 @@ def test_transaction_results_come_back_in_order(db: Database) -> None:
     tx.records("s").operate("n", [ops.incr("n", 2)])
     tx.records("s").delete_many(["x", "y"])
     assert tx.commit() == [True, [2], 0]
+
+
+def test_a_transaction_reads_many_and_checks_each_at_commit(db: Database) -> None:
+    s = db.records("writes")
+    s.put("t1:0", {"v": 1})
+    tx = db.transaction()
+    seen = tx.records("writes").get_many(["t1:0", "t1:1"])
+    assert seen[0] is not None
+    assert seen[1] is None
+    tx.records("writes").put("t1:1", {"v": 2})
+    s.put("t1:1", {"v": "first"})  # another writer takes the slot that was read empty
+    with pytest.raises(Conflict, match="t1:1"):
+        tx.commit()
+    assert s.get("t1:1").bins == {"v": "first"}  # type: ignore[union-attr]
