@@ -133,14 +133,22 @@ class Faces:
 Write = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # set, method, args, kwargs
 
 
+COLLECTION = "@collection:"  # a Write's target prefix naming a vector collection
+
+
 def commit(writes: list[Write]) -> Step:
     """A step that stages ``writes`` in one ``db.transaction()`` and commits them: all or
-    nothing, one commit (one round trip remotely)."""
+    nothing, one commit (one round trip remotely). A target ``COLLECTION + name`` stages a
+    vector collection's ``upsert``/``delete`` in the same commit."""
 
     def step(face: Face) -> Any:
         tx = face.db.transaction()
-        for set_name, method, args, kwargs in writes:
-            getattr(tx.records(set_name), method)(*args, **kwargs)
+        for target, method, args, kwargs in writes:
+            if target.startswith(COLLECTION):
+                handle = tx.collection(target[len(COLLECTION) :])
+            else:
+                handle = tx.records(target)
+            getattr(handle, method)(*args, **kwargs)
         return tx.commit()
 
     return step

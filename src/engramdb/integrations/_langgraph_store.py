@@ -42,6 +42,7 @@ from langgraph.store.base import (
 )
 
 from engramdb.integrations._flow import (
+    COLLECTION,
     Face,
     Faces,
     Flow,
@@ -310,15 +311,15 @@ class EngramStore(BaseStore):
             }
             staged.append((self.items, "put", (key, bins), {"ttl": ttl}))
         if upserts or stale:
-            coll = yield self._collection
-            # Vectors first: a vector whose item is not written yet (or any more) is
-            # skipped by searches, which read the item itself.
+            yield self._collection  # created on first use
+            # The vectors commit with their items: one transaction, all or nothing.
+            target = COLLECTION + self.collection_name
             for ttl, rows in upserts.items():
-                ids = [r[0] for r in rows]
-                yield call(coll, "upsert", ids, [x[1] for x in rows], [x[2] for x in rows], ttl=ttl)
+                args = ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+                staged.append((target, "upsert", args, {} if ttl is None else {"ttl": ttl}))
+            if stale:
+                staged.append((target, "delete", (sorted(stale),), {}))
         yield commit(staged)
-        if stale:
-            yield call(coll, "delete", sorted(stale))
 
     def _search(self, op: SearchOp) -> Flow[list[SearchItem]]:
         ns = _ns_text(op.namespace_prefix)
