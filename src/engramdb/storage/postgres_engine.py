@@ -476,7 +476,7 @@ class PostgresEngine:
         self._connect_timeout = connect_timeout
         self._writer: _Conn | None = None
         self._writer_lock = threading.Lock()
-        self._notices: list[Diagnostic] = []
+        self._notices: list[tuple[str, str]] = []  # (severity, message) during a commit
         self._commit_lsn = 0
         self._closed = False
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
@@ -503,7 +503,7 @@ class PostgresEngine:
     def _writer_conn(self) -> _Conn:
         if self._writer is None:
             conn = self._target.connect("leader", self._connect_timeout)
-            conn.add_notice_handler(self._notices.append)
+            conn.add_notice_handler(self._on_notice)
             conn.execute(
                 sql.SQL("SET synchronous_commit TO {}").format(
                     sql.Literal(_SYNCHRONOUS_COMMIT[self.durability])
@@ -511,6 +511,12 @@ class PostgresEngine:
             )
             self._writer = _Conn(conn, 0)
         return self._writer
+
+    def _on_notice(self, notice: Diagnostic) -> None:
+        # A Diagnostic is valid only during this call: keep its text.
+        detail = notice.message_detail
+        message = (notice.message_primary or "") + (f": {detail}" if detail else "")
+        self._notices.append((notice.severity_nonlocalized or notice.severity or "", message))
 
     def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -738,15 +744,16 @@ class PostgresEngine:
                 f"the connection to PostgreSQL at {self.url} failed during COMMIT: the outcome "
                 f"of this write is unknown (read the record's generation to resolve it): {e}"
             ) from e
-        warnings = [n for n in self._notices if n.severity_nonlocalized == "WARNING"]
+        warnings = [message for severity, message in self._notices if severity == "WARNING"]
         if warnings:
             # Typically "canceling wait for synchronous replication": committed locally,
             # maybe not on the standby, so a failover may lose it. Not an acknowledgement.
+            # Any warning counts (COMMIT has no other), whatever the server's language.
             self._drop_writer()
             raise Unavailable(
-                f"PostgreSQL at {self.url} committed with a warning ({warnings[0].message_primary}"
-                f"{': ' + warnings[0].message_detail if warnings[0].message_detail else ''}): "
-                "the outcome of this write is unknown (it may be lost at failover)"
+                f"PostgreSQL at {self.url} committed with a warning ({warnings[0]}): the "
+                "outcome of this write is unknown (it may be lost at failover; read the "
+                "record's generation to resolve it)"
             )
         self.commits += 1
 
