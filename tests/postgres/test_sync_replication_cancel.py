@@ -26,14 +26,21 @@ from tests.postgres.conftest import wait_for
 WAITING = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
 
 
+def _reload(pg: Any, expected: str) -> None:
+    pg.psql("SELECT pg_reload_conf()")
+    # A new session sees the setting once the postmaster reloaded, and by then it has
+    # signalled every backend (they apply it before their next command).
+    wait_for(lambda: pg.psql("SHOW synchronous_standby_names") == expected, 10, "the reload")
+
+
 def _require_missing_standby(pg: Any) -> None:
     pg.psql("ALTER SYSTEM SET synchronous_standby_names = 'standby_that_does_not_exist'")
-    pg.psql("SELECT pg_reload_conf()")
+    _reload(pg, "standby_that_does_not_exist")
 
 
 def _release_commits(pg: Any) -> None:
     pg.psql("ALTER SYSTEM RESET synchronous_standby_names")
-    pg.psql("SELECT pg_reload_conf()")
+    _reload(pg, "")
 
 
 def _put_in_thread(db: engramdb.Database, key: str) -> tuple[threading.Thread, dict[str, Any]]:
