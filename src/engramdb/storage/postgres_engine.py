@@ -619,6 +619,8 @@ class PostgresEngine:
         """``(result,)`` from a standby that replayed our last commit, or None to read
         from the leader (no standby, or it stayed behind for ``replica_wait``)."""
         assert self._replicas is not None
+        if self._commit_lsn >= _NO_REPLICA:
+            return None
         try:
             with self._replicas.connection() as held:
                 needed = self._commit_lsn
