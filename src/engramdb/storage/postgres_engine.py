@@ -53,24 +53,20 @@ Rules this file keeps:
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import contextlib
-import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 from psycopg.errors import Diagnostic
 
 from engramdb.errors import InvalidArgument, StorageError, Unavailable
+from engramdb.storage._pg_connections import Conn, Lost, Pool, Target, is_retryable, lsn
 from engramdb.storage.base import Durability, EngineChange
 
 __all__ = ["PostgresEngine", "is_postgres_url"]
@@ -78,40 +74,15 @@ __all__ = ["PostgresEngine", "is_postgres_url"]
 T = TypeVar("T")
 
 _FORMAT = 1
-_GET_NAME = b"engramdb_get"
 _NO_REPLICA = 1 << 64  # an LSN no standby reaches
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _SYNCHRONOUS_COMMIT = {"sync": "on", "async": "local", "none": "off"}
-_OUR_PARAMS = ("schema", "patroni", "read_from", "replica_wait", "failover_timeout")
 _FLUSH_BYTES = 32 << 20  # most value bytes sent in one flush statement
-# libpq defaults that bound how long a dead server can hold a call: connecting, and an
-# idle-looking connection (a commit waiting on a server that vanished) probed by keepalives.
-_LIBPQ_DEFAULTS = {
-    "connect_timeout": "5",
-    "keepalives": "1",
-    "keepalives_idle": "5",
-    "keepalives_interval": "2",
-    "keepalives_count": "3",
-}
-# SQLSTATE classes meaning "this connection or server is gone or not the leader": the
-# statement did not run, so nothing was written and the call can be retried elsewhere.
-_RETRY_STATES = ("08", "57P", "25006", "40001", "40P01", "26000")
 
 
 def is_postgres_url(target: object) -> bool:
     """Whether ``target`` names a PostgreSQL database (``postgresql://`` / ``postgres://``)."""
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
-
-
-class _Lost(Exception):
-    """The connection failed in a way that lost nothing (retry on a new one)."""
-
-
-def _lsn(text: str | None) -> int:
-    if not text:
-        return 0
-    high, low = text.split("/")
-    return (int(high, 16) << 32) | int(low, 16)
 
 
 # SQL ------------------------------------------------------------------------------------
@@ -208,161 +179,6 @@ class _Sql:
         )
 
 
-# connections ----------------------------------------------------------------------------
-
-
-class _Target:
-    """Where connections go: the libpq conninfo of the URL, the leader found through
-    Patroni (when configured), and the standbys for replica reads."""
-
-    def __init__(self, url: str) -> None:
-        base, _, query = url.partition("?")
-        ours: dict[str, str] = {}
-        theirs: list[tuple[str, str]] = []
-        for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-            if name in _OUR_PARAMS:
-                ours[name] = value
-            else:
-                theirs.append((name, value))
-        given = {name for name, _ in theirs}
-        theirs += [(k, v) for k, v in _LIBPQ_DEFAULTS.items() if k not in given]
-        self.conninfo = base + "?" + urllib.parse.urlencode(theirs)
-        try:
-            psycopg.conninfo.conninfo_to_dict(self.conninfo)
-        except psycopg.ProgrammingError as e:
-            raise InvalidArgument(f"bad PostgreSQL URL: {e}") from None
-        self.options = ours
-        self.patroni = [u.strip().rstrip("/") for u in ours.get("patroni", "").split(",") if u]
-        self.redacted = re.sub(r"://[^@/]*@", "://", base)
-
-    def leader(self, timeout: float) -> tuple[str, int] | None:
-        """(host, port) of the leader Patroni confirms, or None without Patroni URLs."""
-        if not self.patroni:
-            return None
-        errors: list[str] = []
-        for api in self.patroni:
-            try:
-                with urllib.request.urlopen(f"{api}/cluster", timeout=timeout) as reply:
-                    members = json.loads(reply.read()).get("members", [])
-            except (OSError, ValueError) as e:
-                errors.append(f"{api}: {e}")
-                continue
-            for member in members:
-                if member.get("role") not in ("leader", "primary"):
-                    continue
-                # Confirm with the member itself: it answers 200 on /primary only while it
-                # runs as primary holding the leader key (not an orphan past its TTL).
-                member_api = str(member.get("api_url", "")).rsplit("/", 1)[0] or api
-                try:
-                    with urllib.request.urlopen(f"{member_api}/primary", timeout=timeout):
-                        return str(member["host"]), int(member["port"])
-                except (OSError, KeyError, ValueError) as e:
-                    errors.append(f"{member_api}/primary: {e}")
-        raise _Lost(f"no leader confirmed by Patroni ({'; '.join(errors) or 'none elected'})")
-
-    def connect(self, role: str, timeout: float) -> psycopg.Connection[Any]:
-        """A new autocommit connection to the leader (``role="leader"``) or a standby."""
-        extra: dict[str, Any] = {"autocommit": True}
-        if role == "leader":
-            found = self.leader(timeout)
-            extra["target_session_attrs"] = "read-write"
-            if found is not None:
-                extra["host"], extra["port"] = found
-        else:
-            extra["target_session_attrs"] = "standby"
-        try:
-            return psycopg.connect(self.conninfo, **extra)
-        except psycopg.OperationalError as e:
-            raise _Lost(f"cannot connect to a PostgreSQL {role} at {self.redacted}: {e}") from e
-
-
-class _Conn:
-    """A connection and the cursor its prepared statements run on."""
-
-    __slots__ = ("conn", "cursor", "epoch", "prepared_get", "replayed", "text")
-
-    def __init__(self, conn: psycopg.Connection[Any], epoch: int) -> None:
-        self.conn = conn
-        self.cursor = conn.cursor(binary=True)
-        self.text = conn.cursor()  # for multi-statement queries (no binary, no parameters)
-        self.epoch = epoch
-        self.replayed = 0  # standby: the replay LSN last seen
-        self.prepared_get = False
-
-    def get(self, statement: bytes, rk: bytes) -> bytes | None:
-        """A point read straight through libpq: the hottest call, and psycopg's cursor
-        machinery would double its cost (measured ~40 vs ~25 µs on loopback). The
-        connection is idle between calls, so using its libpq handle directly is safe."""
-        pgconn = self.conn.pgconn
-        if not self.prepared_get:
-            self._check(pgconn.prepare(_GET_NAME, statement))
-            self.prepared_get = True
-        result = pgconn.exec_prepared(_GET_NAME, [rk], [1], 1)
-        if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == b"26000"
-        ):
-            # psycopg sends DEALLOCATE ALL after a ROLLBACK, DROP or ALTER it runs. Outside
-            # a transaction prepare again; inside one the error aborted it (retryable).
-            self.prepared_get = False
-            if pgconn.transaction_status == pq.TransactionStatus.IDLE:
-                return self.get(statement, rk)
-        self._check(result)
-        return bytes(result.get_value(0, 0) or b"") if result.ntuples else None
-
-    def rollback(self) -> None:
-        """ROLLBACK through libpq (psycopg would deallocate every prepared statement)."""
-        self._check(self.conn.pgconn.exec_(b"ROLLBACK"))
-
-    def _check(self, result: pq.abc.PGresult) -> pq.abc.PGresult:
-        if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            return result
-        if self.conn.pgconn.status == pq.ConnStatus.BAD:
-            raise psycopg.OperationalError(str(self.conn.pgconn.get_error_message()))
-        raise psycopg.errors.error_from_result(result)
-
-
-class _Pool:
-    """Idle connections of one role. Taking and returning one costs a deque operation; a
-    connection that failed is closed, not returned, and a failover (``invalidate``) makes
-    every older connection be closed instead of reused."""
-
-    def __init__(self, target: _Target, role: str, timeout: float, size: int) -> None:
-        self._target = target
-        self._role = role
-        self._timeout = timeout
-        self._idle: collections.deque[_Conn] = collections.deque()
-        self._size = size
-        self.epoch = 0
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[_Conn]:
-        try:
-            held = self._idle.pop()
-        except IndexError:
-            held = _Conn(self._target.connect(self._role, self._timeout), self.epoch)
-        ok = False
-        try:
-            yield held
-            ok = True
-        finally:
-            if ok and held.epoch == self.epoch and len(self._idle) < self._size:
-                self._idle.append(held)
-            else:
-                held.conn.close()
-
-    def invalidate(self) -> None:
-        self.epoch += 1
-        while self._idle:
-            with contextlib.suppress(IndexError, psycopg.Error):
-                self._idle.pop().conn.close()
-
-
-def _is_retryable(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
-    state = error.sqlstate or ""
-    return conn.broken or conn.closed or state.startswith(_RETRY_STATES) or not state
-
-
 # the write transaction -----------------------------------------------------------------
 
 
@@ -372,7 +188,7 @@ class _PgTxn:
 
     __slots__ = ("_deltas", "_expires", "_held", "_logs", "_overlay", "_seq", "_sql")
 
-    def __init__(self, held: _Conn, statements: _Sql, last_seq: int) -> None:
+    def __init__(self, held: Conn, statements: _Sql, last_seq: int) -> None:
         self._held = held
         self._sql = statements
         self._overlay: dict[bytes, bytes | None] = {}
@@ -475,7 +291,7 @@ class PostgresEngine:
     ) -> None:
         if durability not in _SYNCHRONOUS_COMMIT:
             raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
-        self._target = target = _Target(url)
+        self._target = target = Target(url)
         options = target.options
         schema = options.get("schema", "engramdb")
         if not _SCHEMA_NAME.fullmatch(schema):
@@ -503,12 +319,12 @@ class PostgresEngine:
         connect_timeout = float(
             psycopg.conninfo.conninfo_to_dict(target.conninfo).get("connect_timeout") or 5
         )
-        self._readers = _Pool(target, "leader", connect_timeout, pool_size)
+        self._readers = Pool(target, "leader", connect_timeout, pool_size)
         self._replicas = (
-            _Pool(target, "standby", connect_timeout, pool_size) if read_from == "replica" else None
+            Pool(target, "standby", connect_timeout, pool_size) if read_from == "replica" else None
         )
         self._connect_timeout = connect_timeout
-        self._writer: _Conn | None = None
+        self._writer: Conn | None = None
         self._writer_lock = threading.Lock()
         self._notices: list[tuple[str, str]] = []  # (severity, message) during a commit
         self._commit_lsn = 0
@@ -523,7 +339,7 @@ class PostgresEngine:
 
     # plumbing ----------------------------------------------------------------------------
 
-    def _setup(self, held: _Conn) -> None:
+    def _setup(self, held: Conn) -> None:
         conn = held.conn
         with conn.transaction():
             # Two engines creating one schema at once would race on the catalogs.
@@ -536,7 +352,7 @@ class PostgresEngine:
                 f"this version reads format {_FORMAT}"
             )
 
-    def _writer_conn(self) -> _Conn:
+    def _writer_conn(self) -> Conn:
         if self._writer is None:
             conn = self._target.connect("leader", self._connect_timeout)
             conn.add_notice_handler(self._on_notice)
@@ -545,7 +361,7 @@ class PostgresEngine:
                     sql.Literal(_SYNCHRONOUS_COMMIT[self.durability])
                 )
             )
-            self._writer = _Conn(conn, 0)
+            self._writer = Conn(conn, 0)
         return self._writer
 
     def _on_notice(self, notice: Diagnostic) -> None:
@@ -569,7 +385,7 @@ class PostgresEngine:
         if self._closed:
             raise StorageError("the database is closed")
 
-    def _retrying(self, fn: Callable[[_Conn], T], *, writes: bool = False) -> T:
+    def _retrying(self, fn: Callable[[Conn], T], *, writes: bool = False) -> T:
         """Run ``fn`` on a leader connection (the writer, for ``writes``), again on a new
         connection after a failure that lost nothing, until ``failover_timeout``."""
         deadline = time.monotonic() + self._failover_timeout
@@ -581,20 +397,20 @@ class PostgresEngine:
                     try:
                         return fn(held)
                     except psycopg.Error as e:
-                        if not _is_retryable(e, held.conn):
+                        if not is_retryable(e, held.conn):
                             raise
                         self._drop_writer()
-                        raise _Lost(str(e)) from e
+                        raise Lost(str(e)) from e
                 with self._readers.connection() as held:
                     try:
                         return fn(held)
                     except psycopg.Error as e:
-                        if not _is_retryable(e, held.conn):
+                        if not is_retryable(e, held.conn):
                             raise
                         held.conn.close()
                         self._readers.invalidate()
-                        raise _Lost(str(e)) from e
-            except _Lost as e:
+                        raise Lost(str(e)) from e
+            except Lost as e:
                 if time.monotonic() + pause > deadline:
                     raise Unavailable(
                         f"PostgreSQL at {self.url} unavailable for {self._failover_timeout:g}s "
@@ -605,7 +421,7 @@ class PostgresEngine:
             except psycopg.Error as e:
                 raise StorageError(f"PostgreSQL error: {e}") from e
 
-    def _read(self, fn: Callable[[_Conn], T]) -> T:
+    def _read(self, fn: Callable[[Conn], T]) -> T:
         self._check_open()
         if self._replicas is not None:
             found = self._replica_read(fn)
@@ -615,7 +431,7 @@ class PostgresEngine:
             self.replica_fallbacks += 1
         return self._retrying(fn)
 
-    def _replica_read(self, fn: Callable[[_Conn], T]) -> tuple[T] | None:
+    def _replica_read(self, fn: Callable[[Conn], T]) -> tuple[T] | None:
         """``(result,)`` from a standby that replayed our last commit, or None to read
         from the leader (no standby, or it stayed behind for ``replica_wait``)."""
         assert self._replicas is not None
@@ -627,18 +443,20 @@ class PostgresEngine:
                 deadline = time.monotonic() + self._replica_wait
                 while held.replayed < needed:
                     row = held.conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
-                    held.replayed = _lsn(row[0] if row else None)
+                    held.replayed = lsn(row[0] if row else None)
                     if held.replayed >= needed:
                         break
                     if time.monotonic() > deadline:
                         return None
                     time.sleep(0.001)
                 return (fn(held),)
-        except (_Lost, psycopg.OperationalError):
+        except (Lost, psycopg.OperationalError):
             self._replicas.invalidate()
             return None
-        except psycopg.Error:
-            return None  # e.g. a standby far behind (no schema yet): the leader answers
+        except psycopg.errors.UndefinedTable:
+            return None  # a standby far behind (no schema yet): the leader answers
+        except psycopg.Error as e:
+            raise StorageError(f"PostgreSQL error on a standby: {e}") from e
 
     # reads -------------------------------------------------------------------------------
 
@@ -650,7 +468,7 @@ class PostgresEngine:
         if not rks:
             return []
 
-        def run(held: _Conn) -> list[bytes | None]:
+        def run(held: Conn) -> list[bytes | None]:
             rows = held.cursor.execute(self._sql.get_many, (list(rks),), prepare=True)
             found = {bytes(rk): bytes(value) for rk, value in rows}
             return [found.get(rk) for rk in rks]
@@ -662,14 +480,14 @@ class PostgresEngine:
     ) -> list[tuple[bytes, bytes]]:
         statement = self._sql.scan_reverse if reverse else self._sql.scan
 
-        def run(held: _Conn) -> list[tuple[bytes, bytes]]:
+        def run(held: Conn) -> list[tuple[bytes, bytes]]:
             rows = held.cursor.execute(statement, (start, end, limit), prepare=True)
             return [(bytes(rk), bytes(value)) for rk, value in rows]
 
         return self._read(run)
 
     def count(self, set_prefix: bytes, now_ms: int) -> int:
-        def run(held: _Conn) -> int:
+        def run(held: Conn) -> int:
             params = {"sp": set_prefix, "now": now_ms}
             row = held.cursor.execute(self._sql.count, params, prepare=True).fetchone()
             return int(row[0]) if row else 0
@@ -677,21 +495,21 @@ class PostgresEngine:
         return self._read(run)
 
     def expired(self, now_ms: int, limit: int) -> list[tuple[bytes, int]]:
-        def run(held: _Conn) -> list[tuple[bytes, int]]:
+        def run(held: Conn) -> list[tuple[bytes, int]]:
             rows = held.cursor.execute(self._sql.expired, (now_ms, limit), prepare=True)
             return [(bytes(rk), int(expires)) for rk, expires in rows]
 
         return self._read(run)
 
     def sets(self) -> list[str]:
-        def run(held: _Conn) -> list[str]:
+        def run(held: Conn) -> list[str]:
             rows = held.cursor.execute(self._sql.sets, prepare=True)
             return [bytes(sp)[:-1].decode() for (sp,) in rows]
 
         return self._read(run)
 
     def changes(self, since: int, limit: int) -> list[EngineChange]:
-        def run(held: _Conn) -> list[EngineChange]:
+        def run(held: Conn) -> list[EngineChange]:
             rows = held.cursor.execute(self._sql.changes, (since, limit), prepare=True)
             return [
                 EngineChange(int(seq), bytes(rk), kind, int(generation), int(at_ms))
@@ -707,7 +525,7 @@ class PostgresEngine:
         return self._read(lambda held: self._one_int(held, self._sql.last))
 
     @staticmethod
-    def _one_int(held: _Conn, statement: bytes) -> int:
+    def _one_int(held: Conn, statement: bytes) -> int:
         row = held.cursor.execute(statement, prepare=True).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
@@ -734,7 +552,7 @@ class PostgresEngine:
             self._check_open()
             prepared: list[tuple[T, _PgTxn]] = []
 
-            def stage(held: _Conn) -> None:
+            def stage(held: Conn) -> None:
                 # Everything up to COMMIT: a failure here leaves nothing written.
                 prepared.clear()
                 cursor = held.text
@@ -768,7 +586,7 @@ class PostgresEngine:
             self._commit(held, "COMMIT")
             return result
 
-    def _commit(self, held: _Conn, statement: str) -> None:
+    def _commit(self, held: Conn, statement: str) -> None:
         """Send ``statement`` (a COMMIT); anything but a clean success is an unknown
         outcome. Never cancelled, never timed out."""
         self._notices.clear()
@@ -796,13 +614,13 @@ class PostgresEngine:
             # What a replica must have replayed before it may answer this handle's reads.
             try:
                 row = held.conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-                self._commit_lsn = max(self._commit_lsn, _lsn(row[0] if row else None))
+                self._commit_lsn = max(self._commit_lsn, lsn(row[0] if row else None))
             except psycopg.Error:
                 self._drop_writer()
                 self._commit_lsn = _NO_REPLICA  # unknown: read from the leader for now
 
     def trim_changes(self, keep: int) -> int:
-        def run(held: _Conn) -> int:
+        def run(held: Conn) -> int:
             return held.cursor.execute(self._sql.trim, (keep,), prepare=True).rowcount
 
         self._check_open()
@@ -815,7 +633,7 @@ class PostgresEngine:
             return
         with self._writer_lock:
 
-            def begin(held: _Conn) -> None:
+            def begin(held: Conn) -> None:
                 held.conn.execute("BEGIN")
                 held.conn.execute("SET LOCAL synchronous_commit TO on")
                 held.conn.execute("SELECT pg_current_xact_id()")
@@ -827,7 +645,7 @@ class PostgresEngine:
     # ops ---------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        def run(held: _Conn) -> dict[str, Any]:
+        def run(held: Conn) -> dict[str, Any]:
             row = held.cursor.execute(self._sql.stored, prepare=True).fetchone()
             info = held.conn.info
             return {
