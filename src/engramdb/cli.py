@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,13 @@ def stats(path: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--data", default="./engramdb-data", show_default=True, help="Database directory.")
+@click.option(
+    "--data",
+    default="./engramdb-data",
+    show_default=True,
+    help="Database directory, or a postgresql://h1:p1,h2:p2/db URL (extra 'postgres'): many "
+    "servers may serve one PostgreSQL database.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7379, show_default=True, type=int, help="RESP port.")
 @click.option(
@@ -208,7 +215,7 @@ def serve(
             return
         auth = ":PASSWORD@" if password else ""
         click.echo(
-            f"engramdb {engramdb.__version__} serving {os.path.abspath(data)} "
+            f"engramdb {engramdb.__version__} serving {_where(data)} "
             f"on {host}:{server.port} (durability={durability}"
             + (
                 f", metrics at http://{metrics_host}:{metrics_port}/metrics)"
@@ -338,6 +345,13 @@ def audit(
     paths = write_reports(report, report_dir)
     click.echo(f"wrote {paths['json']} and {paths['html']}")
     sys.exit(0 if report["pass"] else 3)
+
+
+def _where(data: str) -> str:
+    """What ``--data`` names, for humans: the directory, or the URL without credentials."""
+    if data.startswith(("postgresql://", "postgres://")):
+        return re.sub(r"://[^@/]*@", "://", data.partition("?")[0])
+    return os.path.abspath(data)
 
 
 @main.group()

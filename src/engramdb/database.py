@@ -186,9 +186,14 @@ def open(
     Args:
         path: directory of an LMDB database, shared safely by every process on this host.
             None gives a private in-memory database (same contract, nothing on disk).
+            A ``postgresql://h1:p1,h2:p2/db`` URL opens the database in PostgreSQL (extra
+            ``postgres``; see ``engramdb.storage.postgres_engine`` for its options): any
+            number of processes and servers on any hosts may open the same URL.
         durability: ``sync`` (a write returns after fsync; the default), ``async`` (flushed
             every ``flush_interval`` s: survives a process crash, may lose the last moments
-            on power loss) or ``none`` (never flushed explicitly).
+            on power loss) or ``none`` (never flushed explicitly). On PostgreSQL: ``sync``
+            waits for the synchronous standby, ``async`` for the primary's disk only,
+            ``none`` for neither.
         clock: returns seconds since the epoch; TTLs are judged by it (tests pass a
             ``FakeClock``).
         limits: key, record, bin-name and vector limits (``engramdb.Limits``).
@@ -208,6 +213,31 @@ def open(
         from engramdb.storage.memory import MemoryEngine
 
         engine = MemoryEngine()
+    elif isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        try:
+            from engramdb.storage.postgres_engine import PostgresEngine
+        except ImportError as e:
+            raise InvalidArgument(
+                f"a postgresql:// database needs the 'postgres' extra "
+                f"(pip install 'engramdb[postgres]'): {e}"
+            ) from None
+        engine = PostgresEngine(path, durability=durability)
+        # Nothing of this database is on this host: no path, no data directory. Derived
+        # indexes are rebuilt from the records and the change log instead of snapshots.
+        try:
+            return Database(
+                engine,
+                clock=clock,
+                limits=limits,
+                sweep_interval=sweep_interval,
+                changelog_retention=changelog_retention,
+                embedder=embedder,
+                path=None,
+                durability=durability,
+            )
+        except BaseException:
+            engine.close()
+            raise
     else:
         from engramdb.storage.lmdb_engine import LmdbEngine
 
