@@ -124,7 +124,6 @@ def spawn(
     log: Path,
     cwd: Path,
     env: dict[str, str],
-    run_as: dict[str, Any],
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached from our session (it outlives ``engramdb cluster up`` and
     ignores the terminal's Ctrl-C), its output appended to ``log``."""
@@ -137,7 +136,6 @@ def spawn(
             cwd=cwd,
             env=env,
             start_new_session=True,
-            **run_as,
         )
 
 

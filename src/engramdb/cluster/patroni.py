@@ -456,8 +456,7 @@ class Cluster:
             for i in range(self.nodes)
         ]
         passwords = {k: secrets.token_urlsafe(18) for k in ("superuser", "replication", ROLE)}
-        user = runtime.user.name if runtime.user is not None else None
-        return _State(nodes, ports[0], ports[1], passwords, user=user)
+        return _State(nodes, ports[0], ports[1], passwords, user=runtime.user.name)
 
     def _owned_dir(self, runtime: Runtime, path: Path) -> Path:
         path.mkdir(mode=0o700, exist_ok=True)
@@ -489,7 +488,7 @@ class Cluster:
             self._check_ports([state.etcd_client_port, state.etcd_peer_port])
             log = self._owned_file(runtime, self.directory / "etcd.log")
             child = _process.spawn(
-                argv, log=log, cwd=data, env=self._env(data), run_as=runtime.popen_kwargs()
+                runtime.argv(argv), log=log, cwd=data, env=self._env(data)
             )
             self._children[child.pid] = child
             state.etcd_pid = child.pid
@@ -538,9 +537,8 @@ class Cluster:
         path = self._owned_file(runtime, self._config_path(node), text)
         log = self._owned_file(runtime, home / "patroni.log")
         child = _process.spawn(
-            [*runtime.patroni, str(path)],
-            log=log, cwd=home, env=self._env(home), run_as=runtime.popen_kwargs(),
-        )  # fmt: skip
+            runtime.argv([*runtime.patroni, str(path)]), log=log, cwd=home, env=self._env(home)
+        )
         self._children[child.pid] = child
         node.patroni_pid = child.pid
 
