@@ -595,6 +595,8 @@ class Database:
                 "group_commit_queue": self._commit.queue_depth,
             },
             "changelog": {"first_sequence": first, "last_sequence": last},
+            # live records per set, the roles' reserved sets included
+            "sets": {name: self._internal_records(name).count() for name in self.sets()},
             "group_commit": {
                 "batches": self._commit.batches,
                 "writes": self._commit.writes,
