@@ -88,7 +88,9 @@ def signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def stop(pids: Sequence[int], *, timeout: float, reap: Iterable[subprocess.Popen[Any]] = ()) -> None:
+def stop(
+    pids: Sequence[int], *, timeout: float, reap: Iterable[subprocess.Popen[Any]] = ()
+) -> None:
     """SIGTERM ``pids`` (already checked to be ours), wait up to ``timeout``, then SIGKILL
     them and every descendant still running. ``reap`` are our own children among them,
     waited for so they do not linger as zombies."""

@@ -140,10 +140,10 @@ class Cluster:
         timeout: float = 180.0,
     ) -> None:
         """``nodes``: PostgreSQL nodes (1-9, default 3: a leader, a synchronous standby and
-        a spare; an existing cluster keeps its own). ``runtime_dir``: where binaries and Patroni's venv are prepared when
-        running as root (default ``/var/cache/engramdb``). ``user``: the unprivileged
-        account processes run as when running as root. ``timeout``: seconds ``up`` and
-        ``wait_healthy`` wait before raising ``Unavailable``."""
+        a spare; an existing cluster keeps its own). ``runtime_dir``: where Patroni's venv
+        is made when running as root (default ``/var/cache/engramdb``). ``user``: the
+        unprivileged account processes run as when running as root. ``timeout``: seconds
+        ``up`` and ``wait_healthy`` wait before raising ``Unavailable``."""
         if nodes is not None and not 1 <= nodes <= MAX_NODES:
             raise InvalidArgument(f"nodes must be 1 to {MAX_NODES}, not {nodes}")
         self.directory = Path(directory).absolute()
@@ -153,6 +153,7 @@ class Cluster:
         self._user = user
         self._runtime: Runtime | None = None
         self._children: dict[int, Any] = {}  # our own Popen objects, reaped after kills
+        self._stamp: tuple[int, int] | None = None
         self._state: _State | None = self._load()
         if self._state is not None:
             if nodes is not None and nodes != len(self._state.nodes):
@@ -193,8 +194,10 @@ class Cluster:
         the ``engramdb`` database and role, and return the engine URL."""
         say = progress or (lambda message: None)
         created = not self.directory.exists()
-        if not created and self._load() is None and any(
-            p.name != ".lock" for p in self.directory.iterdir()
+        if (
+            not created
+            and self._load() is None
+            and any(p.name != ".lock" for p in self.directory.iterdir())
         ):
             # `down --wipe` deletes the directory: never adopt one holding other things.
             raise InvalidArgument(
@@ -324,10 +327,10 @@ class Cluster:
         """Wait until there is a leader taking writes, a synchronous standby, and every node
         not taken down on purpose streams on the leader's timeline. ``Unavailable`` after
         ``timeout`` (default: the cluster's), naming what is still wrong."""
-        state = self._require()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         shown = ""
         while True:
+            state = self._require()
             problem = self._problem(state)
             if problem is None:
                 return
@@ -417,6 +420,11 @@ class Cluster:
         return self._runtime
 
     def _require(self) -> _State:
+        # Another process (`engramdb cluster up/down`) may have changed the cluster since:
+        # follow its cluster.json.
+        stamp = _stamp(self.directory / STATE_FILE)
+        if stamp != self._stamp:
+            self._state = self._load()
         if self._state is None:
             raise NotFound(f"no cluster in {self.directory}; start one with: engramdb cluster up")
         return self._state
@@ -429,19 +437,22 @@ class Cluster:
 
     def _load(self) -> _State | None:
         path = self.directory / STATE_FILE
-        if not path.exists():
-            return None
+        self._stamp = _stamp(path)
         try:
             return msgspec.json.decode(path.read_bytes(), type=_State)
+        except FileNotFoundError:
+            return None
         except (OSError, msgspec.DecodeError) as e:
             raise InvalidArgument(f"unreadable cluster state {path}: {e}") from None
 
     def _save(self) -> None:
         path = self.directory / STATE_FILE
         partial = path.with_suffix(".partial")
-        partial.write_bytes(msgspec.json.format(msgspec.json.encode(self._require())))
+        assert self._state is not None
+        partial.write_bytes(msgspec.json.format(msgspec.json.encode(self._state)))
         partial.chmod(0o600)  # it holds the passwords
         partial.replace(path)
+        self._stamp = _stamp(path)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -487,9 +498,7 @@ class Cluster:
             )  # fmt: skip
             self._check_ports([state.etcd_client_port, state.etcd_peer_port])
             log = self._owned_file(runtime, self.directory / "etcd.log")
-            child = _process.spawn(
-                runtime.argv(argv), log=log, cwd=data, env=self._env(data)
-            )
+            child = _process.spawn(runtime.argv(argv), log=log, cwd=data, env=self._env(data))
             self._children[child.pid] = child
             state.etcd_pid = child.pid
         deadline = time.monotonic() + 30
@@ -614,24 +623,31 @@ class Cluster:
 
         state = self._require()
         leader = self.leader()
-        admin = {
-            "host": "127.0.0.1", "port": leader.pg_port, "user": "postgres",
-            "password": state.passwords["superuser"], "connect_timeout": 10, "autocommit": True,
-        }  # fmt: skip
-        with psycopg.connect(dbname="postgres", **admin) as conn:
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE]).fetchone() is None:
+        password = state.passwords["superuser"]
+
+        def admin(database: str) -> psycopg.Connection[Any]:
+            return psycopg.connect(
+                f"postgresql://postgres:{password}@127.0.0.1:{leader.pg_port}/{database}",
+                autocommit=True,
+                connect_timeout=10,
+            )
+
+        with admin("postgres") as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [ROLE]).fetchone():
                 conn.execute(
                     sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                         sql.Identifier(ROLE), sql.Literal(state.passwords[ROLE])
                     )
                 )
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone() is None:
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]
+            ).fetchone():
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(DATABASE), sql.Identifier(ROLE)
                     )
                 )
-        with psycopg.connect(dbname=DATABASE, **admin) as conn:
+        with admin(DATABASE) as conn:
             for extension in EXTENSIONS:
                 conn.execute(
                     sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
@@ -654,7 +670,10 @@ def patroni_config(
         "namespace": "/engramdb/",
         "name": name,
         "log": {"level": "INFO"},
-        "restapi": {"listen": f"127.0.0.1:{rest_port}", "connect_address": f"127.0.0.1:{rest_port}"},
+        "restapi": {
+            "listen": f"127.0.0.1:{rest_port}",
+            "connect_address": f"127.0.0.1:{rest_port}",
+        },
         "etcd3": {"hosts": [f"127.0.0.1:{etcd_port}"]},
         "bootstrap": {
             "dcs": DCS,
@@ -682,6 +701,15 @@ def patroni_config(
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """Identifies one version of the state file (each save replaces the file: new inode)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns)
 
 
 def _get(url: str, *, timeout: float = 1.0) -> Any:
