@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import engramdb
+
+pytestmark = pytest.mark.cluster
 
 
 def engramdb_cli(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:

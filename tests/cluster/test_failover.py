@@ -20,6 +20,8 @@ import engramdb
 from engramdb.audit.linearizability import check
 from tests.cluster.workload import WRITES, Results, Workload
 
+pytestmark = pytest.mark.cluster
+
 
 def _verify(cluster: Any, results: Results) -> None:
     """Every acknowledged write is on the (new) leader; the histories are linearizable;
@@ -50,6 +52,7 @@ def _under_writes(cluster: Any, rounds: int, fault: Callable[[], None]) -> Resul
         return workload.stop()
 
 
+@pytest.mark.timeout(1800)  # --soak: 10 crashes, each a ~20 s outage and a rejoin
 def test_leader_node_crash_under_writes_loses_no_acknowledged_write(
     healthy: Any, soak: bool
 ) -> None:
@@ -65,6 +68,7 @@ def test_leader_node_crash_under_writes_loses_no_acknowledged_write(
     _verify(cluster, results)
 
 
+@pytest.mark.timeout(900)
 def test_leader_postgres_crash_under_writes_loses_no_acknowledged_write(
     healthy: Any, soak: bool
 ) -> None:
@@ -73,6 +77,7 @@ def test_leader_postgres_crash_under_writes_loses_no_acknowledged_write(
     _verify(healthy, results)
 
 
+@pytest.mark.timeout(900)
 def test_switchover_under_writes_loses_no_acknowledged_write(healthy: Any, soak: bool) -> None:
     leaders: list[str] = []
 

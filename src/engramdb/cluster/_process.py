@@ -29,6 +29,7 @@ __all__ = [
     "signal_all",
     "spawn",
     "stop",
+    "wait_exec",
 ]
 
 
@@ -139,6 +140,16 @@ def spawn(
             env=env,
             start_new_session=True,
         )
+
+
+def wait_exec(child: subprocess.Popen[Any], marker: str, timeout: float = 10.0) -> None:
+    """Wait until ``child`` runs the program whose command line holds ``marker`` (it may
+    start through ``setpriv``, which then execs it) or has exited."""
+    deadline = time.monotonic() + timeout
+    while not matches(child.pid, marker) and child.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
 
 
 def free_ports(count: int) -> list[int]:

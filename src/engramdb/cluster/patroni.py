@@ -297,7 +297,7 @@ class Cluster:
     def status(self) -> dict[str, Any]:
         """What ``engramdb cluster status --json`` prints."""
         state = self._require()
-        problem = self._problem(state)
+        problem = self._diagnose(state)[0]
         return {
             "directory": str(self.directory),
             "url": self.url,
@@ -331,9 +331,11 @@ class Cluster:
         shown = ""
         while True:
             state = self._require()
-            problem = self._problem(state)
+            problem, fatal = self._diagnose(state)
             if problem is None:
                 return
+            if fatal:
+                raise Unavailable(f"cluster in {self.directory} cannot become healthy: {problem}")
             if progress is not None:
                 line = self._summary(state)
                 if line != shown:
@@ -391,12 +393,18 @@ class Cluster:
     def remove_replica(self, name: str | None = None) -> str:
         """Stop one replica cleanly (default: an asynchronous one if there is one, else the
         synchronous standby); returns its name. It stays down until ``start_node``."""
-        members = [m for m in self.members() if m.role not in ("leader", "stopped")]
+        running = [
+            m
+            for m in self.members()
+            if m.role != "leader" and m.patroni_pid is not None and not self._node(m.name).stopped
+        ]
         if name is None:
-            members.sort(key=lambda m: m.role == "sync_standby")
-            if not members:
+            if not running:
                 raise Unavailable("no running replica to remove")
-            name = members[0].name
+            running.sort(key=lambda m: m.role == "sync_standby")
+            name = running[0].name
+        elif name not in {m.name for m in running}:
+            raise InvalidArgument(f"{name} is not a running replica")
         state = self._require()
         node = self._node(name)
         self._stop_nodes(state, [node], 20.0)
@@ -501,6 +509,7 @@ class Cluster:
             child = _process.spawn(runtime.argv(argv), log=log, cwd=data, env=self._env(data))
             self._children[child.pid] = child
             state.etcd_pid = child.pid
+            _process.wait_exec(child, str(data))
         deadline = time.monotonic() + 30
         while not etcd.healthy(state.etcd_client_port):
             if not self._etcd_alive(state) or time.monotonic() > deadline:
@@ -550,6 +559,7 @@ class Cluster:
         )
         self._children[child.pid] = child
         node.patroni_pid = child.pid
+        _process.wait_exec(child, str(path))
 
     def _stop_nodes(self, state: _State, nodes: list[_Node], timeout: float) -> None:
         # Patroni stops its postgres on SIGTERM (fast shutdown) before it exits.
@@ -591,28 +601,32 @@ class Cluster:
             )
         return members
 
-    def _problem(self, state: _State) -> str | None:
-        """What keeps the cluster from being healthy, or None."""
+    def _diagnose(self, state: _State) -> tuple[str | None, bool]:
+        """(what keeps the cluster from being healthy or None, whether waiting cannot cure
+        it)."""
         members = {m.name: m for m in self._members(state)}
         expected = [n for n in state.nodes if not n.stopped]
         for node in expected:
             if self._patroni_pid(node) is None:
-                tail = _tail(self.directory / node.name / "patroni.log")
-                return f"{node.name}'s Patroni is not running; its log ends:\n{tail}"
+                log = self.directory / node.name / "patroni.log"
+                return f"{node.name}'s Patroni is not running ({_last_line(log)}); see {log}", True
         leader = next((m for m in members.values() if m.role == "leader"), None)
         if leader is None or leader.state != "running":
-            return "no leader yet"
+            return "no leader yet", False
         if _get(leader.rest_url + "/primary") is None:
-            return f"{leader.name} is not taking writes yet"
+            return f"{leader.name} is not taking writes yet", False
         for node in expected:
             member = members[node.name]
             if member.name == leader.name:
                 continue
             if member.state != "streaming" or member.timeline != leader.timeline:
-                return f"{member.name} is not streaming from {leader.name} yet ({member.state})"
+                return (
+                    f"{member.name} is not streaming from {leader.name} yet ({member.state})",
+                    False,
+                )
         if len(expected) > 1 and not any(m.role == "sync_standby" for m in members.values()):
-            return "no synchronous standby yet"
-        return None
+            return "no synchronous standby yet", False
+        return None, False
 
     def _summary(self, state: _State) -> str:
         return "  ".join(f"{m.name}: {m.role} {m.state}" for m in self._members(state))
@@ -725,8 +739,11 @@ def _get(url: str, *, timeout: float = 1.0) -> Any:
         return {}
 
 
-def _tail(path: Path, lines: int = 8) -> str:
+def _last_line(path: Path) -> str:
+    """The last line of a log that says something (Python tracebacks end with the error)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     except OSError:
-        return "(no log)"
+        return "no log"
+    said = [line for line in lines if line]
+    return said[-1][:200] if said else "empty log"
