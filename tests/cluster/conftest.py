@@ -9,6 +9,7 @@ up healthy is a failure.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +24,10 @@ import pytest
 def cluster_base() -> Iterator[Path]:
     """A directory the cluster's unprivileged user can reach (pytest's own temporary
     directories are mode 0700 and owned by whoever runs the tests)."""
-    base = Path(tempfile.mkdtemp(prefix="engramdb-cluster-test-"))
+    # Under root the cluster runs as another user: keep out of a TMPDIR under /root.
+    base = Path(
+        tempfile.mkdtemp(prefix="engramdb-cluster-test-", dir="/tmp" if os.geteuid() == 0 else None)
+    )
     base.chmod(0o755)
     yield base
     shutil.rmtree(base, ignore_errors=True)

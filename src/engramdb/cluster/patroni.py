@@ -284,14 +284,15 @@ class Cluster:
 
     def wait_leader(self, *, other_than: str | None = None, timeout: float | None = None) -> str:
         """Wait for a running leader (one other than ``other_than``) and return its name."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
             with contextlib.suppress(Unavailable):
                 leader = self.leader()
                 if leader.name != other_than and _get(leader.rest_url + "/primary") is not None:
                     return leader.name
             if time.monotonic() > deadline:
-                raise Unavailable(f"no new leader in {self.directory} after {self.timeout} s")
+                raise Unavailable(f"no new leader in {self.directory} after {wait:g} s")
             time.sleep(0.2)
 
     def status(self) -> dict[str, Any]:
