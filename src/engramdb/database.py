@@ -416,8 +416,10 @@ class Database:
         if type(limit) is not int or limit < 1:
             raise InvalidArgument(f"limit must be a positive int, not {limit!r}")
         entries = self._engine.changes(since, limit)
+        # Judged by the oldest sequence kept, read after the changes: comparing with the
+        # last sequence would call a change that committed in between "gone".
         if (entries and entries[0].sequence != since + 1) or (
-            not entries and since < self._engine.last_sequence()
+            not entries and since + 1 < self._engine.first_sequence()
         ):
             first = self._engine.first_sequence()
             raise ChangeLogTruncated(

@@ -482,6 +482,8 @@ class PostgresEngine:
         self._committer: concurrent.futures.ThreadPoolExecutor | None = None
         self.commits = 0
         self.failovers = 0
+        self.replica_reads = 0
+        self.replica_fallbacks = 0  # replica reads served by the leader instead
         with self._writer_lock:
             self._retrying(self._setup, writes=True)
 
@@ -574,7 +576,9 @@ class PostgresEngine:
         if self._replicas is not None:
             found = self._replica_read(fn)
             if found is not None:
+                self.replica_reads += 1
                 return found[0]
+            self.replica_fallbacks += 1
         return self._retrying(fn)
 
     def _replica_read(self, fn: Callable[[_Conn], T]) -> tuple[T] | None:
@@ -597,6 +601,8 @@ class PostgresEngine:
         except (_Lost, psycopg.OperationalError):
             self._replicas.invalidate()
             return None
+        except psycopg.Error:
+            return None  # e.g. a standby far behind (no schema yet): the leader answers
 
     # reads -------------------------------------------------------------------------------
 
@@ -812,6 +818,8 @@ class PostgresEngine:
             "changelog_length": last - first + 1,
             "commits": self.commits,
             "reconnects": self.failovers,
+            "replica_reads": self.replica_reads,
+            "replica_fallbacks": self.replica_fallbacks,
         }
 
     def close(self) -> None:
