@@ -153,6 +153,7 @@ class RoleStore:
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
 _MAX_CACHED_SETS = 4096
+_COLLECTION_METHODS = frozenset({"vectors.upsert", "vectors.delete"})
 _COMMIT_METHODS = frozenset(
     {"put", "update", "delete", "touch", "operate", "put_many", "delete_many"}
 )
@@ -462,7 +463,8 @@ class Database:
 
         ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
         ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
-        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, or
+        ``[vectors.upsert | vectors.delete, collection, ids, args, kwargs]``, validated exactly
         as the single call. A record that changed raises ``Conflict`` naming it; a failing
         write fails the whole commit. Nothing is written either way.
         """
@@ -485,10 +487,15 @@ class Database:
             if not isinstance(staged, list | tuple) or len(staged) != 5:
                 raise InvalidArgument("each write is [method, set_name, key, args, kwargs]")
             method, name, target, args, kwargs = staged
-            if method not in _COMMIT_METHODS or not isinstance(args, list | tuple):
-                raise InvalidArgument(f"a transaction cannot stage {method!r}")
+            if not isinstance(args, list | tuple):
+                raise InvalidArgument("a staged write's arguments are a list")
             if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
                 raise InvalidArgument("a staged write's options are a map of names")
+            if method in _COLLECTION_METHODS:
+                plans.append(self._plan_collection_write(method, name, target, args, kwargs))
+                continue
+            if method not in _COMMIT_METHODS:
+                raise InvalidArgument(f"a transaction cannot stage {method!r}")
             if method == "operate" and args:
                 args = [FORMS["ops"].decode(args[0]), *args[1:]]
             records = self.records(name)  # refuses the sets roles reserve
@@ -519,6 +526,24 @@ class Database:
             return results
 
         return apply
+
+    def _plan_collection_write(
+        self, method: str, name: Any, ids: Any, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> WriteFn:
+        """A staged ``vectors.upsert``/``vectors.delete`` as a write of the commit: the
+        collection's steps (its liveness check first), run inside the same transaction."""
+        from engramdb.vectors.collection import staged_steps
+
+        if type(name) is not str:
+            raise InvalidArgument("a staged collection write names its collection")
+        collection = self.vectors.get_collection(name)
+        steps, result = staged_steps(collection, method.partition(".")[2], ids, args, kwargs)
+        now_ms = self._now_ms
+
+        def write(txn: WriteTxn) -> Any:
+            return result(run_steps(txn, steps, now_ms()))
+
+        return write
 
     @remote("read")
     def last_sequence(self) -> int:
