@@ -388,7 +388,12 @@ def _cluster(directory: str, nodes: int | None = None, *, existing: bool = False
 
 @cluster.command("up")
 @_CLUSTER_DIR
-@click.option("--nodes", type=click.IntRange(1, 9), help="PostgreSQL nodes (default 3).")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 9),
+    help="PostgreSQL nodes (default 3; a single node has no standby, so no synchronous "
+    "replication and no failover).",
+)
 @click.option(
     "--timeout", default=180.0, show_default=True, help="Seconds to wait for a healthy cluster."
 )

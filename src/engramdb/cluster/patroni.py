@@ -140,7 +140,8 @@ class Cluster:
         timeout: float = 180.0,
     ) -> None:
         """``nodes``: PostgreSQL nodes (1-9, default 3: a leader, a synchronous standby and
-        a spare; an existing cluster keeps its own). ``runtime_dir``: where Patroni's venv
+        a spare; 1 has no standby, so no synchronous replication; an existing cluster keeps
+        its own). ``runtime_dir``: where Patroni's venv
         is made when running as root (default ``/var/cache/engramdb``). ``user``: the
         unprivileged account processes run as when running as root. ``timeout``: seconds
         ``up`` and ``wait_healthy`` wait before raising ``Unavailable``."""
@@ -550,7 +551,7 @@ class Cluster:
         config = patroni_config(
             name=node.name, home=home, pg_port=node.pg_port, rest_port=node.rest_port,
             etcd_port=state.etcd_client_port, bin_dir=runtime.bin_dir,
-            passwords=state.passwords,
+            passwords=state.passwords, synchronous=len(state.nodes) > 1,
         )  # fmt: skip
         text = "# Written by `engramdb cluster up` (JSON is YAML).\n" + json.dumps(config, indent=2)
         path = self._owned_file(runtime, self._config_path(node), text)
@@ -678,8 +679,14 @@ def patroni_config(
     etcd_port: int,
     bin_dir: Path,
     passwords: dict[str, str],
+    synchronous: bool = True,
 ) -> dict[str, Any]:
-    """One node's Patroni configuration."""
+    """One node's Patroni configuration. ``synchronous=False`` (a one-node cluster, which
+    has no standby to wait for) turns synchronous replication off rather than block every
+    commit."""
+    dcs = (
+        DCS if synchronous else {**DCS, "synchronous_mode": False, "synchronous_mode_strict": False}
+    )
     return {
         "scope": SCOPE,
         "namespace": "/engramdb/",
@@ -691,7 +698,7 @@ def patroni_config(
         },
         "etcd3": {"hosts": [f"127.0.0.1:{etcd_port}"]},
         "bootstrap": {
-            "dcs": DCS,
+            "dcs": dcs,
             # Only the C.UTF-8 locale is sure to exist on a minimal machine.
             "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
         },
