@@ -566,10 +566,17 @@ class PostgresEngine:
                     result = fn(txn)
                     if txn.staged:
                         txn.flush()
-                except BaseException:
+                except BaseException as e:
                     if not held.conn.broken:
                         with contextlib.suppress(psycopg.Error):
                             held.rollback()
+                    # A read inside ``fn`` that failed reaches us wrapped by the caller (group
+                    # commit reports it as one write's failure): unwrap it, so a lost
+                    # connection is retried on the new leader (nothing was committed) and any
+                    # other PostgreSQL error is translated, instead of a raw psycopg error
+                    # reaching the caller.
+                    if isinstance(e.__cause__, psycopg.Error) and not isinstance(e, psycopg.Error):
+                        raise e.__cause__ from None
                     raise
                 prepared.append((result, txn))
 
