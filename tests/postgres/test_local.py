@@ -89,3 +89,26 @@ def test_bad_urls_are_refused_before_connecting(query: str, problem: str) -> Non
     pytest.importorskip("psycopg")
     with pytest.raises(InvalidArgument, match=problem):
         engramdb.open(f"postgresql://nobody@127.0.0.1:1/db?{query}", sweep_interval=None)
+
+
+def test_binary_copies_in_a_directory_someone_else_can_write_are_refused(tmp_path: Path) -> None:
+    # The copies the service user runs must not live where another local user could plant
+    # binaries first (the old place was under the world-writable /var/tmp).
+    from engramdb.cluster.binaries import BinariesNotFound, find_binaries, service_user
+
+    try:
+        binaries, user = find_binaries(), service_user()
+    except BinariesNotFound as e:
+        pytest.skip(str(e))
+    if os.geteuid() != 0:
+        pytest.skip("the copies are made only when root runs PostgreSQL as another user")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could have made it, or written into it
+    with pytest.raises(BinariesNotFound, match="writable by no one else"):
+        binaries.reachable_by(user, copies=shared / "pginstall")
+    planted = tmp_path / "planted"
+    (planted / "pginstall").mkdir(parents=True)
+    os.chown(planted / "pginstall", 65534, 65534)  # nobody's
+    with pytest.raises(BinariesNotFound, match="must belong to this user"):
+        binaries.reachable_by(user, copies=planted / "pginstall")

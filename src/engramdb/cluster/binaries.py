@@ -9,7 +9,8 @@ effects (it warns about ``XDG_RUNTIME_DIR``) that tests treat as errors.
 ``initdb`` and ``postgres`` refuse to run as root, so under root they run as a system user
 (``engramdb`` by default, created on demand) through ``setpriv``. That user must be able to
 reach the binaries: a wheel installed under ``/root`` is not reachable, so it is copied once
-to a world-readable directory (``/var/tmp/engramdb-pginstall/<digest>``) and reused.
+to a directory only this (root) user can write and everyone can read
+(``/var/cache/engramdb/pginstall/<digest>``, checked on every use) and reused.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from engramdb.errors import StorageError
 
 __all__ = ["BinariesNotFound", "PgBinaries", "RunAs", "find_binaries", "service_user"]
 
-_SHARED_COPIES = Path("/var/tmp/engramdb-pginstall")
+# Not under /tmp or /var/tmp: a local user could create the directory first and plant
+# binaries the service user would then run. Every use checks who owns it.
+_SHARED_COPIES = Path("/var/cache/engramdb/pginstall")
 _SETPRIV = "setpriv"
 
 
@@ -86,8 +89,8 @@ class PgBinaries:
         )
         return out.stdout.strip()
 
-    def reachable_by(self, user: RunAs) -> PgBinaries:
-        """These binaries, or a shared copy of them that ``user`` can execute."""
+    def reachable_by(self, user: RunAs, copies: Path = _SHARED_COPIES) -> PgBinaries:
+        """These binaries, or a copy of them under ``copies`` that ``user`` can execute."""
         if user.can_reach(self.root / "bin" / "postgres", execute=True) and user.can_reach(
             self.root / "share" / "postgresql" / "postgres.bki"
         ):
@@ -102,13 +105,14 @@ class PgBinaries:
         # directory with its sibling ``.libs`` directories, keeping that layout.
         package = self.root.parent
         base = package.parent
-        target = _SHARED_COPIES / digest
+        target = copies / digest
         copied_root = target / package.name / self.root.name
+        copies.mkdir(parents=True, exist_ok=True, mode=0o755)
+        for directory in (copies.parent, copies, target):
+            _check_private(directory)
         if not (copied_root / "bin" / "postgres").is_file():
-            _SHARED_COPIES.mkdir(parents=True, exist_ok=True)
-            _SHARED_COPIES.chmod(0o755)
             # Copy aside and rename into place: concurrent starters never see half a tree.
-            staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=_SHARED_COPIES))
+            staging = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=copies))
             try:
                 tree = staging / "tree"
                 shutil.copytree(self.root, tree / package.name / self.root.name, symlinks=True)
@@ -125,6 +129,19 @@ class PgBinaries:
         if not user.can_reach(copied_root / "bin" / "postgres", execute=True):
             raise BinariesNotFound(f"user {user.name} cannot execute {copied_root}/bin/postgres")
         return PgBinaries(copied_root)
+
+
+def _check_private(directory: Path) -> None:
+    """Refuse a directory of the binary copies that someone else could write to."""
+    try:
+        info = directory.stat()
+    except FileNotFoundError:
+        return  # not made yet: we make it
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise BinariesNotFound(
+            f"{directory} must belong to this user and be writable by no one else (owner uid "
+            f"{info.st_uid}, mode {oct(info.st_mode & 0o777)}); remove it or fix its owner"
+        )
 
 
 def _make_world_readable(root: Path) -> None:
