@@ -49,6 +49,15 @@ def test_stats_shows_sets_and_counts(tmp_path: Path) -> None:
     assert "records stored" in table.output
 
 
+def test_stats_count_the_sets_roles_reserve_too(tmp_path: Path) -> None:
+    with engramdb.open(tmp_path / "db", sweep_interval=None) as db:
+        db.vectors.create_collection("docs", 3)
+        db.sessions.create("chat-1")
+    result = CliRunner().invoke(main, ["stats", str(tmp_path / "db"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["sets"] == {"_collections": 1, "_sessions": 1}
+
+
 def test_stats_of_a_missing_directory_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["stats", str(tmp_path / "nope")])
     assert result.exit_code == 2

@@ -153,6 +153,7 @@ class RoleStore:
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
 _MAX_CACHED_SETS = 4096
+_COLLECTION_METHODS = frozenset({"vectors.upsert", "vectors.delete"})
 _COMMIT_METHODS = frozenset(
     {"put", "update", "delete", "touch", "operate", "put_many", "delete_many"}
 )
@@ -186,9 +187,14 @@ def open(
     Args:
         path: directory of an LMDB database, shared safely by every process on this host.
             None gives a private in-memory database (same contract, nothing on disk).
+            A ``postgresql://h1:p1,h2:p2/db`` URL opens the database in PostgreSQL (extra
+            ``postgres``; see ``engramdb.storage.postgres_engine`` for its options): any
+            number of processes and servers on any hosts may open the same URL.
         durability: ``sync`` (a write returns after fsync; the default), ``async`` (flushed
             every ``flush_interval`` s: survives a process crash, may lose the last moments
-            on power loss) or ``none`` (never flushed explicitly).
+            on power loss) or ``none`` (never flushed explicitly). On PostgreSQL: ``sync``
+            waits for the synchronous standby, ``async`` for the primary's disk only,
+            ``none`` for neither.
         clock: returns seconds since the epoch; TTLs are judged by it (tests pass a
             ``FakeClock``).
         limits: key, record, bin-name and vector limits (``engramdb.Limits``).
@@ -208,6 +214,31 @@ def open(
         from engramdb.storage.memory import MemoryEngine
 
         engine = MemoryEngine()
+    elif isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        try:
+            from engramdb.storage.postgres_engine import PostgresEngine
+        except ImportError as e:
+            raise InvalidArgument(
+                f"a postgresql:// database needs the 'postgres' extra "
+                f"(pip install 'engramdb[postgres]'): {e}"
+            ) from None
+        engine = PostgresEngine(path, durability=durability)
+        # Nothing of this database is on this host: no path, no data directory. Derived
+        # indexes are rebuilt from the records and the change log instead of snapshots.
+        try:
+            return Database(
+                engine,
+                clock=clock,
+                limits=limits,
+                sweep_interval=sweep_interval,
+                changelog_retention=changelog_retention,
+                embedder=embedder,
+                path=None,
+                durability=durability,
+            )
+        except BaseException:
+            engine.close()
+            raise
     else:
         from engramdb.storage.lmdb_engine import LmdbEngine
 
@@ -386,8 +417,10 @@ class Database:
         if type(limit) is not int or limit < 1:
             raise InvalidArgument(f"limit must be a positive int, not {limit!r}")
         entries = self._engine.changes(since, limit)
+        # Judged by the oldest sequence kept, read after the changes: comparing with the
+        # last sequence would call a change that committed in between "gone".
         if (entries and entries[0].sequence != since + 1) or (
-            not entries and since < self._engine.last_sequence()
+            not entries and since + 1 < self._engine.first_sequence()
         ):
             first = self._engine.first_sequence()
             raise ChangeLogTruncated(
@@ -430,7 +463,8 @@ class Database:
 
         ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
         ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
-        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, or
+        ``[vectors.upsert | vectors.delete, collection, ids, args, kwargs]``, validated exactly
         as the single call. A record that changed raises ``Conflict`` naming it; a failing
         write fails the whole commit. Nothing is written either way.
         """
@@ -453,10 +487,15 @@ class Database:
             if not isinstance(staged, list | tuple) or len(staged) != 5:
                 raise InvalidArgument("each write is [method, set_name, key, args, kwargs]")
             method, name, target, args, kwargs = staged
-            if method not in _COMMIT_METHODS or not isinstance(args, list | tuple):
-                raise InvalidArgument(f"a transaction cannot stage {method!r}")
+            if not isinstance(args, list | tuple):
+                raise InvalidArgument("a staged write's arguments are a list")
             if not isinstance(kwargs, dict) or not all(type(k) is str for k in kwargs):
                 raise InvalidArgument("a staged write's options are a map of names")
+            if method in _COLLECTION_METHODS:
+                plans.append(self._plan_collection_write(method, name, target, args, kwargs))
+                continue
+            if method not in _COMMIT_METHODS:
+                raise InvalidArgument(f"a transaction cannot stage {method!r}")
             if method == "operate" and args:
                 args = [FORMS["ops"].decode(args[0]), *args[1:]]
             records = self.records(name)  # refuses the sets roles reserve
@@ -487,6 +526,24 @@ class Database:
             return results
 
         return apply
+
+    def _plan_collection_write(
+        self, method: str, name: Any, ids: Any, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> WriteFn:
+        """A staged ``vectors.upsert``/``vectors.delete`` as a write of the commit: the
+        collection's steps (its liveness check first), run inside the same transaction."""
+        from engramdb.vectors.collection import staged_steps
+
+        if type(name) is not str:
+            raise InvalidArgument("a staged collection write names its collection")
+        collection = self.vectors.get_collection(name)
+        steps, result = staged_steps(collection, method.partition(".")[2], ids, args, kwargs)
+        now_ms = self._now_ms
+
+        def write(txn: WriteTxn) -> Any:
+            return result(run_steps(txn, steps, now_ms()))
+
+        return write
 
     @remote("read")
     def last_sequence(self) -> int:
@@ -565,6 +622,8 @@ class Database:
                 "group_commit_queue": self._commit.queue_depth,
             },
             "changelog": {"first_sequence": first, "last_sequence": last},
+            # live records per set, the roles' reserved sets included
+            "sets": {name: self._internal_records(name).count() for name in self.sets()},
             "group_commit": {
                 "batches": self._commit.batches,
                 "writes": self._commit.writes,

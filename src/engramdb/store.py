@@ -54,7 +54,9 @@ class Store(Protocol):
     @property
     def data_dir(self) -> str | None:
         """The database's own directory, for state that must survive beside the records
-        (the offline feature log); None for an in-memory database."""
+        (the offline feature log's files); None when the database keeps nothing beside its
+        records (the in-memory engine, a cluster engine): roles then keep such state in
+        record sets, so every process or node sharing the engine sees it."""
 
     def sync(self) -> None:
         """Make every committed write durable now, whatever the database's durability."""

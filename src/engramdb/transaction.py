@@ -26,7 +26,7 @@ from engramdb.records.keys import Key
 from engramdb.records.model import Record
 from engramdb.records.ops import Op
 
-__all__ = ["AsyncTransaction", "Transaction", "TransactionSet"]
+__all__ = ["AsyncTransaction", "Transaction", "TransactionCollection", "TransactionSet"]
 
 # A staged write: [method, set name, key (or items/keys for the *_many), args, kwargs].
 Staged = list[Any]
@@ -50,6 +50,11 @@ class TransactionSet:
     def get(self, key: Key) -> Any:
         """The record (remembered with its generation); awaitable in an async transaction."""
         return self._tx._read(self.name, key)
+
+    def get_many(self, keys: Sequence[Key]) -> Any:
+        """The records, in request order (each remembered with its generation); awaitable in
+        an async transaction."""
+        return self._tx._read_many(self.name, keys)
 
     def put(
         self,
@@ -122,6 +127,38 @@ class TransactionSet:
         self._stage("delete_many", list(keys))
 
 
+class TransactionCollection:
+    """A vector collection's writes inside a transaction (``tx.collection(name)``): an item
+    and the records it belongs with commit together. Staged, validated at commit; the
+    indexes see the items once committed, at the next search."""
+
+    def __init__(self, tx: Any, name: str) -> None:
+        self._tx = tx
+        self.name = name
+
+    def upsert(
+        self,
+        ids: Sequence[str | int],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        texts: Sequence[str | None] | None = None,
+        *,
+        ttl: float | None = None,
+        expect_generation: Sequence[int | None] | None = None,
+    ) -> None:
+        """Stage ``collection.upsert`` (all of it in this one commit, however many items)."""
+        from engramdb.wire import FORMS
+
+        rows = FORMS["vectors"].encode(vectors)  # 1-D float32 rows travel as they are
+        metas = None if metadata is None else [None if m is None else dict(m) for m in metadata]
+        options = _options(ttl=ttl, expect_generation=expect_generation)
+        self._tx._stage(["vectors.upsert", self.name, list(ids), [rows, metas, texts], options])
+
+    def delete(self, ids: Sequence[str | int]) -> None:
+        """Stage ``collection.delete``."""
+        self._tx._stage(["vectors.delete", self.name, list(ids), [], {}])
+
+
 class _Staging:
     def __init__(self, db: Any) -> None:
         self._db = db
@@ -136,6 +173,10 @@ class _Staging:
         if found is None:
             found = self._sets[set_name] = TransactionSet(self, set_name)
         return found
+
+    def collection(self, name: str) -> TransactionCollection:
+        """The vector collection ``name`` inside this transaction."""
+        return TransactionCollection(self, name)
 
     def _stage(self, write: Staged) -> None:
         if self._done:
@@ -175,6 +216,10 @@ class Transaction(_Staging):
     def _read(self, set_name: str, key: Key) -> Record | None:
         return self._remember(set_name, key, self._db.records(set_name).get(key))
 
+    def _read_many(self, set_name: str, keys: Sequence[Key]) -> list[Record | None]:
+        found = self._db.records(set_name).get_many(keys)
+        return [self._remember(set_name, k, r) for k, r in zip(keys, found)]
+
     def commit(self) -> list[Any]:
         """Apply every staged write atomically if nothing read has changed since."""
         reads, writes = self._payload()
@@ -198,6 +243,10 @@ class AsyncTransaction(_Staging):
 
     async def _read(self, set_name: str, key: Key) -> Record | None:
         return self._remember(set_name, key, await self._db.records(set_name).get(key))
+
+    async def _read_many(self, set_name: str, keys: Sequence[Key]) -> list[Record | None]:
+        found = await self._db.records(set_name).get_many(keys)
+        return [self._remember(set_name, k, r) for k, r in zip(keys, found)]
 
     async def commit(self) -> list[Any]:
         """Apply every staged write atomically if nothing read has changed since."""

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import engramdb
-from engramdb import Database, EngramError, InvalidArgument, StorageError
+from engramdb import Conflict, Database, EngramError, InvalidArgument, StorageError
 from engramdb.features import Entity, FeatureView, Field
 from tests.attack.conftest import Served, serve
 
@@ -176,6 +176,100 @@ def test_a_forged_manifest_record_cannot_point_a_read_outside_the_log(db: Databa
     entity = pd.DataFrame({"driver_id": [1], "event_timestamp": [at(9)]})
     with pytest.raises(StorageError, match="corrupt or forged"):
         db.features.get_historical_features(entity, ["stats:value"])
+
+
+# the offline log kept in the engine (a database without a directory) ----------------------
+
+
+@pytest.fixture
+def mem() -> Any:
+    database = engramdb.open(sweep_interval=None)
+    database.features.apply([DRIVER, STATS])
+    yield database
+    database.close()
+
+
+def value_at(db: Database, when: float) -> list[Any]:
+    entity = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [at(when)] * 2})
+    table = db.features.get_historical_features(entity, ["stats:value"]).to_arrow()
+    values: list[Any] = table["value"].to_pylist()
+    return values
+
+
+def blob_keys(db: Database) -> list[Any]:
+    return [r.key for r in db._internal_records("_feature_blobs").iterate()]
+
+
+@pytest.mark.parametrize(
+    "bins",
+    [
+        {"chunks": 10**9, "rows": 1, "bytes": 100, "crc": 0},  # a huge key list to build
+        {"chunks": 1, "rows": 1, "bytes": 10**12, "crc": 0},  # a huge read to join
+        {"chunks": 1, "rows": 1, "bytes": 100, "crc": -1},
+        {"chunks": 1, "rows": 1, "bytes": 100},
+        {"chunks": "1", "rows": 1, "bytes": 100, "crc": 0},
+        {"file": "000000000999-0123456789abcdef.parquet", "chunks": 1, "rows": 1, "bytes": 1},
+    ],
+    ids=["chunks", "bytes", "crc", "no-crc", "chunks-type", "file-and-chunks"],
+)
+def test_a_forged_blob_manifest_record_is_refused_before_any_read(
+    mem: Database, bins: dict[str, Any]
+) -> None:
+    mem.features.ingest("stats", rows((1, 10)))
+    mem._internal_records("_feature_files").put("stats:000000000999", bins)
+    with pytest.raises(StorageError, match="corrupt or forged"):
+        value_at(mem, 9)
+    with pytest.raises(StorageError, match="corrupt or forged"):
+        mem.features.materialize(["stats"])
+
+
+def test_a_file_manifest_record_cannot_make_an_engine_log_open_a_file(mem: Database) -> None:
+    mem.features.ingest("stats", rows((1, 10)))
+    mem._internal_records("_feature_files").put(
+        "stats:000000000999", {"file": "000000000999-0123456789abcdef.parquet", "rows": 1,
+                               "bytes": 1})  # fmt: skip
+    with pytest.raises(StorageError, match="names a file"):
+        value_at(mem, 9)
+
+
+def test_a_damaged_blob_chunk_is_caught_by_its_checksum(mem: Database) -> None:
+    mem.features.ingest("stats", rows((1, 10)))
+    [key] = blob_keys(mem)
+    chunks = mem._internal_records("_feature_blobs")
+    data = bytearray(chunks.get(key).bins["b"])  # type: ignore[union-attr]
+    data[len(data) // 2] ^= 0xFF
+    chunks.put(key, {"b": bytes(data)})
+    with pytest.raises(StorageError, match="does not match its manifest record"):
+        value_at(mem, 9)
+
+
+def test_a_missing_blob_chunk_is_reported_as_damage_not_retried_forever(mem: Database) -> None:
+    mem.features.ingest("stats", rows((1, 10)))
+    [key] = blob_keys(mem)
+    mem._internal_records("_feature_blobs").delete(key)
+    with pytest.raises(StorageError, match="lacks a chunk"):
+        value_at(mem, 9)
+
+
+def test_a_blob_record_planted_under_the_next_number_fails_that_ingest_whole(
+    mem: Database,
+) -> None:
+    mem.features.ingest("stats", rows((1, 10)))
+    counter = mem._internal_records("_feature_ingests").get("n")
+    assert counter is not None
+    planted = f"stats:{counter.bins['n'] + 1:012d}:000000"
+    mem._internal_records("_feature_blobs").put(planted, {"b": b"PAR1 not yours"})
+    before = mem.stats()["features"]["views"]["stats"]
+    with pytest.raises(Conflict):
+        mem.features.ingest("stats", rows((1, 11), (2, 12)))
+    assert mem.stats()["features"]["views"]["stats"] == before
+    assert value_at(mem, 9) == [10, None]
+    assert mem.features.get_online_features(["stats:value"], [{"driver_id": 2}]).to_dict()[
+        "value"
+    ] == [None]
+    mem.features.ingest("stats", rows((1, 11), (2, 12)))  # the next number: whole again
+    assert value_at(mem, 9) == [11, 12]
+    assert planted in blob_keys(mem)  # listed by no manifest record: never read
 
 
 # names, paths and SQL ----------------------------------------------------------------------

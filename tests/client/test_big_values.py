@@ -43,3 +43,9 @@ def test_a_server_takes_big_records_when_told_to(serve: ServeFactory) -> None:
         assert db.limits.max_record_bytes == 8 << 20
         with pytest.raises(RecordTooBig):
             db.records("threads").put("t2", {"v": b"x" * (9 << 20)})
+
+
+def test_a_client_can_learn_the_largest_request_its_server_takes(serve: ServeFactory) -> None:
+    server = serve("--durability", "none", "--max-frame", "4M")
+    with engramdb.connect(server.url) as db:
+        assert db.stats()["server"]["max_frame"] == 4 << 20

@@ -66,7 +66,7 @@ HANDLES = {
 }
 # Calls that stay synchronous on asyncio faces: they do no I/O (handles, staging, counters).
 LOCAL = {
-    "records", "transaction", "memory_with", "memoize", "stats", "close", "discard",
+    "records", "transaction", "memory_with", "memoize", "stats", "close", "discard", "collection",
     "put", "update", "delete", "touch", "operate", "put_many", "delete_many",
 }  # fmt: skip
 

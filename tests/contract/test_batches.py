@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engramdb import Conflict, Database, FakeClock, InvalidArgument, ops
+from engramdb import Conflict, Database, FakeClock, InvalidArgument, NotFound, ops
 
 
 def keys_of(page: Any) -> list[Any]:
@@ -209,3 +209,55 @@ def test_transaction_results_come_back_in_order(db: Database) -> None:
     tx.records("s").operate("n", [ops.incr("n", 2)])
     tx.records("s").delete_many(["x", "y"])
     assert tx.commit() == [True, [2], 0]
+
+
+def test_a_transaction_reads_many_and_checks_each_at_commit(db: Database) -> None:
+    s = db.records("writes")
+    s.put("t1:0", {"v": 1})
+    tx = db.transaction()
+    seen = tx.records("writes").get_many(["t1:0", "t1:1"])
+    assert seen[0] is not None
+    assert seen[1] is None
+    tx.records("writes").put("t1:1", {"v": 2})
+    s.put("t1:1", {"v": "first"})  # another writer takes the slot that was read empty
+    with pytest.raises(Conflict, match="t1:1"):
+        tx.commit()
+    assert s.get("t1:1").bins == {"v": "first"}  # type: ignore[union-attr]
+
+
+def test_collection_items_commit_with_records_in_one_transaction(db: Database) -> None:
+    docs = db.vectors.create_collection("store_items", 2)
+    tx = db.transaction()
+    tx.records("lg.store").put("ns:item-1", {"value": {"text": "hello"}})
+    tx.collection("store_items").upsert(["ns:item-1"], [[1.0, 0.0]], [{"ns": "ns"}], ["hello"])
+    tx.records("lg.store").put("ns:item-2", {"value": {}}, create_only=True)
+    db.records("lg.store").put("ns:item-2", {"taken": True})  # the create_only will fail
+    with pytest.raises(Conflict):
+        tx.commit()
+    assert docs.count() == 0  # the vector did not land without its record
+    assert db.records("lg.store").get("ns:item-1") is None
+
+    with db.transaction() as tx:
+        tx.records("lg.store").put("ns:item-1", {"value": {"text": "hello"}})
+        tx.collection("store_items").upsert(["ns:item-1"], [[1.0, 0.0]], [{"ns": "ns"}], ["hi"])
+    (hit,) = docs.search([1.0, 0.0], 1)
+    assert hit.id == "ns:item-1"
+    assert db.records("lg.store").get("ns:item-1") is not None
+    with db.transaction() as tx:
+        tx.records("lg.store").delete("ns:item-1")
+        tx.collection("store_items").delete(["ns:item-1"])
+    assert docs.count() == 0
+
+
+def test_a_bad_staged_collection_write_fails_the_whole_commit(db: Database) -> None:
+    db.vectors.create_collection("c3", 3)
+    tx = db.transaction()
+    tx.records("s").put("k", {})
+    tx.collection("c3").upsert(["a"], [[1.0, 0.0]])  # wrong dimension
+    with pytest.raises(InvalidArgument):
+        tx.commit()
+    assert db.records("s").get("k") is None
+    tx = db.transaction()
+    tx.collection("missing").upsert(["a"], [[1.0, 0.0, 0.0]])
+    with pytest.raises(NotFound):
+        tx.commit()

@@ -262,6 +262,27 @@ def test_materialize_loads_the_online_store_from_the_offline_log(
     assert store.get_online_features(["offline_stats:x"], [{"driver_id": 1}]).to_dict()["x"] == [7]
 
 
+def test_a_feature_added_to_a_view_reads_as_null_until_rows_carry_it(
+    fs: Any, clock: FakeClock
+) -> None:
+    fs.ingest("driver_stats", rows(clock, [(1, -30, 0.5, 5, "x")]))
+    wider = FeatureView(
+        "driver_stats", [DRIVER], [*STATS.schema, Field("rating", "float64")], ttl=STATS.ttl
+    )
+    fs.apply([wider])
+    entity = pd.DataFrame({"driver_id": [1, 2], "event_timestamp": [at(clock, 0)] * 2})
+    got = fs.get_historical_features(entity, ["driver_stats:trips", "driver_stats:rating"])
+    table = got.to_arrow()
+    assert table["trips"].to_pylist() == [5, None]
+    assert table["rating"].to_pylist() == [None, None]
+    assert table.schema.field("rating").type == pa.float64()
+    assert fs.validate_online("driver_stats", sample=10).ok
+    row = {"driver_id": 1, "event_timestamp": at(clock, -1), "conv_rate": 0.1, "trips": 6}
+    fs.ingest("driver_stats", [{**row, "city": "y", "rating": 4.5}])
+    got = fs.get_historical_features(entity, ["driver_stats:trips", "driver_stats:rating"])
+    assert got.to_arrow()["rating"].to_pylist() == [4.5, None]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -187,7 +187,8 @@ class DatabaseCalls(Calls):
 
         ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
         ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
-        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, or
+        ``[vectors.upsert | vectors.delete, collection, ids, args, kwargs]``, validated exactly
         as the single call. A record that changed raises ``Conflict`` naming it; a failing
         write fails the whole commit. Nothing is written either way.
         """
@@ -257,7 +258,8 @@ class AsyncDatabaseCalls(AsyncCalls):
 
         ``reads``: ``[set_name, key, generation]`` (0: the record was missing). ``writes``:
         ``[method, set_name, key_or_items, args, kwargs]`` with method ``put``, ``update``,
-        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, validated exactly
+        ``delete``, ``touch``, ``operate``, ``put_many`` or ``delete_many``, or
+        ``[vectors.upsert | vectors.delete, collection, ids, args, kwargs]``, validated exactly
         as the single call. A record that changed raises ``Conflict`` naming it; a failing
         write fails the whole commit. Nothing is written either way.
         """

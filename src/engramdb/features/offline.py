@@ -1,11 +1,20 @@
-"""The offline log: every ingested row, append-only, as Parquet files plus a manifest.
+"""The offline log: every ingested row, append-only, as Parquet plus a manifest.
 
-Layout: ``<database>/features/offline/<view>/<number>-<token>.parquet``. A file is part of
-the log only once the **manifest** — records of the reserved set ``_feature_files``, keyed
-``<view>:<number>`` — names it. The manifest lives in the engine, so an ingest commits its
-manifest record and its online rows in ONE transaction: that commit is the moment the
-ingest happens, offline and online together. The file is written and fsynced before, under
-an exclusive ``flock`` held until after the commit, so:
+Where the Parquet lives depends on the database:
+
+- **in files** (``FileLog``, this module) when the database has a directory (LMDB): DuckDB
+  reads the files directly, streaming, which is the fast path on one host;
+- **in the engine** (``EngineLog``, ``blobs``) when it has none (the in-memory engine, a
+  PostgreSQL cluster): the bytes are records of the database itself, so every process or
+  node sharing the engine sees the same log and nothing is kept beside it.
+
+Either way a Parquet object is part of the log only once the **manifest** — records of the
+reserved set ``_feature_files``, keyed ``<view>:<number>`` — names it. The manifest lives in
+the engine, so an ingest commits its manifest record and its online rows in ONE
+transaction: that commit is the moment the ingest happens, offline and online together.
+
+For files, the file is written and fsynced before, under an exclusive ``flock`` held until
+after the commit, so:
 
 - killed before the commit: the file is named by no manifest record and no live process
   holds its lock. ``recover`` (run when a process first uses the feature store) and
@@ -29,8 +38,7 @@ otherwise). A manifest record is validated when read back (``StorageError`` if n
 
 Each row carries ``__ingest``: the ingest's number times 2^30 plus the row's position, so
 rows with the same event and created timestamps still have one order, the same offline and
-online: the later ingest wins. A database without a directory (the memory engine) keeps the
-log as Arrow tables in memory.
+online: the later ingest wins.
 """
 
 from __future__ import annotations
@@ -42,9 +50,9 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -57,7 +65,10 @@ from engramdb.writeplan import TransformStep
 if TYPE_CHECKING:
     from engramdb.store import Store
 
-__all__ = ["INGEST", "Entry", "OfflineLog", "Staged", "inside"]
+__all__ = [
+    "INGEST", "Entry", "FileLog", "Log", "Manifest", "Staged", "conform", "create", "inside",
+    "read_entry", "remove_if",
+]  # fmt: skip
 
 log = logging.getLogger("engramdb.features")
 
@@ -70,9 +81,14 @@ _LEGACY = re.compile(r"([0-9]{12})-([0-9a-f]{8})\.parquet")
 _LEGACY_TEMP = re.compile(r"\.tmp-[0-9]{12}-[0-9a-f]{8}\.parquet")
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_]{0,62}):([0-9]{12})")
 
-COMPACT_FILES = 16  # a view with this many small files gets them merged into one
+COMPACT_FILES = 16  # a view with this many small files (or blobs) gets them merged into one
 SMALL_BYTES = 16 << 20  # a file under this size is small
 MAX_MERGE = 64  # files merged by one compaction at most (bounds its memory and time)
+# A blob kept in the engine: one ingest's Parquet, at most this big (one transaction; see
+# ``blobs``), in chunks of at least MIN_CHUNK bytes (so a manifest record's chunk count is
+# bounded by its size, even when forged).
+MAX_BLOB_BYTES = 256 << 20
+MIN_CHUNK = 1024
 
 
 def inside(base: str, *parts: str) -> str:
@@ -94,130 +110,251 @@ def _fsync_dir(directory: str) -> None:
 
 @dataclass(frozen=True)
 class Entry:
-    """A manifest record: one committed file of a view."""
+    """A manifest record: one committed Parquet object of a view — a file (``file``) or a
+    blob of ``chunks`` records in the engine (``crc``: zlib.crc32 of its bytes)."""
 
     number: int
-    file: str
     rows: int
     size: int
     replaces: tuple[int, ...]
+    file: str | None = None
+    chunks: int = 0
+    crc: int = 0
 
 
-def _entry(key: str, bins: dict[str, Any]) -> Entry:
+def _int(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def read_entry(key: str, bins: dict[str, Any]) -> Entry:
     """A manifest record read back, validated; StorageError if it is not one we write."""
     matched = _KEY.fullmatch(key)
-    file = bins.get("file")
-    named = _FILE.fullmatch(file) or _LEGACY.fullmatch(file) if type(file) is str else None
-    rows, size, replaces = bins.get("rows"), bins.get("bytes"), bins.get("replaces", [])
-    if (
-        matched is None
-        or named is None
-        or named.group(1) != matched.group(2)
-        or type(rows) is not int
-        or type(size) is not int
-        or rows < 0
-        or size < 0
-        or type(replaces) is not list
-        or not all(type(n) is int for n in replaces)
-    ):
+    file: Any = bins.get("file")
+    chunks: Any = bins.get("chunks")
+    crc: Any = bins.get("crc")
+    rows: Any = bins.get("rows")
+    size: Any = bins.get("bytes")
+    replaces: Any = bins.get("replaces", [])
+    valid = (
+        matched is not None
+        and _int(rows, 0, 1 << 62)
+        and _int(size, 0, 1 << 62)
+        and type(replaces) is list
+        and all(type(n) is int for n in replaces)
+    )
+    if valid and file is not None:  # a file
+        named = _FILE.fullmatch(file) or _LEGACY.fullmatch(file) if type(file) is str else None
+        valid = (
+            chunks is None
+            and named is not None
+            and matched is not None
+            and named.group(1) == matched.group(2)
+        )
+    elif valid:  # a blob in the engine
+        valid = (
+            _int(size, 1, MAX_BLOB_BYTES)
+            and _int(chunks, 1, size // MIN_CHUNK + 1)
+            and _int(crc, 0, (1 << 32) - 1)
+        )
+    if not valid or matched is None:
         raise StorageError(f"the offline manifest record {key[:100]!r} is corrupt or forged")
-    assert isinstance(file, str)
-    assert isinstance(rows, int)
-    assert isinstance(size, int)
-    return Entry(int(matched.group(2)), file, rows, size, tuple(replaces))
+    number = int(matched.group(2))
+    return Entry(number, rows, size, tuple(replaces), file, chunks or 0, crc or 0)
+
+
+class Manifest:
+    """The records of ``_feature_files``: which Parquet objects make up each view's log."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.records = store.records(FILES)
+
+    @staticmethod
+    def key(view: str, number: int) -> str:
+        return f"{view}:{number:012d}"
+
+    def entries(self, view: str) -> list[Entry]:
+        """The view's committed objects, in commit-number order."""
+        check_name(view, "feature view")
+        found: list[Entry] = []
+        for record in self.records.iterate(f"{view}:", batch=10_000):
+            if type(record.key) is not str:
+                raise StorageError("the offline log's manifest holds a non-str key")
+            found.append(read_entry(record.key, record.bins))
+        # Listing by pages is not one snapshot: if a compaction committed between two pages,
+        # both its inputs and its output may show. Its output says what it replaces.
+        replaced = {n for entry in found for n in entry.replaces}
+        return [entry for entry in found if entry.number not in replaced]
+
+    def get(self, view: str, number: int) -> Entry | None:
+        key = self.key(view, number)
+        record = self.records.get(key)
+        return None if record is None else read_entry(key, record.bins)
+
+    def step(self, items: Sequence[tuple[str, Any]]) -> TransformStep:
+        return self.store.step(self.records, items)
 
 
 class _Moved(Conflict):
     """A compaction's input is no longer listed: someone else compacted it first."""
 
-    def __init__(self, file: str) -> None:
-        super().__init__(f"{file} is no longer listed", 0)
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} is no longer listed", 0)
+
+
+def create(bins: dict[str, Any]) -> Callable[[Current, int], Outcome]:
+    """A step item that creates the record ``bins`` (Conflict if it exists)."""
+
+    def write(current: Current, now: int) -> Outcome:
+        if current.bins is not None:
+            raise Conflict("the offline log already has this record", 1)
+        return Outcome(None, bins, 0)
+
+    return write
+
+
+def remove_if(entry: Entry, key: str) -> Callable[[Current, int], Outcome]:
+    """A step item that removes the manifest record of ``entry`` if it still says the same
+    (``_Moved``, a Conflict, otherwise: another compaction got there first)."""
+
+    def remove(current: Current, now: int) -> Outcome:
+        if current.bins is None:
+            raise _Moved(key)
+        try:
+            same = read_entry(key, current.bins) == entry
+        except StorageError:
+            same = False
+        if not same:
+            raise _Moved(key)
+        return Outcome(None, None)
+
+    return remove
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: missing ones (features added to the view
+    after it was written) are nulls, as a query over all files would read them."""
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 @dataclass
 class Staged:
-    """An ingest's (or a compaction's) rows, written but not yet committed."""
+    """An ingest's (or a compaction's) rows, written but not yet committed: a locked file
+    (``path``, ``fd``) or the Parquet bytes to store in the engine (``blob``)."""
 
     view: str
     number: int
-    table: pa.Table | None  # the rows, for a log kept in memory
-    path: str | None = None  # the locked file, for a log on disk
-    fd: int | None = None
-    size: int = 0
     rows: int = 0
+    size: int = 0
+    path: str | None = None
+    fd: int | None = None
+    blob: bytes | None = None
 
     @property
     def file(self) -> str | None:
         return None if self.path is None else os.path.basename(self.path)
 
 
-class OfflineLog:
-    """The log of a database: under ``<data_dir>/features/offline``, or in memory."""
+class Log(Protocol):
+    """What the feature store uses of an offline log, wherever it keeps the Parquet."""
+
+    def recover(self) -> None:
+        """Complete or roll back what crashed processes left (run once, before use)."""
+
+    def entries(self, view: str) -> list[Entry]: ...
+
+    def rows(self, view: str) -> int: ...
+
+    def stage(self, view: str, table: pa.Table, number: int) -> Staged:
+        """``table`` as the view's object ``number``, ready to commit (not yet listed)."""
+
+    def commit_steps(self, staged: Staged) -> list[TransformStep]:
+        """What lists ``staged``: steps to commit in the ingest's transaction."""
+
+    def commit(self, staged: Staged, steps: list[TransformStep]) -> list[list[Any]]:
+        """Commit ``steps`` (which include ``commit_steps(staged)``) as one transaction."""
+
+    def compact(
+        self, view: str, number: Callable[[], int], *, at_least: int = COMPACT_FILES
+    ) -> int:
+        """Merge the view's small objects once there are ``at_least``; how many merged."""
+
+    def readable(self, views: Sequence[str]) -> list[str]:
+        """The directories a DuckDB reader of ``views`` may open (none for the engine)."""
+
+    def attach(self, connection: Any, alias: str, view: str) -> bool:
+        """Make the view's committed rows the relation ``alias`` of ``connection``;
+        False when it has none."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class FileLog:
+    """The log of a database with a directory: files under ``<data_dir>/features/offline``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._manifest = store.records(FILES)
+        self.manifest = Manifest(store)
+        self._manifest = self.manifest.records
         home = store.data_dir
-        self.directory = None if home is None else inside(home, "features", "offline")
-        self._tables: dict[str, list[pa.Table]] = {}
-        self._lock = threading.Lock()
+        if home is None:
+            raise InvalidArgument("a file log needs a database directory")
+        self.directory = inside(home, "features", "offline")
         self._compacting = threading.Lock()
 
     # paths -------------------------------------------------------------------------------
 
     def view_dir(self, view: str) -> str:
-        assert self.directory is not None
         return inside(self.directory, check_name(view, "feature view"))
 
-    def path_of(self, view: str, file: str) -> str:
-        if _FILE.fullmatch(file) is None and _LEGACY.fullmatch(file) is None:
-            raise StorageError(f"{file[:80]!r} is not an offline log file name")
-        return inside(self.directory or "", check_name(view, "feature view"), file)
+    def path_of(self, view: str, file: str | None) -> str:
+        if file is None or (_FILE.fullmatch(file) is None and _LEGACY.fullmatch(file) is None):
+            raise StorageError(f"{str(file)[:80]!r} is not an offline log file name")
+        return inside(self.directory, check_name(view, "feature view"), file)
 
     # the manifest ------------------------------------------------------------------------
 
     def entries(self, view: str) -> list[Entry]:
         """The view's committed files, in commit-number order."""
-        check_name(view, "feature view")
-        found: list[Entry] = []
-        for record in self._manifest.iterate(f"{view}:", batch=10_000):
-            if type(record.key) is not str:
-                raise StorageError("the offline log's manifest holds a non-str key")
-            found.append(_entry(record.key, record.bins))
-        # Listing by pages is not one snapshot: if a compaction committed between two pages,
-        # both its inputs and its output may show. Its output says what it replaces.
-        replaced = {n for entry in found for n in entry.replaces}
-        return [entry for entry in found if entry.number not in replaced]
+        return self.manifest.entries(view)
 
     def _listed(self, view: str, number: int, file: str) -> bool:
-        record = self._manifest.get(f"{view}:{number:012d}")
+        record = self._manifest.get(Manifest.key(view, number))
         return record is not None and record.bins.get("file") == file
 
     def files(self, view: str) -> list[str]:
-        """Paths of the view's committed files (empty for a log kept in memory)."""
-        if self.directory is None:
-            return []
+        """Paths of the view's committed files."""
         return [self.path_of(view, entry.file) for entry in self.entries(view)]
 
-    def tables(self, view: str) -> list[pa.Table]:
-        """A log kept in memory: the view's tables."""
-        with self._lock:
-            return list(self._tables.get(view, []))
-
     def rows(self, view: str) -> int:
-        if self.directory is None:
-            return sum(t.num_rows for t in self.tables(view))
         return sum(entry.rows for entry in self.entries(view))
+
+    # reading -----------------------------------------------------------------------------
+
+    def readable(self, views: Sequence[str]) -> list[str]:
+        return [self.view_dir(v) for v in views]
+
+    def attach(self, connection: Any, alias: str, view: str) -> bool:
+        files = self.files(view)
+        if not files:
+            return False
+        connection.read_parquet(files, union_by_name=True).create_view(alias, replace=True)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"place": "files"}
 
     # writing -----------------------------------------------------------------------------
 
     def stage(self, view: str, table: pa.Table, number: int) -> Staged:
         """Write ``table`` as the view's file ``number`` (fsynced, locked, not yet listed).
 
-        Then ``commit`` it (with ``commit_step`` among the steps), or ``abort`` it.
+        Then ``commit`` it (with ``commit_steps`` among the steps), or ``abort`` it.
         """
-        if self.directory is None:
-            return Staged(view, number, table, rows=table.num_rows)
         staged = self._create(view, number)
         staged.rows = table.num_rows
         assert staged.fd is not None
@@ -247,7 +384,7 @@ class OfflineLog:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     if os.fstat(fd).st_nlink:
-                        return Staged(view, number, None, path, fd)
+                        return Staged(view, number, path=path, fd=fd)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -258,22 +395,16 @@ class OfflineLog:
             raise StorageError(f"cannot write the offline log of {view!r}: {e}") from e
         raise StorageError(f"cannot create a file in the offline log of {view!r}")
 
-    def commit_step(self, staged: Staged) -> TransformStep | None:
+    def commit_steps(self, staged: Staged) -> list[TransformStep]:
         """The manifest record of ``staged``, to commit with the ingest's online rows."""
-        if staged.path is None:
-            return None
         bins = {"file": staged.file, "rows": staged.rows, "bytes": staged.size}
-        key = f"{staged.view}:{staged.number:012d}"
-        return self.store.step(self._manifest, [(key, _create(bins))])
+        return [self.manifest.step([(Manifest.key(staged.view, staged.number), create(bins))])]
 
-    def release(self, staged: Staged, *, committed: bool = True) -> None:
-        """Let go of the file (a log in memory takes the rows now, if committed)."""
+    def release(self, staged: Staged) -> None:
+        """Let go of the file."""
         if staged.fd is not None:
             os.close(staged.fd)
             staged.fd = None
-        elif staged.table is not None and committed:
-            with self._lock:
-                self._tables.setdefault(staged.view, []).append(staged.table)
 
     def commit(self, staged: Staged, steps: list[TransformStep]) -> list[list[Any]]:
         """Commit ``steps`` (which list ``staged``) as one transaction, then let go of it.
@@ -284,12 +415,12 @@ class OfflineLog:
         if it is not listed. A listed file is never removed, so none goes missing.
         """
         try:
-            results: list[list[Any]] = self.store.write(steps) if steps else []
+            results: list[list[Any]] = self.store.write(steps)
         except (InvalidArgument, Conflict):
             self.abort(staged)
             raise
         except BaseException:
-            self.release(staged, committed=False)
+            self.release(staged)
             raise
         self.release(staged)
         return results
@@ -299,14 +430,11 @@ class OfflineLog:
         if staged.path is not None:
             with contextlib.suppress(OSError):
                 os.remove(staged.path)
-        if staged.fd is not None:
-            os.close(staged.fd)
-            staged.fd = None
+        self.release(staged)
 
     def _sync(self) -> None:
         # A durable manifest before files it no longer lists are deleted, whatever durability
         # the writer used: otherwise a power loss could bring back a record of a deleted file.
-        # (The engine's sync; the Store interface has no name for it yet.)
         self.store.sync()
 
     # recovery ----------------------------------------------------------------------------
@@ -314,8 +442,8 @@ class OfflineLog:
     def recover(self) -> None:
         """Complete or roll back what crashed processes left: files listed in the manifest
         stay; every other file of ours that no live process holds is deleted."""
-        if self.directory is None or not os.path.isdir(self.directory):
-            if self.directory is not None and self._manifest.get(_FORMAT) is None:
+        if not os.path.isdir(self.directory):
+            if self._manifest.get(_FORMAT) is None:
                 self._adopt([])
             return
         views = []
@@ -351,16 +479,14 @@ class OfflineLog:
                 except (OSError, pa.ArrowException):
                     continue  # unreadable: not a file the old log ever showed
                 bins = {"file": name, "rows": rows, "bytes": os.path.getsize(path)}
-                items.append((f"{view}:{matched.group(1)}", _create(bins)))
-        items.append((_FORMAT, _create({"version": 1})))
+                items.append((f"{view}:{matched.group(1)}", create(bins)))
+        items.append((_FORMAT, create({"version": 1})))
         with contextlib.suppress(Conflict):  # another process adopted them first
-            self.store.write([self.store.step(self._manifest, items)])
+            self.store.write([self.manifest.step(items)])
 
     def collect(self, view: str) -> int:
         """Delete the view's files no manifest record names and no live process holds;
         returns how many were deleted."""
-        if self.directory is None:
-            return 0
         directory = self.view_dir(view)
         if not os.path.isdir(directory):
             return 0
@@ -411,19 +537,9 @@ class OfflineLog:
         if not self._compacting.acquire(blocking=False):
             return 0  # one compaction at a time per process; the next ingest tries again
         try:
-            if self.directory is None:
-                return self._compact_memory(view, at_least)
             return self._compact_files(view, number, max(2, at_least))
         finally:
             self._compacting.release()
-
-    def _compact_memory(self, view: str, at_least: int) -> int:
-        with self._lock:
-            tables = self._tables.get(view, [])
-            if len(tables) < max(2, at_least):
-                return 0
-            self._tables[view] = [pa.concat_tables(tables, promote_options="default")]
-            return len(tables)
 
     def _compact_files(self, view: str, number: Callable[[], int], at_least: int) -> int:
         inputs = [e for e in self.entries(view) if e.size < SMALL_BYTES][:MAX_MERGE]
@@ -443,7 +559,7 @@ class OfflineLog:
             with os.fdopen(os.dup(staged.fd), "wb") as handle:
                 with pq.ParquetWriter(handle, schema) as writer:
                     for path in paths:  # one input in memory at a time
-                        writer.write_table(_conform(pq.read_table(path), schema))
+                        writer.write_table(conform(pq.read_table(path), schema))
                 handle.flush()
                 os.fsync(handle.fileno())
             staged.size = os.fstat(staged.fd).st_size
@@ -461,11 +577,12 @@ class OfflineLog:
             "replaces": [e.number for e in inputs],
         }
         items: list[tuple[str, Any]] = [
-            (f"{view}:{e.number:012d}", _remove_if_names(e.file)) for e in inputs
+            (Manifest.key(view, e.number), remove_if(e, Manifest.key(view, e.number)))
+            for e in inputs
         ]
-        items.append((f"{view}:{staged.number:012d}", _create(merged)))
+        items.append((Manifest.key(view, staged.number), create(merged)))
         try:
-            self.commit(staged, [self.store.step(self._manifest, items)])
+            self.commit(staged, [self.manifest.step(items)])
         except Conflict:
             return 0
         self._sync()  # the switch is durable before the inputs go
@@ -474,31 +591,3 @@ class OfflineLog:
                 os.remove(path)
         _fsync_dir(self.view_dir(view))
         return len(inputs)
-
-
-def _create(bins: dict[str, Any]) -> Callable[[Current, int], Outcome]:
-    def write(current: Current, now: int) -> Outcome:
-        if current.bins is not None:
-            raise Conflict("the offline log's manifest already has this record", 1)
-        return Outcome(None, bins, 0)
-
-    return write
-
-
-def _remove_if_names(file: str) -> Callable[[Current, int], Outcome]:
-    def remove(current: Current, now: int) -> Outcome:
-        if current.bins is None or current.bins.get("file") != file:
-            raise _Moved(file)
-        return Outcome(None, None)
-
-    return remove
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with exactly ``schema``'s columns: missing ones (features added to the view
-    after it was written) are nulls, as a query over all files would read them."""
-    columns = [
-        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)

@@ -7,8 +7,9 @@ Rules of this file:
   ``SQL_TYPES``. Every value (times, ttls, directories) is a query parameter. File paths
   never appear in SQL: a view's files are attached through DuckDB's Python API.
 - Every connection is sandboxed before it runs anything: file access is limited to the
-  directories of the views it reads (plus its spill directory), extensions cannot be
-  installed or loaded, and the configuration is locked. So even SQL that escaped every
+  directories of the views it reads (none when the log lives in the engine and arrives as
+  Arrow tables) plus its spill directory, extensions cannot be installed or loaded, and the
+  configuration is locked. So even SQL that escaped every
   other check could not read ``/etc/passwd`` or ``COPY`` into an arbitrary file.
 - ``event_timestamp``, ``created_timestamp`` and engramdb's ``__`` columns are fixed names.
 
@@ -31,7 +32,7 @@ from engramdb.errors import StorageError
 from engramdb.features.names import quote
 
 if TYPE_CHECKING:
-    from engramdb.features.offline import OfflineLog
+    from engramdb.features.offline import Log
 
 __all__ = ["SQL_TYPES", "Reader", "ViewSpec", "connect", "join", "latest_per_entity"]
 
@@ -79,18 +80,19 @@ def connect(allowed: Sequence[str] = (), spill: str | None = None) -> Any:
 
 
 class Reader:
-    """A sandboxed connection with each view's committed rows as a SQL view (``src<i>``).
+    """A sandboxed connection with each view's committed rows as a SQL view (``src<i>``):
+    Parquet files read by DuckDB, or Arrow tables decoded from the engine (see ``Log``).
 
     ``run`` lists the manifest again and retries when a compaction removed a file between
     listing and reading (a reader never sees a half-compacted log: see ``offline``).
     """
 
-    def __init__(self, log: OfflineLog, views: Sequence[str], spill: str | None) -> None:
+    def __init__(self, log: Log, views: Sequence[str], spill: str | None) -> None:
         self.log = log
         self.views = list(dict.fromkeys(views))
-        allowed = [] if log.directory is None else [log.view_dir(v) for v in self.views]
-        self.connection = connect(allowed, spill)
+        self.connection = connect(log.readable(self.views), spill)
         self.sources: dict[str, str | None] = {}
+        self.columns: dict[str, frozenset[str]] = {}  # of each attached view's rows
         self._fresh = False
 
     def __enter__(self) -> Reader:
@@ -102,20 +104,11 @@ class Reader:
     def _refresh(self) -> None:
         for i, view in enumerate(self.views):
             alias = f"src{i}"
-            if self.log.directory is None:
-                tables = self.log.tables(view)
-                if not tables:
-                    self.sources[view] = None
-                    continue
-                self.connection.register(alias, pa.concat_tables(tables, promote_options="default"))
-            else:
-                files = self.log.files(view)
-                if not files:
-                    self.sources[view] = None
-                    continue
-                relation = self.connection.read_parquet(files, union_by_name=True)
-                relation.create_view(alias, replace=True)
-            self.sources[view] = quote(alias)
+            attached = self.log.attach(self.connection, alias, view)
+            self.sources[view] = quote(alias) if attached else None
+            if attached:
+                relation = self.connection.sql(f"SELECT * FROM {quote(alias)} LIMIT 0")
+                self.columns[view] = frozenset(relation.columns)
         self._fresh = True
 
     def run(self, build: Callable[[dict[str, str | None]], tuple[str, list[Any]]]) -> pa.Table:
@@ -159,13 +152,18 @@ def latest_per_entity(
     return sql, params
 
 
-def _latest_per_event(source: str, spec: ViewSpec, alias: str) -> str:
-    """One row per (entity, event_timestamp): newest created, then latest ingest."""
+def _latest_per_event(
+    source: str, spec: ViewSpec, alias: str, present: frozenset[str], types: dict[str, str]
+) -> str:
+    """One row per (entity, event_timestamp): newest created, then latest ingest.
+
+    A feature no stored row has yet (added to the view since) reads as NULL."""
     keys = ", ".join(quote(k) for k in spec.keys)
-    columns = ", ".join(
-        [*(quote(k) for k in spec.keys), "event_timestamp AS __ts",
-         *(quote(f) for f in spec.features)]
-    )  # fmt: skip
+    features = [
+        quote(f) if f in present else f"CAST(NULL AS {SQL_TYPES[types[f]]}) AS {quote(f)}"
+        for f in spec.features
+    ]
+    columns = ", ".join([*(quote(k) for k in spec.keys), "event_timestamp AS __ts", *features])
     return (
         f"(SELECT {columns} FROM {source} QUALIFY row_number() OVER "
         f"(PARTITION BY {keys}, event_timestamp ORDER BY created_timestamp DESC, "
@@ -179,9 +177,11 @@ def join(
     sources: dict[str, str | None],
     names: dict[tuple[str, str], str],
     types: dict[tuple[str, str], str],
+    columns: dict[str, frozenset[str]],
 ) -> tuple[str, list[Any]]:
     """A point-in-time join of ``entities`` (join keys, ``event_timestamp``, ``__row``) with
-    every view in ``specs``: ``__row`` and one column per feature, in ``__row`` order."""
+    every view in ``specs``: ``__row`` and one column per feature, in ``__row`` order.
+    ``columns``: what each source holds (``Reader.columns``)."""
     select = ['e."__row"']
     joins: list[str] = []
     params: list[Any] = []
@@ -204,9 +204,8 @@ def join(
         if source is None:
             continue
         on = " AND ".join(f"e.{quote(k)} = {alias}.{quote(k)}" for k in spec.keys)
-        joins.append(
-            f"ASOF LEFT JOIN {_latest_per_event(source, spec, alias)} "
-            f"ON {on} AND e.event_timestamp >= {alias}.__ts"
-        )
+        own = {f: types[(spec.name, f)] for f in spec.features}
+        latest = _latest_per_event(source, spec, alias, columns[spec.name], own)
+        joins.append(f"ASOF LEFT JOIN {latest} ON {on} AND e.event_timestamp >= {alias}.__ts")
     sql = f"SELECT {', '.join(select)} FROM {quote(entities)} e {' '.join(joins)} ORDER BY e.__row"
     return sql, params

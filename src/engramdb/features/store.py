@@ -4,8 +4,10 @@
   rule (``names``), checked when applied and again when read back.
 - ``ingest`` / ``push`` check rows against the view, write them to the offline log and, for
   online views, store each entity's newest row online. The online rows and the offline
-  file's manifest record commit in ONE transaction: offline and online change together or
-  not at all, even across a kill -9 (see ``offline``). Small files are compacted.
+  log's manifest record commit in ONE transaction: offline and online change together or
+  not at all, even across a kill -9 (see ``offline``). The log is Parquet files beside an
+  LMDB database, and records of the engine itself (``blobs``, committed in that same
+  transaction) for a database without a directory. Small files or blobs are compacted.
 - ``get_online_features`` reads one record per (view, entity) — each entity's features of a
   view are stored together — and reports a status per value.
 - ``get_historical_features`` is a DuckDB ASOF join per view over the offline log, in chunks
@@ -42,7 +44,7 @@ from engramdb.features.model import (
     ParquetOutput,
     SkewReport,
 )
-from engramdb.features.offline import INGEST, OfflineLog, inside
+from engramdb.features.offline import INGEST, FileLog, Log, inside
 from engramdb.features.online import (
     CREATED,
     OnlineStore,
@@ -139,7 +141,7 @@ class FeatureStore:
         self.store = store
         self.registry = Registry(store)
         self.online = OnlineStore(store)
-        self.offline = OfflineLog(store)
+        self.offline = _offline_log(store)
         home = store.data_dir
         self._spill = None if home is None else inside(home, "features", "spill")
         self._counter = store.records("_feature_ingests")
@@ -212,8 +214,9 @@ class FeatureStore:
         if definition.online:
             online_step = self.online.step(view, self._latest_rows(table, keys, definition))
         staged = self.offline.stage(view, table, number)
-        manifest_step = self.offline.commit_step(staged)
-        steps = [s for s in (manifest_step, online_step) if s is not None]
+        steps = self.offline.commit_steps(staged)
+        if online_step is not None:
+            steps.append(online_step)
         results = self.offline.commit(staged, steps)
         online = sum(results[-1]) if online_step is not None else 0
         try:
@@ -481,7 +484,9 @@ class FeatureStore:
                         )
                         reader.connection.register("entity_rows", chunk)
                         result = reader.run(
-                            lambda sources: join("entity_rows", specs, sources, plan.names, types)
+                            lambda sources: join(
+                                "entity_rows", specs, sources, plan.names, types, reader.columns
+                            )
                         )
                         if result.num_rows != rows:
                             raise StorageError("the point-in-time join lost entity rows")
@@ -569,19 +574,30 @@ class FeatureStore:
         pass
 
     def _stats(self) -> dict[str, Any]:
-        """Per view: online entities, offline rows and offline files; and how many parsed
-        feature lists are cached (bounded: see ``PLAN_CACHE_ENTRIES``)."""
-        views = {
-            view.name: {
+        """Per view: online entities, offline rows, files (or blobs) and Parquet bytes; how
+        many parsed feature lists are cached (bounded: see ``PLAN_CACHE_ENTRIES``); and
+        where the offline log lives (``files`` or ``engine``, with its blob records and its
+        bounded cache of decoded tables)."""
+        views = {}
+        for view in self.registry.definitions("view"):
+            entries = self.offline.entries(view.name)
+            views[view.name] = {
                 "online_entities": self.store.records(self.online.set_of(view.name)).count(),
-                "offline_rows": self.offline.rows(view.name),
-                "offline_files": len(self.offline.entries(view.name))
-                if self.offline.directory is not None
-                else len(self.offline.tables(view.name)),
+                "offline_rows": sum(e.rows for e in entries),
+                "offline_files": len(entries),
+                "offline_bytes": sum(e.size for e in entries),
             }
-            for view in self.registry.definitions("view")
-        }
-        return {"views": views, "cached_plans": len(self._plans)}
+        return {"views": views, "cached_plans": len(self._plans), "offline": self.offline.stats()}
+
+
+def _offline_log(store: Store) -> Log:
+    """Files beside the records when the database has a directory (DuckDB reads them
+    directly); records of the engine otherwise, so every node sharing it sees the log."""
+    if store.data_dir is not None:
+        return FileLog(store)
+    from engramdb.features.blobs import EngineLog
+
+    return EngineLog(store)
 
 
 def _same(a: Any, b: Any) -> bool:

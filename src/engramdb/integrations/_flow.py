@@ -1,7 +1,7 @@
 """Write each adapter operation once, run it on any face of the API.
 
 An operation is a generator (a *flow*) that yields *steps*: functions of a ``Face`` that
-call the database (``lambda f: f.db.records(name).get(key)``). ``Faces.run`` drives a flow
+call the database (``on(name, "get", key)``). ``Faces.run`` drives a flow
 synchronously; ``Faces.arun`` drives the same flow with awaits, so the algorithm of a
 saver or store exists once (the model is ``engramdb/cache``: one flow, two drivers). A step
 returns a value on a sync face and an awaitable on an asyncio face; the async driver awaits
@@ -133,14 +133,22 @@ class Faces:
 Write = tuple[str, str, tuple[Any, ...], dict[str, Any]]  # set, method, args, kwargs
 
 
+COLLECTION = "@collection:"  # a Write's target prefix naming a vector collection
+
+
 def commit(writes: list[Write]) -> Step:
     """A step that stages ``writes`` in one ``db.transaction()`` and commits them: all or
-    nothing, one commit (one round trip remotely)."""
+    nothing, one commit (one round trip remotely). A target ``COLLECTION + name`` stages a
+    vector collection's ``upsert``/``delete`` in the same commit."""
 
     def step(face: Face) -> Any:
         tx = face.db.transaction()
-        for set_name, method, args, kwargs in writes:
-            getattr(tx.records(set_name), method)(*args, **kwargs)
+        for target, method, args, kwargs in writes:
+            if target.startswith(COLLECTION):
+                handle = tx.collection(target[len(COLLECTION) :])
+            else:
+                handle = tx.records(target)
+            getattr(handle, method)(*args, **kwargs)
         return tx.commit()
 
     return step
@@ -151,10 +159,30 @@ def scan_all(set_name: str, prefix: str, *, batch: int = 1000) -> Flow[list[Any]
     records: list[Any] = []
     cursor: str | None = None
     while True:
-        page = yield lambda f, c=cursor: f.db.records(set_name).scan(
-            prefix, cursor=c, limit=batch
-        )
+        page = yield on(set_name, "scan", prefix, cursor=cursor, limit=batch)
         records.extend(page.records)
         if page.cursor is None:
             return records
         cursor = page.cursor
+
+
+def on(set_name: str, method: str, *args: Any, **kwargs: Any) -> Step:
+    """A step calling ``db.records(set_name).<method>(*args, **kwargs)``."""
+    return lambda f: getattr(f.db.records(set_name), method)(*args, **kwargs)
+
+
+def call(target: Any, method: str, *args: Any, **kwargs: Any) -> Step:
+    """A step calling ``target.<method>(*args, **kwargs)`` (a handle of the face's own)."""
+    return lambda f: getattr(target, method)(*args, **kwargs)
+
+
+def embed_documents(embedding: Any, texts: list[str]) -> Step:
+    """A step embedding ``texts`` with a LangChain ``Embeddings`` (awaited on asyncio)."""
+    return lambda f: (
+        embedding.aembed_documents(texts) if f.is_async else embedding.embed_documents(texts)
+    )
+
+
+def embed_query(embedding: Any, text: str) -> Step:
+    """A step embedding a query with a LangChain ``Embeddings`` (awaited on asyncio)."""
+    return lambda f: embedding.aembed_query(text) if f.is_async else embedding.embed_query(text)

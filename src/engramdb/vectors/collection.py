@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,15 +94,7 @@ class Collection:
         index it. The write fails, writing nothing, with ``NotFound`` when the collection
         was dropped, here or in another process: it checks the definition in its own
         transaction, so no item ever lands in a dropped incarnation."""
-        info = self.info
-
-        def alive(current: Current, now: int) -> Outcome:
-            if current.bins is None or current.bins.get("uid") != info.uid:
-                raise NotFound(f"collection {info.name!r} was dropped")
-            return Outcome(None)  # nothing to write
-
-        roles = self._store.store
-        results = roles.write([roles.step(self._store._registry, [(info.name, alive)]), *steps])[1:]
+        results = self._store.store.write([self._alive_step(), *steps])[1:]
         self._index_writes()
         return results
 
@@ -141,8 +133,30 @@ class Collection:
         update would); every position of that id gets the generation written. A repeated
         id cannot carry ``expect_generation`` (which occurrence would it check?).
         """
-        ids = self._check_ids(ids, unique=False)
-        n = len(ids)
+        keys, items = self._upsert_items(ids, vectors, metadata, texts, ttl, expect_generation)
+        written: dict[Key, int] = {}
+        with progress_bar(f"upserting into {self.name}", len(items)) as advance:
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start : start + CHUNK]
+                step = self._store.store.step(self._records, chunk, result="generation")
+                generations = self._write_steps([step])[0]
+                written.update(zip((key for key, _ in chunk), generations))
+                advance(len(chunk))
+        return [written[key] for key in keys]
+
+    def _upsert_items(
+        self,
+        ids: Sequence[str | int],
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        texts: Sequence[str | None] | None,
+        ttl: float | None,
+        expect_generation: Sequence[int | None] | None,
+    ) -> tuple[list[Key], list[tuple[Key, Any]]]:
+        """Validate an upsert: its ids, and one write per distinct id (the last occurrence
+        wins), in order. Raises before anything is written."""
+        keys: list[Key] = list(self._check_ids(ids, unique=False))
+        n = len(keys)
         prepared = prepare(vectors, self.params) if n else np.zeros((0, self.info.dim))
         if len(prepared) != n:
             raise InvalidArgument(f"got {n} ids but {len(prepared)} vectors")
@@ -161,31 +175,34 @@ class Collection:
             if gen is not None and (type(gen) is not int or gen < 0):
                 raise InvalidArgument(f"expect_generation[{i}] must be a non-negative int")
         check_ttl(ttl)
-        last = {key: i for i, key in enumerate(ids)}  # each id's winning position
+        last = {key: i for i, key in enumerate(keys)}  # each id's winning position
         if len(last) == n:
             order: Sequence[int] = range(n)
         else:
-            seen = Counter(ids)
+            seen = Counter(keys)
             for i, gen in enumerate(expected):
-                if gen is not None and seen[ids[i]] > 1:
+                if gen is not None and seen[keys[i]] > 1:
                     raise InvalidArgument(
-                        f"id {ids[i]!r} appears more than once with expect_generation; a "
+                        f"id {keys[i]!r} appears more than once with expect_generation; a "
                         "compare-and-set names each id once"
                     )
             order = sorted(last.values())
-        written: dict[Key, int] = {}
-        with progress_bar(f"upserting into {self.name}", len(order)) as advance:
-            for start in range(0, len(order), CHUNK):
-                chunk = order[start : start + CHUNK]
-                items = [
-                    (ids[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i]))
-                    for i in chunk
-                ]
-                step = self._store.store.step(self._records, items, result="generation")
-                generations = self._write_steps([step])[0]
-                written.update(zip((ids[i] for i in chunk), generations))
-                advance(len(chunk))
-        return [written[key] for key in ids]
+        items = [
+            (keys[i], self._writer(prepared[i], metas[i], docs[i], ttl, expected[i])) for i in order
+        ]
+        return keys, items
+
+    def _alive_step(self) -> TransformStep:
+        """A step that fails the write with ``NotFound`` if this collection was dropped."""
+        info = self.info
+
+        def alive(current: Current, now: int) -> Outcome:
+            if current.bins is None or current.bins.get("uid") != info.uid:
+                raise NotFound(f"collection {info.name!r} was dropped")
+            return Outcome(None)  # nothing to write
+
+        roles = self._store.store
+        return roles.step(self._store._registry, [(info.name, alive)])
 
     @staticmethod
     def _writer(
@@ -683,3 +700,36 @@ def write_steps(collection: Collection, steps: Sequence[TransformStep]) -> list[
     """Commit ``steps`` as one write that fails with ``NotFound`` if ``collection`` was
     dropped, then index it (see ``Collection._write_steps``)."""
     return collection._write_steps(steps)
+
+
+def staged_steps(
+    collection: Collection, method: str, ids: Any, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[list[TransformStep], Callable[[list[list[Any]]], Any]]:
+    """A transaction's collection write (``upsert`` or ``delete`` of ``ids``) as steps to
+    commit with the transaction's other writes, and how to turn the steps' results into the
+    call's result."""
+    roles = collection._store.store
+    if method == "upsert":
+        vectors, metadata, texts = [*args, None, None, None][:3]
+        options = {k: v for k, v in kwargs.items() if k in ("ttl", "expect_generation")}
+        if len(options) != len(kwargs):
+            raise InvalidArgument(f"a staged upsert takes ttl and expect_generation, not {kwargs}")
+        keys, items = collection._upsert_items(
+            ids, vectors, metadata, texts, options.get("ttl"), options.get("expect_generation")
+        )
+        step = roles.step(collection._records, items, result="generation")
+
+        def generations(results: list[list[Any]]) -> list[int]:
+            written = dict(zip((key for key, _ in items), results[1]))
+            return [written[key] for key in keys]
+
+        return [collection._alive_step(), step], generations
+    if method == "delete" and not args and not kwargs:
+        unique = list(dict.fromkeys(collection._check_ids(ids, unique=False)))
+
+        def remove(current: Current, now: int) -> Outcome:
+            return Outcome(current.bins is not None, None)
+
+        step = roles.step(collection._records, [(i, remove) for i in unique])
+        return [collection._alive_step(), step], lambda results: sum(results[1])
+    raise InvalidArgument(f"a transaction cannot stage collection {method!r} like that")

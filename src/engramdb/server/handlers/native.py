@@ -59,6 +59,19 @@ RESULTS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def _server_stats(conn: Connection) -> Callable[[Any], Any]:
+    """``db.stats`` for a remote caller: without server paths, with what a client must know
+    of this server (the largest request it takes)."""
+    config = conn.server.config
+
+    def stats(value: Any) -> Any:
+        figures = _without_paths(value)
+        figures["server"] = {"max_frame": config.max_frame}
+        return figures
+
+    return stats
+
+
 def wire_result(value: Any) -> Any:
     """A result as msgpack carries it: handles as their definition, tables as Arrow IPC."""
     name = type(value).__name__
@@ -114,6 +127,8 @@ def engram(conn: Connection, args: list[bytes]) -> Any:
     call_args, kwargs = _decode_payload(args[1])
     db = conn.db
     result = RESULTS.get(name)
+    if name == "db.stats":
+        result = _server_stats(conn)
     encode = _encode_result if result is None else lambda value: _encode_result(result(value))
     if method.kind == "read":
         return encode(method.call(db, call_args, kwargs))
