@@ -564,3 +564,33 @@ def test_documents_of_a_view_without_vector_field_are_refused(
         EngramOnlineStore().retrieve_online_documents_v2(
             store.config, view, ["avg_speed"], [1.0], 3
         )
+
+
+def test_a_batch_whose_document_cannot_be_stored_writes_no_row(
+    tmp_path: Path, engram_online: str
+) -> None:
+    store, _ = _docs_repo(tmp_path, engram_online)
+    view = store.get_feature_view("docs")
+    t1 = NOW + timedelta(minutes=1)
+
+    def doc(doc_id: int, vector: list[float], title: str) -> Any:
+        key = EntityKeyProto(join_keys=["doc_id"], entity_values=[ValueProto(int64_val=doc_id)])
+        values = {
+            "embedding": ValueProto(float_list_val={"val": vector}),
+            "title": ValueProto(string_val=title),
+            "year": ValueProto(int64_val=2030),
+        }
+        return (key, values, t1, None)
+
+    good = doc(0, [1.0] * DIM, "rewritten")
+    too_long = doc(1, [1.0] * (DIM + 1), "too long")  # the collection's vectors have DIM
+    online = EngramOnlineStore()
+    with pytest.raises(InvalidArgument):
+        online.online_write_batch(store.config, view, [good, too_long], None)
+    # Neither the rows nor the documents of the batch were written: all of it or none.
+    got = online.online_read(store.config, view, [good[0], too_long[0]], ["title"])
+    assert [v["title"].string_val for _, v in got] == [TITLES[0], TITLES[1]]
+    assert documents(store, ["title"], query_string="rewritten", top_k=3) == []
+    online.online_write_batch(store.config, view, [good], None)
+    found = documents(store, ["title", "year"], query_string="rewritten", top_k=3)
+    assert [(d["doc_id"], d["title"], d["year"]) for d in found] == [(0, "rewritten", 2030)]

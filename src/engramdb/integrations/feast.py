@@ -21,7 +21,8 @@ Document retrieval (``retrieve_online_documents_v2``): a view with a vector fiel
 (``Field(vector_index=True, vector_length=..., vector_search_metric=...)``) is also kept in
 the engramdb collection ``feast.<project>.<view>`` (a longer name is hashed): the vector,
 the view's string features as the BM25 text, and its scalar features as filterable
-metadata, under the same newer-event-wins rule. An embedding runs a vector search, a
+metadata, upserted in the same commit as the rows that won, so a document always matches
+its row. An embedding runs a vector search, a
 ``query_string`` a BM25 search, both a hybrid search (``hybrid_fusion``/``hybrid_alpha``);
 Feast filters become engramdb filters run inside the search. Each document carries
 ``distance`` (lower is nearer: 1 - cosine, Euclidean distance, or -inner product) and, for
@@ -54,12 +55,11 @@ from feast.types import PrimitiveFeastType
 from pydantic import StrictStr, model_validator
 
 from engramdb.errors import Conflict, InvalidArgument, NotFound
-from engramdb.integrations._flow import Face, Faces, Flow, Step, Write, commit
+from engramdb.integrations._flow import COLLECTION, Face, Faces, Flow, Step, Write, commit
 
 __all__ = ["EngramOnlineStore", "EngramOnlineStoreConfig"]
 
 TS, CREATED, FEATURES = "ts", "cts", "f"
-META_TS, META_CREATED = "__ts", "__cts"  # the event order, in a document's metadata
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _ROWS = 500  # rows per transaction: a few hundred KiB, well inside a server frame
@@ -197,7 +197,7 @@ class _Documents:
             raise InvalidArgument(f"a row has no float list in the vector field {self.vector!r}")
         kind = vector.WhichOneof("val")
         values = [float(x) for x in getattr(vector, kind).val]
-        metadata: dict[str, Any] = {META_TS: row.ts, META_CREATED: row.created}
+        metadata: dict[str, Any] = {}
         for name, value in row.values.items():
             scalar = _scalar(value)
             if scalar is not None and name != self.vector:
@@ -376,10 +376,13 @@ class EngramOnlineStore(OnlineStore):  # type: ignore[misc]
         set_name = self._set(config, table)
         documents = _Documents(table, config)
         rows = _newest([_Row(self._key(config, k), v, ts, c) for k, v, ts, c in data])
+        collection: str | None = None
+        if documents.vector is not None and rows:
+            dim = documents.dim or len(documents.item(rows[0])[1])
+            yield from self._collection(config, set_name, documents, dim)
+            collection = _collection_name(set_name)
         for chunk in _chunks(rows):
-            won = yield from _commit_newer(set_name, chunk)
-            if documents.vector is not None and won:
-                yield from self._index_newer(config, set_name, documents, won)
+            yield from _commit_newer(set_name, chunk, documents, collection)
             if progress is not None:
                 progress(len(chunk))
         if progress is not None and len(data) > len(rows):
@@ -401,35 +404,6 @@ class EngramOnlineStore(OnlineStore):  # type: ignore[misc]
             found = yield lambda f: f.db.vectors.create_collection(name, dim, metric, exist_ok=True)
         self._collections[name] = found
         return found
-
-    def _index_newer(
-        self, config: RepoConfig, set_name: str, documents: _Documents, rows: list[_Row]
-    ) -> Flow[None]:
-        items = [documents.item(row) for row in rows]
-        orders = {row.key.hex(): row.order for row in rows}
-        collection = yield from self._collection(
-            config, set_name, documents, documents.dim or len(items[0][1])
-        )
-        ids = [item[0] for item in items]
-        for _ in range(_ATTEMPTS):
-            stored = yield lambda f: collection.get(ids)
-            fresh: list[tuple[str, list[float], dict[str, Any], str]] = []
-            generations: list[int] = []
-            for item, held in zip(items, stored):
-                if held is not None:
-                    order = (held.metadata.get(META_TS, -1), held.metadata.get(META_CREATED, -1))
-                    if order > orders[item[0]]:
-                        continue  # the collection already holds a newer event
-                fresh.append(item)
-                generations.append(0 if held is None else held.generation)
-            if not fresh:
-                return
-            try:
-                yield _upsert(collection, fresh, generations)
-                return
-            except Conflict:
-                continue
-        raise Conflict(f"gave up indexing {len(items)} documents after {_ATTEMPTS} conflicts", 0)
 
     def _read_flow(
         self,
@@ -623,10 +597,13 @@ def _decode(
     return _datetime(record.bins[TS]), values
 
 
-def _commit_newer(set_name: str, rows: list[_Row]) -> Flow[list[_Row]]:
+def _commit_newer(
+    set_name: str, rows: list[_Row], documents: _Documents, collection: str | None
+) -> Flow[list[_Row]]:
     """Store each row unless the stored one is newer, atomically: every write is a
     compare-and-set on the generation read, so a concurrent writer means ``Conflict`` and
-    a fresh read. Returns the rows written."""
+    a fresh read. With ``collection``, the rows written are upserted as documents in the
+    same commit, so a document always matches its row. Returns the rows written."""
     keys = [row.key for row in rows]
     for _ in range(_ATTEMPTS):
         stored = yield _get_many(set_name, keys)
@@ -643,6 +620,9 @@ def _commit_newer(set_name: str, rows: list[_Row]) -> Flow[list[_Row]]:
             won.append(row)
         if not writes:
             return []
+        if collection is not None:
+            ids, vectors, metadata, texts = (list(c) for c in zip(*map(documents.item, won)))
+            writes.append((COLLECTION + collection, "upsert", (ids, vectors, metadata, texts), {}))
         try:
             yield commit(writes)
             return won
@@ -661,14 +641,6 @@ def _call(method: str, *args: Any) -> Step:
         return target(*args)
 
     return step
-
-
-def _upsert(
-    collection: Any, items: list[tuple[str, list[float], dict[str, Any], str]], expect: list[int]
-) -> Step:
-    """Upsert ``items`` as compare-and-sets on the generations ``expect`` (0: absent)."""
-    ids, vectors, metadata, texts = (list(column) for column in zip(*items))
-    return lambda f: collection.upsert(ids, vectors, metadata, texts, expect_generation=expect)
 
 
 def _get_many(set_name: str, keys: list[bytes]) -> Step:
