@@ -594,3 +594,22 @@ def test_a_batch_whose_document_cannot_be_stored_writes_no_row(
     online.online_write_batch(store.config, view, [good], None)
     found = documents(store, ["title", "year"], query_string="rewritten", top_k=3)
     assert [(d["doc_id"], d["title"], d["year"]) for d in found] == [(0, "rewritten", 2030)]
+
+
+def test_readme_example_runs_as_written(tmp_path: Path) -> None:
+    from tests.integrations.readme import examples
+
+    blocks = examples()
+    yaml, definitions, script = blocks[3][1], blocks[4][1], blocks[5][1]
+    assert yaml.startswith("# feast_repo/feature_store.yaml")
+    assert definitions.startswith("# feast_repo/features.py")
+    (tmp_path / "feast_repo").mkdir()
+    (tmp_path / "feast_repo" / "feature_store.yaml").write_text(yaml)
+    (tmp_path / "feast_repo" / "features.py").write_text(definitions)
+    feast_cli(tmp_path / "feast_repo", "apply")
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "{'driver_id': [1001, 1002], 'conv_rate': [0.5, 0.25]}\n"
