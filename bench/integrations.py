@@ -2,16 +2,18 @@
 
     python bench/integrations.py                  # the full run (a few minutes on 2 cores)
     python bench/integrations.py --quick          # a smoke run
-    python bench/integrations.py --postgres postgresql://user:pw@host/db   # + PostgresSaver
-    (or ENGRAMDB_BENCH_POSTGRES=postgresql://...)
+    python bench/integrations.py --postgres postgresql://user:pw@host/db   # PostgresSaver there
+    (or ENGRAMDB_BENCH_POSTGRES=postgresql://...; without either, PostgresSaver runs on a
+    local PostgreSQL started for the run by engramdb's harness, fsync on; --no-postgres
+    leaves it out)
 
 Needs ``pip install -e '.[bench]'``. What is measured:
 
 1. LangGraph: one run of a 10-step graph whose state is a growing message history (each
    step appends a ~1 KB message), on a fresh thread per run, checkpointed by
    ``EngramSaver`` embedded (LMDB, ``durability`` async and sync), ``EngramSaver`` through
-   ``engramdb serve`` (sync client), ``SqliteSaver`` (a file, LangGraph's defaults) and,
-   given a URL, ``PostgresSaver``; plus ``ainvoke`` on embedded engramdb, sync database
+   ``engramdb serve`` (sync client), ``SqliteSaver`` (a file, LangGraph's defaults) and
+   ``PostgresSaver`` (a local PostgreSQL over TCP, or the one given); plus ``ainvoke`` on embedded engramdb, sync database
    (the saver's async methods on a worker thread) against ``engramdb.aio`` (native), which
    is how ``EngramSaver`` chooses its async path. Per-run latency, sides interleaved.
 2. LangChain: ``similarity_search_by_vector`` (k=10) over the same clustered unit vectors
@@ -309,6 +311,26 @@ def vector_sides(
     return out
 
 
+def _against_postgres(graph_stats: dict[str, Stats]) -> str:
+    postgres = graph_stats.get("PostgresSaver")
+    if postgres is None:
+        return ""
+    served = graph_stats["EngramSaver via engramdb serve (sync)"]
+    return (
+        " **Through `engramdb serve` (fsync per commit) it is "
+        f"{fmt_ratio(postgres.mean_us / served.mean_us)} as fast as PostgresSaver** "
+        f"({fmt_us(served.mean_us)} against {fmt_us(postgres.mean_us)}), both over TCP."
+    )
+
+
+def _server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "?"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="graph runs per saver")
@@ -319,13 +341,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--postgres", default=os.environ.get("ENGRAMDB_BENCH_POSTGRES"), help="PostgreSQL URL"
     )
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="leave PostgresSaver out of the run"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.docs, args.queries = 20, 2000, 50
     console = Console()
+    with ExitStack() as stack:
+        if args.postgres is None and not args.no_postgres:
+            from engramdb.cluster.local import LocalPostgres
 
+            console.print("starting a local PostgreSQL for PostgresSaver")
+            args.postgres = stack.enter_context(LocalPostgres()).url()
+        return run(args, console)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
     with langgraph_sides(args.postgres) as sides:
         names = list(sides)
         runs = list(range(args.runs))
@@ -381,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(markdown_table(ops_headers, ops_rows, "lrrrr"))
     console.print(markdown_table(vector_headers, vector_rows, "lrrrrrrr"))
     if not args.postgres:
-        console.print("[yellow]PostgresSaver not measured: pass --postgres URL")
+        console.print("[yellow]PostgresSaver not measured (--no-postgres)")
     info = machine_info(["langgraph", "langgraph-checkpoint-sqlite", "langchain-core",
                          "langchain-chroma", "chromadb"])  # fmt: skip
     write_json(
@@ -412,16 +446,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.recall}; written by `bench/integrations.py`).",
             f"**A graph run with EngramSaver embedded (async durability) is "
             f"{fmt_ratio(sqlite.mean_us / embedded.mean_us)} as fast as with SqliteSaver** "
-            f"({fmt_us(embedded.mean_us)} against {fmt_us(sqlite.mean_us)} per run).",
+            f"({fmt_us(embedded.mean_us)} against {fmt_us(sqlite.mean_us)} per run)."
+            + _against_postgres(graph_stats),
             markdown_table(graph_headers, graph_rows, "lrrrr"),
             "The savers' own operations, without LangGraph's (one step: a checkpoint of five "
             "~1 KB messages, two pending writes, reading it back):",
             markdown_table(ops_headers, ops_rows, "lrrrr"),
             "PostgresSaver: "
             + (
-                "measured above."
+                "PostgreSQL "
+                + _server_version(args.postgres)
+                + " on this machine over TCP (fsync on), started by engramdb's "
+                "harness (`engramdb.cluster.local.LocalPostgres`), or the `--postgres` given."
                 if args.postgres
-                else "not measured in this run (`--postgres URL`)."
+                else "not measured in this run (`--no-postgres`)."
             ),
             markdown_table(vector_headers, vector_rows, "lrrrrrrr"),
             "### Machine\n\n" + machine_markdown(info),
