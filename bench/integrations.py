@@ -13,9 +13,10 @@ Needs ``pip install -e '.[bench]'``. What is measured:
    step appends a ~1 KB message), on a fresh thread per run, checkpointed by
    ``EngramSaver`` embedded (LMDB, ``durability`` async and sync), ``EngramSaver`` through
    ``engramdb serve`` (sync client), ``SqliteSaver`` (a file, LangGraph's defaults) and
-   ``PostgresSaver`` (a local PostgreSQL over TCP, or the one given); plus ``ainvoke`` on embedded engramdb, sync database
-   (the saver's async methods on a worker thread) against ``engramdb.aio`` (native), which
-   is how ``EngramSaver`` chooses its async path. Per-run latency, sides interleaved.
+   ``PostgresSaver`` (a local PostgreSQL over TCP, or the one given); plus ``ainvoke`` on
+   embedded engramdb, sync database (the saver's async methods on a worker thread) against
+   ``engramdb.aio`` (native), which is how ``EngramSaver`` chooses its async path.
+   Per-run latency, sides interleaved.
 2. LangChain: ``similarity_search_by_vector`` (k=10) over the same clustered unit vectors
    (``--docs`` of them, deterministic: the embedding is a table lookup, so no model time is
    measured) in ``EngramVectorStore`` (embedded), ``InMemoryVectorStore`` (exact) and
