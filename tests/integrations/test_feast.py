@@ -6,8 +6,9 @@ interpreter that has Feast:
 
 1. ``$ENGRAMDB_FEAST_PYTHON`` if set;
 2. this interpreter, if it can import Feast;
-3. otherwise a virtualenv made from this interpreter (``--system-site-packages``, so it
-   shares everything but Feast and the pins Feast downgrades), with the ``feast`` extra of
+3. otherwise a virtualenv made from this interpreter (``--system-site-packages`` and, should
+   this one be a virtualenv, its site-packages too: it shares everything but Feast and the
+   pins Feast downgrades), with the ``feast`` extra of
    ``pyproject.toml`` installed by pip, kept under ``~/.cache/engramdb/venvs`` for the next
    run. The cases import engramdb from this checkout (``PYTHONPATH``).
 
@@ -23,6 +24,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -84,22 +86,41 @@ def feast_python(log: Path) -> str:
         if complete.exists() and has_feast(str(python)):
             return str(python)
         shutil.rmtree(venv, ignore_errors=True)
-        steps = [
-            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-            [str(python), "-m", "pip", "install", "-q", *requirements],
-        ]
         with log.open("w") as out:
-            for step in steps:
+
+            def step(*command: str) -> None:
                 done = subprocess.run(
-                    step, stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_WAIT, check=False
+                    command, stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_WAIT, check=False
                 )
                 if done.returncode != 0:
                     tail = log.read_text()[-2000:]
-                    pytest.skip(f"Feast cannot be installed here ({' '.join(step)}):\n{tail}")
+                    pytest.skip(f"Feast cannot be installed here ({' '.join(command)}):\n{tail}")
+
+            step(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+            share_site_packages(python)
+            step(str(python), "-m", "pip", "install", "-q", *requirements)
         if not has_feast(str(python)):
             pytest.skip(f"Feast was installed in {venv} but cannot be imported")
         complete.write_text(" ".join(requirements))
     return str(python)
+
+
+def share_site_packages(python: Path) -> None:
+    """Put this interpreter's site-packages on the new virtualenv's path, after its own.
+
+    ``--system-site-packages`` shares the base interpreter's; when this one is itself a
+    virtualenv (a CI job's, say), its packages (engramdb's dependencies, pytest) live in its
+    own site-packages, which a ``.pth`` file adds. Feast and the pins it downgrades, installed
+    in the new virtualenv, still come first."""
+    mine = [*site.getsitepackages(), site.getusersitepackages()]
+    done = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    own = Path(done.stdout.strip())
+    (own / "zz-engramdb-parent.pth").write_text(
+        "".join(f"{path}\n" for path in mine if Path(path).is_dir() and Path(path) != own)
+    )
 
 
 @dataclass
