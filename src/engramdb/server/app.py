@@ -35,6 +35,7 @@ from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
 from engramdb.server.notify import Notifier
 from engramdb.server.pubsub import Hub
+from engramdb.server.scan_cursor import CursorTable
 from engramdb.server.settings import Settings
 from engramdb.server.tooling import Baseline, SlowLog
 from engramdb.storage.base import WriteFn
@@ -108,9 +109,15 @@ class Server:
         self.settings: Settings = Settings()
         self.slowlog: SlowLog = SlowLog()
         self.notifier: Notifier = Notifier(self)
+        self.scan_cursors: CursorTable = CursorTable(config.data)  # shared by workers
         self.idle_timeout: float = config.idle_timeout  # CONFIG SET timeout changes it
         self.max_clients_cap: int = config.max_clients  # what the descriptor limit allows
         self.stats_baseline: Baseline | None = None  # CONFIG RESETSTAT
+        # CLIENT PAUSE: until when (loop time; 0: not paused), and whether only writes wait.
+        self.paused_until = 0.0
+        self.pause_writes_only = False
+        self._held: dict[Connection, None] = {}
+        self._unpause_timer: asyncio.TimerHandle | None = None
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=16)
 
     def _open_db(self, **options: Any) -> Database:
@@ -191,6 +198,7 @@ class Server:
         if self._idle_task is not None:
             self._idle_task.cancel()
         self.notifier.close()
+        self.scan_cursors.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
@@ -221,6 +229,42 @@ class Server:
         span = max(t1 - t0, 1e-6)
         return {"commands": (c1 - c0) / span, "bytes_in": (i1 - i0) / span,
                 "bytes_out": (o1 - o0) / span}  # fmt: skip
+
+    def pause(self, seconds: float, writes_only: bool) -> None:
+        """CLIENT PAUSE: hold clients' commands (all, or writes) for ``seconds``."""
+        assert self._loop is not None
+        was_paused = self.paused_until > 0
+        until = self._loop.time() + seconds
+        if until > self.paused_until:
+            self.paused_until = until
+            if self._unpause_timer is not None:
+                self._unpause_timer.cancel()
+            self._unpause_timer = self._loop.call_at(until, self.unpause)
+        # A second PAUSE may widen what waits (WRITE then ALL), never narrow it.
+        self.pause_writes_only = writes_only and (self.pause_writes_only or not was_paused)
+
+    def holds(self, command: Any, args: list[bytes]) -> bool:
+        """Whether CLIENT PAUSE holds this command back (CLIENT itself never waits, so an
+        operator can always UNPAUSE)."""
+        if command.name == "client":
+            return False
+        if not self.pause_writes_only:
+            return True
+        return bool(command.is_write(args)) or command.name in ("publish", "spublish")
+
+    def hold(self, conn: Connection) -> None:
+        self._held[conn] = None
+
+    def unpause(self) -> None:
+        """End CLIENT PAUSE: held connections run what they were sent, in order."""
+        self.paused_until = 0.0
+        self.pause_writes_only = False
+        if self._unpause_timer is not None:
+            self._unpause_timer.cancel()
+            self._unpause_timer = None
+        held, self._held = self._held, {}
+        for conn in held:
+            conn.resume()
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: INFO counts from now on (``/metrics`` keeps growing)."""
@@ -350,6 +394,8 @@ class Server:
             self.db = self._open_db()  # never leave the server without a database
             raise
         self.records = self.db.records(self.config.default_set)
+        self.scan_cursors.close()
+        self.scan_cursors = CursorTable(self.config.data)
         self.notifier.rebase()
         for conn in self.connections:
             conn.db = self.db

@@ -225,6 +225,18 @@ class Connection(asyncio.Protocol):
         self._end_turn_later()
         self._update_reading()
 
+    def resume(self) -> None:
+        """CLIENT PAUSE ended: run what waited, then read on."""
+        if self._closing or self._draining:
+            return
+        held_up = bool(self._backlog)
+        self._run_backlog()
+        if held_up and not self._backlog:
+            self._serve()
+        else:
+            self._update_reading()
+        self._end_turn_later()
+
     def end_turn(self) -> bool:
         """The loop turn is over (every ready socket was read): send the replies and renew
         the budget. True when input is left over for ``continue_turn``."""
@@ -349,9 +361,12 @@ class Connection(asyncio.Protocol):
             self._emit_now(ErrorReply(tooling.subscribed_only(cmd.name)))
             self.server.metrics.op(cmd.name).error("ERR")
             return True
+        if self.server.paused_until and self.server.holds(cmd, args):
+            self.server.hold(self)
+            return False
         if self.server.monitors:
             tooling.feed_monitors(self, cmd, args)
-        self.last_command = cmd.name
+        self.last_command = cmd.name if cmd.metric is None else cmd.metric(args)
         if self._heavy(cmd, args):
             return self._run_off_loop(cmd, args)
         if self._pending_writes and not cmd.is_write(args):
@@ -544,14 +559,15 @@ class Connection(asyncio.Protocol):
         if self._out_bytes > self._output_limit():
             self._overflow()
 
-    def push(self, data: bytes) -> None:
-        """Queue an out-of-band message (pub/sub, MONITOR) for this client.
+    def push(self, data: bytes) -> bool:
+        """Queue an out-of-band message (pub/sub, MONITOR) for this client; False when it
+        was not (the client is gone, or is cut off now).
 
         A subscriber that does not read is disconnected once its unread output passes the
         pub/sub limits (``client-output-buffer-limit pubsub``: hard at once, soft after
         that many seconds over it); it never makes the server hold more."""
         if self._closing or self._draining:
-            return
+            return False
         if self.subscriptions is not None:
             transport = self.transport
             held = self._out_bytes + len(data)
@@ -560,21 +576,23 @@ class Connection(asyncio.Protocol):
             limit = self.server.settings.pubsub_limit
             if limit.hard and held > limit.hard:
                 self._push_overflow(held, "hard")
-                return
+                return False
             if limit.soft and held > limit.soft:
                 now = self.server.now()
                 if not self._soft_since:
                     self._soft_since = now
                 elif now - self._soft_since > limit.seconds:
                     self._push_overflow(held, "soft")
-                    return
+                    return False
             else:
                 self._soft_since = 0.0
         self._emit(data)
         self._end_turn_later()
+        return not self._closing
 
     def _push_overflow(self, held: int, which: str) -> None:
         self.server.stats.pubsub_disconnects += 1
+        self.server.pubsub.drop(self)  # counted out of the next PUBLISH at once
         self.server.refusals.log(
             logging.WARNING,
             "disconnected subscriber %s: %d bytes of unread messages passed the pub/sub "
@@ -792,7 +810,10 @@ def _gc_paused() -> Iterator[None]:
 def _offloadable(cmd: Command) -> bool:
     """Data commands (they name keys, or read or write data): their handlers touch only the
     database and this connection, which runs nothing else meanwhile, so they may run on a
-    worker thread. Connection commands (HELLO, AUTH, CLIENT...) stay on the loop."""
+    worker thread. Connection commands (HELLO, AUTH, CLIENT...) and pub/sub (whose state
+    belongs to the loop) stay on the loop."""
+    if "pubsub" in cmd.flags:
+        return False
     return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 
 

@@ -57,7 +57,8 @@ POLL_SECONDS = 0.01
 BATCH = 512
 _MAX_HINTS = 200_000  # sequences noted by write plans and not yet read back by the tail
 
-# The Redis event (and class) each write command notifies, when it changes its key.
+# The Redis event (and class) each write command notifies, when it changes its key (SET
+# and GETEX depend on their options: see ``_events_of``).
 EVENTS: dict[str, tuple[str, str]] = {
     # strings
     "set": ("set", "$"), "setnx": ("set", "$"), "setex": ("set", "$"),
@@ -98,6 +99,23 @@ _ELEMENT_CLASSES = frozenset("lshz")
 _TYPE_CLASS = {"string": "$", "hash": "h", "list": "l", "set": "s", "zset": "z"}
 
 Event = tuple[bytes, bytes, str]  # key, event, class
+Hint = tuple[tuple["Key", ...], tuple[tuple[str, str], ...]]  # keys, (event, class)...
+_TTL_OPTIONS = frozenset({b"EX", b"PX", b"EXAT", b"PXAT"})
+
+
+def _events_of(name: str, args: list[bytes]) -> tuple[tuple[str, str], ...]:
+    """What a write command notifies, in order: SET EX also says "expire", as in Redis."""
+    if name in ("setex", "psetex"):
+        return (("set", "$"), ("expire", "g"))
+    options = {a.upper() for a in args[3:]} if name in ("set", "getex") else set()
+    if name == "set":
+        return (("set", "$"), ("expire", "g")) if options & _TTL_OPTIONS else (("set", "$"),)
+    if name == "getex":
+        if b"PERSIST" in options:
+            return (("persist", "g"),)
+        return (("expire", "g"),) if options & _TTL_OPTIONS else ()
+    event = EVENTS.get(name)
+    return (event,) if event is not None else ()
 
 
 class Notifier:
@@ -111,7 +129,7 @@ class Notifier:
         self.sent = 0
         self._classes = ""
         self._keyspace = self._keyevent = False
-        self._hints: dict[int, tuple[tuple[Key, ...], str, str]] = {}
+        self._hints: dict[int, Hint] = {}
         self._hints_lock = threading.Lock()
         self._position = 0
         self._task: asyncio.Task[None] | None = None
@@ -158,26 +176,24 @@ class Notifier:
 
     def hinted(self, cmd: Command, args: list[bytes], plan: WriteFn) -> WriteFn:
         """``plan``, noting which event each change it logs stands for."""
-        event = EVENTS.get(cmd.name)
-        if event is None or cmd.first_key <= 0:
+        events = _events_of(cmd.name, args)
+        if not events or cmd.first_key <= 0:
             return plan
-        keys = tuple(_command_keys(cmd, args))
-        name, cls = event
+        hint: Hint = (tuple(_command_keys(cmd, args)), events)
 
         def run(txn: WriteTxn) -> Any:
             first = txn.next_sequence()
             result = plan(txn)
             last = txn.next_sequence()
             if last > first:
-                self._note(first, last, keys, name, cls)
+                self._note(first, last, hint)
             return result
 
         return run
 
-    def _note(self, first: int, last: int, keys: tuple[Key, ...], name: str, cls: str) -> None:
+    def _note(self, first: int, last: int, hint: Hint) -> None:
         # Noted before the commit, so the tail (which reads only committed changes) finds
         # the note. A plan run again after another write of its batch failed notes again.
-        hint = (keys, name, cls)
         with self._hints_lock:
             hints = self._hints
             for sequence in range(first, last):
@@ -238,21 +254,20 @@ class Notifier:
             out.extend(self._events(change, hint, needs_type))
         return out, len(changes) == BATCH
 
-    def _events(self, change: Change, hint: Any, needs_type: bool) -> list[Event]:
+    def _events(self, change: Change, hint: Hint | None, needs_type: bool) -> list[Event]:
         key = key_bytes(change.key)
-        name, cls = "", ""
-        if hint is not None:
-            keys, name, cls = hint
-            if change.key not in keys:
-                hint = None
+        events: tuple[tuple[str, str], ...] = ()
+        if hint is not None and change.key in hint[0]:
+            events = hint[1]
         if change.kind == "expire":
             return [(key, b"expired", "x")]
         if change.kind == "delete":
-            if hint is not None and cls in _ELEMENT_CLASSES:
-                return [(key, name.encode(), cls), (key, b"del", "g")]
-            return [(key, b"del", "g")]
-        if hint is not None:
-            return [(key, name.encode(), cls)]
+            # A pop that empties a list says so, then "del"; a DEL, or an EXPIRE in the
+            # past, says "del" alone.
+            out = [(key, name.encode(), c) for name, c in events if c in _ELEMENT_CLASSES]
+            return [*out, (key, b"del", "g")]
+        if events:
+            return [(key, name.encode(), c) for name, c in events]
         cls = "$"
         if needs_type:
             record = self.server.records.get(change.key)

@@ -192,16 +192,14 @@ class Hub:
         conns = self.channels.get(channel)
         if conns:
             frames = _Frames(b"message", channel, message)
-            for conn in list(conns):
-                conn.push(frames.get(conn.resp3))
-            received += len(conns)
+            for conn in list(conns):  # a copy: a subscriber cut off leaves the map
+                received += conn.push(frames.get(conn.resp3))
         if self.patterns:
             for pattern, (matches, subscribers) in list(self.patterns.items()):
                 if matches(channel):
                     frames = _Frames(b"pmessage", pattern, channel, message)
                     for conn in list(subscribers):
-                        conn.push(frames.get(conn.resp3))
-                    received += len(subscribers)
+                        received += conn.push(frames.get(conn.resp3))
         self.messages += received
         return received
 
@@ -210,10 +208,11 @@ class Hub:
         if not conns:
             return 0
         frames = _Frames(b"smessage", channel, message)
+        received = 0
         for conn in list(conns):
-            conn.push(frames.get(conn.resp3))
-        self.messages += len(conns)
-        return len(conns)
+            received += conn.push(frames.get(conn.resp3))
+        self.messages += received
+        return received
 
     # introspection (PUBSUB) ------------------------------------------------------------
 

@@ -9,12 +9,15 @@ subscribed-mode rule of RESP2 connections.
 - ``CONFIG RESETSTAT`` zeroes what INFO reports without touching ``/metrics``, whose
   counters must only grow: it keeps a ``Baseline`` that INFO subtracts.
 - MONITOR streams every command this process runs, as Redis prints it, except admin
-  commands (CONFIG, CLIENT...) and AUTH/HELLO arguments, which carry passwords. A monitor
-  that does not read is disconnected at the output-buffer limit like any client.
+  commands (CONFIG, CLIENT...) and AUTH/HELLO arguments, which carry passwords. An argument
+  is shown up to 8 KiB (then ``... (N more bytes)``; Redis shows it all): quoting runs on
+  the event loop for every command while a monitor listens, so its cost must stay small.
+  A monitor that does not read is disconnected at the output-buffer limit like any client.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields
@@ -25,11 +28,11 @@ if TYPE_CHECKING:
     from engramdb.server.commands import Command
     from engramdb.server.connection import Connection
 
-__all__ = ["Baseline", "SlowLog", "feed_monitors", "quote_arg", "subscribed_only"]
+__all__ = ["Baseline", "SlowLog", "feed_monitors", "quote_arg", "redact", "subscribed_only"]
 
 _MAX_ARGS = 32
 _MAX_ARG_BYTES = 128
-_REDACTED = frozenset({"auth", "hello", "migrate"})
+_MONITOR_ARG_BYTES = 8 << 10
 _NEVER_LOGGED = 1 << 62  # a threshold no latency reaches: the slow log is off
 
 
@@ -67,8 +70,7 @@ class SlowLog:
         shown = [_clip(arg) for arg in args[:_MAX_ARGS]]
         if len(args) > _MAX_ARGS:
             shown[-1] = b"... (%d more arguments)" % (len(args) - _MAX_ARGS + 1)
-        if shown and shown[0].lower() in (b"auth", b"hello") and len(shown) > 1:
-            shown[1:] = [b"(redacted)"] * (len(shown) - 1)
+        shown = redact(shown)
         self.entries.appendleft(
             [
                 self.next_id,
@@ -90,43 +92,46 @@ class SlowLog:
         self.entries.clear()
 
 
+def redact(args: list[bytes]) -> list[bytes]:
+    """``args`` without the credentials of AUTH and HELLO ... AUTH user pass (as Redis)."""
+    name = args[0].lower() if args else b""
+    if name == b"auth":
+        return [args[0], *([b"(redacted)"] * (len(args) - 1))]
+    if name == b"hello":
+        for i, arg in enumerate(args):
+            if arg.upper() == b"AUTH":
+                hidden = min(2, len(args) - i - 1)
+                return [*args[: i + 1], *([b"(redacted)"] * hidden), *args[i + 1 + hidden :]]
+    return args
+
+
 def _clip(arg: bytes) -> bytes:
     if len(arg) <= _MAX_ARG_BYTES:
         return arg
     return arg[:_MAX_ARG_BYTES] + b"... (%d more bytes)" % (len(arg) - _MAX_ARG_BYTES)
 
 
+_SPECIAL = re.compile(rb"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # all but printable, " and \\
+_ESCAPES = {bytes([b]): b"\\x%02x" % b for b in range(256)} | {
+    b'"': b'\\"', b"\\": b"\\\\", b"\n": b"\\n", b"\r": b"\\r", b"\t": b"\\t",
+    b"\a": b"\\a", b"\b": b"\\b",
+}  # fmt: skip
+
+
 def quote_arg(arg: bytes) -> bytes:
-    """An argument as Redis prints it in MONITOR (``sdscatrepr``)."""
-    out = bytearray(b'"')
-    for byte in arg:
-        if byte in (0x22, 0x5C):  # " and \\
-            out += b"\\" + bytes([byte])
-        elif byte == 0x0A:
-            out += b"\\n"
-        elif byte == 0x0D:
-            out += b"\\r"
-        elif byte == 0x09:
-            out += b"\\t"
-        elif byte == 0x07:
-            out += b"\\a"
-        elif byte == 0x08:
-            out += b"\\b"
-        elif 0x20 <= byte < 0x7F:
-            out.append(byte)
-        else:
-            out += b"\\x%02x" % byte
-    out += b'"'
-    return bytes(out)
+    """An argument as Redis prints it in MONITOR (``sdscatrepr``), at most 8 KiB of it."""
+    more = b""
+    if len(arg) > _MONITOR_ARG_BYTES:
+        more = b"... (%d more bytes)" % (len(arg) - _MONITOR_ARG_BYTES)
+        arg = arg[:_MONITOR_ARG_BYTES]
+    return b'"' + _SPECIAL.sub(lambda m: _ESCAPES[m.group()], arg) + more + b'"'
 
 
 def feed_monitors(conn: Connection, cmd: Command, args: list[bytes]) -> None:
     """Send the command ``conn`` is about to run to every MONITOR client."""
-    if "admin" in cmd.flags or not conn.authenticated:
+    if "admin" in cmd.flags:
         return
-    shown = args
-    if cmd.name in _REDACTED and len(args) > 1:
-        shown = [args[0], b"(redacted)"]
+    shown = redact(args)
     now = time.time()
     line = b"+%.6f [0 %s] %s\r\n" % (
         now,

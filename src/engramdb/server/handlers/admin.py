@@ -392,6 +392,29 @@ def client_reply(conn: Connection, args: list[bytes]) -> Any:
     raise Reply("ERR syntax error")
 
 
+@client_("pause", -3, "admin", summary="Suspends commands processing.")
+def client_pause(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) > 2:
+        raise Reply("ERR syntax error")
+    try:
+        ms = int(args[0])
+    except ValueError:
+        raise Reply("ERR timeout is not an integer or out of range") from None
+    if ms < 0:
+        raise Reply("ERR timeout is negative")
+    mode = args[1].upper() if len(args) == 2 else b"ALL"
+    if mode not in (b"ALL", b"WRITE"):
+        raise Reply("ERR syntax error")
+    conn.server.pause(ms / 1000, writes_only=mode == b"WRITE")
+    return OK
+
+
+@client_("unpause", 2, "admin", summary="Resumes processing commands from paused clients.")
+def client_unpause(conn: Connection, args: list[bytes]) -> Any:
+    conn.server.unpause()
+    return OK
+
+
 @client_("getredir", 2, summary="Returns the client ID to which the connection's tracking "
          "notifications are redirected.")  # fmt: skip
 def client_getredir(conn: Connection, args: list[bytes]) -> Any:

@@ -673,7 +673,7 @@ def _keys_of(args: list[bytes]) -> tuple[Command, list[bytes]]:
     else:
         last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
         keys = args[cmd.first_key : last + 1 : max(1, cmd.step)]
-    if not keys:
+    if not keys and cmd.name not in ("eval", "evalsha"):
         raise Reply("ERR The command has no key arguments")
     return cmd, keys
 
@@ -884,7 +884,7 @@ def latency_doctor(conn: Connection, args: list[bytes]) -> Any:
 object_ = Container("object")
 
 
-@command("object", -2, keys=(2, 2, 1), metric=object_.metric)
+@command("object", -2, keys=(0, 0, 0), metric=object_.metric)
 def object_cmd(conn: Connection, args: list[bytes]) -> Any:
     """A container for object introspection commands."""
     return object_.dispatch(conn, args)

@@ -51,7 +51,7 @@ def psubscribe(conn: Connection, args: list[bytes]) -> Any:
     return _subscribe(conn, "pattern", args)
 
 
-@command("ssubscribe", -2, "pubsub", "subscribed", keys=(0, 0, 0))
+@command("ssubscribe", -2, "pubsub", "subscribed", keys=(1, -1, 1))
 def ssubscribe(conn: Connection, args: list[bytes]) -> Any:
     """Listen for messages published to the given shard channels."""
     return _subscribe(conn, "shard", args)
@@ -69,7 +69,7 @@ def punsubscribe(conn: Connection, args: list[bytes]) -> Any:
     return _unsubscribe(conn, "pattern", args)
 
 
-@command("sunsubscribe", -1, "pubsub", "subscribed", keys=(0, 0, 0))
+@command("sunsubscribe", -1, "pubsub", "subscribed", keys=(1, -1, 1))
 def sunsubscribe(conn: Connection, args: list[bytes]) -> Any:
     """Stop listening for messages posted to the given shard channels."""
     return _unsubscribe(conn, "shard", args)
@@ -81,7 +81,7 @@ def publish(conn: Connection, args: list[bytes]) -> Any:
     return conn.server.pubsub.publish(args[0], args[1])
 
 
-@command("spublish", 3, "pubsub", "fast", keys=(0, 0, 0))
+@command("spublish", 3, "pubsub", "fast", keys=(1, 1, 1))
 def spublish(conn: Connection, args: list[bytes]) -> Any:
     """Post a message to a shard channel; returns how many clients received it."""
     return conn.server.pubsub.spublish(args[0], args[1])
