@@ -172,7 +172,7 @@ def select(conn: Connection, args: list[bytes]) -> Any:
     return OK
 
 
-@command("reset", 1, "noauth", "fast", "subscribed", keys=(0, 0, 0))
+@command("reset", 1, "fast", "subscribed", keys=(0, 0, 0))
 def reset(conn: Connection, args: list[bytes]) -> Any:
     """Resets the connection: no transaction, watches, subscriptions, MONITOR or name;
     RESP2; and, when the server has a password, not authenticated."""
