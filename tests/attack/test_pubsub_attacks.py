@@ -8,6 +8,7 @@ from the server's /proc.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import time
@@ -252,4 +253,37 @@ def test_client_output_limits_cannot_be_lifted_for_normal_clients(serve: ServeFa
         conn.send(encode_command(b"CONFIG", b"SET", b"client-output-buffer-limit", b"pubsub x 0 0"))
         (reply,) = conn.replies(1)
         assert "buffer limit" in str(reply)
+    client.close()
+
+
+def _bus_socket(server: Served) -> str:
+    return str(server.data / "pubsub" / f"{server.pid}.sock")
+
+
+def test_bus_socket_is_private_and_drops_malformed_peers(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    directory = server.data / "pubsub"
+    assert directory.stat().st_mode & 0o777 == 0o700
+    client = redis.Redis(port=server.port)
+    listener = client.pubsub()
+    listener.subscribe("c")
+    listener.get_message(timeout=WAIT)
+    for garbage in (
+        b"\x02" + (2**31).to_bytes(4, "little") + b"\0\0\0\0",  # a 2 GiB frame announced
+        b"\x09\0\0\0\0\0\0\0\0",  # an unknown kind
+    ):
+        with socket.socket(socket.AF_UNIX) as peer:
+            peer.connect(_bus_socket(server))
+            peer.sendall(garbage)
+            peer.settimeout(WAIT)
+            with contextlib.suppress(ConnectionResetError):
+                while peer.recv(4096):
+                    pass  # the server's HELLO, then it hangs up
+    with socket.socket(socket.AF_UNIX) as peer:  # a message before HELLO: ignored
+        peer.connect(_bus_socket(server))
+        peer.sendall(b"\x02\x01\0\0\0\x01\0\0\0cm")
+    assert listener.get_message(timeout=0.5) is None  # nothing was delivered
+    assert client.publish("c", "still works") == 1
+    assert listener.get_message(timeout=WAIT)["data"] == b"still works"
+    listener.close()
     client.close()

@@ -432,3 +432,60 @@ def test_subscriber_over_the_soft_limit_for_too_long_is_disconnected(
     assert _disconnected(slow)
     slow.close()
     admin.close()
+
+
+# several server processes on one data directory ----------------------------------------
+
+
+def test_publish_reaches_subscribers_of_every_process_of_the_data_directory(
+    serve: ServeFactory,
+) -> None:
+    first = serve("--durability", "none")
+    second = serve("--durability", "none", start=False)
+    second.data = first.data  # a second process (a worker) serving the same directory
+    second.start()
+    a, b = redis.Redis(port=first.port), redis.Redis(port=second.port)
+    on_a, on_b = a.pubsub(), b.pubsub()
+    on_a.subscribe("jobs")
+    on_b.psubscribe("jo*")
+    on_a.get_message(timeout=WAIT)
+    on_b.get_message(timeout=WAIT)
+    # Each PUBLISH counts the receivers of the process it ran on, as in Redis Cluster.
+    assert b.publish("jobs", "from b") == 1
+    assert _messages(on_a, 1) == [("message", b"jobs", b"from b")]
+    assert _messages(on_b, 1) == [("pmessage", b"jo*", b"jobs", b"from b")]
+    assert a.publish("jobs", "from a") == 1
+    assert _messages(on_a, 1) == [("message", b"jobs", b"from a")]
+    assert _messages(on_b, 1) == [("pmessage", b"jo*", b"jobs", b"from a")]
+    # CONFIG SET on one holds for both; each notifies its own subscribers once per change.
+    a.config_set("notify-keyspace-events", "E$")
+    wait_for(
+        lambda: b.config_get("notify-keyspace-events") == {"notify-keyspace-events": "$E"},
+        WAIT,
+        "the setting to reach the other process",
+    )
+    on_a.psubscribe("__keyevent@0__:*")
+    on_a.get_message(timeout=WAIT)
+    b.set("written-on-b", "1")
+    assert _messages(on_a, 1) == [
+        ("pmessage", b"__keyevent@0__:*", b"__keyevent@0__:set", b"written-on-b")
+    ]
+    _no_more(on_a)
+    # A process that dies is forgotten; one that starts later joins, settings included.
+    second.kill()
+    assert a.publish("jobs", "nobody on b") == 1
+    second.start()
+    b = redis.Redis(port=second.port)
+    wait_for(
+        lambda: b.config_get("notify-keyspace-events") == {"notify-keyspace-events": "$E"},
+        WAIT,
+        "the new process to take the settings",
+    )
+    wait_for(lambda: b.publish("jobs", "again") == 0 and _got(on_a, b"again"), WAIT, "a message")
+    for client in (on_a, on_b, a, b):
+        client.close()
+
+
+def _got(listener: redis.client.PubSub, data: bytes) -> bool:
+    message = listener.get_message(timeout=0.5)
+    return message is not None and message["data"] == data

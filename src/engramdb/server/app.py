@@ -30,6 +30,7 @@ import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
 from engramdb.observability.metrics import Metrics
+from engramdb.server.bus import Bus
 from engramdb.server.config import ServerConfig, is_loopback
 from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
@@ -110,6 +111,9 @@ class Server:
         self.slowlog: SlowLog = SlowLog()
         self.notifier: Notifier = Notifier(self)
         self.scan_cursors: CursorTable = CursorTable(config.data)  # shared by workers
+        self.bus: Bus | None = None  # the other server processes of this data directory
+        self._restarting: asyncio.Future[None] | None = None
+        self.changed_settings: dict[bytes, bytes] = {}  # by CONFIG SET, for new peers
         self.idle_timeout: float = config.idle_timeout  # CONFIG SET timeout changes it
         self.max_clients_cap: int = config.max_clients  # what the descriptor limit allows
         self.stats_baseline: Baseline | None = None  # CONFIG RESETSTAT
@@ -159,6 +163,14 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
+        bus = Bus(self, self.config.data)
+        try:
+            await bus.start()
+            self.bus = bus
+        except OSError as e:
+            log.warning(
+                "pub/sub reaches only this process's subscribers: %s (%s)", e, bus.directory
+            )
         if self.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
         if self.config.metrics_port is not None:
@@ -199,6 +211,8 @@ class Server:
             self._idle_task.cancel()
         self.notifier.close()
         self.scan_cursors.close()
+        if self.bus is not None:
+            self.bus.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
@@ -265,6 +279,20 @@ class Server:
         held, self._held = self._held, {}
         for conn in held:
             conn.resume()
+
+    def apply_setting(self, name: bytes, value: bytes, *, from_peer: bool = False) -> None:
+        """A CONFIG SET another process of this data directory made: apply it here too
+        (unless this process changed that setting itself, for one that just joined)."""
+        from engramdb.server.settings import SettingError, config_set
+
+        if from_peer and name in self.changed_settings and self.changed_settings[name] == value:
+            return
+        try:
+            config_set(self, [(name, value)])
+        except (KeyError, SettingError) as e:
+            log.warning("could not apply a peer's CONFIG SET %r: %s", name, e)
+            return
+        self.changed_settings[name] = value
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: INFO counts from now on (``/metrics`` keeps growing)."""
@@ -397,6 +425,10 @@ class Server:
         self.scan_cursors.close()
         self.scan_cursors = CursorTable(self.config.data)
         self.notifier.rebase()
+        if self.bus is not None:  # its socket went with the directory
+            self.bus.close()
+            self.bus = Bus(self, self.config.data)
+            self._restarting = asyncio.ensure_future(self.bus.start())
         for conn in self.connections:
             conn.db = self.db
             conn.records = self.records

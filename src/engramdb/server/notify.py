@@ -21,8 +21,8 @@ Rules:
 - Not generated: ``n`` (new key: a change does not say whether the key existed before),
   ``m`` (key miss: reads are not logged), ``e`` (nothing is evicted), ``t``/``d`` (no
   streams, no modules). They are accepted in the setting and never fire.
-- Only the set the Redis commands address (database 0) is notified; role and vector sets
-  are not Redis keys.
+- Only the sets Redis commands address are notified: ``default`` is database 0 and
+  ``default.N`` database N (``SELECT N``); role and vector sets are not Redis keys.
 - A subscriber that falls behind is cut off by the pub/sub output-buffer limit; the tail
   itself never falls behind memory-wise (it reads ``BATCH`` changes at a time). If the log
   was trimmed past the tail's position (more than the retention behind), the gap is
@@ -98,7 +98,7 @@ EVENTS: dict[str, tuple[str, str]] = {
 _ELEMENT_CLASSES = frozenset("lshz")
 _TYPE_CLASS = {"string": "$", "hash": "h", "list": "l", "set": "s", "zset": "z"}
 
-Event = tuple[bytes, bytes, str]  # key, event, class
+Event = tuple[int, bytes, bytes, str]  # database, key, event, class
 Hint = tuple[tuple["Key", ...], tuple[tuple[str, str], ...]]  # keys, (event, class)...
 _TTL_OPTIONS = frozenset({b"EX", b"PX", b"EXAT", b"PXAT"})
 
@@ -221,8 +221,8 @@ class Notifier:
                 log.warning("keyspace notifications paused: %s", e)
                 await asyncio.sleep(1.0)
                 continue
-            for key, event, cls in events:
-                self._publish(key, event, cls)
+            for database, key, event, cls in events:
+                self._publish(database, key, event, cls)
             if more:
                 wake.set()
 
@@ -244,48 +244,59 @@ class Notifier:
         if not changes:
             return [], False
         self._position = changes[-1].sequence
-        default = self.server.config.default_set
         with self._hints_lock:
             hints = [self._hints.pop(c.sequence, None) for c in changes]
         out: list[Event] = []
         for change, hint in zip(changes, hints):
-            if change.set_name != default:
-                continue
-            out.extend(self._events(change, hint, needs_type))
+            database = self._database(change.set_name)
+            if database is not None:
+                out.extend(self._events(database, change, hint, needs_type))
         return out, len(changes) == BATCH
 
-    def _events(self, change: Change, hint: Hint | None, needs_type: bool) -> list[Event]:
+    def _database(self, set_name: str) -> int | None:
+        """The Redis database a set holds (None: not one Redis commands address)."""
+        default = self.server.config.default_set
+        if set_name == default:
+            return 0
+        head, dot, index = set_name.rpartition(".")
+        if dot and head == default and index.isdigit() and index[0] != "0":
+            return int(index)
+        return None
+
+    def _events(
+        self, database: int, change: Change, hint: Hint | None, needs_type: bool
+    ) -> list[Event]:
         key = key_bytes(change.key)
         events: tuple[tuple[str, str], ...] = ()
         if hint is not None and change.key in hint[0]:
             events = hint[1]
         if change.kind == "expire":
-            return [(key, b"expired", "x")]
+            return [(database, key, b"expired", "x")]
         if change.kind == "delete":
             # A pop that empties a list says so, then "del"; a DEL, or an EXPIRE in the
             # past, says "del" alone.
-            out = [(key, name.encode(), c) for name, c in events if c in _ELEMENT_CLASSES]
-            return [*out, (key, b"del", "g")]
+            out = [(database, key, n.encode(), c) for n, c in events if c in _ELEMENT_CLASSES]
+            return [*out, (database, key, b"del", "g")]
         if events:
-            return [(key, name.encode(), c) for name, c in events]
+            return [(database, key, n.encode(), c) for n, c in events]
         cls = "$"
         if needs_type:
-            record = self.server.records.get(change.key)
+            record = self.server.db.records(change.set_name).get(change.key)
             if record is None:
                 return []  # already gone: its delete or expiry follows in the log
             cls = _TYPE_CLASS.get(kind_of(record.bins), "$")
-        return [(key, b"set", cls)]
+        return [(database, key, b"set", cls)]
 
-    def _publish(self, key: bytes, event: bytes, cls: str) -> None:
+    def _publish(self, database: int, key: bytes, event: bytes, cls: str) -> None:
         if cls not in self._classes:
             return
         hub = self.server.pubsub
         if self._keyspace:
             self.sent += 1
-            hub.publish(b"__keyspace@0__:" + key, event)
+            hub.publish(b"__keyspace@%d__:%s" % (database, key), event)
         if self._keyevent:
             self.sent += 1
-            hub.publish(b"__keyevent@0__:" + event, key)
+            hub.publish(b"__keyevent@%d__:%s" % (database, event), key)
 
 
 def _command_keys(cmd: Command, args: list[bytes]) -> list[Key]:

@@ -465,14 +465,21 @@ def config_get_(conn: Connection, args: list[bytes]) -> Any:
 def config_set_(conn: Connection, args: list[bytes]) -> Any:
     if len(args) % 2:
         raise Reply("ERR syntax error")
+    pairs = list(zip(args[::2], args[1::2]))
     try:
-        config_set(conn.server, list(zip(args[::2], args[1::2])))
+        config_set(conn.server, pairs)
     except KeyError as e:
         raise Reply(
             f"ERR Unknown option or number of arguments for CONFIG SET - '{e.args[0]}'"
         ) from None
     except SettingError as e:
         raise Reply(f"ERR {e}") from None
+    server = conn.server
+    for name, value in pairs:
+        name = name.lower()
+        server.changed_settings[name] = value
+        if server.bus is not None:
+            server.bus.setting(name, value)  # every process of the data directory
     return OK
 
 

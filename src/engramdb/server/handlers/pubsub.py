@@ -78,13 +78,19 @@ def sunsubscribe(conn: Connection, args: list[bytes]) -> Any:
 @command("publish", 3, "pubsub", "fast", keys=(0, 0, 0))
 def publish(conn: Connection, args: list[bytes]) -> Any:
     """Post a message to a channel; returns how many clients received it."""
-    return conn.server.pubsub.publish(args[0], args[1])
+    server = conn.server
+    if server.bus is not None:
+        server.bus.publish(args[0], args[1])
+    return server.pubsub.publish(args[0], args[1])
 
 
 @command("spublish", 3, "pubsub", "fast", keys=(1, 1, 1))
 def spublish(conn: Connection, args: list[bytes]) -> Any:
     """Post a message to a shard channel; returns how many clients received it."""
-    return conn.server.pubsub.spublish(args[0], args[1])
+    server = conn.server
+    if server.bus is not None:
+        server.bus.publish(args[0], args[1], shard=True)
+    return server.pubsub.spublish(args[0], args[1])
 
 
 pubsub_ = Container("pubsub")
