@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
+from engramdb.errors import InvalidArgument
 from engramdb.observability.metrics import Metrics
 from engramdb.server.bus import Bus
 from engramdb.server.config import ServerConfig, is_loopback
@@ -44,6 +45,12 @@ from engramdb.storage.base import WriteFn
 __all__ = ["Server", "ServerStats", "run_server"]
 
 log = logging.getLogger("engramdb.server")
+
+
+def _is_url(data: str) -> bool:
+    """Whether ``--data`` names a PostgreSQL database rather than a local directory."""
+    return data.startswith(("postgresql://", "postgres://"))
+
 
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
@@ -110,7 +117,11 @@ class Server:
         self.settings: Settings = Settings()
         self.slowlog: SlowLog = SlowLog()
         self.notifier: Notifier = Notifier(self)
-        self.scan_cursors: CursorTable = CursorTable(config.data)  # shared by workers
+        # Shared by the processes serving one data directory; a PostgreSQL database has no
+        # directory here, so each front keeps its own (a cursor another front issued still
+        # resumes, from its prefix).
+        local = not _is_url(config.data)
+        self.scan_cursors: CursorTable = CursorTable(config.data if local else None)
         self.bus: Bus | None = None  # the other server processes of this data directory
         self._restarting: asyncio.Future[None] | None = None
         self.changed_settings: dict[bytes, bytes] = {}  # by CONFIG SET, for new peers
@@ -123,6 +134,9 @@ class Server:
         self._held: dict[Connection, None] = {}
         self._unpause_timer: asyncio.TimerHandle | None = None
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=16)
+        # Without an fsync to wait for, a local engine commits on the loop itself; a
+        # PostgreSQL commit is a network round trip (or more): it never runs on the loop.
+        self._commit_on_loop = config.durability != "sync" and not _is_url(config.data)
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
@@ -163,14 +177,20 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
-        bus = Bus(self, self.config.data)
-        try:
-            await bus.start()
-            self.bus = bus
-        except OSError as e:
-            log.warning(
-                "pub/sub reaches only this process's subscribers: %s (%s)", e, bus.directory
-            )
+        if _is_url(self.config.data):
+            # Fronts of one PostgreSQL database share no directory to meet in: PUBLISH
+            # reaches this front's subscribers (keyspace notifications, from the shared
+            # change log, reach every front's).
+            log.info("pub/sub reaches only this process's subscribers (postgresql:// data)")
+        else:
+            bus = Bus(self, self.config.data)
+            try:
+                await bus.start()
+                self.bus = bus
+            except OSError as e:
+                log.warning(
+                    "pub/sub reaches only this process's subscribers: %s (%s)", e, bus.directory
+                )
         if self.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
         if self.config.metrics_port is not None:
@@ -327,7 +347,7 @@ class Server:
     ) -> None:
         loop = self._loop
         assert loop is not None
-        if self.config.durability != "sync":
+        if self._commit_on_loop:
             # Nothing to wait for on disk: commit the writes of this loop iteration together,
             # on the loop itself, after the reads it is serving (no thread hop).
             if not self._loop_batch:
@@ -409,6 +429,8 @@ class Server:
         """Wipe the database and reopen it with ``options`` (``--testing`` only)."""
         import shutil
 
+        if _is_url(self.config.data):
+            raise InvalidArgument("reset wipes a local database only, not a postgresql:// one")
         self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
         if self.clock is not None:
