@@ -521,6 +521,56 @@ def test_valkey_glide_connects_and_works(engramdb_server: PeerServed, engram: re
     assert asyncio.run(run()) == ["OK", b"ok", 1, 1, 1]
 
 
+def test_valkey_glide_receives_published_messages_as_resp3_pushes(
+    engramdb_server: PeerServed, engram: redis.Redis
+) -> None:
+    """glide subscribes when it connects (HELLO 3, then SUBSCRIBE/PSUBSCRIBE) and reads the
+    push messages while the same connection keeps answering commands."""
+    glide = pytest.importorskip("glide")
+    address = [glide.NodeAddress("127.0.0.1", engramdb_server.port)]
+    modes = glide.GlideClientConfiguration.PubSubChannelModes
+
+    async def run() -> tuple[list[Any], list[tuple[bytes, bytes, bytes | None]]]:
+        subscriptions = glide.GlideClientConfiguration.PubSubSubscriptions(
+            channels_and_patterns={modes.Exact: {"news"}, modes.Pattern: {"ne*"}},
+            callback=None,
+            context=None,
+        )
+        listener = await glide.GlideClient.create(
+            glide.GlideClientConfiguration(
+                address, request_timeout=5000, pubsub_subscriptions=subscriptions
+            )
+        )
+        client = await glide.GlideClient.create(
+            glide.GlideClientConfiguration(address, request_timeout=5000)
+        )
+        try:
+            for _ in range(200):  # glide subscribes in the background once connected
+                numsub = await client.pubsub_numsub(["news"])
+                if numsub == {b"news": 1} and await client.pubsub_numpat() == 1:
+                    break
+                await asyncio.sleep(0.05)
+            replies = [
+                await client.publish("hello", "news"),
+                await listener.ping(),  # a command between pushes, on the subscriber
+                await client.custom_command(["CLIENT", "LIST", "TYPE", "pubsub"]),
+            ]
+            got = []
+            for _ in range(2):
+                message = await asyncio.wait_for(listener.get_pubsub_message(), WAIT)
+                got.append((message.channel, message.message, message.pattern))
+            return replies, got
+        finally:
+            await listener.close()
+            await client.close()
+
+    replies, got = asyncio.run(run())
+    assert replies[:2] == [2, b"PONG"]
+    assert b"resp=3" in replies[2]
+    assert b"lib-name=GlidePy" in replies[2]
+    assert sorted(got, key=repr) == [(b"news", b"hello", None), (b"news", b"hello", b"ne*")]
+
+
 def test_embedded_writes_and_tooling_share_one_view(serve: ServeFactory, tmp_path: Path) -> None:
     """INFO's keyspace counts what the embedded API wrote into the served directory."""
     server = serve("--durability", "none")
@@ -530,3 +580,20 @@ def test_embedded_writes_and_tooling_share_one_view(serve: ServeFactory, tmp_pat
     wait_for(lambda: client.info("keyspace").get("db0", {}).get("keys") == 7, WAIT, "7 keys")
     assert client.dbsize() == 7
     client.close()
+
+
+def test_info_keyspace_lists_every_redis_database(serve: ServeFactory) -> None:
+    """db0 is the default set and dbN the set default.N, whoever wrote them; role sets
+    and numbers past 15 are not Redis databases."""
+    server = serve("--durability", "none")
+    with engramdb.open(server.data, durability="none") as db:
+        db.records("default").put("a", {"f": 1})
+        db.records("default.3").put_many([("b", {"f": 2}), ("c", {"f": 3})])
+        db.records("default.12").put("d", {"f": 4})
+        db.records("default.16").put("e", {"f": 5})
+        db.records("default.03").put("f", {"f": 6})
+        db.records("sessions").put("g", {"f": 7})
+    text = _call(server.port, "INFO", "keyspace").decode()
+    assert re.findall(r"^(db\d+):keys=(\d+),", text, re.MULTILINE) == [
+        ("db0", "1"), ("db3", "2"), ("db12", "1"),
+    ]  # fmt: skip

@@ -49,11 +49,12 @@ if TYPE_CHECKING:
     from engramdb.server.commands import Command
     from engramdb.storage.base import WriteFn, WriteTxn
 
-__all__ = ["EVENTS", "Notifier"]
+__all__ = ["DATABASES", "EVENTS", "Notifier", "redis_database"]
 
 log = logging.getLogger("engramdb.server")
 
 POLL_SECONDS = 0.01
+DATABASES = 16  # SELECT 0-15, as Redis by default
 BATCH = 512
 _MAX_HINTS = 200_000  # sequences noted by write plans and not yet read back by the tail
 
@@ -254,14 +255,7 @@ class Notifier:
         return out, len(changes) == BATCH
 
     def _database(self, set_name: str) -> int | None:
-        """The Redis database a set holds (None: not one Redis commands address)."""
-        default = self.server.config.default_set
-        if set_name == default:
-            return 0
-        head, dot, index = set_name.rpartition(".")
-        if dot and head == default and index.isdigit() and index[0] != "0":
-            return int(index)
-        return None
+        return redis_database(self.server.config.default_set, set_name)
 
     def _events(
         self, database: int, change: Change, hint: Hint | None, needs_type: bool
@@ -297,6 +291,18 @@ class Notifier:
         if self._keyevent:
             self.sent += 1
             hub.publish(b"__keyevent@%d__:%s" % (database, event), key)
+
+
+def redis_database(default_set: str, set_name: str) -> int | None:
+    """The Redis database (0-15) a record set holds: ``default_set`` is 0 and
+    ``<default_set>.N`` is N; None for a set Redis commands do not address."""
+    if set_name == default_set:
+        return 0
+    head, dot, index = set_name.rpartition(".")
+    if dot and head == default_set and index.isdigit() and index[0] != "0":
+        number = int(index)
+        return number if number < DATABASES else None
+    return None
 
 
 def _command_keys(cmd: Command, args: list[bytes]) -> list[Key]:

@@ -326,10 +326,21 @@ def _errorstats(conn: Connection) -> dict[str, Any]:
 
 
 def _keyspace(conn: Connection) -> dict[str, Any]:
-    keys = conn.records.count()
-    # Expiring keys are not counted per set (the expiry index spans every set): not shown
-    # as a number we do not have, but as 0 so parsers of "keys=..,expires=.." keep working.
-    return {"db0": f"keys={keys},expires=0,avg_ttl=0"} if keys else {}
+    """One line per Redis database holding keys (whatever the connection SELECTed), in
+    database order, as Redis lists them."""
+    from engramdb.server.notify import redis_database  # notify imports the handlers
+
+    db = conn.server.db
+    default = conn.server.config.default_set
+    numbered = ((redis_database(default, name), name) for name in db.sets())
+    out: dict[str, Any] = {}
+    for index, name in sorted((i, n) for i, n in numbered if i is not None):
+        keys = db.records(name).count()
+        # Expiring keys are not counted per set (the expiry index spans every set): not
+        # shown as a number we do not have, but as 0 so "keys=..,expires=.." parsers work.
+        if keys:
+            out[f"db{index}"] = f"keys={keys},expires=0,avg_ttl=0"
+    return out
 
 
 def _commandstats(conn: Connection) -> dict[str, Any]:
