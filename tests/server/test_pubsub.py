@@ -489,3 +489,40 @@ def test_publish_reaches_subscribers_of_every_process_of_the_data_directory(
 def _got(listener: redis.client.PubSub, data: bytes) -> bool:
     message = listener.get_message(timeout=0.5)
     return message is not None and message["data"] == data
+
+
+# fronts of one PostgreSQL database -------------------------------------------------------
+
+
+def test_fronts_of_one_postgres_database_notify_each_others_writes(
+    serve: ServeFactory, postgres_url: str
+) -> None:
+    """Fronts share the change log, not a directory: a write through one is notified to
+    the other's subscribers, PUBLISH stays on its front, and SCAN works on both."""
+    a = serve("--data", postgres_url, "--durability", "sync")
+    b = serve("--data", postgres_url, "--durability", "sync")
+    via_a, via_b = redis.Redis(port=a.port), redis.Redis(port=b.port)
+    for client in (via_a, via_b):  # no group to carry CONFIG SET: each front is told
+        client.config_set("notify-keyspace-events", "K$g")
+    listener = _listen(b.port, "__keyspace@0__:*", "news")
+    via_a.set("written-on-a", "1")
+    via_a.delete("written-on-a")
+    assert _messages(listener, 2) == [
+        ("pmessage", b"__keyspace@0__:*", b"__keyspace@0__:written-on-a", b"set"),
+        ("pmessage", b"__keyspace@0__:*", b"__keyspace@0__:written-on-a", b"del"),
+    ]
+    assert via_a.publish("news", "only a's") == 0
+    assert via_b.publish("news", "b's") == 1
+    assert _messages(listener, 1) == [("pmessage", b"news", b"news", b"b's")]
+    _no_more(listener)
+    via_a.mset({f"k{i}": i for i in range(30)})
+    cursor, first = via_a.scan(0, count=10)
+    assert 0 < cursor < 1 << 63
+    rest: list[bytes] = []
+    while cursor:  # a's cursor, resumed on b (from its prefix: nothing missed)
+        cursor, keys = via_b.scan(cursor, count=10)
+        rest.extend(keys)
+    assert set(first) | set(rest) == {f"k{i}".encode() for i in range(30)}
+    listener.close()
+    via_a.close()
+    via_b.close()
