@@ -113,11 +113,13 @@ def run_fault(
     lead: float = 3.0,
     after: float = 5.0,
     histories: bool = True,
+    read_url: str | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Inject ``fault`` into ``cluster`` under load on ``url`` (reads at ``rate``/s, writes
     at half that) and measure it; ``options`` go to every client (the run's namespace).
-    The load runs ``lead`` seconds before the fault and ``fault.budget + after`` after."""
+    The load runs ``lead`` seconds before the fault and ``fault.budget + after`` after.
+    ``read_url``: where the read load goes instead (e.g. ``url`` + ``&read_from=replica``)."""
     cluster.wait_healthy()
     seconds = lead + fault.budget + after
     start_at = time.time() + _SPAWN
@@ -135,10 +137,10 @@ def run_fault(
         thread.start()
         return thread
 
-    def load(workload: Workload, per_second: float, seed: int) -> LoadResult:
+    def load(where: str, workload: Workload, per_second: float, seed: int) -> LoadResult:
         phases = [Phase(fault.name, seconds, per_second)]
         return run_load(
-            url, workload, phases, workers=1, options=options, trace=True,
+            where, workload, phases, workers=1, options=options, trace=True,
             start_at=start_at, seed=seed, max_inflight=_MAX_INFLIGHT,
         )  # fmt: skip
 
@@ -151,8 +153,8 @@ def run_fault(
         "prefix": f"{prefix}h", "start_at": start_at,
     }  # fmt: skip
     threads = [
-        background("reads", lambda: load(_READS, rate, 11)),
-        background("writes", lambda: load(_WRITES, rate / 2, 12)),
+        background("reads", lambda: load(read_url or url, _READS, rate, 11)),
+        background("writes", lambda: load(url, _WRITES, rate / 2, 12)),
         background("acked", lambda: record_writes(url, options, **writers)),
     ]
     if histories:
