@@ -59,14 +59,14 @@ def _headline(name: str, section: dict[str, Any]) -> str:
             f"{c['acknowledged']} increments, lost {len(c['lost_updates'])} counters"
         )
     if name == "availability" and "faults" in section:
-        return "; ".join(
-            f"{f['title']}: writes back after {f['write_window_s']:.1f} s, reads after "
-            f"{f['read_window_s']:.1f} s, write p99 during {_ms(f['writes']['during']['p99_ms'])}"
-            f" / after {_ms(f['writes']['after']['p99_ms'])}, "
-            f"{f['acknowledged_writes_lost']} of {f['acknowledged_writes']} acknowledged "
-            f"writes lost, linearizable={f['history']['linearizable']}"
-            + ("" if f["pass"] else " (FAIL)")
-            for f in section["faults"]
+        return (
+            "; ".join(
+                f"{f['title']}: no writes for {f['write_window_s']:.1f} s, "
+                f"{f['acknowledged_writes_lost']} acknowledged writes lost"
+                + ("" if f["pass"] else " (FAIL)")
+                for f in section["faults"]
+            )
+            + " (table below)"
         )
     if name == "availability":
         lost = section["acknowledged_writes_lost"]
