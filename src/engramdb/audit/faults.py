@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import multiprocessing
 import threading
 import time
 import urllib.parse
@@ -161,14 +162,24 @@ def run_fault(
         threads.append(
             background("histories", lambda: record_histories(url, options, **cas_clients))
         )
-    time.sleep(max(0.0, start_at + lead - time.time()))
-    progress(f"availability: {fault.title}")
-    marks: dict[str, float] = {"injected": time.time()}
-    details = fault.inject(cluster, marks)
-    healed = time.time()
-    progress(f"availability: {fault.title}: healed, load running to its end")
-    for thread in threads:
-        thread.join()
+    marks: dict[str, float] = {}
+    try:
+        time.sleep(max(0.0, start_at + lead - time.time()))
+        progress(f"availability: {fault.title}")
+        marks["injected"] = time.time()
+        details = fault.inject(cluster, marks)
+        healed = time.time()
+        progress(f"availability: {fault.title}: healed, load running to its end")
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        # Ctrl-C or a fault that failed: no client may still write while the audit cleans
+        # up (the client processes are this process's only multiprocessing children). A
+        # node left stopped comes back with `engramdb cluster up --dir DIR`.
+        for child in multiprocessing.active_children():
+            child.kill()
+            child.join()
+        raise
     if failures:
         raise failures[0]
     end = start_at + seconds
