@@ -114,6 +114,14 @@ def local_cluster() -> Iterator[Cluster]:
     try:
         cluster.up()
         yield cluster
+    except BaseException:
+        # Keep the logs of a failed run (the directory is wiped below).
+        kept = RESULTS_DIR / "cluster-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        for log in (base / "cluster").glob("*/*.log"):
+            (kept / log.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, kept / log.parent.name / log.name)
+        raise
     finally:
         cluster.down(wipe=True)
         shutil.rmtree(base, ignore_errors=True)
@@ -349,7 +357,8 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
     if kills:
         out += [
             "Each kill -9 of the leader node: new leader = when Patroni's REST API named a "
-            "new leader taking writes; healed = the old node rejoined and streams again.",
+            "new leader taking writes; healed = the old node rejoined and streams again "
+            "(restarts: times its Patroni had to be started again because it was not running).",
             "",
             markdown_table(
                 [
@@ -358,6 +367,7 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
                     "read outage (replicas)",
                     "new leader after",
                     "healed after",
+                    "restarts",
                     "acked writes",
                     "lost",
                     "linearizable",
@@ -369,13 +379,14 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
                         _s(r["read_window_s"]),
                         _s(r["new_leader_s"]),
                         _s(r["healed_s"]),
+                        str(r["details"].get("rejoin_restarts", 0)),
                         f"{r['acknowledged_writes']:,}",
                         str(r["acknowledged_writes_lost"]),
                         str(r["history"]["linearizable"]),
                     ]
                     for i, r in enumerate(kills)
                 ],
-                "rrrrrrrl",
+                "rrrrrrrrl",
             ),
             "",
         ]
