@@ -6,8 +6,9 @@ change to an ordered change log in the same atomic, durable transaction as the c
 It knows nothing of bins, generations or conditions: the record layer decides those and
 hands the engine finished bytes.
 
-Engines: ``memory`` (ephemeral, this process) and ``lmdb`` (durable, shared between
-processes on one host). A PostgreSQL engine is planned behind the same contract.
+Engines: ``memory`` (ephemeral, this process), ``lmdb`` (durable, shared between processes
+on one host) and ``postgres`` (``postgres_engine``: PostgreSQL, replicated by Patroni, shared
+by any number of hosts), all behind this one contract.
 """
 
 from __future__ import annotations
