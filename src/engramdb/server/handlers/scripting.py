@@ -48,6 +48,7 @@ from engramdb.server.handlers.transactions import (
     txn_connection,
 )
 from engramdb.server.handlers.values import LLONG_MAX, LLONG_MIN, format_float, parse_int
+from engramdb.storage.base import overlay_scan
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
@@ -235,6 +236,11 @@ class Overlay:
     def delete(self, rk: bytes, prev_expires_ms: int) -> None:
         self._values[rk] = None
         self._ops.append(lambda txn: txn.delete(rk, prev_expires_ms))
+
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return overlay_scan(self._txn.scan, self._values, start, end, limit, reverse)
 
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         sequence = self.next_sequence()
