@@ -5,6 +5,8 @@ callbacks removed, so replies are compared exactly as parsed from the wire; erro
 by type and message. A step may ask for a looser comparison: ``Sorted`` (KEYS: Redis
 answers in hash order), ``Approx`` (PTTL: the two servers run a few milliseconds apart) or
 ``ScanAll`` (a whole SCAN iteration: cursors differ by design, the keys found must not).
+Replies whose order Redis leaves unspecified (the fields of a hash, the members of a set:
+``UNORDERED``) compare as multisets, HGETALL's field-value pairs kept together.
 """
 
 from __future__ import annotations
@@ -420,6 +422,22 @@ def _scan_keys(client: redis.Redis, options: Args) -> Any:
     raise AssertionError("SCAN did not finish")
 
 
+UNORDERED = frozenset(
+    {"HGETALL", "HKEYS", "HVALS", "SMEMBERS", "SINTER", "SUNION", "SDIFF", "SPOP"}
+)
+
+
+def unordered(command: Any, result: Any) -> Any:
+    """``result`` in a canonical order when ``command`` answers in an unspecified one."""
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    if result[0] != "ok" or name.upper() not in UNORDERED or not isinstance(result[1], list):
+        return result
+    items = result[1]
+    if name.upper() == "HGETALL":
+        return ("ok", sorted(zip(items[::2], items[1::2])))
+    return ("ok", sorted(items))
+
+
 def _run(client: redis.Redis, step: Step) -> Any:
     if isinstance(step, ScanAll):
         return _outcome(lambda: _scan_keys(client, step.options))
@@ -427,7 +445,7 @@ def _run(client: redis.Redis, step: Step) -> Any:
         result = _outcome(lambda: client.execute_command(*step.args))
         return ("ok", sorted(result[1])) if result[0] == "ok" else result
     args = step.args if isinstance(step, Approx) else step
-    return _outcome(lambda: client.execute_command(*args))
+    return unordered(args[0], _outcome(lambda: client.execute_command(*args)))
 
 
 def _same(step: Step, ours: Any, theirs: Any) -> bool:

@@ -30,9 +30,12 @@ import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
 from engramdb.observability.metrics import Metrics
+from engramdb.server.blocking import Blocked
 from engramdb.server.config import ServerConfig, is_loopback
 from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
+from engramdb.server.reclaim import Reclaimer
+from engramdb.server.structures import DATABASES, database_name
 from engramdb.storage.base import WriteFn
 
 __all__ = ["Server", "ServerStats", "run_server"]
@@ -74,6 +77,8 @@ class Server:
         self.metrics = Metrics()
         self.stats = ServerStats(started_at=time.time())
         self.connections: set[Connection] = set()
+        self.blocked = Blocked(self)  # clients parked by BLPOP and friends
+        self.reclaimer = self._reclaimer()
         self.inflight = 0
         self.accepting = True
         self.max_clients = config.max_clients  # lowered by start() if descriptors are short
@@ -108,6 +113,12 @@ class Server:
             options.setdefault("embedder", SentenceEmbedder())
         return engramdb.open(self.config.data, durability=self.config.durability, **options)
 
+    def _reclaimer(self) -> Reclaimer:
+        """Deletes the elements of removed Redis lists, hashes, sets and sorted sets."""
+        default = self.config.default_set
+        names = [database_name(default, index) for index in range(DATABASES)]
+        return Reclaimer(self.db, names)
+
     def next_client_id(self) -> int:
         return next(self._ids)
 
@@ -133,6 +144,7 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
+        self.reclaimer.start()
         if self.config.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
         if self.config.metrics_port is not None:
@@ -174,6 +186,7 @@ class Server:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
+        self.reclaimer.stop()
         await asyncio.sleep(0)
         self.db.close()
         self._closed.set()
@@ -286,6 +299,7 @@ class Server:
         """Wipe the database and reopen it with ``options`` (``--testing`` only)."""
         import shutil
 
+        self.reclaimer.stop()
         self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
         if self.clock is not None:
@@ -299,6 +313,8 @@ class Server:
             self.db = self._open_db()  # never leave the server without a database
             raise
         self.records = self.db.records(self.config.default_set)
+        self.reclaimer = self._reclaimer()
+        self.reclaimer.start()
         for conn in self.connections:
             conn.db = self.db
             conn.records = self.records

@@ -46,6 +46,7 @@ from engramdb.protocol.resp import (
 )
 from engramdb.server.commands import (
     COMMANDS,
+    Block,
     Command,
     Defer,
     Offload,
@@ -130,6 +131,7 @@ class Connection(asyncio.Protocol):
         self._linger_left = 0
         self._linger_timer: asyncio.TimerHandle | None = None
         self.multi: Transaction | None = None  # inside MULTI: what is queued
+        self.db_index = 0  # SELECTed Redis database (0: the default set)
         self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
 
     # transport events --------------------------------------------------------------------
@@ -165,6 +167,7 @@ class Connection(asyncio.Protocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         self.server.connections.discard(self)
+        self.server.blocked.forget(self)
 
     def data_received(self, data: bytes) -> None:
         if self._linger_left:
@@ -456,6 +459,11 @@ class Connection(asyncio.Protocol):
                 reply = self._error_reply(e)
         else:
             reply = self._error_reply(error)
+        kind = type(reply)
+        if kind is Write or kind is Block:
+            if not self._closing:
+                self._continue(slot, reply)
+            return
         data = encode_reply(reply, self.resp3)
         metrics = self.server.metrics.op(slot.metric)
         metrics.observe(perf_counter_ns() - slot.started)
@@ -485,6 +493,21 @@ class Connection(asyncio.Protocol):
         if self._out_bytes > _FLUSH_AT:
             self._flush()
         self._end_turn_later()
+
+    def _continue(self, slot: _Slot, step: Write | Block) -> None:
+        """The command in ``slot`` goes on: another write, or a wait (BLPOP)."""
+        if type(step) is Block:
+            self._pending_other += 1
+            self.server.blocked.park(self, slot, step)
+            return
+        assert type(step) is Write
+        self._pending_writes += 1
+        self.server.inflight += 1
+        self.server.submit_write(step.plan, self, slot, step.then)
+
+    def resume(self, slot: Any, result: Any) -> None:
+        """A parked command woke (or timed out): ``result`` is its next step or its reply."""
+        self._settle(slot, False, _same, result, None)
 
     # output ------------------------------------------------------------------------------
 
@@ -591,7 +614,7 @@ class Connection(asyncio.Protocol):
     def client_info(self) -> str:
         name = (self.name or b"").decode(errors="replace")
         return (
-            f"id={self.id} addr={self.address} name={name} db=0 "
+            f"id={self.id} addr={self.address} name={name} db={self.db_index} "
             f"resp={3 if self.resp3 else 2} qbuf={self.parser.buffered} "
             f"pending={len(self._slots)}"
         )
@@ -634,6 +657,8 @@ def _offloadable(cmd: Command) -> bool:
     """Data commands (they name keys, or read or write data): their handlers touch only the
     database and this connection, which runs nothing else meanwhile, so they may run on a
     worker thread. Connection commands (HELLO, AUTH, CLIENT...) stay on the loop."""
+    if "blocking" in cmd.flags:
+        return False  # it may park the client, which only the event loop can do
     return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 
 

@@ -7,8 +7,21 @@ from engramdb.server.handlers import (
     lists,
     native,
     scripting,
+    sets,
     strings,
     transactions,
+    zsets,
 )
 
-__all__ = ["admin", "hashes", "keyspace", "lists", "native", "scripting", "strings", "transactions"]
+__all__ = [
+    "admin",
+    "hashes",
+    "keyspace",
+    "lists",
+    "native",
+    "scripting",
+    "sets",
+    "strings",
+    "transactions",
+    "zsets",
+]
