@@ -537,27 +537,25 @@ class Access:
         found.legacy = True
         found.logged = True
 
-    def adopt(self, found: Found, source: Found, expires_ms: int) -> None:
+    def adopt(self, found: Found, source: Found) -> None:
         """Make ``found`` the header of ``source``'s structure (RENAME): the elements stay
-        where they are, only the header moves."""
+        where they are, only the header moves; ``source`` is detached from them."""
         txn = self._txn()
+        kind, sid, length, head = source.kind, source.sid, source.length, source.head
+        expires_ms = source.expires_ms
+        self.detach(source)
         if found.exists:
             self.remove(found)
         generation = txn.next_sequence()
-        raw = with_header(
-            _body(source.kind, source.sid, source.length, source.head),
-            generation,
-            expires_ms,
-            self.now,
-        )
+        raw = with_header(_body(kind, sid, length, head), generation, expires_ms, self.now)
         txn.put(found.rk, raw, expires_ms, found.prev_expires_ms)
         txn.log("put", found.rk, generation, self.now)
         found.raw = raw
         found.generation = generation
         found.expires_ms = found.prev_expires_ms = expires_ms
         found.logged = True
-        found._structure(source.kind, source.sid, source.length, source.head)
-        self._own(found.rk, source.sid)
+        found._structure(kind, sid, length, head)
+        self._own(found.rk, sid)
 
 
 def check_sizes(values: list[bytes], limit: int) -> None:

@@ -104,8 +104,7 @@ def _rename(conn: Connection, args: list[bytes], only_new: bool) -> Any:
             return 0
         expires = source.expires_ms
         if source.structure:
-            a.detach(source)
-            a.adopt(target, source, expires)
+            a.adopt(target, source)
         else:
             assert source.raw is not None
             body = source.raw[HEADER_SIZE:]

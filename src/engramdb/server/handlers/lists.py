@@ -307,6 +307,17 @@ def lindex(conn: Connection, args: list[bytes]) -> Any:
     return read(conn, run)
 
 
+def _non_negative(raw: bytes, message: str) -> int:
+    """A count that must be a non-negative integer; Redis gives one message for both."""
+    try:
+        value = parse_int(raw)
+    except Reply:
+        raise Reply(message) from None
+    if value < 0:
+        raise Reply(message)
+    return value
+
+
 @command("lpos", -3, "readonly")
 def lpos(conn: Connection, args: list[bytes]) -> Any:
     key, wanted = args[0], args[1]
@@ -316,8 +327,8 @@ def lpos(conn: Connection, args: list[bytes]) -> Any:
         option = args[i].upper()
         if i + 1 >= len(args) or option not in (b"RANK", b"COUNT", b"MAXLEN"):
             raise Reply("ERR syntax error")
-        value = parse_int(args[i + 1])
         if option == b"RANK":
+            value = parse_int(args[i + 1])
             if value == 0:
                 raise Reply(
                     "ERR RANK can't be zero: use 1 to start from the first match, 2 from the "
@@ -325,13 +336,9 @@ def lpos(conn: Connection, args: list[bytes]) -> Any:
                 )
             rank = value
         elif option == b"COUNT":
-            if value < 0:
-                raise Reply("ERR COUNT can't be negative")
-            count = value
+            count = _non_negative(args[i + 1], "ERR COUNT can't be negative")
         else:
-            if value < 0:
-                raise Reply("ERR MAXLEN can't be negative")
-            maxlen = value
+            maxlen = _non_negative(args[i + 1], "ERR MAXLEN can't be negative")
         i += 2
 
     def run(a: Access) -> Any:

@@ -160,8 +160,10 @@ def smove(conn: Connection, args: list[bytes]) -> Any:
 
     def apply(a: Access) -> int:
         source = _check(a, src)
+        if source.kind == "none":
+            return 0  # before the destination's type, as Redis
         target = _check(a, dst)
-        if source.kind == "none" or not _has(a, source, member):
+        if not _has(a, source, member):
             return 0
         if source is target:
             return 1

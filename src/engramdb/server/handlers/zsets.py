@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engramdb.protocol.resp import NULL_ARRAY, Double
 from engramdb.server.commands import RedisError, Reply, command
@@ -495,7 +495,7 @@ def _rank(conn: Connection, args: list[bytes], reverse: bool) -> Any:
             return NULL_ARRAY if with_score else None
         key = _S + score_bytes(score) + args[1]
         if reverse:
-            rank = sum(1 for _ in a.pages(found, _after(key), _S_END))
+            rank = sum(1 for _ in a.pages(found, key + b"\x00", _S_END))
         else:
             rank = sum(1 for _ in a.pages(found, _S, key))
         return [rank, Double(score)] if with_score else rank
@@ -568,7 +568,7 @@ def _parse_range(args: list[bytes], by: str | None = None, rev: bool = False) ->
     chosen = by
     reverse = rev
     offset, count = 0, -1
-    limited = with_scores = False
+    with_scores = False
     i = 2
     while i < len(args):
         option = args[i].upper()
@@ -576,7 +576,6 @@ def _parse_range(args: list[bytes], by: str | None = None, rev: bool = False) ->
             with_scores = True
         elif option == b"LIMIT" and i + 2 < len(args) and (by is None or by != "rank"):
             offset, count = parse_int(args[i + 1]), parse_int(args[i + 2])
-            limited = True
             i += 2
         elif by is None and option == b"BYSCORE":
             chosen = "score"
@@ -587,7 +586,7 @@ def _parse_range(args: list[bytes], by: str | None = None, rev: bool = False) ->
         else:
             raise Reply("ERR syntax error")
         i += 1
-    if limited and chosen in (None, "rank"):
+    if count != -1 and chosen in (None, "rank"):  # as Redis: LIMIT o -1 is no limit
         raise Reply(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX"
         )
@@ -685,7 +684,10 @@ def _popper(top: bool) -> Callable[[Connection, list[bytes]], Any]:
         counted = len(args) == 2
         count = 1
         if counted:
-            count = parse_int(args[1])
+            try:
+                count = parse_int(args[1])
+            except Reply:
+                count = -1  # Redis reports a non-number as out of range
             if count < 0:
                 raise Reply("ERR value is out of range, must be positive")
         key = args[0]
@@ -774,10 +776,30 @@ def bzmpop(conn: Connection, args: list[bytes]) -> Any:
 _AGGREGATES = (b"SUM", b"MIN", b"MAX")
 
 
-def _parse_combine(
+class _Combine(NamedTuple):
+    keys: list[bytes]
+    weights: list[float]
+    aggregate: bytes
+    with_scores: bool
+    error: str | None  # a bad option: Redis reports it after the keys' types
+
+
+def _parse_combine(args: list[bytes], name: str, weighted: bool, store: bool) -> _Combine:
+    """``numkeys key... [WEIGHTS w...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]``."""
+    numkeys = parse_int(args[0])
+    if numkeys < 1:
+        raise Reply(f"ERR at least 1 input key is needed for '{name}' command")
+    if len(args) < numkeys + 1:
+        raise Reply("ERR syntax error")
+    try:
+        return _Combine(*_parse_options(args, name, weighted, store), None)
+    except Reply as e:
+        return _Combine(args[1 : numkeys + 1], [], b"SUM", False, e.text)
+
+
+def _parse_options(
     args: list[bytes], name: str, weighted: bool, store: bool
 ) -> tuple[list[bytes], list[float], bytes, bool]:
-    """``numkeys key... [WEIGHTS w...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]``."""
     numkeys = parse_int(args[0])
     if numkeys < 1:
         raise Reply(f"ERR at least 1 input key is needed for '{name}' command")
@@ -842,10 +864,11 @@ def _aggregate(total: float, value: float, how: bytes) -> float:
     return min(total, value) if how == b"MIN" else max(total, value)
 
 
-def _combine(
-    a: Access, op: str, keys: list[bytes], weights: list[float], how: bytes
-) -> list[tuple[bytes, float]]:
-    sources = [_source(a, key) for key in keys]
+def _combine(a: Access, op: str, spec: _Combine) -> list[tuple[bytes, float]]:
+    sources = [_source(a, key) for key in spec.keys]
+    if spec.error is not None:
+        raise RedisError(spec.error)
+    weights, how = spec.weights, spec.aggregate
     result: dict[bytes, float] = {}
     if op == "union":
         for found, weight in zip(sources, weights):
@@ -886,16 +909,12 @@ def _combiner(op: str, store: bool) -> Callable[[Connection, list[bytes]], Any]:
         resp3 = conn.resp3
         if store:
             dst = args[0]
-            keys, weights, how, _ = _parse_combine(args[1:], name, weighted, True)
+            spec = _parse_combine(args[1:], name, weighted, True)
             return write(
-                conn,
-                lambda a: _store(a, dst, _combine(a, op, keys, weights, how)),
-                heavy=heavy(conn, keys),
+                conn, lambda a: _store(a, dst, _combine(a, op, spec)), heavy=heavy(conn, spec.keys)
             )
-        keys, weights, how, with_scores = _parse_combine(args, name, weighted, False)
-        return read(
-            conn, lambda a: _scores(_combine(a, op, keys, weights, how), with_scores, resp3)
-        )
+        spec = _parse_combine(args, name, weighted, False)
+        return read(conn, lambda a: _scores(_combine(a, op, spec), spec.with_scores, resp3))
 
     return handler
 
@@ -929,7 +948,7 @@ def zintercard(conn: Connection, args: list[bytes]) -> Any:
         rest = rest[2:]
 
     def run(a: Access) -> int:
-        size = len(_combine(a, "inter", keys, [1.0] * len(keys), b"SUM"))
+        size = len(_combine(a, "inter", _Combine(keys, [1.0] * len(keys), b"SUM", False, None)))
         return min(size, limit) if limit else size
 
     return read(conn, run)
