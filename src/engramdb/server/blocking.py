@@ -14,14 +14,14 @@ What wakes a parked client:
   anyone is parked, reads each awaited key's header and wakes its waiters when it holds
   something. So such pushes reach a blocked client within ``POLL_SECONDS``.
 
-Timeouts run on the event loop's monotonic clock (not the ``--testing`` fake clock).
+Timeouts run on the server's clock (``Server.now``): a timer on the monotonic clock, or,
+under ``--testing``, the poll checks the fake clock, so tests time out a wait by moving it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +70,8 @@ class Blocked:
         self._by_conn[conn] = waiter
         for key in dict.fromkeys(block.keys):
             self._waiting.setdefault((block.set_name, key), deque()).append(waiter)
-        if block.deadline is not None:
-            delay = max(0.0, block.deadline - time.monotonic())
+        if block.deadline is not None and self._server.clock is None:
+            delay = max(0.0, block.deadline - self._server.now())
             waiter.timer = self._server.call_later(delay, lambda: self._time_out(waiter))
         if self._poller is None:
             self._poller = self._server.call_later(POLL_SECONDS, self._poll)
@@ -131,6 +131,12 @@ class Blocked:
         server = self._server
         if not self._waiting or not server.accepting:
             return
+        if server.clock is not None:  # a fake clock: deadlines are checked here
+            moment = server.now()
+            for waiter in list(self._by_conn.values()):
+                deadline = waiter.block.deadline
+                if deadline is not None and deadline <= moment:
+                    self._time_out(waiter)
         db = server.db
         engine = db._engine
         now = db._now_ms()

@@ -91,12 +91,13 @@ def _fresh(limits: TurnLimits) -> Budget:
 
 
 class _Slot:
-    __slots__ = ("data", "metric", "started")
+    __slots__ = ("barrier", "data", "metric", "started")
 
     def __init__(self, metric: str, started: int) -> None:
         self.metric = metric
         self.started = started
         self.data: bytes | None = None
+        self.barrier = False  # a blocking command: nothing behind it runs until it answers
 
 
 class Connection(asyncio.Protocol):
@@ -355,6 +356,11 @@ class Connection(asyncio.Protocol):
             server.inflight += 1
             if kind is Write:
                 self._pending_writes += 1
+                if "blocking" in cmd.flags:
+                    # As in Redis, a client blocked in BLPOP runs nothing after it (its own
+                    # pipelined RPUSH must not feed it), so it holds the line until answered.
+                    slot.barrier = True
+                    self._pending_other += 1
                 server.submit_write(result.plan, self, slot, result.then)
             else:
                 self._pending_other += 1
@@ -464,6 +470,9 @@ class Connection(asyncio.Protocol):
             if not self._closing:
                 self._continue(slot, reply)
             return
+        if slot.barrier:
+            slot.barrier = False
+            self._pending_other -= 1
         data = encode_reply(reply, self.resp3)
         metrics = self.server.metrics.op(slot.metric)
         metrics.observe(perf_counter_ns() - slot.started)

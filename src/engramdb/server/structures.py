@@ -478,10 +478,11 @@ class Access:
             owner = OWNER + found.rk
             if txn.get(owner) == _U64.pack(found.sid):
                 txn.delete(owner, 0)
-            if found.length > INLINE_REMOVE:
+            entries = found.length * (2 if found.kind == ZSET else 1)  # zsets: two indexes
+            if entries > INLINE_REMOVE:
                 self._bury(found.sid)
-            elif found.length > 0:
-                for rk, _ in txn.scan(found.prefix, found.end, found.length + 1):
+            elif entries > 0:
+                for rk, _ in txn.scan(found.prefix, found.end, entries + 1):
                     txn.delete(rk, 0)
         found.raw = None
         found.kind = "none"

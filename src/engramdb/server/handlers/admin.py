@@ -312,6 +312,7 @@ def render_info(conn: Connection) -> str:
         },
         "Clients": {
             "connected_clients": saturation["connections"],
+            "blocked_clients": len(server.blocked),
             "maxclients": server.max_clients,
         },
         "Stats": {

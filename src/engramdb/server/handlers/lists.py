@@ -13,7 +13,6 @@ timeout passes. Inside MULTI or a script they never block, as in Redis.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -633,8 +632,10 @@ def blocking(
 ) -> Any:
     """Try ``attempt`` (a write returning None when there was nothing to take); if it took
     nothing, park the client until a push to ``keys`` or ``timeout``, then try again."""
-    deadline = None if timeout is None else time.monotonic() + timeout
     in_transaction = getattr(conn, "txn", None) is not None
+    # On the server's clock: the fake one under --testing, so tests time out a BLPOP by
+    # moving it instead of sleeping.
+    deadline = None if timeout is None or in_transaction else conn.server.now() + timeout
     set_name = record_set(conn).name
 
     def step() -> Any:
