@@ -376,7 +376,9 @@ def test_blpop_timeout_runs_on_the_servers_fake_clock(serve: ServeFactory) -> No
         assert waiter.replies(1) == [[b"q", b"x"]]
 
 
-def test_blocking_commands_inside_multi_and_scripts_never_block(serve: ServeFactory) -> None:
+def test_blocking_commands_inside_multi_never_block_and_scripts_refuse_them(
+    serve: ServeFactory,
+) -> None:
     server = serve("--durability", "none")
     r = client(server)
     pipe = r.pipeline(transaction=True)
@@ -385,10 +387,15 @@ def test_blocking_commands_inside_multi_and_scripts_never_block(serve: ServeFact
     pipe.blpop(["q"], 0)
     pipe.blmove("q", "p", 0)
     assert pipe.execute() == [None, 1, (b"q", b"a"), None]
-    assert r.eval("return redis.call('BRPOP', KEYS[1], 0)", 1, "q") is None
-    r.rpush("q", "b")
-    assert r.eval("return redis.call('BLMOVE', KEYS[1], 'p', 'LEFT', 'RIGHT', 0)", 1, "q") == (b"b")
-    assert r.lrange("p", 0, -1) == [b"b"]
+    # Scripts refuse blocking commands, as Redis 7.0 does, rather than stall the server.
+    for script in (
+        "return redis.call('BRPOP', KEYS[1], 0)",
+        "return redis.call('BLMOVE', KEYS[1], 'p', 'LEFT', 'RIGHT', 0)",
+        "return redis.call('BZPOPMIN', KEYS[1], 0)",
+    ):
+        with pytest.raises(redis.ResponseError, match="not allowed from script"):
+            r.eval(script, 1, "q")
+    assert r.lrange("p", 0, -1) == []
 
 
 def test_blpop_with_a_huge_or_negative_timeout_is_refused(serve: ServeFactory) -> None:
