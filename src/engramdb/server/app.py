@@ -29,6 +29,7 @@ from typing import Any
 import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
+from engramdb.errors import InvalidArgument
 from engramdb.observability.metrics import Metrics
 from engramdb.server.blocking import Blocked
 from engramdb.server.config import ServerConfig, is_loopback
@@ -41,6 +42,12 @@ from engramdb.storage.base import WriteFn
 __all__ = ["Server", "ServerStats", "run_server"]
 
 log = logging.getLogger("engramdb.server")
+
+
+def _is_url(data: str) -> bool:
+    """Whether ``--data`` names a PostgreSQL database rather than a local directory."""
+    return data.startswith(("postgresql://", "postgres://"))
+
 
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
@@ -99,6 +106,9 @@ class Server:
         self._completions_scheduled = False
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
+        # Without an fsync to wait for, a local engine commits on the loop itself; a
+        # PostgreSQL commit is a network round trip (or more): it never runs on the loop.
+        self._commit_on_loop = config.durability != "sync" and not _is_url(config.data)
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
@@ -222,7 +232,7 @@ class Server:
     ) -> None:
         loop = self._loop
         assert loop is not None
-        if self.config.durability != "sync":
+        if self._commit_on_loop:
             # Nothing to wait for on disk: commit the writes of this loop iteration together,
             # on the loop itself, after the reads it is serving (no thread hop).
             if not self._loop_batch:
@@ -299,6 +309,8 @@ class Server:
         """Wipe the database and reopen it with ``options`` (``--testing`` only)."""
         import shutil
 
+        if _is_url(self.config.data):
+            raise InvalidArgument("reset wipes a local database only, not a postgresql:// one")
         self.reclaimer.stop()
         self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
