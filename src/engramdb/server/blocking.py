@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from engramdb.protocol.resp import ErrorReply
 from engramdb.server.commands import Block
 from engramdb.server.structures import Found, key_of
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["POLL_SECONDS", "Blocked"]
 
 POLL_SECONDS = 0.1
+_UNBLOCKED = "UNBLOCKED client unblocked via CLIENT UNBLOCK"
 
 
 class _Waiter:
@@ -86,6 +88,17 @@ class Blocked:
             loop: asyncio.AbstractEventLoop | None = getattr(self._server, "_loop", None)
             if loop is not None:
                 loop.call_soon_threadsafe(self._wake, set_name, key, count)
+
+    def unblock(self, conn: Connection, error: bool) -> bool:
+        """CLIENT UNBLOCK: end ``conn``'s wait now, as a timeout or with an error reply;
+        False when it is not waiting."""
+        waiter = self._by_conn.get(conn)
+        if waiter is None:
+            return False
+        self._release(waiter)
+        reply = ErrorReply(_UNBLOCKED) if error else waiter.block.timed_out
+        waiter.conn.resume(waiter.slot, reply)
+        return True
 
     def forget(self, conn: Connection) -> None:
         """``conn`` closed: drop its wait."""
