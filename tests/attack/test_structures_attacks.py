@@ -425,3 +425,25 @@ def test_pipelined_commands_behind_a_blocked_blpop_wait_their_turn(serve: ServeF
         wait_for(lambda: _blocked(r) == 1, 30, "the client to block")
         r.rpush("q", "theirs")
         assert conn.replies(3) == [[b"q", b"theirs"], 1, 1]
+
+
+def test_client_unblock_ends_a_wait_as_a_timeout_or_an_error(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    r = client(server)
+    with server.raw() as waiter:
+        waiter.send(encode_command(b"CLIENT", b"ID"))
+        (client_id,) = waiter.replies(1)
+        assert r.client_unblock(client_id) is False  # not waiting: nothing to end
+        waiter.send(encode_command(b"BLPOP", b"q", b"0"))
+        wait_for(lambda: _blocked(r) == 1, 30, "the client to block")
+        assert b"flags=b" in r.execute_command("CLIENT", "LIST")
+        assert r.client_unblock(client_id) is True
+        assert waiter.replies(1) == [None]
+        waiter.send(encode_command(b"BZPOPMIN", b"z", b"0"))
+        wait_for(lambda: _blocked(r) == 1, 30, "the client to block again")
+        assert r.client_unblock(client_id, error=True) is True
+        (reply,) = waiter.replies(1)
+        assert str(reply).startswith("UNBLOCKED")
+        r.rpush("q", "kept")
+    assert r.lrange("q", 0, -1) == [b"kept"]  # an unblocked client took nothing
+    assert _blocked(r) == 0

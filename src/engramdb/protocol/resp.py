@@ -39,6 +39,7 @@ __all__ = [
     "ErrorReply",
     "FrameTooLarge",
     "ParserLimits",
+    "Push",
     "RequestParser",
     "SetReply",
     "SimpleString",
@@ -332,6 +333,12 @@ class Verbatim(str):
     __slots__ = ()
 
 
+class Push(tuple[Any, ...]):
+    """An out-of-band message (pub/sub, MONITOR): a RESP3 push, an array in RESP2."""
+
+    __slots__ = ()
+
+
 class Encoded(bytes):
     """A reply already encoded (by a worker thread, off the event loop): sent as is."""
 
@@ -374,7 +381,8 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     Python types map to RESP types: ``bytes``/``str`` → bulk string, ``int`` → integer,
     ``None`` → null, ``list``/``tuple`` → array, ``dict`` → map (flat array in RESP2),
     ``set``/``frozenset`` → set, ``float`` → double (bulk in RESP2), ``bool`` → boolean
-    (integer in RESP2), ``SimpleString`` → status, ``ErrorReply`` → error.
+    (integer in RESP2), ``SimpleString`` → status, ``ErrorReply`` → error, ``Push`` → push
+    (array in RESP2).
     """
     kind = type(value)
     if kind is bytes:
@@ -428,6 +436,10 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
         return b",%s\r\n" % text if resp3 else b"$%d\r\n%s\r\n" % (len(text), text)
     if kind is SetReply:
         parts = [b"~%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value)]
+        parts.extend(encode_reply(item, resp3) for item in value)
+        return b"".join(parts)
+    if kind is Push:
+        parts = [b">%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value)]
         parts.extend(encode_reply(item, resp3) for item in value)
         return b"".join(parts)
     raise TypeError(f"cannot encode a {kind.__name__} as a RESP reply")

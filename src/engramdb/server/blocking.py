@@ -65,6 +65,12 @@ class Blocked:
     def __len__(self) -> int:
         return len(self._by_conn)
 
+    def __contains__(self, conn: object) -> bool:
+        return conn in self._by_conn
+
+    def keys_waited_on(self) -> int:
+        return len(self._waiting)
+
     def park(self, conn: Connection, slot: Any, block: Block) -> None:
         """Park ``conn`` (event loop only) until woken or ``block.deadline``."""
         self._loop_thread = threading.get_ident()
@@ -97,7 +103,7 @@ class Blocked:
             return False
         self._release(waiter)
         reply = ErrorReply(_UNBLOCKED) if error else waiter.block.timed_out
-        waiter.conn.resume(waiter.slot, reply)
+        waiter.conn.unpark(waiter.slot, reply)
         return True
 
     def forget(self, conn: Connection) -> None:
@@ -112,7 +118,7 @@ class Blocked:
             waiter = queue[0]
             self._release(waiter)
             count -= 1
-            waiter.conn.resume(waiter.slot, waiter.block.retry())
+            waiter.conn.unpark(waiter.slot, waiter.block.retry())
 
     def _release(self, waiter: _Waiter) -> None:
         if waiter.done:
@@ -136,7 +142,7 @@ class Blocked:
         if waiter.done:
             return
         self._release(waiter)
-        waiter.conn.resume(waiter.slot, waiter.block.timed_out)
+        waiter.conn.unpark(waiter.slot, waiter.block.timed_out)
 
     def _poll(self) -> None:
         """Wake the waiters of keys that hold something (filled by whatever means)."""

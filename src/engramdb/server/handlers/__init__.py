@@ -3,9 +3,11 @@
 from engramdb.server.handlers import (
     admin,
     hashes,
+    introspection,
     keyspace,
     lists,
     native,
+    pubsub,
     scripting,
     sets,
     strings,
@@ -16,9 +18,11 @@ from engramdb.server.handlers import (
 __all__ = [
     "admin",
     "hashes",
+    "introspection",
     "keyspace",
     "lists",
     "native",
+    "pubsub",
     "scripting",
     "sets",
     "strings",

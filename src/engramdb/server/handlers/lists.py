@@ -542,13 +542,13 @@ def _moved(conn: Connection, dst: bytes) -> Callable[[Any], Any]:
     return reply
 
 
-@command("lmove", 5, "write")
+@command("lmove", 5, "write", keys=(1, 2, 1))
 def lmove(conn: Connection, args: list[bytes]) -> Any:
     from_left, to_left = _side(args[2]), _side(args[3])
     return write(conn, _mover(args[0], args[1], from_left, to_left), _moved(conn, args[1]))
 
 
-@command("rpoplpush", 3, "write")
+@command("rpoplpush", 3, "write", keys=(1, 2, 1))
 def rpoplpush(conn: Connection, args: list[bytes]) -> Any:
     return write(conn, _mover(args[0], args[1], False, True), _moved(conn, args[1]))
 

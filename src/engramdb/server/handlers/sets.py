@@ -154,7 +154,7 @@ def spop(conn: Connection, args: list[bytes]) -> Any:
     return write(conn, apply)
 
 
-@command("smove", 4, "write", "fast")
+@command("smove", 4, "write", "fast", keys=(1, 2, 1))
 def smove(conn: Connection, args: list[bytes]) -> Any:
     src, dst, member = args
 

@@ -485,30 +485,24 @@ def zlexcount(conn: Connection, args: list[bytes]) -> Any:
 
 
 def _rank(conn: Connection, args: list[bytes], reverse: bool) -> Any:
-    if len(args) > 2 and (len(args) > 3 or args[2].upper() != b"WITHSCORE"):
-        raise Reply("ERR syntax error")
-    with_score = len(args) == 3
-
     def run(a: Access, found: Found) -> Any:
         score = _score(a, found, args[1])
         if score is None:
-            return NULL_ARRAY if with_score else None
+            return None
         key = _S + score_bytes(score) + args[1]
         if reverse:
-            rank = sum(1 for _ in a.pages(found, key + b"\x00", _S_END))
-        else:
-            rank = sum(1 for _ in a.pages(found, _S, key))
-        return [rank, Double(score)] if with_score else rank
+            return sum(1 for _ in a.pages(found, key + b"\x00", _S_END))
+        return sum(1 for _ in a.pages(found, _S, key))
 
     return _reader(conn, args[0], run)
 
 
-@command("zrank", -3, "readonly", "fast")
+@command("zrank", 3, "readonly", "fast")  # Redis 7.0: WITHSCORE came in 7.2
 def zrank(conn: Connection, args: list[bytes]) -> Any:
     return _rank(conn, args, reverse=False)
 
 
-@command("zrevrank", -3, "readonly", "fast")
+@command("zrevrank", 3, "readonly", "fast")
 def zrevrank(conn: Connection, args: list[bytes]) -> Any:
     return _rank(conn, args, reverse=True)
 
