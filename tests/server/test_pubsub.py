@@ -316,6 +316,22 @@ def test_keyspace_events_are_named_as_redis_names_them(
         client.delete("m1", "m2", "h")
         client.setex("t", 100, "v")
         client.pexpire("t", -1)  # in the past: deleted, "del" (not "expire")
+        # structures stored per element: a write to an existing one is notified too
+        client.rpush("L", "a", "b", "c")
+        client.lpush("L", "z")
+        client.lrem("L", 1, "b")
+        client.sadd("S", "x", "y")
+        client.sadd("S", "w")
+        client.srem("S", "x")
+        client.zadd("Z", {"a": 1.0})
+        client.zadd("Z", {"b": 2.0})
+        client.zincrby("Z", 2.0, "a")
+        client.hset("H", "f", "1")
+        client.hset("H", "g", "2")
+        client.lmove("L", "M", "RIGHT", "LEFT")
+        client.rpoplpush("L", "M")
+        client.smove("S", "S2", "w")
+        client.delete("L", "S", "Z", "H", "M", "S2")
 
     results = []
     for server in (engramdb_server, redis_server):
@@ -323,7 +339,7 @@ def test_keyspace_events_are_named_as_redis_names_them(
         client.flushall()
         client.config_set("notify-keyspace-events", "KEA")
         try:
-            results.append(_events(server.port, lambda c=client: script(c), 42))
+            results.append(_events(server.port, lambda c=client: script(c), 88))
         finally:
             client.config_set("notify-keyspace-events", "")
             client.close()

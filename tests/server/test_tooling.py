@@ -156,7 +156,7 @@ def test_config_get_reports_the_settings_that_exist(engram: redis.Redis) -> None
     assert everything["appendonly"] == "no"  # the session server runs --durability none
     assert everything["maxmemory"] == "0"
     assert everything["maxmemory-policy"] == "noeviction"
-    assert everything["databases"].isdigit()
+    assert everything["databases"] == "16"  # SELECT 0-15
     assert "dir" not in everything
     assert "dbfilename" not in everything
     assert engram.config_get("slowlog-*") == {
@@ -353,6 +353,33 @@ def test_memory_usage_grows_with_the_value(engram: redis.Redis) -> None:
     assert big is not None
     assert big > 100_000 > small > 0
     assert engram.memory_usage("missing") is None
+
+
+def test_memory_usage_counts_the_elements_of_a_structure(engram: redis.Redis) -> None:
+    """Lists, hashes, sets and sorted sets are stored per element: their usage is the
+    elements', not only the header's."""
+    engram.rpush("list", *[b"x" * 100] * 2000)
+    engram.hset("hash", mapping={f"f{i}": "y" * 100 for i in range(2000)})
+    engram.sadd("set", *[f"{i:0100d}" for i in range(2000)])
+    engram.zadd("zset", {f"{i:0100d}": i for i in range(2000)})
+    for key in ("list", "hash", "set", "zset"):
+        usage = engram.memory_usage(key)
+        assert usage is not None
+        assert usage > 2000 * 100, key
+        exact = engram.memory_usage(key, samples=0)
+        assert exact is not None
+        assert exact > 2000 * 100, key
+    with pytest.raises(redis.ResponseError):
+        engram.execute_command("MEMORY", "USAGE", "list", "SAMPLES", "-1")
+
+
+def test_reset_returns_the_connection_to_database_0(engram: redis.Redis) -> None:
+    engram.set("k", "in 0")
+    with engram.client() as one:  # a single connection
+        one.execute_command("SELECT", 3)
+        one.set("k", "in 3")
+        assert one.execute_command("RESET") == "RESET"
+        assert one.get("k") == b"in 0"
 
 
 def test_redis_cli_memkeys_sees_the_bytes(engramdb_server: PeerServed, engram: redis.Redis) -> None:

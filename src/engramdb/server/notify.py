@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from engramdb.errors import ChangeLogTruncated, EngramError
 from engramdb.server.handlers.values import key_bytes, key_of, kind_of
 from engramdb.server.settings import parse_events
+from engramdb.server.structures import DATABASES
 
 if TYPE_CHECKING:
     from engramdb.records.keys import Key
@@ -54,7 +55,6 @@ __all__ = ["DATABASES", "EVENTS", "Notifier", "redis_database"]
 log = logging.getLogger("engramdb.server")
 
 POLL_SECONDS = 0.01
-DATABASES = 16  # SELECT 0-15, as Redis by default
 BATCH = 512
 _MAX_HINTS = 200_000  # sequences noted by write plans and not yet read back by the tail
 
@@ -94,13 +94,23 @@ EVENTS: dict[str, tuple[str, str]] = {
     "zunionstore": ("zunionstore", "z"), "zinterstore": ("zinterstore", "z"),
     "zdiffstore": ("zdiffstore", "z"), "zrangestore": ("zrangestore", "z"),
 }  # fmt: skip
+# Commands that move an element from one key to another: (source event, target event);
+# LMOVE's and BLMOVE's depend on their LEFT/RIGHT arguments (see ``_hint``).
+_MOVES: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "rpoplpush": (("rpop", "l"), ("lpush", "l")),
+    "brpoplpush": (("rpop", "l"), ("lpush", "l")),
+    "lmove": (("rpop", "l"), ("lpush", "l")),
+    "blmove": (("rpop", "l"), ("lpush", "l")),
+    "smove": (("srem", "s"), ("sadd", "s")),
+}
 # Classes whose events remove elements: when such a command empties its key, Redis sends
 # the command's event and then "del".
 _ELEMENT_CLASSES = frozenset("lshz")
 _TYPE_CLASS = {"string": "$", "hash": "h", "list": "l", "set": "s", "zset": "z"}
 
 Event = tuple[int, bytes, bytes, str]  # database, key, event, class
-Hint = tuple[tuple["Key", ...], tuple[tuple[str, str], ...]]  # keys, (event, class)...
+Events = tuple[tuple[str, str], ...]  # (event, class), in order
+Hint = dict["Key", Events]  # what each key a command wrote notifies
 _TTL_OPTIONS = frozenset({b"EX", b"PX", b"EXAT", b"PXAT"})
 
 
@@ -117,6 +127,23 @@ def _events_of(name: str, args: list[bytes]) -> tuple[tuple[str, str], ...]:
         return (("expire", "g"),) if options & _TTL_OPTIONS else ()
     event = EVENTS.get(name)
     return (event,) if event is not None else ()
+
+
+def _hint(name: str, keys: list[Key], args: list[bytes]) -> Hint:
+    """Each key's events. A move notifies its source and its destination differently, as
+    Redis does (LMOVE: "lpop"/"rpop" on the source, "lpush"/"rpush" on the destination);
+    one key both source and destination gets both, in that order."""
+    if name in _MOVES and len(keys) >= 2:
+        if name in ("lmove", "blmove") and len(args) >= 5:
+            source = ("lpop" if args[3].upper() == b"LEFT" else "rpop", "l")
+            target = ("lpush" if args[4].upper() == b"LEFT" else "rpush", "l")
+        else:
+            source, target = _MOVES[name]
+        hint: Hint = {keys[0]: (source,)}
+        hint[keys[1]] = (*hint.get(keys[1], ()), target)
+        return hint
+    events = _events_of(name, args)
+    return dict.fromkeys(keys, events) if events else {}
 
 
 class Notifier:
@@ -177,10 +204,11 @@ class Notifier:
 
     def hinted(self, cmd: Command, args: list[bytes], plan: WriteFn) -> WriteFn:
         """``plan``, noting which event each change it logs stands for."""
-        events = _events_of(cmd.name, args)
-        if not events or cmd.first_key <= 0:
+        if cmd.first_key <= 0:
             return plan
-        hint: Hint = (tuple(_command_keys(cmd, args)), events)
+        hint = _hint(cmd.name, _command_keys(cmd, args), args)
+        if not hint:
+            return plan
 
         def run(txn: WriteTxn) -> Any:
             first = txn.next_sequence()
@@ -261,9 +289,7 @@ class Notifier:
         self, database: int, change: Change, hint: Hint | None, needs_type: bool
     ) -> list[Event]:
         key = key_bytes(change.key)
-        events: tuple[tuple[str, str], ...] = ()
-        if hint is not None and change.key in hint[0]:
-            events = hint[1]
+        events: Events = () if hint is None else hint.get(change.key, ())
         if change.kind == "expire":
             return [(database, key, b"expired", "x")]
         if change.kind == "delete":

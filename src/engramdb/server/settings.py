@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engramdb.server.structures import DATABASES
+
 if TYPE_CHECKING:
     from engramdb.server.app import Server
 
@@ -200,7 +202,7 @@ PARAMETERS: dict[str, Parameter] = {
     # what this server is, fixed while it runs
     "port": Parameter(lambda server: str(server.port)),
     "bind": Parameter(lambda server: server.config.host),
-    "databases": _fixed("1"),
+    "databases": _fixed(str(DATABASES)),
     "appendonly": Parameter(lambda s: "no" if s.config.durability == "none" else "yes"),
     "appendfsync": Parameter(
         lambda s: {"sync": "always", "async": "everysec", "none": "no"}[s.config.durability]

@@ -1,5 +1,5 @@
 """Connection and server commands: PING ECHO HELLO AUTH QUIT RESET SELECT CLIENT CONFIG
-DBSIZE FLUSHDB FLUSHALL TIME LASTSAVE ROLE (INFO, COMMAND and the other introspection
+DBSIZE FLUSHDB FLUSHALL LASTSAVE ROLE (INFO, COMMAND and the other introspection
 commands are in ``introspection.py``).
 
 Before AUTH only AUTH, HELLO, PING and QUIT answer (the ``noauth`` flag); everything else,
@@ -197,16 +197,14 @@ def reset(conn: Connection, args: list[bytes]) -> Any:
     conn.resp3 = False
     conn.name = None
     conn.no_evict = False
+    # and back to database 0, as Redis's RESET
+    from engramdb.server.handlers.keyspace import database_set
+
+    conn.records = conn.db.records(database_set(conn, 0))
+    conn.db_index = 0
     if conn.server.config.password is not None:
         conn.deauthenticate()
     return SimpleString("RESET")
-
-
-@command("time", 1, "fast", keys=(0, 0, 0))
-def time_(conn: Connection, args: list[bytes]) -> Any:
-    """Returns the server time (seconds and microseconds)."""
-    now = time.time_ns() // 1000
-    return [b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)]
 
 
 @command("lastsave", 1, "fast", keys=(0, 0, 0))

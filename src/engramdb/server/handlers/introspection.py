@@ -707,14 +707,27 @@ def command_getkeysandflags(conn: Connection, args: list[bytes]) -> Any:
 _ENTRY_OVERHEAD = 48  # LMDB node header, record metadata and the key's set prefix
 
 
-def memory_usage(conn: Connection, raw_key: bytes) -> int | None:
-    """Bytes the key takes in the store: encoded record, key and per-entry overhead."""
-    import msgspec
+def memory_usage(conn: Connection, raw_key: bytes, samples: int = 5) -> Any:
+    """Bytes the key takes in the store: its record (or a structure's header), key and
+    per-entry overhead, plus, for a structure stored per element, its elements estimated
+    as Redis does: the mean of ``samples`` of them (0: all) times their number."""
+    from engramdb.server import structures
 
-    record = conn.records.get(key_of(raw_key))
-    if record is None:
-        return None
-    return len(raw_key) + len(msgspec.msgpack.encode(record.bins)) + _ENTRY_OVERHEAD
+    def measure(access: structures.Access) -> int | None:
+        found = access.find(raw_key)
+        if not found.exists:
+            return None
+        assert found.raw is not None
+        size = len(raw_key) + len(found.raw) + _ENTRY_OVERHEAD
+        if found.structure and found.length:
+            taken = found.length if samples == 0 else min(samples, found.length)
+            sampled = access.range(found, limit=taken)
+            if sampled:
+                each = sum(len(found.prefix) + len(sub) + len(value) for sub, value in sampled)
+                size += each * found.length // len(sampled) + _ENTRY_OVERHEAD * found.length
+        return size
+
+    return structures.read(conn, measure)
 
 
 memory_ = Container("memory")
@@ -730,7 +743,15 @@ def memory(conn: Connection, args: list[bytes]) -> Any:
 def memory_usage_cmd(conn: Connection, args: list[bytes]) -> Any:
     if len(args) not in (1, 3) or (len(args) == 3 and args[1].upper() != b"SAMPLES"):
         raise Reply("ERR syntax error")
-    return memory_usage(conn, args[0])
+    samples = 5
+    if len(args) == 3:
+        try:
+            samples = int(args[2])
+        except ValueError:
+            raise Reply("ERR value is not an integer or out of range") from None
+        if samples < 0:
+            raise Reply("ERR value is out of range, must be positive")
+    return memory_usage(conn, args[0], samples)
 
 
 @memory_("stats", 2, summary="Returns details about memory usage.")

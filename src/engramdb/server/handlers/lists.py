@@ -525,9 +525,10 @@ def _mover(src: bytes, dst: bytes, from_left: bool, to_left: bool) -> Callable[[
             return None
         target = _created(a, dst)
         _push(a, target, items, to_left)
-        a.save(source)
+        # the destination's change first: Redis notifies the push, then the pop
         if target is not source:
             a.save(target)
+        a.save(source)
         return items[0]
 
     return apply
