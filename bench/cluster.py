@@ -72,6 +72,7 @@ from _common import (
 from engramdb.audit import linearizability
 from engramdb.audit.faults import FAULTS, run_fault
 from engramdb.cluster import Cluster
+from engramdb.cluster.patroni import DCS
 from engramdb.sessions import cas_update
 
 SECTION = "cluster"
@@ -297,7 +298,8 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
         "",
         f"`python bench/cluster.py{' --quick' if quick else ''}` — a local 3-node cluster "
         "(`engramdb cluster up`'s code: etcd, Patroni, PostgreSQL 18 + pgvector, strict "
-        "synchronous replication, Patroni ttl 20 s, loop_wait 2 s) on the machine below; "
+        f"synchronous replication, Patroni ttl {DCS['ttl']} s, loop_wait {DCS['loop_wait']} s) "
+        "on the machine below; "
         "every figure in this section comes from one run.",
         "",
     ]
