@@ -78,7 +78,10 @@ def _check_include(include: Sequence[str]) -> frozenset[str]:
         return _DEFAULT_CHOSEN
     if isinstance(include, str):
         raise InvalidArgument(f"include takes a list of names, not the str {include!r}")
-    chosen = frozenset(include)
+    try:
+        chosen = frozenset(include)
+    except TypeError:
+        raise InvalidArgument(f"include takes a list of names, not {include!r:.100}") from None
     if not chosen <= INCLUDE:
         raise InvalidArgument(f"include takes {sorted(INCLUDE)}, not {sorted(chosen - INCLUDE)}")
     return chosen
@@ -728,23 +731,35 @@ def _hits(
     parts: Sequence[dict[str, float]] | None = None,
 ) -> list[Hit]:
     """Hits for ``labels`` (found under ``state``'s read lock, and called under it), carrying
-    only the parts ``include`` names, straight from the index: metadata and text as the
-    index holds them, the vector from the index's own storage. No record is read or decoded,
-    and the index answers for the same instant as the search itself (it was caught up with
-    every committed write before the search began, and a deleted item left it then)."""
+    only the parts ``include`` names. Metadata and text come straight from the index, which
+    answers for the same instant as the search itself (it was caught up with every committed
+    write before the search began, and a deleted item left it then): no record is read or
+    decoded for them. Only a caller asking for vectors has records read, for their stored
+    vectors (bit for bit what ``get`` returns; the index holds a re-normalised copy), and
+    falls back to the index's copy for an item written again since the search."""
     id_of = state.id_of
     if not include and parts is None:
         return [Hit(id_of[label], score) for label, score in zip(labels, scores)]  # type: ignore[arg-type]
     metadata_of = state.metadata_of if "metadata" in include else None
     text_of = state.text_of if "text" in include else None
-    vectors = state.vectors.vectors() if "vector" in include else None
+    vectors: list[Any] | None = None
+    if "vector" in include:
+        records = state.store.records(state.set_name).get_many([id_of[label] for label in labels])
+        stored = state.vectors.vectors()
+        generation_of = state.generation_of
+        vectors = [
+            record.get(VECTOR)
+            if record is not None and record.generation == generation_of[label]
+            else stored[label].copy()
+            for label, record in zip(labels, records)
+        ]
     return [
         Hit(
             id_of[label],  # type: ignore[arg-type]
             score,
             _detached(metadata_of[label]) if metadata_of is not None else None,
             text_of[label] if text_of is not None else None,
-            vectors[label].copy() if vectors is not None else None,
+            vectors[i] if vectors is not None else None,
             parts[i] if parts is not None else None,
         )
         for i, (label, score) in enumerate(zip(labels, scores))
