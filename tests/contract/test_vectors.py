@@ -672,7 +672,8 @@ def test_stats_report_the_calibration_fields(db: Database) -> None:
     assert stats["items_indexed"] == 2
     assert stats["target_recall"] == 0.95
     assert stats["search_mode"] == "exact"  # at or below exact_threshold: searched exactly
-    assert stats["measured_recall"] is None and stats["calibrated_size"] is None
+    assert stats["measured_recall"] is None
+    assert stats["calibrated_size"] is None
     fixed = db.vectors.create_collection("fixed", DIM, target_recall=None, ef_search=33)
     fixed.upsert(list(range(20)), np.stack([unit(i) for i in range(20)]))
     fixed_stats = fixed.calibrate()

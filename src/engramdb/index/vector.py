@@ -149,8 +149,16 @@ def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
     if params.metric == "cosine":
         if not squares.all():
             raise InvalidArgument("a zero vector has no direction (metric 'cosine')")
-        array = array / np.sqrt(squares)[:, None].astype(np.float32)
+        norms = np.sqrt(squares)[:, None]
+        if norms.max() < _FLOAT32_MAX:
+            array = array / norms.astype(np.float32)
+        else:  # a norm beyond float32's range: divide in float64
+            array = (array.astype(np.float64) / norms).astype(np.float32)
     return np.ascontiguousarray(array)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SMALLEST, _LARGEST = 1e-20, 1e20  # squared norms a query may have on prepare_one's path
 
 
 def prepare_one(vector: Any, params: VectorParams) -> tuple[np.ndarray, float] | None:
@@ -166,8 +174,11 @@ def prepare_one(vector: Any, params: VectorParams) -> tuple[np.ndarray, float] |
         or not vector.flags.c_contiguous
     ):
         return None
-    squares = float(np.dot(vector, vector))
-    if not 0.0 < squares < math.inf:  # NaN, infinity, float32 overflow, a zero vector
+    wide = vector.astype(np.float64)  # its squares cannot overflow (nor warn) in float64
+    squares = float(np.dot(wide, wide))
+    # NaN, infinity and zero are refused by ``prepare``; magnitudes far from 1 go there too,
+    # to be normalised first (faiss computes in float32, where they overflow or underflow).
+    if not _SMALLEST < squares < _LARGEST:
         return None
     scale = 1.0 / math.sqrt(squares) if params.metric == "cosine" else 1.0
     return vector.reshape(1, -1), scale
