@@ -1058,16 +1058,25 @@ def overheads(run: Run) -> dict[str, dict[str, Any]]:
         rec = points.get("engramdb (default include)")
         if raw is None or eng is None:
             continue
+        # Judged on medians of the per-call latencies (interleaved turns): on this shared
+        # 2-core machine other work lands as millisecond spikes that move a mean by more
+        # than the whole difference being measured. Means are reported beside.
         out[key] = {
             "ef": eng.config,
             "faiss_mean_us": raw.mean_us,
+            "faiss_p50_us": raw.p50_us,
             "engramdb_mean_us": eng.mean_us,
-            "overhead": eng.mean_us / raw.mean_us - 1,
+            "engramdb_p50_us": eng.p50_us,
+            "overhead": eng.p50_us / raw.p50_us - 1,
+            "overhead_mean": eng.mean_us / raw.mean_us - 1,
             "overhead_p50": eng.p50_us / raw.p50_us - 1,
-            "extra_us": eng.mean_us - raw.mean_us,
+            "extra_us": eng.p50_us - raw.p50_us,
+            "extra_mean_us": eng.mean_us - raw.mean_us,
             "default_include_mean_us": rec.mean_us if rec else None,
-            "default_include_extra_us": rec.mean_us - raw.mean_us if rec else None,
-            "overhead_default_include": rec.mean_us / raw.mean_us - 1 if rec else None,
+            "default_include_p50_us": rec.p50_us if rec else None,
+            "default_include_extra_us": rec.p50_us - raw.p50_us if rec else None,
+            "overhead_default_include": rec.p50_us / raw.p50_us - 1 if rec else None,
+            "overhead_default_include_mean": rec.mean_us / raw.mean_us - 1 if rec else None,
             "recall_faiss": raw.recall,
             "recall_engramdb": eng.recall,
         }
@@ -1576,21 +1585,24 @@ def tables(run: Run) -> dict[str, tuple[list[str], list[list[str]], str]]:
     # overhead
     rows = []
     for key, o in overheads(run).items():
+        rec_p50 = o["default_include_p50_us"]
         rows.append([
-            key, o["ef"], fmt_us(o["faiss_mean_us"]), fmt_us(o["engramdb_mean_us"]),
-            f"{o['extra_us']:+.1f}", _pct(o["overhead"], 1), _pct(o["overhead_p50"], 1),
-            fmt_us(o["default_include_mean_us"]) if o["default_include_mean_us"] else "—",
-            _pct(o["overhead_default_include"], 1),
+            key, o["ef"], fmt_us(o["faiss_p50_us"]), fmt_us(o["engramdb_p50_us"]),
+            f"{o['extra_us']:+.1f}", _pct(o["overhead"], 1), _pct(o["overhead_mean"], 1),
+            fmt_us(rec_p50) if rec_p50 else "—",
+            f"{o['default_include_extra_us']:+.1f}" if rec_p50 else "—",
+            _pct(o["overhead_default_include"], 1), _pct(o["overhead_default_include_mean"], 1),
             "PASS" if o["overhead"] <= OVERHEAD_TARGET else "FAIL",
         ])  # fmt: skip
     out["overhead"] = (
         [
-            "target", "ef", "raw faiss µs", "engramdb µs (include=[])", "extra µs",
-            "overhead (mean)", "overhead (p50)", "engramdb µs (default include)",
-            "overhead (default include)", f"≤ {OVERHEAD_TARGET:.0%}",
+            "target", "ef", "raw faiss p50 µs", "engramdb p50 µs (include=[])", "extra µs",
+            "overhead (p50)", "overhead (mean)", "engramdb p50 µs (default include)",
+            "extra µs (default include)", "overhead (default include, p50)",
+            "overhead (default include, mean)", f"≤ {OVERHEAD_TARGET:.0%} (p50)",
         ],
         rows,
-        "llrrrrrrrl",
+        "llrrrrrrrrrl",
     )  # fmt: skip
     # peers
     rows = []
@@ -1827,7 +1839,7 @@ def render_markdown(
     for v in verdict_list:
         over = v["overhead"]
         lines.append(
-            f"- **{v['dataset']}: overhead vs raw faiss ≤ {OVERHEAD_TARGET:.0%}: "
+            f"- **{v['dataset']}: overhead vs raw faiss ≤ {OVERHEAD_TARGET:.0%} (p50): "
             f"{'PASS' if over['pass'] else 'FAIL'}** (worst {_pct(over['worst'], 1)}; "
             + ", ".join(
                 f"@{k} {_pct(o['overhead'], 1)} ({o['ef']})" for k, o in over["per_target"].items()
@@ -1848,13 +1860,21 @@ def render_markdown(
         )
     for v in verdict_list:
         for key, o in v["overhead"]["per_target"].items():
+            if o["overhead_default_include"] is not None:
+                ok = o["overhead_default_include"] <= OVERHEAD_TARGET
+                lines.append(
+                    f"- **{v['dataset']} @{key}: overhead with the default include ≤ "
+                    f"{OVERHEAD_TARGET:.0%} (p50): {'PASS' if ok else 'FAIL'}** "
+                    f"({_pct(o['overhead_default_include'], 1)}; mean "
+                    f"{_pct(o['overhead_default_include_mean'], 1)})."
+                )
             for label, extra in (("include=[]", o["extra_us"]),
                                  ("default include", o["default_include_extra_us"])):  # fmt: skip
                 if extra is None:
                     continue
                 lines.append(
                     f"- **{v['dataset']} @{key}: extra time over raw faiss ≤ "
-                    f"{EXTRA_US_TARGET:.0f} µs ({label}, 10 hits): "
+                    f"{EXTRA_US_TARGET:.0f} µs ({label}, 10 hits, p50): "
                     f"{'PASS' if extra <= EXTRA_US_TARGET else 'FAIL'}** ({extra:+.1f} µs)."
                 )
     if server is not None:
@@ -1894,8 +1914,10 @@ def render_markdown(
             "",
             "#### Overhead over raw faiss (same ef, same data, one thread)",
             "",
-            "Mean latency per search; *include=[]* returns ids and scores only (no record "
-            "read), *default include* reads each hit's metadata from its record.",
+            "Median (p50) latency per search, the systems taking turns; means beside (a "
+            "shared machine's millisecond spikes move a mean by more than the difference "
+            "measured). *include=[]* returns ids and scores only; *default include* adds each "
+            "hit's metadata and text, served from the index (no record is read or decoded).",
             "",
             markdown_table(*t["overhead"]),
             "",

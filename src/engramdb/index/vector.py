@@ -28,6 +28,7 @@ Not thread-safe by itself: the collection guards it with a reader/writer lock.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ GRAPH_FROM = 0.03
 
 
 _FAISS: Any = None
+_BUFFERS = threading.local()  # search_one's output arrays, per thread and k
+_CACHED_K = 64  # largest k whose buffers are kept
 
 
 def _faiss() -> Any:
@@ -334,10 +337,17 @@ class VectorIndex:
             faiss = _FAISS if _FAISS is not None else _faiss()
             if params is None:  # read-only during a search: shared by concurrent ones
                 params = self._plain[beam] = faiss.SearchParametersHNSW(efSearch=beam)
-            distances = np.empty(k, dtype=np.float32)
-            found = np.empty(k, dtype=np.int64)
-            pointer = faiss.swig_ptr
-            self._index.search_c(1, pointer(query), k, pointer(distances), pointer(found), params)
+            # Output buffers (and their pointers) kept per thread for small k (a bounded
+            # cache: k is the caller's); .tolist() copies the results out.
+            cache: dict[Any, Any] = _BUFFERS.__dict__
+            buffers = cache.get(k)
+            if buffers is None:
+                distances, found = np.empty(k, dtype=np.float32), np.empty(k, dtype=np.int64)
+                buffers = (distances, found, faiss.swig_ptr(distances), faiss.swig_ptr(found))
+                if k <= _CACHED_K:
+                    cache[k] = buffers
+            distances, found, to_distances, to_found = buffers
+            self._index.search_c(1, faiss.swig_ptr(query), k, to_distances, to_found, params)
             labels: list[int] = found.tolist()
             if -1 not in labels:  # else the walk came back short: the general path redoes it
                 scores: list[float] = distances.tolist()
@@ -438,9 +448,10 @@ class VectorIndex:
         self, queries: np.ndarray, k: int, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         everything = self.vectors()
-        # Every label a candidate (exact mode, no tombstone): read the storage in place
-        # rather than gather a copy of all of it.
-        vectors = everything if len(candidates) == len(everything) else everything[candidates]
+        # Most labels candidates (exact mode on a large collection): score the storage in
+        # place and pick the candidates' scores, rather than gather a copy of the vectors.
+        in_place = 2 * len(candidates) >= len(everything)
+        vectors = everything if in_place else everything[candidates]
         if self.params.metric == "l2":
             sims = -(
                 (queries**2).sum(axis=1, keepdims=True)
@@ -449,6 +460,8 @@ class VectorIndex:
             )
         else:
             sims = queries @ vectors.T
+        if in_place and len(candidates) != len(everything):
+            sims = sims[:, candidates]
         take = min(k, len(candidates))
         nq = len(queries)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)

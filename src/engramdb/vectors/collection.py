@@ -742,9 +742,15 @@ def _hits(
         return [Hit(id_of[label], score) for label, score in zip(labels, scores)]  # type: ignore[arg-type]
     metadata_of = state.metadata_of if "metadata" in include else None
     text_of = state.text_of if "text" in include else None
+    if include is _DEFAULT_CHOSEN and parts is None:  # the common case, spelled out
+        return [
+            Hit(id_of[label], score, _detached(metadata_of[label]), text_of[label])  # type: ignore[arg-type, index]
+            for label, score in zip(labels, scores)
+        ]
     vectors: list[Any] | None = None
     if "vector" in include:
-        records = state.store.records(state.set_name).get_many([id_of[label] for label in labels])
+        keys: list[Any] = [id_of[label] for label in labels]
+        records = state.store.records(state.set_name).get_many(keys)
         stored = state.vectors.vectors()
         generation_of = state.generation_of
         vectors = [
