@@ -728,10 +728,11 @@ class VectorStoreCalls(Calls):
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
 
         Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
-        on the collection's own data: the ``ef`` is calibrated from sampled self-queries in
-        the background as the collection grows (``Collection.stats`` reports it; the
-        collection may search exactly when that is cheaper). Until the first calibration,
-        and always with ``target_recall=None``, searches use ``ef_search``.
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
@@ -800,10 +801,11 @@ class AsyncVectorStoreCalls(AsyncCalls):
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
 
         Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
-        on the collection's own data: the ``ef`` is calibrated from sampled self-queries in
-        the background as the collection grows (``Collection.stats`` reports it; the
-        collection may search exactly when that is cheaper). Until the first calibration,
-        and always with ``target_recall=None``, searches use ``ef_search``.
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
@@ -1016,8 +1018,8 @@ class CollectionCalls(Calls):
         """The collection's index in this process: items, tombstones, memory, lag, and its
         calibration: ``target_recall``, the ``ef`` a search without one uses now,
         ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
-        the target or the collection is small), ``measured_recall`` (recall@10 of sampled
-        self-queries at that ef), ``calibrated_size`` (live items then) and whether a
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
         calibration is running.
         """
         _result: dict[str, Any] = self._call("collection.stats", (), {})
@@ -1244,8 +1246,8 @@ class AsyncCollectionCalls(AsyncCalls):
         """The collection's index in this process: items, tombstones, memory, lag, and its
         calibration: ``target_recall``, the ``ef`` a search without one uses now,
         ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
-        the target or the collection is small), ``measured_recall`` (recall@10 of sampled
-        self-queries at that ef), ``calibrated_size`` (live items then) and whether a
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
         calibration is running.
         """
         _result: dict[str, Any] = await self._call("collection.stats", (), {})

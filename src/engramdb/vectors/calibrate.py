@@ -7,7 +7,7 @@ a ``target_recall`` measures it:
 
 - **Sampled queries.** A sample of stored items, each moved in a random direction as far as
   its nearest neighbour is from it (an item searched for itself is the easy case: its graph
-  links lead straight to its neighbours, and such self-queries overstated recall on uniform
+  links lead straight to its neighbours, and searching for them overstated recall on uniform
   data by 0.1-0.2). Ground truth is exact: a scan over every live item, in blocks.
 - **Tie-tolerant recall.** A hit counts when its exact score reaches the k-th best true
   score, so duplicates of equal score are not counted as misses.
@@ -44,7 +44,7 @@ __all__ = ["GROWTH", "Calibration", "Stopped", "decode_calibration", "measure"]
 
 K = 10
 GROWTH = 1.5  # recalibrate when the live items grew by this factor
-SAMPLES = 200  # self-queries per calibration (fewer for very large collections)
+SAMPLES = 200  # sampled queries per calibration (fewer for very large collections)
 MIN_SAMPLES = 50
 BUDGET = 1e10  # ground-truth multiply-adds per calibration before the sample shrinks
 # Measured recall must clear the target by this much: sampling noise (200 queries), the
@@ -62,7 +62,7 @@ OFFSET = 1.0
 
 class Calibration(msgspec.Struct, frozen=True):
     """What calibration chose: ``ef`` (0: search exactly), the recall@10 it measured there
-    on ``samples`` self-queries, with ``size`` live items, for ``target``."""
+    on ``samples`` sampled queries, with ``size`` live items, for ``target``."""
 
     target: float
     ef: int

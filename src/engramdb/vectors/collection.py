@@ -354,8 +354,8 @@ class Collection:
         """The collection's index in this process: items, tombstones, memory, lag, and its
         calibration: ``target_recall``, the ``ef`` a search without one uses now,
         ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
-        the target or the collection is small), ``measured_recall`` (recall@10 of sampled
-        self-queries at that ef), ``calibrated_size`` (live items then) and whether a
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
         calibration is running."""
         state = self._ready()
         return {"name": self.name, **state.stats()}

@@ -133,10 +133,11 @@ class VectorStore:
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
 
         Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
-        on the collection's own data: the ``ef`` is calibrated from sampled self-queries in
-        the background as the collection grows (``Collection.stats`` reports it; the
-        collection may search exactly when that is cheaper). Until the first calibration,
-        and always with ``target_recall=None``, searches use ``ef_search``.
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
