@@ -577,3 +577,131 @@ def test_cosine_scores_stay_within_one_and_inner_products_are_untouched(
             assert min(scores) >= -1.0
         else:  # raw inner products of unnormalised vectors, well beyond 1
             assert max(scores) == pytest.approx(float((vectors**2).sum(axis=1).max()), rel=1e-4)
+
+
+# include=, calibration and stats (the vector hot path) -----------------------------------
+
+INCLUDES = [[], ["metadata"], ["text"], ["vector"], ["metadata", "text"], ["metadata", "vector"],
+            ["metadata", "text", "vector"]]  # fmt: skip
+
+
+def _parts(hit: Any) -> set[str]:
+    return {
+        name
+        for name, value in (("metadata", hit.metadata), ("text", hit.text), ("vector", hit.vector))
+        if value is not None
+    }
+
+
+@pytest.mark.parametrize("include", INCLUDES, ids=lambda x: "+".join(x) or "none")
+def test_every_search_returns_exactly_the_parts_include_names(docs: Any, include: Any) -> None:
+    query = unit(30)
+    answers = [
+        docs.search(query, 5, include=include),
+        docs.search_many(np.stack([query]), 5, include=include)[0],
+        docs.text_search("turbulent", 5, include=include),
+        docs.hybrid_search("turbulent", query, 5, include=include),
+    ]
+    for hits in answers:
+        assert len(hits) == 5
+        for hit in hits:
+            assert _parts(hit) == set(include)
+            assert hit.score is not None
+            stored = docs.get([hit.id])[0]
+            if "metadata" in include:
+                assert hit.metadata == stored.metadata
+            if "text" in include:
+                assert hit.text == stored.text
+            if "vector" in include:
+                assert np.asarray(hit.vector).dtype == np.float32
+                assert np.array_equal(np.asarray(hit.vector), np.asarray(stored.vector))
+
+
+def test_the_default_include_is_metadata_and_text(docs: Any) -> None:
+    hit = docs.search(unit(10), 1)[0]
+    assert hit.id == 10
+    assert hit.metadata == {"lang": "fr", "year": 2000, "i": 10}
+    assert hit.text == "note 10 on turbulent wings"
+    assert hit.vector is None
+
+
+def test_an_item_without_metadata_has_empty_metadata_in_hits(db: Database) -> None:
+    collection = db.vectors.create_collection("bare", DIM)
+    collection.upsert([1], np.stack([unit(1)]))
+    assert collection.search(unit(1), 1, include=["metadata"])[0].metadata == {}
+
+
+def test_a_hit_metadata_is_the_callers_own_copy(db: Database) -> None:
+    collection = db.vectors.create_collection("own", DIM)
+    collection.upsert([1], np.stack([unit(1)]), [{"tags": ["a", "b"], "n": 1}])
+    hit = collection.search(unit(1), 1, include=["metadata"])[0]
+    hit.metadata["tags"].append("c")
+    hit.metadata["n"] = 2
+    again = collection.search(unit(1), 1, include=["metadata"])[0]
+    assert again.metadata == {"tags": ["a", "b"], "n": 1}
+    assert collection.count({"tags": "c"}) == 0
+
+
+@pytest.mark.parametrize("include", ["metadata", ["colour"], [1], None])
+def test_bad_include_is_invalid(docs: Any, include: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        docs.search(unit(1), 3, include=include)
+
+
+def test_search_sees_an_upsert_and_a_delete_at_once(db: Database) -> None:
+    collection = db.vectors.create_collection("fresh", DIM, exact_threshold=10)
+    collection.upsert(list(range(60)), np.stack([unit(i) for i in range(60)]))
+    collection.upsert([1000], np.stack([unit(25)]), [{"new": True}])
+    assert 1000 in {h.id for h in collection.search(unit(25), 2)}
+    collection.delete([1000, 25])
+    assert {1000, 25}.isdisjoint(h.id for h in collection.search(unit(25), 10))
+
+
+@pytest.mark.parametrize("target", [0, 0.4, 1.5, "high", True, float("nan")])
+def test_bad_target_recall_is_invalid(db: Database, target: Any) -> None:
+    with pytest.raises(InvalidArgument):
+        db.vectors.create_collection("t", DIM, target_recall=target)
+    assert db.vectors.list_collections() == []
+
+
+def test_stats_report_the_calibration_fields(db: Database) -> None:
+    small = db.vectors.create_collection("small", DIM)
+    small.upsert([1, 2], np.stack([unit(1), unit(2)]))
+    stats = small.stats()
+    assert stats["name"] == "small"
+    assert stats["items_indexed"] == 2
+    assert stats["target_recall"] == 0.95
+    assert stats["search_mode"] == "exact"  # at or below exact_threshold: searched exactly
+    assert stats["measured_recall"] is None
+    assert stats["calibrated_size"] is None
+    fixed = db.vectors.create_collection("fixed", DIM, target_recall=None, ef_search=33)
+    fixed.upsert(list(range(20)), np.stack([unit(i) for i in range(20)]))
+    fixed_stats = fixed.calibrate()
+    assert fixed_stats["target_recall"] is None
+    assert fixed_stats["ef"] == 33
+    assert fixed_stats["calibrations"] == 0
+
+
+def test_default_search_reaches_the_target_recall_on_uniform_random_data(db: Database) -> None:
+    # Uniform random 192-d vectors: the hard case for a fixed beam width (the old fixed ef
+    # 64 gives recall 0.89 here, 0.64 on 10k x 384). Searches without ef must reach the
+    # target once calibrated.
+    rng = np.random.default_rng(3)
+    data = rng.random((3100, 192), dtype=np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    base, queries = data[:3000], data[3000:]
+    collection = db.vectors.create_collection("uniform", 192, text=False, exact_threshold=100)
+    collection.upsert(list(range(len(base))), base)
+    stats = collection.calibrate()
+    assert stats["calibrated_size"] == len(base)
+    assert stats["measured_recall"] >= 0.95
+    assert stats["search_mode"] in ("graph", "exact")
+    assert (stats["ef"] is None) == (stats["search_mode"] == "exact")
+    truth = np.argsort(-(queries @ base.T), axis=1)[:, :10]
+    found = collection.search_many(queries, 10, include=[])
+    recall = np.mean(
+        [len({h.id for h in row} & set(t.tolist())) / 10 for row, t in zip(found, truth)]
+    )
+    assert recall >= 0.95
+    single = [collection.search(q, 10, include=[]) for q in queries[:20]]
+    assert [[h.id for h in row] for row in single] == [[h.id for h in row] for row in found[:20]]

@@ -108,11 +108,15 @@ def test_restart_keeps_results_identical(
     with engramdb.open(path, durability="none", sweep_interval=None) as db:
         collection = filled(db, vectors[:6000])
         collection.delete(list(range(100)))
+        # Settle the calibrated ef first (it is persisted, so the reopened collection
+        # searches with the same one).
+        ef = collection.calibrate()["ef"]
         before = [[(h.id, h.score) for h in row] for row in collection.search_many(queries, 10)]
     with engramdb.open(path, durability="none", sweep_interval=None) as db:
         collection = db.vectors.get_collection("c")
         after = [[(h.id, h.score) for h in row] for row in collection.search_many(queries, 10)]
         assert db.stats()["indexes"]["c"]["snapshot_sequence"] > 0  # loaded, not rebuilt
+        assert collection.stats()["ef"] == ef
     assert after == before
 
 

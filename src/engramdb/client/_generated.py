@@ -49,6 +49,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "vectors.drop_collection": ("VectorStore", "drop_collection"),
     "vectors.get_collection": ("VectorStore", "get_collection"),
     "vectors.list_collections": ("VectorStore", "list_collections"),
+    "collection.calibrate": ("Collection", "calibrate"),
     "collection.count": ("Collection", "count"),
     "collection.delete": ("Collection", "delete"),
     "collection.delete_all": ("Collection", "delete_all"),
@@ -58,6 +59,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "collection.scan": ("Collection", "scan"),
     "collection.search": ("Collection", "search"),
     "collection.search_many": ("Collection", "search_many"),
+    "collection.stats": ("Collection", "stats"),
     "collection.text_search": ("Collection", "text_search"),
     "collection.touch": ("Collection", "touch"),
     "collection.upsert": ("Collection", "upsert"),
@@ -719,10 +721,18 @@ class VectorStoreCalls(Calls):
         ef_construction: int = 200,
         ef_search: int = 64,
         exact_threshold: int = 4096,
+        target_recall: float | None = 0.95,
         exist_ok: bool = False,
     ) -> RemoteCollection:
         """Create a collection of ``dim``-dimensional vectors compared by ``metric``
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
+
+        Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
@@ -737,6 +747,8 @@ class VectorStoreCalls(Calls):
             _kw["ef_search"] = ef_search
         if exact_threshold != 4096:
             _kw["exact_threshold"] = exact_threshold
+        if target_recall != 0.95:
+            _kw["target_recall"] = target_recall
         if exist_ok is not False:
             _kw["exist_ok"] = exist_ok
         _result: RemoteCollection = self._call(
@@ -782,10 +794,18 @@ class AsyncVectorStoreCalls(AsyncCalls):
         ef_construction: int = 200,
         ef_search: int = 64,
         exact_threshold: int = 4096,
+        target_recall: float | None = 0.95,
         exist_ok: bool = False,
     ) -> AsyncCollection:
         """Create a collection of ``dim``-dimensional vectors compared by ``metric``
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
+
+        Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
@@ -800,6 +820,8 @@ class AsyncVectorStoreCalls(AsyncCalls):
             _kw["ef_search"] = ef_search
         if exact_threshold != 4096:
             _kw["exact_threshold"] = exact_threshold
+        if target_recall != 0.95:
+            _kw["target_recall"] = target_recall
         if exist_ok is not False:
             _kw["exist_ok"] = exist_ok
         _result: AsyncCollection = await self._call(
@@ -833,6 +855,13 @@ class AsyncVectorStoreCalls(AsyncCalls):
 
 class CollectionCalls(Calls):
     """The remote methods of ``engramdb.vectors.collection.Collection``."""
+
+    def calibrate(self) -> dict[str, Any]:
+        """Calibrate ``ef`` for ``target_recall`` now, waiting for it (calibration otherwise
+        runs in the background as the collection grows); returns ``stats()``.
+        """
+        _result: dict[str, Any] = self._call("collection.calibrate", (), {})
+        return _result
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Live (unexpired) items; with ``filter``, those whose metadata passes it."""
@@ -945,7 +974,12 @@ class CollectionCalls(Calls):
         ef: int | None = None,
         include: Sequence[str] = ("metadata", "text"),
     ) -> list[Hit]:
-        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
+        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first.
+
+        ``include`` names what each hit carries besides its id and score (``metadata``,
+        ``text``, ``vector``); nothing else is read. ``ef`` overrides the beam width that
+        calibration chose for the collection's ``target_recall`` (see ``stats``).
+        """
         if vector is not None:
             vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
@@ -978,6 +1012,17 @@ class CollectionCalls(Calls):
         if include != ("metadata", "text"):
             _kw["include"] = include
         _result: list[list[Hit]] = self._call("collection.search_many", (vectors, k), _kw)
+        return _result
+
+    def stats(self) -> dict[str, Any]:
+        """The collection's index in this process: items, tombstones, memory, lag, and its
+        calibration: ``target_recall``, the ``ef`` a search without one uses now,
+        ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
+        calibration is running.
+        """
+        _result: dict[str, Any] = self._call("collection.stats", (), {})
         return _result
 
     def text_search(
@@ -1038,6 +1083,13 @@ class CollectionCalls(Calls):
 
 class AsyncCollectionCalls(AsyncCalls):
     """The remote methods of ``engramdb.vectors.collection.Collection`` (awaited)."""
+
+    async def calibrate(self) -> dict[str, Any]:
+        """Calibrate ``ef`` for ``target_recall`` now, waiting for it (calibration otherwise
+        runs in the background as the collection grows); returns ``stats()``.
+        """
+        _result: dict[str, Any] = await self._call("collection.calibrate", (), {})
+        return _result
 
     async def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Live (unexpired) items; with ``filter``, those whose metadata passes it."""
@@ -1150,7 +1202,12 @@ class AsyncCollectionCalls(AsyncCalls):
         ef: int | None = None,
         include: Sequence[str] = ("metadata", "text"),
     ) -> list[Hit]:
-        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
+        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first.
+
+        ``include`` names what each hit carries besides its id and score (``metadata``,
+        ``text``, ``vector``); nothing else is read. ``ef`` overrides the beam width that
+        calibration chose for the collection's ``target_recall`` (see ``stats``).
+        """
         if vector is not None:
             vector = self._wire("vectors", vector)
         _kw: dict[str, Any] = {}
@@ -1183,6 +1240,17 @@ class AsyncCollectionCalls(AsyncCalls):
         if include != ("metadata", "text"):
             _kw["include"] = include
         _result: list[list[Hit]] = await self._call("collection.search_many", (vectors, k), _kw)
+        return _result
+
+    async def stats(self) -> dict[str, Any]:
+        """The collection's index in this process: items, tombstones, memory, lag, and its
+        calibration: ``target_recall``, the ``ef`` a search without one uses now,
+        ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
+        calibration is running.
+        """
+        _result: dict[str, Any] = await self._call("collection.stats", (), {})
         return _result
 
     async def text_search(

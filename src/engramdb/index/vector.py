@@ -27,6 +27,8 @@ Not thread-safe by itself: the collection guards it with a reader/writer lock.
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,7 @@ import numpy as np
 
 from engramdb.errors import InvalidArgument
 
-__all__ = ["VectorIndex", "VectorParams", "as_float32", "prepare"]
+__all__ = ["VectorIndex", "VectorParams", "as_float32", "prepare", "prepare_one"]
 
 METRICS = ("cosine", "ip", "l2")
 # Below this share of admissible items the graph walk loses to exact search (~3.4% measured
@@ -42,13 +44,21 @@ METRICS = ("cosine", "ip", "l2")
 GRAPH_FROM = 0.03
 
 
-def _faiss() -> Any:
-    import faiss
+_FAISS: Any = None
+_BUFFERS = threading.local()  # search_one's output arrays, per thread and k
+_CACHED_K = 64  # largest k whose buffers are kept
 
-    # One thread per query: the server runs queries side by side, and OpenMP's thread pool
-    # on top of that only adds contention (measured in bench/vector_libs.py).
-    faiss.omp_set_num_threads(1)
-    return faiss
+
+def _faiss() -> Any:
+    global _FAISS
+    if _FAISS is None:
+        import faiss
+
+        # One thread per query: the server runs queries side by side, and OpenMP's thread
+        # pool on top of that only adds contention (measured in bench/vector_libs.py).
+        faiss.omp_set_num_threads(1)
+        _FAISS = faiss
+    return _FAISS
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +152,39 @@ def prepare(vectors: Any, params: VectorParams) -> np.ndarray:
     if params.metric == "cosine":
         if not squares.all():
             raise InvalidArgument("a zero vector has no direction (metric 'cosine')")
-        array = array / np.sqrt(squares)[:, None].astype(np.float32)
+        norms = np.sqrt(squares)[:, None]
+        if norms.max() < _FLOAT32_MAX:
+            array = array / norms.astype(np.float32)
+        else:  # a norm beyond float32's range: divide in float64
+            array = (array.astype(np.float64) / norms).astype(np.float32)
     return np.ascontiguousarray(array)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_SMALLEST, _LARGEST = 1e-20, 1e20  # squared norms a query may have on prepare_one's path
+
+
+def prepare_one(vector: Any, params: VectorParams) -> tuple[np.ndarray, float] | None:
+    """The common single query, checked but not copied: a 1-D float32 array of the right
+    length, finite and non-zero, as a 1 x dim view and the factor that scales its scores
+    (1 / its norm under cosine, whose query ``search_one`` needs no normalised copy of:
+    the ranking does not depend on the query's length, only the scores, which it scales).
+    None for anything else, which the caller hands to ``prepare`` (that explains)."""
+    if (
+        type(vector) is not np.ndarray
+        or vector.dtype != np.float32
+        or vector.shape != (params.dim,)
+        or not vector.flags.c_contiguous
+    ):
+        return None
+    wide = vector.astype(np.float64)  # its squares cannot overflow (nor warn) in float64
+    squares = float(np.dot(wide, wide))
+    # NaN, infinity and zero are refused by ``prepare``; magnitudes far from 1 go there too,
+    # to be normalised first (faiss computes in float32, where they overflow or underflow).
+    if not _SMALLEST < squares < _LARGEST:
+        return None
+    scale = 1.0 / math.sqrt(squares) if params.metric == "cosine" else 1.0
+    return vector.reshape(1, -1), scale
 
 
 def _labels(allowed: np.ndarray | None, size: int) -> np.ndarray:
@@ -165,7 +206,9 @@ class VectorIndex:
         self._expires = np.zeros(1024, dtype=np.int64)  # ms; 0 = never
         self.live_count = 0
         self.with_ttl = 0  # live labels that have an expiry
+        self._size = 0  # = ntotal, kept here: a search reads it, and a swig call costs more
         self._plain: dict[int, Any] = {}  # efSearch -> SearchParametersHNSW without a filter
+        self._view: np.ndarray | None = None  # vectors(), until an add moves the storage
 
     @property
     def live(self) -> np.ndarray:
@@ -177,7 +220,7 @@ class VectorIndex:
 
     @property
     def size(self) -> int:
-        return int(self._index.ntotal)
+        return self._size
 
     @property
     def tombstones(self) -> int:
@@ -190,13 +233,20 @@ class VectorIndex:
 
     def vectors(self) -> np.ndarray:
         """A read-only view of every label's vector (no copy)."""
+        view = self._view
+        if view is not None:
+            return view
         faiss = _faiss()
         flat = faiss.downcast_index(self._index.storage)
         n = self.size
         if n == 0:
             return np.zeros((0, self.params.dim), dtype=np.float32)
-        view = faiss.rev_swig_ptr(flat.get_xb(), n * self.params.dim)
-        return np.asarray(view).reshape(n, self.params.dim)
+        view = np.asarray(faiss.rev_swig_ptr(flat.get_xb(), n * self.params.dim)).reshape(
+            n, self.params.dim
+        )
+        view.flags.writeable = False
+        self._view = view
+        return view
 
     def add(self, vectors: np.ndarray, expires_ms: np.ndarray) -> np.ndarray:
         """Append prepared vectors; returns their labels."""
@@ -209,7 +259,9 @@ class VectorIndex:
                 [self._expires, np.zeros(grown - len(self._expires), np.int64)]
             )
         if len(vectors):
+            self._view = None
             self._index.add(vectors)
+        self._size = end
         self._live[first:end] = True
         self._expires[first:end] = expires_ms
         labels = np.arange(first, end, dtype=np.int64)
@@ -233,23 +285,119 @@ class VectorIndex:
         return visible
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        ef: int | None = None,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` labels (and scores, higher is better) among ``allowed`` for each query.
 
         ``allowed`` None: every live label (no filter, no expiry to check), which skips
-        counting and bitmap work on the common path. Returns ``(scores, labels)`` of shape
-        (nq, k); a missing hit has label -1 (and score -inf). Cosine scores are clamped to
-        [-1, 1]: float32 rounding puts an item's similarity to itself at 1.0000001.
+        counting and bitmap work on the common path. ``exact``: no graph walk at all (what
+        calibration picks when the graph cannot reach the target recall cheaper than a
+        scan). Returns ``(scores, labels)`` of shape (nq, k); a missing hit has label -1
+        (and score -inf). Cosine scores are clamped to [-1, 1]: float32 rounding puts an
+        item's similarity to itself at 1.0000001.
         """
-        scores, labels = self._search(queries, k, allowed, ef)
+        scores, labels = self._search(queries, k, allowed, ef, exact)
         if self.params.metric == "cosine":
             np.minimum(scores, 1.0, out=scores)
             np.maximum(scores, -1.0, out=scores, where=labels >= 0)
         return scores, labels
 
+    def search_one(
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        ef: int | None = None,
+        exact: bool = False,
+        scale: float = 1.0,
+    ) -> tuple[list[int], list[float]]:
+        """``search`` for one query (1 x dim): the labels and scores found, best first, as
+        lists (no missing entries). A cosine query may come unnormalised, with ``scale``
+        = 1 / its norm (see ``prepare_one``).
+
+        The common case (no filter, no tombstone, a graph search) calls faiss' search
+        directly and works on Python lists: on a 10-hit search numpy's per-call costs were
+        most of what engramdb added to faiss' own time.
+        """
+        size = self._size
+        if (
+            allowed is None
+            and not exact
+            and self.live_count == size
+            and k <= size
+            and size > self.params.exact_threshold
+        ):
+            beam = max(ef or self.params.ef_search, k)
+            params = self._plain.get(beam)
+            faiss = _FAISS if _FAISS is not None else _faiss()
+            if params is None:  # read-only during a search: shared by concurrent ones
+                params = self._plain[beam] = faiss.SearchParametersHNSW(efSearch=beam)
+            # Output buffers (and their pointers) kept per thread for small k (a bounded
+            # cache: k is the caller's); .tolist() copies the results out.
+            cache: dict[Any, Any] = _BUFFERS.__dict__
+            buffers = cache.get(k)
+            if buffers is None:
+                distances, found = np.empty(k, dtype=np.float32), np.empty(k, dtype=np.int64)
+                buffers = (distances, found, faiss.swig_ptr(distances), faiss.swig_ptr(found))
+                if k <= _CACHED_K:
+                    cache[k] = buffers
+            distances, found, to_distances, to_found = buffers
+            self._index.search_c(1, faiss.swig_ptr(query), k, to_distances, to_found, params)
+            labels: list[int] = found.tolist()
+            if -1 not in labels:  # else the walk came back short: the general path redoes it
+                scores: list[float] = distances.tolist()
+                metric = self.params.metric
+                if metric == "cosine":
+                    scores = [
+                        1.0 if s > 1.0 else -1.0 if s < -1.0 else s
+                        for s in [d * scale for d in scores]
+                    ]
+                elif metric == "l2":
+                    scores = [-s for s in scores]
+                return labels, scores
+        if scale != 1.0:
+            query = query * np.float32(scale)
+        many_scores, many_labels = self.search(query, k, allowed, ef, exact)
+        labels = many_labels[0].tolist()
+        scores = many_scores[0].tolist()
+        if -1 in labels:
+            keep = [i for i, label in enumerate(labels) if label >= 0]
+            labels, scores = [labels[i] for i in keep], [scores[i] for i in keep]
+        return labels, scores
+
+    def graph_search(
+        self, queries: np.ndarray, k: int, ef: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The graph walk alone at beam ``ef`` (no exact fallback, raw faiss distances):
+        what calibration measures."""
+        faiss = _faiss()
+        if allowed is None:
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+        else:
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+        distances, found = self._index.search(queries, k, params=params)
+        return distances, found
+
+    def exact(
+        self, queries: np.ndarray, k: int, candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` among the ``candidates`` labels (scores higher is better)."""
+        return self._exact(queries, k, candidates)
+
     def _search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef: int | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        ef: int | None,
+        exact: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         size = self.size
         if allowed is None:
@@ -266,7 +414,7 @@ class VectorIndex:
             )
         want = min(k, candidates)
         fraction = candidates / max(1, size)
-        if candidates <= self.params.exact_threshold or fraction < GRAPH_FROM:
+        if exact or candidates <= self.params.exact_threshold or fraction < GRAPH_FROM:
             return self._exact(queries, k, _labels(allowed, size))
         # A filter thins the graph: widen the beam as the admissible share shrinks, so the
         # walk still meets enough admissible nodes (recall 0.95 needed ef ~96 at 5% and ~48
@@ -299,7 +447,11 @@ class VectorIndex:
     def _exact(
         self, queries: np.ndarray, k: int, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        vectors = self.vectors()[candidates]
+        everything = self.vectors()
+        # Most labels candidates (exact mode on a large collection): score the storage in
+        # place and pick the candidates' scores, rather than gather a copy of the vectors.
+        in_place = 2 * len(candidates) >= len(everything)
+        vectors = everything if in_place else everything[candidates]
         if self.params.metric == "l2":
             sims = -(
                 (queries**2).sum(axis=1, keepdims=True)
@@ -308,6 +460,8 @@ class VectorIndex:
             )
         else:
             sims = queries @ vectors.T
+        if in_place and len(candidates) != len(everything):
+            sims = sims[:, candidates]
         take = min(k, len(candidates))
         nq = len(queries)
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -346,6 +500,7 @@ class VectorIndex:
         faiss = _faiss()
         index = cls(params)
         index._index = faiss.read_index(path)
+        index._size = int(index._index.ntotal)
         if index.size != len(live):
             raise ValueError("snapshot does not match its state")
         capacity = max(1024, len(live))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,7 @@ from engramdb._progress import progress_bar
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index import fusion as fusers
 from engramdb.index.filters import Filter, compile_filter
-from engramdb.index.vector import prepare
+from engramdb.index.vector import prepare, prepare_one
 from engramdb.records.codec import check_value, encode_value
 from engramdb.records.keys import Key, encode_key
 from engramdb.records.model import Record
@@ -64,8 +65,23 @@ def _check_single(vector: Any, method: str) -> None:
         raise InvalidArgument(f"{method} takes one vector, got shape {np.shape(vector)}")
 
 
+def _check_ef(ef: int | None) -> None:
+    if ef is not None and (type(ef) is not int or not 1 <= ef <= 65_536):
+        raise InvalidArgument(f"ef must be an int from 1 to 65536, not {ef!r}")
+
+
+_DEFAULT_CHOSEN = frozenset(DEFAULT_INCLUDE)
+
+
 def _check_include(include: Sequence[str]) -> frozenset[str]:
-    chosen = frozenset(include)
+    if include is DEFAULT_INCLUDE:
+        return _DEFAULT_CHOSEN
+    if isinstance(include, str):
+        raise InvalidArgument(f"include takes a list of names, not the str {include!r}")
+    try:
+        chosen = frozenset(include)
+    except TypeError:
+        raise InvalidArgument(f"include takes a list of names, not {include!r:.100}") from None
     if not chosen <= INCLUDE:
         raise InvalidArgument(f"include takes {sorted(INCLUDE)}, not {sorted(chosen - INCLUDE)}")
     return chosen
@@ -334,6 +350,25 @@ class Collection:
         return [None if r is None else _item(r) for r in self._records.get_many(ids)]
 
     @remote("slow")
+    def stats(self) -> dict[str, Any]:
+        """The collection's index in this process: items, tombstones, memory, lag, and its
+        calibration: ``target_recall``, the ``ef`` a search without one uses now,
+        ``search_mode`` (``graph``, or ``exact`` when a scan is cheaper than the graph at
+        the target or the collection is small), ``measured_recall`` (recall@10 at that ef of
+        queries sampled near stored items), ``calibrated_size`` (live items then) and whether a
+        calibration is running."""
+        state = self._ready()
+        return {"name": self.name, **state.stats()}
+
+    @remote("slow")
+    def calibrate(self) -> dict[str, Any]:
+        """Calibrate ``ef`` for ``target_recall`` now, waiting for it (calibration otherwise
+        runs in the background as the collection grows); returns ``stats()``."""
+        state = self._ready()
+        state.calibrate()
+        return self.stats()
+
+    @remote("slow")
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Live (unexpired) items; with ``filter``, those whose metadata passes it."""
         compiled = compile_filter(filter)
@@ -459,10 +494,36 @@ class Collection:
         ef: int | None = None,
         include: Sequence[str] = DEFAULT_INCLUDE,
     ) -> list[Hit]:
-        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first."""
-        _check_single(vector, "search")
-        # prepare() reads a 1-D vector as one row: no wrapping list to convert.
-        return self.search_many(vector, k, filter=filter, ef=ef, include=include)[0]
+        """The ``k`` nearest items to ``vector`` that pass ``filter``, best first.
+
+        ``include`` names what each hit carries besides its id and score (``metadata``,
+        ``text``, ``vector``); nothing else is read. ``ef`` overrides the beam width that
+        calibration chose for the collection's ``target_recall`` (see ``stats``).
+        """
+        # The hot path: every step here is paid on each search, so the common case (a
+        # plain float32 query, no filter, no expiry) takes the shortest way through.
+        if type(k) is not int or not 1 <= k <= MAX_K:
+            _check_k(k)
+        chosen = _DEFAULT_CHOSEN if include is DEFAULT_INCLUDE else _check_include(include)
+        if ef is not None:
+            _check_ef(ef)
+        plain = prepare_one(vector, self.params)
+        if plain is None:  # not the plain 1-D float32 case: check and convert it fully
+            _check_single(vector, "search")
+            query, scale = prepare(vector, self.params), 1.0
+        else:
+            query, scale = plain
+        compiled = None if filter is None else compile_filter(filter)
+        state = self._ready()
+        with state.lock.read():
+            vectors = state.vectors
+            if compiled is None and not vectors.with_ttl:
+                allowed = None
+            else:
+                allowed = self._allowed(state, compiled)
+            beam, exact = state.default_beam if ef is None else (ef, False)
+            labels, scores = vectors.search_one(query, k, allowed, beam, exact, scale)
+            return _hits(state, labels, scores, chosen)
 
     @remote("slow", caps={"k": DEFAULT_CAP, "ef": DEFAULT_CAP}, wire={"vectors": "vectors"})
     def search_many(
@@ -477,23 +538,21 @@ class Collection:
         """``search`` for each row of ``vectors`` (one native batch call when unfiltered)."""
         _check_k(k)
         chosen = _check_include(include)
-        if ef is not None and (type(ef) is not int or not 1 <= ef <= 65_536):
-            raise InvalidArgument(f"ef must be an int from 1 to 65536, not {ef!r}")
+        _check_ef(ef)
         queries = prepare(vectors, self.params)
         compiled = compile_filter(filter)
         state = self._ready()
         with state.lock.read():
             allowed = self._allowed(state, compiled)
-            scores, labels = state.vectors.search(queries, k, allowed, ef)
-            ranked = [
-                [
-                    (state.id_of[label], float(score))
-                    for score, label in zip(row_s, row_l)
-                    if label >= 0
-                ]
-                for row_s, row_l in zip(scores.tolist(), labels.tolist())
-            ]
-        return [self._hits(row, chosen) for row in ranked]
+            beam, exact = state.beam(ef)
+            scores, labels = state.vectors.search(queries, k, allowed, beam, exact)
+            out: list[list[Hit]] = []
+            for row_s, row_l in zip(scores.tolist(), labels.tolist()):
+                found = [(label, score) for label, score in zip(row_l, row_s) if label >= 0]
+                out.append(
+                    _hits(state, [label for label, _ in found], [s for _, s in found], chosen)
+                )
+            return out
 
     @remote("slow", caps={"k": DEFAULT_CAP})
     def text_search(
@@ -514,11 +573,8 @@ class Collection:
         if state.text is None:
             raise InvalidArgument(f"collection {self.name!r} was created with text=False")
         with state.lock.read():
-            ranked = [
-                (state.id_of[label], score)
-                for label, score in self._text(state, query, k, compiled)
-            ]
-        return self._hits(ranked, chosen)
+            ranked = self._text(state, query, k, compiled)
+            return _hits(state, [label for label, _ in ranked], [s for _, s in ranked], chosen)
 
     @remote(
         "slow",
@@ -553,6 +609,7 @@ class Collection:
             raise InvalidArgument("text must be a str")
         depth = candidates if candidates is not None else max(50, 2 * k)
         _check_k(depth)
+        _check_ef(ef)
         _check_single(vector, "hybrid_search")
         query = prepare(vector, self.params)
         compiled = compile_filter(filter)
@@ -561,7 +618,8 @@ class Collection:
             raise InvalidArgument(f"collection {self.name!r} was created with text=False")
         with state.lock.read():
             allowed = self._allowed(state, compiled)
-            scores, labels = state.vectors.search(query, depth, allowed, ef)
+            beam, exact = state.beam(ef)
+            scores, labels = state.vectors.search(query, depth, allowed, beam, exact)
             by_vector = [
                 (int(label), float(score))
                 for score, label in zip(scores[0], labels[0])
@@ -572,10 +630,14 @@ class Collection:
                 fused = fusers.rrf(by_vector, by_text)
             else:
                 fused = fusers.weighted(by_vector, by_text, float(alpha))
-            ranked = [(state.id_of[label], score, parts) for label, score, parts in fused[:k]]
-        return self._hits(
-            [(key, score) for key, score, _ in ranked], chosen, [p for *_, p in ranked]
-        )
+            top = fused[:k]
+            return _hits(
+                state,
+                [label for label, _, _ in top],
+                [score for _, score, _ in top],
+                chosen,
+                [parts for _, _, parts in top],
+            )
 
     # helpers -----------------------------------------------------------------------------
 
@@ -625,34 +687,6 @@ class Collection:
             return state.text.search(query, k, only=np.flatnonzero(mask))
         return state.text.search(query, k, lambda labels: mask[labels])
 
-    def _hits(
-        self,
-        ranked: Sequence[tuple[Any, float]],
-        include: frozenset[str],
-        parts: Sequence[dict[str, float]] | None = None,
-    ) -> list[Hit]:
-        records = self._records.get_many([key for key, _ in ranked]) if include else None
-        hits: list[Hit] = []
-        for i, (key, score) in enumerate(ranked):
-            record = records[i] if records is not None else None
-            if records is not None and record is None:
-                continue  # deleted or expired since the index answered
-            hits.append(
-                Hit(
-                    id=key,
-                    score=score,
-                    metadata=record.get(METADATA)
-                    if record is not None and "metadata" in include
-                    else None,
-                    text=record.get(TEXT) if record is not None and "text" in include else None,
-                    vector=record.get(VECTOR)
-                    if record is not None and "vector" in include
-                    else None,
-                    scores=parts[i] if parts is not None else None,
-                )
-            )
-        return hits
-
     def _check_ids(self, ids: Sequence[str | int], unique: bool = True) -> list[str | int]:
         if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
             raise InvalidArgument("ids must be a list of str or int")
@@ -674,6 +708,68 @@ class Collection:
         if len(out) != n:
             raise InvalidArgument(f"got {n} ids but {len(out)} {name}")
         return out
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _detached(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """A caller's own copy of indexed metadata (changing it must not change the index)."""
+    if metadata is None:
+        return {}
+    for value in metadata.values():
+        if type(value) not in _IMMUTABLE:
+            return copy.deepcopy(metadata)
+    return dict(metadata)
+
+
+def _hits(
+    state: CollectionState,
+    labels: Sequence[int],
+    scores: Sequence[float],
+    include: frozenset[str],
+    parts: Sequence[dict[str, float]] | None = None,
+) -> list[Hit]:
+    """Hits for ``labels`` (found under ``state``'s read lock, and called under it), carrying
+    only the parts ``include`` names. Metadata and text come straight from the index, which
+    answers for the same instant as the search itself (it was caught up with every committed
+    write before the search began, and a deleted item left it then): no record is read or
+    decoded for them. Only a caller asking for vectors has records read, for their stored
+    vectors (bit for bit what ``get`` returns; the index holds a re-normalised copy), and
+    falls back to the index's copy for an item written again since the search."""
+    id_of = state.id_of
+    if not include and parts is None:
+        return [Hit(id_of[label], score) for label, score in zip(labels, scores)]  # type: ignore[arg-type]
+    metadata_of = state.metadata_of if "metadata" in include else None
+    text_of = state.text_of if "text" in include else None
+    if include is _DEFAULT_CHOSEN and parts is None:  # the common case, spelled out
+        return [
+            Hit(id_of[label], score, _detached(metadata_of[label]), text_of[label])  # type: ignore[arg-type, index]
+            for label, score in zip(labels, scores)
+        ]
+    vectors: list[Any] | None = None
+    if "vector" in include:
+        keys: list[Any] = [id_of[label] for label in labels]
+        records = state.store.records(state.set_name).get_many(keys)
+        stored = state.vectors.vectors()
+        generation_of = state.generation_of
+        vectors = [
+            record.get(VECTOR)
+            if record is not None and record.generation == generation_of[label]
+            else stored[label].copy()
+            for label, record in zip(labels, records)
+        ]
+    return [
+        Hit(
+            id_of[label],  # type: ignore[arg-type]
+            score,
+            _detached(metadata_of[label]) if metadata_of is not None else None,
+            text_of[label] if text_of is not None else None,
+            vectors[i] if vectors is not None else None,
+            parts[i] if parts is not None else None,
+        )
+        for i, (label, score) in enumerate(zip(labels, scores))
+    ]
 
 
 def _item(record: Record, include: frozenset[str] = INCLUDE) -> Item:

@@ -14,7 +14,11 @@ ItemId = str | int
 
 
 class CollectionInfo(msgspec.Struct, frozen=True):
-    """A collection's definition. ``uid`` tells a re-created collection from a dropped one."""
+    """A collection's definition. ``uid`` tells a re-created collection from a dropped one.
+
+    ``target_recall``: the recall@10 searches are calibrated to reach (None: always search
+    with ``ef_search``); absent from definitions written before calibration existed, which
+    read back as 0.95."""
 
     name: str
     dim: int
@@ -26,6 +30,7 @@ class CollectionInfo(msgspec.Struct, frozen=True):
     exact_threshold: int
     uid: str
     created_at: float
+    target_recall: float | None = 0.95
 
 
 class Item(msgspec.Struct, frozen=True):

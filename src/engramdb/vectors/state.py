@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -40,6 +41,7 @@ from engramdb.index.vector import VectorIndex, VectorParams, prepare
 from engramdb.records.codec import decode_value, encode_value
 from engramdb.records.keys import Key
 from engramdb.records.model import Record
+from engramdb.vectors.calibrate import GROWTH, Calibration, Stopped, measure
 from engramdb.vectors.model import CollectionInfo
 
 if TYPE_CHECKING:
@@ -67,7 +69,11 @@ class _ReadGuard:
         self._lock = lock
 
     def __enter__(self) -> None:
-        self._lock._acquire_read()
+        lock = self._lock  # _acquire_read inlined: every search takes this
+        with lock._cond:
+            while lock._writer:
+                lock._cond.wait()
+            lock._readers += 1
 
     def __exit__(self, *exc: object) -> None:
         self._lock._release_read()
@@ -139,7 +145,16 @@ class _Snapshot(msgspec.Struct):
 class CollectionState:
     """Everything derived about one collection in this process."""
 
-    def __init__(self, store: Store, info: CollectionInfo, set_name: str) -> None:
+    default_beam: tuple[int | None, bool]  # see the calibration setter
+
+    def __init__(
+        self,
+        store: Store,
+        info: CollectionInfo,
+        set_name: str,
+        calibration: Calibration | None = None,
+        persist: Callable[[Calibration], None] | None = None,
+    ) -> None:
         self.store = store
         self.info = info
         self.set_name = set_name
@@ -160,6 +175,18 @@ class CollectionState:
         self.version = 0
         self._scan_cache: dict[bytes, tuple[int, Any]] = {}
         self._scan_lock = threading.Lock()
+        # Calibration (see calibrate.py): the ef searches use unless given one.
+        self.calibration = calibration if calibration is not None and info.target_recall else None
+        self._persist = persist
+        self._calibrating = threading.Lock()  # one calibration at a time
+        self._calibrator: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._calibrated_rebuilds = 0
+        self._next_calibration = (
+            0 if self.calibration is None else math.ceil(self.calibration.size * GROWTH)
+        )
+        self.calibrations = 0
+        self.calibration_error: str | None = None
         self._reset()
         self._snapshot_dir = (
             None
@@ -184,6 +211,7 @@ class CollectionState:
         """Load the snapshot if there is a usable one, else build from the items."""
         if not self._load_snapshot():
             self._build(progress)
+        self.maybe_calibrate()
 
     def _build(self, progress: bool) -> None:
         self._reset()
@@ -246,6 +274,8 @@ class CollectionState:
                 self._compact()
             if changed and self.applied - max(self.saved, self.attempted) >= _SNAPSHOT_EVERY:
                 self._save_snapshot()
+        if changed:
+            self.maybe_calibrate()
 
     def _apply_keys(self, keys: list[Key]) -> None:
         records = self.store.records(self.set_name).get_many(keys)
@@ -507,9 +537,138 @@ class CollectionState:
         self.applied = self.saved = self.attempted = state.sequence
         return True
 
+    # calibration -----------------------------------------------------------------------
+
+    @property
+    def calibration(self) -> Calibration | None:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, value: Calibration | None) -> None:
+        self._calibration = value
+        # What a search without ``ef`` uses: (beam width or None for ef_search, exact?).
+        self.default_beam = (
+            (None, False) if value is None else (None, True) if value.ef == 0 else (value.ef, False)
+        )
+
+    def beam(self, ef: int | None) -> tuple[int | None, bool]:
+        """The beam width of a search given ``ef`` (None: the collection's own), and
+        whether to search exactly instead (calibration found the graph cannot reach the
+        target recall for less than a scan)."""
+        return (ef, False) if ef is not None else self.default_beam
+
+    def adopt(self, calibration: Calibration | None) -> None:
+        """Take a calibration persisted by another process when it measured more items."""
+        if calibration is None or not self.info.target_recall:
+            return
+        mine = self.calibration
+        if mine is None or calibration.size > mine.size:
+            self.calibration = calibration
+            self._next_calibration = max(
+                self._next_calibration, math.ceil(calibration.size * GROWTH)
+            )
+
+    def _due(self) -> bool:
+        n = self.vectors.live_count
+        return (
+            bool(self.info.target_recall)
+            and not self.dropped
+            and not self._stop.is_set()
+            and n > self.params.exact_threshold
+            and (n >= self._next_calibration or self.rebuilds != self._calibrated_rebuilds)
+        )
+
+    def maybe_calibrate(self) -> None:
+        """Start a background calibration if the collection grew enough since the last
+        one (or its graph was rebuilt). Cheap when not due; never blocks a write."""
+        if not self._due() or self._calibrating.locked():
+            return
+        thread = threading.Thread(
+            target=self._calibrate_in_background,
+            name=f"engramdb-calibrate-{self.info.name}",
+            daemon=True,
+        )
+        self._calibrator = thread
+        thread.start()
+
+    def _calibrate_in_background(self) -> None:
+        if not self._calibrating.acquire(blocking=False):
+            return
+        try:
+            if self._due():
+                self._run_calibration()
+        except Exception as e:  # a background nicety: log it and keep the old ef
+            self.calibration_error = f"{type(e).__name__}: {e}"
+            log.warning("calibrating collection %r failed: %s", self.info.name, e)
+        finally:
+            self._calibrating.release()
+
+    def calibrate(self, seed: int | None = None) -> Calibration | None:
+        """Calibrate now, in this thread (waiting for a running calibration first); None
+        when there is nothing to calibrate (no target, or few enough items that searches
+        are exact)."""
+        if not self.info.target_recall or self.vectors.live_count <= self.params.exact_threshold:
+            return None
+        with self._calibrating:
+            return self._run_calibration(seed)
+
+    def _run_calibration(self, seed: int | None = None) -> Calibration | None:
+        target = self.info.target_recall
+        assert target is not None
+        rebuilds, size = self.rebuilds, self.vectors.live_count
+        if seed is None:  # the same items give the same sample, so the same ef
+            seed = int(self.info.uid, 16) ^ size
+        try:
+            found = measure(self, target, self._stop, seed)
+        except Stopped:
+            return None
+        self._calibrated_rebuilds = rebuilds
+        self._next_calibration = math.ceil(max(size, found.size) * GROWTH)
+        if self.dropped or self._stop.is_set():
+            return None
+        self.calibration = found
+        self.calibrations += 1
+        self.calibration_error = None
+        if self._persist is not None:
+            try:
+                self._persist(found)
+            except Exception as e:  # kept in memory; the next process measures again
+                self.calibration_error = f"not persisted: {type(e).__name__}: {e}"
+                log.warning(
+                    "collection %r: could not persist its calibration: %s", self.info.name, e
+                )
+        return found
+
+    def stop_calibrating(self) -> None:
+        """Abandon a running calibration and wait for its thread (close, drop)."""
+        self._stop.set()
+        thread = self._calibrator
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
+    def calibration_stats(self) -> dict[str, Any]:
+        tuned = self.calibration
+        beam, exact = self.beam(None)
+        return {
+            "target_recall": self.info.target_recall,
+            "ef": None if exact else (beam or self.params.ef_search),
+            "search_mode": "exact"
+            if exact or self.vectors.live_count <= self.params.exact_threshold
+            else "graph",
+            "measured_recall": tuned.recall if tuned is not None else None,
+            "calibrated_size": tuned.size if tuned is not None else None,
+            "calibration_samples": tuned.samples if tuned is not None else None,
+            "calibration_seconds": tuned.seconds if tuned is not None else None,
+            "calibrated_at": tuned.at if tuned is not None else None,
+            "calibrating": self._calibrating.locked(),
+            "calibrations": self.calibrations,
+            "last_calibration_error": self.calibration_error,
+        }
+
     def close(self) -> None:
         """Persist a snapshot if anything changed since the last one (never raises for a
         snapshot that cannot be written: see ``_save_snapshot``)."""
+        self.stop_calibrating()
         with self.lock.write():
             if self.applied != self.saved and not self.dropped:
                 self._save_snapshot()
@@ -539,5 +698,6 @@ class CollectionState:
             "last_snapshot_error": self.snapshot_error,
             "skipped_items": self.skipped,
             "rebuilds": self.rebuilds,
+            **self.calibration_stats(),
             "updated": time.time(),
         }

@@ -23,6 +23,7 @@ client as soon as ``create_collection`` returns.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ from engramdb.records.keys import Key
 from engramdb.records.model import Record
 from engramdb.records.writes import Current, Outcome
 from engramdb.remote import remote
+from engramdb.vectors.calibrate import Calibration, decode_calibration
 from engramdb.vectors.collection import Collection
 from engramdb.vectors.model import CollectionInfo
 from engramdb.vectors.state import CollectionState, params_of
@@ -55,6 +57,7 @@ DROPPED = "_collections_dropped"
 # Registry bin saying where the items are: INCARNATION_SETS for ``vec._<uid>``; absent for
 # the legacy ``vec.<name>``. Kept out of CollectionInfo: it is storage layout, not API.
 LAYOUT = "layout"
+CALIBRATION = "calibration"  # registry bin: the collection's last calibration (calibrate.py)
 INCARNATION_SETS = 1
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
 _UID = re.compile(r"[0-9a-f]{16}")
@@ -64,6 +67,15 @@ _SNAPSHOT_DIR = re.compile(r"(vec\..+)-([0-9a-f]{16})")
 _MAX_DIM_READ_BACK = 1 << 16  # a sanity bound; the configured limit applies when created
 _RECLAIM_PAGE = 1000  # items deleted per transaction
 _RECLAIM_PAGES = 10  # transactions per sweep
+
+
+def _check_target(target: object) -> None:
+    if target is None:
+        return
+    if not isinstance(target, int | float) or type(target) is bool or not 0.5 <= target <= 1.0:
+        raise InvalidArgument(
+            f"target_recall must be a number from 0.5 to 1.0, or None; not {target!r}"
+        )
 
 
 def legacy_set(name: str) -> str:
@@ -114,10 +126,18 @@ class VectorStore:
         ef_construction: int = 200,
         ef_search: int = 64,
         exact_threshold: int = 4096,
+        target_recall: float | None = 0.95,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection of ``dim``-dimensional vectors compared by ``metric``
         (``cosine``, ``ip`` or ``l2``), with a BM25 index over item texts when ``text``.
+
+        Searches that name no ``ef`` reach ``target_recall`` (recall@10, from 0.5 to 1.0)
+        on the collection's own data: the ``ef`` is calibrated from queries sampled near
+        stored items, in the background as the collection grows (``Collection.stats``
+        reports it; the collection may search exactly when that is cheaper). Until the
+        first calibration, and always with ``target_recall=None``, searches use
+        ``ef_search``.
 
         Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
         """
@@ -126,6 +146,7 @@ class VectorStore:
         params.check(self.store.limits.max_vector_dim)
         if type(text) is not bool:
             raise InvalidArgument("text must be a bool")
+        _check_target(target_recall)
         info = CollectionInfo(
             name=name,
             dim=dim,
@@ -137,6 +158,7 @@ class VectorStore:
             exact_threshold=exact_threshold,
             uid=secrets.token_hex(8),
             created_at=self.store.now(),
+            target_recall=None if target_recall is None else float(target_recall),
         )
         bins = {**msgspec.structs.asdict(info), LAYOUT: INCARNATION_SETS}
         try:
@@ -213,6 +235,7 @@ class VectorStore:
                 del self._states[state.info.uid]
         for state in gone:
             state.dropped = True
+            state.stop_calibrating()
             state.remove_files()
         return True
 
@@ -360,6 +383,7 @@ class VectorStore:
         else:
             try:
                 params_of(info).check(_MAX_DIM_READ_BACK)
+                _check_target(info.target_recall)
             except InvalidArgument as e:
                 problem = str(e)
         if problem is not None:
@@ -374,30 +398,53 @@ class VectorStore:
             raise NotFound(f"no collection named {name!r}")
         return self._decode(name, record.bins)
 
-    def _check_alive(self, info: CollectionInfo) -> None:
-        """``NotFound`` when the collection was dropped (here or in another process)."""
+    def _check_alive(self, info: CollectionInfo) -> Record:
+        """The collection's definition record; ``NotFound`` when the collection was dropped
+        (here or in another process)."""
         record = self._registry.get(info.name)
         if record is None or record.bins.get("uid") != info.uid:
             raise NotFound(f"collection {info.name!r} was dropped")
+        return record
 
     def _state_of(self, info: CollectionInfo, items: str) -> CollectionState:
         try:
-            self._check_alive(info)
+            record = self._check_alive(info)
         except NotFound:
             with self._lock:
                 state = self._states.pop(info.uid, None)
             if state is not None:
                 state.dropped = True
+                state.stop_calibrating()
             raise
+        tuned = decode_calibration(record.bins.get(CALIBRATION))
         state = self._states.get(info.uid)
         if state is None:
             with self._lock:
                 state = self._states.get(info.uid)
                 if state is None:
-                    state = CollectionState(self.store, info, items)
+                    state = CollectionState(
+                        self.store,
+                        info,
+                        items,
+                        tuned,
+                        functools.partial(self._save_calibration, info),
+                    )
                     state.open()
                     self._states[info.uid] = state
+                    return state
+        state.adopt(tuned)  # another process may have calibrated on more items
         return state
+
+    def _save_calibration(self, info: CollectionInfo, found: Calibration) -> None:
+        """Record a calibration in the collection's definition (unless it was dropped)."""
+        value = msgspec.structs.asdict(found)
+
+        def put(current: Current, now: int) -> Outcome:
+            if current.bins is None or current.bins.get("uid") != info.uid:
+                return Outcome(False)  # dropped (or re-created) meanwhile: nothing to record
+            return Outcome(True, {**current.bins, CALIBRATION: value})
+
+        self.store.write([self.store.step(self._registry, [(info.name, put)])])
 
     def _close(self) -> None:
         """Snapshot each index that changed (skipping dropped collections). Closes every
