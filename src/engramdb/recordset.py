@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from engramdb.errors import EngramError, InvalidArgument, NotFound
 from engramdb.records.codec import (
+    FORMAT,
+    HEADER,
     check_bins,
     decode_bins,
     encode_body,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["RecordSet"]
 
 _HEADER_META = struct.Struct("<Qqq")  # the header after its format byte (records/codec.py)
+_EXPIRES = struct.Struct("<q")  # expires_at_ms, at offset 9 of the header
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -126,6 +129,23 @@ class RecordSet:
 
     def _rk(self, key: Key) -> bytes:
         return self._prefix + encode_key(key, self._limits)
+
+    def _rk_of_text(self, text: bytes) -> bytes:
+        """The record key of the str key whose UTF-8 encoding is ``text`` (the caller
+        vouches that it is valid UTF-8: the server's Redis keys, checked as ASCII)."""
+        if len(text) > self._limits.max_key_bytes:
+            encode_key(text.decode("utf-8", "surrogatepass"), self._limits)  # raises
+        return self._str_prefix + text
+
+    def _live(self, rk: bytes) -> bytes | None:
+        """The stored value under ``rk`` (header and encoded bins) if it is live now, else
+        None. For the server's hot paths, which count their commands themselves."""
+        raw = self._engine_get(rk)
+        if raw is not None:
+            expires_ms = _EXPIRES.unpack_from(raw, 9)[0]
+            if expires_ms and expires_ms <= int(self._clock() * 1000):
+                return None
+        return raw
 
     # reads -------------------------------------------------------------------------------
 
@@ -326,18 +346,36 @@ class RecordSet:
         body = encode_body(check_bins(bins, self._limits), self._limits)
         conditions = make_conditions(expect_generation, create_only, update_only)
         check_ttl(ttl)
+        return self._plan_put_body(rk, body, conditions, ttl)
+
+    def _plan_put_body(
+        self,
+        rk: bytes,
+        body: bytes,
+        conditions: Conditions | None = None,
+        ttl: float | None = None,
+    ) -> WriteFn:
+        """``put`` of already encoded bins ``body`` under record key ``rk`` (the server's SET
+        comes here directly)."""
         now_ms = self._db._now_ms
+        pack, unpack = HEADER.pack, _HEADER_META.unpack_from
 
         def write(txn: WriteTxn) -> int:
+            # The rules of ``Stored``, inlined: this runs once per put.
             now = now_ms()
-            current = Stored(txn.get(rk), now)
+            raw = txn.get(rk)
+            prev: int | None = None
+            generation = 0
+            if raw is not None:
+                generation, prev, _ = unpack(raw, 1)
+                if prev and prev <= now:
+                    generation = 0  # expired, awaiting the sweeper: a new record
             if conditions is not None:
-                conditions.check(current.generation)
+                conditions.check(generation)
             # Never reuse a generation: a new record starts at its change's sequence.
-            generation = current.generation + 1 if current.generation else txn.next_sequence()
-            expires = expiry_ms(ttl, now)
-            raw = with_header(body, generation, expires, now)
-            txn.put(rk, raw, expires, current.prev_expires_ms)
+            generation = generation + 1 if generation else txn.next_sequence()
+            expires = 0 if ttl is None else expiry_ms(ttl, now)
+            txn.put(rk, pack(FORMAT, generation, expires, now) + body, expires, prev)
             txn.log("put", rk, generation, now)
             return generation
 

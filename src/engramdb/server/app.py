@@ -94,6 +94,8 @@ class Server:
         self._completions_scheduled = False
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
+        self._commit_on_loop = config.durability != "sync"
+        self._call_soon: Callable[..., Any] = _not_started  # the loop's call_soon, from start()
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
@@ -124,6 +126,7 @@ class Server:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._call_soon = self._loop.call_soon
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self._listener = await self._loop.create_server(
             lambda: Connection(self),
@@ -207,15 +210,16 @@ class Server:
     def submit_write(
         self, plan: WriteFn, conn: Connection, slot: Any, then: Callable[[Any], Any]
     ) -> None:
-        loop = self._loop
-        assert loop is not None
-        if self.config.durability != "sync":
+        if self._commit_on_loop:
             # Nothing to wait for on disk: commit the writes of this loop iteration together,
             # on the loop itself, after the reads it is serving (no thread hop).
-            if not self._loop_batch:
-                loop.call_soon(self._commit_loop_batch)
-            self._loop_batch.append((plan, conn, slot, then))
+            batch = self._loop_batch
+            if not batch:
+                self._call_soon(self._commit_loop_batch)
+            batch.append((plan, conn, slot, then))
             return
+        loop = self._loop
+        assert loop is not None
 
         def done(value: Any, error: BaseException | None) -> None:
             # One loop callback per commit batch, not per write: each callback makes the
@@ -249,10 +253,10 @@ class Server:
         callback runs before the next poll; whatever a connection runs there is again
         followed by a poll of every other socket.
         """
-        if not self._turned:
-            assert self._loop is not None
-            self._loop.call_soon(self._end_turn)
-        self._turned.append(conn)
+        turned = self._turned
+        if not turned:
+            self._call_soon(self._end_turn)
+        turned.append(conn)
 
     def _end_turn(self) -> None:
         turned, self._turned = self._turned, []
@@ -263,8 +267,8 @@ class Server:
 
     def _commit_loop_batch(self) -> None:
         batch, self._loop_batch = self._loop_batch, []
-        outcomes = self.db._commit.run_batch([plan for plan, _, _, _ in batch])
-        for (_, conn, slot, then), (value, error) in zip(batch, outcomes):
+        values, errors = self.db._commit.run_batch([item[0] for item in batch])
+        for (_, conn, slot, then), value, error in zip(batch, values, errors):
             conn.complete(slot, True, then, value, error)
 
     def offload(
@@ -315,6 +319,10 @@ class Server:
             "map_use_ratio": stats["saturation"]["map_use_ratio"] or 0.0,
             "changelog_length": stats["saturation"]["changelog_length"],
         }
+
+
+def _not_started(*args: Any) -> Any:
+    raise RuntimeError("the server has not started")
 
 
 def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import RecordTooBig
+from engramdb.records.codec import encode_body
 from engramdb.records.writes import KEEP, Current, Outcome
 from engramdb.server.commands import Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
@@ -24,6 +25,8 @@ from engramdb.server.handlers.values import (
     key_of,
     parse_int,
     parse_long_double,
+    record_key,
+    string_in,
     string_of,
     transform,
 )
@@ -38,8 +41,8 @@ _MAX_STRING = 512 << 20  # Redis' proto-max-bulk-len
 
 @command("get", 2, "readonly", "fast")
 def get(conn: Connection, args: list[bytes]) -> Any:
-    record = conn.records.get(key_of(args[0]))
-    return None if record is None else string_of(record.bins)
+    records = conn.records
+    return string_in(records._live(record_key(records, args[0])))
 
 
 @command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
@@ -141,13 +144,21 @@ def _parse_options(
     return flags, time
 
 
+def _ok(_: Any) -> Any:
+    return OK
+
+
 @command("set", -3, "write")
 def set_(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) == 2:  # a plain SET: a put of the encoded value, nothing to decide
+        records = conn.records
+        body = encode_body({STRING_BIN: args[1]}, records._limits)
+        return Write(records._plan_put_body(record_key(records, args[0]), body), _ok)
     flags, time = _parse_options(args[2:], _SET_EXCLUDES)
     expiry = None if time is None else _Expiry(*time, "set", conn.db._now_ms())
     key, bins = key_of(args[0]), {STRING_BIN: args[1]}
     if not flags:
-        return Write(conn.records._plan_put(key, bins), lambda _: OK)
+        return Write(conn.records._plan_put(key, bins), _ok)
     return _set(conn, key, bins, flags, expiry)
 
 

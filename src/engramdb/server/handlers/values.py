@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engramdb.records.codec import decode_bins
 from engramdb.records.keys import Key
 from engramdb.records.writes import Current, Outcome
 from engramdb.server.commands import RedisError, Reply, Write
@@ -27,6 +28,7 @@ from engramdb.server.commands import RedisError, Reply, Write
 if TYPE_CHECKING:
     import numpy as np
 
+    from engramdb.recordset import RecordSet
     from engramdb.server.connection import Connection
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "parse_float",
     "parse_int",
     "parse_long_double",
+    "record_key",
+    "string_in",
     "string_of",
     "transform",
     "wrongtype",
@@ -72,6 +76,24 @@ def key_of(raw: bytes) -> Key:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw
+
+
+def record_key(records: RecordSet, raw: bytes) -> bytes:
+    """The record key of Redis key ``raw`` in ``records`` (``key_of``'s key, encoded)."""
+    if raw.isascii():
+        return records._rk_of_text(raw)
+    return records._rk(key_of(raw))
+
+
+def string_in(raw: bytes | None, in_plan: bool = False) -> bytes | None:
+    """The string value of a stored record value (``RecordSet._live``), as ``string_of``."""
+    if raw is None:
+        return None
+    bins = decode_bins(raw)
+    if len(bins) != 1 or STRING_BIN not in bins:
+        raise wrongtype(in_plan)
+    value = bins[STRING_BIN]
+    return value if type(value) is bytes else as_bytes(value)
 
 
 def key_bytes(key: Key) -> bytes:
