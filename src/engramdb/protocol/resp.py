@@ -508,17 +508,18 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     (integer in RESP2), ``SimpleString`` → status, ``ErrorReply`` → error.
     """
     kind = type(value)
+    # The commonest replies first: values, counts, OK, nil.
     if kind is bytes:
         return b"$%d\r\n%s\r\n" % (len(value), value)
-    if kind is SimpleString:
-        if value == "OK":
-            return _OK
-        return b"+%s\r\n" % str(value).replace("\r", " ").replace("\n", " ").encode()
     if kind is int:
         number: int = value
         if -1 <= number < 1023:
             return _INTS[number + 1]
         return b":%d\r\n" % number
+    if kind is SimpleString:
+        if value == "OK":
+            return _OK
+        return b"+%s\r\n" % str(value).replace("\r", " ").replace("\n", " ").encode()
     if value is None:
         return b"_\r\n" if resp3 else b"$-1\r\n"
     if kind is ErrorReply:

@@ -20,6 +20,7 @@ from engramdb.server.handlers.values import (
     LLONG_MAX,
     LLONG_MIN,
     STRING_BIN,
+    as_bytes,
     error,
     format_long_double,
     key_of,
@@ -29,6 +30,7 @@ from engramdb.server.handlers.values import (
     string_in,
     string_of,
     transform,
+    wrongtype,
 )
 
 if TYPE_CHECKING:
@@ -352,17 +354,25 @@ def _stored_type(current: Current) -> type:
 
 def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
     def apply(current: Current, now: int) -> Outcome:
-        value = string_of(current.bins, in_plan=True)
-        number = 0 if value is None else parse_int(value, in_plan=True)
+        bins = current.bins
+        if bins is None:
+            number = 0
+            stored_int = False
+        else:
+            if len(bins) != 1 or STRING_BIN not in bins:
+                raise wrongtype(True)
+            value = bins[STRING_BIN]
+            # A record written with the Python API may hold an int: counters keep its type.
+            stored_int = type(value) is int
+            number = value if stored_int else parse_int(as_bytes(value), in_plan=True)
         if (amount < 0 and number < 0 and amount < LLONG_MIN - number) or (
             amount > 0 and number > 0 and amount > LLONG_MAX - number
         ):
             raise error(_OVERFLOW, True)
         number += amount
-        stored = number if _stored_type(current) is int else b"%d" % number
-        return Outcome(number, {STRING_BIN: stored})
+        return Outcome(number, {STRING_BIN: number if stored_int else b"%d" % number})
 
-    return transform(conn, key_of(raw_key), apply)
+    return transform(conn, raw_key, apply)
 
 
 @command("incr", 2, "write", "fast")

@@ -162,6 +162,7 @@ class TxnRecords:
         self._plan_put = records._plan_put
         # What the string commands' fast paths use (strings.py): keys, limits, plain puts.
         self._plan_put_body = records._plan_put_body
+        self._plan_one = records._plan_one
         self._rk = records._rk
         self._rk_of_text = records._rk_of_text
         self._limits = records._limits

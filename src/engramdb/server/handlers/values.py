@@ -153,17 +153,24 @@ def list_of(bins: dict[str, Any] | None, in_plan: bool = False) -> list[Any]:
     return items if type(items) is list else [items]
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def transform(
     conn: Connection,
-    key: Key,
+    key: Key | bytes,
     fn: Callable[[Current, int], Outcome],
-    then: Callable[[Any], Any] = lambda value: value,
+    then: Callable[[Any], Any] = _same,
     *,
     raw: bool = False,
 ) -> Write:
     """A read-modify-write of one record, run inside the write transaction (``raw``: ``fn``
-    gets the stored body undecoded, see ``Current``)."""
-    return Write(conn.records._plan_transform([(key, fn)], single=True, raw=raw), then)
+    gets the stored body undecoded, see ``Current``). ``key`` is a record key, or a Redis
+    key as received (bytes), mapped by ``key_of``."""
+    records = conn.records
+    rk = record_key(records, key) if type(key) is bytes else records._rk(key)
+    return Write(records._plan_one(rk, fn, raw=raw), then)
 
 
 def as_bytes(value: Any) -> bytes:
@@ -228,6 +235,8 @@ def field_lookup(raw: bytes) -> str | None:
 
 def parse_int(raw: bytes | Any, in_plan: bool = False) -> int:
     """A Redis integer argument or stored value (strict: no spaces, no ``+``, 64-bit)."""
+    if type(raw) is bytes and raw.isdigit() and len(raw) < 19 and (raw[0] != 48 or len(raw) == 1):
+        return int(raw)  # the common case: a plain non-negative number that fits
     if type(raw) is int and type(raw) is not bool:
         value = raw
     else:
