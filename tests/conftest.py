@@ -28,9 +28,9 @@ import engramdb.aio
 from engramdb import Database, FakeClock
 from engramdb.protocol.errors import error_from_reply
 
-# Every face of the API: embedded (in-memory, LMDB), remote sync, and the two asyncio faces
-# (embedded LMDB, remote), which the suite drives through ``Blocking`` below.
-ENGINES = ["memory", "lmdb", "server", "aio", "server-aio"]
+# Every face of the API: embedded (in-memory, LMDB, PostgreSQL), remote sync, and the two
+# asyncio faces (embedded LMDB, remote), which the suite drives through ``Blocking`` below.
+ENGINES = ["memory", "lmdb", "postgres", "server", "aio", "server-aio"]
 CLOCK_START = 1_700_000_000.0
 
 
@@ -211,6 +211,36 @@ def engram_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One local PostgreSQL (bundled binaries, run as an unprivileged user, no fsync) for the
+    whole run; skipped, never failed, where it cannot start."""
+    try:
+        import psycopg  # noqa: F401
+
+        from engramdb.cluster.local import LocalPostgres
+    except ImportError as e:
+        pytest.skip(f"the postgres placement needs the postgres and cluster extras: {e}")
+    try:
+        server = LocalPostgres(fsync=False).start()
+    except engramdb.EngramError as e:
+        pytest.skip(f"no local PostgreSQL could start here: {e}")
+    yield server
+    server.close()
+
+
+_schemas = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """A URL to a fresh, empty engramdb database (a PostgreSQL schema of its own) on the
+    shared server; the schema is dropped afterwards."""
+    schema = f"t{os.getpid()}_{next(_schemas)}"
+    yield f"{postgres_server.url()}?schema={schema}"
+    postgres_server.psql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 OpenDb = Callable[..., Database]
 
 
@@ -247,6 +277,9 @@ def open_db(
         elif engine_name == "lmdb":
             options.setdefault("durability", "none")
             db = engramdb.open(tmp_path / "db", **options)
+        elif engine_name == "postgres":
+            options.setdefault("durability", "none")
+            db = engramdb.open(request.getfixturevalue("postgres_url"), **options)
         elif engine_name == "aio":
             loop: _Loop = request.getfixturevalue("event_loop_thread")
             options.setdefault("durability", "none")

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -80,7 +82,13 @@ def stats(path: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--data", default="./engramdb-data", show_default=True, help="Database directory.")
+@click.option(
+    "--data",
+    default="./engramdb-data",
+    show_default=True,
+    help="Database directory, or a postgresql://h1:p1,h2:p2/db URL (extra 'postgres'): many "
+    "servers may serve one PostgreSQL database.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7379, show_default=True, type=int, help="RESP port.")
 @click.option(
@@ -207,7 +215,7 @@ def serve(
             return
         auth = ":PASSWORD@" if password else ""
         click.echo(
-            f"engramdb {engramdb.__version__} serving {os.path.abspath(data)} "
+            f"engramdb {engramdb.__version__} serving {_where(data)} "
             f"on {host}:{server.port} (durability={durability}"
             + (
                 f", metrics at http://{metrics_host}:{metrics_port}/metrics)"
@@ -337,6 +345,146 @@ def audit(
     paths = write_reports(report, report_dir)
     click.echo(f"wrote {paths['json']} and {paths['html']}")
     sys.exit(0 if report["pass"] else 3)
+
+
+def _where(data: str) -> str:
+    """What ``--data`` names, for humans: the directory, or the URL without credentials."""
+    if data.startswith(("postgresql://", "postgres://")):
+        return re.sub(r"://[^@/]*@", "://", data.partition("?")[0])
+    return os.path.abspath(data)
+
+
+@main.group()
+def cluster() -> None:
+    """Run a local replicated cluster: etcd and Patroni-managed PostgreSQL nodes with
+    pgvector and strict synchronous replication, for development, tests and demos.
+
+    Needs the 'cluster' extra (pip install 'engramdb[cluster]') and etcd
+    (apt-get install -y etcd-server etcd-client). Run as root, its processes run as the
+    unprivileged user 'engramdb' (PostgreSQL refuses root); set ENGRAMDB_RUNTIME_DIR to move
+    where that user's copies of the binaries are kept (default /var/cache/engramdb).
+    """
+
+
+_CLUSTER_DIR = click.option(
+    "--dir",
+    "directory",
+    default="./engramdb-cluster",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory holding the cluster's data, logs and state.",
+)
+
+
+def _cluster(directory: str, nodes: int | None = None, *, existing: bool = False) -> Any:
+    from engramdb.cluster import Cluster
+
+    runtime = os.environ.get("ENGRAMDB_RUNTIME_DIR")
+    options: dict[str, Any] = {"runtime_dir": Path(runtime) if runtime else None}
+    if existing:
+        return Cluster.open(directory, **options)
+    return Cluster(directory, nodes=nodes, **options)
+
+
+@cluster.command("up")
+@_CLUSTER_DIR
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 9),
+    help="PostgreSQL nodes (default 3; a single node has no standby, so no synchronous "
+    "replication and no failover).",
+)
+@click.option(
+    "--timeout", default=180.0, show_default=True, help="Seconds to wait for a healthy cluster."
+)
+@_clean_errors
+def cluster_up(directory: str, nodes: int | None, timeout: float) -> None:
+    """Start etcd and the PostgreSQL nodes in --dir (or restart the ones already there),
+    wait for a leader and a synchronous standby, and print the engine URL on stdout."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    handle = _cluster(directory, nodes)
+    handle.timeout = timeout
+    started = time.monotonic()
+    err = Console(stderr=True)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("preparing", total=None)
+        try:
+            url = handle.up(progress=lambda message: bar.update(task, description=message))
+        except KeyboardInterrupt:
+            bar.stop()
+            click.echo(
+                f"interrupted: processes may still be starting; stop them with: "
+                f"engramdb cluster down --dir {directory}",
+                err=True,
+            )
+            sys.exit(130)
+    err.print(
+        f"cluster up in {time.monotonic() - started:.1f} s: {handle.nodes} nodes in "
+        f"{handle.directory}"
+    )
+    err.print(_members_table(handle.members()))
+    click.echo(f'  python:  db = engramdb.open("{url}")', err=True)
+    click.echo(f"  status:  engramdb cluster status --dir {directory}", err=True)
+    click.echo(f"  stop:    engramdb cluster down --dir {directory}", err=True)
+    click.echo(url)
+
+
+@cluster.command("status")
+@_CLUSTER_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_clean_errors
+def cluster_status(directory: str, as_json: bool) -> None:
+    """Show each node's role, state, timeline, lag, ports and process ids (from Patroni's
+    REST API), and etcd's. Exits 1 when the cluster is not healthy."""
+    from engramdb.cluster import Member
+
+    handle = _cluster(directory, existing=True)
+    figures = handle.status()
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        console.print(_members_table([Member(**m) for m in figures["nodes"]]))
+        etcd = figures["etcd"]
+        console.print(
+            f"etcd: port {etcd['client_port']}, pid {etcd['pid'] or '-'}, "
+            f"{'healthy' if etcd['healthy'] else 'NOT healthy'}"
+        )
+        click.echo(f"engine URL: {figures['url']}")
+        if figures["problem"] is not None:
+            click.echo(f"not healthy: {figures['problem']}")
+    sys.exit(0 if figures["problem"] is None else 1)
+
+
+@cluster.command("down")
+@_CLUSTER_DIR
+@click.option("--wipe", is_flag=True, help="Also delete the directory (data, logs, state).")
+@click.option(
+    "--timeout", default=20.0, show_default=True, help="Seconds before SIGTERM becomes SIGKILL."
+)
+@_clean_errors
+def cluster_down(directory: str, wipe: bool, timeout: float) -> None:
+    """Stop every process the cluster in --dir started (Patroni, PostgreSQL, etcd)."""
+    handle = _cluster(directory, existing=True)
+    stopped = handle.down(wipe=wipe, timeout=timeout)
+    removed = f" and removed {handle.directory}" if wipe else ""
+    click.echo(f"stopped {len(stopped)} processes{removed}")
+
+
+def _members_table(members: list[Any]) -> Table:
+    table = Table(show_edge=False)
+    for column in ("node", "role", "state", "TL", "lag", "ports pg/REST", "pids patroni/pg"):
+        table.add_column(column, no_wrap=True)
+    for m in members:
+        table.add_row(
+            m.name, m.role, m.state, str(m.timeline or "-"),
+            "-" if m.lag is None else f"{m.lag:,} B", f"{m.pg_port}/{m.rest_port}",
+            f"{m.patroni_pid or '-'}/{m.postgres_pid or '-'}",
+        )  # fmt: skip
+    return table
 
 
 def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> None:

@@ -187,9 +187,14 @@ def open(
     Args:
         path: directory of an LMDB database, shared safely by every process on this host.
             None gives a private in-memory database (same contract, nothing on disk).
+            A ``postgresql://h1:p1,h2:p2/db`` URL opens the database in PostgreSQL (extra
+            ``postgres``; see ``engramdb.storage.postgres_engine`` for its options): any
+            number of processes and servers on any hosts may open the same URL.
         durability: ``sync`` (a write returns after fsync; the default), ``async`` (flushed
             every ``flush_interval`` s: survives a process crash, may lose the last moments
-            on power loss) or ``none`` (never flushed explicitly).
+            on power loss) or ``none`` (never flushed explicitly). On PostgreSQL: ``sync``
+            waits for the synchronous standby, ``async`` for the primary's disk only,
+            ``none`` for neither.
         clock: returns seconds since the epoch; TTLs are judged by it (tests pass a
             ``FakeClock``).
         limits: key, record, bin-name and vector limits (``engramdb.Limits``).
@@ -209,6 +214,31 @@ def open(
         from engramdb.storage.memory import MemoryEngine
 
         engine = MemoryEngine()
+    elif isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        try:
+            from engramdb.storage.postgres_engine import PostgresEngine
+        except ImportError as e:
+            raise InvalidArgument(
+                f"a postgresql:// database needs the 'postgres' extra "
+                f"(pip install 'engramdb[postgres]'): {e}"
+            ) from None
+        engine = PostgresEngine(path, durability=durability)
+        # Nothing of this database is on this host: no path, no data directory. Derived
+        # indexes are rebuilt from the records and the change log instead of snapshots.
+        try:
+            return Database(
+                engine,
+                clock=clock,
+                limits=limits,
+                sweep_interval=sweep_interval,
+                changelog_retention=changelog_retention,
+                embedder=embedder,
+                path=None,
+                durability=durability,
+            )
+        except BaseException:
+            engine.close()
+            raise
     else:
         from engramdb.storage.lmdb_engine import LmdbEngine
 
@@ -387,8 +417,10 @@ class Database:
         if type(limit) is not int or limit < 1:
             raise InvalidArgument(f"limit must be a positive int, not {limit!r}")
         entries = self._engine.changes(since, limit)
+        # Judged by the oldest sequence kept, read after the changes: comparing with the
+        # last sequence would call a change that committed in between "gone".
         if (entries and entries[0].sequence != since + 1) or (
-            not entries and since < self._engine.last_sequence()
+            not entries and since + 1 < self._engine.first_sequence()
         ):
             first = self._engine.first_sequence()
             raise ChangeLogTruncated(

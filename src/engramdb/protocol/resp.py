@@ -49,6 +49,7 @@ __all__ = [
     "ErrorReply",
     "FrameTooLarge",
     "ParserLimits",
+    "Push",
     "RequestParser",
     "SimpleString",
     "Verbatim",
@@ -475,6 +476,12 @@ class Verbatim(str):
     __slots__ = ()
 
 
+class Push(tuple[Any, ...]):
+    """An out-of-band message (pub/sub, MONITOR): a RESP3 push, an array in RESP2."""
+
+    __slots__ = ()
+
+
 class Encoded(bytes):
     """A reply already encoded (by a worker thread, off the event loop): sent as is."""
 
@@ -505,7 +512,8 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     Python types map to RESP types: ``bytes``/``str`` → bulk string, ``int`` → integer,
     ``None`` → null, ``list``/``tuple`` → array, ``dict`` → map (flat array in RESP2),
     ``set``/``frozenset`` → set, ``float`` → double (bulk in RESP2), ``bool`` → boolean
-    (integer in RESP2), ``SimpleString`` → status, ``ErrorReply`` → error.
+    (integer in RESP2), ``SimpleString`` → status, ``ErrorReply`` → error, ``Push`` → push
+    (array in RESP2).
     """
     kind = type(value)
     # The commonest replies first: values, counts, OK, nil.
@@ -555,4 +563,8 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
         return b"_\r\n" if resp3 else b"*-1\r\n"
     if kind is Encoded:
         return bytes(value)
+    if kind is Push:
+        parts = [b">%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value)]
+        parts.extend(encode_reply(item, resp3) for item in value)
+        return b"".join(parts)
     raise TypeError(f"cannot encode a {kind.__name__} as a RESP reply")

@@ -24,23 +24,38 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import engramdb
 from engramdb.clock import FakeClock
 from engramdb.database import Database
+from engramdb.errors import InvalidArgument
 from engramdb.observability.metrics import Metrics
+from engramdb.server.bus import Bus
 from engramdb.server.config import ServerConfig, is_loopback
 from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
+from engramdb.server.notify import Notifier
+from engramdb.server.pubsub import Hub
+from engramdb.server.scan_cursor import CursorTable
+from engramdb.server.settings import Settings
+from engramdb.server.tooling import Baseline, SlowLog
 from engramdb.storage.base import WriteFn
 
 __all__ = ["Server", "ServerStats", "run_server"]
 
 log = logging.getLogger("engramdb.server")
 
+
+def _is_url(data: str) -> bool:
+    """Whether ``--data`` names a PostgreSQL database rather than a local directory."""
+    return data.startswith(("postgresql://", "postgres://"))
+
+
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -54,6 +69,8 @@ class ServerStats:
     unknown_commands: int = 0
     shed: int = 0
     output_buffer_disconnects: int = 0
+    pubsub_disconnects: int = 0  # subscribers past the pub/sub output-buffer limit
+    killed_clients: int = 0  # CLIENT KILL
     idle_disconnects: int = 0
     auth_failures: int = 0
     auth_refused: int = 0  # AUTH attempts refused unchecked by the failure backoff
@@ -67,7 +84,7 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         config.check()
-        self.config = config
+        self.config: ServerConfig = config
         self.clock: FakeClock | None = FakeClock(time.time()) if config.testing else None
         self.db = self._open_db()
         self.records = self.db.records(config.default_set)
@@ -76,7 +93,7 @@ class Server:
         self.connections: set[Connection] = set()
         self.inflight = 0
         self.accepting = True
-        self.max_clients = config.max_clients  # lowered by start() if descriptors are short
+        self.max_clients: int = config.max_clients  # lowered by start() if descriptors are short
         self.auth_throttle = AuthThrottle(time.monotonic)
         # Log lines any client can cause at will, rate-limited so they cannot flood the log.
         self.refusals = LogLimiter(log, time.monotonic)
@@ -94,7 +111,32 @@ class Server:
         self._completions_scheduled = False
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
-        self._commit_on_loop = config.durability != "sync"
+        # Pub/sub, keyspace notifications and what Redis tools read (CONFIG, SLOWLOG...).
+        self.pubsub: Hub = Hub()
+        self.monitors: dict[Connection, None] = {}
+        self.settings: Settings = Settings()
+        self.slowlog: SlowLog = SlowLog()
+        self.notifier: Notifier = Notifier(self)
+        # Shared by the processes serving one data directory; a PostgreSQL database has no
+        # directory here, so each front keeps its own (a cursor another front issued still
+        # resumes, from its prefix).
+        local = not _is_url(config.data)
+        self.scan_cursors: CursorTable = CursorTable(config.data if local else None)
+        self.bus: Bus | None = None  # the other server processes of this data directory
+        self._restarting: asyncio.Future[None] | None = None
+        self.changed_settings: dict[bytes, bytes] = {}  # by CONFIG SET, for new peers
+        self.idle_timeout: float = config.idle_timeout  # CONFIG SET timeout changes it
+        self.max_clients_cap: int = config.max_clients  # what the descriptor limit allows
+        self.stats_baseline: Baseline | None = None  # CONFIG RESETSTAT
+        # CLIENT PAUSE: until when (loop time; 0: not paused), and whether only writes wait.
+        self.paused_until = 0.0
+        self.pause_writes_only = False
+        self._held: dict[Connection, None] = {}
+        self._unpause_timer: asyncio.TimerHandle | None = None
+        self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=16)
+        # Without an fsync to wait for, a local engine commits on the loop itself; a
+        # PostgreSQL commit is a network round trip (or more): it never runs on the loop.
+        self._commit_on_loop = config.durability != "sync" and not _is_url(config.data)
         self._call_soon: Callable[..., Any] = _not_started  # the loop's call_soon, from start()
 
     def _open_db(self, **options: Any) -> Database:
@@ -128,6 +170,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._call_soon = self._loop.call_soon
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
+        self.max_clients_cap = max(self.max_clients, self.max_clients_cap)
         self._listener = await self._loop.create_server(
             lambda: Connection(self),
             self.config.host,
@@ -136,7 +179,21 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
-        if self.config.idle_timeout > 0:
+        if _is_url(self.config.data):
+            # Fronts of one PostgreSQL database share no directory to meet in: PUBLISH
+            # reaches this front's subscribers (keyspace notifications, from the shared
+            # change log, reach every front's).
+            log.info("pub/sub reaches only this process's subscribers (postgresql:// data)")
+        else:
+            bus = Bus(self, self.config.data)
+            try:
+                await bus.start()
+                self.bus = bus
+            except OSError as e:
+                log.warning(
+                    "pub/sub reaches only this process's subscribers: %s (%s)", e, bus.directory
+                )
+        if self.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
         if self.config.metrics_port is not None:
             from engramdb.server.metrics_http import start_metrics_server
@@ -174,6 +231,10 @@ class Server:
             self._lag_task.cancel()
         if self._idle_task is not None:
             self._idle_task.cancel()
+        self.notifier.close()
+        self.scan_cursors.close()
+        if self.bus is not None:
+            self.bus.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
@@ -190,15 +251,91 @@ class Server:
         while True:
             before = loop.time()
             await asyncio.sleep(interval)
-            self.stats.loop_lag_s = max(0.0, loop.time() - before - interval)
+            now = loop.time()
+            self.stats.loop_lag_s = max(0.0, now - before - interval)
+            commands = sum(m.count for m in self.metrics.ops())
+            self._samples.append((now, commands, self.stats.bytes_in, self.stats.bytes_out))
+
+    def rates(self) -> dict[str, float]:
+        """Commands and bytes per second over the last ~1.6 s (INFO's instantaneous_*)."""
+        samples = self._samples
+        if len(samples) < 2:
+            return {"commands": 0.0, "bytes_in": 0.0, "bytes_out": 0.0}
+        (t0, c0, i0, o0), (t1, c1, i1, o1) = samples[0], samples[-1]
+        span = max(t1 - t0, 1e-6)
+        return {"commands": (c1 - c0) / span, "bytes_in": (i1 - i0) / span,
+                "bytes_out": (o1 - o0) / span}  # fmt: skip
+
+    def pause(self, seconds: float, writes_only: bool) -> None:
+        """CLIENT PAUSE: hold clients' commands (all, or writes) for ``seconds``."""
+        assert self._loop is not None
+        was_paused = self.paused_until > 0
+        until = self._loop.time() + seconds
+        if until > self.paused_until:
+            self.paused_until = until
+            if self._unpause_timer is not None:
+                self._unpause_timer.cancel()
+            self._unpause_timer = self._loop.call_at(until, self.unpause)
+        # A second PAUSE may widen what waits (WRITE then ALL), never narrow it.
+        self.pause_writes_only = writes_only and (self.pause_writes_only or not was_paused)
+
+    def holds(self, command: Any, args: list[bytes]) -> bool:
+        """Whether CLIENT PAUSE holds this command back (CLIENT itself never waits, so an
+        operator can always UNPAUSE)."""
+        if command.name == "client":
+            return False
+        if not self.pause_writes_only:
+            return True
+        return bool(command.is_write(args)) or command.name in ("publish", "spublish")
+
+    def hold(self, conn: Connection) -> None:
+        self._held[conn] = None
+
+    def unpause(self) -> None:
+        """End CLIENT PAUSE: held connections run what they were sent, in order."""
+        self.paused_until = 0.0
+        self.pause_writes_only = False
+        if self._unpause_timer is not None:
+            self._unpause_timer.cancel()
+            self._unpause_timer = None
+        held, self._held = self._held, {}
+        for conn in held:
+            conn.resume()
+
+    def apply_setting(self, name: bytes, value: bytes, *, from_peer: bool = False) -> None:
+        """A CONFIG SET another process of this data directory made: apply it here too
+        (unless this process changed that setting itself, for one that just joined)."""
+        from engramdb.server.settings import SettingError, config_set
+
+        if from_peer and name in self.changed_settings and self.changed_settings[name] == value:
+            return
+        try:
+            config_set(self, [(name, value)])
+        except (KeyError, SettingError) as e:
+            log.warning("could not apply a peer's CONFIG SET %r: %s", name, e)
+            return
+        self.changed_settings[name] = value
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: INFO counts from now on (``/metrics`` keeps growing)."""
+        self.stats_baseline = Baseline.take(self)
+
+    def set_idle_timeout(self, seconds: float) -> None:
+        """CONFIG SET timeout: 0 keeps idle connections."""
+        self.idle_timeout = seconds
+        if seconds > 0 and self._idle_task is None:
+            self._idle_task = asyncio.get_running_loop().create_task(self._close_idle())
+        elif seconds <= 0 and self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
 
     async def _close_idle(self) -> None:
-        timeout = self.config.idle_timeout
-        # Checked a few times per timeout (at most once a second): a connection is closed
-        # between ``timeout`` and ``timeout + check`` seconds after its last request.
-        check = min(1.0, timeout / 4)
         while True:
-            await asyncio.sleep(check)
+            timeout = self.idle_timeout
+            # Checked a few times per timeout (at most once a second): a connection is
+            # closed between ``timeout`` and ``timeout + check`` seconds after its last
+            # request.
+            await asyncio.sleep(min(1.0, timeout / 4))
             now = self.now()
             for conn in list(self.connections):
                 idle_for = now - conn.last_active
@@ -271,6 +408,11 @@ class Server:
         for (_, conn, slot, then), value, error in zip(batch, values, errors):
             conn.complete(slot, True, then, value, error)
 
+    def in_thread(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn`` on the slow-work threads (for the server's own background tasks)."""
+        assert self._loop is not None
+        return self._loop.run_in_executor(self._executor, fn)
+
     def offload(
         self, fn: Callable[[], Any], conn: Connection, slot: Any, then: Callable[[Any], Any]
     ) -> None:
@@ -290,6 +432,8 @@ class Server:
         """Wipe the database and reopen it with ``options`` (``--testing`` only)."""
         import shutil
 
+        if _is_url(self.config.data):
+            raise InvalidArgument("reset wipes a local database only, not a postgresql:// one")
         self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
         if self.clock is not None:
@@ -303,6 +447,13 @@ class Server:
             self.db = self._open_db()  # never leave the server without a database
             raise
         self.records = self.db.records(self.config.default_set)
+        self.scan_cursors.close()
+        self.scan_cursors = CursorTable(self.config.data)
+        self.notifier.rebase()
+        if self.bus is not None:  # its socket went with the directory
+            self.bus.close()
+            self.bus = Bus(self, self.config.data)
+            self._restarting = asyncio.ensure_future(self.bus.start())
         for conn in self.connections:
             conn.db = self.db
             conn.records = self.records

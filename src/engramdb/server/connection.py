@@ -31,7 +31,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
-from time import perf_counter, perf_counter_ns
+from time import monotonic, perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.errors import EngramError
@@ -44,6 +44,7 @@ from engramdb.protocol.resp import (
     RequestParser,
     encode_reply,
 )
+from engramdb.server import tooling
 from engramdb.server.commands import (
     COMMANDS,
     Command,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from engramdb.recordset import RecordSet
     from engramdb.server.app import Server
     from engramdb.server.handlers.transactions import Transaction
+    from engramdb.server.pubsub import Subscriptions
 
 __all__ = ["Connection"]
 
@@ -90,11 +92,12 @@ def _fresh(limits: TurnLimits) -> Budget:
 
 
 class _Slot:
-    __slots__ = ("data", "metric", "started")
+    __slots__ = ("args", "data", "metric", "started")
 
-    def __init__(self, metric: str, started: int) -> None:
+    def __init__(self, metric: str, started: int, args: list[bytes] | None = None) -> None:
         self.metric = metric
         self.started = started
+        self.args = args  # for the slow log
         self.data: bytes | None = None
 
 
@@ -115,6 +118,7 @@ class Connection(asyncio.Protocol):
         self._stats = server.stats
         self._metrics = server.metrics
         self._ops = server.metrics.by_name
+        self._slowlog = server.slowlog
         self.last_active = self._now()
         self.transport: asyncio.Transport | None = None
         self._slots: deque[_Slot] = deque()
@@ -137,11 +141,21 @@ class Connection(asyncio.Protocol):
         self._linger_left = 0
         self._linger_timer: asyncio.TimerHandle | None = None
         self._multi: Transaction | None = None
-        # Whether commands may take the dispatch fast path (``_run``): authenticated and
-        # outside MULTI. Kept current by ``authenticate`` and the ``multi`` setter; any new
+        # Whether commands may take the dispatch fast path (``_run``): authenticated,
+        # outside MULTI and not subscribed. Kept current by ``authenticate``,
+        # ``deauthenticate`` and the ``multi`` and ``subscriptions`` setters; any new
         # per-connection state that needs ``_run_checked`` belongs in ``_refresh_plain``.
         self._plain = self.authenticated
         self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
+        # Pub/sub and tooling state (CLIENT LIST, MONITOR): see server/pubsub.py, tooling.py.
+        self._subscriptions: Subscriptions | None = None
+        self.monitoring = False
+        self.created = monotonic()
+        self.last_command = "NULL"
+        self.lib: tuple[bytes, bytes] = (b"", b"")  # CLIENT SETINFO lib-name, lib-ver
+        self.no_evict = False
+        self.local_address = ""
+        self._soft_since = 0.0  # when unread pub/sub output first passed the soft limit
 
     @property
     def multi(self) -> Transaction | None:
@@ -153,8 +167,18 @@ class Connection(asyncio.Protocol):
         self._multi = transaction
         self._refresh_plain()
 
+    @property
+    def subscriptions(self) -> Subscriptions | None:
+        """What this client is subscribed to (None: nothing)."""
+        return self._subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, subscriptions: Subscriptions | None) -> None:
+        self._subscriptions = subscriptions
+        self._refresh_plain()
+
     def _refresh_plain(self) -> None:
-        self._plain = self.authenticated and self._multi is None
+        self._plain = self.authenticated and self._multi is None and self._subscriptions is None
 
     # transport events --------------------------------------------------------------------
 
@@ -163,6 +187,8 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        local = transport.get_extra_info("sockname")
+        self.local_address = f"{local[0]}:{local[1]}" if isinstance(local, tuple) else ""
         self.address_key = address_key(peer[0]) if isinstance(peer, tuple) else str(peer)
         server = self.server
         if not server.accepting or len(server.connections) >= server.max_clients:
@@ -189,6 +215,10 @@ class Connection(asyncio.Protocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         self.server.connections.discard(self)
+        if self.subscriptions is not None:
+            self.server.pubsub.drop(self)
+        if self.monitoring:
+            self.server.monitors.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         if self._linger_left:
@@ -246,6 +276,18 @@ class Connection(asyncio.Protocol):
             self.server.end_turn_later(self)
         if self._paused or parser.more or self._backlog or len(self._slots) > self._max_pending:
             self._update_reading()
+
+    def resume(self) -> None:
+        """CLIENT PAUSE ended: run what waited, then read on."""
+        if self._closing or self._draining:
+            return
+        held_up = bool(self._backlog)
+        self._run_backlog()
+        if held_up and not self._backlog:
+            self._serve()
+        else:
+            self._update_reading()
+        self._end_turn_later()
 
     def end_turn(self) -> bool:
         """The loop turn is over (every ready socket was read): send the replies and renew
@@ -364,33 +406,40 @@ class Connection(asyncio.Protocol):
             # still reading ``multi``), nothing of this client's runs, not even a MULTI queue.
             return False
         cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+        server = self.server
         if (
             cmd is None
             or not self._plain
             or not small
             or not cmd.min_args <= len(args) <= cmd.fast_args
+            or server.paused_until
+            or server.monitors
         ):
             return self._run_checked(cmd, args)
-        # The hot path: an authenticated, well-formed, small command outside MULTI.
+        # The hot path: an authenticated, well-formed, small command outside MULTI and
+        # pub/sub, with no CLIENT PAUSE or MONITOR on.
         writes = cmd.always_writes
         if self._pending_writes and not (cmd.is_write(args) if writes is None else writes):
             return False
+        metric = cmd.name if cmd.metric is None else cmd.metric(args)
+        self.last_command = metric
         started = perf_counter_ns()
         try:
             result = cmd.handler(self, args[1:])
         except Exception as e:
-            self._answer(cmd.metric_name(args), started, self._error_reply(e))
+            self._answer(metric, started, self._error_reply(e), args)
             return True
         kind = type(result)
-        metric = cmd.name if cmd.metric is None else cmd.metric(args)
         if kind is Write:
-            server = self.server
             if server.inflight < self._max_inflight:
-                slot = _Slot(metric, started)
+                slot = _Slot(metric, started, args)
                 self._slots.append(slot)
                 server.inflight += 1
                 self._pending_writes += 1
-                server.submit_write(result.plan, self, slot, result.then)
+                plan = result.plan
+                if server.notifier.hinting:
+                    plan = server.notifier.hinted(cmd, args, plan)
+                server.submit_write(plan, self, slot, result.then)
                 return True
             return self._start(cmd, args, started, result)
         if kind is Offload or kind is Defer:
@@ -404,9 +453,12 @@ class Connection(asyncio.Protocol):
         else:
             self._out.append(data)
         metrics = self._ops.get(metric) or self._metrics.op(metric)
-        metrics.observe(perf_counter_ns() - started)
+        elapsed = perf_counter_ns() - started
+        metrics.observe(elapsed)
         if kind is ErrorReply:
             metrics.error(_error_code(result))
+        if elapsed >= self._slowlog.threshold_ns:
+            self._slowlog.add(self, args, elapsed)
         if self._out_bytes > self._out_limit:
             self._overflow()
         elif self._finish_after_reply:
@@ -435,6 +487,16 @@ class Connection(asyncio.Protocol):
             self._emit_now(ErrorReply(f"ERR wrong number of arguments for '{cmd.name}' command"))
             self.server.metrics.op(cmd.name).error("ERR")
             return True
+        if self.subscriptions is not None and not self.resp3 and "subscribed" not in cmd.flags:
+            self._emit_now(ErrorReply(tooling.subscribed_only(cmd.name)))
+            self.server.metrics.op(cmd.name).error("ERR")
+            return True
+        if self.server.paused_until and self.server.holds(cmd, args):
+            self.server.hold(self)
+            return False
+        if self.server.monitors:
+            tooling.feed_monitors(self, cmd, args)
+        self.last_command = cmd.name if cmd.metric is None else cmd.metric(args)
         if self._heavy(cmd, args):
             return self._run_off_loop(cmd, args)
         if self._pending_writes and not cmd.is_write(args):
@@ -443,12 +505,12 @@ class Connection(asyncio.Protocol):
         try:
             result = cmd.handler(self, args[1:])
         except Exception as e:
-            self._answer(cmd.metric_name(args), started, self._error_reply(e))
+            self._answer(cmd.metric_name(args), started, self._error_reply(e), args)
             return True
         kind = type(result)
         if kind is Write or kind is Offload or kind is Defer:
             return self._start(cmd, args, started, result)
-        self._answer(cmd.metric_name(args), started, result)
+        self._answer(cmd.metric_name(args), started, result, args)
         if self._finish_after_reply:
             self.finish()
         return True
@@ -463,14 +525,17 @@ class Connection(asyncio.Protocol):
             server = self.server
             if server.inflight >= server.config.max_inflight:
                 server.stats.shed += 1
-                self._answer(cmd.metric_name(args), started, _BUSY)
+                self._answer(cmd.metric_name(args), started, _BUSY, args)
                 return True
-            slot = _Slot(cmd.metric_name(args), started)
+            slot = _Slot(cmd.metric_name(args), started, args)
             self._slots.append(slot)
             server.inflight += 1
             if kind is Write:
                 self._pending_writes += 1
-                server.submit_write(result.plan, self, slot, result.then)
+                plan = result.plan
+                if server.notifier.hinting:
+                    plan = server.notifier.hinted(cmd, args, plan)
+                server.submit_write(plan, self, slot, result.then)
             else:
                 self._pending_other += 1
                 server.offload(result.fn, self, slot, result.then)
@@ -498,20 +563,24 @@ class Connection(asyncio.Protocol):
         metric = cmd.metric_name(args)
         if server.inflight >= server.config.max_inflight:
             server.stats.shed += 1
-            self._answer(metric, started, _BUSY)
+            self._answer(metric, started, _BUSY, args)
             return True
-        slot = _Slot(metric, started)
+        slot = _Slot(metric, started, args)
         self._slots.append(slot)
         server.inflight += 1
         self._pending_other += 1
         resp3 = self.resp3
+        notifier = server.notifier
 
         def run() -> Encoded:
             with _gc_paused():
                 result = cmd.handler(self, args[1:])
                 kind = type(result)
                 if kind is Write:
-                    result = result.then(self.db._write(result.plan))
+                    plan = result.plan
+                    if notifier.hinting:
+                        plan = notifier.hinted(cmd, args, plan)
+                    result = result.then(self.db._write(plan))
                 elif kind is Offload:
                     result = result.then(result.fn())
                 return Encoded(encode_reply(result, resp3))
@@ -538,12 +607,16 @@ class Connection(asyncio.Protocol):
 
         self.server.call_later(deferred.delay, fire)
 
-    def _answer(self, metric: str, started: int, reply: Any) -> None:
+    def _answer(self, metric: str, started: int, reply: Any, args: list[bytes]) -> None:
         self._emit_now(reply)
-        metrics = self.server.metrics.op(metric)
-        metrics.observe(perf_counter_ns() - started)
+        server = self.server
+        metrics = server.metrics.op(metric)
+        elapsed = perf_counter_ns() - started
+        metrics.observe(elapsed)
         if type(reply) is ErrorReply:
             metrics.error(_error_code(reply))
+        if elapsed >= server.slowlog.threshold_ns:
+            server.slowlog.add(self, args, elapsed)
 
     def _error_reply(self, error: BaseException) -> ErrorReply:
         if isinstance(error, Reply | RedisError):
@@ -561,6 +634,8 @@ class Connection(asyncio.Protocol):
     def _settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         if is_write:
             self._pending_writes -= 1
+            if self.server.notifier.hinting:
+                self.server.notifier.poke()
         else:
             self._pending_other -= 1
         if error is None:
@@ -573,9 +648,12 @@ class Connection(asyncio.Protocol):
         data = encode_reply(reply, self.resp3)
         metric = slot.metric
         metrics = self._ops.get(metric) or self._metrics.op(metric)
-        metrics.observe(perf_counter_ns() - slot.started)
+        elapsed = perf_counter_ns() - slot.started
+        metrics.observe(elapsed)
         if type(reply) is ErrorReply:
             metrics.error(_error_code(reply))
+        if elapsed >= self._slowlog.threshold_ns and slot.args is not None:
+            self._slowlog.add(self, slot.args, elapsed)
         if self._closing:
             return
         self._out_bytes += len(data)
@@ -629,6 +707,70 @@ class Connection(asyncio.Protocol):
             self._out.append(data)
         if self._out_bytes > self._out_limit:
             self._overflow()
+
+    def push(self, data: bytes) -> bool:
+        """Queue an out-of-band message (pub/sub, MONITOR) for this client; False when it
+        was not (the client is gone, or is cut off now).
+
+        A subscriber that does not read is disconnected once its unread output passes the
+        pub/sub limits (``client-output-buffer-limit pubsub``: hard at once, soft after
+        that many seconds over it); it never makes the server hold more."""
+        if self._closing or self._draining:
+            return False
+        if self.subscriptions is not None:
+            transport = self.transport
+            held = self._out_bytes + len(data)
+            if transport is not None:
+                held += transport.get_write_buffer_size()
+            limit = self.server.settings.pubsub_limit
+            if limit.hard and held > limit.hard:
+                self._push_overflow(held, "hard")
+                return False
+            if limit.soft and held > limit.soft:
+                now = self.server.now()
+                if not self._soft_since:
+                    self._soft_since = now
+                elif now - self._soft_since > limit.seconds:
+                    self._push_overflow(held, "soft")
+                    return False
+            else:
+                self._soft_since = 0.0
+        self._emit(data)
+        self._end_turn_later()
+        return not self._closing
+
+    def _push_overflow(self, held: int, which: str) -> None:
+        self.server.stats.pubsub_disconnects += 1
+        self.server.pubsub.drop(self)  # counted out of the next PUBLISH at once
+        self.server.refusals.log(
+            logging.WARNING,
+            "disconnected subscriber %s: %d bytes of unread messages passed the pub/sub "
+            "%s output-buffer limit (client-output-buffer-limit pubsub)",
+            self.address,
+            held,
+            which,
+        )
+        self._overflow()
+
+    def kill(self) -> None:
+        """Close this connection (CLIENT KILL): at once, or after the reply of the command
+        it is running when it kills itself."""
+        if self._closing:
+            return
+        if self._slots or self._backlog or self._out:
+            self._overflow_quietly()
+        elif self.transport is not None:
+            self._closing = True
+            self.transport.close()
+
+    def _overflow_quietly(self) -> None:
+        self._closing = True
+        self._out.clear()
+        self._slots.clear()
+        self._backlog.clear()
+        self._out_bytes = 0
+        if self.transport is not None:
+            self.transport.abort()
 
     def _flush(self) -> None:
         out = self._out
@@ -700,6 +842,8 @@ class Connection(asyncio.Protocol):
         """Close this connection if it has nothing in progress (``--idle-timeout``)."""
         if self._closing or self._draining or self._slots or self._backlog:
             return False
+        if self.subscriptions is not None or self.monitoring:
+            return False  # waiting for messages is what they do (Redis spares them too)
         if self.parser.buffered:
             return False  # in the middle of receiving a request
         self.server.idle_closes.log(
@@ -707,7 +851,7 @@ class Connection(asyncio.Protocol):
             "closed %s after %.0f s idle (--idle-timeout %g)",
             self.address,
             idle_for,
-            self.server.config.idle_timeout,
+            self.server.idle_timeout,
         )
         self.server.stats.idle_disconnects += 1
         self._close_transport()
@@ -719,11 +863,67 @@ class Connection(asyncio.Protocol):
         self._out_limit = self.server.config.max_output_buffer
         self._refresh_plain()
 
+    def deauthenticate(self) -> None:
+        """RESET on a server with a password: back to the pre-AUTH limits."""
+        self.authenticated = False
+        self.parser.limits = PREAUTH_LIMITS
+        self._out_limit = PREAUTH_OUTPUT
+        self._refresh_plain()
+
+    def age(self) -> float:
+        """Seconds since the connection was accepted."""
+        return monotonic() - self.created
+
+    def output_bytes(self) -> int:
+        """Reply and message bytes waiting to be read by the client."""
+        transport = self.transport
+        waiting = transport.get_write_buffer_size() if transport and not self._closing else 0
+        return self._out_bytes + waiting
+
+    def unblock(self, error: bool) -> bool:
+        """CLIENT UNBLOCK: end a blocking command early; False when none is running."""
+        return False
+
     def client_info(self) -> str:
+        """This connection as a CLIENT LIST / CLIENT INFO line (Redis' fields, plus
+        ``pending``: commands sent and not yet answered)."""
         name = (self.name or b"").decode(errors="replace")
+        subs = self.subscriptions
+        sub, psub, ssub = (
+            (len(subs.channel), len(subs.pattern), len(subs.shard)) if subs else (0, 0, 0)
+        )
+        flags = "".join(
+            flag
+            for flag, on in (
+                ("O", self.monitoring),
+                ("P", subs is not None),
+                ("x", self.multi is not None),
+                ("e", self.no_evict),
+                ("c", self._finish_after_reply or self._draining),
+            )
+            if on
+        )
+        transport = self.transport
+        fd = -1
+        obl = 0
+        if transport is not None and not self._closing:
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+            obl = transport.get_write_buffer_size()
+        qbuf = self.parser.buffered
+        multi = len(self.multi.commands) if self.multi is not None else -1
+        omem = self._out_bytes + obl
+        lib_name, lib_ver = (part.decode(errors="replace") for part in self.lib)
         return (
-            f"id={self.id} addr={self.address} name={name} db=0 "
-            f"resp={3 if self.resp3 else 2} qbuf={self.parser.buffered} "
+            f"id={self.id} addr={self.address} laddr={self.local_address} fd={fd} "
+            f"name={name} age={int(monotonic() - self.created)} "
+            f"idle={int(max(0.0, self.server.now() - self.last_active))} "
+            f"flags={flags or 'N'} db=0 sub={sub} psub={psub} ssub={ssub} multi={multi} "
+            f"qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem="
+            f"{self.multi.size if self.multi is not None else 0} rbs=0 rbp=0 obl={obl} "
+            f"oll={len(self._out) + len(self._slots)} omem={omem} tot-mem={qbuf + omem} "
+            f"events=r cmd={self.last_command} user=default redir=-1 "
+            f"resp={3 if self.resp3 else 2} lib-name={lib_name} lib-ver={lib_ver} "
             f"pending={len(self._slots)}"
         )
 
@@ -764,7 +964,10 @@ def _gc_paused() -> Iterator[None]:
 def _offloadable(cmd: Command) -> bool:
     """Data commands (they name keys, or read or write data): their handlers touch only the
     database and this connection, which runs nothing else meanwhile, so they may run on a
-    worker thread. Connection commands (HELLO, AUTH, CLIENT...) stay on the loop."""
+    worker thread. Connection commands (HELLO, AUTH, CLIENT...) and pub/sub (whose state
+    belongs to the loop) stay on the loop."""
+    if "pubsub" in cmd.flags:
+        return False
     return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 
 

@@ -3,12 +3,25 @@
 from engramdb.server.handlers import (
     admin,
     hashes,
+    introspection,
     keyspace,
     lists,
     native,
+    pubsub,
     scripting,
     strings,
     transactions,
 )
 
-__all__ = ["admin", "hashes", "keyspace", "lists", "native", "scripting", "strings", "transactions"]
+__all__ = [
+    "admin",
+    "hashes",
+    "introspection",
+    "keyspace",
+    "lists",
+    "native",
+    "pubsub",
+    "scripting",
+    "strings",
+    "transactions",
+]

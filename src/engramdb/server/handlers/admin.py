@@ -1,5 +1,6 @@
-"""Connection and server commands: PING ECHO HELLO AUTH QUIT SELECT CLIENT COMMAND INFO
-CONFIG DBSIZE FLUSHDB FLUSHALL.
+"""Connection and server commands: PING ECHO HELLO AUTH QUIT RESET SELECT CLIENT CONFIG
+DBSIZE FLUSHDB FLUSHALL TIME LASTSAVE ROLE (INFO, COMMAND and the other introspection
+commands are in ``introspection.py``).
 
 Before AUTH only AUTH, HELLO, PING and QUIT answer (the ``noauth`` flag); everything else,
 COMMAND and INFO included, gets ``-NOAUTH``. A password is checked in constant time, and only
@@ -11,14 +12,15 @@ refused unchecked.
 from __future__ import annotations
 
 import hmac
-import platform
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import engramdb
 from engramdb.protocol.resp import SimpleString, Verbatim
-from engramdb.server.commands import COMMANDS, Defer, Offload, Reply, command, wrong_args
+from engramdb.server.commands import Defer, Offload, Reply, command, wrong_args
+from engramdb.server.handlers.subcommands import Container
+from engramdb.server.settings import SettingError, config_get, config_set
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
@@ -28,10 +30,13 @@ REDIS_VERSION = "7.0.0"  # the command set we follow, reported to clients that a
 MAX_CLIENT_NAME = 512  # bytes; names are shown by CLIENT LIST, one per connection
 
 
-@command("ping", -1, "noauth", "fast", keys=(0, 0, 0))
+@command("ping", -1, "noauth", "fast", "subscribed", keys=(0, 0, 0))
 def ping(conn: Connection, args: list[bytes]) -> Any:
+    """Returns the server's liveliness response."""
     if len(args) > 1:
         raise wrong_args("ping")
+    if conn.subscriptions is not None and not conn.resp3:
+        return [b"pong", args[0] if args else b""]  # subscribed mode (RESP2), as Redis
     return args[0] if args else SimpleString("PONG")
 
 
@@ -150,7 +155,7 @@ def _client_name(name: bytes) -> bytes | None:
     return name or None
 
 
-@command("quit", -1, "noauth", "fast", keys=(0, 0, 0))
+@command("quit", -1, "noauth", "fast", "subscribed", keys=(0, 0, 0))
 def quit_(conn: Connection, args: list[bytes]) -> Any:
     conn.close_after_reply()
     return OK
@@ -167,67 +172,326 @@ def select(conn: Connection, args: list[bytes]) -> Any:
     return OK
 
 
-@command("client", -2, "admin", keys=(0, 0, 0))
+@command("reset", 1, "fast", "subscribed", keys=(0, 0, 0))
+def reset(conn: Connection, args: list[bytes]) -> Any:
+    """Resets the connection: no transaction, watches, subscriptions, MONITOR or name;
+    RESP2; and, when the server has a password, not authenticated."""
+    conn.multi = None
+    conn.watched = None
+    conn.server.pubsub.drop(conn)
+    conn.server.monitors.pop(conn, None)
+    conn.monitoring = False
+    conn.resp3 = False
+    conn.name = None
+    conn.no_evict = False
+    if conn.server.config.password is not None:
+        conn.deauthenticate()
+    return SimpleString("RESET")
+
+
+@command("time", 1, "fast", keys=(0, 0, 0))
+def time_(conn: Connection, args: list[bytes]) -> Any:
+    """Returns the server time (seconds and microseconds)."""
+    now = time.time_ns() // 1000
+    return [b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)]
+
+
+@command("lastsave", 1, "fast", keys=(0, 0, 0))
+def lastsave(conn: Connection, args: list[bytes]) -> Any:
+    """Returns the time of the last save: every acknowledged write is on disk already
+    (with --durability sync), so now."""
+    return int(time.time())
+
+
+@command("role", 1, "fast", keys=(0, 0, 0))
+def role(conn: Connection, args: list[bytes]) -> Any:
+    """Returns the replication role: always a primary with no replicas."""
+    return [b"master", 0, []]
+
+
+# CLIENT --------------------------------------------------------------------------------
+
+client_ = Container("client")
+
+
+@command("client", -2, "admin", keys=(0, 0, 0), metric=client_.metric)
 def client(conn: Connection, args: list[bytes]) -> Any:
-    sub = args[0].upper()
-    if sub == b"SETNAME" and len(args) == 2:
-        conn.name = _client_name(args[1])
+    """A container for client connection commands."""
+    return client_.dispatch(conn, args)
+
+
+@client_("setname", 3, summary="Sets the connection name.")
+def client_setname(conn: Connection, args: list[bytes]) -> Any:
+    conn.name = _client_name(args[0])
+    return OK
+
+
+@client_("getname", 2, summary="Returns the name of the connection.")
+def client_getname(conn: Connection, args: list[bytes]) -> Any:
+    return conn.name
+
+
+@client_("id", 2, summary="Returns the unique client ID of the connection.")
+def client_id(conn: Connection, args: list[bytes]) -> Any:
+    return conn.id
+
+
+@client_("info", 2, summary="Returns information about the connection.")
+def client_info(conn: Connection, args: list[bytes]) -> Any:
+    return Verbatim(conn.client_info() + "\n")
+
+
+_CLIENT_TYPES = {
+    b"normal": "normal", b"master": "master", b"replica": "replica", b"slave": "replica",
+    b"pubsub": "pubsub",
+}  # fmt: skip
+
+
+def _client_type(conn: Connection) -> str:
+    return "pubsub" if conn.subscriptions is not None else "normal"
+
+
+def _parse_type(raw: bytes) -> str:
+    kind = _CLIENT_TYPES.get(raw.lower())
+    if kind is None:
+        raise Reply(f"ERR Unknown client type '{raw.decode(errors='replace')[:64]}'")
+    return kind
+
+
+def _parse_id(raw: bytes) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Reply("ERR Invalid client ID") from None
+    if value <= 0:
+        raise Reply("ERR client-id should be greater than 0")
+    return value
+
+
+@client_("list", -2, summary="Lists open connections.")
+def client_list(conn: Connection, args: list[bytes]) -> Any:
+    clients = sorted(conn.server.connections, key=lambda c: c.id)
+    if args:
+        option = args[0].upper()
+        if option == b"TYPE" and len(args) == 2:
+            kind = _parse_type(args[1])
+            clients = [c for c in clients if _client_type(c) == kind]
+        elif option == b"ID" and len(args) >= 2:
+            ids = {_parse_id(raw) for raw in args[1:]}
+            clients = [c for c in clients if c.id in ids]
+        else:
+            raise Reply("ERR syntax error")
+    return Verbatim("".join(c.client_info() + "\n" for c in clients))
+
+
+@client_("kill", -3, "admin", summary="Terminates open connections.")
+def client_kill(conn: Connection, args: list[bytes]) -> Any:
+    connections = sorted(conn.server.connections, key=lambda c: c.id)
+    if len(args) == 1:  # the old form: CLIENT KILL addr:port
+        address = args[0].decode(errors="replace")
+        found = [c for c in connections if c.address == address]
+        if not found:
+            raise Reply("ERR No such client")
+        _kill(conn, found[0])
         return OK
-    if sub == b"GETNAME" and len(args) == 1:
-        return conn.name
-    if sub == b"ID" and len(args) == 1:
-        return conn.id
-    if sub == b"INFO" and len(args) == 1:
-        return Verbatim(conn.client_info() + "\n")
-    if sub == b"LIST" and len(args) == 1:
-        return Verbatim("".join(c.client_info() + "\n" for c in conn.server.connections))
-    if sub == b"SETINFO" and len(args) == 3:
-        return OK  # redis-py sends library name/version; nothing to keep
-    raise Reply(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try CLIENT HELP.")
+    if len(args) % 2:
+        raise Reply("ERR syntax error")
+    wanted: dict[bytes, Any] = {}
+    skip_me = True
+    for option, raw in zip((a.upper() for a in args[::2]), args[1::2]):
+        if option == b"ID":
+            wanted[option] = _parse_id(raw)
+        elif option == b"TYPE":
+            wanted[option] = _parse_type(raw)
+        elif option in (b"ADDR", b"LADDR", b"USER"):
+            wanted[option] = raw.decode(errors="replace")
+        elif option == b"MAXAGE":
+            try:
+                wanted[option] = int(raw)
+            except ValueError:
+                raise Reply("ERR syntax error") from None
+        elif option == b"SKIPME" and raw.lower() in (b"yes", b"no"):
+            skip_me = raw.lower() == b"yes"
+        else:
+            raise Reply("ERR syntax error")
+    killed = 0
+    for target in connections:
+        if (skip_me and target is conn) or not _kill_matches(target, wanted):
+            continue
+        _kill(conn, target)
+        killed += 1
+    return killed
 
 
-def _command_info(name: bytes) -> list[Any]:
-    cmd = COMMANDS[name]
-    flags = [
-        SimpleString(f)
-        for f in sorted(cmd.flags)
-        if f in ("write", "readonly", "fast", "admin", "noauth")
-    ]
-    return [cmd.name.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key, cmd.step]
-
-
-@command("command", -1, keys=(0, 0, 0))
-def command_(conn: Connection, args: list[bytes]) -> Any:
-    if not args:
-        return [_command_info(name) for name in sorted(COMMANDS)]
-    sub = args[0].upper()
-    if sub == b"COUNT":
-        return len(COMMANDS)
-    if sub == b"DOCS":
-        return {}  # redis-cli asks at start-up; it works without docs
-    if sub == b"INFO":
-        return [_command_info(n.upper()) if n.upper() in COMMANDS else None for n in args[1:]]
-    raise Reply(f"ERR unknown subcommand '{args[0].decode(errors='replace')}'. Try COMMAND HELP.")
-
-
-@command("config", -2, "admin", keys=(0, 0, 0))
-def config(conn: Connection, args: list[bytes]) -> Any:
-    # redis-benchmark reads "save" and "appendonly" to describe the server; report ours.
-    if args[0].upper() != b"GET" or len(args) < 2:
-        raise Reply("ERR CONFIG supports only GET here")
-    durable = conn.server.config.durability
-    known = {
-        b"save": b"",
-        b"appendonly": b"yes" if durable != "none" else b"no",
-        b"appendfsync": {"sync": b"always", "async": b"everysec", "none": b"no"}[durable],
-        b"maxclients": str(conn.server.max_clients).encode(),
+def _kill_matches(target: Connection, wanted: dict[bytes, Any]) -> bool:
+    facts: dict[bytes, Callable[[], Any]] = {
+        b"ID": lambda: target.id,
+        b"TYPE": lambda: _client_type(target),
+        b"ADDR": lambda: target.address,
+        b"LADDR": lambda: target.local_address,
+        b"USER": lambda: "default",
     }
-    out: dict[bytes, bytes] = {}
-    for pattern in args[1:]:
-        for key, value in known.items():
-            if pattern == b"*" or pattern.lower() == key:
-                out[key] = value
-    return out
+    for option, value in wanted.items():
+        if option == b"MAXAGE":
+            if target.age() < value:
+                return False
+        elif facts[option]() != value:
+            return False
+    return True
+
+
+def _kill(conn: Connection, target: Connection) -> None:
+    if target is conn:
+        conn.close_after_reply()
+    else:
+        target.kill()
+    conn.server.stats.killed_clients += 1
+
+
+@client_("setinfo", 4, summary="Sets information specific to the client or connection.")
+def client_setinfo(conn: Connection, args: list[bytes]) -> Any:
+    attribute, value = args[0].lower(), args[1]
+    if attribute not in (b"lib-name", b"lib-ver"):
+        raise Reply(f"ERR Unrecognized option '{args[0].decode(errors='replace')[:64]}'")
+    if any(byte < 0x21 or byte > 0x7E for byte in value) or len(value) > MAX_CLIENT_NAME:
+        raise Reply(
+            f"ERR {attribute.decode()} cannot contain spaces, newlines or special characters."
+        )
+    name, version = conn.lib
+    conn.lib = (value, version) if attribute == b"lib-name" else (name, value)
+    return OK
+
+
+def _on_off(raw: bytes) -> bool:
+    option = raw.upper()
+    if option not in (b"ON", b"OFF"):
+        raise Reply("ERR syntax error")
+    return option == b"ON"
+
+
+@client_("no-evict", 3, "admin", summary="Sets the client eviction mode of the connection.")
+def client_no_evict(conn: Connection, args: list[bytes]) -> Any:
+    # Nothing is evicted here (no maxmemory-clients); the flag is kept and shown.
+    conn.no_evict = _on_off(args[0])
+    return OK
+
+
+@client_("no-touch", 3, summary="Controls whether commands sent by the client affect LRU.")
+def client_no_touch(conn: Connection, args: list[bytes]) -> Any:
+    _on_off(args[0])  # there is no LRU/LFU to spare
+    return OK
+
+
+@client_("reply", 3, summary="Instructs the server whether to reply to commands.")
+def client_reply(conn: Connection, args: list[bytes]) -> Any:
+    option = args[0].upper()
+    if option == b"ON":
+        return OK
+    if option in (b"OFF", b"SKIP"):
+        raise Reply("ERR CLIENT REPLY OFF|SKIP is not supported by engramdb")
+    raise Reply("ERR syntax error")
+
+
+@client_("pause", -3, "admin", summary="Suspends commands processing.")
+def client_pause(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) > 2:
+        raise Reply("ERR syntax error")
+    try:
+        ms = int(args[0])
+    except ValueError:
+        raise Reply("ERR timeout is not an integer or out of range") from None
+    if ms < 0:
+        raise Reply("ERR timeout is negative")
+    mode = args[1].upper() if len(args) == 2 else b"ALL"
+    if mode not in (b"ALL", b"WRITE"):
+        raise Reply("ERR syntax error")
+    conn.server.pause(ms / 1000, writes_only=mode == b"WRITE")
+    return OK
+
+
+@client_("unpause", 2, "admin", summary="Resumes processing commands from paused clients.")
+def client_unpause(conn: Connection, args: list[bytes]) -> Any:
+    conn.server.unpause()
+    return OK
+
+
+@client_("getredir", 2, summary="Returns the client ID to which the connection's tracking "
+         "notifications are redirected.")  # fmt: skip
+def client_getredir(conn: Connection, args: list[bytes]) -> Any:
+    return -1  # client-side caching (CLIENT TRACKING) is not offered
+
+
+@client_("trackinginfo", 2, summary="Returns information about server-assisted client-side "
+         "caching for the connection.")  # fmt: skip
+def client_trackinginfo(conn: Connection, args: list[bytes]) -> Any:
+    return {b"flags": [b"off"], b"redirect": -1, b"prefixes": []}
+
+
+@client_("tracking", -3, summary="Controls server-assisted client-side caching.")
+def client_tracking(conn: Connection, args: list[bytes]) -> Any:
+    if args[0].upper() == b"OFF" and len(args) == 1:
+        return OK
+    raise Reply("ERR client-side caching (CLIENT TRACKING) is not supported by engramdb")
+
+
+@client_("unblock", -3, "admin", summary="Unblocks a client blocked by a blocking command.")
+def client_unblock(conn: Connection, args: list[bytes]) -> Any:
+    target = _parse_id(args[0])
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"TIMEOUT", b"ERROR")):
+        raise Reply("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    for other in conn.server.connections:
+        if other.id == target:
+            return int(other.unblock(error=len(args) == 2 and args[1].upper() == b"ERROR"))
+    return 0
+
+
+# CONFIG --------------------------------------------------------------------------------
+
+config_ = Container("config")
+
+
+@command("config", -2, "admin", keys=(0, 0, 0), metric=config_.metric)
+def config(conn: Connection, args: list[bytes]) -> Any:
+    """A container for server configuration commands."""
+    return config_.dispatch(conn, args)
+
+
+@config_("get", -3, "admin", summary="Returns the effective values of configuration parameters.")
+def config_get_(conn: Connection, args: list[bytes]) -> Any:
+    return config_get(conn.server, args)
+
+
+@config_("set", -4, "admin", summary="Sets configuration parameters in-flight.")
+def config_set_(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) % 2:
+        raise Reply("ERR syntax error")
+    pairs = list(zip(args[::2], args[1::2]))
+    try:
+        config_set(conn.server, pairs)
+    except KeyError as e:
+        raise Reply(
+            f"ERR Unknown option or number of arguments for CONFIG SET - '{e.args[0]}'"
+        ) from None
+    except SettingError as e:
+        raise Reply(f"ERR {e}") from None
+    server = conn.server
+    for name, value in pairs:
+        name = name.lower()
+        server.changed_settings[name] = value
+        if server.bus is not None:
+            server.bus.setting(name, value)  # every process of the data directory
+    return OK
+
+
+@config_("resetstat", 2, "admin", summary="Resets the server's statistics.")
+def config_resetstat(conn: Connection, args: list[bytes]) -> Any:
+    conn.server.reset_stats()
+    return OK
+
+
+@config_("rewrite", 2, "admin", summary="Persists the effective configuration to file.")
+def config_rewrite(conn: Connection, args: list[bytes]) -> Any:
+    raise Reply("ERR The server is running without a config file")
 
 
 @command("dbsize", 1, "readonly", "fast", keys=(0, 0, 0))
@@ -268,77 +532,3 @@ def flushdb(conn: Connection, args: list[bytes]) -> Any:
 @command("flushall", -1, "write", keys=(0, 0, 0))
 def flushall(conn: Connection, args: list[bytes]) -> Any:
     return _flush(conn, every_set=True)
-
-
-@command("info", -1, "admin", keys=(0, 0, 0))
-def info(conn: Connection, args: list[bytes]) -> Any:
-    return Verbatim(render_info(conn))
-
-
-def render_info(conn: Connection) -> str:
-    server = conn.server
-    stats = server.stats
-    saturation = server.saturation()
-    ops = server.metrics.snapshot()
-    total = sum(m["count"] for m in ops.values())
-    errors = sum(m["error_count"] for m in ops.values())
-    sections = {
-        "Server": {
-            "redis_version": REDIS_VERSION,
-            "engramdb_version": engramdb.__version__,
-            "redis_mode": "standalone",
-            "os": platform.platform(),
-            "process_id": __import__("os").getpid(),
-            "tcp_port": server.port,
-            "uptime_in_seconds": int(time.time() - stats.started_at),
-            "durability": server.config.durability,
-        },
-        "Clients": {
-            "connected_clients": saturation["connections"],
-            "maxclients": server.max_clients,
-        },
-        "Stats": {
-            "total_connections_received": stats.connections_total,
-            "total_commands_processed": total,
-            "total_error_replies": errors,
-            "rejected_connections": stats.rejected_connections,
-            "total_net_input_bytes": stats.bytes_in,
-            "total_net_output_bytes": stats.bytes_out,
-            "shed_busy_replies": stats.shed,
-            "protocol_errors": stats.protocol_errors,
-            "output_buffer_disconnects": stats.output_buffer_disconnects,
-            "idle_disconnects": stats.idle_disconnects,
-            "auth_failures": stats.auth_failures,
-            "auth_refused_by_backoff": stats.auth_refused,
-        },
-        "Saturation": {
-            "inflight": saturation["inflight"],
-            "max_inflight": server.config.max_inflight,
-            "group_commit_queue": saturation["group_commit_queue"],
-            "event_loop_lag_ms": round(saturation["event_loop_lag_seconds"] * 1000, 3),
-            "map_use_ratio": round(saturation["map_use_ratio"], 6),
-            "changelog_length": saturation["changelog_length"],
-        },
-        "Commandstats": {
-            f"cmdstat_{name}": (
-                f"calls={m['count']},failed_calls={m['error_count']},"
-                f"usec_per_call={m['mean_us']},p50_usec={m['p50_us']},"
-                f"p99_usec={m['p99_us']},p999_usec={m['p999_us']}"
-            )
-            for name, m in ops.items()
-        },
-        "Keyspace": {"db0": f"keys={conn.records.count()},expires=0,avg_ttl=0"},
-        "Indexes": {
-            # Figures only: free text (an error message) could hold "," "=" or a newline.
-            f"index_{name}": ",".join(
-                f"{k}={v}" for k, v in figures.items() if k != "updated" and type(v) in (int, float)
-            )
-            for name, figures in conn.db.stats().get("indexes", {}).items()
-        },
-    }
-    lines: list[str] = []
-    for title, fields in sections.items():
-        lines.append(f"# {title}")
-        lines.extend(f"{k}:{v}" for k, v in fields.items())
-        lines.append("")
-    return "\r\n".join(lines)

@@ -1,10 +1,10 @@
 """Keyspace commands: DEL UNLINK EXISTS TYPE, the EXPIRE family, TTL, PERSIST, KEYS, SCAN.
 
-SCAN's cursor is our position in the ordered key space written as a decimal integer (Redis
-clients parse cursors as integers): ``int.from_bytes(b"\\x01" + encoded_last_key)``, the
-leading byte keeping leading zero bytes of the key. It is stateless, survives restarts and
-never misses a key that exists for the whole scan. Like Redis' COUNT, ours is the number of
-keys examined, so a page may hold fewer matches (or none) before the scan is complete.
+SCAN walks the key space in key order; its cursor is a 63-bit number that stands for the
+last key returned (``server/scan_cursor.py``: exact while the server holds it, a safe lower
+bound otherwise), so it fits the 64-bit integers clients keep cursors in, and a key that
+exists for the whole scan is never missed. Like Redis' COUNT, ours is the number of keys
+examined, so a page may hold fewer matches (or none) before the scan is complete.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from engramdb.server.handlers.values import (
 if TYPE_CHECKING:
     from engramdb.recordset import RecordSet
     from engramdb.server.connection import Connection
+    from engramdb.server.scan_cursor import CursorTable
 
 
 # Commands that need no values run as raw transforms: a DEL or EXPIRE of a 100k-item list
@@ -181,7 +182,7 @@ def persist(conn: Connection, args: list[bytes]) -> Any:
 # iteration ------------------------------------------------------------------------------
 
 
-@command("keys", 2, "readonly")
+@command("keys", 2, "readonly", keys=(0, 0, 0))
 def keys(conn: Connection, args: list[bytes]) -> Any:
     matches = compile_pattern(args[0])
     records = conn.records
@@ -197,27 +198,30 @@ def keys(conn: Connection, args: list[bytes]) -> Any:
     return Offload(collect, lambda found: found)
 
 
-def _parse_cursor(raw: bytes) -> str | None:
+def _parse_cursor(cursors: CursorTable, raw: bytes) -> str | None:
     """Our scan position (hex of an encoded key) for a SCAN cursor; None to start."""
-    if not raw.isdigit():
+    if not raw.isdigit() or len(raw) > 20 or int(raw) >= 1 << 64:
         raise Reply("ERR invalid cursor")
     number = int(raw)
     if number == 0:
         return None
-    position = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    if position[0] == 1:
-        position = position[1:]
-    return position.hex()
+    position = cursors.resolve(number)
+    return None if position is None else position.hex()
 
 
-def _cursor_of(position: str | None) -> bytes:
+def _cursor_of(cursors: CursorTable, position: str | None) -> bytes:
     if position is None:
         return b"0"
-    return b"%d" % int.from_bytes(b"\x01" + bytes.fromhex(position), "big")
+    return b"%d" % cursors.issue(bytes.fromhex(position))
 
 
 def _scan_page(
-    records: RecordSet, position: str | None, count: int, pattern: bytes | None, kind: str | None
+    records: RecordSet,
+    cursors: CursorTable,
+    position: str | None,
+    count: int,
+    pattern: bytes | None,
+    kind: str | None,
 ) -> list[Any]:
     try:
         page = records.scan(cursor=position, limit=count)
@@ -232,12 +236,13 @@ def _scan_page(
         if kind is not None and kind_of(record.bins) != kind:
             continue
         found.append(name)
-    return [_cursor_of(page.cursor), found]
+    return [_cursor_of(cursors, page.cursor), found]
 
 
-@command("scan", -2, "readonly")
+@command("scan", -2, "readonly", keys=(0, 0, 0))
 def scan(conn: Connection, args: list[bytes]) -> Any:
-    position = _parse_cursor(args[0])
+    cursors = conn.server.scan_cursors
+    position = _parse_cursor(cursors, args[0])
     count = 10
     pattern: bytes | None = None
     kind: str | None = None
@@ -258,4 +263,6 @@ def scan(conn: Connection, args: list[bytes]) -> Any:
             raise Reply("ERR syntax error")
         i += 2
     records = conn.records
-    return Offload(lambda: _scan_page(records, position, count, pattern, kind), lambda r: r)
+    return Offload(
+        lambda: _scan_page(records, cursors, position, count, pattern, kind), lambda r: r
+    )
