@@ -97,3 +97,32 @@ def test_simple_string_inside_a_request_is_a_protocol_error(serve: ServeFactory)
     assert replies[0] == b"OK"
     assert len(replies) == 2, replies
     assert is_protocol_error(replies[1]), replies
+
+
+def test_durable_pipelines_from_many_clients_land_in_each_clients_order(
+    serve: ServeFactory,
+) -> None:
+    """At ``sync`` the server batches writes onto its own committer: many clients pipelining
+    writes and a read at once must each see their writes applied in the order sent, every
+    one acknowledged with its own result, and the read after them must see them all."""
+    server = serve("--durability", "sync")
+    clients, steps = 12, 150
+    conns = [Raw(("127.0.0.1", server.port)) for _ in range(clients)]
+    try:
+        for n, conn in enumerate(conns):
+            script = b"".join(
+                encode_command(b"INCR", b"c%d" % n)
+                + encode_command(b"APPEND", b"log%d" % n, b"%d," % i)
+                for i in range(steps)
+            )
+            conn.send(script + encode_command(b"GET", b"log%d" % n))
+        for n, conn in enumerate(conns):
+            replies = conn.replies(2 * steps + 1)
+            expected_log = b"".join(b"%d," % i for i in range(steps))
+            assert replies[0 : 2 * steps : 2] == list(range(1, steps + 1)), n
+            lengths = [len(b"".join(b"%d," % j for j in range(i + 1))) for i in range(steps)]
+            assert replies[1 : 2 * steps : 2] == lengths, n
+            assert replies[-1] == expected_log, n
+    finally:
+        for conn in conns:
+            conn.close()

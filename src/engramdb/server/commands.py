@@ -110,7 +110,9 @@ class Command:
         arity = self.arity
         object.__setattr__(self, "min_args", arity if arity > 0 else -arity)
         object.__setattr__(self, "max_args", arity if arity > 0 else 1 << 62)
-        object.__setattr__(self, "fast_args", min(self.max_args, 8))
+        # A blocking command (BLPOP) must hold its client's line (``Connection._start``).
+        fast = 0 if "blocking" in self.flags else min(self.max_args, 8)
+        object.__setattr__(self, "fast_args", fast)
         always = None if self.writes is not None else "write" in self.flags
         object.__setattr__(self, "always_writes", always)
 
