@@ -231,7 +231,7 @@ def serve(
 
 
 @main.command()
-@click.argument("target")
+@click.argument("target", required=False, default="")
 @click.option("--rate", default=1000.0, show_default=True, help="Requests per second (open loop).")
 @click.option("--duration", default=10.0, show_default=True, help="Seconds per load phase.")
 @click.option(
@@ -270,6 +270,24 @@ def serve(
     help="Audit a target that already holds data (the audit still writes only under its own "
     "namespace and removes it at the end).",
 )
+@click.option(
+    "--cluster-dir",
+    type=click.Path(file_okay=False),
+    help="A cluster `engramdb cluster up` started: the availability section injects faults "
+    "into it (TARGET defaults to its URL). Needs --allow-faults.",
+)
+@click.option(
+    "--allow-faults",
+    is_flag=True,
+    help="Let the availability section kill -9 the leader node of --cluster-dir, switch its "
+    "leader over and stop a replica, under load (clients see outages meanwhile).",
+)
+@click.option(
+    "--faults",
+    default="leader_kill,switchover,scale_in",
+    show_default=True,
+    help="Comma-separated faults to inject into --cluster-dir.",
+)
 @_clean_errors
 def audit(
     target: str,
@@ -285,9 +303,13 @@ def audit(
     slo_ms: float,
     sections: str,
     allow_writes: bool,
+    cluster_dir: str | None,
+    allow_faults: bool,
+    faults: str,
 ) -> None:
-    """Measure TARGET (a path, engramdb://host:port or redis://host:port) against the five
-    production guarantees: tail latency, burst, consistency, availability, observability.
+    """Measure TARGET (a path, engramdb://host:port, redis://host:port or postgresql://...)
+    against the five production guarantees: tail latency, burst, consistency, availability,
+    observability.
 
     What it writes: test records only under its own namespace, fresh per run (the set
     engramdb-audit-<run> of an engramdb target, keys engramdb-audit-<run>:* on Redis),
@@ -295,13 +317,18 @@ def audit(
     that already holds data is refused unless --allow-writes. On an engramdb target every
     write and deletion also appends a change-log entry, which cannot be removed (a database
     directory the audit created is removed whole). --managed runs against the audit's own
-    server on a temporary directory: nothing of yours is touched.
+    server on a temporary directory: nothing of yours is touched. --cluster-dir DIR
+    --allow-faults audits a cluster `engramdb cluster up` started in DIR and, in the
+    availability section, kills its leader node, switches over and removes a replica under
+    load, healing the cluster after each.
     """
+    if not target and cluster_dir is None:
+        raise click.UsageError("give a TARGET, or --cluster-dir for a local cluster")
     import signal
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from engramdb.audit.report import summary_table, write_reports
+    from engramdb.audit.report import fault_table, summary_table, write_reports
     from engramdb.audit.runner import AuditConfig, Thresholds, run_audit
 
     config = AuditConfig(
@@ -317,6 +344,9 @@ def audit(
         thresholds=Thresholds(p99_ms=slo_ms),
         redis_appendfsync=appendfsync,
         allow_writes=allow_writes,
+        cluster_dir=cluster_dir,
+        allow_faults=allow_faults,
+        faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
     )
 
     def interrupted(signum: int, frame: object) -> None:
@@ -342,6 +372,9 @@ def audit(
             click.echo("interrupted: no report", err=True)
             sys.exit(130)
     console.print(summary_table(report))
+    faulted = fault_table(report)
+    if faulted is not None:
+        console.print(faulted)
     paths = write_reports(report, report_dir)
     click.echo(f"wrote {paths['json']} and {paths['html']}")
     sys.exit(0 if report["pass"] else 3)

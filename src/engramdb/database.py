@@ -311,7 +311,9 @@ class Database:
             self._sweeper.start()
 
     def __repr__(self) -> str:
-        where = self.path if self.path is not None else "memory"
+        # A postgres engine's URL is shown as it keeps it: without the password.
+        url, schema = getattr(self._engine, "url", None), getattr(self._engine, "schema", None)
+        where = self.path or (f"{url} schema={schema}" if url else "memory")
         return f"<engramdb.Database {where} durability={self.durability}>"
 
     def __enter__(self) -> Database:

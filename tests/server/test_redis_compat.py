@@ -5,6 +5,8 @@ callbacks removed, so replies are compared exactly as parsed from the wire; erro
 by type and message. A step may ask for a looser comparison: ``Sorted`` (KEYS: Redis
 answers in hash order), ``Approx`` (PTTL: the two servers run a few milliseconds apart) or
 ``ScanAll`` (a whole SCAN iteration: cursors differ by design, the keys found must not).
+Replies whose order Redis leaves unspecified (the fields of a hash, the members of a set:
+``UNORDERED``) compare as multisets, HGETALL's field-value pairs kept together.
 """
 
 from __future__ import annotations
@@ -392,6 +394,52 @@ sequence(
     ("DEL", *_BINARY), ("DBSIZE",),
 )  # fmt: skip
 
+# lists, hashes, sets and sorted sets inside transactions and scripts -------------------
+
+sequence(
+    "structures-in-multi",
+    ("MULTI",), ("RPUSH", "l", "a", "b", "c"), ("SADD", "s", "x", "y"), ("ZADD", "z", "1", "m"),
+    ("HSET", "h", "", "empty", b"\xff", "binary"), ("LMOVE", "l", "l2", "LEFT", "RIGHT"),
+    ("BLPOP", "l", "0"), ("BLPOP", "nothing", "0"), ("ZPOPMIN", "z"), ("SISMEMBER", "s", "y"),
+    ("LINSERT", "l", "BEFORE", "c", "b2"), ("LREM", "l", "0", "c"), ("HSTRLEN", "h", ""),
+    ("ZADD", "z", "INCR", "2.5", "n"), ("ZRANGE", "z", "0", "-1", "WITHSCORES"),
+    ("SADD", "h", "wrong"), ("RENAME", "l", "l3"), ("COPY", "l3", "l4"), ("EXEC",),
+    ("LRANGE", "l2", "0", "-1"), ("LRANGE", "l4", "0", "-1"), ("EXISTS", "l"), ("TYPE", "h"),
+    ("MULTI",), ("ZADD", "z", "1"), ("EXEC",),
+    resp3=True,
+)  # fmt: skip
+
+sequence(
+    "structures-in-eval",
+    ("EVAL", "redis.call('RPUSH', KEYS[1], 'a', 'b'); redis.call('ZADD', KEYS[2], 1.5, 'm'); "
+     "redis.call('SADD', KEYS[3], 'x'); redis.call('HSET', KEYS[4], '', 'v'); "
+     "return {redis.call('LRANGE', KEYS[1], 0, -1), "
+     "redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'), redis.call('ZSCORE', KEYS[2], 'm'), "
+     "redis.call('SMEMBERS', KEYS[3]), redis.call('HGETALL', KEYS[4]), "
+     "redis.call('LPOS', KEYS[1], 'b'), redis.call('ZRANK', KEYS[2], 'm')}",
+     "4", "l", "z", "s", "h"),
+    ("EVAL", "return redis.pcall('BLPOP', KEYS[1], 0)", "1", "l"),
+    ("EVAL", "return redis.pcall('BZPOPMIN', KEYS[1], 1)", "1", "z"),
+    ("EVAL", "return redis.pcall('ZADD', KEYS[1], 1, 'm')", "1", "l"),
+    ("EVAL", "return redis.call('ZINCRBY', KEYS[1], 2, 'm')", "1", "z"),
+    ("LRANGE", "l", "0", "-1"),
+    resp3=True,
+)  # fmt: skip
+
+sequence(
+    "rename-copy-select",
+    ("RPUSH", "l", "a", "b"), ("EXPIRE", "l", "1000"), ("RENAME", "l", "m"), ("TTL", "m"),
+    ("LRANGE", "m", "0", "-1"), ("EXISTS", "l"), ("COPY", "m", "n"), ("TTL", "n"),
+    ("RPUSH", "n", "c"), ("LRANGE", "m", "0", "-1"), ("COPY", "m", "n"),
+    ("COPY", "m", "n", "REPLACE"), ("LRANGE", "n", "0", "-1"), ("COPY", "m", "m"),
+    ("RENAME", "nope", "x"), ("RENAMENX", "m", "n"), ("RENAMENX", "m", "fresh"),
+    ("SADD", "s", "x"), ("RENAME", "s", "fresh"), ("TYPE", "fresh"), ("RENAME", "fresh", "fresh"),
+    ("COPY", "fresh", "other", "DB", "1"), ("SELECT", "1"), ("SMEMBERS", "other"),
+    ("ZADD", "z1", "1", "a"), ("DBSIZE",), ("SELECT", "16"), ("SELECT", "-1"), ("SELECT", "x"),
+    ("SELECT", "0"), ("EXISTS", "other"), ("EXISTS", "z1"),
+    ("COPY", "fresh", "other", "DB", "99"),
+)  # fmt: skip
+
 # running them -----------------------------------------------------------------------------
 
 
@@ -403,9 +451,18 @@ def _raw_client(server: Served, protocol: int) -> redis.Redis:
 
 def _outcome(call: Callable[[], Any]) -> Any:
     try:
-        return ("ok", call())
+        return ("ok", _plain(call()))
     except redis.ResponseError as e:
         return ("error", type(e).__name__, str(e))
+
+
+def _plain(value: Any) -> Any:
+    """Errors inside a reply (EXEC's) as comparable text: exceptions compare by identity."""
+    if isinstance(value, Exception):
+        return f"error: {value}"
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _scan_keys(client: redis.Redis, options: Args) -> Any:
@@ -420,6 +477,22 @@ def _scan_keys(client: redis.Redis, options: Args) -> Any:
     raise AssertionError("SCAN did not finish")
 
 
+UNORDERED = frozenset(
+    {"HGETALL", "HKEYS", "HVALS", "SMEMBERS", "SINTER", "SUNION", "SDIFF", "SPOP"}
+)
+
+
+def unordered(command: Any, result: Any) -> Any:
+    """``result`` in a canonical order when ``command`` answers in an unspecified one."""
+    name = command.decode() if isinstance(command, bytes) else str(command)
+    if result[0] != "ok" or name.upper() not in UNORDERED or not isinstance(result[1], list):
+        return result
+    items = result[1]
+    if name.upper() == "HGETALL":
+        return ("ok", sorted(zip(items[::2], items[1::2])))
+    return ("ok", sorted(items))
+
+
 def _run(client: redis.Redis, step: Step) -> Any:
     if isinstance(step, ScanAll):
         return _outcome(lambda: _scan_keys(client, step.options))
@@ -427,7 +500,7 @@ def _run(client: redis.Redis, step: Step) -> Any:
         result = _outcome(lambda: client.execute_command(*step.args))
         return ("ok", sorted(result[1])) if result[0] == "ok" else result
     args = step.args if isinstance(step, Approx) else step
-    return _outcome(lambda: client.execute_command(*args))
+    return unordered(args[0], _outcome(lambda: client.execute_command(*args)))
 
 
 def _same(step: Step, ours: Any, theirs: Any) -> bool:

@@ -31,18 +31,34 @@ def test_python_sees_what_redis_wrote(engramdb_client: redis.Redis, embedded: Da
     r.set("s", "v")
     r.hset("h", mapping={"name": "Ada", "n": "1"})
     r.rpush("l", "b", "c")
-    r.lpush("l", "a")  # pushes edit the stored bytes: the result must decode the same
-    r.rpush("l", *[f"x{i}" for i in range(20)])  # past the 15-item msgpack fixarray
-    r.lpop("l", 3)
-    assert r.rpop("l", 2) == [b"x19", b"x18"]
+    r.lpush("l", "a")
+    r.sadd("set", "x", "y", "z")
+    r.zadd("z", {"m": 1.5})
     assert records.get("s").bins == {"$string": b"v"}
-    assert records.get("h").bins == {"name": b"Ada", "n": b"1"}
-    assert records.get("l").bins == {"$list": [f"x{i}".encode() for i in range(18)]}
-    r.rpush("l", *["y"] * 70_000)  # past the 65535-item array16 header
-    r.lpop("l", 4_468)
-    items = records.get("l").bins["$list"]
-    assert len(items) == 65_550
-    assert set(items) == {b"y"}
+    # A structure is a header record: its type and length; the elements are stored apart.
+    hash_header = records.get("h").bins
+    assert hash_header["$type"] == "hash"
+    assert hash_header["$len"] == 2
+    assert records.get("l").bins["$type"] == "list"
+    assert records.get("l").bins["$len"] == 3
+    assert records.get("set").bins["$len"] == 3
+    assert records.get("z").bins["$type"] == "zset"
+    assert records.count() == 5
+    # One change per command on the key, whatever it did to its elements.
+    before = embedded.last_sequence()
+    r.rpush("l", *[f"x{i}" for i in range(100)])
+    changes = embedded.changes(before)
+    assert [(c.key, c.kind) for c in changes] == [("l", "put")]
+    assert records.get("l").generation == changes[0].generation
+    # The elements live in a set the record API refuses.
+    with pytest.raises(engramdb.InvalidArgument, match="reserved"):
+        embedded.records("_redis")
+    # TTL, existence and deletion are the header's.
+    r.expire("l", 100)
+    assert records.get("l").expires_at is not None
+    records.delete("h")
+    assert r.hgetall("h") == {}
+    assert r.exists("h") == 0
 
 
 def test_redis_reads_what_python_wrote(engramdb_client: redis.Redis, embedded: Database) -> None:
@@ -57,22 +73,36 @@ def test_redis_reads_what_python_wrote(engramdb_client: redis.Redis, embedded: D
         b"tags": b'["a"]',
         b"ok": b"1",
     }
+    # Writes keep a record written with the Python API a record, with its types...
     assert r.hincrby("user", "age", 1) == 37
     assert r.hincrbyfloat("user", "score", 0.25) == 1.75
+    assert r.hset("user", "city", "London") == 1
     bins = records.get("user").bins
     assert bins["age"] == 37
     assert bins["score"] == 1.75
+    assert bins["city"] == b"London"
+    # ...until a field could not be a bin: then it becomes a structure, fields and all.
+    assert r.hset("user", b"\xff", "binary") == 1
+    assert records.get("user").bins["$type"] == "hash"
+    assert r.hget("user", "name") == b"Ada"
+    assert r.hget("user", b"\xff") == b"binary"
+    assert r.hlen("user") == 7
 
-    records.put("mixed", {"$list": ["a", 1, b"x", None, "long text " * 4, 2.5]})
+    # A list stored whole by earlier versions reads as it is, and converts on its first write.
+    records.put("mixed", {"$list": ["a", 1, b"x", None, "long text " * 4, 2.5]}, ttl=100)
     assert r.lrange("mixed", 0, -1) == [b"a", b"1", b"x", b"", b"long text " * 4, b"2.5"]
+    assert r.lindex("mixed", -1) == b"2.5"
     assert r.lpop("mixed", 2) == [b"a", b"1"]
+    assert records.get("mixed").bins["$type"] == "list"
     assert r.rpop("mixed", 2) == [b"2.5", b"long text " * 4]
     assert r.lpush("mixed", "z") == 3
-    assert records.get("mixed").bins == {"$list": [b"z", b"x", None]}
+    assert r.lrange("mixed", 0, -1) == [b"z", b"x", b""]
+    assert 0 < r.ttl("mixed") <= 100  # the conversion kept the TTL
 
     records.put("odd", {"$list": "not a list"})
     assert r.llen("odd") == 1
     assert r.rpush("odd", "more") == 2
+    assert r.lrange("odd", 0, -1) == [b"not a list", b"more"]
     records.put("count", {"$string": 41})
     assert r.incr("count") == 42
     records.put("ratio", {"$string": 0.5})
@@ -89,19 +119,24 @@ def test_redis_reads_what_python_wrote(engramdb_client: redis.Redis, embedded: D
 
 @pytest.mark.parametrize(
     "field",
-    ["", "f" * 65, "$list", "$string", b"\xff"],
-    ids=["empty", "too-long", "list-bin", "string-bin", "not-utf8"],
+    ["", "f" * 65, "$list", "$string", "$type", b"\xff", b"\x00\xfe" * 300],
+    ids=["empty", "too-long", "list-bin", "string-bin", "header-bin", "not-utf8", "long-binary"],
 )
-def test_hash_fields_must_be_bin_names(engramdb_client: redis.Redis, field: str | bytes) -> None:
+def test_hash_fields_are_any_bytes(engramdb_client: redis.Redis, field: str | bytes) -> None:
     r = engramdb_client
-    with pytest.raises(redis.ResponseError, match="hash field name"):
-        r.hset("h", field, "v")
-    with pytest.raises(redis.ResponseError, match="hash field name"):
-        r.hincrby("h", field, 1)
-    assert r.hget("h", field) is None
-    assert r.hexists("h", field) is False
-    assert r.hdel("h", field) == 0
+    assert r.hset("h", field, "v") == 1
+    assert r.hincrby("h", "n", 1) == 1
+    assert r.hget("h", field) == b"v"
+    assert r.hexists("h", field) is True
+    assert r.hstrlen("h", field) == 1
+    raw = field.encode() if isinstance(field, str) else field
+    assert r.hgetall("h") == {raw: b"v", b"n": b"1"}
+    assert r.hdel("h", field, "n") == 2
     assert r.exists("h") == 0
+    assert r.sadd("s", field) == 1
+    assert r.smembers("s") == {raw}
+    assert r.zadd("z", {field: 2}) == 1
+    assert r.zrange("z", 0, -1, withscores=True) == [(raw, 2.0)]
 
 
 def test_scan_cursor_walks_the_ordered_key_space(

@@ -188,10 +188,13 @@ def record_histories(
     seconds: float,
     prefix: str,
     seed: int = 7,
+    start_at: float | None = None,
 ) -> tuple[list[Operation], dict[str, int], dict[str, int], bool]:
     """Histories of every client, acknowledged and uncertain increments per counter, and
-    whether compare-and-set was exercised."""
-    start_at = time.time() + 2.0 + 0.3 * workers
+    whether compare-and-set was exercised. ``start_at``: when the clients start (epoch
+    seconds; default: once every process has had time to start)."""
+    if start_at is None:
+        start_at = time.time() + 2.0 + 0.3 * workers
     jobs = [
         (target, options, w, clients, keys, counters, seconds, start_at, seed + w, prefix)
         for w in range(workers)

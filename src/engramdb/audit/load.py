@@ -97,6 +97,9 @@ class LoadResult:
     lateness: HdrHistogram = field(default_factory=new_histogram)
     elapsed: float = 0.0
     phases: list[Phase] = field(default_factory=list)
+    # With ``run_load(trace=True)``: every measured request as (intended send time, finish
+    # time, op, ok), epoch seconds: what the availability section cuts into windows.
+    trace: list[tuple[float, float, str, bool]] = field(default_factory=list)
 
     def phase_histogram(self, phase: str) -> HdrHistogram:
         merged = new_histogram()
@@ -141,6 +144,7 @@ async def _worker(
     start_at: float,
     seed: int,
     max_inflight: int,
+    trace: bool = False,
 ) -> dict[str, Any]:
     target = make_target(target_spec, **options)
     await target.open()
@@ -159,6 +163,7 @@ async def _worker(
     tasks: set[asyncio.Task[None]] = set()
     requests: dict[str, dict[str, int]] = {}
     warmup: dict[str, int] = {}
+    traced: list[tuple[float, float, str, bool]] = []
 
     async def send(call: str, request: Awaitable[Any]) -> None:
         # Tallied as unknown until answered: a request still in flight when the worker
@@ -200,11 +205,15 @@ async def _worker(
             second = int(intended - start_at)
             timeline.setdefault(second, new_histogram()).record_value(max(1, min(micros, MAX_US)))
             completed[phase] = completed.get(phase, 0) + 1
+            if trace:
+                traced.append((intended, time.time(), op, True))
         except Exception as e:
             kind, _ = classify(e)
             errors[kind] = errors.get(kind, 0) + 1
             second = int(intended - start_at)
             timeline_errors[second] = timeline_errors.get(second, 0) + 1
+            if trace:
+                traced.append((intended, time.time(), op, False))
         finally:
             inflight -= 1
 
@@ -273,6 +282,7 @@ async def _worker(
         "lateness": lateness.encode(),
         "requests": requests,
         "warmup": warmup,
+        "trace": traced,
     }
 
 
@@ -305,11 +315,17 @@ def run_load(
     options: dict[str, Any] | None = None,
     max_inflight: int = 512,
     seed: int = 1,
+    trace: bool = False,
+    start_at: float | None = None,
 ) -> LoadResult:
-    """Run ``phases`` of open-loop load with ``workers`` processes; merged results."""
+    """Run ``phases`` of open-loop load with ``workers`` processes; merged results
+    (``trace``: every request's times and outcome too, in ``LoadResult.trace``).
+    ``start_at``: when the first phase starts (epoch seconds; default: once every process
+    has had time to start)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    start_at = time.time() + 2.0 + 0.3 * workers  # time for every process to start
+    if start_at is None:
+        start_at = time.time() + 2.0 + 0.3 * workers  # time for every process to start
     processes = [
         context.Process(
             target=_process_main,
@@ -323,6 +339,7 @@ def run_load(
                     start_at,
                     seed + i,
                     max_inflight,
+                    trace,
                 ),
                 queue,
             ),
@@ -376,6 +393,7 @@ def run_load(
                 merged[outcome] = merged.get(outcome, 0) + n
         for call, n in r["warmup"].items():
             result.warmup[call] = result.warmup.get(call, 0) + n
+        result.trace.extend((a, b, op, ok) for a, b, op, ok in r["trace"])
         result.dropped += r["dropped"]
         result.lateness.add(HdrHistogram.decode(r["lateness"]))
     return result

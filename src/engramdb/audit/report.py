@@ -13,13 +13,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["summary_table", "write_reports"]
+__all__ = ["fault_table", "summary_table", "write_reports"]
 
 SECTION_TITLES = {
     "latency": "1. Tail latency",
     "burst": "2. Throughput under burst",
     "consistency": "3. Consistency under concurrent writes",
-    "availability": "4. Availability (kill -9, restart)",
+    "availability": "4. Availability (faults under load)",
     "observability": "5. Observability",
 }
 
@@ -58,6 +58,16 @@ def _headline(name: str, section: dict[str, Any]) -> str:
             f"{section['linearizable']}; CAS {'on' if section['compare_and_set'] else 'off'}; "
             f"{c['acknowledged']} increments, lost {len(c['lost_updates'])} counters"
         )
+    if name == "availability" and "faults" in section:
+        return (
+            "; ".join(
+                f"{f['title']}: no writes for {f['write_window_s']:.1f} s, "
+                f"{f['acknowledged_writes_lost']} acknowledged writes lost"
+                + ("" if f["pass"] else " (FAIL)")
+                for f in section["faults"]
+            )
+            + " (table below)"
+        )
     if name == "availability":
         lost = section["acknowledged_writes_lost"]
         return (
@@ -79,6 +89,10 @@ def _headline(name: str, section: dict[str, Any]) -> str:
     return ""
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"engramdb audit of {report['target']}: {_verdict(report['pass'])}")
     table.add_column("guarantee")
@@ -88,6 +102,30 @@ def summary_table(report: dict[str, Any]) -> Table:
         table.add_row(
             SECTION_TITLES.get(name, name), _verdict(section.get("pass")), _headline(name, section)
         )
+    return table
+
+
+def fault_table(report: dict[str, Any]) -> Table | None:
+    """One row per fault injected into a cluster (None when none was)."""
+    section = report["sections"].get("availability") or {}
+    if "faults" not in section:
+        return None
+    table = Table(title=f"Availability of the cluster in {section['cluster']}")
+    for column in (
+        "fault", "result", "no writes", "no reads", "write p99 during/after",
+        "read p99 during/after", "acked writes lost", "linearizable", "healed",
+    ):  # fmt: skip
+        table.add_column(column)
+    for f in section["faults"]:
+        w, r = f["writes"], f["reads"]
+        table.add_row(
+            f["title"], _verdict(f["pass"]),
+            f"{f['write_window_s']:.2f} s", f"{f['read_window_s']:.2f} s",
+            f"{_ms(w['during']['p99_ms'])} / {_ms(w['after']['p99_ms'])}",
+            f"{_ms(r['during']['p99_ms'])} / {_ms(r['after']['p99_ms'])}",
+            f"{f['acknowledged_writes_lost']} of {f['acknowledged_writes']}",
+            str(f["history"]["linearizable"]), f"{f['healed_s']:.1f} s",
+        )  # fmt: skip
     return table
 
 

@@ -9,8 +9,13 @@ Sections, each with a PASS/FAIL against ``Thresholds``:
 3. **Consistency**: recorded histories judged by the linearizability checker (which first
    judges known histories and refuses to report if it misjudges one), and counters whose
    final value must not be below the increments acknowledged.
-4. **Availability** (``managed`` only): the audit runs the server, kill -9s and restarts it
-   under write load, and reports the unavailable window and acknowledged writes lost.
+4. **Availability**: with ``managed``, the audit runs the server, kill -9s and restarts it
+   under write load, and reports the unavailable window and acknowledged writes lost. With
+   ``cluster_dir`` (a cluster ``engramdb cluster up`` started) and ``allow_faults``, it
+   injects the faults of ``faults.FAULTS`` into that cluster under open-loop load — kill -9
+   of the leader node, a switchover, a replica removed — and reports for each the windows
+   without successful writes and reads, p99 during and after, acknowledged writes lost and
+   whether the compare-and-set histories stayed linearizable.
 5. **Observability**: the target's own counts (``INFO``) before and after the latency run
    must agree with what the client sent — every request, the load's warm-up included, so
    the comparison is exact — and latency, traffic, errors and saturation must all be
@@ -47,7 +52,7 @@ from engramdb.audit.scratch import (
     new_namespace,
     shown,
 )
-from engramdb.audit.targets import classify, make_target
+from engramdb.audit.targets import classify, is_postgres_url, make_target
 from engramdb.errors import InvalidArgument
 
 __all__ = ["AuditConfig", "Thresholds", "run_audit"]
@@ -61,6 +66,10 @@ class Thresholds:
     burst_recovery_s: float = 5.0  # back under 1.5x baseline p99 within this after a burst
     burst_error_ratio: float = 0.01  # non-shed errors allowed during bursts
     unavailable_s: float = 10.0  # longest outage seen by clients after kill -9
+    # A cluster's write outage: a crashed leader node is replaced only once its Patroni
+    # lease (ttl 20 s) expires; a planned switchover or scale-in must be quick.
+    crash_unavailable_s: float = 25.0
+    planned_unavailable_s: float = 5.0
     lost_writes: int = 0  # acknowledged writes allowed to vanish
     # Server vs client request counts, as a share of the requests sent. Zero: both sides
     # count exactly the same requests, so any difference is real (another client, a
@@ -82,6 +91,9 @@ class AuditConfig:
     thresholds: Thresholds = Thresholds()
     redis_appendfsync: str = "everysec"
     allow_writes: bool = False  # may write (in its own namespace) to a target holding data
+    cluster_dir: str | None = None  # a cluster `engramdb cluster up` made: faulted if allowed
+    allow_faults: bool = False  # may kill -9, switch over and stop nodes of that cluster
+    faults: tuple[str, ...] = ("leader_kill", "switchover", "scale_in")
 
 
 def _free_port() -> int:
@@ -289,6 +301,9 @@ def run_audit(
     namespace = new_namespace()
     managed: ManagedServer | None = None
     target = config.target
+    cluster = _cluster(config)
+    if cluster is not None and not target:
+        target = cluster.url
     scratch: Scratch
     if config.managed:
         kind = "redis" if target.startswith("redis") else "engramdb"
@@ -302,14 +317,14 @@ def run_audit(
     for line in scratch.plan:
         notice(line)
     options: dict[str, Any] = {"namespace": namespace}
-    if "://" not in target:
+    if "://" not in target or is_postgres_url(target):
         options["durability"] = config.durability
     report: dict[str, Any] = {
-        "target": shown(config.target),
+        "target": shown(target),
         "managed": config.managed,
         "config": {
             **asdict(config),
-            "target": shown(config.target),
+            "target": shown(target),
             "thresholds": asdict(config.thresholds),
         },
         "started": time.time(),
@@ -321,7 +336,8 @@ def run_audit(
     try:
         if managed is not None:
             managed.start()
-        info_ok = "://" in target
+        # The postgres engine runs in the audit's own processes: no server to ask.
+        info_ok = "://" in target and not is_postgres_url(target)
         if "latency" in config.sections or "observability" in config.sections:
             progress(f"tail latency at {config.rate:.0f} req/s for {config.duration:.0f} s")
             before = _info(target) if info_ok else {}
@@ -361,8 +377,8 @@ def run_audit(
                 else:
                     report["sections"]["observability"] = {
                         "pass": None,
-                        "skipped": "an embedded target has no server to count requests "
-                        "(db.stats() is per process)",
+                        "skipped": "an embedded or postgresql:// target has no server to count "
+                        "requests (db.stats() is per process)",
                     }
         if "burst" in config.sections:
             progress("burst: steady, 3x, steady, 5x, steady")
@@ -416,10 +432,15 @@ def run_audit(
                 "example": [asdict(o) for o in verdict.example],
             }
         if "availability" in config.sections:
-            if managed is None:
+            if cluster is not None:
+                report["sections"]["availability"] = _cluster_availability(
+                    cluster, target, options, config, run_id, progress
+                )
+            elif managed is None:
                 report["sections"]["availability"] = {
                     "pass": None,
-                    "skipped": "not managed: the audit does not own the server (use --managed)",
+                    "skipped": "not managed: the audit does not own the server (use --managed, "
+                    "or --cluster-dir with --allow-faults for a cluster)",
                 }
             else:
                 progress("availability: kill -9 and restart under durable writes")
@@ -439,7 +460,7 @@ def run_audit(
                 error=f"{type(e).__name__}: {e}",
                 lines=(
                     f"Cleanup failed ({type(e).__name__}: {e}): everything the audit wrote is "
-                    f"under '{namespace}' on {shown(config.target)}; remove it from there.",
+                    f"under '{namespace}' on {shown(target)}; remove it from there.",
                 ),
             )
         report["cleanup"] = cleanup.as_dict()
@@ -632,3 +653,80 @@ async def _missing(url: str, keys: list[str], namespace: str) -> list[str]:
         return missing
     finally:
         await client.close()
+
+
+# availability of a cluster ------------------------------------------------------------------
+
+
+def _cluster(config: AuditConfig) -> Any:
+    """The cluster the audit may fault, or None; refuses what it must not do."""
+    if config.cluster_dir is None:
+        return None
+    from engramdb.audit.faults import FAULTS
+    from engramdb.cluster import Cluster
+
+    unknown = [f for f in config.faults if f not in FAULTS]
+    if unknown or not config.faults:
+        raise InvalidArgument(f"faults must be some of {', '.join(FAULTS)}, not {unknown}")
+    if config.managed:
+        raise InvalidArgument("--managed and --cluster-dir exclude each other")
+    cluster = Cluster.open(config.cluster_dir)
+    if config.target and not is_postgres_url(config.target):
+        raise InvalidArgument(
+            f"with --cluster-dir the target is the cluster's postgresql:// URL (or none: "
+            f"the cluster's own), not {shown(config.target)}"
+        )
+    if "availability" in config.sections and not config.allow_faults:
+        names = ", ".join(FAULTS[f].title for f in config.faults)
+        raise InvalidArgument(
+            f"the availability section would inject faults into the cluster in "
+            f"{cluster.directory} ({names}), with clients of it seeing outages. Pass "
+            "--allow-faults to accept that, or leave the availability section out "
+            "(--sections)."
+        )
+    return cluster
+
+
+def _cluster_availability(
+    cluster: Any,
+    target: str,
+    options: dict[str, Any],
+    config: AuditConfig,
+    run_id: str,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    from engramdb.audit.faults import FAULTS, run_fault
+
+    t = config.thresholds
+    rows = []
+    for i, name in enumerate(config.faults):
+        fault = FAULTS[name]
+        row = run_fault(
+            cluster,
+            target,
+            fault,
+            options=options,
+            prefix=f"{run_id}f{i}",
+            rate=min(config.rate, 100.0),
+            after=max(5.0, config.duration / 2),
+            progress=progress,
+        )
+        limit = t.planned_unavailable_s if fault.planned else t.crash_unavailable_s
+        row["threshold"] = f"writes back within {limit:g} s; lost <= {t.lost_writes}"
+        row["pass"] = (
+            row["write_window_s"] <= limit
+            and row["acknowledged_writes_lost"] <= t.lost_writes
+            and row["history"]["linearizable"] is True
+            and row["healed_before_load_ended"]
+        )
+        rows.append(row)
+    return {
+        "pass": all(r["pass"] for r in rows),
+        "cluster": str(cluster.directory),
+        "faults": rows,
+        "threshold": (
+            f"lost <= {t.lost_writes}; write outage <= {t.crash_unavailable_s:g} s after a "
+            f"crash, <= {t.planned_unavailable_s:g} s after a planned change; histories "
+            "linearizable"
+        ),
+    }

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engramdb.audit.targets import is_postgres_url
 from engramdb.errors import ChangeLogTruncated, EngramError, InvalidArgument
 
 __all__ = [
@@ -108,6 +109,7 @@ class _EngramScratch(Scratch):
     ) -> None:
         self.spec = spec
         self.embedded = "://" not in spec
+        self.postgres = is_postgres_url(spec)
         self.durability = durability
         self.path = os.path.abspath(spec) if self.embedded else None
         # A database the audit creates is the audit's to remove, whole: a path that did not
@@ -124,7 +126,13 @@ class _EngramScratch(Scratch):
                     f"{self.path} is a directory that holds no engramdb database; audit a new "
                     "or empty path, or an existing database"
                 )
-        where = self.path if self.path is not None else f"the server at {shown(spec)}"
+        where = (
+            self.path
+            if self.path is not None
+            else f"the PostgreSQL database at {shown(spec)}"
+            if self.postgres
+            else f"the server at {shown(spec)}"
+        )
         self.where = where
         with self._open() as db:
             sets = db.sets()
@@ -165,6 +173,8 @@ class _EngramScratch(Scratch):
         db: Any = (
             engramdb.open(self.path, durability=self.durability)  # type: ignore[arg-type]
             if self.path is not None
+            else engramdb.open(self.spec, durability=self.durability)  # type: ignore[arg-type]
+            if self.postgres
             else engramdb.connect(self.spec, pool_size=_DELETERS)
         )
         try:
@@ -403,7 +413,7 @@ def claim(
 ) -> Scratch:
     """Check that the audit may write on ``spec`` and say where it will; raises
     ``InvalidArgument`` for a target that holds data when ``allow_writes`` is false."""
-    if spec.startswith("engramdb://") or "://" not in spec:
+    if spec.startswith("engramdb://") or "://" not in spec or is_postgres_url(spec):
         return _EngramScratch(spec, namespace, allow_writes=allow_writes, durability=durability)
     return _RedisScratch(spec, namespace, allow_writes=allow_writes)
 

@@ -1,10 +1,12 @@
 """What the audit talks to: one small async interface over any data tier.
 
 A target is named by a string: a directory path (an embedded engramdb database),
-``engramdb://host:port`` (the engramdb server, native calls) or ``redis://host:port`` (Redis,
-Valkey, or engramdb's RESP side). Each load-generating process builds its own ``Target``
-from that string and the run's namespace (see ``scratch``): an engramdb target keeps its
-registers in the set named by the namespace, a Redis target under keys ``<namespace>:``.
+``engramdb://host:port`` (the engramdb server, native calls), ``postgresql://...`` (the
+postgres engine, run in each load process, e.g. on a Patroni cluster) or
+``redis://host:port`` (Redis, Valkey, or engramdb's RESP side). Each load-generating
+process builds its own ``Target`` from that string and the run's namespace (see
+``scratch``): an engramdb target keeps its registers in the set named by the namespace, a
+Redis target under keys ``<namespace>:``.
 A target never touches anything outside its namespace. Operations:
 
 - ``read(key)``, ``write(key, value)`` on registers;
@@ -30,6 +32,7 @@ __all__ = [
     "Target",
     "Unsupported",
     "classify",
+    "is_postgres_url",
     "make_target",
 ]
 
@@ -275,8 +278,17 @@ def make_target(
         return NetworkTarget(spec, namespace, connections, timeout)
     if spec.startswith(("redis://", "rediss://", "unix://")):
         return RedisTarget(spec, namespace, connections, timeout)
+    if is_postgres_url(spec):
+        # The postgres engine runs in each load process, as in an application's.
+        return EmbeddedTarget(spec, namespace, durability)
     if "://" in spec:
         raise EngramError(
-            f"unknown target {spec!r}: a path, engramdb://host:port or redis://host:port"
+            f"unknown target {spec!r}: a path, engramdb://host:port, redis://host:port "
+            "or postgresql://..."
         )
     return EmbeddedTarget(os.path.abspath(spec), namespace, durability)
+
+
+def is_postgres_url(spec: str) -> bool:
+    """Whether ``spec`` names a PostgreSQL database (the postgres engine)."""
+    return spec.startswith(("postgresql://", "postgres://"))

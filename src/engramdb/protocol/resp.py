@@ -45,12 +45,14 @@ from engramdb.errors import ProtocolError
 __all__ = [
     "NULL_ARRAY",
     "Budget",
+    "Double",
     "Encoded",
     "ErrorReply",
     "FrameTooLarge",
     "ParserLimits",
     "Push",
     "RequestParser",
+    "SetReply",
     "SimpleString",
     "Verbatim",
     "encode_command",
@@ -488,6 +490,18 @@ class Encoded(bytes):
     __slots__ = ()
 
 
+class Double(float):
+    """A score as Redis 7.0 writes it (``%.17g``): a bulk string in RESP2, a double in RESP3."""
+
+    __slots__ = ()
+
+
+class SetReply(list):  # type: ignore[type-arg]
+    """An array that RESP3 sends as a set (SMEMBERS, SINTER...), in the order given."""
+
+    __slots__ = ()
+
+
 class _NullArray:
     pass
 
@@ -563,6 +577,13 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
         return b"_\r\n" if resp3 else b"*-1\r\n"
     if kind is Encoded:
         return bytes(value)
+    if kind is Double:
+        text = b"%.17g" % value
+        return b",%s\r\n" % text if resp3 else b"$%d\r\n%s\r\n" % (len(text), text)
+    if kind is SetReply:
+        parts = [b"~%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value)]
+        parts.extend(encode_reply(item, resp3) for item in value)
+        return b"".join(parts)
     if kind is Push:
         parts = [b">%d\r\n" % len(value) if resp3 else b"*%d\r\n" % len(value)]
         parts.extend(encode_reply(item, resp3) for item in value)

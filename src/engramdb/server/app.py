@@ -39,14 +39,17 @@ from engramdb.clock import FakeClock
 from engramdb.database import Database
 from engramdb.errors import InvalidArgument
 from engramdb.observability.metrics import Metrics
+from engramdb.server.blocking import Blocked
 from engramdb.server.bus import Bus
 from engramdb.server.config import ServerConfig, is_loopback
 from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
 from engramdb.server.notify import Notifier
 from engramdb.server.pubsub import Hub
+from engramdb.server.reclaim import Reclaimer
 from engramdb.server.scan_cursor import CursorTable
 from engramdb.server.settings import Settings
+from engramdb.server.structures import DATABASES, database_name
 from engramdb.server.tooling import Baseline, SlowLog
 from engramdb.storage.base import WriteFn
 
@@ -100,6 +103,8 @@ class Server:
         self.metrics = Metrics()
         self.stats = ServerStats(started_at=time.time())
         self.connections: set[Connection] = set()
+        self.blocked = Blocked(self)  # clients parked by BLPOP and friends
+        self.reclaimer = self._reclaimer()
         self.inflight = 0
         self.accepting = True
         self.max_clients: int = config.max_clients  # lowered by start() if descriptors are short
@@ -171,6 +176,12 @@ class Server:
             options.setdefault("embedder", SentenceEmbedder())
         return engramdb.open(self.config.data, durability=self.config.durability, **options)
 
+    def _reclaimer(self) -> Reclaimer:
+        """Deletes the elements of removed Redis lists, hashes, sets and sorted sets."""
+        default = self.config.default_set
+        names = [database_name(default, index) for index in range(DATABASES)]
+        return Reclaimer(self.db, names)
+
     def next_client_id(self) -> int:
         return next(self._ids)
 
@@ -198,6 +209,7 @@ class Server:
             backlog=1024,
         )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
+        self.reclaimer.start()
         if _is_url(self.config.data):
             # Fronts of one PostgreSQL database share no directory to meet in: PUBLISH
             # reaches this front's subscribers (keyspace notifications, from the shared
@@ -260,6 +272,7 @@ class Server:
         if self._committer is not None:
             self._commit_jobs.put(None)
             self._committer.join()
+        self.reclaimer.stop()
         await asyncio.sleep(0)
         self.db.close()
         self._closed.set()
@@ -488,6 +501,7 @@ class Server:
 
         if _is_url(self.config.data):
             raise InvalidArgument("reset wipes a local database only, not a postgresql:// one")
+        self.reclaimer.stop()
         with self._commit_lock:  # not while the committer thread has a write open on it
             self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
@@ -502,6 +516,8 @@ class Server:
             self.db = self._open_db()  # never leave the server without a database
             raise
         self.records = self.db.records(self.config.default_set)
+        self.reclaimer = self._reclaimer()
+        self.reclaimer.start()
         self.scan_cursors.close()
         self.scan_cursors = CursorTable(self.config.data)
         self.notifier.rebase()
@@ -512,6 +528,7 @@ class Server:
         for conn in self.connections:
             conn.db = self.db
             conn.records = self.records
+            conn.db_index = 0
 
     # introspection -----------------------------------------------------------------------
 

@@ -10,6 +10,11 @@ command name. It either answers at once (a reply value for ``encode_reply``) or 
 - ``Defer(delay, fn)``: run ``fn`` on the event loop after ``delay`` seconds and reply with
   its result (AUTH failure backoff). The connection runs nothing else meanwhile; it is a
   wait, not work, so it does not count as in flight.
+- ``Block(...)``, returned by the ``then`` of a ``Write`` (BLPOP found nothing to pop):
+  park the client until a key it waits on may have changed, or its timeout; then run
+  ``retry()``, whose result continues the command the same way (another ``Write``...).
+  A ``then`` may also return a ``Write`` to continue with. Parked clients run nothing
+  else and are not in flight.
 
 Handlers raise ``Reply(text)`` for a Redis-style error reply, or an ``EngramError`` that the
 connection maps to the native error codes of ``protocol/errors.py``. Inside a write plan an
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMANDS",
+    "Block",
     "Command",
     "Defer",
     "Offload",
@@ -80,12 +86,26 @@ class Defer:
     cancel: Callable[[], None] | None = None  # called instead of fn if the client left
 
 
+@dataclass(slots=True)
+class Block:
+    """Wait for a push to one of ``keys`` (raw keys of record set ``set_name`` holding a
+    ``kind``), at most until ``deadline`` (``time.monotonic()``; None: for ever)."""
+
+    set_name: str
+    keys: list[bytes]
+    kind: str
+    deadline: float | None
+    retry: Callable[[], Any]
+    timed_out: Any
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One command: ``arity`` counts the name like Redis does (negative: at least that many).
 
     Flags: ``write`` (changes data: may pipeline behind earlier writes), ``noauth``
-    (allowed before AUTH), ``admin``; ``readonly``/``fast`` are reported by COMMAND.
+    (allowed before AUTH), ``admin``, ``blocking`` (may park the client: never run on a
+    worker thread); ``readonly``/``fast`` are reported by COMMAND.
     """
 
     name: str

@@ -47,6 +47,7 @@ from engramdb.protocol.resp import (
 from engramdb.server import tooling
 from engramdb.server.commands import (
     COMMANDS,
+    Block,
     Command,
     Defer,
     Offload,
@@ -92,13 +93,14 @@ def _fresh(limits: TurnLimits) -> Budget:
 
 
 class _Slot:
-    __slots__ = ("args", "data", "metric", "started")
+    __slots__ = ("args", "barrier", "data", "metric", "started")
 
     def __init__(self, metric: str, started: int, args: list[bytes] | None = None) -> None:
         self.metric = metric
         self.started = started
         self.args = args  # for the slow log
         self.data: bytes | None = None
+        self.barrier = False  # a blocking command: nothing behind it runs until it answers
 
 
 class Connection(asyncio.Protocol):
@@ -146,6 +148,7 @@ class Connection(asyncio.Protocol):
         # ``deauthenticate`` and the ``multi`` and ``subscriptions`` setters; any new
         # per-connection state that needs ``_run_checked`` belongs in ``_refresh_plain``.
         self._plain = self.authenticated
+        self.db_index = 0  # SELECTed Redis database (0: the default set)
         self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
         # Pub/sub and tooling state (CLIENT LIST, MONITOR): see server/pubsub.py, tooling.py.
         self._subscriptions: Subscriptions | None = None
@@ -215,6 +218,7 @@ class Connection(asyncio.Protocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         self.server.connections.discard(self)
+        self.server.blocked.forget(self)
         if self.subscriptions is not None:
             self.server.pubsub.drop(self)
         if self.monitoring:
@@ -532,6 +536,11 @@ class Connection(asyncio.Protocol):
             server.inflight += 1
             if kind is Write:
                 self._pending_writes += 1
+                if "blocking" in cmd.flags:
+                    # As in Redis, a client blocked in BLPOP runs nothing after it (its own
+                    # pipelined RPUSH must not feed it), so it holds the line until answered.
+                    slot.barrier = True
+                    self._pending_other += 1
                 plan = result.plan
                 if server.notifier.hinting:
                     plan = server.notifier.hinted(cmd, args, plan)
@@ -645,6 +654,14 @@ class Connection(asyncio.Protocol):
                 reply = self._error_reply(e)
         else:
             reply = self._error_reply(error)
+        kind = type(reply)
+        if kind is Write or kind is Block:
+            if not self._closing:
+                self._continue(slot, reply)
+            return
+        if slot.barrier:
+            slot.barrier = False
+            self._pending_other -= 1
         data = encode_reply(reply, self.resp3)
         metric = slot.metric
         metrics = self._ops.get(metric) or self._metrics.op(metric)
@@ -691,6 +708,28 @@ class Connection(asyncio.Protocol):
         if not self._turn_pending and not self._closing:
             self._turn_pending = True
             self.server.end_turn_later(self)
+
+    def _continue(self, slot: _Slot, step: Write | Block) -> None:
+        """The command in ``slot`` goes on: another write, or a wait (BLPOP)."""
+        if type(step) is Block:
+            self._pending_other += 1
+            self.server.blocked.park(self, slot, step)
+            return
+        assert type(step) is Write
+        server = self.server
+        plan = step.plan
+        if server.notifier.hinting and slot.args:
+            # A woken BLPOP's pop notifies its own event (lpop), like its first try.
+            cmd = COMMANDS.get(slot.args[0].upper())
+            if cmd is not None:
+                plan = server.notifier.hinted(cmd, slot.args, plan)
+        self._pending_writes += 1
+        server.inflight += 1
+        server.submit_write(plan, self, slot, step.then)
+
+    def unpark(self, slot: Any, result: Any) -> None:
+        """A parked command woke (or timed out): ``result`` is its next step or its reply."""
+        self._settle(slot, False, _same, result, None)
 
     # output ------------------------------------------------------------------------------
 
@@ -882,7 +921,7 @@ class Connection(asyncio.Protocol):
 
     def unblock(self, error: bool) -> bool:
         """CLIENT UNBLOCK: end a blocking command early; False when none is running."""
-        return False
+        return self.server.blocked.unblock(self, error)
 
     def client_info(self) -> str:
         """This connection as a CLIENT LIST / CLIENT INFO line (Redis' fields, plus
@@ -898,6 +937,7 @@ class Connection(asyncio.Protocol):
                 ("O", self.monitoring),
                 ("P", subs is not None),
                 ("x", self.multi is not None),
+                ("b", self in self.server.blocked),
                 ("e", self.no_evict),
                 ("c", self._finish_after_reply or self._draining),
             )
@@ -918,8 +958,8 @@ class Connection(asyncio.Protocol):
             f"id={self.id} addr={self.address} laddr={self.local_address} fd={fd} "
             f"name={name} age={int(monotonic() - self.created)} "
             f"idle={int(max(0.0, self.server.now() - self.last_active))} "
-            f"flags={flags or 'N'} db=0 sub={sub} psub={psub} ssub={ssub} multi={multi} "
-            f"qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem="
+            f"flags={flags or 'N'} db={self.db_index} sub={sub} psub={psub} ssub={ssub} "
+            f"multi={multi} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem="
             f"{self.multi.size if self.multi is not None else 0} rbs=0 rbp=0 obl={obl} "
             f"oll={len(self._out) + len(self._slots)} omem={omem} tot-mem={qbuf + omem} "
             f"events=r cmd={self.last_command} user=default redir=-1 "
@@ -965,8 +1005,9 @@ def _offloadable(cmd: Command) -> bool:
     """Data commands (they name keys, or read or write data): their handlers touch only the
     database and this connection, which runs nothing else meanwhile, so they may run on a
     worker thread. Connection commands (HELLO, AUTH, CLIENT...) and pub/sub (whose state
-    belongs to the loop) stay on the loop."""
-    if "pubsub" in cmd.flags:
+    belongs to the loop) stay on the loop, and so do blocking commands (only the loop can
+    park a client)."""
+    if "pubsub" in cmd.flags or "blocking" in cmd.flags:
         return False
     return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 

@@ -6,8 +6,9 @@ change to an ordered change log in the same atomic, durable transaction as the c
 It knows nothing of bins, generations or conditions: the record layer decides those and
 hands the engine finished bytes.
 
-Engines: ``memory`` (ephemeral, this process) and ``lmdb`` (durable, shared between
-processes on one host). A PostgreSQL engine is planned behind the same contract.
+Engines: ``memory`` (ephemeral, this process), ``lmdb`` (durable, shared between processes
+on one host) and ``postgres`` (``postgres_engine``: PostgreSQL, replicated by Patroni, shared
+by any number of hosts), all behind this one contract.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
-__all__ = ["Durability", "Engine", "EngineChange", "WriteFn", "WriteTxn"]
+__all__ = ["Durability", "Engine", "EngineChange", "WriteFn", "WriteTxn", "overlay_scan"]
 
 T = TypeVar("T")
 
@@ -41,6 +42,12 @@ class WriteTxn(Protocol):
 
     def delete(self, rk: bytes, prev_expires_ms: int) -> None: ...
 
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """As ``Engine.scan``, seeing this transaction's own writes (per-element Redis
+        structures range over their elements inside a write)."""
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         """Append to the change log; returns the change's sequence number."""
 
@@ -52,6 +59,30 @@ class WriteTxn(Protocol):
 
 
 WriteFn = Callable[[WriteTxn], Any]
+
+
+ScanFn = Callable[[bytes, bytes, int, bool], list[tuple[bytes, bytes]]]
+
+
+def overlay_scan(
+    scan: ScanFn,
+    held: dict[bytes, bytes | None],
+    start: bytes,
+    end: bytes,
+    limit: int,
+    reverse: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    """A scan of ``scan``'s entries with writes ``held`` over them (None: deleted), for
+    transactions that buffer their writes. Each held key in the range can hide at most one
+    entry below, so ``limit`` plus that many entries from below are enough."""
+    mine = [rk for rk in held if start <= rk < end]
+    if not mine:
+        return scan(start, end, limit, reverse)
+    below = scan(start, end, limit + len(mine), reverse)
+    merged = [(rk, value) for rk, value in below if rk not in held]
+    merged.extend((rk, value) for rk in mine if (value := held[rk]) is not None)
+    merged.sort(reverse=reverse)
+    return merged[:limit]
 
 
 class Engine(Protocol):

@@ -79,6 +79,40 @@ def _unwrap(phys: bytes, value: bytes) -> tuple[bytes, bytes]:
     return value[2 : 2 + n], value[2 + n :]
 
 
+def _scan(
+    txn: Any, records: Any, start: bytes, end: bytes, limit: int, reverse: bool
+) -> list[tuple[bytes, bytes]]:
+    """Up to ``limit`` ``(rk, value)`` with ``start <= rk < end`` in ``txn``, in key order."""
+    out: list[tuple[bytes, bytes]] = []
+    # Physical keys of long record keys are their first _HEAD bytes plus a hash, so the
+    # range is widened to heads and the exact bounds are checked on the full key.
+    lo = start[:_HEAD] if len(start) > _INLINE_MAX else start
+    hi = end[:_HEAD] + b"\xff" if len(end) > _INLINE_MAX else end
+    cursor = txn.cursor(db=records)
+    if reverse:
+        # The last key below hi: step back from the first key at or above it.
+        found = cursor.prev() if cursor.set_range(hi) else cursor.last()
+        while found:
+            phys = cursor.key()
+            if phys < lo or len(out) >= limit:
+                break
+            if phys < hi:
+                rk, value = _unwrap(phys, cursor.value())
+                if start <= rk < end:
+                    out.append((rk, value))
+            found = cursor.prev()
+        return out
+    if not cursor.set_range(lo):
+        return out
+    for phys, value in cursor:
+        if phys >= hi or len(out) >= limit:
+            break
+        rk, value = _unwrap(phys, value)
+        if start <= rk < end:
+            out.append((rk, value))
+    return out
+
+
 class _Shared:
     """One LMDB environment per path per process, reference counted."""
 
@@ -154,6 +188,11 @@ class _LmdbTxn:
             raise StorageError(
                 "the database is full (LMDB map_size reached); reopen it with a larger map_size"
             ) from e
+
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return _scan(self._txn, self._dbs[0], start, end, limit, reverse)
 
     def delete(self, rk: bytes, prev_expires_ms: int) -> None:
         records, expiry, _, _ = self._dbs
@@ -319,36 +358,9 @@ class LmdbEngine:
     def scan(
         self, start: bytes, end: bytes, limit: int, reverse: bool = False
     ) -> list[tuple[bytes, bytes]]:
-        out: list[tuple[bytes, bytes]] = []
-        # Physical keys of long record keys are their first _HEAD bytes plus a hash, so the
-        # range is widened to heads and the exact bounds are checked on the full key.
-        lo = start[:_HEAD] if len(start) > _INLINE_MAX else start
-        hi = end[:_HEAD] + b"\xff" if len(end) > _INLINE_MAX else end
         txn = self._read()
         try:
-            cursor = txn.cursor(db=self._records)
-            if reverse:
-                # The last key below hi: step back from the first key at or above it.
-                found = cursor.prev() if cursor.set_range(hi) else cursor.last()
-                while found:
-                    phys = cursor.key()
-                    if phys < lo or len(out) >= limit:
-                        break
-                    if phys < hi:
-                        rk, value = _unwrap(phys, cursor.value())
-                        if start <= rk < end:
-                            out.append((rk, value))
-                    found = cursor.prev()
-                return out
-            if not cursor.set_range(lo):
-                return out
-            for phys, value in cursor:
-                if phys >= hi or len(out) >= limit:
-                    break
-                rk, value = _unwrap(phys, value)
-                if start <= rk < end:
-                    out.append((rk, value))
-            return out
+            return _scan(txn, self._records, start, end, limit, reverse)
         finally:
             txn.abort()
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from engramdb.storage.base import EngineChange
+from engramdb.storage.base import EngineChange, overlay_scan
 
 __all__ = ["MemoryEngine"]
 
@@ -45,6 +45,11 @@ class _MemoryTxn:
     def delete(self, rk: bytes, prev_expires_ms: int) -> None:
         self._overlay[rk] = None
         self._ops.append((rk, None, 0, prev_expires_ms))
+
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return overlay_scan(self._engine.scan, self._overlay, start, end, limit, reverse)
 
     def next_sequence(self) -> int:
         return self._seq + 1

@@ -67,7 +67,7 @@ from psycopg.errors import Diagnostic
 
 from engramdb.errors import InvalidArgument, StorageError, Unavailable
 from engramdb.storage._pg_connections import Conn, Lost, Pool, Target, is_retryable, lsn
-from engramdb.storage.base import Durability, EngineChange
+from engramdb.storage.base import Durability, EngineChange, overlay_scan
 
 __all__ = ["PostgresEngine", "is_postgres_url"]
 
@@ -213,6 +213,18 @@ class _PgTxn:
         self._overlay[rk] = None
         sp = rk[: rk.index(b"\x00") + 1]
         self._deltas[sp] = self._deltas.get(sp, 0) - 1
+
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return overlay_scan(self._scan_server, self._overlay, start, end, limit, reverse)
+
+    def _scan_server(
+        self, start: bytes, end: bytes, limit: int, reverse: bool
+    ) -> list[tuple[bytes, bytes]]:
+        statement = self._sql.scan_reverse if reverse else self._sql.scan
+        rows = self._held.cursor.execute(statement, (start, end, limit), prepare=True)
+        return [(bytes(rk), bytes(value)) for rk, value in rows]
 
     def next_sequence(self) -> int:
         return self._seq + 1

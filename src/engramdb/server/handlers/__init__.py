@@ -9,8 +9,10 @@ from engramdb.server.handlers import (
     native,
     pubsub,
     scripting,
+    sets,
     strings,
     transactions,
+    zsets,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "native",
     "pubsub",
     "scripting",
+    "sets",
     "strings",
     "transactions",
+    "zsets",
 ]

@@ -163,12 +163,25 @@ def quit_(conn: Connection, args: list[bytes]) -> Any:
 
 @command("select", 2, "fast", keys=(0, 0, 0))
 def select(conn: Connection, args: list[bytes]) -> Any:
+    """Redis databases 0-15: 0 is the default set, N the set ``default.N``."""
+    from engramdb.server.handlers.keyspace import database_set
+    from engramdb.server.handlers.transactions import TxnRecords
+
     try:
         index = int(args[0])
     except ValueError:
         raise Reply("ERR value is not an integer or out of range") from None
-    if index != 0:
-        raise Reply("ERR DB index is out of range")
+    records = conn.db.records(database_set(conn, index))
+    view = getattr(conn, "txn", None)
+    if view is not None:
+        # Inside MULTI or a script: the commands after it address the new database, and
+        # (as in Redis) so does the connection after EXEC.
+        outer = conn._conn  # type: ignore[attr-defined]
+        outer.records, outer.db_index = records, index
+        conn.records = TxnRecords(records, view, conn.db._now_ms())  # type: ignore[assignment]
+    else:
+        conn.records = records
+    conn.db_index = index
     return OK
 
 
@@ -500,8 +513,12 @@ def dbsize(conn: Connection, args: list[bytes]) -> Any:
 
 
 def _flush(conn: Connection, every_set: bool) -> Offload:
+    from engramdb.server.structures import ELEMENTS_SET
+
     db = conn.db
-    names = db.sets() if every_set else [conn.server.config.default_set]
+    # The elements of Redis structures are not records: they go with their headers, in
+    # the background (server/reclaim.py).
+    names = [n for n in db.sets() if n != ELEMENTS_SET] if every_set else [conn.records.name]
 
     def wipe() -> int:
         removed = 0

@@ -170,13 +170,13 @@ def _clients(conn: Connection) -> dict[str, Any]:
         "maxclients": server.max_clients,
         "client_recent_max_input_buffer": max((c.parser.buffered for c in connections), default=0),
         "client_recent_max_output_buffer": max((c.output_bytes() for c in connections), default=0),
-        "blocked_clients": 0,
+        "blocked_clients": len(server.blocked),
         "tracking_clients": 0,
         "pubsub_clients": sum(1 for c in connections if c.subscriptions is not None),
         "watching_clients": sum(1 for c in connections if c.watched),
         "clients_in_timeout_table": 0,
         "total_watched_keys": sum(len(c.watched) for c in connections if c.watched),
-        "total_blocking_keys": 0,
+        "total_blocking_keys": server.blocked.keys_waited_on(),
     }
 
 

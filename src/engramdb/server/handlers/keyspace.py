@@ -1,4 +1,10 @@
-"""Keyspace commands: DEL UNLINK EXISTS TYPE, the EXPIRE family, TTL, PERSIST, KEYS, SCAN.
+"""Keyspace commands: DEL UNLINK EXISTS TYPE RENAME RENAMENX COPY TIME, the EXPIRE family,
+TTL, PERSIST, KEYS, SCAN.
+
+DEL, UNLINK and RENAME of a list, hash, set or sorted set change its header only (the
+elements of a large one are reclaimed in the background, ``server/reclaim.py``), so they
+cost the same whatever the size; COPY copies every element (O(n), as in Redis), off the
+event loop when large.
 
 SCAN walks the key space in key order; its cursor is a 63-bit number that stands for the
 last key returned (``server/scan_cursor.py``: exact while the server holds it, a safe lower
@@ -13,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import InvalidArgument
 from engramdb.protocol.resp import SimpleString
+from engramdb.records.codec import HEADER_SIZE
 from engramdb.records.writes import KEEP, Current, Outcome
-from engramdb.server.commands import Offload, Reply, Write, command
+from engramdb.server.commands import Offload, RedisError, Reply, Write, command
+from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.pattern import compile_pattern
+from engramdb.server.handlers.sets import heavy
 from engramdb.server.handlers.values import (
     LLONG_MAX,
     LLONG_MIN,
@@ -26,6 +35,14 @@ from engramdb.server.handlers.values import (
     parse_int,
     transform,
 )
+from engramdb.server.structures import (
+    DATABASES,
+    Access,
+    database_name,
+    read,
+    record_set,
+    write,
+)
 
 if TYPE_CHECKING:
     from engramdb.recordset import RecordSet
@@ -33,17 +50,21 @@ if TYPE_CHECKING:
     from engramdb.server.scan_cursor import CursorTable
 
 
-# Commands that need no values run as raw transforms: a DEL or EXPIRE of a 100k-item list
-# must not decode it.
+# Commands that need no values run as raw transforms or on headers: a DEL or EXPIRE of a
+# 100k-item list must not read its items.
 
 
-def _delete(current: Current, now: int) -> Outcome:
-    return Outcome(int(current.generation > 0), None)
+def _del(conn: Connection, args: list[bytes]) -> Any:
+    def apply(a: Access) -> int:
+        removed = 0
+        for raw in args:
+            found = a.find(raw)
+            if found.exists:
+                a.remove(found)
+                removed += 1
+        return removed
 
-
-def _del(conn: Connection, args: list[bytes]) -> Write:
-    plan = conn.records._plan_transform([(key_of(raw), _delete) for raw in args], raw=True)
-    return Write(plan, sum)
+    return write(conn, apply)
 
 
 @command("del", -2, "write", keys=(1, -1, 1))
@@ -64,8 +85,98 @@ def exists(conn: Connection, args: list[bytes]) -> Any:
 
 @command("type", 2, "readonly", "fast")
 def type_(conn: Connection, args: list[bytes]) -> Any:
-    record = conn.records.get(key_of(args[0]))
-    return SimpleString(kind_of(None if record is None else record.bins))
+    return read(conn, lambda a: SimpleString(a.find(args[0]).kind))
+
+
+# moving and copying -----------------------------------------------------------------------
+
+
+def _rename(conn: Connection, args: list[bytes], only_new: bool) -> Any:
+    src, dst = args
+
+    def apply(a: Access) -> Any:
+        source = a.find(src)
+        if not source.exists:
+            raise RedisError("ERR no such key")
+        target = a.find(dst)
+        if target is source:
+            return 0 if only_new else OK
+        if only_new and target.exists:
+            return 0
+        expires = source.expires_ms
+        if source.structure:
+            a.adopt(target, source)
+        else:
+            assert source.raw is not None
+            body = source.raw[HEADER_SIZE:]
+            a.remove(source)
+            a.put_record(target, body, expires)
+        return 1 if only_new else OK
+
+    return write(conn, apply)
+
+
+@command("rename", 3, "write", keys=(1, 2, 1))
+def rename(conn: Connection, args: list[bytes]) -> Any:
+    return _rename(conn, args, only_new=False)
+
+
+@command("renamenx", 3, "write", "fast", keys=(1, 2, 1))
+def renamenx(conn: Connection, args: list[bytes]) -> Any:
+    return _rename(conn, args, only_new=True)
+
+
+@command("copy", -3, "write", keys=(1, 2, 1))
+def copy(conn: Connection, args: list[bytes]) -> Any:
+    src, dst = args[0], args[1]
+    replace = False
+    target_set = record_set(conn)
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"REPLACE":
+            replace = True
+            i += 1
+        elif option == b"DB" and i + 1 < len(args):
+            index = parse_int(args[i + 1])
+            target_set = conn.db.records(database_set(conn, index))
+            i += 2
+        else:
+            raise Reply("ERR syntax error")
+    same_set = target_set.name == record_set(conn).name
+    if same_set and src == dst:
+        raise Reply("ERR source and destination objects are the same")
+
+    def apply(a: Access) -> int:
+        source = a.find(src)
+        if not source.exists:
+            return 0
+        target = a.find(dst, target_set)
+        if target.exists and not replace:
+            return 0
+        a.remove(target)
+        if source.structure:
+            a.copy(source, target)
+        else:
+            assert source.raw is not None
+            a.put_record(target, source.raw[HEADER_SIZE:], source.expires_ms)
+        return 1
+
+    return write(conn, apply, heavy=heavy(conn, [src]))
+
+
+def database_set(conn: Connection, index: int) -> str:
+    """The record set of Redis database ``index`` (0: the server's default set)."""
+    if not 0 <= index < DATABASES:
+        raise Reply("ERR DB index is out of range")
+    return database_name(conn.server.config.default_set, index)
+
+
+@command("time", 1, "readonly", "fast", keys=(0, 0, 0))
+def time_(conn: Connection, args: list[bytes]) -> Any:
+    now = conn.db._clock()
+    seconds = int(now)
+    return [b"%d" % seconds, b"%d" % int((now - seconds) * 1_000_000)]
 
 
 # expiry ---------------------------------------------------------------------------------

@@ -1,247 +1,252 @@
-"""Redis list commands over ``$list`` records. A list left empty is deleted, as Redis does."""
+"""Redis list commands over per-element lists (``server/structures.py``).
+
+A list is a deque of positions: pushes and pops at either end are O(1), LINDEX/LSET are
+position arithmetic, LRANGE is one range scan, LTRIM removes what it cuts, and LINSERT and
+LREM move the shorter side (O(n), as in Redis). A list left empty is deleted, as Redis does.
+A list stored whole by earlier versions (one ``$list`` record) reads as it is and is
+converted on its first write.
+
+Blocking pops (BLPOP, BRPOP, BRPOPLPUSH, BLMOVE, BLMPOP) pop at once when they can;
+otherwise the client is parked (``server/blocking.py``) until a push wakes it or its
+timeout passes. Inside MULTI or a script they never block, as in Redis.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engramdb.protocol.resp import NULL_ARRAY
-from engramdb.records.codec import decode_value, encode_value
-from engramdb.records.writes import Current, Outcome
-from engramdb.server.commands import Reply, command, wrong_args
+from engramdb.server.commands import Block, RedisError, Reply, command, wrong_args
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.values import (
     LIST_BIN,
+    WRONGTYPE,
     as_bytes,
-    error,
     key_of,
-    list_of,
     parse_int,
-    transform,
+    parse_long_double,
+)
+from engramdb.server.structures import (
+    LIST,
+    Access,
+    Found,
+    check_sizes,
+    position,
+    read,
+    record_set,
+    write,
 )
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
-
-def _read(conn: Connection, raw_key: bytes) -> list[Any] | None:
-    record = conn.records.get(key_of(raw_key))
-    return None if record is None else list_of(record.bins)
+__all__ = ["blocking", "parse_timeout", "wake"]
 
 
-def _stored(items: list[Any]) -> dict[str, Any] | None:
-    return {LIST_BIN: items} if items else None
+# the list as stored ------------------------------------------------------------------------
 
 
-# the stored body --------------------------------------------------------------------------
-#
-# A list record's body is the msgpack map {"$list": [items]}. Pushes and left pops edit those
-# bytes directly (a raw transform) instead of decoding and re-encoding every item, so they
-# cost a byte copy of the record rather than a Python object per item: redis-benchmark
-# pushes 100k items onto one list. Anything unexpected (a record written with the Python API
-# whose "$list" is not an array, items that are not strings) takes the decoded path.
-
-_PREFIX = b"\x81\xa5$list"  # fixmap(1), fixstr(5) "$list"
-_AFTER_PREFIX = len(_PREFIX)
+def _legacy_items(found: Found) -> list[bytes]:
+    """The items of a list stored whole (one ``$list`` record)."""
+    items = found.bins()[LIST_BIN]
+    return [as_bytes(item) for item in (items if type(items) is list else [items])]
 
 
-def _items_at(body: memoryview) -> tuple[int, int] | None:
-    """``(count, offset of the first item)`` of a list body, None if it is not one."""
-    if len(body) <= _AFTER_PREFIX or body[:_AFTER_PREFIX] != _PREFIX:
-        return None
-    tag = body[_AFTER_PREFIX]
-    if 0x90 <= tag <= 0x9F:
-        return tag & 0x0F, _AFTER_PREFIX + 1
-    if tag == 0xDC:
-        return int.from_bytes(body[_AFTER_PREFIX + 1 : _AFTER_PREFIX + 3], "big"), _AFTER_PREFIX + 3
-    if tag == 0xDD:
-        return int.from_bytes(body[_AFTER_PREFIX + 1 : _AFTER_PREFIX + 5], "big"), _AFTER_PREFIX + 5
-    return None
-
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes([0x90 | count])
-    if count < 1 << 16:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-def _encode_items(values: list[bytes]) -> bytes:
-    parts: list[bytes] = []
-    for value in values:
-        size = len(value)
-        if size < 1 << 8:
-            parts.append(b"\xc4" + bytes([size]))
-        elif size < 1 << 16:
-            parts.append(b"\xc5" + size.to_bytes(2, "big"))
-        else:
-            parts.append(b"\xc6" + size.to_bytes(4, "big"))
-        parts.append(value)
-    return b"".join(parts)
-
-
-def _next_item(body: memoryview, at: int) -> tuple[bytes, int] | None:
-    """The string item at ``at`` (bin or str) and the offset after it; None otherwise."""
-    tag = body[at]
-    if 0xA0 <= tag <= 0xBF:
-        start, size = at + 1, tag & 0x1F
-    elif tag in (0xC4, 0xD9):
-        start, size = at + 2, body[at + 1]
-    elif tag in (0xC5, 0xDA):
-        start, size = at + 3, int.from_bytes(body[at + 1 : at + 3], "big")
-    elif tag in (0xC6, 0xDB):
-        start, size = at + 5, int.from_bytes(body[at + 1 : at + 5], "big")
-    else:
-        return None
-    return bytes(body[start : start + size]), start + size
-
-
-def _decoded(body: memoryview) -> list[Any]:
-    """The items of a stored body that the byte paths do not handle (WRONGTYPE if no list)."""
-    bins = decode_value(body)
-    return list_of(bins if isinstance(bins, dict) else None, in_plan=True)
-
-
-def _pop_front(
-    body: memoryview, found: tuple[int, int], wanted: int
-) -> tuple[list[bytes], bytes | None] | None:
-    """The first ``wanted`` items and the body left (None: empty), or None to decode."""
-    count, at = found
-    taken: list[bytes] = []
-    for _ in range(min(wanted, count)):
-        item = _next_item(body, at)
-        if item is None:
+def _writable(a: Access, raw_key: bytes, create: bool) -> Found | None:
+    """The list under ``raw_key`` ready to edit (created when ``create``), None when
+    absent; WRONGTYPE for another type. Call once every check of the command passed."""
+    found = a.find(raw_key)
+    if found.kind == "none":
+        if not create:
             return None
-        taken.append(item[0])
-        at = item[1]
-    left = count - len(taken)
-    if not left:
-        return taken, None
-    return taken, b"".join((_PREFIX, _array_header(left), body[at:]))
+        a.create(found, LIST)
+        return found
+    if found.kind != LIST:
+        raise RedisError(WRONGTYPE)
+    if found.legacy:
+        items = _legacy_items(found)
+        a.create(found, LIST)
+        _push(a, found, items, left=False)
+    return found
 
 
-def _cut_back(
-    body: memoryview, found: tuple[int, int], left: int, taken: list[Any]
-) -> bytes | None:
-    """The body without its last items ``taken`` (last first), ``left`` items remaining;
-    None unless the stored tail is exactly their encoding (then the caller encodes)."""
-    tail = b"".join(encode_value(item) for item in reversed(taken))
-    cut = len(body) - len(tail)
-    if cut < found[1] or body[cut:] != tail:
-        return None
-    return b"".join((_PREFIX, _array_header(left), body[found[1] : cut]))
+def _editable(a: Access, raw_key: bytes) -> Found:
+    """The list under ``raw_key``, which the command checked is one, ready to edit."""
+    found = _writable(a, raw_key, create=False)
+    assert found is not None
+    return found
+
+
+def _created(a: Access, raw_key: bytes) -> Found:
+    """The list under ``raw_key`` ready to edit, created when absent."""
+    found = _writable(a, raw_key, create=True)
+    assert found is not None
+    return found
+
+
+def _check(a: Access, raw_key: bytes) -> Found:
+    """The list under ``raw_key`` for a read or a check (absent: kind "none")."""
+    found = a.find(raw_key)
+    if found.kind not in ("none", LIST):
+        raise RedisError(WRONGTYPE)
+    return found
+
+
+def _push(a: Access, found: Found, values: list[bytes], left: bool) -> None:
+    for value in values:
+        if left:
+            found.head -= 1
+            a.put(found, position(found.head), value, new=True)
+        else:
+            a.put(found, position(found.head + found.length), value, new=True)
+        found.length += 1
+
+
+def _pop(a: Access, found: Found, count: int, left: bool) -> list[bytes]:
+    """Take up to ``count`` items from one end (header saved by the caller)."""
+    count = min(count, found.length)
+    if count <= 0:
+        return []
+    if count == 1:
+        pos = found.head if left else found.head + found.length - 1
+        value = a.get(found, position(pos))
+        a.delete(found, position(pos))
+        items = [] if value is None else [value]
+    else:
+        lo = found.head if left else found.head + found.length - count
+        rows = a.range(found, position(lo), position(lo + count), count, reverse=not left)
+        for sub, _ in rows:
+            a.delete(found, sub)
+        items = [value for _, value in rows]
+    if left:
+        found.head += count
+    found.length -= count
+    return items
+
+
+def _items(a: Access, found: Found, start: int, stop: int) -> list[bytes]:
+    """Items ``start..stop`` (inclusive indexes, already clamped)."""
+    if found.legacy:
+        return _legacy_items(found)[start : stop + 1]
+    lo, hi = found.head + start, found.head + stop + 1
+    return [value for _, value in a.range(found, position(lo), position(hi), hi - lo)]
+
+
+def _all(a: Access, found: Found) -> list[bytes]:
+    if found.legacy:
+        return _legacy_items(found)
+    return [value for _, value in a.pages(found)]
+
+
+def _length(a: Access, found: Found) -> int:
+    return len(_legacy_items(found)) if found.legacy else found.length
+
+
+def _rewrite(a: Access, found: Found, items: list[bytes], old: list[bytes]) -> None:
+    """Store ``items`` as the whole list, replacing ``old`` (its current items): only the
+    positions whose item changes are written."""
+    for index in range(max(len(items), len(old))):
+        sub = position(found.head + index)
+        if index >= len(items):
+            a.delete(found, sub)
+        elif index >= len(old) or old[index] != items[index]:
+            a.put(found, sub, items[index], new=index >= len(old))
+    found.length = len(items)
+
+
+def wake(conn: Connection, raw_key: bytes, count: int) -> None:
+    """Let clients blocked on ``raw_key`` try again (after a push committed)."""
+    if getattr(conn, "txn", None) is None and count > 0:
+        conn.server.blocked.wake(record_set(conn).name, raw_key, count)
 
 
 # pushes ---------------------------------------------------------------------------------
 
 
-def _push(conn: Connection, args: list[bytes], left: bool, only_existing: bool) -> Any:
-    values = args[1:][::-1] if left else args[1:]
-    encoded = _encode_items(values)
+def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool) -> Any:
+    values = args[1:]
+    check_sizes(values, conn.db.limits.max_record_bytes)
+    key = args[0]
 
-    def apply(current: Current, now: int) -> Outcome:
-        body = current.body
-        if body is None:
-            if only_existing:
-                return Outcome(0)
-            return Outcome(len(values), _PREFIX + _array_header(len(values)) + encoded)
-        found = _items_at(body)
-        if found is None:
-            items = _decoded(body)
-            items = values + items if left else items + values
-            return Outcome(len(items), {LIST_BIN: items})
-        count, start = found
-        count += len(values)
-        rest = body[start:]
-        head = _PREFIX + _array_header(count)
-        parts: list[bytes | memoryview] = [head, encoded, rest] if left else [head, rest, encoded]
-        return Outcome(count, b"".join(parts))
+    def apply(a: Access) -> int:
+        if only_existing and _check(a, key).kind == "none":
+            return 0
+        found = _created(a, key)
+        _push(a, found, values, left)
+        a.save(found)
+        return found.length
 
-    return transform(conn, key_of(args[0]), apply, raw=True)
+    def reply(length: int) -> int:
+        wake(conn, key, len(values))
+        return length
+
+    return write(conn, apply, reply)
 
 
 @command("lpush", -3, "write", "fast")
 def lpush(conn: Connection, args: list[bytes]) -> Any:
-    return _push(conn, args, left=True, only_existing=False)
+    return _pusher(conn, args, left=True, only_existing=False)
 
 
 @command("rpush", -3, "write", "fast")
 def rpush(conn: Connection, args: list[bytes]) -> Any:
-    return _push(conn, args, left=False, only_existing=False)
+    return _pusher(conn, args, left=False, only_existing=False)
 
 
 @command("lpushx", -3, "write", "fast")
 def lpushx(conn: Connection, args: list[bytes]) -> Any:
-    return _push(conn, args, left=True, only_existing=True)
+    return _pusher(conn, args, left=True, only_existing=True)
 
 
 @command("rpushx", -3, "write", "fast")
 def rpushx(conn: Connection, args: list[bytes]) -> Any:
-    return _push(conn, args, left=False, only_existing=True)
+    return _pusher(conn, args, left=False, only_existing=True)
 
 
 # pops -----------------------------------------------------------------------------------
 
 
-def _pop(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
+def _pop_count(raw: bytes) -> int:
+    try:
+        count = parse_int(raw)
+    except Reply:
+        count = -1
+    if count < 0:
+        raise Reply("ERR value is out of range, must be positive")
+    return count
+
+
+def _popper(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
     if len(args) > 2:
         raise wrong_args(name)
-    count: int | None = None
-    if len(args) == 2:
-        try:
-            count = parse_int(args[1])
-        except Reply:
-            count = -1
-        if count < 0:
-            raise Reply("ERR value is out of range, must be positive")
+    count = _pop_count(args[1]) if len(args) == 2 else None
+    key = args[0]
 
-    wanted = 1 if count is None else count
-
-    def apply(current: Current, now: int) -> Outcome:
-        body = current.body
-        if body is None:
-            return Outcome(None)
-        found = _items_at(body)
-        if found is None:
-            items = _decoded(body)  # WRONGTYPE unless a list the byte path does not know
-        elif count == 0 or found[0] == 0:
-            items = []
-        elif left and (popped := _pop_front(body, found, wanted)) is not None:
-            front, after = popped
-            return Outcome(front[0] if count is None else front, after)
-        else:
-            items = _decoded(body)
+    def apply(a: Access) -> Any:
+        found = _check(a, key)
+        if found.kind == "none":
+            return None if count is None else NULL_ARRAY
         if count == 0:
-            return Outcome([])
-        if not items:
-            return Outcome(None)
-        if left:
-            taken, items = items[:wanted], items[wanted:]
-        else:
-            taken, items = items[: -wanted - 1 : -1], items[: max(0, len(items) - wanted)]
-        values = [as_bytes(item) for item in taken]
-        rest: dict[str, Any] | bytes | None = _stored(items)
-        if found is not None and not left and items:
-            # Finding the tail needs the decode, but the rest need not be encoded again.
-            rest = _cut_back(body, found, len(items), taken) or rest
-        return Outcome(values[0] if count is None else values, rest)
+            return []
+        found = _editable(a, key)
+        items = _pop(a, found, 1 if count is None else count, left)
+        a.save(found)
+        if count is None:
+            return items[0] if items else None
+        return items
 
-    def reply(value: Any) -> Any:
-        if value is None and count is not None:
-            return NULL_ARRAY
-        return value
-
-    return transform(conn, key_of(args[0]), apply, reply, raw=True)
+    return write(conn, apply)
 
 
 @command("lpop", -2, "write", "fast")
 def lpop(conn: Connection, args: list[bytes]) -> Any:
-    return _pop(conn, args, left=True, name="lpop")
+    return _popper(conn, args, left=True, name="lpop")
 
 
 @command("rpop", -2, "write", "fast")
 def rpop(conn: Connection, args: list[bytes]) -> Any:
-    return _pop(conn, args, left=False, name="rpop")
+    return _popper(conn, args, left=False, name="rpop")
 
 
 # reads ----------------------------------------------------------------------------------
@@ -262,27 +267,114 @@ def _span(start: int, stop: int, size: int) -> tuple[int, int] | None:
 @command("lrange", 4, "readonly")
 def lrange(conn: Connection, args: list[bytes]) -> Any:
     start, stop = parse_int(args[1]), parse_int(args[2])
-    items = _read(conn, args[0]) or []
-    span = _span(start, stop, len(items))
-    if span is None:
-        return []
-    return [as_bytes(item) for item in items[span[0] : span[1] + 1]]
+
+    def run(a: Access) -> Any:
+        found = _check(a, args[0])
+        if found.kind == "none":
+            return []
+        span = _span(start, stop, _length(a, found))
+        return [] if span is None else _items(a, found, *span)
+
+    return read(conn, run)
 
 
 @command("llen", 2, "readonly", "fast")
 def llen(conn: Connection, args: list[bytes]) -> Any:
-    return len(_read(conn, args[0]) or [])
+    def run(a: Access) -> Any:
+        found = _check(a, args[0])
+        return 0 if found.kind == "none" else _length(a, found)
+
+    return read(conn, run)
 
 
 @command("lindex", 3, "readonly")
 def lindex(conn: Connection, args: list[bytes]) -> Any:
-    items = _read(conn, args[0])
-    if items is None:
-        return None
-    index = parse_int(args[1])
-    if index < 0:
-        index += len(items)
-    return as_bytes(items[index]) if 0 <= index < len(items) else None
+    def run(a: Access) -> Any:
+        found = _check(a, args[0])
+        if found.kind == "none":
+            return None
+        index = parse_int(args[1])
+        size = _length(a, found)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            return None
+        if found.legacy:
+            return _legacy_items(found)[index]
+        return a.get(found, position(found.head + index))
+
+    return read(conn, run)
+
+
+def _non_negative(raw: bytes, message: str) -> int:
+    """A count that must be a non-negative integer; Redis gives one message for both."""
+    try:
+        value = parse_int(raw)
+    except Reply:
+        raise Reply(message) from None
+    if value < 0:
+        raise Reply(message)
+    return value
+
+
+@command("lpos", -3, "readonly")
+def lpos(conn: Connection, args: list[bytes]) -> Any:
+    key, wanted = args[0], args[1]
+    rank, count, maxlen = 1, None, 0
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if i + 1 >= len(args) or option not in (b"RANK", b"COUNT", b"MAXLEN"):
+            raise Reply("ERR syntax error")
+        if option == b"RANK":
+            value = parse_int(args[i + 1])
+            if value == 0:
+                raise Reply(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the "
+                    "second ... or use negative to start from the end of the list"
+                )
+            rank = value
+        elif option == b"COUNT":
+            count = _non_negative(args[i + 1], "ERR COUNT can't be negative")
+        else:
+            maxlen = _non_negative(args[i + 1], "ERR MAXLEN can't be negative")
+        i += 2
+
+    def run(a: Access) -> Any:
+        found = _check(a, key)
+        if found.kind == "none":
+            return None if count is None else []
+        size = _length(a, found)
+        forward = rank > 0
+        skip = abs(rank) - 1
+        matches: list[int] = []
+        limit = maxlen or size
+        if found.legacy:
+            items = _legacy_items(found)
+            order = range(size) if forward else range(size - 1, -1, -1)
+            pairs: Any = ((index, items[index]) for index in order)
+        else:
+            base = found.head
+            pairs = (
+                (int.from_bytes(sub, "big") - (1 << 63) - base, value)
+                for sub, value in a.pages(found, reverse=not forward)
+            )
+        for seen, (index, value) in enumerate(pairs):
+            if seen >= limit:
+                break
+            if value != wanted:
+                continue
+            if skip:
+                skip -= 1
+                continue
+            matches.append(index)
+            if count is None or (count and len(matches) >= count):
+                break
+        if count is None:
+            return matches[0] if matches else None
+        return matches
+
+    return read(conn, run)
 
 
 # edits ----------------------------------------------------------------------------------
@@ -291,35 +383,316 @@ def lindex(conn: Connection, args: list[bytes]) -> Any:
 @command("ltrim", 4, "write")
 def ltrim(conn: Connection, args: list[bytes]) -> Any:
     start, stop = parse_int(args[1]), parse_int(args[2])
+    key = args[0]
 
-    def apply(current: Current, now: int) -> Outcome:
-        items = list_of(current.bins, in_plan=True)
-        if current.bins is None:
-            return Outcome(None)
-        span = _span(start, stop, len(items))
-        if span is None:
-            return Outcome(None, None)
-        if span == (0, len(items) - 1):
-            return Outcome(None)
-        return Outcome(None, {LIST_BIN: items[span[0] : span[1] + 1]})
+    def apply(a: Access) -> Any:
+        if _check(a, key).kind == "none":
+            return OK
+        found = _editable(a, key)
+        span = _span(start, stop, found.length) or (found.length, found.length - 1)
+        keep_from, keep_to = span
+        for index in [*range(keep_from), *range(keep_to + 1, found.length)]:
+            a.delete(found, position(found.head + index))
+        found.head += keep_from
+        found.length = max(0, keep_to - keep_from + 1)
+        a.save(found)
+        return OK
 
-    return transform(conn, key_of(args[0]), apply, lambda _: OK)
+    return write(conn, apply, heavy=_longer_than(conn, key, 4096))
 
 
 @command("lset", 4, "write")
 def lset(conn: Connection, args: list[bytes]) -> Any:
-    raw_index, value = args[1], args[2]
+    key, raw_index, value = args
+    check_sizes([value], conn.db.limits.max_record_bytes)
 
-    def apply(current: Current, now: int) -> Outcome:
-        if current.bins is None:
-            raise error("ERR no such key", True)
-        items = list_of(current.bins, in_plan=True)
+    def apply(a: Access) -> Any:
+        found = _check(a, key)
+        if found.kind == "none":
+            raise RedisError("ERR no such key")
         index = parse_int(raw_index, in_plan=True)
+        size = _length(a, found)
         if index < 0:
-            index += len(items)
-        if not 0 <= index < len(items):
-            raise error("ERR index out of range", True)
-        items[index] = value
-        return Outcome(None, {LIST_BIN: items})
+            index += size
+        if not 0 <= index < size:
+            raise RedisError("ERR index out of range")
+        found = _editable(a, key)
+        a.put(found, position(found.head + index), value, new=False)
+        a.save(found)
+        return OK
 
-    return transform(conn, key_of(args[0]), apply, lambda _: OK)
+    return write(conn, apply)
+
+
+@command("lrem", 4, "write")
+def lrem(conn: Connection, args: list[bytes]) -> Any:
+    key, wanted = args[0], args[2]
+    count = parse_int(args[1])
+
+    def apply(a: Access) -> Any:
+        if _check(a, key).kind == "none":
+            return 0
+        found = _editable(a, key)
+        old = _all(a, found)
+        order = range(len(old)) if count >= 0 else range(len(old) - 1, -1, -1)
+        gone: set[int] = set()
+        for index in order:
+            if old[index] == wanted:
+                gone.add(index)
+                if count and len(gone) == abs(count):
+                    break
+        if not gone:
+            return 0
+        items = [item for index, item in enumerate(old) if index not in gone]
+        _rewrite(a, found, items, old)
+        a.save(found)
+        return len(gone)
+
+    return write(conn, apply, heavy=_longer_than(conn, key, 4096))
+
+
+@command("linsert", 5, "write")
+def linsert(conn: Connection, args: list[bytes]) -> Any:
+    key, where, pivot, value = args
+    side = where.upper()
+    if side not in (b"BEFORE", b"AFTER"):
+        raise Reply("ERR syntax error")
+    check_sizes([value], conn.db.limits.max_record_bytes)
+
+    def apply(a: Access) -> Any:
+        if _check(a, key).kind == "none":
+            return 0
+        found = _editable(a, key)
+        old = _all(a, found)
+        try:
+            at = old.index(pivot)
+        except ValueError:
+            return -1
+        if side == b"AFTER":
+            at += 1
+        if at < len(old) - at:
+            # Move the front: every item before ``at`` one position towards the head.
+            for index in range(at):
+                a.put(found, position(found.head + index - 1), old[index], new=index == 0)
+            found.head -= 1
+            a.put(found, position(found.head + at), value, new=at == 0)
+        else:
+            last = len(old) - 1
+            for index in range(last, at - 1, -1):
+                a.put(found, position(found.head + index + 1), old[index], new=index == last)
+            a.put(found, position(found.head + at), value, new=at == len(old))
+        found.length += 1
+        a.save(found)
+        return found.length
+
+    def reply(length: int) -> int:
+        wake(conn, key, 1)
+        return length
+
+    return write(conn, apply, reply, heavy=_longer_than(conn, key, 4096))
+
+
+def _longer_than(conn: Connection, raw_key: bytes, size: int) -> bool:
+    """Whether the list under ``raw_key`` looks longer than ``size`` now (a hint for where
+    O(n) work runs, read without a transaction)."""
+    if getattr(conn, "txn", None) is not None:
+        return False
+    rk = record_set(conn)._rk(key_of(raw_key))
+    return Found(rk, conn.db._engine.get(rk), conn.db._now_ms()).length > size
+
+
+# moves ----------------------------------------------------------------------------------
+
+_SIDES = {b"LEFT": True, b"RIGHT": False}
+
+
+def _side(raw: bytes) -> bool:
+    side = _SIDES.get(raw.upper())
+    if side is None:
+        raise Reply("ERR syntax error")
+    return side
+
+
+def _mover(src: bytes, dst: bytes, from_left: bool, to_left: bool) -> Callable[[Access], Any]:
+    def apply(a: Access) -> Any:
+        source = _check(a, src)
+        if source.kind == "none":
+            return None
+        _check(a, dst)
+        source = _editable(a, src)
+        items = _pop(a, source, 1, from_left)
+        if not items:
+            return None
+        target = _created(a, dst)
+        _push(a, target, items, to_left)
+        a.save(source)
+        if target is not source:
+            a.save(target)
+        return items[0]
+
+    return apply
+
+
+def _moved(conn: Connection, dst: bytes) -> Callable[[Any], Any]:
+    def reply(value: Any) -> Any:
+        if value is not None:
+            wake(conn, dst, 1)
+        return value
+
+    return reply
+
+
+@command("lmove", 5, "write", keys=(1, 2, 1))
+def lmove(conn: Connection, args: list[bytes]) -> Any:
+    from_left, to_left = _side(args[2]), _side(args[3])
+    return write(conn, _mover(args[0], args[1], from_left, to_left), _moved(conn, args[1]))
+
+
+@command("rpoplpush", 3, "write", keys=(1, 2, 1))
+def rpoplpush(conn: Connection, args: list[bytes]) -> Any:
+    return write(conn, _mover(args[0], args[1], False, True), _moved(conn, args[1]))
+
+
+def _parse_mpop(args: list[bytes], sides: dict[bytes, Any]) -> tuple[list[bytes], Any, int]:
+    """``numkeys key... side [COUNT n]`` of LMPOP/ZMPOP: (keys, side, count)."""
+    try:
+        numkeys = parse_int(args[0])
+    except Reply:
+        numkeys = 0
+    if numkeys <= 0:
+        raise Reply("ERR numkeys should be greater than 0")
+    if len(args) < numkeys + 2:
+        raise Reply("ERR syntax error")
+    keys = args[1 : numkeys + 1]
+    side = sides.get(args[numkeys + 1].upper())
+    if side is None:
+        raise Reply("ERR syntax error")
+    rest = args[numkeys + 2 :]
+    count = 1
+    if rest:
+        if len(rest) != 2 or rest[0].upper() != b"COUNT":
+            raise Reply("ERR syntax error")
+        try:
+            count = parse_int(rest[1])
+        except Reply:
+            count = 0
+        if count <= 0:
+            raise Reply("ERR count should be greater than 0")
+    return keys, side, count
+
+
+def _mpopper(keys: list[bytes], left: bool, count: int) -> Callable[[Access], Any]:
+    def apply(a: Access) -> Any:
+        for key in keys:
+            found = _check(a, key)
+            if found.kind == "none":
+                continue
+            found = _editable(a, key)
+            items = _pop(a, found, count, left)
+            a.save(found)
+            return [key, items]
+        return None
+
+    return apply
+
+
+@command("lmpop", -4, "write", keys=(0, 0, 0))
+def lmpop(conn: Connection, args: list[bytes]) -> Any:
+    keys, left, count = _parse_mpop(args, _SIDES)
+    return write(conn, _mpopper(keys, left, count), _nil_array)
+
+
+def _nil_array(value: Any) -> Any:
+    return NULL_ARRAY if value is None else value
+
+
+# blocking -------------------------------------------------------------------------------
+
+
+def parse_timeout(raw: bytes, now_ms: int) -> float | None:
+    """A blocking command's timeout in seconds (Redis' rules, as on x86-64); None: none."""
+    value = parse_long_double(raw, "ERR timeout is not a float or out of range")
+    ms = value * 1000
+    if ms >= (1 << 63) or ms < 0:
+        raise Reply("ERR timeout is negative")  # what (long long) of a huge value gives
+    whole = int(ms)
+    if whole > (1 << 63) - 1 - now_ms:
+        raise Reply("ERR timeout is out of range")
+    return None if whole == 0 else whole / 1000
+
+
+def blocking(
+    conn: Connection,
+    keys: list[bytes],
+    kind: str,
+    timeout: float | None,
+    attempt: Callable[[Access], Any],
+    done: Callable[[Any], Any],
+    timed_out: Any,
+) -> Any:
+    """Try ``attempt`` (a write returning None when there was nothing to take); if it took
+    nothing, park the client until a push to ``keys`` or ``timeout``, then try again."""
+    in_transaction = getattr(conn, "txn", None) is not None
+    # On the server's clock: the fake one under --testing, so tests time out a BLPOP by
+    # moving it instead of sleeping.
+    deadline = None if timeout is None or in_transaction else conn.server.now() + timeout
+    set_name = record_set(conn).name
+
+    def step() -> Any:
+        return write(conn, attempt, after)
+
+    def after(value: Any) -> Any:
+        if value is not None:
+            return done(value)
+        if in_transaction:
+            return timed_out  # Redis never blocks inside MULTI or a script
+        return Block(set_name, keys, kind, deadline, step, timed_out)
+
+    return step()
+
+
+@command("blpop", -3, "write", "blocking", keys=(1, -2, 1))
+def blpop(conn: Connection, args: list[bytes]) -> Any:
+    return _bpop(conn, args, left=True)
+
+
+@command("brpop", -3, "write", "blocking", keys=(1, -2, 1))
+def brpop(conn: Connection, args: list[bytes]) -> Any:
+    return _bpop(conn, args, left=False)
+
+
+def _bpop(conn: Connection, args: list[bytes], left: bool) -> Any:
+    keys = args[:-1]
+    timeout = parse_timeout(args[-1], conn.db._now_ms())
+
+    def attempt(a: Access) -> Any:
+        result = _mpopper(keys, left, 1)(a)
+        return None if result is None else [result[0], result[1][0]]
+
+    return blocking(conn, keys, LIST, timeout, attempt, _same, NULL_ARRAY)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@command("brpoplpush", 4, "write", "blocking", keys=(1, 2, 1))
+def brpoplpush(conn: Connection, args: list[bytes]) -> Any:
+    timeout = parse_timeout(args[2], conn.db._now_ms())
+    mover = _mover(args[0], args[1], False, True)
+    return blocking(conn, [args[0]], LIST, timeout, mover, _moved(conn, args[1]), None)
+
+
+@command("blmove", 6, "write", "blocking", keys=(1, 2, 1))
+def blmove(conn: Connection, args: list[bytes]) -> Any:
+    from_left, to_left = _side(args[2]), _side(args[3])
+    timeout = parse_timeout(args[4], conn.db._now_ms())
+    mover = _mover(args[0], args[1], from_left, to_left)
+    return blocking(conn, [args[0]], LIST, timeout, mover, _moved(conn, args[1]), None)
+
+
+@command("blmpop", -5, "write", "blocking", keys=(0, 0, 0))
+def blmpop(conn: Connection, args: list[bytes]) -> Any:
+    timeout = parse_timeout(args[0], conn.db._now_ms())
+    keys, left, count = _parse_mpop(args[1:], _SIDES)
+    return blocking(conn, keys, LIST, timeout, _mpopper(keys, left, count), _same, NULL_ARRAY)

@@ -35,9 +35,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from engramdb.protocol.resp import NULL_ARRAY, ErrorReply, SimpleString, Verbatim
+from engramdb.protocol.resp import NULL_ARRAY, Double, ErrorReply, SetReply, SimpleString, Verbatim
 from engramdb.server.commands import COMMANDS, RedisError, Reply, Write, command
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.transactions import (
@@ -48,6 +48,7 @@ from engramdb.server.handlers.transactions import (
     txn_connection,
 )
 from engramdb.server.handlers.values import LLONG_MAX, LLONG_MIN, format_float, parse_int
+from engramdb.storage.base import overlay_scan
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
@@ -236,6 +237,11 @@ class Overlay:
         self._values[rk] = None
         self._ops.append(lambda txn: txn.delete(rk, prev_expires_ms))
 
+    def scan(
+        self, start: bytes, end: bytes, limit: int, reverse: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return overlay_scan(self._txn.scan, self._values, start, end, limit, reverse)
+
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
         sequence = self.next_sequence()
 
@@ -385,7 +391,8 @@ class ScriptEngine:
                     return 1, b"ERR Unknown Redis command called from script"
                 if not arity_ok(cmd, args):
                     return 1, b"ERR Wrong number of args calling Redis command from script"
-                if cmd.name in NOT_IN_SCRIPT or not queueable(cmd):
+                # Redis 7.0 refuses blocking commands in scripts (flag noscript).
+                if cmd.name in NOT_IN_SCRIPT or not queueable(cmd) or "blocking" in cmd.flags:
                     return 1, b"ERR This Redis command is not allowed from script"
                 reply = call(args)
                 if type(reply) is ErrorReply:
@@ -491,7 +498,9 @@ def _to_lua(runtime: Any, reply: Any) -> Any:
         return int(reply)
     if kind is float:
         return format_float(reply)
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
+    if kind is Double:
+        return b"%.17g" % reply  # a score: the bulk string RESP2 sends
+    if kind is list or kind is SetReply or kind is tuple or kind is set or kind is frozenset:
         return runtime.table_from([_to_lua(runtime, item) for item in reply])
     if kind is dict:
         flat: list[Any] = []
@@ -507,7 +516,7 @@ def _lua_cost(reply: Any) -> int:
     kind = type(reply)
     if kind is bytes or kind is str or kind is SimpleString or kind is ErrorReply:
         return 96 + len(reply)
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
+    if kind is list or kind is SetReply or kind is tuple or kind is set or kind is frozenset:
         return 128 + sum(48 + _lua_cost(item) for item in reply)
     if kind is dict:
         return 128 + sum(96 + _lua_cost(k) + _lua_cost(v) for k, v in reply.items())
@@ -569,6 +578,7 @@ def plan_script(
     def run(txn: WriteTxn) -> Any:
         overlay = Overlay(txn)
         view = txn_connection(conn, overlay)
+        cast(Any, view).resp3 = False  # scripts see RESP2 replies, whatever the client speaks
         reply = ENGINE.run(sha, source, keys, argv, lambda args: execute(view, args))
         overlay.commit()
         return reply

@@ -1,16 +1,18 @@
 """How Redis values live in records of the default set.
 
 - A Redis **string** is a record whose only bin is ``$string`` (bytes).
-- A Redis **list** is a record whose only bin is ``$list`` (a list of bytes).
+- A Redis **list**, **hash**, **set** or **sorted set** written through Redis is a header
+  record plus one entry per element (``server/structures.py``); the header reads through
+  the engramdb API as ``{"$type": ..., "$len": ..., "$id": ..., "$head": ...}``.
 - Any other record is a Redis **hash** whose fields are its bins; so a record written with
   the Python API (``records("default").put("u1", {"name": "Ada"})``) reads as a hash
   (``HGET u1 name``), and numbers, text and other values are shown the way Redis would
-  print them (a datetime as ISO 8601 text, other structures as JSON).
+  print them (a datetime as ISO 8601 text, other structures as JSON). A record whose only
+  bin is ``$list`` is a list stored whole by earlier versions (converted on its first
+  write).
 
 Redis keys are bytes; a key that is valid UTF-8 is the str key of the record (so the
-Python API and Redis clients address the same record), otherwise the bytes key. Hash field
-names must be valid bin names (UTF-8 text of at most 64 characters) other than ``$string``
-and ``$list``, which would turn a one-field hash into a string or a list.
+Python API and Redis clients address the same record), otherwise the bytes key.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from engramdb.records.codec import decode_bins
 from engramdb.records.keys import Key
 from engramdb.records.writes import Current, Outcome
 from engramdb.server.commands import RedisError, Reply, Write
+from engramdb.server.structures import STRUCTURE_BINS, WRONGTYPE, key_of, structure_kind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,6 +42,7 @@ __all__ = [
     "NOT_INT",
     "RESERVED_FIELDS",
     "STRING_BIN",
+    "STRUCTURE_BINS",
     "WRONGTYPE",
     "as_bytes",
     "error",
@@ -62,20 +66,13 @@ __all__ = [
 
 STRING_BIN = "$string"
 LIST_BIN = "$list"
-WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 NOT_INT = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
-# A hash whose only field were one of these would read back as a string or a list.
-RESERVED_FIELDS = frozenset({STRING_BIN, LIST_BIN})
+# Bin names a hash kept as a record may not take: a hash whose only field were one of the
+# first two would read back as a string or a list, one with the others as a structure.
+RESERVED_FIELDS = frozenset({STRING_BIN, LIST_BIN}) | STRUCTURE_BINS
 LLONG_MAX = (1 << 63) - 1
 LLONG_MIN = -(1 << 63)
-
-
-def key_of(raw: bytes) -> Key:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw
 
 
 def record_key(records: RecordSet, raw: bytes) -> bytes:
@@ -105,14 +102,17 @@ def key_bytes(key: Key) -> bytes:
 
 
 def kind_of(bins: dict[str, Any] | None) -> str:
-    """``string``, ``list``, ``hash`` or ``none``."""
+    """``string``, ``list``, ``hash``, ``set``, ``zset`` or ``none``, from a record's bins."""
     if bins is None:
         return "none"
-    if len(bins) == 1:
+    size = len(bins)
+    if size == 1:
         if STRING_BIN in bins:
             return "string"
         if LIST_BIN in bins:
             return "list"
+    elif size == 4:
+        return structure_kind(bins) or "hash"
     return "hash"
 
 
