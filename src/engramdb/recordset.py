@@ -14,8 +14,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from engramdb.errors import EngramError, InvalidArgument, NotFound
+from engramdb.errors import EngramError, InvalidArgument, NotFound, RecordTooBig
 from engramdb.records.codec import (
+    FORMAT,
+    HEADER,
+    HEADER_SIZE,
     check_bins,
     decode_bins,
     encode_body,
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["RecordSet"]
 
 _HEADER_META = struct.Struct("<Qqq")  # the header after its format byte (records/codec.py)
+_EXPIRES = struct.Struct("<q")  # expires_at_ms, at offset 9 of the header
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -126,6 +130,23 @@ class RecordSet:
 
     def _rk(self, key: Key) -> bytes:
         return self._prefix + encode_key(key, self._limits)
+
+    def _rk_of_text(self, text: bytes) -> bytes:
+        """The record key of the str key whose UTF-8 encoding is ``text`` (the caller
+        vouches that it is valid UTF-8: the server's Redis keys, checked as ASCII)."""
+        if len(text) > self._limits.max_key_bytes:
+            encode_key(text.decode("utf-8", "surrogatepass"), self._limits)  # raises
+        return self._str_prefix + text
+
+    def _live(self, rk: bytes) -> bytes | None:
+        """The stored value under ``rk`` (header and encoded bins) if it is live now, else
+        None. For the server's hot paths, which count their commands themselves."""
+        raw = self._engine_get(rk)
+        if raw is not None:
+            expires_ms = _EXPIRES.unpack_from(raw, 9)[0]
+            if expires_ms and expires_ms <= int(self._clock() * 1000):
+                return None
+        return raw
 
     # reads -------------------------------------------------------------------------------
 
@@ -326,18 +347,36 @@ class RecordSet:
         body = encode_body(check_bins(bins, self._limits), self._limits)
         conditions = make_conditions(expect_generation, create_only, update_only)
         check_ttl(ttl)
+        return self._plan_put_body(rk, body, conditions, ttl)
+
+    def _plan_put_body(
+        self,
+        rk: bytes,
+        body: bytes,
+        conditions: Conditions | None = None,
+        ttl: float | None = None,
+    ) -> WriteFn:
+        """``put`` of already encoded bins ``body`` under record key ``rk`` (the server's SET
+        comes here directly)."""
         now_ms = self._db._now_ms
+        pack, unpack = HEADER.pack, _HEADER_META.unpack_from
 
         def write(txn: WriteTxn) -> int:
+            # The rules of ``Stored``, inlined: this runs once per put.
             now = now_ms()
-            current = Stored(txn.get(rk), now)
+            raw = txn.get(rk)
+            prev: int | None = None
+            generation = 0
+            if raw is not None:
+                generation, prev, _ = unpack(raw, 1)
+                if prev and prev <= now:
+                    generation = 0  # expired, awaiting the sweeper: a new record
             if conditions is not None:
-                conditions.check(current.generation)
+                conditions.check(generation)
             # Never reuse a generation: a new record starts at its change's sequence.
-            generation = current.generation + 1 if current.generation else txn.next_sequence()
-            expires = expiry_ms(ttl, now)
-            raw = with_header(body, generation, expires, now)
-            txn.put(rk, raw, expires, current.prev_expires_ms)
+            generation = generation + 1 if generation else txn.next_sequence()
+            expires = 0 if ttl is None else expiry_ms(ttl, now)
+            txn.put(rk, pack(FORMAT, generation, expires, now) + body, expires, prev)
             txn.log("put", rk, generation, now)
             return generation
 
@@ -656,6 +695,9 @@ class RecordSet:
         result. ``raw=True`` hands each ``fn`` the stored body undecoded (``Current.body``)
         instead of its bins: the server edits long Redis lists in place this way.
         """
+        if single and len(items) == 1:
+            key, fn = items[0]
+            return self._plan_one(self._rk(key), fn, conditions, result, validate, raw)
         step = self._step(items, conditions=conditions, result=result, validate=validate, raw=raw)
         now_ms = self._db._now_ms
 
@@ -663,6 +705,76 @@ class RecordSet:
             now = now_ms()
             results = step.stage(txn, step.prepare(txn, now, txn.next_sequence()), now)
             return results[0] if single else results
+
+        return write
+
+    def _plan_one(
+        self,
+        rk: bytes,
+        fn: TransformFn,
+        conditions: Conditions | None = None,
+        result: str = "outcome",
+        validate: bool = False,
+        raw: bool = False,
+    ) -> WriteFn:
+        """``_plan_transform`` of one record (``single``): the rules of ``TransformStep``
+        (prepare, then stage) for one item, without its lists and overlay. Most writes are
+        of one record, and the server makes one per command."""
+        limits = self._limits
+        now_ms = self._db._now_ms
+        unpack, pack = _HEADER_META.unpack_from, HEADER.pack
+        want_generation = result == "generation"
+
+        def write(txn: WriteTxn) -> Any:
+            now = now_ms()
+            stored = txn.get(rk)
+            prev: int | None = None  # what the engine must replace (None: nothing stored)
+            generation = expires_ms = stored_generation = 0
+            if stored is not None:
+                generation, prev, _ = unpack(stored, 1)
+                if prev and prev <= now:  # expired, awaiting the sweeper: absent
+                    stored_generation, generation = generation, 0
+                    stored = None
+                else:
+                    expires_ms = prev
+            if conditions is not None:
+                conditions.check(generation)
+            if raw:
+                body = None if stored is None else memoryview(stored)[HEADER_SIZE:]
+                outcome = fn(Current(None, generation, expires_ms, body), now)
+            else:
+                bins = None if stored is None else decode_bins(stored)
+                outcome = fn(Current(bins, generation, expires_ms), now)
+            new, expires = outcome.bins, outcome.expires_ms
+            if new is None:
+                if prev is not None:
+                    txn.delete(rk, prev)
+                    if generation:
+                        txn.log("delete", rk, generation, now)
+                    else:  # expired, awaiting the sweeper: its removal is its expiry
+                        txn.log("expire", rk, stored_generation, now)
+                return outcome.result
+            if new is KEEP:
+                if expires is KEEP or stored is None:
+                    return outcome.result  # nothing to write
+                encoded = stored[HEADER_SIZE:]
+            elif type(new) is bytes and not validate:
+                encoded = new
+                if HEADER_SIZE + len(encoded) > limits.max_record_bytes:
+                    raise RecordTooBig(
+                        f"record encodes to {HEADER_SIZE + len(encoded)} bytes; the limit is "
+                        f"{limits.max_record_bytes}"
+                    )
+            else:
+                if validate:
+                    check_bins(new, limits)
+                encoded = encode_body(new, limits)  # type: ignore[arg-type]
+            expires_at: int = expires_ms if expires is KEEP else expires  # type: ignore[assignment]
+            # Never reuse a generation: a new record starts at its change's sequence.
+            generation = generation + 1 if generation else txn.next_sequence()
+            txn.put(rk, pack(FORMAT, generation, expires_at, now) + encoded, expires_at, prev)
+            txn.log("put", rk, generation, now)
+            return generation if want_generation else outcome.result
 
         return write
 

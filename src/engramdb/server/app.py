@@ -1,9 +1,15 @@
 """``engramdb serve``: the embedded database behind an asyncio (uvloop) RESP server.
 
-The event loop only parses, dispatches point reads and writes replies. Writes go to the
-database's group commit (one transaction and one fsync per batch, acknowledged only once
-durable) through ``Database._submit``; slow reads run on a small thread pool. Completions
-come back to the loop with ``call_soon_threadsafe``.
+The event loop only parses, dispatches point reads and writes replies. Writes are group
+committed: at durability ``sync`` (or on PostgreSQL, whose commit is a round trip) the
+loop queues them while a commit runs on the server's committer thread (one transaction and
+one fsync per batch, each acknowledged only once durable), and hands the next batch over as
+soon as the previous one is back; at ``async`` or ``none`` on a local engine (nothing to
+wait for on disk) the writes of each loop iteration are committed together on the loop
+itself. Either way the server is one writer among the database's own (the TTL sweeper,
+big commands on worker threads through ``Database._write``): the engine serialises them.
+Slow reads run on a small thread pool. Completions come back to the loop with
+``call_soon_threadsafe``, one per batch.
 
 Once per loop turn (after every ready socket was read) ``_end_turn`` writes the replies of
 the connections that ran commands and lets those with input left over run their next
@@ -17,8 +23,10 @@ import contextlib
 import gc
 import itertools
 import logging
+import queue
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,6 +65,7 @@ def _is_url(data: str) -> bool:
 
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
+_MAX_BATCH = 512  # writes per durable commit (as GroupCommit's default)
 
 T = TypeVar("T")
 
@@ -111,8 +120,18 @@ class Server:
         self._lag_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
         self._turned: list[Connection] = []
-        # Writes the committer thread finished, for the loop (deque appends are atomic).
-        self._completed: deque[tuple[Connection, Any, Callable[[Any], Any], Any, Any]] = deque()
+        # Durable writes: queued for the next commit, the commit in flight, and outcomes
+        # the loop is still answering (see ``submit_write``).
+        self._sync_queue: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
+        self._committing = False
+        self._committer: threading.Thread | None = None
+        # Held by the committer thread while it runs a batch: ``reset`` takes it to close
+        # the database with no transaction of ours open on it.
+        self._commit_lock = threading.Lock()
+        self._commit_jobs: queue.SimpleQueue[tuple[Database, list[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._completed: deque[tuple[Any, Any, Any]] = deque()
         self._completions_scheduled = False
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
@@ -142,6 +161,7 @@ class Server:
         # Without an fsync to wait for, a local engine commits on the loop itself; a
         # PostgreSQL commit is a network round trip (or more): it never runs on the loop.
         self._commit_on_loop = config.durability != "sync" and not _is_url(config.data)
+        self._call_soon: Callable[..., Any] = _not_started  # the loop's call_soon, from start()
 
     def _open_db(self, **options: Any) -> Database:
         if self.clock is not None:
@@ -178,6 +198,7 @@ class Server:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._call_soon = self._loop.call_soon
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self.max_clients_cap = max(self.max_clients, self.max_clients_cap)
         self._listener = await self._loop.create_server(
@@ -248,6 +269,9 @@ class Server:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._executor.shutdown(wait=True)
+        if self._committer is not None:
+            self._commit_jobs.put(None)
+            self._committer.join()
         self.reclaimer.stop()
         await asyncio.sleep(0)
         self.db.close()
@@ -358,38 +382,71 @@ class Server:
     def submit_write(
         self, plan: WriteFn, conn: Connection, slot: Any, then: Callable[[Any], Any]
     ) -> None:
-        loop = self._loop
-        assert loop is not None
         if self._commit_on_loop:
             # Nothing to wait for on disk: commit the writes of this loop iteration together,
             # on the loop itself, after the reads it is serving (no thread hop).
-            if not self._loop_batch:
-                loop.call_soon(self._commit_loop_batch)
-            self._loop_batch.append((plan, conn, slot, then))
+            batch = self._loop_batch
+            if not batch:
+                self._call_soon(self._commit_loop_batch)
+            batch.append((plan, conn, slot, then))
             return
+        # Group commit, run by the loop: writes queue while a commit is on the committer
+        # thread; when it is back, the next commit takes everything queued (in order, one
+        # commit at a time, so a client's writes land in the order it sent them). Not
+        # ``Database._submit``: that costs a lock, an object and a callback per write.
+        self._sync_queue.append((plan, conn, slot, then))
+        if not self._committing:
+            self._start_commit()
 
-        def done(value: Any, error: BaseException | None) -> None:
-            # One loop callback per commit batch, not per write: each callback makes the
-            # loop take the GIL back from the committer, and each take can wait.
-            self._completed.append((conn, slot, then, value, error))
-            if not self._completions_scheduled:
-                self._completions_scheduled = True
-                loop.call_soon_threadsafe(self._deliver_completions)
+    def _start_commit(self) -> None:
+        queue = self._sync_queue
+        batch = queue[:_MAX_BATCH]
+        del queue[:_MAX_BATCH]
+        self._committing = True
+        if self._committer is None:
+            self._committer = threading.Thread(
+                target=self._commit_thread, name="engramdb-commit-server", daemon=True
+            )
+            self._committer.start()
+        self._commit_jobs.put((self.db, batch))
 
-        self.db._submit(plan, done)
+    def _commit_thread(self) -> None:
+        """The committer: runs each batch in one transaction and one fsync, then hands the
+        outcomes to the loop in one callback (one GIL handoff per batch, not per write)."""
+        loop = self._loop
+        assert loop is not None
+        while True:
+            job = self._commit_jobs.get()
+            if job is None:
+                return
+            db, batch = job
+            try:
+                with self._commit_lock:
+                    values, errors = db._commit.run_batch([item[0] for item in batch])
+            except BaseException as e:  # the commit path failed itself: fail the batch
+                values, errors = [None] * len(batch), [e] * len(batch)
+            loop.call_soon_threadsafe(self._committed, batch, values, errors)
+
+    def _committed(self, batch: list[Any], values: list[Any], errors: list[Any]) -> None:
+        """A durable batch is back: start the next commit (its fsync then overlaps the
+        replies), then answer this batch, a slice per loop turn."""
+        self._committing = False
+        if self._sync_queue:
+            self._start_commit()
+        self._completed.extend(zip(batch, values, errors))
+        if not self._completions_scheduled:
+            self._deliver_completions()
 
     def _deliver_completions(self) -> None:
-        # Reset before draining: a write completed from now on schedules another call.
         self._completions_scheduled = False
         completed = self._completed
         # A big batch is delivered a slice per loop turn, polling the sockets in between.
         for _ in range(min(len(completed), _COMPLETIONS_PER_TURN)):
-            conn, slot, then, value, error = completed.popleft()
+            (_, conn, slot, then), value, error = completed.popleft()
             conn.complete(slot, True, then, value, error)
-        if completed and not self._completions_scheduled:
+        if completed:
             self._completions_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._deliver_completions)
+            self._call_soon(self._deliver_completions)
 
     def end_turn_later(self, conn: Connection) -> None:
         """Call ``conn.end_turn()`` at the end of this loop turn (with all others).
@@ -400,10 +457,10 @@ class Server:
         callback runs before the next poll; whatever a connection runs there is again
         followed by a poll of every other socket.
         """
-        if not self._turned:
-            assert self._loop is not None
-            self._loop.call_soon(self._end_turn)
-        self._turned.append(conn)
+        turned = self._turned
+        if not turned:
+            self._call_soon(self._end_turn)
+        turned.append(conn)
 
     def _end_turn(self) -> None:
         turned, self._turned = self._turned, []
@@ -414,8 +471,8 @@ class Server:
 
     def _commit_loop_batch(self) -> None:
         batch, self._loop_batch = self._loop_batch, []
-        outcomes = self.db._commit.run_batch([plan for plan, _, _, _ in batch])
-        for (_, conn, slot, then), (value, error) in zip(batch, outcomes):
+        values, errors = self.db._commit.run_batch([item[0] for item in batch])
+        for (_, conn, slot, then), value, error in zip(batch, values, errors):
             conn.complete(slot, True, then, value, error)
 
     def in_thread(self, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -445,7 +502,8 @@ class Server:
         if _is_url(self.config.data):
             raise InvalidArgument("reset wipes a local database only, not a postgresql:// one")
         self.reclaimer.stop()
-        self.db.close()
+        with self._commit_lock:  # not while the committer thread has a write open on it
+            self.db.close()
         shutil.rmtree(self.config.data, ignore_errors=True)
         if self.clock is not None:
             self.clock.set(options.pop("clock_start", time.time()))
@@ -479,11 +537,15 @@ class Server:
         return {
             "inflight": self.inflight,
             "connections": len(self.connections),
-            "group_commit_queue": stats["saturation"]["group_commit_queue"],
+            "group_commit_queue": stats["saturation"]["group_commit_queue"] + len(self._sync_queue),
             "event_loop_lag_seconds": self.stats.loop_lag_s,
             "map_use_ratio": stats["saturation"]["map_use_ratio"] or 0.0,
             "changelog_length": stats["saturation"]["changelog_length"],
         }
+
+
+def _not_started(*args: Any) -> Any:
+    raise RuntimeError("the server has not started")
 
 
 def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:

@@ -25,7 +25,7 @@ request's outcome alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import InvalidArgument
@@ -117,6 +117,24 @@ class Command:
     step: int = 1
     writes: Callable[[list[bytes]], bool] | None = None
     metric: Callable[[list[bytes]], str] | None = None
+    # Derived once, for the dispatch hot path: the argument counts (name included) the
+    # arity allows, and whether every call writes (None: decided per call by ``writes``).
+    # ``fast_args``: the most arguments a call may have to take the dispatch fast path
+    # (within the arity, and few: a command with many is checked for the worker thread).
+    min_args: int = field(init=False)
+    max_args: int = field(init=False)
+    fast_args: int = field(init=False)
+    always_writes: bool | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        arity = self.arity
+        object.__setattr__(self, "min_args", arity if arity > 0 else -arity)
+        object.__setattr__(self, "max_args", arity if arity > 0 else 1 << 62)
+        # A blocking command (BLPOP) must hold its client's line (``Connection._start``).
+        fast = 0 if "blocking" in self.flags else min(self.max_args, 8)
+        object.__setattr__(self, "fast_args", fast)
+        always = None if self.writes is not None else "write" in self.flags
+        object.__setattr__(self, "always_writes", always)
 
     def is_write(self, args: list[bytes]) -> bool:
         """Whether this call changes data (decided per call for ``ENGRAM``)."""

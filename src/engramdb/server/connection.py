@@ -116,7 +116,12 @@ class Connection(asyncio.Protocol):
         self.address = ""
         self.address_key = ""  # what the AUTH backoff counts failures by
         self.auth_attempts = AuthAttempts()
-        self.last_active = server.now()
+        self._now = server.now
+        self._stats = server.stats
+        self._metrics = server.metrics
+        self._ops = server.metrics.by_name
+        self._slowlog = server.slowlog
+        self.last_active = self._now()
         self.transport: asyncio.Transport | None = None
         self._slots: deque[_Slot] = deque()
         self._backlog: deque[list[bytes] | None] = deque()  # None: the protocol error
@@ -131,14 +136,22 @@ class Connection(asyncio.Protocol):
         self._out_bytes = 0  # reply bytes held here (queued or in finished slots)
         self._turn_pending = False  # registered for the server's end-of-turn callback
         self._budget = _fresh(TURN if self.authenticated else PREAUTH_TURN)
+        self._out_limit = server.config.max_output_buffer if self.authenticated else PREAUTH_OUTPUT
+        self._max_pending = server.config.max_pending_per_client
+        self._max_inflight = server.config.max_inflight
         self._too_large = False  # the protocol error is a FrameTooLarge: linger on close
         self._linger_left = 0
         self._linger_timer: asyncio.TimerHandle | None = None
-        self.multi: Transaction | None = None  # inside MULTI: what is queued
+        self._multi: Transaction | None = None
+        # Whether commands may take the dispatch fast path (``_run``): authenticated,
+        # outside MULTI and not subscribed. Kept current by ``authenticate``,
+        # ``deauthenticate`` and the ``multi`` and ``subscriptions`` setters; any new
+        # per-connection state that needs ``_run_checked`` belongs in ``_refresh_plain``.
+        self._plain = self.authenticated
         self.db_index = 0  # SELECTed Redis database (0: the default set)
         self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
         # Pub/sub and tooling state (CLIENT LIST, MONITOR): see server/pubsub.py, tooling.py.
-        self.subscriptions: Subscriptions | None = None  # None: subscribed to nothing
+        self._subscriptions: Subscriptions | None = None
         self.monitoring = False
         self.created = monotonic()
         self.last_command = "NULL"
@@ -146,6 +159,29 @@ class Connection(asyncio.Protocol):
         self.no_evict = False
         self.local_address = ""
         self._soft_since = 0.0  # when unread pub/sub output first passed the soft limit
+
+    @property
+    def multi(self) -> Transaction | None:
+        """Inside MULTI: what is queued (None outside)."""
+        return self._multi
+
+    @multi.setter
+    def multi(self, transaction: Transaction | None) -> None:
+        self._multi = transaction
+        self._refresh_plain()
+
+    @property
+    def subscriptions(self) -> Subscriptions | None:
+        """What this client is subscribed to (None: nothing)."""
+        return self._subscriptions
+
+    @subscriptions.setter
+    def subscriptions(self, subscriptions: Subscriptions | None) -> None:
+        self._subscriptions = subscriptions
+        self._refresh_plain()
+
+    def _refresh_plain(self) -> None:
+        self._plain = self.authenticated and self._multi is None and self._subscriptions is None
 
     # transport events --------------------------------------------------------------------
 
@@ -196,23 +232,32 @@ class Connection(asyncio.Protocol):
             return
         if self._closing or self._draining:
             return
-        self.server.stats.bytes_in += len(data)
-        self.last_active = self.server.now()
-        self.parser.feed(data)
-        self._serve()
+        self._stats.bytes_in += len(data)
+        self.last_active = self._now()
+        if self._backlog:
+            self.parser.feed(data)  # held up behind pending work
+            self._serve()
+        else:
+            # Before AUTH, one command at a time: the frame limits widen only once it passes.
+            most = TURN_CHECK if self.authenticated else 1
+            self._serve(self.parser.take(data, most, self._budget))
 
-    def _serve(self) -> None:
-        """Run buffered commands, within this connection's budget for the current turn."""
+    def _serve(self, first: list[list[bytes]] | None = None) -> None:
+        """Run buffered commands, within this connection's budget for the current turn
+        (``first``: the batch the caller already parsed)."""
         parser = self.parser
         budget = self._budget
-        deadline = perf_counter() + self._budget_limits().seconds
+        deadline = 0.0  # set once a second batch is parsed in this call
         while not (self._closing or self._draining or self._backlog):
-            # Before AUTH, one command at a time: the frame limits widen only once it passes.
-            commands = parser.commands(TURN_CHECK if self.authenticated else 1, budget)
-            if commands and perf_counter() > deadline:
+            if first is not None:
+                commands, first = first, None
+            else:
+                commands = parser.commands(TURN_CHECK if self.authenticated else 1, budget)
+            if deadline and commands and perf_counter() > deadline:
                 budget.commands = 0  # the turn's time is up: the next parse stops at once
+            small = parser.largest <= OFFLOAD_BYTES
             for i, args in enumerate(commands):
-                if not self._run(args):
+                if not self._run(args, small):
                     self._backlog.extend(commands[i:])
                     break
                 if self._closing or self._draining:
@@ -221,13 +266,20 @@ class Connection(asyncio.Protocol):
                     self._flush()
             if not (commands and parser.more):
                 break
+            if not deadline:
+                # The first batch ran at once; what follows in this call shares the turn's
+                # time bound (checked every TURN_CHECK commands).
+                deadline = perf_counter() + self._budget_limits().seconds
         if parser.error is not None and not self._error_queued and not self._closing:
             # Commands before the bad frame are answered first, then the error, then close.
             self._error_queued = True
             self._backlog.append(None)
             self._run_backlog()
-        self._end_turn_later()
-        self._update_reading()
+        if not self._turn_pending and not self._closing:
+            self._turn_pending = True
+            self.server.end_turn_later(self)
+        if self._paused or parser.more or self._backlog or len(self._slots) > self._max_pending:
+            self._update_reading()
 
     def resume(self) -> None:
         """CLIENT PAUSE ended: run what waited, then read on."""
@@ -245,8 +297,22 @@ class Connection(asyncio.Protocol):
         """The loop turn is over (every ready socket was read): send the replies and renew
         the budget. True when input is left over for ``continue_turn``."""
         self._turn_pending = False
-        self._budget = _fresh(TURN if self.authenticated else PREAUTH_TURN)
-        self._flush()
+        budget, limits = self._budget, TURN if self.authenticated else PREAUTH_TURN
+        budget.commands, budget.args, budget.bytes = limits.commands, limits.args, limits.bytes
+        out = self._out
+        if out:
+            transport = self.transport
+            if transport is not None and not self._closing:  # _flush(), inlined
+                if len(out) > 1:
+                    data = b"".join(out)
+                    out.clear()
+                else:
+                    data = out.pop()
+                self._out_bytes -= len(data)
+                self._stats.bytes_out += len(data)
+                transport.write(data)
+                if transport.get_write_buffer_size() + self._out_bytes > self._out_limit:
+                    self._overflow()
         return self.parser.more and not (self._backlog or self._closing or self._draining)
 
     def continue_turn(self) -> None:
@@ -264,7 +330,7 @@ class Connection(asyncio.Protocol):
         if transport is None or self._closing or self._draining:
             return
         pending = len(self._slots) + len(self._backlog)
-        limit = self.server.config.max_pending_per_client
+        limit = self._max_pending
         held = bool(self._backlog) and self.parser.buffered > self._budget_limits().bytes
         if self._paused:
             if (
@@ -290,7 +356,7 @@ class Connection(asyncio.Protocol):
                 backlog.popleft()
                 self._protocol_error()
                 return
-            if not self._run(args):
+            if not self._run(args, False):
                 return
             backlog.popleft()
             if self._out_bytes > _FLUSH_AT:
@@ -334,13 +400,77 @@ class Connection(asyncio.Protocol):
 
     # dispatch ----------------------------------------------------------------------------
 
-    def _run(self, args: list[bytes]) -> bool:
-        """Dispatch one command; False when it must wait for pending work to finish."""
+    def _run(self, args: list[bytes], small: bool) -> bool:
+        """Dispatch one command; False when it must wait for pending work to finish.
+
+        ``small``: the command is known to hold at most ``OFFLOAD_BYTES`` (the parser said
+        so), which spares summing its arguments' sizes."""
         if self._pending_other:
             # Behind a slow read, a deferred AUTH or a command on a worker thread (an EXEC
             # still reading ``multi``), nothing of this client's runs, not even a MULTI queue.
             return False
         cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+        server = self.server
+        if (
+            cmd is None
+            or not self._plain
+            or not small
+            or not cmd.min_args <= len(args) <= cmd.fast_args
+            or server.paused_until
+            or server.monitors
+        ):
+            return self._run_checked(cmd, args)
+        # The hot path: an authenticated, well-formed, small command outside MULTI and
+        # pub/sub, with no CLIENT PAUSE or MONITOR on.
+        writes = cmd.always_writes
+        if self._pending_writes and not (cmd.is_write(args) if writes is None else writes):
+            return False
+        metric = cmd.name if cmd.metric is None else cmd.metric(args)
+        self.last_command = metric
+        started = perf_counter_ns()
+        try:
+            result = cmd.handler(self, args[1:])
+        except Exception as e:
+            self._answer(metric, started, self._error_reply(e), args)
+            return True
+        kind = type(result)
+        if kind is Write:
+            if server.inflight < self._max_inflight:
+                slot = _Slot(metric, started, args)
+                self._slots.append(slot)
+                server.inflight += 1
+                self._pending_writes += 1
+                plan = result.plan
+                if server.notifier.hinting:
+                    plan = server.notifier.hinted(cmd, args, plan)
+                server.submit_write(plan, self, slot, result.then)
+                return True
+            return self._start(cmd, args, started, result)
+        if kind is Offload or kind is Defer:
+            return self._start(cmd, args, started, result)
+        data = encode_reply(result, self.resp3)
+        self._out_bytes += len(data)
+        if self._slots:
+            slot = _Slot("", 0)
+            slot.data = data
+            self._slots.append(slot)
+        else:
+            self._out.append(data)
+        metrics = self._ops.get(metric) or self._metrics.op(metric)
+        elapsed = perf_counter_ns() - started
+        metrics.observe(elapsed)
+        if kind is ErrorReply:
+            metrics.error(_error_code(result))
+        if elapsed >= self._slowlog.threshold_ns:
+            self._slowlog.add(self, args, elapsed)
+        if self._out_bytes > self._out_limit:
+            self._overflow()
+        elif self._finish_after_reply:
+            self.finish()
+        return True
+
+    def _run_checked(self, cmd: Command | None, args: list[bytes]) -> bool:
+        """``_run`` for everything off its hot path, every check in order."""
         if self.multi is not None:
             queued = self.multi.queue(cmd, args)  # None: EXEC, DISCARD... run now
             if queued is not None:
@@ -382,6 +512,16 @@ class Connection(asyncio.Protocol):
             self._answer(cmd.metric_name(args), started, self._error_reply(e), args)
             return True
         kind = type(result)
+        if kind is Write or kind is Offload or kind is Defer:
+            return self._start(cmd, args, started, result)
+        self._answer(cmd.metric_name(args), started, result, args)
+        if self._finish_after_reply:
+            self.finish()
+        return True
+
+    def _start(self, cmd: Command, args: list[bytes], started: int, result: Any) -> bool:
+        """Start what a handler returned to run later: a write, slow work, a deferral."""
+        kind = type(result)
         if kind is Defer:
             self._defer(cmd.metric_name(args), started, result)
             return True
@@ -408,10 +548,6 @@ class Connection(asyncio.Protocol):
             else:
                 self._pending_other += 1
                 server.offload(result.fn, self, slot, result.then)
-            return True
-        self._answer(cmd.metric_name(args), started, result, args)
-        if self._finish_after_reply:
-            self.finish()
         return True
 
     def _heavy(self, cmd: Command, args: list[bytes]) -> bool:
@@ -527,38 +663,51 @@ class Connection(asyncio.Protocol):
             slot.barrier = False
             self._pending_other -= 1
         data = encode_reply(reply, self.resp3)
-        server = self.server
-        metrics = server.metrics.op(slot.metric)
+        metric = slot.metric
+        metrics = self._ops.get(metric) or self._metrics.op(metric)
         elapsed = perf_counter_ns() - slot.started
         metrics.observe(elapsed)
         if type(reply) is ErrorReply:
             metrics.error(_error_code(reply))
-        if elapsed >= server.slowlog.threshold_ns and slot.args is not None:
-            server.slowlog.add(self, slot.args, elapsed)
+        if elapsed >= self._slowlog.threshold_ns and slot.args is not None:
+            self._slowlog.add(self, slot.args, elapsed)
         if self._closing:
             return
-        slot.data = data
         self._out_bytes += len(data)
         slots = self._slots
-        while slots and slots[0].data is not None:
-            self._out.append(slots.popleft().data)  # type: ignore[arg-type]
-        if self._out_bytes > self._output_limit():
+        if slots[0] is slot:
+            # The oldest pending reply (always, without pipelining): out it goes, with the
+            # finished ones queued behind it.
+            slots.popleft()
+            self._out.append(data)
+            while slots and slots[0].data is not None:
+                self._out.append(slots.popleft().data)  # type: ignore[arg-type]
+        else:
+            slot.data = data
+        if self._out_bytes > self._out_limit:
             self._overflow()
             return
-        held_up = bool(self._backlog)
-        self._run_backlog()
-        if self._draining and not slots:
+        if self._backlog:
+            self._run_backlog()
+            if self._draining and not slots:
+                self._close_transport()
+                return
+            if not self._backlog:
+                self._serve()  # input held up behind pending work, within the turn's budget
+            else:
+                self._update_reading()
+        elif self._draining and not slots:
             self._close_transport()
             return
-        if held_up and not self._backlog:
-            self._serve()  # input held up behind pending work, within the turn's budget
-        else:
+        elif self._paused:
             self._update_reading()
         # Written with every other reply at the end of the turn: a batch of completions
         # (a group commit) then costs one write per connection, not one per command.
         if self._out_bytes > _FLUSH_AT:
             self._flush()
-        self._end_turn_later()
+        if not self._turn_pending and not self._closing:
+            self._turn_pending = True
+            self.server.end_turn_later(self)
 
     def _continue(self, slot: _Slot, step: Write | Block) -> None:
         """The command in ``slot`` goes on: another write, or a wait (BLPOP)."""
@@ -595,7 +744,7 @@ class Connection(asyncio.Protocol):
             self._slots.append(slot)
         else:
             self._out.append(data)
-        if self._out_bytes > self._output_limit():
+        if self._out_bytes > self._out_limit:
             self._overflow()
 
     def push(self, data: bytes) -> bool:
@@ -662,19 +811,20 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _output_limit(self) -> int:
-        return self.server.config.max_output_buffer if self.authenticated else PREAUTH_OUTPUT
-
     def _flush(self) -> None:
-        if not self._out or self.transport is None or self._closing:
+        out = self._out
+        if not out or self.transport is None or self._closing:
             return
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
+        if len(out) > 1:
+            data = b"".join(out)
+            out.clear()
+        else:
+            data = out.pop()
         self._out_bytes -= len(data)
-        self.server.stats.bytes_out += len(data)
+        self._stats.bytes_out += len(data)
         transport = self.transport
         transport.write(data)
-        if transport.get_write_buffer_size() + self._out_bytes > self._output_limit():
+        if transport.get_write_buffer_size() + self._out_bytes > self._out_limit:
             self._overflow()
 
     def _overflow(self) -> None:
@@ -749,11 +899,15 @@ class Connection(asyncio.Protocol):
     def authenticate(self) -> None:
         self.authenticated = True
         self.parser.limits = self.server.config.limits
+        self._out_limit = self.server.config.max_output_buffer
+        self._refresh_plain()
 
     def deauthenticate(self) -> None:
         """RESET on a server with a password: back to the pre-AUTH limits."""
         self.authenticated = False
         self.parser.limits = PREAUTH_LIMITS
+        self._out_limit = PREAUTH_OUTPUT
+        self._refresh_plain()
 
     def age(self) -> float:
         """Seconds since the connection was accepted."""

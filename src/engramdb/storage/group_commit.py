@@ -59,6 +59,31 @@ class Rollback(Exception):
         self.error = error
 
 
+class _FailedAt(Exception):
+    def __init__(self, index: int, error: BaseException) -> None:
+        self.index = index
+        self.error = error
+
+
+def _apply_listed(
+    fns: list[Callable[[WriteTxn], Any]],
+    live: list[int],
+    values: list[Any],
+    errors: list[BaseException | None],
+    txn: WriteTxn,
+) -> None:
+    """``GroupCommit._apply`` for ``run_batch``."""
+    for i in live:
+        try:
+            values[i] = fns[i](txn)
+        except _REQUEST_ERRORS as e:
+            errors[i] = e
+        except Rollback as e:
+            raise _FailedAt(i, e.error) from e.error
+        except BaseException as e:
+            raise _FailedAt(i, e) from e
+
+
 class _FailedWrite(Exception):
     def __init__(self, write: _Write, error: BaseException) -> None:
         self.write = write
@@ -119,16 +144,36 @@ class GroupCommit:
 
     def run_batch(
         self, fns: list[Callable[[WriteTxn], Any]]
-    ) -> list[tuple[Any, BaseException | None]]:
-        """Commit ``fns`` as one batch in the calling thread; each gets ``(value, error)``.
+    ) -> tuple[list[Any], list[BaseException | None]]:
+        """Commit ``fns`` as one batch in the calling thread: ``(values, errors)``, one of
+        each per function, in order (an error's value is None).
 
         For a caller that is itself the only writer and batches on its own (the server's
         event loop when durability is not ``sync``: no fsync to wait for, so no thread hop).
-        The engine serialises this with any other writer.
+        The engine serialises this with any other writer. Same rules as ``_execute``, kept
+        in lists rather than ``_Write`` objects: this runs once per write of the server.
         """
-        batch = [_Write(fn) for fn in fns]
-        self._execute(batch)
-        return [(w.value, w.error) for w in batch]
+        count = len(fns)
+        values: list[Any] = [None] * count
+        errors: list[BaseException | None] = [None] * count
+        live = list(range(count))
+        while live:
+            try:
+                self._engine.write(functools.partial(_apply_listed, fns, live, values, errors))
+            except _FailedAt as failed:
+                errors[failed.index] = failed.error
+                live = [i for i in live if i != failed.index]
+                for i in live:
+                    values[i] = errors[i] = None
+                continue
+            except BaseException as e:
+                for i in live:
+                    values[i], errors[i] = None, e
+                break
+            self.batches += 1
+            self.writes += len(live)
+            break
+        return values, errors
 
     def _hand_to_committer(self) -> None:
         if self._committer is None:

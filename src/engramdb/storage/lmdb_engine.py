@@ -46,6 +46,7 @@ T = TypeVar("T")
 _INLINE_MAX = 480
 _HEAD = 470
 _U64 = struct.Struct(">Q")
+_pack_u64 = _U64.pack
 _U64LE = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
 _COUNT = b"count\x00"
@@ -144,37 +145,45 @@ def _last_sequence(txn: Any, changes: Any, meta: Any) -> int:
 
 
 class _LmdbTxn:
-    __slots__ = ("_counts", "_dbs", "_seq", "_txn")
+    __slots__ = ("_changes", "_counts", "_dbs", "_records", "_seq", "_txn")
 
     def __init__(self, txn: Any, dbs: tuple[Any, Any, Any, Any]) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._records = dbs[0]
+        self._changes = dbs[2]
         self._counts: dict[bytes, int] = {}
         self._seq = -1
 
+    # get, put and log run once or more per write: the common case (a key short enough to
+    # be its own physical key) comes first, without calls.
+
     def get(self, rk: bytes) -> bytes | None:
+        if len(rk) <= _INLINE_MAX:
+            return self._txn.get(rk, db=self._records)  # type: ignore[no-any-return]
         phys = _phys(rk)
-        value = self._txn.get(phys, db=self._dbs[0])
-        if value is None or phys is rk:
-            return value  # type: ignore[no-any-return]
+        value = self._txn.get(phys, db=self._records)
+        if value is None:
+            return None
         stored_rk, value = _unwrap(phys, value)
         return value if stored_rk == rk else None
 
     def put(self, rk: bytes, value: bytes, expires_ms: int, prev_expires_ms: int | None) -> None:
-        records, expiry, _, _ = self._dbs
-        phys = _phys(rk)
         txn = self._txn
-        if phys is not rk:
+        if len(rk) <= _INLINE_MAX:
+            phys = rk
+        else:
+            phys = _phys(rk)
             value = _U16.pack(len(rk)) + rk + value
         try:
-            txn.put(phys, value, db=records)
+            txn.put(phys, value, db=self._records)
             if prev_expires_ms is None:
-                prefix = _split(phys)[0]
+                prefix = phys[: phys.index(b"\x00") + 1]
                 self._counts[prefix] = self._counts.get(prefix, 0) + 1
             elif prev_expires_ms and prev_expires_ms != expires_ms:
-                txn.delete(_expiry_key(phys, prev_expires_ms), db=expiry)
+                txn.delete(_expiry_key(phys, prev_expires_ms), db=self._dbs[1])
             if expires_ms and prev_expires_ms != expires_ms:
-                txn.put(_expiry_key(phys, expires_ms), b"", db=expiry)
+                txn.put(_expiry_key(phys, expires_ms), b"", db=self._dbs[1])
         except lmdb.MapFullError as e:
             raise StorageError(
                 "the database is full (LMDB map_size reached); reopen it with a larger map_size"
@@ -201,20 +210,20 @@ class _LmdbTxn:
         return self._seq + 1
 
     def log(self, kind: str, rk: bytes, generation: int, at_ms: int) -> int:
-        _, _, changes, meta = self._dbs
-        if self._seq < 0:
-            self._seq = _last_sequence(self._txn, changes, meta)
-        self._seq += 1
+        seq = self._seq
+        if seq < 0:
+            seq = _last_sequence(self._txn, self._changes, self._dbs[3])
+        self._seq = seq = seq + 1
         try:
             self._txn.put(
-                _U64.pack(self._seq),
+                _pack_u64(seq),
                 _encode((rk, kind, generation, at_ms)),
-                db=changes,
+                db=self._changes,
                 append=True,
             )
         except lmdb.MapFullError as e:
             raise StorageError("the database is full (LMDB map_size reached)") from e
-        return self._seq
+        return seq
 
     def finish(self) -> None:
         """Write the accumulated counters; called once before commit."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import RecordTooBig
+from engramdb.records.codec import encode_body
 from engramdb.records.writes import KEEP, Current, Outcome
 from engramdb.server.commands import Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
@@ -19,13 +20,17 @@ from engramdb.server.handlers.values import (
     LLONG_MAX,
     LLONG_MIN,
     STRING_BIN,
+    as_bytes,
     error,
     format_long_double,
     key_of,
     parse_int,
     parse_long_double,
+    record_key,
+    string_in,
     string_of,
     transform,
+    wrongtype,
 )
 
 if TYPE_CHECKING:
@@ -38,8 +43,8 @@ _MAX_STRING = 512 << 20  # Redis' proto-max-bulk-len
 
 @command("get", 2, "readonly", "fast")
 def get(conn: Connection, args: list[bytes]) -> Any:
-    record = conn.records.get(key_of(args[0]))
-    return None if record is None else string_of(record.bins)
+    records = conn.records
+    return string_in(records._live(record_key(records, args[0])))
 
 
 @command("mget", -2, "readonly", "fast", keys=(1, -1, 1))
@@ -141,13 +146,21 @@ def _parse_options(
     return flags, time
 
 
+def _ok(_: Any) -> Any:
+    return OK
+
+
 @command("set", -3, "write")
 def set_(conn: Connection, args: list[bytes]) -> Any:
+    if len(args) == 2:  # a plain SET: a put of the encoded value, nothing to decide
+        records = conn.records
+        body = encode_body({STRING_BIN: args[1]}, records._limits)
+        return Write(records._plan_put_body(record_key(records, args[0]), body), _ok)
     flags, time = _parse_options(args[2:], _SET_EXCLUDES)
     expiry = None if time is None else _Expiry(*time, "set", conn.db._now_ms())
     key, bins = key_of(args[0]), {STRING_BIN: args[1]}
     if not flags:
-        return Write(conn.records._plan_put(key, bins), lambda _: OK)
+        return Write(conn.records._plan_put(key, bins), _ok)
     return _set(conn, key, bins, flags, expiry)
 
 
@@ -341,17 +354,25 @@ def _stored_type(current: Current) -> type:
 
 def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
     def apply(current: Current, now: int) -> Outcome:
-        value = string_of(current.bins, in_plan=True)
-        number = 0 if value is None else parse_int(value, in_plan=True)
+        bins = current.bins
+        if bins is None:
+            number = 0
+            stored_int = False
+        else:
+            if len(bins) != 1 or STRING_BIN not in bins:
+                raise wrongtype(True)
+            value = bins[STRING_BIN]
+            # A record written with the Python API may hold an int: counters keep its type.
+            stored_int = type(value) is int
+            number = value if stored_int else parse_int(as_bytes(value), in_plan=True)
         if (amount < 0 and number < 0 and amount < LLONG_MIN - number) or (
             amount > 0 and number > 0 and amount > LLONG_MAX - number
         ):
             raise error(_OVERFLOW, True)
         number += amount
-        stored = number if _stored_type(current) is int else b"%d" % number
-        return Outcome(number, {STRING_BIN: stored})
+        return Outcome(number, {STRING_BIN: number if stored_int else b"%d" % number})
 
-    return transform(conn, key_of(raw_key), apply)
+    return transform(conn, raw_key, apply)
 
 
 @command("incr", 2, "write", "fast")

@@ -160,6 +160,16 @@ class TxnRecords:
         self.name = records.name
         self._plan_transform = records._plan_transform
         self._plan_put = records._plan_put
+        # What the string commands' fast paths use (strings.py): keys, limits, plain puts.
+        self._plan_put_body = records._plan_put_body
+        self._plan_one = records._plan_one
+        self._rk = records._rk
+        self._rk_of_text = records._rk_of_text
+        self._limits = records._limits
+
+    def _live(self, rk: bytes) -> bytes | None:
+        stored = Stored(self._txn.get(rk), self._now)
+        return stored.raw
 
     def get(self, key: Key) -> Record | None:
         raw = self._txn.get(self._records._rk(key))

@@ -22,6 +22,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engramdb.records.codec import decode_bins
 from engramdb.records.keys import Key
 from engramdb.records.writes import Current, Outcome
 from engramdb.server.commands import RedisError, Reply, Write
@@ -30,6 +31,7 @@ from engramdb.server.structures import STRUCTURE_BINS, WRONGTYPE, key_of, struct
 if TYPE_CHECKING:
     import numpy as np
 
+    from engramdb.recordset import RecordSet
     from engramdb.server.connection import Connection
 
 __all__ = [
@@ -55,6 +57,8 @@ __all__ = [
     "parse_float",
     "parse_int",
     "parse_long_double",
+    "record_key",
+    "string_in",
     "string_of",
     "transform",
     "wrongtype",
@@ -69,6 +73,24 @@ NOT_FLOAT = "ERR value is not a valid float"
 RESERVED_FIELDS = frozenset({STRING_BIN, LIST_BIN}) | STRUCTURE_BINS
 LLONG_MAX = (1 << 63) - 1
 LLONG_MIN = -(1 << 63)
+
+
+def record_key(records: RecordSet, raw: bytes) -> bytes:
+    """The record key of Redis key ``raw`` in ``records`` (``key_of``'s key, encoded)."""
+    if raw.isascii():
+        return records._rk_of_text(raw)
+    return records._rk(key_of(raw))
+
+
+def string_in(raw: bytes | None, in_plan: bool = False) -> bytes | None:
+    """The string value of a stored record value (``RecordSet._live``), as ``string_of``."""
+    if raw is None:
+        return None
+    bins = decode_bins(raw)
+    if len(bins) != 1 or STRING_BIN not in bins:
+        raise wrongtype(in_plan)
+    value = bins[STRING_BIN]
+    return value if type(value) is bytes else as_bytes(value)
 
 
 def key_bytes(key: Key) -> bytes:
@@ -131,17 +153,24 @@ def list_of(bins: dict[str, Any] | None, in_plan: bool = False) -> list[Any]:
     return items if type(items) is list else [items]
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def transform(
     conn: Connection,
-    key: Key,
+    key: Key | bytes,
     fn: Callable[[Current, int], Outcome],
-    then: Callable[[Any], Any] = lambda value: value,
+    then: Callable[[Any], Any] = _same,
     *,
     raw: bool = False,
 ) -> Write:
     """A read-modify-write of one record, run inside the write transaction (``raw``: ``fn``
-    gets the stored body undecoded, see ``Current``)."""
-    return Write(conn.records._plan_transform([(key, fn)], single=True, raw=raw), then)
+    gets the stored body undecoded, see ``Current``). ``key`` is a record key, or a Redis
+    key as received (bytes), mapped by ``key_of``."""
+    records = conn.records
+    rk = record_key(records, key) if type(key) is bytes else records._rk(key)
+    return Write(records._plan_one(rk, fn, raw=raw), then)
 
 
 def as_bytes(value: Any) -> bytes:
@@ -206,6 +235,8 @@ def field_lookup(raw: bytes) -> str | None:
 
 def parse_int(raw: bytes | Any, in_plan: bool = False) -> int:
     """A Redis integer argument or stored value (strict: no spaces, no ``+``, 64-bit)."""
+    if type(raw) is bytes and raw.isdigit() and len(raw) < 19 and (raw[0] != 48 or len(raw) == 1):
+        return int(raw)  # the common case: a plain non-negative number that fits
     if type(raw) is int and type(raw) is not bool:
         value = raw
     else:
