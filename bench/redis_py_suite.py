@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from _common import (
     REPO_ROOT,
     RESULTS_DIR,
@@ -69,7 +71,6 @@ from _common import (
     temp_dir,
     write_json,
 )
-from rich.console import Console
 
 SECTION = "redis-py-suite"
 PINNED_REDIS_PY = "8.2.0"
@@ -82,65 +83,70 @@ TEST_FILES = (
 DESELECT = "not onlycluster and not redismod and not ssl"
 PUBSUB_FILES = ("test_pubsub.py",)
 
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 # The families of issue 16, each with the Redis commands (Redis's own command groups, as in
 # COMMAND DOCS) whose tests count toward it. ``keyspace`` is Redis's "generic" group;
 # ``server-introspection`` is the "server" and "connection" groups minus ACL.
 IN_SCOPE: dict[str, tuple[str, ...]] = {
-    "string": (
+    "string": _words(
         "append decr decrby get getdel getex getrange getset incr incrby incrbyfloat lcs mget "
         "mset msetnx msetex psetex set setex setnx setrange strlen substr increx"
-    ).split(),
-    "list": (
+    ),
+    "list": _words(
         "blmove blmpop blpop brpop brpoplpush lindex linsert llen lmove lmpop lpop lpos lpush "
         "lpushx lrange lrem lset ltrim rpop rpoplpush rpush rpushx"
-    ).split(),
-    "hash": (
+    ),
+    "hash": _words(
         "hdel hexists hexpire hexpireat hexpiretime hget hgetall hgetdel hgetex hincrby "
         "hincrbyfloat hkeys hlen hmget hmset hpersist hpexpire hpexpireat hpexpiretime hpttl "
         "hrandfield hscan hset hsetex hsetnx hstrlen httl hvals"
-    ).split(),
-    "set": (
+    ),
+    "set": _words(
         "sadd scard sdiff sdiffstore sinter sintercard sinterstore sismember smembers "
         "smismember smove spop srandmember srem sscan sunion sunionstore"
-    ).split(),
-    "sorted-set": (
+    ),
+    "sorted-set": _words(
         "bzmpop bzpopmax bzpopmin zadd zcard zcount zdiff zdiffstore zincrby zinter "
         "zintercard zinterstore zlexcount zmpop zmscore zpopmax zpopmin zrandmember zrange "
         "zrangebylex zrangebyscore zrangestore zrank zrem zremrangebylex zremrangebyrank "
         "zremrangebyscore zrevrange zrevrangebylex zrevrangebyscore zrevrank zscan zscore "
         "zunion zunionstore"
-    ).split(),
-    "keyspace": (
+    ),
+    "keyspace": _words(
         "copy del dump exists expire expireat expiretime keys move object persist pexpire "
         "pexpireat pexpiretime pttl randomkey rename renamenx restore scan sort sort_ro touch "
         "ttl type unlink wait waitaof delete"
-    ).split(),
-    "pub/sub": (
+    ),
+    "pub/sub": _words(
         "psubscribe publish pubsub punsubscribe spublish ssubscribe subscribe sunsubscribe "
         "unsubscribe"
-    ).split(),
-    "server-introspection": (
+    ),
+    "server-introspection": _words(
         "auth client echo hello ping quit reset select swapdb "
         "bgrewriteaof bgsave command config dbsize debug failover flushall flushdb info "
         "lastsave latency lolwut memory monitor psync replicaof role save shutdown "
         "slaveof slowlog sync time"
-    ).split(),
+    ),
 }
 OUT_OF_SCOPE: dict[str, tuple[str, ...]] = {
-    "streams": (
+    "streams": _words(
         "xack xadd xautoclaim xclaim xdel xgroup xinfo xlen xpending xrange xread xreadgroup "
         "xrevrange xsetid xtrim"
-    ).split(),
-    "geo": (
+    ),
+    "geo": _words(
         "geoadd geodist geohash geopos georadius georadiusbymember georadiusmember geosearch "
         "geosearchstore"
-    ).split(),
+    ),
     "ACL": ("acl",),
-    "bitmaps": "bitcount bitfield bitfield_ro bitop bitpos getbit setbit".split(),
-    "HyperLogLog": "pfadd pfcount pfmerge".split(),
-    "scripting": "eval evalsha script function fcall".split(),
-    "transactions": "multi exec discard watch unwatch".split(),
-    "cluster": "cluster readonly readwrite asking".split(),
+    "bitmaps": _words("bitcount bitfield bitfield_ro bitop bitpos getbit setbit"),
+    "HyperLogLog": _words("pfadd pfcount pfmerge"),
+    "scripting": _words("eval evalsha script function fcall"),
+    "transactions": _words("multi exec discard watch unwatch"),
+    "cluster": _words("cluster readonly readwrite asking"),
     "modules": ("module",),
     "client behaviour": (),
 }
@@ -238,7 +244,7 @@ def fetch_sdist(version: str, cache: Path) -> Path:
                 f"redis=={version}",
                 "-d",
                 str(cache),
-            ],  # fmt: skip
+            ],
             capture_output=True,
             text=True,
         )
@@ -295,7 +301,7 @@ def collect_count(sdist: Path, url: str) -> int:
             "no:cacheprovider",
             "--collect-only",
             "-q",
-        ],  # fmt: skip
+        ],
         cwd=sdist,
         capture_output=True,
         text=True,
