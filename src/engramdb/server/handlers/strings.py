@@ -76,6 +76,10 @@ def getrange(conn: Connection, args: list[bytes]) -> Any:
     return value[start : end + 1]
 
 
+# SUBSTR is GETRANGE's pre-2.0 name, which Redis still answers (deprecated, same semantics).
+command("substr", 4, "readonly")(getrange)
+
+
 # SET and its relatives ------------------------------------------------------------------
 
 # Milliseconds per unit of each time option, negative for an absolute time; then, per

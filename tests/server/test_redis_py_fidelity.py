@@ -1,0 +1,87 @@
+"""Redis behaviour that redis-py's own test suite checks and engramdb missed
+(``bench/redis_py_suite.py`` runs that suite; each test here pins one fix), compared with a
+real ``redis-server`` where one is installed."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from tests.server.conftest import Served
+
+
+def test_substr_is_getrange(engramdb_client: redis.Redis) -> None:
+    r = engramdb_client
+    r.set("a", "0123456789")
+    assert r.substr("a", 0) == b"0123456789"
+    assert r.substr("a", 2) == b"23456789"
+    assert r.substr("a", 3, 5) == b"345"
+    assert r.substr("a", 3, -2) == b"345678"
+    assert r.substr("missing", 0, 3) == b""
+
+
+def test_randomkey_answers_nil_then_every_key_of_the_database(
+    engramdb_client: redis.Redis,
+) -> None:
+    r = engramdb_client
+    assert r.randomkey() is None
+    r.set("a", 1)
+    r.rpush("b", "x")
+    r.hset("c", "f", "v")
+    seen = {r.randomkey() for _ in range(200)}
+    # Uniform over three keys: missing one in 200 draws has probability 3 * (2/3)^200.
+    assert seen == {b"a", b"b", b"c"}
+    r.select(1)
+    assert r.randomkey() is None  # only the selected database's keys
+    r.select(0)
+
+
+def test_randomkey_matches_redis_arity(engramdb_server: Served, redis_server: Served) -> None:
+    for served in (engramdb_server, redis_server):
+        with served.client() as client, pytest.raises(redis.ResponseError) as caught:
+            client.execute_command("RANDOMKEY", "extra")
+        assert "wrong number of arguments" in str(caught.value), served.name
+
+
+_KEYS_AND_FLAGS = [
+    ("LMOVE", "a", "b", "left", "left"),
+    ("BLMOVE", "a", "b", "left", "left", "0"),
+    ("RPOPLPUSH", "a", "b"),
+    ("BRPOPLPUSH", "a", "b", "0"),
+    ("SMOVE", "a", "b", "m"),
+    ("DEL", "a", "b"),
+    ("UNLINK", "a"),
+    ("RENAME", "a", "b"),
+    ("RENAMENX", "a", "b"),
+    ("COPY", "a", "b"),
+    ("SET", "a", "b"),
+    ("GETDEL", "a"),
+    ("LPOP", "a"),
+    ("RPUSH", "a", "x"),
+    ("SADD", "a", "m"),
+    ("SREM", "a", "m"),
+    ("HSET", "a", "f", "v"),
+    ("INCR", "a"),
+    ("GET", "a"),
+]
+
+
+@pytest.mark.parametrize("command", _KEYS_AND_FLAGS, ids=lambda c: c[0])
+def test_command_getkeysandflags_names_each_keys_role_as_redis(
+    command: tuple[str, ...], engramdb_server: Served, redis_server: Served
+) -> None:
+    """A move's source is read and emptied, its destination inserted into; DEL removes;
+    SET overwrites: the access flags Redis reports per key, not one flag set per command."""
+    answers = []
+    for served in (engramdb_server, redis_server):
+        with served.client() as client:
+            answers.append(client.command_getkeysandflags(*command))
+    assert answers[0] == answers[1]
+
+
+def test_command_getkeysandflags_lmove_as_redis_py_expects(engramdb_client: redis.Redis) -> None:
+    res = engramdb_client.command_getkeysandflags("LMOVE", "mylist1", "mylist2", "left", "left")
+    assert res == [
+        [b"mylist1", [b"RW", b"access", b"delete"]],
+        [b"mylist2", [b"RW", b"insert"]],
+    ]
