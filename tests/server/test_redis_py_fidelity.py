@@ -4,6 +4,9 @@ real ``redis-server`` where one is installed."""
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 import redis
 
@@ -85,3 +88,64 @@ def test_command_getkeysandflags_lmove_as_redis_py_expects(engramdb_client: redi
         [b"mylist1", [b"RW", b"access", b"delete"]],
         [b"mylist2", [b"RW", b"insert"]],
     ]
+
+
+def _lcs_both(
+    engramdb_server: Served, redis_server: Served, protocol: int, values: dict[str, str], *args: str
+) -> list[Any]:
+    """LCS's reply (or its error text) from each server, with the same keys set."""
+    out: list[Any] = []
+    for served in (engramdb_server, redis_server):
+        with served.client(protocol) as client:
+            client.flushall()
+            if values:
+                client.mset(values)
+            client.rpush("list", "x")
+            try:
+                out.append(client.execute_command("LCS", *args))
+            except redis.ResponseError as e:
+                out.append(f"error: {str(e).split()[0]}")
+    return out
+
+
+_LCS_CASES = [
+    ("foo", "bar"),
+    ("foo", "bar", "LEN"),
+    ("foo", "bar", "IDX"),
+    ("foo", "bar", "IDX", "MINMATCHLEN", "3"),
+    ("foo", "bar", "IDX", "WITHMATCHLEN"),
+    ("foo", "bar", "IDX", "MINMATCHLEN", "2", "WITHMATCHLEN"),
+    ("foo", "missing"),
+    ("missing", "other", "IDX"),
+    ("foo", "bar", "LEN", "IDX"),
+    ("foo", "list"),
+    ("foo", "bar", "BOGUS"),
+]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("args", _LCS_CASES, ids=" ".join)
+def test_lcs_answers_as_redis(
+    args: tuple[str, ...], protocol: int, engramdb_server: Served, redis_server: Served
+) -> None:
+    values = {"foo": "ohmytext", "bar": "mynewtext"}
+    ours, theirs = _lcs_both(engramdb_server, redis_server, protocol, values, *args)
+    assert ours == theirs
+
+
+def test_lcs_of_random_strings_matches_redis(engramdb_server: Served, redis_server: Served) -> None:
+    rng = random.Random(16)
+    for _ in range(25):
+        a = "".join(rng.choice("abc ") for _ in range(rng.randrange(0, 40)))
+        b = "".join(rng.choice("abc ") for _ in range(rng.randrange(0, 40)))
+        for extra in ((), ("IDX", "WITHMATCHLEN"), ("IDX", "MINMATCHLEN", "2")):
+            ours, theirs = _lcs_both(
+                engramdb_server, redis_server, 2, {"a": a, "b": b}, "a", "b", *extra
+            )
+            assert ours == theirs, (a, b, extra)
+
+
+def test_lcs_refuses_strings_too_long_for_its_table(engramdb_client: redis.Redis) -> None:
+    engramdb_client.mset({"a": "x" * 5000, "b": "y" * 5000})
+    with pytest.raises(redis.ResponseError, match="not supported"):
+        engramdb_client.execute_command("LCS", "a", "b")
