@@ -149,3 +149,104 @@ def test_lcs_refuses_strings_too_long_for_its_table(engramdb_client: redis.Redis
     engramdb_client.mset({"a": "x" * 5000, "b": "y" * 5000})
     with pytest.raises(redis.ResponseError, match="not supported"):
         engramdb_client.execute_command("LCS", "a", "b")
+
+
+def _sort_fixture(client: redis.Redis) -> None:
+    client.flushall()
+    client.rpush("nums", "3", "2", "10", "1", "4", "2.5", "-1")
+    client.rpush("words", "pear", "apple", "fig", "Banana", "apple")
+    client.rpush("bad", "1", "x", "2")
+    client.sadd("s", "5", "3", "9", "1")
+    client.zadd("z", {"c": 1, "a": 3, "b": 2, "d": 2})
+    client.rpush("ids", "1", "2", "3", "4")
+    client.mset({"w_1": "40", "w_2": "10", "w_3": "30", "name_1": "d", "name_2": "b"})
+    client.hset("h_1", mapping={"age": "7", "n": "x"})
+    client.hset("h_2", mapping={"age": "3"})
+    client.hset("h_4", mapping={"age": "5", "n": "y"})
+    client.set("str", "v")
+
+
+_SORT_CASES = [
+    ("nums",),
+    ("nums", "DESC"),
+    ("nums", "LIMIT", "1", "3"),
+    ("nums", "LIMIT", "-5", "2"),
+    ("nums", "LIMIT", "5", "-1"),
+    ("nums", "LIMIT", "99", "2"),
+    ("words", "ALPHA"),
+    ("words", "ALPHA", "DESC", "LIMIT", "0", "2"),
+    ("words",),
+    ("bad",),
+    ("s",),
+    ("z",),
+    ("z", "BY", "nosort"),
+    ("z", "BY", "nosort", "DESC"),
+    ("z", "ALPHA"),
+    ("ids", "BY", "w_*"),
+    ("ids", "BY", "w_*", "DESC"),
+    ("ids", "BY", "name_*", "ALPHA"),
+    ("ids", "BY", "name_*", "ALPHA", "DESC"),
+    ("ids", "BY", "h_*->age"),
+    ("ids", "GET", "name_*"),
+    ("ids", "GET", "#", "GET", "h_*->n", "GET", "w_*"),
+    ("ids", "BY", "w_*", "GET", "#", "GET", "nopattern"),
+    ("ids", "BY", "nosort", "GET", "h_*->age"),
+    ("missing",),
+    ("str",),
+    ("nums", "BOGUS"),
+    ("nums", "LIMIT", "1"),
+    ("nums", "LIMIT", "x", "1"),
+]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("args", _SORT_CASES, ids=" ".join)
+def test_sort_answers_as_redis(
+    args: tuple[str, ...], protocol: int, engramdb_server: Served, redis_server: Served
+) -> None:
+    answers: list[Any] = []
+    for served in (engramdb_server, redis_server):
+        with served.client(protocol) as client:
+            _sort_fixture(client)
+            try:
+                answers.append(
+                    [
+                        client.execute_command("SORT", *args),
+                        client.execute_command("SORT_RO", *args),
+                    ]
+                )
+            except redis.ResponseError as e:
+                answers.append(f"error: {e}")
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("nums", "STORE", "out"),
+        ("ids", "BY", "w_*", "GET", "#", "GET", "name_*", "STORE", "out"),
+        ("missing", "STORE", "str"),
+        ("s", "DESC", "STORE", "nums"),
+    ],
+    ids=" ".join,
+)
+def test_sort_store_replaces_the_destination_as_redis(
+    args: tuple[str, ...], engramdb_server: Served, redis_server: Served
+) -> None:
+    answers: list[Any] = []
+    for served in (engramdb_server, redis_server):
+        with served.client() as client:
+            _sort_fixture(client)
+            stored = client.execute_command("SORT", *args)
+            dst = args[-1]
+            answers.append((stored, client.type(dst), client.lrange(dst, 0, -1)))
+    assert answers[0] == answers[1]
+
+
+def test_sort_ro_refuses_store(engramdb_server: Served, redis_server: Served) -> None:
+    errors = []
+    for served in (engramdb_server, redis_server):
+        with served.client() as client, pytest.raises(redis.ResponseError) as caught:
+            client.execute_command("SORT_RO", "nums", "STORE", "out")
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]

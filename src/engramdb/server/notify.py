@@ -78,7 +78,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "rpushx": ("rpush", "l"), "lpop": ("lpop", "l"), "rpop": ("rpop", "l"),
     "blpop": ("lpop", "l"), "brpop": ("rpop", "l"), "lset": ("lset", "l"),
     "ltrim": ("ltrim", "l"), "linsert": ("linsert", "l"), "lrem": ("lrem", "l"),
-    "lmpop": ("lpop", "l"), "blmpop": ("lpop", "l"),
+    "lmpop": ("lpop", "l"), "blmpop": ("lpop", "l"), "sort": ("sortstore", "l"),
     # hashes
     "hset": ("hset", "h"), "hmset": ("hset", "h"), "hsetnx": ("hset", "h"),
     "hincrby": ("hincrby", "h"), "hincrbyfloat": ("hincrbyfloat", "h"), "hdel": ("hdel", "h"),
