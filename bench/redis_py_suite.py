@@ -240,7 +240,6 @@ def fetch_sdist(version: str, cache: Path) -> Path:
                 "--no-binary",
                 ":all:",
                 "--no-deps",
-                "--no-build-isolation",
                 f"redis=={version}",
                 "-d",
                 str(cache),
