@@ -250,3 +250,24 @@ def test_sort_ro_refuses_store(engramdb_server: Served, redis_server: Served) ->
             client.execute_command("SORT_RO", "nums", "STORE", "out")
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
+
+
+def test_sort_store_notifies_sortstore_as_redis(
+    engramdb_server: Served, redis_server: Served
+) -> None:
+    seen: list[Any] = []
+    for served in (engramdb_server, redis_server):
+        with served.client() as client:
+            _sort_fixture(client)
+            client.config_set("notify-keyspace-events", "Kl")
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe("__keyspace@0__:out")
+                pubsub.get_message(timeout=5)  # the subscribe confirmation
+                client.execute_command("SORT", "nums", "STORE", "out")
+                message = pubsub.get_message(timeout=10)
+                seen.append(None if message is None else message["data"])
+            finally:
+                pubsub.close()
+                client.config_set("notify-keyspace-events", "")
+    assert seen == [b"sortstore", b"sortstore"]

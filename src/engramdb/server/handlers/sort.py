@@ -186,7 +186,9 @@ def _sort(conn: Connection, args: list[bytes], read_only: bool) -> Any:
         lists.wake(conn, dst, stored)
         return stored
 
-    return write(conn, apply, reply, heavy=True)
+    # Small sources commit on the loop's group commit (with their keyspace event); big ones
+    # from a worker thread, as the set-algebra stores do.
+    return write(conn, apply, reply, heavy=sets.heavy(conn, [key]))
 
 
 def _stores(args: list[bytes]) -> bool:
