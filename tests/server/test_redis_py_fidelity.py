@@ -271,3 +271,103 @@ def test_sort_store_notifies_sortstore_as_redis(
                 pubsub.close()
                 client.config_set("notify-keyspace-events", "")
     assert seen == [b"sortstore", b"sortstore"]
+
+
+def _dump_fixture(client: redis.Redis) -> None:
+    client.flushall()
+    client.set("str", "foo")
+    client.set("int", "12345")
+    client.set("neg", "-7")
+    client.set("long", "abcabcabcabc" * 20)  # Redis LZF-compresses it
+    client.set("big", "x" * 20000)
+    client.rpush("list", "a", "b", "a", "100")
+    client.sadd("set", "m1", "m2", "3")
+    client.hset("hash", mapping={"f": "v", "n": "1"})
+    client.zadd("zset", {"a": 1.5, "b": -2, "c": 1e300})
+
+
+_DUMP_KEYS = ["str", "int", "neg", "long", "big", "list", "set", "hash", "zset"]
+
+
+def _value(client: redis.Redis, key: str) -> Any:
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key)
+    if kind == b"list":
+        return client.lrange(key, 0, -1)
+    if kind == b"set":
+        return sorted(client.smembers(key))
+    if kind == b"hash":
+        return client.hgetall(key)
+    if kind == b"zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    return kind
+
+
+@pytest.mark.parametrize("key", _DUMP_KEYS)
+def test_engramdb_dump_restores_on_redis_and_back(
+    key: str, engramdb_server: Served, redis_server: Served
+) -> None:
+    """What engramdb DUMPs, redis-server RESTOREs to the same value, and engramdb too."""
+    with engramdb_server.client() as ours, redis_server.client() as theirs:
+        _dump_fixture(ours)
+        theirs.flushall()
+        payload = ours.dump(key)
+        assert payload is not None
+        assert theirs.restore("copy", 0, payload)
+        assert ours.restore("copy", 0, payload)
+        assert _value(theirs, "copy") == _value(ours, key) == _value(ours, "copy")
+
+
+@pytest.mark.parametrize("key", ["str", "int", "neg", "long", "big"])
+def test_redis_string_dumps_restore_on_engramdb(
+    key: str, engramdb_server: Served, redis_server: Served
+) -> None:
+    with engramdb_server.client() as ours, redis_server.client() as theirs:
+        _dump_fixture(theirs)
+        ours.flushall()
+        assert ours.restore(key, 0, theirs.dump(key))
+        assert ours.get(key) == theirs.get(key)
+
+
+def test_restore_refuses_redis_compact_encodings_by_name(
+    engramdb_server: Served, redis_server: Served
+) -> None:
+    with engramdb_server.client() as ours, redis_server.client() as theirs:
+        _dump_fixture(theirs)
+        with pytest.raises(redis.ResponseError, match="not supported by engramdb"):
+            ours.restore("x", 0, theirs.dump("list"))
+        assert ours.exists("x") == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["busy", "replace", "bad-crc", "short", "neg-ttl", "ttl", "absttl-past", "idle+freq", "freq"],
+)
+def test_restore_options_and_errors_as_redis(
+    case: str, engramdb_server: Served, redis_server: Served
+) -> None:
+    answers: list[Any] = []
+    for served in (engramdb_server, redis_server):
+        with served.client() as client:
+            client.flushall()
+            client.set("k", "v")
+            payload = client.dump("k")
+            assert payload is not None
+            args: list[Any] = {
+                "busy": ["k", 0, payload],
+                "replace": ["k", 0, payload, "REPLACE"],
+                "bad-crc": ["n", 0, payload[:-1] + bytes([payload[-1] ^ 1])],
+                "short": ["n", 0, b"abc"],
+                "neg-ttl": ["n", -1, payload],
+                "ttl": ["n", 100000, payload],
+                "absttl-past": ["k", 1000, payload, "REPLACE", "ABSTTL"],
+                "idle+freq": ["n", 0, payload, "IDLETIME", 5, "FREQ", 5],
+                "freq": ["n", 0, payload, "FREQ", 300],
+            }[case]
+            try:
+                reply = client.execute_command("RESTORE", *args)
+            except redis.ResponseError as e:
+                reply = f"error: {e}"
+            answers.append((reply, client.exists("k", "n"), client.ttl("n") > 0))
+    assert answers[0] == answers[1]

@@ -2,6 +2,7 @@
 
 from engramdb.server.handlers import (
     admin,
+    dump,
     hashes,
     introspection,
     keyspace,
@@ -18,6 +19,7 @@ from engramdb.server.handlers import (
 
 __all__ = [
     "admin",
+    "dump",
     "hashes",
     "introspection",
     "keyspace",
