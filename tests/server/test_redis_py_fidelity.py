@@ -371,3 +371,19 @@ def test_restore_options_and_errors_as_redis(
                 reply = f"error: {e}"
             answers.append((reply, client.exists("k", "n"), client.ttl("n") > 0))
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("name", ["sort", "sort_ro", "dump", "restore", "lcs", "randomkey"])
+def test_new_commands_document_their_redis_group(
+    name: str, engramdb_server: Served, redis_server: Served
+) -> None:
+    groups = []
+    for served in (engramdb_server, redis_server):
+        conn = redis.Connection(port=served.port, protocol=3)
+        try:
+            conn.send_command("COMMAND", "DOCS", name)
+            docs = conn.read_response()
+        finally:
+            conn.disconnect()
+        groups.append(docs[name.encode()][b"group"])
+    assert groups[0] == groups[1]

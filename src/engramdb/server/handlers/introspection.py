@@ -458,6 +458,8 @@ _GROUPS = {
     "zsets": ("sorted_set", "@sortedset"),
     "sorted_sets": ("sorted_set", "@sortedset"),
     "keyspace": ("generic", "@keyspace"),
+    "sort": ("generic", "@keyspace"),
+    "dump": ("generic", "@keyspace"),
     "pubsub": ("pubsub", "@pubsub"),
     "transactions": ("transactions", "@transaction"),
     "scripting": ("scripting", "@scripting"),
