@@ -78,7 +78,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "rpushx": ("rpush", "l"), "lpop": ("lpop", "l"), "rpop": ("rpop", "l"),
     "blpop": ("lpop", "l"), "brpop": ("rpop", "l"), "lset": ("lset", "l"),
     "ltrim": ("ltrim", "l"), "linsert": ("linsert", "l"), "lrem": ("lrem", "l"),
-    "lmpop": ("lpop", "l"), "blmpop": ("lpop", "l"),
+    "lmpop": ("lpop", "l"), "blmpop": ("lpop", "l"), "sort": ("sortstore", "l"),
     # hashes
     "hset": ("hset", "h"), "hmset": ("hset", "h"), "hsetnx": ("hset", "h"),
     "hincrby": ("hincrby", "h"), "hincrbyfloat": ("hincrbyfloat", "h"), "hdel": ("hdel", "h"),
@@ -332,6 +332,10 @@ def redis_database(default_set: str, set_name: str) -> int | None:
 
 
 def _command_keys(cmd: Command, args: list[bytes]) -> list[Key]:
+    if cmd.name == "sort":
+        # SORT writes only its STORE destination (the key after the last STORE).
+        stores = [i for i, arg in enumerate(args[2:-1], start=2) if arg.upper() == b"STORE"]
+        return [key_of(args[stores[-1] + 1])] if stores else []
     last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
     step = max(1, cmd.step)
     return [key_of(raw) for raw in args[cmd.first_key : last + 1 : step]]

@@ -2,6 +2,7 @@
 
 from engramdb.server.handlers import (
     admin,
+    dump,
     hashes,
     introspection,
     keyspace,
@@ -10,6 +11,7 @@ from engramdb.server.handlers import (
     pubsub,
     scripting,
     sets,
+    sort,
     strings,
     transactions,
     zsets,
@@ -17,6 +19,7 @@ from engramdb.server.handlers import (
 
 __all__ = [
     "admin",
+    "dump",
     "hashes",
     "introspection",
     "keyspace",
@@ -25,6 +28,7 @@ __all__ = [
     "pubsub",
     "scripting",
     "sets",
+    "sort",
     "strings",
     "transactions",
     "zsets",

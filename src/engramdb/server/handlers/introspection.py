@@ -458,6 +458,8 @@ _GROUPS = {
     "zsets": ("sorted_set", "@sortedset"),
     "sorted_sets": ("sorted_set", "@sortedset"),
     "keyspace": ("generic", "@keyspace"),
+    "sort": ("generic", "@keyspace"),
+    "dump": ("generic", "@keyspace"),
     "pubsub": ("pubsub", "@pubsub"),
     "transactions": ("transactions", "@transaction"),
     "scripting": ("scripting", "@scripting"),
@@ -698,8 +700,38 @@ def command_getkeys(conn: Connection, args: list[bytes]) -> Any:
           "arbitrary command.")  # fmt: skip
 def command_getkeysandflags(conn: Connection, args: list[bytes]) -> Any:
     cmd, keys = _keys_of(args)
-    flags = [b"RW", b"access", b"update"] if "write" in cmd.flags else [b"RO", b"access"]
-    return [[key, [SimpleString(f.decode()) for f in flags]] for key in keys]
+    default = ("RW", "access", "update") if "write" in cmd.flags else ("RO", "access")
+    specs = _KEY_SPECS.get(cmd.name, (default,))
+    return [
+        [key, [SimpleString(f) for f in specs[min(i, len(specs) - 1)]]]
+        for i, key in enumerate(keys)
+    ]
+
+
+# Redis' key-spec flags (as its COMMAND GETKEYSANDFLAGS answers them) for commands whose keys
+# are not plain read-or-update: per key position, the last one repeating for the rest.
+_MOVE = (("RW", "access", "delete"), ("RW", "insert"))
+_KEY_SPECS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "lmove": _MOVE,
+    "blmove": _MOVE,
+    "rpoplpush": _MOVE,
+    "brpoplpush": _MOVE,
+    "smove": _MOVE,
+    "del": (("RM", "delete"),),
+    "unlink": (("RM", "delete"),),
+    "rename": (("RW", "access", "delete"), ("OW", "update")),
+    "renamenx": (("RW", "access", "delete"), ("OW", "insert")),
+    "copy": (("RO", "access"), ("OW", "update")),
+    "set": (("OW", "update"),),
+    "getdel": (("RW", "access", "delete"),),
+    "lpop": (("RW", "access", "delete"),),
+    "rpop": (("RW", "access", "delete"),),
+    "lpush": (("RW", "insert"),),
+    "rpush": (("RW", "insert"),),
+    "sadd": (("RW", "insert"),),
+    "srem": (("RW", "delete"),),
+    "hset": (("RW", "update"),),
+}
 
 
 # MEMORY --------------------------------------------------------------------------------

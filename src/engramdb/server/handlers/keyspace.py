@@ -15,6 +15,7 @@ examined, so a page may hold fewer matches (or none) before the scan is complete
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import InvalidArgument
@@ -43,6 +44,8 @@ from engramdb.server.structures import (
     record_set,
     write,
 )
+
+_random = random.SystemRandom()
 
 if TYPE_CHECKING:
     from engramdb.recordset import RecordSet
@@ -307,6 +310,24 @@ def keys(conn: Connection, args: list[bytes]) -> Any:
         return found
 
     return Offload(collect, lambda found: found)
+
+
+@command("randomkey", 1, "readonly", keys=(0, 0, 0))
+def randomkey(conn: Connection, args: list[bytes]) -> Any:
+    """A key of the selected database, each equally likely; nil when it has none.
+
+    Redis draws from its hash table in O(1); the store is ordered, so this is a reservoir
+    sample over one pass of the keys (O(N), off the event loop)."""
+    records = conn.records
+
+    def draw() -> bytes | None:
+        chosen: bytes | None = None
+        for seen, record in enumerate(records.iterate(), start=1):
+            if _random.randrange(seen) == 0:
+                chosen = key_bytes(record.key)
+        return chosen
+
+    return Offload(draw, lambda found: found)
 
 
 def _parse_cursor(cursors: CursorTable, raw: bytes) -> str | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from engramdb.errors import RecordTooBig
 from engramdb.records.codec import encode_body
 from engramdb.records.writes import KEEP, Current, Outcome
-from engramdb.server.commands import Reply, Write, command, wrong_args
+from engramdb.server.commands import Offload, Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.values import (
     LLONG_MAX,
@@ -24,6 +24,7 @@ from engramdb.server.handlers.values import (
     error,
     format_long_double,
     key_of,
+    kind_of,
     parse_int,
     parse_long_double,
     record_key,
@@ -79,6 +80,10 @@ def getrange(conn: Connection, args: list[bytes]) -> Any:
     if start > end or size == 0:
         return b""
     return value[start : end + 1]
+
+
+# SUBSTR is GETRANGE's pre-2.0 name, which Redis still answers (deprecated, same semantics).
+command("substr", 4, "readonly")(getrange)
 
 
 # SET and its relatives ------------------------------------------------------------------
@@ -417,3 +422,101 @@ def incrbyfloat(conn: Connection, args: list[bytes]) -> Any:
         return Outcome(text, {STRING_BIN: stored})
 
     return transform(conn, key_of(args[0]), apply)
+
+
+# LCS -----------------------------------------------------------------------------------
+
+# Redis refuses an LCS whose table would exceed proto-max-bulk-len; this table is Python
+# ints computed on a worker thread, so the bound is far lower and stated in the error.
+_LCS_MAX_CELLS = 1 << 22
+
+
+@command("lcs", -3, "readonly", keys=(1, 2, 1))
+def lcs(conn: Connection, args: list[bytes]) -> Any:
+    """The longest common subsequence of two strings, as Redis 7: the string, its LEN, or
+    with IDX the matching ranges (last first, as Redis walks back) filtered by MINMATCHLEN,
+    each with its length under WITHMATCHLEN."""
+    get_len = get_idx = with_len = False
+    min_len = 0
+    i = 2
+    while i < len(args):
+        option = args[i].upper()
+        if option == b"LEN":
+            get_len = True
+        elif option == b"IDX":
+            get_idx = True
+        elif option == b"WITHMATCHLEN":
+            with_len = True
+        elif option == b"MINMATCHLEN" and i + 1 < len(args):
+            min_len = max(0, parse_int(args[i + 1]))
+            i += 1
+        else:
+            raise Reply("ERR syntax error")
+        i += 1
+    if get_len and get_idx:
+        raise Reply("ERR If you want both the length and indexes, please just use IDX.")
+    values: list[bytes] = []
+    for raw in args[:2]:
+        record = conn.records.get(key_of(raw))
+        if record is not None and kind_of(record.bins) != "string":
+            raise Reply("ERR The specified keys must hold string values")
+        values.append(b"" if record is None else string_of(record.bins) or b"")
+    a, b = values
+    if (len(a) + 1) * (len(b) + 1) > _LCS_MAX_CELLS:
+        raise Reply(
+            f"ERR LCS of strings this long is not supported by engramdb "
+            f"(len(a)+1)*(len(b)+1) must be at most {_LCS_MAX_CELLS}"
+        )
+    return Offload(lambda: _lcs(a, b, get_len, get_idx, with_len, min_len), lambda r: r)
+
+
+def _lcs(a: bytes, b: bytes, get_len: bool, get_idx: bool, with_len: bool, min_len: int) -> Any:
+    # table[i][j]: LCS length of a[:i] and b[:j] (Redis' lcsCommand, row-major).
+    table = [[0] * (len(b) + 1)]
+    for i in range(1, len(a) + 1):
+        above, row, ch = table[i - 1], [0], a[i - 1]
+        for j in range(1, len(b) + 1):
+            row.append(above[j - 1] + 1 if ch == b[j - 1] else max(above[j], row[j - 1]))
+        table.append(row)
+    total = table[len(a)][len(b)]
+    if get_len:
+        return total
+    out = bytearray(total)
+    matches: list[Any] = []
+    at = total
+    i, j = len(a), len(b)
+    a_start = len(a)  # no range open
+    a_end = b_start = b_end = 0
+    while i > 0 and j > 0:
+        emit = False
+        if a[i - 1] == b[j - 1]:
+            out[at - 1] = a[i - 1]
+            if a_start == len(a):
+                a_start = a_end = i - 1
+                b_start = b_end = j - 1
+            elif a_start == i and b_start == j:
+                a_start -= 1
+                b_start -= 1
+            else:
+                emit = True
+            if a_start == 0 or b_start == 0:
+                emit = True
+            at, i, j = at - 1, i - 1, j - 1
+        else:
+            if table[i - 1][j] > table[i][j - 1]:
+                i -= 1
+            else:
+                j -= 1
+            if a_start != len(a):
+                emit = True
+        if emit:
+            length = a_end - a_start + 1
+            if min_len == 0 or length >= min_len:
+                match: list[Any] = [[a_start, a_end], [b_start, b_end]]
+                if with_len:
+                    match.append(length)
+                matches.append(match)
+            a_start = len(a)
+    if get_idx:
+        return {b"matches": matches, b"len": total}
+    return bytes(out)
