@@ -109,6 +109,37 @@ def test_a_table_named_by_a_server_path_is_refused(server: Served) -> None:
     assert "root:" not in str(reply)
 
 
+class _BrokenEmbedder:
+    """An embedder with a bug: its TypeError is the method's, not the caller's."""
+
+    dim = 8
+
+    def embed(self, texts: Any) -> np.ndarray:
+        raise TypeError("a bug inside the embedder")
+
+
+def test_a_type_error_inside_a_method_is_not_called_invalid_arguments(tmp_path: Path) -> None:
+    """Only a binding failure (the caller's arguments) is InvalidArgument (see
+    test_arguments_outside_the_signature_are_invalid); a TypeError raised by the method's
+    own code, here in-process through the same dispatch, is a bug and surfaces as one."""
+    import asyncio
+
+    import engramdb.aio
+
+    async def run() -> BaseException:
+        adb = await engramdb.aio.open(str(tmp_path / "db"), embedder=_BrokenEmbedder())
+        try:
+            with pytest.raises(TypeError) as raised:
+                await adb.memory.add("Alice likes tea", user_id="alice")
+            return raised.value
+        finally:
+            await adb.close()
+
+    error = asyncio.run(run())
+    assert not isinstance(error, InvalidArgument)
+    assert "a bug inside the embedder" in str(error)
+
+
 @pytest.mark.parametrize(
     ("method", "args", "kwargs"),
     [
