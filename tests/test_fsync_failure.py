@@ -275,3 +275,52 @@ def test_failed_fsync_under_group_commit_acknowledges_only_durable_writes(
             logged.update((c.key, c.generation) for c in batch if c.kind == "put")
             since = batch[-1].sequence
         assert all(r is not None and r.generation == logged[r.key] for r in found)
+
+
+# close() whose final flush fails: everything is still released, then the error is raised.
+CLOSE_CHILD = r"""
+import json
+import os
+import sys
+
+import engramdb
+from engramdb import StorageError
+
+path, durability, trigger = sys.argv[1:4]
+
+
+def attempt(fn):
+    try:
+        fn()
+    except StorageError as e:
+        return "StorageError: " + str(e)
+    except Exception as e:
+        return "unexpected " + repr(e)
+    return "ok"
+
+
+report = {}
+db = engramdb.open(path, durability="async", sweep_interval=None, flush_interval=3600)
+db.records("s").put("k", {"n": 1})
+open(trigger, "w").close()
+report["close"] = attempt(db.close)
+os.remove(trigger)
+report["close_again"] = attempt(db.close)
+report["use_after_close"] = attempt(lambda: db.records("s").get("k"))
+# Released: the same process opens the directory again (an environment still open in this
+# process would be refused) and takes writes.
+with engramdb.open(path, durability="sync", sweep_interval=None) as again:
+    report["reopened_put"] = attempt(lambda: again.records("s").put("after", {"n": 1}))
+print(json.dumps(report))
+"""
+
+
+def test_close_whose_final_flush_fails_releases_everything_then_raises(
+    shim: Path, tmp_path: Path
+) -> None:
+    report = run_child(shim, tmp_path, "async", CLOSE_CHILD)
+
+    assert report["close"].startswith("StorageError"), report["close"]
+    assert report["close_again"] == "ok"  # closed already: safe to call twice
+    assert report["use_after_close"].startswith("StorageError"), report["use_after_close"]
+    assert report["reopened_put"] == "ok"

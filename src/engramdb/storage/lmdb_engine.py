@@ -579,8 +579,16 @@ class LmdbEngine:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
+        failed: lmdb.Error | None = None
         if self._failed is None and self.durability == "async":
-            with contextlib.suppress(lmdb.Error):
+            try:
                 self._env.sync(True)
+            except lmdb.Error as e:  # released all the same, then said
+                failed = e
         self._closed = True
         self._release()
+        if failed is not None:
+            raise StorageError(
+                f"the last flush, on close, failed: {failed}; writes acknowledged since the "
+                "previous flush (durability 'async') may not be on disk"
+            ) from failed
