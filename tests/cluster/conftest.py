@@ -9,6 +9,7 @@ up healthy is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -19,16 +20,40 @@ from typing import Any
 
 import pytest
 
+PREFIX = "engramdb-cluster-test-"
+OWNER = "owner.pid"  # the pytest process a cluster directory belongs to
+
+
+def _reap_clusters_of_killed_runs(parent: Path) -> None:
+    """A cluster runs detached (as ``engramdb cluster up`` leaves it): a test run killed
+    with -9 never stops its own. The next run stops those whose run is gone."""
+    from engramdb.cluster import Cluster
+    from engramdb.cluster._process import alive
+
+    for base in parent.glob(PREFIX + "*"):
+        try:
+            owner = int((base / OWNER).read_text())
+        except (OSError, ValueError):
+            continue
+        if alive(owner):
+            continue  # another run, still going
+        if (base / "cluster" / "cluster.json").exists():
+            with contextlib.suppress(Exception):
+                Cluster(base / "cluster", nodes=3).down(wipe=True)
+        shutil.rmtree(base, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
 def cluster_base() -> Iterator[Path]:
     """A directory the cluster's unprivileged user can reach (pytest's own temporary
     directories are mode 0700 and owned by whoever runs the tests)."""
     # Under root the cluster runs as another user: keep out of a TMPDIR under /root.
-    base = Path(
-        tempfile.mkdtemp(prefix="engramdb-cluster-test-", dir="/tmp" if os.geteuid() == 0 else None)
-    )
+    parent = Path("/tmp" if os.geteuid() == 0 else tempfile.gettempdir())
+    with contextlib.suppress(ImportError):
+        _reap_clusters_of_killed_runs(parent)
+    base = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     base.chmod(0o755)
+    (base / OWNER).write_text(str(os.getpid()))
     yield base
     shutil.rmtree(base, ignore_errors=True)
 
