@@ -440,6 +440,23 @@ sequence(
     ("COPY", "fresh", "other", "DB", "99"),
 )  # fmt: skip
 
+sequence(
+    "intercard",
+    ("SADD", "a", "1", "2", "3", "4"), ("SADD", "b", "2", "3", "4", "5"),
+    ("ZADD", "za", "1", "x", "2", "y", "3", "z"), ("ZADD", "zb", "1", "y", "2", "z"),
+    ("SINTERCARD", "2", "a", "b"), ("SINTERCARD", "2", "a", "b", "LIMIT", "2"),
+    ("SINTERCARD", "2", "a", "b", "LIMIT", "0"),
+    ("SINTERCARD", "1", "a", "LIMIT", "2", "LIMIT", "9"),
+    ("SINTERCARD", "2", "a", "missing"), ("SINTERCARD", "0", "a"), ("SINTERCARD", "x", "a"),
+    ("SINTERCARD", "3", "a", "b"), ("SINTERCARD", "2", "a", "b", "LIMIT"),
+    ("SINTERCARD", "2", "a", "b", "LIMIT", "-1"), ("SINTERCARD", "2", "a", "b", "LIMIT", "x"),
+    ("SINTERCARD", "2", "a", "b", "JUNK", "1"), ("SINTERCARD", "2", "a", "za"),
+    ("ZINTERCARD", "2", "za", "zb"), ("ZINTERCARD", "2", "za", "zb", "LIMIT", "1"),
+    ("ZINTERCARD", "-1", "za"), ("ZINTERCARD", "5", "za"), ("ZINTERCARD", "1", "za", "LIMIT", "-5"),
+    ("ZINTERCARD", "2", "za", "a"), ("ZINTERCARD", "x", "za"),
+    ("ZINTERCARD", "1", "za", "WEIGHTS", "2"),
+)  # fmt: skip
+
 # running them -----------------------------------------------------------------------------
 
 

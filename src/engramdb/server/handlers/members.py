@@ -1,5 +1,6 @@
-"""What hash, set and sorted-set commands share: element cursors (HSCAN, SSCAN, ZSCAN) and
-random picks (HRANDFIELD, SRANDMEMBER, SPOP, ZRANDMEMBER).
+"""What hash, set and sorted-set commands share: element cursors (HSCAN, SSCAN, ZSCAN),
+random picks (HRANDFIELD, SRANDMEMBER, SPOP, ZRANDMEMBER) and the arguments of SINTERCARD
+and ZINTERCARD.
 
 A cursor is the last element key returned, written as a decimal integer as Redis clients
 expect (``int.from_bytes(b"\\x01" + key)``): stateless, and it never misses an element that
@@ -27,6 +28,7 @@ __all__ = [
     "SMALL_SAMPLE",
     "SMALL_SCAN",
     "ScanOptions",
+    "parse_intercard",
     "parse_scan",
     "sample",
     "scan_page",
@@ -176,3 +178,37 @@ def random_count(args: list[bytes], name: bytes) -> tuple[int, bool]:
     elif len(args) > 2:
         raise Reply("ERR syntax error")
     return count, with_values
+
+
+def parse_intercard(args: list[bytes], name: str) -> tuple[list[bytes], int]:
+    """``numkeys key [key ...] [LIMIT limit]`` of SINTERCARD or ZINTERCARD (``name``): the
+    keys and the limit (0: none), checked in Redis's order with its error texts (which
+    differ between the two)."""
+    if name == "zintercard":
+        numkeys = parse_int(args[0])
+        if numkeys < 1:
+            raise Reply(f"ERR at least 1 input key is needed for '{name}' command")
+        if numkeys > len(args) - 1:
+            raise Reply("ERR syntax error")
+    else:
+        try:
+            numkeys = parse_int(args[0])
+        except Reply:
+            numkeys = 0
+        if numkeys <= 0:
+            raise Reply("ERR numkeys should be greater than 0")
+        if len(args) < numkeys + 1:
+            raise Reply("ERR Number of keys can't be greater than number of args")
+    keys, rest = args[1 : numkeys + 1], args[numkeys + 1 :]
+    limit = 0
+    while rest:
+        if len(rest) < 2 or rest[0].upper() != b"LIMIT":
+            raise Reply("ERR syntax error")
+        try:
+            limit = parse_int(rest[1])
+        except Reply:
+            limit = -1
+        if limit < 0:
+            raise Reply("ERR LIMIT can't be negative")
+        rest = rest[2:]
+    return keys, limit

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engramdb.protocol.resp import SetReply
 from engramdb.server.commands import RedisError, Reply, command
-from engramdb.server.handlers.members import parse_scan, sample, scan_page
+from engramdb.server.handlers.members import parse_intercard, parse_scan, sample, scan_page
 from engramdb.server.handlers.values import parse_int
 from engramdb.server.structures import (
     SET,
@@ -289,26 +289,7 @@ for _op in ("inter", "union", "diff"):
 
 @command("sintercard", -3, "readonly", keys=(0, 0, 0))
 def sintercard(conn: Connection, args: list[bytes]) -> Any:
-    try:
-        numkeys = parse_int(args[0])
-    except Reply:
-        numkeys = 0
-    if numkeys <= 0:
-        raise Reply("ERR numkeys should be greater than 0")
-    if len(args) < numkeys + 1:
-        raise Reply("ERR Number of keys can't be greater than number of args")
-    keys, rest = args[1 : numkeys + 1], args[numkeys + 1 :]
-    limit = 0
-    while rest:
-        if len(rest) < 2 or rest[0].upper() != b"LIMIT":
-            raise Reply("ERR syntax error")
-        try:
-            limit = parse_int(rest[1])
-        except Reply:
-            limit = -1
-        if limit < 0:
-            raise Reply("ERR LIMIT can't be negative")
-        rest = rest[2:]
+    keys, limit = parse_intercard(args, "sintercard")
 
     def run(a: Access) -> int:
         members = _algebra(a, keys, "inter")

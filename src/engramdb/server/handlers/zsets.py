@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from engramdb.protocol.resp import NULL_ARRAY, Double
 from engramdb.server.commands import RedisError, Reply, command
 from engramdb.server.handlers.lists import _parse_mpop, blocking, parse_timeout
-from engramdb.server.handlers.members import parse_scan, random_count, sample, scan_page
+from engramdb.server.handlers.members import (
+    parse_intercard,
+    parse_scan,
+    random_count,
+    sample,
+    scan_page,
+)
 from engramdb.server.handlers.sets import heavy
 from engramdb.server.handlers.values import parse_int
 from engramdb.server.structures import (
@@ -920,26 +926,7 @@ for _op in ("union", "inter", "diff"):
 
 @command("zintercard", -3, "readonly", keys=(0, 0, 0))
 def zintercard(conn: Connection, args: list[bytes]) -> Any:
-    try:
-        numkeys = parse_int(args[0])
-    except Reply:
-        numkeys = 0
-    if numkeys <= 0:
-        raise Reply("ERR numkeys should be greater than 0")
-    if len(args) < numkeys + 1:
-        raise Reply("ERR Number of keys can't be greater than number of args")
-    keys, rest = args[1 : numkeys + 1], args[numkeys + 1 :]
-    limit = 0
-    while rest:
-        if len(rest) < 2 or rest[0].upper() != b"LIMIT":
-            raise Reply("ERR syntax error")
-        try:
-            limit = parse_int(rest[1])
-        except Reply:
-            limit = -1
-        if limit < 0:
-            raise Reply("ERR LIMIT can't be negative")
-        rest = rest[2:]
+    keys, limit = parse_intercard(args, "zintercard")
 
     def run(a: Access) -> int:
         size = len(_combine(a, "inter", _Combine(keys, [1.0] * len(keys), b"SUM", False, None)))
