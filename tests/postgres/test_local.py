@@ -106,9 +106,9 @@ def test_binary_copies_in_a_directory_someone_else_can_write_are_refused(tmp_pat
     shared.mkdir()
     shared.chmod(0o777)  # anyone could have made it, or written into it
     with pytest.raises(BinariesNotFound, match="writable by no one else"):
-        binaries.reachable_by(user, copies=shared / "pginstall")
+        binaries.copied_for(user, copies=shared / "pginstall")
     planted = tmp_path / "planted"
     (planted / "pginstall").mkdir(parents=True)
     os.chown(planted / "pginstall", 65534, 65534)  # nobody's
     with pytest.raises(BinariesNotFound, match="must belong to this user"):
-        binaries.reachable_by(user, copies=planted / "pginstall")
+        binaries.copied_for(user, copies=planted / "pginstall")

@@ -95,6 +95,11 @@ class PgBinaries:
             self.root / "share" / "postgresql" / "postgres.bki"
         ):
             return self
+        return self.copied_for(user, copies)
+
+    def copied_for(self, user: RunAs, copies: Path = _SHARED_COPIES) -> PgBinaries:
+        """A copy of these binaries under ``copies`` that ``user`` can execute (made once,
+        in a directory only this user can write)."""
         source = self.root / "bin" / "postgres"
         info = source.stat()
         digest = hashlib.blake2b(
