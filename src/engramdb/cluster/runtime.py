@@ -101,7 +101,9 @@ def prepare(
     except BinariesNotFound as e:
         raise MissingDependency(str(e)) from None
     patroni: tuple[str, ...] = (sys.executable, "-m", "patroni")
-    if not run_as.is_current and not _runs(run_as, [*patroni, "--version"]):
+    if not run_as.is_current and not (
+        _python_reachable(run_as) and _runs(run_as, [*patroni, "--version"])
+    ):
         venv = _patroni_venv(runtime_dir or DEFAULT_RUNTIME_DIR, run_as, say)
         patroni = (str(venv / "bin" / "python"), "-m", "patroni")
         if not _runs(run_as, [*patroni, "--version"]):
@@ -133,6 +135,15 @@ def _require_patroni() -> None:
             f"Patroni (with etcd3 and psycopg 3) is not installed; install it with: "
             f"{INSTALL_CLUSTER_EXTRA}"
         )
+
+
+def _python_reachable(user: RunAs) -> bool:
+    """Whether ``user`` reaches this Python's interpreter and installation by their mode
+    bits. ``--version`` running is not enough: a venv whose base Python lives under a
+    private ``/root`` (pyenv) answered it, yet the postmaster Patroni spawns from it died,
+    and the cluster never elected a leader."""
+    places = (Path(sys.executable).resolve(), Path(sys.base_prefix), Path(sys.prefix))
+    return all(user.can_reach(place, execute=True) for place in places)
 
 
 def _runs(user: RunAs, argv: Sequence[str]) -> bool:
