@@ -615,7 +615,16 @@ class Cluster:
         for node in expected:
             if self._patroni_pid(node) is None:
                 log = self.directory / node.name / "patroni.log"
-                return f"{node.name}'s Patroni is not running ({_last_line(log)}); see {log}", True
+                child = self._children.get(node.patroni_pid or 0)
+                if child is not None and child.poll() is None:
+                    # Ours and not exited: still on its way to exec Patroni (a loaded
+                    # machine), not dead. Waiting cures that.
+                    return f"{node.name}'s Patroni is starting", False
+                code = "" if child is None else f", exit status {child.returncode}"
+                return (
+                    f"{node.name}'s Patroni is not running ({_last_line(log)}{code}); see {log}",
+                    True,
+                )
         leader = next((m for m in members.values() if m.role == "leader"), None)
         if leader is None or leader.state != "running":
             return "no leader yet", False
