@@ -658,39 +658,24 @@ def _cache_key(prompt: str, llm_string: str) -> str:
     return hashlib.sha256(f"{llm_string}\0{prompt}".encode()).hexdigest()
 
 
-class EngramCache(BaseCache):
-    """An exact-match LLM cache (``langchain_core.globals.set_llm_cache(EngramCache(db))``).
+class _FlowCache(BaseCache):
+    """An LLM cache whose operations are flows (``_lookup``, ``_update``, ``_clear``) run
+    on whichever face of the database it was given, sync or async."""
 
-    Args:
-        db: an embedded database, a client, or an asyncio face of either.
-        ttl: seconds an answer is kept; None: for ever.
-        namespace: the set holding the answers (``clear`` empties it).
-    """
-
-    def __init__(self, db: Any, *, ttl: float | None = None, namespace: str = "lc.cache"):
-        self._faces = Faces(db)
-        self.db = db
-        self.ttl = ttl
-        self.set = namespace
+    _faces: Faces
 
     def close(self) -> None:
         """Release what the cache opened itself (never the database it was given)."""
         self._faces.close()
 
     def _lookup(self, prompt: str, llm_string: str) -> Flow[RETURN_VAL_TYPE | None]:
-        key = _cache_key(prompt, llm_string)
-        record = yield on(self.set, "get", key)
-        return None if record is None else _load_generations(record.bins["g"])
+        raise NotImplementedError
 
     def _update(self, prompt: str, llm_string: str, value: RETURN_VAL_TYPE) -> Flow[None]:
-        key, data = _cache_key(prompt, llm_string), _dump_generations(value)
-        yield on(self.set, "put", key, {"g": data}, ttl=self.ttl)
+        raise NotImplementedError
 
     def _clear(self) -> Flow[None]:
-        yield on(
-            self.set,
-            "truncate",
-        )
+        raise NotImplementedError
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         """The cached generations for this prompt and model, or None."""
@@ -717,7 +702,38 @@ class EngramCache(BaseCache):
         await self._faces.arun(self._clear())
 
 
-class EngramSemanticCache(BaseCache):
+class EngramCache(_FlowCache):
+    """An exact-match LLM cache (``langchain_core.globals.set_llm_cache(EngramCache(db))``).
+
+    Args:
+        db: an embedded database, a client, or an asyncio face of either.
+        ttl: seconds an answer is kept; None: for ever.
+        namespace: the set holding the answers (``clear`` empties it).
+    """
+
+    def __init__(self, db: Any, *, ttl: float | None = None, namespace: str = "lc.cache"):
+        self._faces = Faces(db)
+        self.db = db
+        self.ttl = ttl
+        self.set = namespace
+
+    def _lookup(self, prompt: str, llm_string: str) -> Flow[RETURN_VAL_TYPE | None]:
+        key = _cache_key(prompt, llm_string)
+        record = yield on(self.set, "get", key)
+        return None if record is None else _load_generations(record.bins["g"])
+
+    def _update(self, prompt: str, llm_string: str, value: RETURN_VAL_TYPE) -> Flow[None]:
+        key, data = _cache_key(prompt, llm_string), _dump_generations(value)
+        yield on(self.set, "put", key, {"g": data}, ttl=self.ttl)
+
+    def _clear(self) -> Flow[None]:
+        yield on(
+            self.set,
+            "truncate",
+        )
+
+
+class EngramSemanticCache(_FlowCache):
     """An LLM cache that answers a prompt close enough to one it has seen, for the same
     model: the prompts' embeddings live in the collection ``collection``.
 
@@ -746,10 +762,6 @@ class EngramSemanticCache(BaseCache):
         self.ttl = ttl
         self._collection = _Collection(collection, dim, "cosine", False, embedding)
 
-    def close(self) -> None:
-        """Release what the cache opened itself (never the database it was given)."""
-        self._faces.close()
-
     def _lookup(self, prompt: str, llm_string: str) -> Flow[RETURN_VAL_TYPE | None]:
         vector = yield embed_query(self.embedding, prompt)
         coll = yield from self._collection.handle()
@@ -772,27 +784,3 @@ class EngramSemanticCache(BaseCache):
             coll,
             "delete_all",
         )
-
-    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """The generations cached for the nearest prompt of this model, if near enough."""
-        return self._faces.run(self._lookup(prompt, llm_string))
-
-    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Async ``lookup``."""
-        return await self._faces.arun(self._lookup(prompt, llm_string))
-
-    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Cache the generations under this prompt's embedding."""
-        self._faces.run(self._update(prompt, llm_string, return_val))
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Async ``update``."""
-        await self._faces.arun(self._update(prompt, llm_string, return_val))
-
-    def clear(self, **kwargs: Any) -> None:
-        """Forget every cached answer."""
-        self._faces.run(self._clear())
-
-    async def aclear(self, **kwargs: Any) -> None:
-        """Async ``clear``."""
-        await self._faces.arun(self._clear())
