@@ -32,7 +32,7 @@ from engramdb.wire import FORMS
 if TYPE_CHECKING:
     from engramdb.database import Database
 
-__all__ = ["NAMESPACES", "Entry", "entry", "names"]
+__all__ = ["NAMESPACES", "Entry", "entry"]
 
 Target = Callable[["Database", list[Any]], tuple[Any, list[Any]]]
 
@@ -116,9 +116,7 @@ class Entry:
     """One callable method: ``call(db, args, kwargs)`` returns its result, or for a
     ``write`` the plan to submit to group commit."""
 
-    name: str
     kind: Kind
-    writes: bool
     call: Callable[[Database, list[Any], dict[str, Any]], Any]
 
 
@@ -139,15 +137,6 @@ def entry(name: str, *, remote: bool) -> Entry | None:
             made = _entry(name, *declared[method], target, remote)
     _ENTRIES[(name, remote)] = made
     return made
-
-
-def names() -> list[str]:
-    """Every callable method name (imports every role)."""
-    out: list[str] = []
-    for namespace, (module, cls_name, _) in NAMESPACES.items():
-        declared = remote_methods(getattr(importlib.import_module(module), cls_name))
-        out += [f"{namespace}.{method}" for method in sorted(declared)]
-    return out
 
 
 def _entry(name: str, fn: Callable[..., Any], spec: Any, target: Target, remote: bool) -> Entry:
@@ -182,4 +171,4 @@ def _entry(name: str, fn: Callable[..., Any], spec: Any, target: Target, remote:
                 arguments[parameter] = decode(arguments[parameter])
         return getattr(obj, method_name)(*bound.args[1:], **bound.kwargs)
 
-    return Entry(name, spec.kind, spec.writes, call)
+    return Entry(spec.kind, call)

@@ -1,9 +1,10 @@
-"""Wire forms: how the few argument types msgpack cannot carry as they are travel.
+"""Wire forms: how the few argument and result types msgpack cannot carry as they are travel.
 
 A remote declaration names a parameter's form (``@remote(..., wire={"vectors": "vectors"})``);
 the client encodes the argument with the form's ``encode`` before sending, and the server
 decodes it with ``decode`` before calling the embedded method, which then validates it as
-for any caller. Everything else travels as msgpack unchanged (numpy arrays as an extension).
+for any caller. Results go the other way, by type (``RESULTS``). Everything else travels as
+msgpack unchanged (numpy arrays as an extension; structs and dataclasses as maps).
 
 Heavy libraries (numpy, pyarrow) load only when a form that needs them is used.
 """
@@ -11,12 +12,13 @@ Heavy libraries (numpy, pyarrow) load only when a form that needs them is used.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from engramdb.errors import InvalidArgument
 
-__all__ = ["FORMS", "Form"]
+__all__ = ["FORMS", "RESULTS", "Form"]
 
 
 class Form(NamedTuple):
@@ -125,4 +127,31 @@ FORMS: dict[str, Form] = {
     "table": Form(_table_out, _table_in),
     "definitions": Form(_definitions_out, _definitions_in),
     "ops": Form(_same, _ops_in),
+}
+
+
+# results: type name -> (server: value -> msgpack-able, client: reply -> value) ------------
+
+
+def _fields(*names: str) -> Callable[[Any], Any]:
+    return lambda value: {name: getattr(value, name) for name in names}
+
+
+def _model(name: str, **extra: Any) -> Callable[[Any], Any]:
+    def build(raw: Any) -> Any:
+        cls = getattr(importlib.import_module("engramdb.features.model"), name)
+        return cls(**raw, **extra) if isinstance(raw, dict) else cls(_table_in(raw), **extra)
+
+    return build
+
+
+RESULTS: dict[str, Form] = {
+    "Collection": Form(lambda collection: collection.info, _same),  # the client's handle
+    "IngestResult": Form(
+        _fields("view", "rows", "online_written"), _model("IngestResult", offline_file=None)
+    ),
+    "OnlineResponse": Form(_fields("columns", "statuses"), _model("OnlineResponse")),
+    "HistoricalResult": Form(
+        lambda result: _table_out(result.to_arrow()), _model("HistoricalResult", path=None)
+    ),
 }

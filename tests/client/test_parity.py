@@ -20,7 +20,7 @@ import pytest
 from engramdb.aio import AsyncClient, AsyncDatabase
 from engramdb.cache.core import CacheCore
 from engramdb.cache.model import AsyncCache, Cache
-from engramdb.client import _handles as h
+from engramdb.client import _generated as h
 from engramdb.client.sync import Client
 from engramdb.database import Database
 from engramdb.features.store import FeatureStore

@@ -9,10 +9,12 @@ method table (``client/_generated.py``), itself derived from the ``@remote`` dec
 
 from __future__ import annotations
 
+import threading
 import typing
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
 
 import hiredis
@@ -20,23 +22,15 @@ import msgspec
 
 from engramdb.client import _generated
 from engramdb.client._decode import Decoder, decoder_for
-from engramdb.errors import EngramError, InvalidArgument, Timeout, Unavailable
+from engramdb.errors import EngramError, InvalidArgument, StorageError, Timeout, Unavailable
+from engramdb.observability.metrics import Metrics
 from engramdb.protocol.errors import error_from_reply
 from engramdb.protocol.resp import encode_command
 from engramdb.records.codec import _enc_hook, _ext_hook, check_value
 from engramdb.records.limits import Limits
 from engramdb.records.ops import Op
 
-__all__ = [
-    "WRITES",
-    "Address",
-    "Decoders",
-    "encode_call",
-    "failed_attempt",
-    "is_fatal",
-    "parse_url",
-    "result_of",
-]
+__all__ = ["WRITES", "Address", "Decoders", "Measured", "Pool", "encode_call", "parse_url"]
 
 DEFAULT_PORT = 7379
 WRITES = _generated.WRITES  # calls that change data: never retried once sent
@@ -106,22 +100,127 @@ def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
 
 
 class Decoders:
-    """How each method's reply becomes its declared result type, for one face (sync or
+    """How each method's reply becomes its declared result type, for one face (0 sync, 1
     asyncio: they differ in their handle types), built on first use of each method."""
 
-    def __init__(self, prefix: str, localns: Mapping[str, Any]) -> None:
-        self._prefix = prefix
-        self._localns = dict(localns)
+    def __init__(self, face: int) -> None:
+        self._face = face
         self._made: dict[str, Decoder] = {}
 
     def __call__(self, method: str) -> Decoder:
         found = self._made.get(method)
         if found is None:
             face, name = _generated.METHODS[method]
-            fn = getattr(getattr(_generated, f"{self._prefix}{face}Calls"), name)
-            hints = typing.get_type_hints(fn, vars(_generated), self._localns)
+            fn = getattr(_generated.KINDS[face][self._face], name)
+            hints = typing.get_type_hints(fn, vars(_generated))
             found = self._made[method] = decoder_for(hints["return"])
         return found
+
+
+class Measured:
+    """Counts one call in ``metrics``: its latency, and its error if it raises one."""
+
+    __slots__ = ("op", "started")
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self.op = metrics.op(method.rpartition(".")[2])
+
+    def __enter__(self) -> None:
+        self.started = perf_counter_ns()
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        if isinstance(error, EngramError):
+            self.op.error(type(error).__name__)
+        self.op.observe(perf_counter_ns() - self.started)
+
+
+class Pool:
+    """What the sync and asyncio network clients share: the address, idle connections (a
+    lock, uncontended on asyncio, keeps the sync client thread-safe) and the failure rules.
+    A connection has ``request(frame)`` (awaitable on asyncio) and ``close()``."""
+
+    _label = "engramdb.Client"
+    _face: int
+
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, pool_size: int = 16, retries: int = 1
+    ) -> None:
+        self.address = parse_url(url)
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self._owner = self
+        self._pool_size = pool_size
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._sets: dict[str, Any] = {}
+        self._closed = False
+        self._meter = Metrics()
+        self._server_limits: Limits | None = None
+
+    def __repr__(self) -> str:
+        return f"<{self._label} {self.address.host}:{self.address.port}>"
+
+    def _frame(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+        if self._closed:
+            raise StorageError("the client is closed")
+        return encode_call(method, args, kwargs)
+
+    def _attempts(self, method: str) -> list[bool]:
+        """Whether each attempt is the last: idempotent calls retry on a fresh connection."""
+        count = 1 + (self.retries if _idempotent(method) else 0)
+        return [i + 1 == count for i in range(count)]
+
+    def _idle_conn(self) -> Any:
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _release(self, conn: Any, reply: Any = None) -> Any:
+        """Pool ``conn`` again, unless the server closes it after ``reply`` (a protocol
+        error, such as a request over its ``--max-frame``); returns ``reply``."""
+        fatal = isinstance(reply, hiredis.ReplyError) and str(reply).startswith(
+            "ERR Protocol error"
+        )
+        with self._lock:
+            if not fatal and not self._closed and len(self._idle) < self._pool_size:
+                self._idle.append(conn)
+                return reply
+        conn.close()
+        return reply
+
+    def _failed(self, conn: Any, method: str, error: OSError, last: bool) -> None:
+        """A connection failed after sending: retry (reads, while attempts remain), else
+        raise what it means, saying when a write's outcome is unknown."""
+        conn.close()
+        if not last:
+            return
+        unknown = "" if _idempotent(method) else "; the write may or may not have been applied"
+        if isinstance(error, TimeoutError):
+            raise Timeout(f"{method} timed out after {self.timeout}s{unknown}") from error
+        raise Unavailable(f"{method}: connection lost ({error}){unknown}") from error
+
+    def _decoded(self, method: str, reply: Any) -> Any:
+        decode = _DECODERS[self._face](method)
+        return result_of(method, reply, decode, self)
+
+    def _with_client_figures(self, figures: dict[str, Any]) -> dict[str, Any]:
+        figures["server_operations"] = figures.get("operations", {})
+        figures["operations"] = self._meter.snapshot()
+        return figures
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+_DECODERS = (Decoders(0), Decoders(1))
+
+
+def _idempotent(method: str) -> bool:
+    return method in _generated.METHODS and method not in WRITES  # raw commands may write
 
 
 def result_of(method: str, reply: Any, decode: Callable[[Any, Any], Any], owner: Any) -> Any:
@@ -131,25 +230,6 @@ def result_of(method: str, reply: Any, decode: Callable[[Any, Any], Any], owner:
     if type(reply) is not bytes:
         raise EngramError(f"unexpected reply to {method}: {reply!r}")
     return decode(_decoder.decode(reply), owner)
-
-
-def failed_attempt(
-    method: str, error: OSError, *, idempotent: bool, last: bool, timeout: float
-) -> EngramError | None:
-    """What a connection failure after sending means: None to retry on a fresh connection
-    (reads, while attempts remain), else the error to raise (one text for both clients)."""
-    if not last:
-        return None
-    unknown = "" if idempotent else "; the write may or may not have been applied"
-    if isinstance(error, TimeoutError):
-        return Timeout(f"{method} timed out after {timeout}s{unknown}")
-    return Unavailable(f"{method}: connection lost ({error}){unknown}")
-
-
-def is_fatal(reply: Any) -> bool:
-    """Whether the server closes the connection after this reply (a protocol error, such as
-    a request over its ``--max-frame``): the connection must not go back to the pool."""
-    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("ERR Protocol error")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ rebuilds the public type the embedded method returns from the method's return an
 msgspec cannot do this itself (record keys are ``str | bytes | int``, a union msgspec
 refuses), so this walks the type once, at import, and builds plain functions.
 
-Types the walk cannot build from fields (remote handles such as a collection, tables) are
-registered with ``register_decoder``; a decoder takes the reply and the client it came to.
+Types the walk cannot build from fields come in the wire form ``engramdb.wire.RESULTS``
+names, or are client handles (a collection) that build themselves with ``_from_reply``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,13 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Decoder", "decoder_for", "register_decoder"]
+from engramdb.wire import RESULTS
+
+__all__ = ["Decoder", "decoder_for"]
 
 Decoder = Callable[[Any, Any], Any]  # (reply, owner) -> value
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), object})
-_CUSTOM: dict[Any, Decoder] = {}
-
-
-def register_decoder(tp: Any, decoder: Decoder) -> None:
-    """Rebuild values of ``tp`` with ``decoder(reply, owner)`` instead of from fields."""
-    _CUSTOM[tp] = decoder
 
 
 def _same(raw: Any, owner: Any) -> Any:
@@ -41,8 +37,11 @@ def _same(raw: Any, owner: Any) -> Any:
 
 def decoder_for(tp: Any) -> Decoder:
     """A function rebuilding a value of type ``tp`` from its msgpack form."""
-    if tp in _CUSTOM:
-        return _CUSTOM[tp]
+    if isinstance(tp, type) and hasattr(tp, "_from_reply"):
+        return tp._from_reply  # type: ignore[no-any-return]
+    if isinstance(tp, type) and tp.__name__ in RESULTS:
+        decode = RESULTS[tp.__name__].decode
+        return lambda raw, owner: decode(raw)
     if tp is Any or tp in _PLAIN or isinstance(tp, typing.TypeVar):
         return _same
     origin = typing.get_origin(tp)
@@ -79,7 +78,7 @@ def decoder_for(tp: Any) -> Decoder:
         return _fields(tp, tuple(f.name for f in dataclasses.fields(tp)))
     if isinstance(tp, type) and tp is not object and tp.__module__ == "builtins":
         return _same
-    raise TypeError(f"no decoder for {tp!r}: register one with register_decoder")
+    raise TypeError(f"no decoder for {tp!r}: give it a wire form in engramdb.wire.RESULTS")
 
 
 def _fields(cls: type, names: tuple[str, ...]) -> Decoder:

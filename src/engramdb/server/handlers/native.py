@@ -12,7 +12,7 @@ as a plan submitted to group commit, ``slow`` on a worker thread. Before anythin
 arguments, parameters that are ``local_only`` (server-side paths, functions) and sizes over
 the declared caps are refused with ``InvalidArgument``. The embedded method then validates
 values exactly as it does for an embedded caller, so every face applies the same rules.
-Results travel as msgpack; the few types that need a wire form are ``wire_result``'s.
+Results travel as msgpack, the few types that need it in their wire form (``wire_result``).
 
 ``ENGRAM.DEBUG`` (reset, fake clock) exists only when the server runs with ``--testing``.
 """
@@ -28,20 +28,12 @@ from engramdb.dispatch import entry
 from engramdb.errors import InvalidArgument
 from engramdb.records.codec import decode_value, encode_value
 from engramdb.server.commands import Offload, Reply, Write, command
+from engramdb.wire import RESULTS as WIRE_RESULTS
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
 __all__ = ["RESULTS", "wire_result"]
-
-
-def _arrow_out(table: Any) -> bytes:
-    import pyarrow as pa
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
 
 
 def _without_paths(value: Any) -> Any:
@@ -59,33 +51,11 @@ RESULTS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _server_stats(conn: Connection) -> Callable[[Any], Any]:
-    """``db.stats`` for a remote caller: without server paths, with what a client must know
-    of this server (the largest request it takes)."""
-    config = conn.server.config
-
-    def stats(value: Any) -> Any:
-        figures = _without_paths(value)
-        figures["server"] = {"max_frame": config.max_frame}
-        return figures
-
-    return stats
-
-
 def wire_result(value: Any) -> Any:
-    """A result as msgpack carries it: handles as their definition, tables as Arrow IPC."""
-    name = type(value).__name__
-    if name == "Collection":
-        return value.info
-    if name == "IngestResult":  # without offline_file: a server path
-        return {"view": value.view, "rows": value.rows, "online_written": value.online_written}
-    if name == "OnlineResponse":
-        return {"columns": value.columns, "statuses": value.statuses}
-    if name == "SkewReport":
-        return {"view": value.view, "checked": value.checked, "mismatches": value.mismatches}
-    if name == "HistoricalResult":
-        return _arrow_out(value.to_arrow())
-    return value
+    """A result as msgpack carries it: in its wire form (``engramdb.wire.RESULTS``) if it
+    has one (handles as their definition, tables as Arrow IPC...), else as it is."""
+    form = WIRE_RESULTS.get(type(value).__name__)
+    return value if form is None else form.encode(value)
 
 
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
@@ -127,8 +97,9 @@ def engram(conn: Connection, args: list[bytes]) -> Any:
     call_args, kwargs = _decode_payload(args[1])
     db = conn.db
     result = RESULTS.get(name)
-    if name == "db.stats":
-        result = _server_stats(conn)
+    if name == "db.stats":  # with what a client must know of this server
+        server = {"max_frame": conn.server.config.max_frame}
+        result = lambda value: {**_without_paths(value), "server": server}  # noqa: E731
     encode = _encode_result if result is None else lambda value: _encode_result(result(value))
     if method.kind == "read":
         return encode(method.call(db, call_args, kwargs))
