@@ -5,11 +5,22 @@ reply into a value of the method's declared result type, or into the same except
 embedded API would raise. The transports (``client.sync``, ``engramdb.aio``) only move
 bytes; which calls are safe to retry and how each result is rebuilt come from the generated
 method table (``client/_generated.py``), itself derived from the ``@remote`` declarations.
+
+Results are rebuilt from msgpack (maps, lists, scalars, numpy arrays) by the method's return
+annotation: ``decoder_for(list[Record | None])`` makes a function that turns the reply into
+records. msgspec cannot do this itself (record keys are ``str | bytes | int``, a union msgspec
+refuses), so this walks the type once, on first use, and builds plain functions. Types the
+walk cannot build from fields come in the wire form ``engramdb.wire.RESULTS`` names, or are
+client handles (a collection) that build themselves with ``_from_reply``.
 """
 
 from __future__ import annotations
 
+import builtins
+import collections.abc
+import dataclasses
 import threading
+import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +32,6 @@ import hiredis
 import msgspec
 
 from engramdb.client import _generated
-from engramdb.client._decode import Decoder, decoder_for
 from engramdb.errors import EngramError, InvalidArgument, StorageError, Timeout, Unavailable
 from engramdb.observability.metrics import Metrics
 from engramdb.protocol.errors import error_from_reply
@@ -29,8 +39,9 @@ from engramdb.protocol.resp import encode_command
 from engramdb.records.codec import _enc_hook, _ext_hook, check_value
 from engramdb.records.limits import Limits
 from engramdb.records.ops import Op
+from engramdb.wire import RESULTS
 
-__all__ = ["WRITES", "Address", "Decoders", "Measured", "Pool", "encode_call", "parse_url"]
+__all__ = ["WRITES", "Address", "Measured", "Pool", "decoder_for", "encode_call", "parse_url"]
 
 DEFAULT_PORT = 7379
 WRITES = _generated.WRITES  # calls that change data: never retried once sent
@@ -99,22 +110,19 @@ def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
     return encode_command(b"ENGRAM", method.encode(), payload)
 
 
-class Decoders:
-    """How each method's reply becomes its declared result type, for one face (0 sync, 1
-    asyncio: they differ in their handle types), built on first use of each method."""
+_MADE: dict[tuple[str, int], Decoder] = {}
 
-    def __init__(self, face: int) -> None:
-        self._face = face
-        self._made: dict[str, Decoder] = {}
 
-    def __call__(self, method: str) -> Decoder:
-        found = self._made.get(method)
-        if found is None:
-            face, name = _generated.METHODS[method]
-            fn = getattr(_generated.KINDS[face][self._face], name)
-            hints = typing.get_type_hints(fn, vars(_generated))
-            found = self._made[method] = decoder_for(hints["return"])
-        return found
+def _decoder_of(method: str, face: int) -> Decoder:
+    """How ``method``'s reply becomes its declared result type on ``face`` (0 sync, 1
+    asyncio: they differ in their handle types), built on first use."""
+    found = _MADE.get((method, face))
+    if found is None:
+        kind, name = _generated.METHODS[method]
+        fn = getattr(_generated.KINDS[kind][face], name)
+        returns = typing.get_type_hints(fn, vars(_generated))["return"]
+        found = _MADE[(method, face)] = decoder_for(returns)
+    return found
 
 
 class Measured:
@@ -200,8 +208,12 @@ class Pool:
         raise Unavailable(f"{method}: connection lost ({error}){unknown}") from error
 
     def _decoded(self, method: str, reply: Any) -> Any:
-        decode = _DECODERS[self._face](method)
-        return result_of(method, reply, decode, self)
+        """A reply as the method's result, or the error it carries as an ``EngramError``."""
+        if isinstance(reply, hiredis.ReplyError):
+            raise error_from_reply(str(reply))
+        if type(reply) is not bytes:
+            raise EngramError(f"unexpected reply to {method}: {reply!r}")
+        return _decoder_of(method, self._face)(_decoder.decode(reply), self)
 
     def _with_client_figures(self, figures: dict[str, Any]) -> dict[str, Any]:
         figures["server_operations"] = figures.get("operations", {})
@@ -216,20 +228,8 @@ class Pool:
             conn.close()
 
 
-_DECODERS = (Decoders(0), Decoders(1))
-
-
 def _idempotent(method: str) -> bool:
     return method in _generated.METHODS and method not in WRITES  # raw commands may write
-
-
-def result_of(method: str, reply: Any, decode: Callable[[Any, Any], Any], owner: Any) -> Any:
-    """Decode a reply, raising the error it carries as the matching ``EngramError``."""
-    if isinstance(reply, hiredis.ReplyError):
-        raise error_from_reply(str(reply))
-    if type(reply) is not bytes:
-        raise EngramError(f"unexpected reply to {method}: {reply!r}")
-    return decode(_decoder.decode(reply), owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,3 +252,77 @@ def parse_url(url: str) -> Address:
     except ValueError as e:
         raise InvalidArgument(f"bad port in {url!r}: {e}") from None
     return Address(parts.hostname, port, password)
+
+
+# results rebuilt by their annotated types --------------------------------------------------------
+
+Decoder = Callable[[Any, Any], Any]  # (reply, owner) -> value
+
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), object})
+
+
+def _same(raw: Any, owner: Any) -> Any:
+    return raw
+
+
+def decoder_for(tp: Any) -> Decoder:
+    """A function rebuilding a value of type ``tp`` from its msgpack form."""
+    if isinstance(tp, type) and hasattr(tp, "_from_reply"):
+        return tp._from_reply  # type: ignore[no-any-return]
+    if isinstance(tp, type) and tp.__name__ in RESULTS:
+        decode = RESULTS[tp.__name__].decode
+        return lambda raw, owner: decode(raw)
+    if tp is Any or tp in _PLAIN or isinstance(tp, typing.TypeVar):
+        return _same
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return _same
+    if origin is typing.Union or origin is types.UnionType:
+        decoders = [decoder_for(a) for a in args if a is not type(None)]
+        if all(d is _same for d in decoders):
+            return _same  # e.g. str | bytes | int: msgpack already gives the right one
+        if len(decoders) == 1:
+            inner = decoders[0]
+            return lambda raw, owner: None if raw is None else inner(raw, owner)
+        raise TypeError(f"cannot decode the union {tp}: its members need telling apart")
+    if origin in (list, builtins.list, collections.abc.Sequence, collections.abc.Iterable):
+        item = decoder_for(args[0]) if args else _same
+        if item is _same:
+            return lambda raw, owner: list(raw)
+        return lambda raw, owner: [item(x, owner) for x in raw]
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = decoder_for(args[0])
+            return lambda raw, owner: tuple(item(x, owner) for x in raw)
+        parts = [decoder_for(a) for a in args]
+        return lambda raw, owner: tuple(d(x, owner) for d, x in zip(parts, raw))
+    if origin in (dict, collections.abc.Mapping):
+        value = decoder_for(args[1]) if args else _same
+        if value is _same:
+            return lambda raw, owner: dict(raw)
+        return lambda raw, owner: {k: value(v, owner) for k, v in raw.items()}
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return _fields(tp, tp.__struct_fields__)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _fields(tp, tuple(f.name for f in dataclasses.fields(tp)))
+    if isinstance(tp, type) and tp is not object and tp.__module__ == "builtins":
+        return _same
+    raise TypeError(f"no decoder for {tp!r}: give it a wire form in engramdb.wire.RESULTS")
+
+
+def _fields(cls: type, names: tuple[str, ...]) -> Decoder:
+    hints = typing.get_type_hints(cls)
+    decoders = {name: decoder_for(hints[name]) for name in names}
+    if all(d is _same for d in decoders.values()):
+        return lambda raw, owner: cls(**raw)
+
+    def build(raw: Any, owner: Any) -> Any:
+        return cls(
+            **{
+                name: decoders[name](value, owner) if name in decoders else value
+                for name, value in raw.items()
+            }
+        )
+
+    return build

@@ -8,9 +8,10 @@ import builtins
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engramdb.client._calls import AsyncCalls, Calls
 from engramdb.client._handles import (
     BUILT,
+    AsyncCalls,
+    Calls,
     CollectionFace,
     DatabaseFace,
     FeatureStoreFace,

@@ -1,24 +1,31 @@
-"""The client's hand-written part: what runs client-side, written once for both faces.
+"""The client's hand-written part, written once for both faces, and what it stands on.
 
-Each class here is the base of a generated sync and asyncio class (``client/_generated.py``:
-``RemoteRecordSet`` and ``AsyncRecordSet``...), which adds the remote methods and, for each
-method here marked ``@local``, ``@flow``, ``@stream`` or ``@awaited`` (``client/_calls.py``),
-its public name with the embedded signature and docstring. What is here: iteration over
-pages, the optimistic loops that take a function (``transform``, ``sessions.update``),
-batches split to fit a request, embeddings computed on the client, and the database's
-handles. Flows are generators of effects, driven by each face (``client/_calls.py``).
+A handle (a remote record set, collection, the database itself...) knows its ``owner`` (the
+transport: a network client, or an in-process database for ``engramdb.aio.open``) and its
+``address``: the arguments that name it (a set's name, a collection's name) and go first in
+every call it makes. Each ``<Face>Face`` class here is the base of a generated sync and
+asyncio class (``client/_generated.py``: ``RemoteRecordSet`` and ``AsyncRecordSet``...),
+which adds the remote methods and, for each method marked here ``@local``, ``@awaited``,
+``@flow`` or ``@stream``, its public name with the embedded signature and docstring.
+
+What runs client-side: iteration over pages, the optimistic loops that take a function
+(``transform``, ``sessions.update``), batches split to fit a request, embeddings computed on
+the client, the database's handles. What involves several calls is written once, as a
+generator of effects: ``("call", method, args, kwargs)``, ``("sleep", "", (seconds,), {})``
+or ``("items", "", (values,), {})`` (what a streamed method yields). ``Calls`` drives it with
+blocking calls, ``AsyncCalls`` with awaited ones; a failed call is thrown back into it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engramdb.cache.model import AsyncCache, Cache, ThreadedCore
-from engramdb.client._calls import Flow, Handle, awaited, flow, local, stream
-from engramdb.errors import Conflict, InvalidArgument, NotFound, StorageError
+from engramdb.errors import Conflict, EngramError, InvalidArgument, NotFound, StorageError
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, is_reserved, set_prefix
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
@@ -26,26 +33,135 @@ from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, TransformFn
 from engramdb.transaction import AsyncTransaction, Transaction
 from engramdb.vectors.model import CollectionInfo
+from engramdb.wire import FORMS
 
 if TYPE_CHECKING:
     from engramdb.embedders import Embedder
 
-__all__ = [
-    "BUILT",
-    "CollectionFace",
-    "DatabaseFace",
-    "FeatureStoreFace",
-    "MemoryStoreFace",
-    "RecordSetFace",
-    "SessionStoreFace",
-]
+Effect = tuple[str, str, tuple[Any, ...], dict[str, Any]]
+Flow = Generator[Effect, Any, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mark(kind: str) -> Callable[[F], F]:
+    def mark(fn: F) -> F:
+        fn.__client__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+# How the generator makes a public ``name`` of a handle's ``_name``: ``local`` calls it (not
+# awaited on any face), ``awaited`` calls it and awaits it on asyncio faces (each face defines
+# it), ``flow`` drives the flow it returns, ``stream`` iterates the values its flow streams.
+local, awaited, flow, stream = _mark("local"), _mark("awaited"), _mark("flow"), _mark("stream")
+
+
+class Handle:
+    """A handle's owner and address, and what a call sends."""
+
+    _face = 0  # 0 sync, 1 asyncio: the index of this face's classes in KINDS
+    _address: tuple[Any, ...] = ()
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def _wire(self, form: str, value: Any) -> Any:
+        # The owner decides: a network client encodes, an in-process one passes values as
+        # they are (no Arrow round trip inside one process).
+        encode = getattr(self._owner, "_encode", None)
+        return FORMS[form].encode(value) if encode is None else encode(form, value)
+
+    def _sent(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return kwargs  # a memory store with its own embedder adds the embedding
+
+    def _kind(self, name: str) -> Any:
+        """This face's class (or factory) for the embedded type ``name``."""
+        from engramdb.client._generated import KINDS
+
+        return KINDS[name][self._face]
+
+
+def _next(flow: Flow, reply: Any, error: EngramError | None, out: list[Any]) -> Effect | None:
+    """The flow's next effect, or None when it is done (its result appended to ``out``)."""
+    try:
+        return flow.throw(error) if error else flow.send(reply)
+    except StopIteration as done:
+        out.append(done.value)
+        return None
+
+
+class Calls(Handle):
+    """Base of the generated sync classes."""
+
+    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        sent = self._sent(method, args, kwargs)
+        return self._owner._request(method, (*self._address, *args), sent)
+
+    def _stream(self, flow: Flow, out: list[Any]) -> Iterator[Any]:
+        reply: Any = None
+        error: EngramError | None = None
+        while (effect := _next(flow, reply, error, out)) is not None:
+            kind, method, args, kwargs = effect
+            reply, error = None, None
+            if kind == "items":
+                yield from args[0]
+            elif kind == "sleep":
+                time.sleep(args[0])
+            else:
+                try:
+                    reply = self._owner._request(method, args, kwargs)
+                except EngramError as e:
+                    error = e
+
+    def _run(self, flow: Flow) -> Any:
+        out: list[Any] = []
+        for _ in self._stream(flow, out):
+            pass
+        return out[0]
+
+
+class AsyncCalls(Handle):
+    """Base of the generated asyncio classes."""
+
+    _face = 1
+
+    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        sent = self._sent(method, args, kwargs)
+        return await self._owner._request(method, (*self._address, *args), sent)
+
+    async def _stream(self, flow: Flow, out: list[Any]) -> AsyncIterator[Any]:
+        reply: Any = None
+        error: EngramError | None = None
+        while (effect := _next(flow, reply, error, out)) is not None:
+            kind, method, args, kwargs = effect
+            reply, error = None, None
+            if kind == "items":
+                for value in args[0]:
+                    yield value
+            elif kind == "sleep":
+                await asyncio.sleep(args[0])
+            else:
+                try:
+                    reply = await self._owner._request(method, args, kwargs)
+                except EngramError as e:
+                    error = e
+
+    async def _run(self, flow: Flow) -> Any:
+        out: list[Any] = []
+        async for _ in self._stream(flow, out):
+            pass
+        return out[0]
+
+
+# client-side parts of each face -------------------------------------------------------------------
 
 _RETRIES = 100
 _JITTER = random.Random()
 MAX_CACHED_SETS = 4096
 
 
-def _backoff(attempt: int) -> tuple[str, str, tuple[Any, ...], dict[str, Any]]:
+def _backoff(attempt: int) -> Effect:
     # Full jitter (AWS architecture blog): spreads retries so contenders stop colliding.
     return ("sleep", "", (_JITTER.uniform(0, min(0.05, 0.0002 * 2**attempt)),), {})
 
@@ -312,13 +428,10 @@ class DatabaseFace(Handle):
     _meter: Metrics
     _made_cache: Any = None
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StorageError("the database is closed")
-
     @local
     def _records(self, set_name: str) -> Any:
-        self._check_open()
+        if self._closed:
+            raise StorageError("the database is closed")
         found = self._sets.get(set_name)
         if found is None:
             set_prefix(set_name, DEFAULT_LIMITS)  # checked where the call is made, and again

@@ -9,7 +9,7 @@ every one whose client-side part ``client/_handles.py`` marks (``<Face>Face._<na
 the embedded method's name, parameters, defaults, result type and docstring. A remote
 method's body sends the call: only the arguments a caller passed (keyword-only ones that
 differ from their defaults) go on the wire, in their wire form where the declaration names
-one. A marked method's body runs the hand-written part as its mark says (``client/_calls.py``).
+one. A marked method's body runs the hand-written part as its mark says (``client/_handles.py``).
 
 Signatures are copied as their source text, so every name they use must be importable by
 the client from a model module: ``NAMES`` says where each comes from (the generator fails on
@@ -257,8 +257,8 @@ def generate() -> str:
         *[line for line in lines(True) if line.startswith("from collections")],
         "from typing import TYPE_CHECKING, Any",
         "",
-        "from engramdb.client._calls import AsyncCalls, Calls",
-        f"from engramdb.client._handles import BUILT, {', '.join(sorted(mixins))}",
+        "from engramdb.client._handles import "
+        + ", ".join(["BUILT", *sorted(["AsyncCalls", "Calls", *mixins])]),
         *[line for line in lines(True) if not line.startswith("from collections")],
         "",
         "if TYPE_CHECKING:",
