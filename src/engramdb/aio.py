@@ -1,16 +1,13 @@
 """asyncio faces of the API: the same calls as ``engramdb.open()``, awaited.
 
-- ``await engramdb.aio.connect(url)``: a network client of ``engramdb serve``. Failure rules
-  are the sync client's: idempotent reads retry once on a fresh connection, a write whose
-  outcome is unknown raises ``Timeout``/``Unavailable`` saying so, ``-BUSY`` raises
-  ``Overloaded``, a request over the server's frame limit ``RequestTooLarge``.
+- ``await engramdb.aio.connect(url)``: a network client of ``engramdb serve``, with the sync
+  client's failure rules (``client._core.Pool``).
 - ``await engramdb.aio.open(path)``: an embedded database for asyncio applications. Point
   reads run inline (microseconds, no thread hop); writes go to group commit and are awaited
   without blocking the loop while the commit fsyncs; searches, scans and other slow calls
   run on a worker thread. Results and errors are the embedded ones.
 
-The methods are derived from the embedded implementations' declarations
-(``client/_generated.py``, ``client/_handles.py``); each face here only moves the call.
+The methods are generated (``client/_generated.py``); each face here only moves the call.
 """
 
 from __future__ import annotations

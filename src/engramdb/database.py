@@ -23,10 +23,9 @@ from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
 from engramdb.records.writes import Conditions, Stored, TransformFn, record_from
 from engramdb.recordset import RecordSet
-from engramdb.remote import DEFAULT_CAP, remote
+from engramdb.remote import DEFAULT_CAP, FORMS, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit, Rollback
-from engramdb.wire import FORMS
 from engramdb.writeplan import TransformStep, run_steps
 
 __all__ = ["Database", "open"]

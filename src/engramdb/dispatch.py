@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import InvalidArgument
-from engramdb.remote import Kind, remote_methods
-from engramdb.wire import FORMS
+from engramdb.remote import FORMS, Kind, remote_methods
 
 if TYPE_CHECKING:
     from engramdb.database import Database

@@ -10,7 +10,7 @@ Results are rebuilt from msgpack (maps, lists, scalars, numpy arrays) by the met
 annotation: ``decoder_for(list[Record | None])`` makes a function that turns the reply into
 records. msgspec cannot do this itself (record keys are ``str | bytes | int``, a union msgspec
 refuses), so this walks the type once, on first use, and builds plain functions. Types the
-walk cannot build from fields come in the wire form ``engramdb.wire.RESULTS`` names, or are
+walk cannot build from fields come in the wire form ``engramdb.remote.RESULTS`` names, or are
 client handles (a collection) that build themselves with ``_from_reply``.
 """
 
@@ -39,7 +39,7 @@ from engramdb.protocol.resp import encode_command
 from engramdb.records.codec import _enc_hook, _ext_hook, check_value
 from engramdb.records.limits import Limits
 from engramdb.records.ops import Op
-from engramdb.wire import RESULTS
+from engramdb.remote import RESULTS
 
 __all__ = ["WRITES", "Address", "Measured", "Pool", "decoder_for", "encode_call", "parse_url"]
 
@@ -144,8 +144,15 @@ class Measured:
 
 class Pool:
     """What the sync and asyncio network clients share: the address, idle connections (a
-    lock, uncontended on asyncio, keeps the sync client thread-safe) and the failure rules.
-    A connection has ``request(frame)`` (awaitable on asyncio) and ``close()``."""
+    lock, uncontended on asyncio, keeps the sync client thread-safe) and what failures mean:
+
+    - Cannot connect: ``Unavailable`` (nothing was sent, so the call did not happen).
+    - The connection breaks or times out after a request was sent: reads (idempotent) are
+      retried (``retries``) on a fresh connection; writes and raw commands raise
+      ``Unavailable``/``Timeout`` saying their outcome is unknown (it may have been applied).
+    - ``-BUSY``: ``Overloaded`` (the server shed the request before running it; back off).
+    - A request over the server's frame limit: ``RequestTooLarge`` (nothing was written).
+    """
 
     _label = "engramdb.Client"
     _face: int
@@ -308,7 +315,7 @@ def decoder_for(tp: Any) -> Decoder:
         return _fields(tp, tuple(f.name for f in dataclasses.fields(tp)))
     if isinstance(tp, type) and tp is not object and tp.__module__ == "builtins":
         return _same
-    raise TypeError(f"no decoder for {tp!r}: give it a wire form in engramdb.wire.RESULTS")
+    raise TypeError(f"no decoder for {tp!r}: give it a wire form in engramdb.remote.RESULTS")
 
 
 def _fields(cls: type, names: tuple[str, ...]) -> Decoder:

@@ -31,9 +31,9 @@ from engramdb.records.keys import Key, is_reserved, set_prefix
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, TransformFn
+from engramdb.remote import FORMS
 from engramdb.transaction import AsyncTransaction, Transaction
 from engramdb.vectors.model import CollectionInfo
-from engramdb.wire import FORMS
 
 if TYPE_CHECKING:
     from engramdb.embedders import Embedder

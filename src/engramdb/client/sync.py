@@ -1,16 +1,9 @@
 """The blocking client: ``engramdb.connect(url)`` gives the ``Database`` interface over TCP.
 
 A thread-safe pool of sockets; each call borrows one, sends one request, reads one reply
-(hiredis parses it) and returns the socket. The methods themselves are derived from the
-embedded implementations' declarations (``client/_generated.py``, ``client/_handles.py``);
-this module only moves bytes. Failures and what they mean:
-
-- Cannot connect: ``Unavailable`` (nothing was sent, so the call did not happen).
-- The connection breaks or times out after a request was sent: reads (idempotent) are retried
-  once on a fresh connection; writes raise ``Unavailable``/``Timeout`` saying their outcome
-  is unknown, because the server may have applied them.
-- ``-BUSY``: ``Overloaded`` (the server shed the request before running it; back off).
-- A request over the server's frame limit: ``RequestTooLarge`` (nothing was written).
+(hiredis parses it) and returns the socket. The methods are generated from the embedded
+implementations' declarations (``client/_generated.py``); this module only moves bytes, by
+the failure rules of ``client._core.Pool``.
 """
 
 from __future__ import annotations

@@ -4,36 +4,29 @@
 ``payload``, msgpack ``[args, kwargs]``, and replies with the msgpack-encoded result as a bulk
 string, or an error coded by ``protocol/errors.py``.
 
-The surface is derived, not listed: every public method declared ``@remote`` (see
-``engramdb/remote.py``) on the classes of ``dispatch.NAMESPACES`` is served under
-``<namespace>.<method>``, run as its declaration says: ``read`` on the event loop, ``write``
-as a plan submitted to group commit, ``slow`` on a worker thread. Before anything runs,
-``dispatch`` binds the arguments to the method's signature: unknown, missing or duplicated
-arguments, parameters that are ``local_only`` (server-side paths, functions) and sizes over
-the declared caps are refused with ``InvalidArgument``. The embedded method then validates
-values exactly as it does for an embedded caller, so every face applies the same rules.
-Results travel as msgpack, the few types that need it in their wire form (``wire_result``).
+The surface is derived, not listed: every method ``engramdb.dispatch`` finds (declared
+``@remote``) is served under its name, run as declared: ``read`` on the event loop, ``write``
+as a plan submitted to group commit, ``slow`` on a worker thread. ``dispatch`` refuses bad
+arguments before anything runs; the embedded method then validates values exactly as for an
+embedded caller. Results travel as msgpack, the few types that need it in their wire form.
 
 ``ENGRAM.DEBUG`` (reset, fake clock) exists only when the server runs with ``--testing``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from engramdb.dispatch import entry
 from engramdb.errors import InvalidArgument
 from engramdb.records.codec import decode_value, encode_value
+from engramdb.remote import RESULTS as WIRE_RESULTS
 from engramdb.server.commands import Offload, Reply, Write, command
-from engramdb.wire import RESULTS as WIRE_RESULTS
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
-__all__ = ["RESULTS", "wire_result"]
+__all__ = ["engram", "engram_debug"]
 
 
 def _without_paths(value: Any) -> Any:
@@ -41,21 +34,6 @@ def _without_paths(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_paths(v) for k, v in value.items() if k != "path"}
     return value
-
-
-# method -> its result's wire form, where the type alone does not say (see wire_result)
-RESULTS: dict[str, Callable[[Any], Any]] = {
-    "db.stats": _without_paths,
-    "features.list_feature_views": lambda views: [msgspec.to_builtins(v) for v in views],
-    "features.list_entities": lambda entities: [msgspec.to_builtins(v) for v in entities],
-}
-
-
-def wire_result(value: Any) -> Any:
-    """A result as msgpack carries it: in its wire form (``engramdb.wire.RESULTS``) if it
-    has one (handles as their definition, tables as Arrow IPC...), else as it is."""
-    form = WIRE_RESULTS.get(type(value).__name__)
-    return value if form is None else form.encode(value)
 
 
 def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
@@ -75,7 +53,10 @@ def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _encode_result(value: Any) -> bytes:
-    return encode_value(wire_result(value))
+    """A result as msgpack carries it: in its wire form (``engramdb.remote.RESULTS``) if it
+    has one (handles as their definition, tables as Arrow IPC...), else as it is."""
+    form = WIRE_RESULTS.get(type(value).__name__)
+    return encode_value(value if form is None else form.encode(value))
 
 
 def _is_write(args: list[bytes]) -> bool:
@@ -96,11 +77,10 @@ def engram(conn: Connection, args: list[bytes]) -> Any:
         raise InvalidArgument(f"unknown method {name!r}")
     call_args, kwargs = _decode_payload(args[1])
     db = conn.db
-    result = RESULTS.get(name)
-    if name == "db.stats":  # with what a client must know of this server
+    encode = _encode_result
+    if name == "db.stats":  # without server paths, with what a client must know of this server
         server = {"max_frame": conn.server.config.max_frame}
-        result = lambda value: {**_without_paths(value), "server": server}  # noqa: E731
-    encode = _encode_result if result is None else lambda value: _encode_result(result(value))
+        encode = lambda value: _encode_result({**_without_paths(value), "server": server})  # noqa: E731
     if method.kind == "read":
         return encode(method.call(db, call_args, kwargs))
     if method.kind == "write":
