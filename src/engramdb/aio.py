@@ -179,8 +179,7 @@ class AsyncDatabase(AsyncDatabaseFace):
 
     async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         found = self._entry(method, remote=False)
-        if found is None:
-            raise AssertionError(f"no method {method}")
+        assert found is not None, f"no method {method}"
         db, args, kwargs = self.db, list(args), dict(kwargs)
         if found.kind == "read":
             return self._handle(found.call(db, args, kwargs))

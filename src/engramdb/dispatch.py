@@ -22,8 +22,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engramdb.errors import InvalidArgument
 from engramdb.remote import FORMS, Kind, remote_methods
@@ -36,20 +35,13 @@ __all__ = ["NAMESPACES", "Entry", "entry"]
 Target = Callable[["Database", list[Any]], tuple[Any, list[Any]]]
 
 
-def _named(db: Database, args: list[Any], what: str) -> tuple[str, list[Any]]:
-    if not args or type(args[0]) is not str:
-        raise InvalidArgument(f"{what} calls take the {what} name first")
-    return args[0], args[1:]
+def _named(what: str, find: Callable[[Database, str], Any]) -> Target:
+    def target(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
+        if not args or type(args[0]) is not str:
+            raise InvalidArgument(f"{what} calls take the {what} name first")
+        return find(db, args[0]), args[1:]
 
-
-def _records(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
-    name, rest = _named(db, args, "set")
-    return db.records(name), rest  # refuses the sets roles reserve
-
-
-def _collection(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
-    name, rest = _named(db, args, "collection")
-    return db.vectors.get_collection(name), rest
+    return target
 
 
 # Memory stores of other embedders than the database's own, per database: a client's
@@ -99,10 +91,15 @@ def _memory(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
 
 # namespace -> (module, class whose declarations it serves, how a call finds its object)
 NAMESPACES: dict[str, tuple[str, str, Target]] = {
-    "records": ("engramdb.recordset", "RecordSet", _records),
+    # db.records refuses the sets roles reserve
+    "records": ("engramdb.recordset", "RecordSet", _named("set", lambda db, n: db.records(n))),
     "db": ("engramdb.database", "Database", lambda db, args: (db, args)),
     "vectors": ("engramdb.vectors.store", "VectorStore", lambda db, args: (db.vectors, args)),
-    "collection": ("engramdb.vectors.collection", "Collection", _collection),
+    "collection": (
+        "engramdb.vectors.collection",
+        "Collection",
+        _named("collection", lambda db, name: db.vectors.get_collection(name)),
+    ),
     "sessions": ("engramdb.sessions.store", "SessionStore", lambda db, args: (db.sessions, args)),
     "memory": ("engramdb.memory.store", "MemoryStore", _memory),
     "cache": ("engramdb.cache.core", "CacheCore", lambda db, args: (db.cache.core, args)),
@@ -110,8 +107,7 @@ NAMESPACES: dict[str, tuple[str, str, Target]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One callable method: ``call(db, args, kwargs)`` returns its result, or for a
     ``write`` the plan to submit to group commit."""
 

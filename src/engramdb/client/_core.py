@@ -24,9 +24,8 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, NamedTuple
 
 import hiredis
 import msgspec
@@ -66,13 +65,8 @@ def _check(value: Any, depth: int = 0) -> None:
             check_value(value.value, _TYPE_ONLY, type(value).__name__)
         return
     kind = type(value)
-    if kind is list or kind is tuple:
-        for item in value:
-            if type(item) not in _SCALARS:
-                _check(item, depth + 1)
-        return
-    if kind is dict:
-        for item in value.values():
+    if kind is list or kind is tuple or kind is dict:
+        for item in value.values() if kind is dict else value:
             if type(item) not in _SCALARS:
                 _check(item, depth + 1)
         return
@@ -239,8 +233,7 @@ def _idempotent(method: str) -> bool:
     return method in _generated.METHODS and method not in WRITES  # raw commands may write
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(NamedTuple):
     host: str
     port: int
     password: str | None
@@ -279,11 +272,9 @@ def decoder_for(tp: Any) -> Decoder:
     if isinstance(tp, type) and tp.__name__ in RESULTS:
         decode = RESULTS[tp.__name__].decode
         return lambda raw, owner: decode(raw)
-    if tp is Any or tp in _PLAIN or isinstance(tp, typing.TypeVar):
-        return _same
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Literal:
+    if tp is Any or tp in _PLAIN or isinstance(tp, typing.TypeVar) or origin is typing.Literal:
         return _same
     if origin is typing.Union or origin is types.UnionType:
         decoders = [decoder_for(a) for a in args if a is not type(None)]
@@ -325,11 +316,6 @@ def _fields(cls: type, names: tuple[str, ...]) -> Decoder:
         return lambda raw, owner: cls(**raw)
 
     def build(raw: Any, owner: Any) -> Any:
-        return cls(
-            **{
-                name: decoders[name](value, owner) if name in decoders else value
-                for name, value in raw.items()
-            }
-        )
+        return cls(**{k: decoders[k](v, owner) if k in decoders else v for k, v in raw.items()})
 
     return build

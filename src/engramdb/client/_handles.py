@@ -2,18 +2,16 @@
 
 A handle (a remote record set, collection, the database itself...) knows its ``owner`` (the
 transport: a network client, or an in-process database for ``engramdb.aio.open``) and its
-``address``: the arguments that name it (a set's name, a collection's name) and go first in
-every call it makes. Each ``<Face>Face`` class here is the base of a generated sync and
-asyncio class (``client/_generated.py``: ``RemoteRecordSet`` and ``AsyncRecordSet``...),
-which adds the remote methods and, for each method marked here ``@local``, ``@awaited``,
-``@flow`` or ``@stream``, its public name with the embedded signature and docstring.
+``address``: the arguments that name it (a set's name...), sent first in each of its calls.
+Each ``<Face>Face`` here is the base of a generated sync and asyncio class (see
+``client/generate.py``), with what runs client-side: iteration over pages, the optimistic
+loops that take a function (``transform``, ``sessions.update``), batches split to fit a
+request, embeddings computed on the client, the database's handles.
 
-What runs client-side: iteration over pages, the optimistic loops that take a function
-(``transform``, ``sessions.update``), batches split to fit a request, embeddings computed on
-the client, the database's handles. What involves several calls is written once, as a
-generator of effects: ``("call", method, args, kwargs)``, ``("sleep", "", (seconds,), {})``
-or ``("items", "", (values,), {})`` (what a streamed method yields). ``Calls`` drives it with
-blocking calls, ``AsyncCalls`` with awaited ones; a failed call is thrown back into it.
+What involves several calls is written once, as a generator of effects: ``("call", method,
+args, kwargs)``, ``("sleep", "", (seconds,), {})`` or ``("items", "", (values,), {})`` (what
+a streamed method yields). ``Calls`` drives it with blocking calls, ``AsyncCalls`` with
+awaited ones; a failed call is thrown back into it.
 """
 
 from __future__ import annotations
@@ -184,19 +182,14 @@ class RecordSetFace(Handle):
         return f"<{type(self).__name__} {self.name!r}>"
 
     @stream
-    def _iterate(
-        self, prefix: str | bytes | None, *, start: Key | None, end: Key | None, reverse: bool,
-        batch: int,
-    ) -> Flow:  # fmt: skip
-        options = {"start": start, "end": end, "reverse": reverse, "limit": batch}
-        cursor: str | None = None
+    def _iterate(self, prefix: Any, *, start: Any, end: Any, reverse: bool, batch: int) -> Flow:
+        options: dict[str, Any] = {"start": start, "end": end, "reverse": reverse, "limit": batch}
         while True:
-            args = (self.name, prefix)
-            page = yield ("call", "records.scan", args, {**options, "cursor": cursor})
+            page = yield ("call", "records.scan", (self.name, prefix), options)
             yield ("items", "", (page.records,), {})
             if page.cursor is None:
                 return
-            cursor = page.cursor
+            options = {**options, "cursor": page.cursor}
 
     @flow
     def _transform(self, key: Key, fn: TransformFn) -> Flow:
@@ -278,14 +271,11 @@ class CollectionFace(Handle):
         return cls(owner, CollectionInfo(**raw))
 
     @flow
-    def _upsert(
-        self, ids: Any, vectors: Any, metadata: Any, texts: Any, *, ttl: Any,
-        expect_generation: Any,
-    ) -> Flow:  # fmt: skip
+    def _upsert(self, ids: Any, vectors: Any, metadata: Any, texts: Any, **kw: Any) -> Flow:
         """The upsert in requests that fit: chunks of at most 1,000 items (the embedded atomic
         unit), fewer when their vectors would pass ``UPSERT_BYTES``."""
-        expect = expect_generation
-        kwargs = {k: v for k, v in (("ttl", ttl), ("expect_generation", expect)) if v is not None}
+        kwargs = {k: v for k, v in kw.items() if v is not None}  # ttl, expect_generation
+        expect = kw["expect_generation"]
         if not isinstance(ids, list | tuple):  # the server says what is wrong with it
             args = (self.name, ids, self._wire("vectors", vectors), metadata, texts)
             return (yield ("call", "collection.upsert", args, kwargs))

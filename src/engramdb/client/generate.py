@@ -24,6 +24,7 @@ import inspect
 import re
 import sys
 import textwrap
+from inspect import Parameter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ NAMES = {name: module for module, names in _MODULES.items() for name in names.sp
 _BUILTIN = {"int", "float", "str", "bytes", "bool", "None", "dict", "list", "tuple", "set",
             "object", "type", "builtins", "Any"}  # fmt: skip
 _AWAITED = {"remote", "flow", "awaited", "stream"}  # what is awaited on asyncio faces
+_PASSED: dict[Any, str] = {Parameter.KEYWORD_ONLY: "{0}={0}", Parameter.VAR_KEYWORD: "**{0}"}
 
 OUTPUT = Path(__file__).with_name("_generated.py")
 
@@ -96,68 +98,51 @@ def _default(value: Any) -> str:
     return text
 
 
+class _Text(str):
+    """An annotation's text, shown as it is in a signature."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _method(
-    namespace: str,
-    cls: type,
-    name: str,
-    kind: str,
-    spec: RemoteSpec | None,
-    is_async: bool,
-    used: set[str],
-) -> str:
+    face: tuple[str, type], name: str, kind: str, spec: RemoteSpec | None, is_async: bool
+) -> tuple[str, set[str]]:
+    """The source of one method of a generated class, and the names its signature uses."""
+    namespace, cls = face
     member = inspect.getattr_static(cls, name)
     fn: Any = member.fget if isinstance(member, property) else getattr(cls, name)
     signature = inspect.signature(fn)
-    header: list[str] = ["self"]
-    positional: list[str] = []
-    keyword: list[tuple[str, Any]] = []
-    passed: list[str] = []  # the arguments of a hand-written part
-    star = False
     local_only = spec.local_only if spec else frozenset()
-    for p in list(signature.parameters.values())[1:]:
+    this, *params = signature.parameters.values()
+    for p in params:
         if p.kind is p.VAR_POSITIONAL or (p.kind is p.VAR_KEYWORD and spec):
             raise ValueError(f"{cls.__name__}.{name}: *args/**kwargs cannot be declared remote")
-        annotation = _annotation(p.annotation, int(is_async))
-        used |= _names(annotation)
-        text = f"{p.name}: {annotation}"
         if p.default is not p.empty:
-            text += f" = {_default(p.default)}"
-        if p.kind is p.VAR_KEYWORD:
-            text, star = f"**{text}", True
-        elif p.kind is p.KEYWORD_ONLY and not star:
-            header.append("*")
-            star = True
-        header.append(text)
-        kw = p.kind is p.KEYWORD_ONLY
-        passed.append(
-            f"**{p.name}" if p.kind is p.VAR_KEYWORD else f"{p.name}={p.name}" if kw else p.name
-        )
-        if p.name in local_only:
-            continue
-        if kw:
-            keyword.append((p.name, p.default))
-        else:
-            positional.append(p.name)
-    returns = _annotation(signature.return_annotation, int(is_async))
+            _default(p.default)
+    translated = [p.replace(annotation=_Text(_annotation(p.annotation, is_async))) for p in params]
+    used = {n for p in translated for n in _names(p.annotation)}
+    passed = [_PASSED.get(p.kind, "{0}").format(p.name) for p in params]  # to a hand-written part
+    sent = [p for p in params if p.name not in local_only]
+    positional = [p.name for p in sent if p.kind is not p.KEYWORD_ONLY]
+    keyword = [(p.name, p.default) for p in sent if p.kind is p.KEYWORD_ONLY]
+    returns = _annotation(signature.return_annotation, is_async)
     used |= _names(returns)
+    header = signature.replace(parameters=[this, *translated], return_annotation=_Text(returns))
     doc = inspect.getdoc(fn)
     if not doc:
         raise ValueError(f"{cls.__name__}.{name} has no docstring: remote methods carry one")
     awaited = is_async and kind in _AWAITED
     lines = [
         *(["@property"] if isinstance(member, property) else []),
-        f"{'async ' if awaited else ''}def {name}({', '.join(header)}) -> {returns}:",
+        f"{'async ' if awaited else ''}def {name}{header}:",
         textwrap.indent(f'"""{doc}\n"""' if "\n" in doc else f'"""{doc}"""', "    "),
     ]
     call = f"self._{name}({', '.join(passed)})"
     if kind == "stream":
-        driven = f"self._stream({call}, [])"
-        lines.append(
-            f"    async for _item in {driven}:\n        yield _item"
-            if is_async
-            else f"    yield from {driven}"
-        )
-        return textwrap.indent("\n".join(lines), "    ")
+        loop = "async for _item in {}:\n        yield _item" if is_async else "yield from {}"
+        lines.append("    " + loop.format(f"self._stream({call}, [])"))
+        return textwrap.indent("\n".join(lines), "    "), used
     if kind == "flow":
         call = f"self._run({call})"
     elif kind == "handle":
@@ -186,7 +171,7 @@ def _method(
         # Typed through a variable: the transport returns Any, rebuilt to this type.
         lines.append(f"    _result: {returns} = {call}")
         lines.append("    return _result")
-    return textwrap.indent("\n".join(lines), "    ")
+    return textwrap.indent("\n".join(lines), "    "), used
 
 
 def generate() -> str:
@@ -216,8 +201,8 @@ def generate() -> str:
             for method in sorted(set(declared) | set(marked)):
                 spec = declared[method][1] if method in declared else None
                 kind = marked.get(method, "remote")
-                names: set[str] = set()
-                body.append(_method(namespace, cls, method, kind, spec, bool(index), names))
+                text, names = _method((namespace, cls), method, kind, spec, bool(index))
+                body.append(text)
                 used |= names
                 used_remote |= names if spec else set()
             awaited = " (awaited)" if index else ""
@@ -293,16 +278,13 @@ def _formatted(source: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
     source = _formatted(generate())
-    if "--check" in args:
-        current = OUTPUT.read_text() if OUTPUT.exists() else ""
-        if current != source:
-            print(f"{OUTPUT} is stale: run python -m engramdb.client.generate", file=sys.stderr)
-            return 1
-        return 0
-    OUTPUT.write_text(source)
-    print(f"wrote {OUTPUT}")
+    if "--check" not in (sys.argv[1:] if argv is None else argv):
+        OUTPUT.write_text(source)
+        print(f"wrote {OUTPUT}")
+    elif (OUTPUT.read_text() if OUTPUT.exists() else "") != source:
+        print(f"{OUTPUT} is stale: run python -m engramdb.client.generate", file=sys.stderr)
+        return 1
     return 0
 
 
