@@ -9,7 +9,8 @@ every one whose client-side part ``client/_handles.py`` marks (``<Face>Face._<na
 the embedded method's name, parameters, defaults, result type and docstring. A remote
 method's body sends the call: only the arguments a caller passed (keyword-only ones that
 differ from their defaults) go on the wire, in their wire form where the declaration names
-one. A marked method's body runs the hand-written part as its mark says (``client/_handles.py``).
+one. A marked method's body runs its hand-written part as the mark says; a database property
+that gives a role (``db.vectors``...) builds that role's handle.
 
 Signatures are copied as their source text, so every name they use must be importable by
 the client from a model module: ``NAMES`` says where each comes from (the generator fails on
