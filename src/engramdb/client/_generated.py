@@ -734,7 +734,9 @@ class VectorStoreCalls(Calls):
         first calibration, and always with ``target_recall=None``, searches use
         ``ef_search``.
 
-        Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
+        Raises ``Conflict`` if it exists, saying so; with ``exist_ok`` an existing collection
+        of the same definition is returned (one defined otherwise is still a ``Conflict``
+        naming what differs).
         """
         _kw: dict[str, Any] = {}
         if text is not True:
@@ -807,7 +809,9 @@ class AsyncVectorStoreCalls(AsyncCalls):
         first calibration, and always with ``target_recall=None``, searches use
         ``ef_search``.
 
-        Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
+        Raises ``Conflict`` if it exists, saying so; with ``exist_ok`` an existing collection
+        of the same definition is returned (one defined otherwise is still a ``Conflict``
+        naming what differs).
         """
         _kw: dict[str, Any] = {}
         if text is not True:
