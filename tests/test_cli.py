@@ -190,11 +190,11 @@ def test_a_target_that_does_not_answer_is_one_line(
     one_line_error(done, "Unavailable", "127.0.0.1")
 
 
-def test_the_audit_prints_progress_and_its_sections_in_order_when_not_on_a_terminal(
+def test_the_audit_of_the_default_path_prints_progress_and_its_sections_in_order(
     tmp_path: Path,
 ) -> None:
-    done = cli(
-        "audit", str(tmp_path / "db"), "--rate", "100", "--duration", "1", "--workers", "1",
+    done = cli(  # no TARGET: ./engramdb-data, as for serve and stats
+        "audit", "--rate", "100", "--duration", "1", "--workers", "1",
         "--sections", "observability,consistency,latency", "--report", str(tmp_path / "report"),
         cwd=tmp_path, timeout=180,
     )  # fmt: skip
@@ -205,6 +205,8 @@ def test_the_audit_prints_progress_and_its_sections_in_order_when_not_on_a_termi
     titles = [SECTION_TITLES[n] for n in ("latency", "consistency", "observability")]
     assert [out.index(title) for title in titles] == sorted(out.index(t) for t in titles)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["target"] == "./engramdb-data"
+    assert not (tmp_path / "engramdb-data").exists()  # the audit created it, so removed it
     assert list(report["sections"]) == ["latency", "consistency", "observability"]
     page = (tmp_path / "report" / "report.html").read_text()
     assert [page.index(t) for t in titles] == sorted(page.index(t) for t in titles)

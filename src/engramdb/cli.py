@@ -375,9 +375,9 @@ def audit(
     allow_faults: bool,
     faults: str,
 ) -> None:
-    """Measure TARGET (a path, engramdb://host:port, redis://host:port or postgresql://...)
-    against the five production guarantees: tail latency, burst, consistency, availability,
-    observability.
+    """Measure TARGET (a path, default ./engramdb-data as for serve; engramdb://host:port,
+    redis://host:port or postgresql://...) against the five production guarantees: tail
+    latency, burst, consistency, availability, observability.
 
     What it writes: test records only under its own namespace, fresh per run (the set
     engramdb-audit-<run> of an engramdb target, keys engramdb-audit-<run>:* on Redis),
@@ -391,7 +391,7 @@ def audit(
     load, healing the cluster after each.
     """
     if not target and cluster_dir is None:
-        raise click.UsageError("give a TARGET, or --cluster-dir for a local cluster")
+        target = DEFAULT_DATA  # as serve and stats: refused if it holds data (--allow-writes)
     import signal
 
     from engramdb.audit.report import fault_table, summary_table, write_reports
