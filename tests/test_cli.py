@@ -6,6 +6,7 @@ checked on the real CLI, run as a subprocess the way a user runs it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import click
+import lmdb
 import pytest
 from click.testing import CliRunner
 
@@ -138,6 +140,39 @@ def test_serve_on_a_path_it_cannot_use_is_one_line(
     one_line_error(done, expected)
     if setup == "foreign":
         assert sorted(os.listdir(tmp_path / "mine")) == ["notes.txt"]  # nothing scattered
+
+
+def foreign_lmdb(path: Path) -> None:
+    """Another program's LMDB environment: a key in its main database."""
+    env = lmdb.open(str(path))
+    with env.begin(write=True) as txn:
+        txn.put(b"their-key", b"their value")
+    env.close()
+
+
+@pytest.mark.parametrize("command", ["stats", "serve"])
+def test_another_programs_lmdb_is_refused_in_one_line_and_left_alone(
+    tmp_path: Path, command: str
+) -> None:
+    foreign_lmdb(tmp_path / "theirs")
+    before = (tmp_path / "theirs" / "data.mdb").read_bytes()
+    args = ["--data", "theirs", "--port", str(free_port()), "--metrics-port", "0"]
+    done = cli(command, *(args if command == "serve" else ["theirs"]), cwd=tmp_path, timeout=60)
+    one_line_error(done, "holds an LMDB database that is not engramdb's", "their-key")
+    assert (tmp_path / "theirs" / "data.mdb").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["stats", "serve"])
+def test_a_locked_database_is_one_line_not_a_hang(tmp_path: Path, command: str) -> None:
+    with engramdb.open(tmp_path / "db", sweep_interval=None) as db:
+        db.records("users").put("u1", {})
+    # What LMDB's open waits for: another process holding lock.mdb exclusively (this test
+    # process; the CLI is another one).
+    with (tmp_path / "db" / "lock.mdb").open("r+") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        args = ["--data", "db", "--port", str(free_port()), "--metrics-port", "0"]
+        done = cli(command, *(args if command == "serve" else ["db"]), cwd=tmp_path, timeout=60)
+    one_line_error(done, "db is locked", "lock.mdb")
 
 
 def test_stats_defaults_to_the_directory_serve_uses(tmp_path: Path) -> None:

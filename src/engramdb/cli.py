@@ -4,6 +4,7 @@ prints the result, and maps ``EngramError`` to a one-line message and exit statu
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -78,6 +79,39 @@ def _check_data_directory(data: str) -> None:
             f"--data {data} holds other files and no engramdb database: give a new or empty "
             "directory"
         )
+    _check_unlocked(data)
+
+
+def _check_unlocked(directory: str, wait: float = 3.0) -> None:
+    """Fail in one line, instead of hanging, while another process holds the database's
+    ``lock.mdb`` exclusively (LMDB's open waits for it forever). A process opening the
+    database holds it for a moment, so this waits ``wait`` seconds first. Only the CLI does
+    this, before the process opens the database: closing a descriptor of ``lock.mdb`` drops
+    every lock the process holds on it, LMDB's own included."""
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(os.path.join(directory, "lock.mdb"), os.O_RDWR)
+    except OSError:
+        return  # no lock file yet, or one we cannot open: opening the database says so
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() > deadline:
+                _fail(
+                    f"{directory} is locked: another process holds its lock.mdb exclusively "
+                    "(an LMDB tool, or a process stuck opening it); stop it and try again"
+                )
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
 
 
 def _database_at(target: str) -> str:
@@ -94,6 +128,7 @@ def _database_at(target: str) -> str:
         _fail(f"{target} is a file, not a database directory")
     if not os.path.exists(os.path.join(target, "data.mdb")):
         _fail(f"{target} holds no engramdb database (no data.mdb in it)")
+    _check_unlocked(target)
     return target
 
 
