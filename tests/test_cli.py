@@ -201,6 +201,15 @@ def test_stats_of_no_database_is_one_line_and_creates_nothing(
     assert os.listdir(tmp_path / "foreign") == []
 
 
+def test_stats_of_a_directory_a_server_is_serving(serve: ServeFactory, tmp_path: Path) -> None:
+    server = serve()
+    with engramdb.connect(server.url) as db:
+        db.records("users").put("u1", {})
+    done = cli("stats", "--json", str(server.data), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sets"] == {"users": 1}
+
+
 def test_stats_over_the_network(serve: ServeFactory, tmp_path: Path) -> None:
     server = serve()
     with engramdb.connect(server.url) as db:

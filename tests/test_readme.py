@@ -36,7 +36,9 @@ DATA = "./engramdb-data"
 SESSION = """
 import json, subprocess, sys
 namespace = {"__name__": "__main__"}
-for block in json.load(open(sys.argv[1])):
+with open(sys.argv[1]) as blocks:
+    blocks = json.load(blocks)
+for block in blocks:
     print(f"--- README.md:{block['line']} ({block['language']})", flush=True)
     if block["language"] == "python":
         source = "\\n" * (block["line"] - 1) + block["code"]

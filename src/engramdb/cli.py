@@ -99,7 +99,9 @@ def _check_unlocked(directory: str, wait: float = 3.0) -> None:
     try:
         while True:
             try:
-                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                # Byte 0 only: the one LMDB's open locks exclusively. Each process using
+                # the database also holds the byte at its pid, which is no obstacle.
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
                 return
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
