@@ -122,7 +122,7 @@ def test_a_busy_metrics_port_names_the_metrics_flag(serve: ServeFactory, tmp_pat
     [
         ("file", "afile", "is a file"),
         ("file", "afile/db", "Not a directory"),
-        ("foreign", "mine", "holds other files and no engramdb database"),
+        ("foreign", "mine", "holds other files (notes.txt) and no engramdb database"),
         ("", "/sys/engramdb-test", "Operation not permitted"),
     ],
     ids=["a-file", "under-a-file", "a-foreign-directory", "not-permitted"],

@@ -67,6 +67,11 @@ def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# What engramdb itself keeps in a data directory (LMDB's two files, index snapshots, the
+# offline feature log, the servers' pub/sub sockets and SCAN cursor table).
+_OWN_ENTRIES = frozenset({"data.mdb", "lock.mdb", "indexes", "features", "pubsub", "scan-cursors"})
+
+
 def _check_data_directory(data: str) -> None:
     """Refuse, in one line, a ``--data`` that is a file or a directory of something else
     (serving it would scatter database files among the user's own)."""
@@ -74,10 +79,12 @@ def _check_data_directory(data: str) -> None:
         return
     if not os.path.isdir(data):
         _fail(f"--data {data} is a file, not a database directory")
-    if os.listdir(data) and not os.path.exists(os.path.join(data, "data.mdb")):
+    theirs = sorted(set(os.listdir(data)) - _OWN_ENTRIES)
+    if theirs and not os.path.exists(os.path.join(data, "data.mdb")):
         _fail(
-            f"--data {data} holds other files and no engramdb database: give a new or empty "
-            "directory"
+            f"--data {data} holds other files ({', '.join(theirs[:3])}"
+            f"{', ...' if len(theirs) > 3 else ''}) and no engramdb database: give a new or "
+            "empty directory"
         )
     _check_unlocked(data)
 
