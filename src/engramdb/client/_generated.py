@@ -940,7 +940,9 @@ class RemoteVectorStore(Calls):
         first calibration, and always with ``target_recall=None``, searches use
         ``ef_search``.
 
-        Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
+        Raises ``Conflict`` if it exists, saying so; with ``exist_ok`` an existing collection
+        of the same definition is returned (one defined otherwise is still a ``Conflict``
+        naming what differs).
         """
         _kw: dict[str, Any] = {}
         if text is not True:
@@ -1013,7 +1015,9 @@ class AsyncVectorStore(AsyncCalls):
         first calibration, and always with ``target_recall=None``, searches use
         ``ef_search``.
 
-        Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
+        Raises ``Conflict`` if it exists, saying so; with ``exist_ok`` an existing collection
+        of the same definition is returned (one defined otherwise is still a ``Conflict``
+        naming what differs).
         """
         _kw: dict[str, Any] = {}
         if text is not True:

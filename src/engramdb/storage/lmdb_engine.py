@@ -237,6 +237,20 @@ class _LmdbTxn:
                 txn.put(key, _U64LE.pack(max(0, current + delta)), db=meta)
 
 
+# The named databases of an environment, which are the only keys of its main database: any
+# other key means another program's LMDB, which engramdb must not write into.
+_DATABASES = (b"records", b"expiry", b"changes", b"meta")
+
+
+def _foreign_key(env: Any) -> bytes | None:
+    """A key of ``env``'s main database that is not one of ours (None: ours, or new)."""
+    with env.begin() as txn:
+        for key in txn.cursor().iternext(values=False):
+            if bytes(key) not in _DATABASES:
+                return bytes(key)
+    return None
+
+
 class LmdbEngine:
     """Records in an LMDB environment directory at ``path``.
 
@@ -296,10 +310,19 @@ class LmdbEngine:
                 _Shared.envs[self.path] = (env, 1, durability)
         self._env = env
         try:
-            self._records = env.open_db(b"records")
-            self._expiry = env.open_db(b"expiry")
-            self._changes = env.open_db(b"changes")
-            self._meta = env.open_db(b"meta")
+            foreign = _foreign_key(env)
+            if foreign is not None:
+                raise StorageError(
+                    f"{self.path} holds an LMDB database that is not engramdb's (its main "
+                    f"database has the key {foreign!r}): refusing to write into it"
+                )
+            self._records = env.open_db(_DATABASES[0])
+            self._expiry = env.open_db(_DATABASES[1])
+            self._changes = env.open_db(_DATABASES[2])
+            self._meta = env.open_db(_DATABASES[3])
+        except StorageError:
+            self._release()
+            raise
         except lmdb.Error as e:
             self._release()
             raise StorageError(f"cannot open LMDB databases at {self.path}: {e}") from e
