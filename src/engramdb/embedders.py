@@ -134,6 +134,10 @@ class HashEmbedder:
         seed: changes the hash (two seeds give unrelated spaces).
     """
 
+    # Vectors from an earlier scheme live in another space; stores that key collections by
+    # embedder (memory) put this in the name so the two never share a collection.
+    scheme = 2
+
     def __init__(self, dim: int = 256, *, seed: int = 0) -> None:
         if type(dim) is not int or dim < 8:
             raise InvalidArgument("HashEmbedder dim must be an int of at least 8")
