@@ -62,12 +62,15 @@ __all__ = [
     "BENCHMARKS_HEADER",
     "REPO_ROOT",
     "RESULTS_DIR",
+    "SKIPPED",
     "EngramServer",
     "EngramUnavailable",
     "Meter",
     "ProfilerUnavailable",
     "RedisServer",
     "RedisUnavailable",
+    "Report",
+    "Skip",
     "Stats",
     "Watched",
     "WatchedResult",
@@ -87,6 +90,7 @@ __all__ = [
     "measure_interleaved",
     "measure_samples",
     "new_progress",
+    "output_path",
     "process_cpu_seconds",
     "recall_at_k",
     "redis_server_version",
@@ -385,12 +389,29 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align:
     return "\n".join(lines)
 
 
+def output_path(path: Path) -> Path:
+    """Where a result meant for ``path`` goes: elsewhere when ``$ENGRAMDB_BENCH_RESULTS`` is set.
+
+    ``python -m bench --quick`` and the suite's smoke test set it, so a smoke run of any
+    script (those not yet on ``Report`` included) never touches BENCHMARKS.md or a measured
+    ``bench/results/*.json``.
+    """
+    override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
+    if not override:
+        return path
+    resolved = path.resolve()
+    if resolved.is_relative_to(RESULTS_DIR):
+        return Path(override) / resolved.relative_to(RESULTS_DIR)
+    return Path(override) / resolved.name
+
+
 def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARKS_HEADER) -> None:
     """Put ``body`` between ``name``'s markers in ``path``, leaving other sections alone.
 
-    Creates the file (with ``header``) when it is missing, and appends the section when its
-    markers are not there yet.
+    For the scripts that still write their own section (server, vectors, cluster);
+    ``bench/render.py`` keeps such a section when its script's JSON is newer than the rest.
     """
+    path = output_path(path)
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else header
@@ -399,14 +420,90 @@ def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARK
         text = pattern.sub(lambda _: block, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path = output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+# results -----------------------------------------------------------------------------------
+
+
+class Skip(Exception):
+    """A benchmark (or one peer of it) cannot run here: the reason is printed, not raised."""
+
+
+SKIPPED = 77  # exit status of a script with nothing to run here (python -m bench counts it)
+
+
+@dataclass
+class Report:
+    """What one run of a benchmark found: ``save()`` writes ``bench/results/<script>.json``.
+
+    ``bench/render.py`` turns it into the area's section of BENCHMARKS.md: ``check`` rows go
+    to the headline table, published tables to the section, everything to the JSON. A quick
+    run saves under ``bench/results/quick/`` and never replaces a measurement.
+    """
+
+    area: str
+    script: str
+    title: str
+    summary: str
+    quick: bool
+    machine: dict[str, str]
+    about: str = ""
+    headline: list[dict[str, str]] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def check(
+        self,
+        comparison: str,
+        peer: str,
+        measured: str,
+        target: str = "—",
+        passed: bool | None = None,
+    ) -> None:
+        result = "" if passed is None else "PASS" if passed else "FAIL"
+        self.headline.append(
+            {"comparison": comparison, "peer": peer, "measured": measured, "target": target,
+             "result": result}
+        )  # fmt: skip
+
+    def table(
+        self,
+        title: str,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[object]],
+        align: str = "",
+        *,
+        text: str = "",
+        publish: bool = True,
+    ) -> None:
+        self.tables.append(
+            {"title": title, "text": text, "headers": list(headers), "align": align,
+             "rows": [[str(c) for c in row] for row in rows], "publish": publish}
+        )  # fmt: skip
+
+    def note(self, title: str, text: str) -> None:
+        self.notes.append({"title": title, "text": text})
+
+    def save(self) -> Path:
+        path = RESULTS_DIR / ("quick" if self.quick else "") / f"{self.script}.json"
+        data = {"schema": 1, "command": f"python bench/{self.script}.py", **asdict(self)}
+        write_json(path, data)
+        path = output_path(path)
+        print(f"wrote {path}")
+        if not self.quick and path.parent == RESULTS_DIR:
+            subprocess.run([sys.executable, "-m", "bench.render"], cwd=REPO_ROOT, check=False)
+        return path
 
 
 # the machine -------------------------------------------------------------------------------
