@@ -31,6 +31,7 @@ import ctypes
 import datetime as dt
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -89,6 +90,7 @@ __all__ = [
     "measure",
     "measure_interleaved",
     "measure_samples",
+    "missing",
     "new_progress",
     "output_path",
     "process_cpu_seconds",
@@ -97,6 +99,8 @@ __all__ = [
     "replace_section",
     "rss_kib",
     "sample_own_stacks",
+    "skip",
+    "stats_cells",
     "temp_dir",
     "wait_for_quiet",
     "write_json",
@@ -377,6 +381,11 @@ def fmt_ratio(x: float | None) -> str:
     return f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
+def stats_cells(st: Stats) -> list[str]:
+    """p50, p99, p999 (µs, as ``fmt_us``) and ops/s of a measured loop: the usual columns."""
+    return [fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us), f"{st.ops_s:,.0f}"]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
     """A GitHub markdown table; ``align`` has one of ``l``/``r``/``c`` per column (default l)."""
     marks = {"l": ":--", "r": "--:", "c": ":-:"}
@@ -433,6 +442,24 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 # results -----------------------------------------------------------------------------------
+
+
+def missing(*modules: str) -> str | None:
+    """Why a peer cannot run here (the first of ``modules`` not installed), or None."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"{module} is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def skip(reason: str) -> int:
+    """Print why this benchmark has nothing to run here; the exit status python -m bench counts."""
+    print(f"skipped: {reason}")
+    return SKIPPED
 
 
 class Skip(Exception):
@@ -495,7 +522,17 @@ class Report:
     def note(self, title: str, text: str) -> None:
         self.notes.append({"title": title, "text": text})
 
+    def show(self) -> None:
+        """The run's headline and tables on stdout, as the page will show them."""
+        rows = [[h["comparison"], h["peer"], h["measured"], h["target"], h["result"]]
+                for h in self.headline]  # fmt: skip
+        if rows:
+            print(markdown_table(["comparison", "peer", "measured", "target", "result"], rows))
+        for t in self.tables:
+            print(f"\n{t['title']}\n{markdown_table(t['headers'], t['rows'], t['align'])}")
+
     def save(self) -> Path:
+        self.show()
         path = RESULTS_DIR / ("quick" if self.quick else "") / f"{self.script}.json"
         data = {"schema": 1, "command": f"python bench/{self.script}.py", **asdict(self)}
         write_json(path, data)
