@@ -532,13 +532,16 @@ class Report:
             print(f"\n{t['title']}\n{markdown_table(t['headers'], t['rows'], t['align'])}")
 
     def save(self) -> Path:
+        """Write the JSON; a full run into bench/results/ also re-renders BENCHMARKS.md."""
         self.show()
-        path = RESULTS_DIR / ("quick" if self.quick else "") / f"{self.script}.json"
+        override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
+        folder = Path(override) if override else RESULTS_DIR / ("quick" if self.quick else "")
+        path = folder / f"{self.script}.json"
         data = {"schema": 1, "command": f"python bench/{self.script}.py", **asdict(self)}
-        write_json(path, data)
-        path = output_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"wrote {path}")
-        if not self.quick and path.parent == RESULTS_DIR:
+        if path.parent == RESULTS_DIR:
             subprocess.run([sys.executable, "-m", "bench.render"], cwd=REPO_ROOT, check=False)
         return path
 
