@@ -14,8 +14,12 @@ What lives here, so every benchmark measures and reports the same way:
 - ``RedisServer``: a throwaway ``redis-server`` on a free 127.0.0.1 port, always stopped.
 - ``EngramServer``: a throwaway ``engramdb serve`` subprocess, likewise.
 - ``process_cpu_seconds``: CPU time a process (all its threads) has used, from ``/proc``.
-- ``markdown_table`` and ``replace_section``: each script owns one section of BENCHMARKS.md
-  between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` and rewrites only it.
+- ``Report``: what a run found (headline checks, tables, notes, the machine), saved as
+  ``bench/results/<script>.json`` for ``bench/render.py``, which publishes BENCHMARKS.md.
+  ``missing`` / ``skip``: a peer that is not installed is left out with the reason printed.
+- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for the
+  scripts that still write their own section (server, vectors, cluster) until they move to
+  ``Report``; ``$ENGRAMDB_BENCH_RESULTS`` redirects all of them (smoke runs, the tests).
 - ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
   and exact nearest-neighbour ground truth for the vector benchmarks.
 - ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
@@ -71,7 +75,6 @@ __all__ = [
     "RedisServer",
     "RedisUnavailable",
     "Report",
-    "Skip",
     "Stats",
     "Watched",
     "WatchedResult",
@@ -460,10 +463,6 @@ def skip(reason: str) -> int:
     """Print why this benchmark has nothing to run here; the exit status python -m bench counts."""
     print(f"skipped: {reason}")
     return SKIPPED
-
-
-class Skip(Exception):
-    """A benchmark (or one peer of it) cannot run here: the reason is printed, not raised."""
 
 
 SKIPPED = 77  # exit status of a script with nothing to run here (python -m bench counts it)

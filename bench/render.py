@@ -164,19 +164,13 @@ def area_markdown(data: dict[str, Any], machines: Machines, *, full: bool) -> st
 
 
 def trim_legacy(body: str, machines: Machines) -> str:
-    """A legacy section on the page: its Notes and profiles go, its machine list is one line."""
-    parts = re.split(r"^(?=###? )", body, flags=re.M)
-    kept, machine = [], ""
-    for part in parts:
-        head = part.split("\n", 1)[0]
-        if re.match(r"### (Notes|Profile)", head):
-            continue
-        if head.startswith("### Machine"):
-            machine = part.split("\n", 1)[1] if "\n" in part else ""
-            continue
-        kept.append(part)
-    text = "".join(kept).rstrip()
-    items = re.findall(r"^- \*\*(.+?)\*\*: (.*)$", machine, flags=re.M)
+    """A legacy section on the page: its notes, profiles and <details> go; its machine list
+    becomes one line."""
+    parts = re.split(r"^(?=### )", body, flags=re.M)
+    text = "".join(p for p in parts if not re.match(r"### (Notes|Profile|Machine)", p))
+    text = re.sub(r"<details>.*?</details>\n?", "", text, flags=re.S)
+    text = re.sub(r"^Machine:\n\n(- \*\*.*\n?)+", "", text, flags=re.M).rstrip()
+    items = re.findall(r"^- \*\*(.+?)\*\*: (.*)$", body[body.rfind("Machine") :], flags=re.M)
     if items:
         text += "\n\nMachine: " + machines.line(dict(items))
     return text
