@@ -1272,51 +1272,29 @@ def p99_ratio(stats: dict[str, Stats], theirs: str, ours: str) -> float | None:
     return stats[theirs].p99_us / stats[ours].p99_us
 
 
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    target: str
-    measured: str
-    ok: bool | None
-    detail: str
-
-
-def mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
-
-
-def verdicts(run: Run) -> list[Verdict]:
-    out = []
+def checks(run: Run, r: Report) -> None:
+    """Mem0's p99 over engramdb's (at equal size), and recall@k on the same queries."""
     for name, theirs, ours in LATENCY_TARGETS:
-        ratio = p99_ratio(run.stats, theirs, ours)
-        detail = "Mem0 not measured" if theirs not in run.stats else "engramdb not measured"
-        if ratio is not None:
-            detail = (
-                f"Mem0 {_lat(run.stats[theirs].p99_us)} vs engramdb {_lat(run.stats[ours].p99_us)}"
-            )
-        out.append(
-            Verdict(
-                f"Mem0 {name}",
+        if (ratio := p99_ratio(run.stats, theirs, ours)) is not None:
+            vs = f"Mem0 {_lat(run.stats[theirs].p99_us)} vs engramdb {_lat(run.stats[ours].p99_us)}"
+            r.check(
+                f"{name}: Mem0 / engramdb",
+                "Mem0",
+                f"{fmt_ratio(ratio)} ({vs})",
                 f"≥ {TARGET_LATENCY:g}x",
-                fmt_ratio(ratio),
-                None if ratio is None else ratio >= TARGET_LATENCY,
-                detail,
+                ratio >= TARGET_LATENCY,
             )
-        )
-    ours_r = run.recall.get("embedded.hybrid_mem0set")
-    theirs_r = run.recall.get("mem0")
-    for k in RECALL_KS:
-        ok = None
-        measured = "—"
-        detail = "Mem0 not measured"
-        if ours_r is not None and theirs_r is not None and theirs_r.queries:
-            ok = ours_r.at[k] >= theirs_r.at[k]
-            measured = f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f}"
-            detail = f"same {theirs_r.queries:,} queries, equal size"
-        out.append(
-            Verdict(f"recall@{k}: engramdb (hybrid) vs Mem0", "≥ Mem0", measured, ok, detail)
-        )
-    return out
+    ours_r, theirs_r = run.recall.get("embedded.hybrid_mem0set"), run.recall.get("mem0")
+    if ours_r is not None and theirs_r is not None and theirs_r.queries:
+        for k in RECALL_KS:
+            r.check(
+                f"recall@{k}: engramdb (hybrid) vs Mem0",
+                "Mem0",
+                f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f} (same {theirs_r.queries:,} "
+                "queries, equal size)",
+                "≥ Mem0",
+                ours_r.at[k] >= theirs_r.at[k],
+            )
 
 
 def latency_rows(run: Run) -> list[list[str]]:
@@ -1425,16 +1403,7 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
             else m0.note
         ),
     )
-    for v in verdicts(run):
-        if v.ok is not None:
-            peer_first = v.name.removeprefix("Mem0 ")
-            r.check(
-                peer_first if v.name.startswith("recall") else f"{peer_first}: Mem0 / engramdb",
-                "Mem0",
-                f"{v.measured} ({v.detail})",
-                v.target,
-                v.ok,
-            )
+    checks(run, r)
     r.table(
         "Latency (store time unless said)",
         ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
@@ -1509,7 +1478,6 @@ def to_json(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> d
             rid: {**asdict(ROW[rid]), **st.to_json()} for rid, st in run.stats.items() if rid in ROW
         },
         "recall": {k: r.to_json() for k, r in run.recall.items()},
-        "targets": [{**asdict(v), "result": mark(v.ok)} for v in verdicts(run)],
     }
 
 

@@ -1086,80 +1086,47 @@ def tables(bench: Bench) -> dict[str, tuple[list[str], list[list[str]], str]]:
         headers += [f"{lib.name} recall", f"{lib.name} QPS"]
     out["sweep"] = (headers, rows, "r" * len(headers))
 
+    def row(m: str, method: str, p: Point) -> list[str]:
+        return [m, method, str(p.ef), _rec(p), _pct(p.short), str(p.bad), p.qps_str]
+
+    labels = {
+        "faiss": "faiss HNSW + IDSelectorBitmap",
+        "hnswlib": "hnswlib filter= (Python callable)",
+    }
+    exact_names = {
+        "numpy": "exact, numpy gather + matmul",
+        "faiss-flat": "exact, faiss IndexFlat + IDSelectorBitmap",
+    }
     rows = []
     for sel in SELECTIVITIES:
         key = f"{sel:.3f}"
-        flt = bench.filters[sel]
-        m = f"{sel:.1%} ({flt.ids.size:,})"
-        for method, p in bench.exact[key].items():
-            name = (
-                "exact, numpy gather + matmul"
-                if method == "numpy"
-                else ("exact, faiss IndexFlat + IDSelectorBitmap")
-            )
-            rows.append([m, name, "—", _rec(p), _pct(p.short), str(p.bad), p.qps_str])
+        m = f"{sel:.1%} ({bench.filters[sel].ids.size:,})"
+        rows += [
+            [*row(m, exact_names[k], p)[:2], "—", *row(m, "", p)[3:]]
+            for k, p in bench.exact[key].items()
+        ]
         for lib in bench.libs:
             entry = res[lib.name].filtered.get(key, {})
-            native = entry.get("native")
-            label = {
-                "faiss": "faiss HNSW + IDSelectorBitmap",
-                "hnswlib": "hnswlib filter= (Python callable)",
-            }.get(lib.name, lib.name)
-            if native:
-                b: Point = native["at_base_ef"]
-                rows.append(
-                    [
-                        m,
-                        f"{label}, unfiltered ef",
-                        str(b.ef),
-                        _rec(b),
-                        _pct(b.short),
-                        str(b.bad),
-                        b.qps_str,
-                    ]
-                )
-                t: Point | None = native["tuned"]
-                if t is not None and t is not b:
-                    rows.append(
-                        [
-                            m,
-                            f"{label}, tuned ef",
-                            str(t.ef),
-                            _rec(t),
-                            _pct(t.short),
-                            str(t.bad),
-                            t.qps_str,
-                        ]
-                    )
-                elif t is None:
+            label = labels.get(lib.name, lib.name)
+            if native := entry.get("native"):
+                base, tuned = native["at_base_ef"], native["tuned"]
+                rows.append(row(m, f"{label}, unfiltered ef", base))
+                if tuned is None:
                     rows.append(
                         [m, f"{label}, tuned ef", f"> {FILTER_EFS[-1]}", "< 0.95", "—", "—", "—"]
                     )
+                elif tuned is not base:
+                    rows.append(row(m, f"{label}, tuned ef", tuned))
             if "IDSelectorBatch" in entry:
-                p = entry["IDSelectorBatch"]
-                rows.append(
-                    [
-                        m,
-                        "faiss HNSW + IDSelectorBatch",
-                        str(p.ef),
-                        _rec(p),
-                        _pct(p.short),
-                        str(p.bad),
-                        p.qps_str,
-                    ]
-                )
+                rows.append(row(m, "faiss HNSW + IDSelectorBatch", entry["IDSelectorBatch"]))
             if "post-filter" in entry:
-                p = entry["post-filter"]
+                count = entry["post-filter count"]
                 rows.append(
-                    [
+                    row(
                         m,
-                        f"usearch search {entry['post-filter count']:,} then filter (not native)",
-                        str(p.ef),
-                        _rec(p),
-                        _pct(p.short),
-                        str(p.bad),
-                        p.qps_str,
-                    ]
+                        f"usearch search {count:,} then filter (not native)",
+                        entry["post-filter"],
+                    )
                 )
     out["filtered"] = (
         ["selectivity (matches)", "method", "ef", "recall@10", "short", "bad ids", "QPS 1 thr"],
