@@ -533,7 +533,15 @@ def report(
             publish=False,
         )
     worst = max((abs(g) for g in gaps.values()), default=0.0)
-    r.note("Tuned settings through hybrid_search vs the sweep", f"nDCG@10 within {worst:.4f}.")
+    r.note(
+        "Tuned settings through hybrid_search vs the sweep",
+        f"nDCG@10 within {worst:.4f}"
+        + (
+            f" (more than the {TIE_TOLERANCE} that tie-breaking explains)."
+            if worst > TIE_TOLERANCE
+            else "."
+        ),
+    )
     return r
 
 

@@ -1097,7 +1097,8 @@ def report(run: Run, quick: bool, machine: dict[str, str], quiet: str) -> Report
         "marked ms.",
         quick,
         machine,
-        about=f"{quiet} {run.redis_note}.",
+        about=f"{quiet} A session holds a counter and its last {EVENTS_KEPT} events "
+        f"({state_bytes()} B of msgpack). {run.redis_note}.",
         raw={
             "sizes": asdict(s),
             "writers": list(run.writers),
