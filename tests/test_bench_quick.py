@@ -85,6 +85,13 @@ def test_integrations_quick(tmp_path: Path) -> None:
     assert any(r[0].startswith("EngramSaver embedded") for r in data["tables"][0]["rows"])
 
 
+def test_search_quality_quick(tmp_path: Path) -> None:
+    """BM25 and the hash embedder on Cranfield and CISI (skipped without the IR data)."""
+    run_bench(tmp_path, "search_quality", "--quick")
+    data = result(tmp_path, "search_quality")
+    assert data["tables"][0]["rows"][1][0].startswith("engramdb BM25")
+
+
 def test_a_quick_run_renders_and_leaves_the_checkout_alone(tmp_path: Path) -> None:
     before = (ROOT / "BENCHMARKS.md").read_bytes()
     run_bench(tmp_path, "batches", "--quick")
