@@ -447,7 +447,7 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 # results -----------------------------------------------------------------------------------
 
 
-def missing(*modules: str) -> str | None:
+def missing(*modules: str, hint: str = "pip install -e '.[bench]'") -> str | None:
     """Why a peer cannot run here (the first of ``modules`` not installed), or None."""
     for module in modules:
         try:
@@ -455,7 +455,7 @@ def missing(*modules: str) -> str | None:
         except ImportError:
             found = False
         if not found:
-            return f"{module} is not installed (pip install -e '.[bench]')"
+            return f"{module} is not installed ({hint})"
     return None
 
 

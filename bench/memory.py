@@ -1547,7 +1547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem0_python, mem0_note = mem0_available(None if args.no_mem0 else args.mem0_python)
     console.print(mem0_note)
 
-    if why := missing("sentence_transformers"):
+    if why := missing("sentence_transformers", hint="pip install -e '.[embeddings]'"):
         return skip(f"{why}: engramdb's SentenceEmbedder needs it for {MODEL}")
     embedder = SentenceEmbedder()
     progress = new_progress()
