@@ -109,3 +109,29 @@ def test_the_published_page_fits_and_leads_with_the_headline() -> None:
     assert page.index("## Headline") < page.index("<!-- bench:")
     for area, _ in render_module().AREAS:
         assert f"<!-- bench:{area}:start -->" in page
+
+
+def test_a_legacy_scripts_later_full_run_wins_over_its_carried_numbers(
+    tmp_path: Path,
+) -> None:
+    """server, vectors and cluster still write their own section and JSON: the page keeps
+    their section (trimmed) once their JSON is a later full run than the carried-over one."""
+    render = render_module()
+    render.RESULTS = tmp_path
+    carried = json.loads((ROOT / "bench/results/carried/server.json").read_text("utf-8"))
+    (tmp_path / "carried").mkdir()
+    (tmp_path / "carried/server.json").write_text(json.dumps(carried), "utf-8")
+    section = (
+        "## Server: fresh\n\n| a |\n| --: |\n| 1 |\n\n### Notes\n\n- long notes\n\n"
+        "### Machine\n\n- **date**: 2099-01-01 00:00 UTC\n- **cpu**: x"
+    )
+    page = f"<!-- bench:server:start -->\n{section}\n<!-- bench:server:end -->\n"
+    assert "Carried over from the run of" in render.render(page_text=page)
+    legacy = {"machine": {"date": "2099-01-01 00:00 UTC"}, "quick": False}
+    (tmp_path / "server.json").write_text(json.dumps(legacy), "utf-8")
+    out = render.render(page_text=page)
+    assert "## Server: fresh" in out
+    assert "long notes" not in out
+    assert "Machine: M1, 2099-01-01 00:00 UTC" in out
+    (tmp_path / "server.json").write_text(json.dumps({**legacy, "quick": True}), "utf-8")
+    assert "## Server: fresh" not in render.render(page_text=page)
