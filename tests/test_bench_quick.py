@@ -104,11 +104,16 @@ def test_a_quick_run_renders_and_leaves_the_checkout_alone(tmp_path: Path) -> No
 
 
 def test_the_published_page_fits_and_leads_with_the_headline() -> None:
-    page = render_module().render()
-    assert len(page.encode()) < 30_000
+    render = render_module()
+    page = render.render()
     assert page.index("## Headline") < page.index("<!-- bench:")
-    for area, _ in render_module().AREAS:
+    for area, _ in render.AREAS:
         assert f"<!-- bench:{area}:start -->" in page
+    current = render.sections((ROOT / "BENCHMARKS.md").read_text("utf-8"))
+    legacy = [a for a, s in render.AREAS if isinstance(render.pick(a, s, current), str)]
+    # A legacy script's own section (until it moves to Report) is kept whole: no size promise.
+    if not legacy:
+        assert len(page.encode()) < 30_000
 
 
 def test_a_legacy_scripts_later_full_run_wins_over_its_carried_numbers(
