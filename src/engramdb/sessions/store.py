@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
@@ -33,6 +35,7 @@ from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.sessions.model import Checkpoint, Session, SessionPage, cas_update
 
 if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
     from engramdb.store import Store
 
 __all__ = ["SessionStore"]
@@ -160,6 +163,35 @@ class SessionStore:
                 if record is None:
                     return None
         return _session(record)
+
+    def snapshot_read(self, session_id: str) -> tuple[RecordSet, str]:
+        """Where session ``session_id`` is stored, for a caller that reads it in one
+        snapshot with other records (``Store.read``); ``from_snapshot`` makes the session."""
+        return self._sessions, _check_id(session_id, "session_id")
+
+    def from_snapshot(self, record: Record | None) -> Session | None:
+        """The session a ``snapshot_read`` record holds (None: none, or expired). Extends a
+        sliding TTL as ``get`` does; the extension's generation and expiry are reported,
+        state and events stay as the snapshot saw them (an extension changes neither)."""
+        if record is None:
+            return None
+        session = _session(record)
+        ttl = record.bins.get("ttl")
+        if self.slide_on_read and ttl and record.expires_at is not None:
+            now = self.store.now()
+            if record.expires_at - now < ttl * (1 - self.refresh_after):
+                try:
+                    generation = self._sessions.touch(
+                        session.id, ttl, expect_generation=record.generation
+                    )
+                except (Conflict, NotFound):
+                    return session  # written or gone meanwhile: as the snapshot saw it
+                return msgspec.structs.replace(
+                    session,
+                    generation=generation,
+                    expires_at=expiry_ms(ttl, self.store.now_ms()) / 1000,
+                )
+        return session
 
     @remote("slow", writes=True)
     def delete(self, session_id: str) -> bool:
