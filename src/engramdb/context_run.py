@@ -115,14 +115,15 @@ def _snapshot(
     """The record-backed parts, all built from one read (one snapshot)."""
     parts: dict[str, Part[Any]] = {}
     planned: list[tuple[str, Reads, Callable[[Fetched], Any]]] = []
-    for name, request, make in (
+    makers: tuple[tuple[str, Any, Callable[[Database, Any], tuple[Reads, Any]]], ...] = (
         ("records", records, _records),
         ("session", session, _session),
         ("features", features, _features),
-    ):
+    )
+    for name, request, make in makers:
         if request is not None:
             try:
-                wanted, build = make(db, request)  # type: ignore[operator]
+                wanted, build = make(db, request)
             except Exception as e:
                 parts[name] = _failed(e)
             else:
