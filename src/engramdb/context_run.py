@@ -84,11 +84,13 @@ def _records(db: Database, records: Mapping[str, Sequence[Key]]) -> tuple[Reads,
 
 
 def _session(db: Database, read: SessionRead) -> tuple[Reads, Any]:
+    from engramdb.sessions.store import from_snapshot, snapshot_read
+
     sessions = db.sessions
-    records, key = sessions.snapshot_read(read.id)
+    records, key = snapshot_read(sessions, read.id)
 
     def build(got: Fetched) -> Any:
-        found = sessions.from_snapshot(got[0][0])
+        found = from_snapshot(sessions, got[0][0])
         if found is None or read.last_events is None:
             return found
         kept = found.events[-read.last_events :] if read.last_events else []
@@ -99,8 +101,10 @@ def _session(db: Database, read: SessionRead) -> tuple[Reads, Any]:
 
 def _features(db: Database, read: FeatureRead) -> tuple[Reads, Any]:
     rows = [dict(row) for row in read.entity_rows]
-    reads, build = db.features.online_reads(
-        read.features, rows, full_feature_names=read.full_feature_names
+    from engramdb.features.store import online_reads
+
+    reads, build = online_reads(
+        db.features, read.features, rows, full_feature_names=read.full_feature_names
     )
     return list(reads), build
 

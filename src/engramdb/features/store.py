@@ -70,7 +70,7 @@ if TYPE_CHECKING:
         Callable[[Sequence[Sequence[Record | None]]], OnlineResponse],
     ]
 
-__all__ = ["FeatureStore", "HistoricalResult", "IngestResult", "SkewReport"]
+__all__ = ["FeatureStore", "HistoricalResult", "IngestResult", "SkewReport", "online_reads"]
 
 log = logging.getLogger("engramdb.features")
 
@@ -399,21 +399,6 @@ class FeatureStore:
         finally:
             metrics.observe(perf_counter_ns() - started)
 
-    def online_reads(
-        self,
-        features: Sequence[str] | str,
-        entity_rows: Sequence[dict[str, Any]],
-        *,
-        full_feature_names: bool = False,
-    ) -> OnlineReads:
-        """``get_online_features`` in two halves, for a caller that reads these records in
-        one snapshot with others (``Store.read``): the ``(set, keys)`` reads to make, and
-        the function that turns what they read into the response."""
-        plan = self._plan(features, full_feature_names)
-        if isinstance(entity_rows, dict) or not isinstance(entity_rows, Sequence):
-            raise InvalidArgument("entity_rows is a list of {join key: value} dicts")
-        return self._reads(plan, entity_rows)
-
     def _reads(self, plan: _Plan, entity_rows: Sequence[dict[str, Any]]) -> OnlineReads:
         columns: dict[str, list[Any]] = {}
         statuses: dict[str, list[str]] = {}
@@ -634,3 +619,19 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b or (a != a and b != b)
     return bool(a == b)
+
+
+def online_reads(
+    fs: FeatureStore,
+    features: Sequence[str] | str,
+    entity_rows: Sequence[dict[str, Any]],
+    *,
+    full_feature_names: bool = False,
+) -> OnlineReads:
+    """``get_online_features`` in two halves, for a caller that reads these records in
+    one snapshot with others (``Store.read``): the ``(set, keys)`` reads to make, and
+    the function that turns what they read into the response."""
+    plan = fs._plan(features, full_feature_names)
+    if isinstance(entity_rows, dict) or not isinstance(entity_rows, Sequence):
+        raise InvalidArgument("entity_rows is a list of {join key: value} dicts")
+    return fs._reads(plan, entity_rows)
