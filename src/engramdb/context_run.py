@@ -189,27 +189,32 @@ def run(
     ):
         if value is not None and type(value) is not cls:
             raise InvalidArgument(f"{name}= takes an engramdb.{cls.__name__}, not {value!r}")
+    asked = {
+        "records": records, "session": session, "features": features,
+        "memory": memory, "search": search,
+    }  # fmt: skip
     pool = _executor()
-    tasks = [pool.submit(_snapshot, db, read_across, records, session, features)]
+    tasks = []
+    if records is not None or session is not None or features is not None:
+        tasks.append(pool.submit(_snapshot, db, read_across, records, session, features))
     if memory is not None:
         tasks.append(pool.submit(lambda: {"memory": _guarded(lambda: _memory(db, memory))}))
     if search is not None:
         tasks.append(pool.submit(lambda: {"search": _guarded(lambda: _search(db, search))}))
     left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
     concurrent.futures.wait(tasks, timeout=left)
-    asked = {
-        "records": records, "session": session, "features": features,
-        "memory": memory, "search": search,
-    }  # fmt: skip
     out: dict[str, Part[Any]] = {}
     for task in tasks:
         if task.done():
             out.update(task.result())
         else:
             task.cancel()  # not started yet: never will be; started: its result is dropped
-    late: Part[Any] = Part(
-        error=Timeout(f"did not finish within the context's timeout of {timeout}s")
-    )
-    return Context(**{
-        name: out.get(name, late) for name in PARTS if asked[name] is not None
-    })  # fmt: skip
+    late: Part[Any] = Part(error=Timeout(f"not done within the context's timeout of {timeout}s"))
+    parts = {name: out.get(name, late) for name in PARTS if asked[name] is not None}
+    # Golden signals: the call's latency, and each part's error by type (Timeout included).
+    op = db.metrics.op("context")
+    for part in parts.values():
+        if part.error is not None:
+            op.error(type(part.error).__name__)
+    op.observe(int((time.monotonic() - started) * 1e9))
+    return Context(**parts)

@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from engramdb import (
+    Conflict,
     Context,
     Database,
     EngramError,
@@ -22,6 +24,7 @@ from engramdb import (
     InvalidArgument,
     MemoryQuery,
     NotFound,
+    Part,
     SearchQuery,
     SessionRead,
     Timeout,
@@ -300,6 +303,9 @@ def test_a_part_past_the_deadline_is_timed_out_and_the_call_is_not_late(
     assert isinstance(ctx.memory.error, Timeout)
     assert ctx.session.result().state == {"turn": 1}  # type: ignore[union-attr]
     assert ctx.records.result()["users"][0].bins == {"name": "Ada"}  # type: ignore[union-attr]
+    counted = db.stats()["operations"]["context"]
+    assert counted["count"] >= 1
+    assert counted["errors"] == {"Timeout": 1}
     embedder.gate.set()
     later = db.context(memory=MemoryQuery("hiking", user_id="u1"), timeout=30)
     assert later.memory.ok  # type: ignore[union-attr]
@@ -336,3 +342,22 @@ def test_a_reserved_set_a_role_opened_stays_out_of_reach(db: Database) -> None:
     db.sessions.create("s1", {"secret": 1})  # the role has opened _sessions
     with pytest.raises(InvalidArgument, match="reserved"):
         db.records("_sessions").get("s1")
+
+
+def test_part_errors_cross_the_wire_as_their_own_classes() -> None:
+    """What a server sends for each part, and what a client makes of it."""
+    sent = Context(
+        records=Part({"users": [None]}),
+        session=Part(error=Conflict("moved", 7)),
+        memory=Part(error=Timeout("not done")),
+        search=Part(error=NotFound("no collection 'docs'")),
+    )
+    wire = msgspec.msgpack.decode(msgspec.msgpack.encode(sent.to_wire()))
+    got = Context._from_reply(wire, None)
+    assert got.records == Part({"users": [None]})
+    assert got.features is None
+    assert isinstance(got.session.error, Conflict)  # type: ignore[union-attr]
+    assert got.session.error.generation == 7  # type: ignore[union-attr]
+    assert got.memory.timed_out  # type: ignore[union-attr]
+    assert isinstance(got.search.error, NotFound)  # type: ignore[union-attr]
+    assert str(got.search.error) == "no collection 'docs'"  # type: ignore[union-attr]
