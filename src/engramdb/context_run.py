@@ -33,6 +33,7 @@ from engramdb.context import (
     SessionRead,
 )
 from engramdb.errors import EngramError, InvalidArgument, Timeout
+from engramdb.records.keys import encode_key
 
 if TYPE_CHECKING:
     from engramdb.database import Database
@@ -80,6 +81,9 @@ def _guarded(fn: Callable[[], Any]) -> Part[Any]:
 def _records(db: Database, records: Mapping[str, Sequence[Key]]) -> tuple[Reads, Any]:
     names = list(records)
     reads: Reads = [(db.records(name), list(records[name])) for name in names]
+    for _, keys in reads:  # a bad key fails this part here, not the one read all parts share
+        for key in keys:
+            encode_key(key, db.limits)
     return reads, lambda got: dict(zip(names, got))
 
 

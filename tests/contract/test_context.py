@@ -140,6 +140,13 @@ def test_each_part_keeps_its_own_error(db: Database, clock: FakeClock) -> None:
     assert isinstance(ctx.memory.error, InvalidArgument)  # type: ignore[union-attr]
 
 
+def test_a_bad_key_fails_the_records_part_only(db: Database) -> None:
+    db.sessions.create("s1", {"n": 1})
+    ctx = db.context(records={"users": [1.5]}, session=SessionRead("s1"))
+    assert isinstance(ctx.records.error, InvalidArgument)  # type: ignore[union-attr]
+    assert ctx.session.result().state == {"n": 1}  # type: ignore[union-attr]
+
+
 def test_a_reserved_set_fails_the_records_part_only(db: Database) -> None:
     db.sessions.create("s1", {"n": 1})
     ctx = db.context(records={"_sessions": ["s1"]}, session=SessionRead("s1"))
@@ -222,6 +229,45 @@ def test_records_and_session_come_from_one_snapshot(db: Database) -> None:
         thread.join()
     assert errors == []
     assert len(seen) > 1  # the writer did land between calls
+
+
+def test_the_session_and_the_records_are_read_in_one_snapshot(db: Database) -> None:
+    """A writer puts record n, then appends event n to the session. In one snapshot the
+    session never holds more events than the record's n; reading the record first and the
+    session a moment later (two reads) would see the session ahead of the record."""
+    db.records("progress").put("k", {"n": 0})
+    db.sessions.create("s1", {})
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                db.records("progress").put("k", {"n": n})
+                db.sessions.append("s1", n)
+        except BaseException as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = set()
+    try:
+        for _ in range(60):
+            ctx = db.context(records={"progress": ["k"]}, session=SessionRead("s1"))
+            record = ctx.records.result()["progress"][0]  # type: ignore[union-attr]
+            session = ctx.session.result()  # type: ignore[union-attr]
+            assert record is not None
+            assert session is not None
+            n = record.bins["n"]
+            assert n - 1 <= len(session.events) <= n, (n, len(session.events))
+            seen.add(n)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert len(seen) > 1
 
 
 def test_a_sliding_session_read_through_context_reports_the_extension(
