@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from engramdb.errors import EngramError, InvalidArgument
+from engramdb.errors import EngramError, InvalidArgument, Timeout
 
 if TYPE_CHECKING:
     from engramdb.features.model import OnlineResponse
@@ -148,8 +148,6 @@ class Part(Generic[T]):
 
     @property
     def timed_out(self) -> bool:
-        from engramdb.errors import Timeout
-
         return isinstance(self.error, Timeout)
 
     def result(self) -> T:

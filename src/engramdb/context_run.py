@@ -16,6 +16,7 @@ searches beside it on worker threads, everything bounded by the call's deadline.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,14 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
             _pool = concurrent.futures.ThreadPoolExecutor(_WORKERS, "engramdb-context")
         return _pool
 
+
+def _forget_pool() -> None:
+    # A forked child has none of the parent's threads: it makes its own pool on first use.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 Reads = list[tuple["RecordSet", Sequence["Key"]]]
 Fetched = Sequence[Sequence["Record | None"]]
