@@ -690,14 +690,17 @@ class RemoteDatabaseFace(DatabaseFace, Calls):
         - ``search``: ``SearchQuery(collection, text=..., vector=..., k=...)``: vector, text
           or (both given) hybrid search of a collection.
 
-        Snapshot: ``records``, ``session`` and ``features`` are read together in one read of
-        the engine (one LMDB read transaction; one statement on PostgreSQL), so a write
-        that lands meanwhile is in all of them or in none. ``memory`` and ``search`` read
-        derived indexes (HNSW, BM25), which follow the change log and are not versioned
-        with the records: they see every write that returned before the call, but not
-        necessarily the snapshot's exact state. The session part extends a sliding TTL as
-        ``sessions.get`` does; feature definitions are read as ``get_online_features``
-        reads them (cached). The snapshot read and each search run concurrently.
+        Snapshot: the records of ``records``, ``session`` and ``features`` are read together
+        in one read of the engine (one LMDB read transaction; one locked read on the memory
+        engine; one statement on PostgreSQL), so a write that lands meanwhile is in all of
+        them or in none. Outside that read: feature definitions (read as
+        ``get_online_features`` reads them, cached) and the clock that judges a feature's
+        max age; the write by which the session part extends a sliding TTL, as
+        ``sessions.get`` does (its generation and expiry are reported). ``memory`` and
+        ``search`` cannot share the snapshot: they read derived indexes (HNSW, BM25) that
+        follow the change log and are not versioned with the records; they see every write
+        that returned before the call. The snapshot read, the memory search and the search
+        run concurrently on worker threads.
 
         ``timeout``: seconds; a part not done by then comes back with a ``Timeout`` error
         (``part.timed_out``) and the call returns at the deadline. A malformed part is
@@ -895,14 +898,17 @@ class AsyncDatabaseFace(DatabaseFace, AsyncCalls):
         - ``search``: ``SearchQuery(collection, text=..., vector=..., k=...)``: vector, text
           or (both given) hybrid search of a collection.
 
-        Snapshot: ``records``, ``session`` and ``features`` are read together in one read of
-        the engine (one LMDB read transaction; one statement on PostgreSQL), so a write
-        that lands meanwhile is in all of them or in none. ``memory`` and ``search`` read
-        derived indexes (HNSW, BM25), which follow the change log and are not versioned
-        with the records: they see every write that returned before the call, but not
-        necessarily the snapshot's exact state. The session part extends a sliding TTL as
-        ``sessions.get`` does; feature definitions are read as ``get_online_features``
-        reads them (cached). The snapshot read and each search run concurrently.
+        Snapshot: the records of ``records``, ``session`` and ``features`` are read together
+        in one read of the engine (one LMDB read transaction; one locked read on the memory
+        engine; one statement on PostgreSQL), so a write that lands meanwhile is in all of
+        them or in none. Outside that read: feature definitions (read as
+        ``get_online_features`` reads them, cached) and the clock that judges a feature's
+        max age; the write by which the session part extends a sliding TTL, as
+        ``sessions.get`` does (its generation and expiry are reported). ``memory`` and
+        ``search`` cannot share the snapshot: they read derived indexes (HNSW, BM25) that
+        follow the change log and are not versioned with the records; they see every write
+        that returned before the call. The snapshot read, the memory search and the search
+        run concurrently on worker threads.
 
         ``timeout``: seconds; a part not done by then comes back with a ``Timeout`` error
         (``part.timed_out``) and the call returns at the deadline. A malformed part is
