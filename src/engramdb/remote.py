@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar
 
+from engramdb import context
 from engramdb.errors import InvalidArgument
 
 __all__ = ["FORMS", "RESULTS", "Form", "Kind", "RemoteSpec", "remote", "remote_methods"]
@@ -209,6 +210,7 @@ FORMS: dict[str, Form] = {
     "table": Form(_table_out, _table_in),
     "definitions": Form(_definitions_out, _definitions_in),
     "ops": Form(_same, _ops_in),
+    "context": Form(context.part_out, context.part_in),  # the parts of db.context
 }
 
 
@@ -229,6 +231,7 @@ def _model(name: str, **extra: Any) -> Callable[[Any], Any]:
 
 RESULTS: dict[str, Form] = {
     "Collection": Form(lambda collection: collection.info, _same),  # the client's handle
+    "Context": Form(lambda result: result.to_wire(), _same),
     "IngestResult": Form(
         _fields("view", "rows", "online_written"), _model("IngestResult", offline_file=None)
     ),

@@ -19,6 +19,7 @@ from engramdb.client._handles import (
     RecordSetFace,
     SessionStoreFace,
 )
+from engramdb.context import Context, FeatureRead, MemoryQuery, SearchQuery, SessionRead
 from engramdb.features.definitions import Entity, FeatureService, FeatureView
 from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse, SkewReport
 from engramdb.memory.model import Memory, MemoryEvent, MemoryHit
@@ -54,6 +55,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "records.update": ("RecordSet", "update"),
     "db.changes": ("Database", "changes"),
     "db.commit": ("Database", "commit"),
+    "db.context": ("Database", "context"),
     "db.drop_set": ("Database", "drop_set"),
     "db.first_sequence": ("Database", "first_sequence"),
     "db.last_sequence": ("Database", "last_sequence"),
@@ -668,6 +670,69 @@ class RemoteDatabaseFace(DatabaseFace, Calls):
         _result: list[Any] = self._call("db.commit", (reads, writes), {})
         return _result
 
+    def context(
+        self,
+        *,
+        records: Mapping[str, Sequence[Key]] | None = None,
+        session: SessionRead | None = None,
+        features: FeatureRead | None = None,
+        memory: MemoryQuery | None = None,
+        search: SearchQuery | None = None,
+        timeout: float | None = None,
+    ) -> Context:
+        """Everything one agent step reads, in one call: the result has a ``Part`` per part
+        asked, holding its value or the error that part alone met.
+
+        - ``records``: set name -> keys; per set, the records in order (None: missing).
+        - ``session``: ``SessionRead(id, last_events=N)``: the session with its last N events.
+        - ``features``: ``FeatureRead(features, entity_rows)``: online features.
+        - ``memory``: ``MemoryQuery(query, user_id=..., k=...)``: a search of ``db.memory``.
+        - ``search``: ``SearchQuery(collection, text=..., vector=..., k=...)``: vector, text
+          or (both given) hybrid search of a collection.
+
+        Snapshot: the records of ``records``, ``session`` and ``features`` are read together
+        in one read of the engine (one LMDB read transaction; one locked read on the memory
+        engine; one statement on PostgreSQL), so a write that lands meanwhile is in all of
+        them or in none. Outside that read: feature definitions (read as
+        ``get_online_features`` reads them, cached) and the clock that judges a feature's
+        max age; the write by which the session part extends a sliding TTL, as
+        ``sessions.get`` does (its generation and expiry are reported). ``memory`` and
+        ``search`` cannot share the snapshot: they read derived indexes (HNSW, BM25) that
+        follow the change log and are not versioned with the records; they see every write
+        that returned before the call. The snapshot read, the memory search and the search
+        run concurrently on worker threads.
+
+        ``timeout``: seconds; a part not done by then comes back with a ``Timeout`` error
+        (``part.timed_out``) and the call returns at the deadline. A malformed part is
+        ``InvalidArgument`` before anything runs; a server caps the sizes a remote caller
+        may ask for (keys, ``last_events``, ``k``, entity rows: 10,000 each).
+        """
+        if features is not None:
+            features = self._wire("context", features)
+        if memory is not None:
+            memory = self._wire("context", memory)
+        if records is not None:
+            records = self._wire("context", records)
+        if search is not None:
+            search = self._wire("context", search)
+        if session is not None:
+            session = self._wire("context", session)
+        _kw: dict[str, Any] = {}
+        if records is not None:
+            _kw["records"] = records
+        if session is not None:
+            _kw["session"] = session
+        if features is not None:
+            _kw["features"] = features
+        if memory is not None:
+            _kw["memory"] = memory
+        if search is not None:
+            _kw["search"] = search
+        if timeout is not None:
+            _kw["timeout"] = timeout
+        _result: Context = self._call("db.context", (), _kw)
+        return _result
+
     def drop_set(self, set_name: str) -> int:
         """Remove every record of ``set_name`` (a set with no records does not exist), in
         atomic pages of 1,000; returns how many were removed.
@@ -811,6 +876,69 @@ class AsyncDatabaseFace(DatabaseFace, AsyncCalls):
         write fails the whole commit. Nothing is written either way.
         """
         _result: list[Any] = await self._call("db.commit", (reads, writes), {})
+        return _result
+
+    async def context(
+        self,
+        *,
+        records: Mapping[str, Sequence[Key]] | None = None,
+        session: SessionRead | None = None,
+        features: FeatureRead | None = None,
+        memory: MemoryQuery | None = None,
+        search: SearchQuery | None = None,
+        timeout: float | None = None,
+    ) -> Context:
+        """Everything one agent step reads, in one call: the result has a ``Part`` per part
+        asked, holding its value or the error that part alone met.
+
+        - ``records``: set name -> keys; per set, the records in order (None: missing).
+        - ``session``: ``SessionRead(id, last_events=N)``: the session with its last N events.
+        - ``features``: ``FeatureRead(features, entity_rows)``: online features.
+        - ``memory``: ``MemoryQuery(query, user_id=..., k=...)``: a search of ``db.memory``.
+        - ``search``: ``SearchQuery(collection, text=..., vector=..., k=...)``: vector, text
+          or (both given) hybrid search of a collection.
+
+        Snapshot: the records of ``records``, ``session`` and ``features`` are read together
+        in one read of the engine (one LMDB read transaction; one locked read on the memory
+        engine; one statement on PostgreSQL), so a write that lands meanwhile is in all of
+        them or in none. Outside that read: feature definitions (read as
+        ``get_online_features`` reads them, cached) and the clock that judges a feature's
+        max age; the write by which the session part extends a sliding TTL, as
+        ``sessions.get`` does (its generation and expiry are reported). ``memory`` and
+        ``search`` cannot share the snapshot: they read derived indexes (HNSW, BM25) that
+        follow the change log and are not versioned with the records; they see every write
+        that returned before the call. The snapshot read, the memory search and the search
+        run concurrently on worker threads.
+
+        ``timeout``: seconds; a part not done by then comes back with a ``Timeout`` error
+        (``part.timed_out``) and the call returns at the deadline. A malformed part is
+        ``InvalidArgument`` before anything runs; a server caps the sizes a remote caller
+        may ask for (keys, ``last_events``, ``k``, entity rows: 10,000 each).
+        """
+        if features is not None:
+            features = self._wire("context", features)
+        if memory is not None:
+            memory = self._wire("context", memory)
+        if records is not None:
+            records = self._wire("context", records)
+        if search is not None:
+            search = self._wire("context", search)
+        if session is not None:
+            session = self._wire("context", session)
+        _kw: dict[str, Any] = {}
+        if records is not None:
+            _kw["records"] = records
+        if session is not None:
+            _kw["session"] = session
+        if features is not None:
+            _kw["features"] = features
+        if memory is not None:
+            _kw["memory"] = memory
+        if search is not None:
+            _kw["search"] = search
+        if timeout is not None:
+            _kw["timeout"] = timeout
+        _result: Context = await self._call("db.context", (), _kw)
         return _result
 
     async def drop_set(self, set_name: str) -> int:

@@ -41,6 +41,7 @@ FACES = [(namespace, module, cls) for namespace, (module, cls, _) in NAMESPACES.
 # Every name a declared signature may use, by the (light) module the client takes it from.
 _MODULES = {
     "collections.abc": "AsyncIterator Callable Iterator Mapping Sequence",
+    "engramdb.context": "Context FeatureRead MemoryQuery SearchQuery SessionRead",
     "engramdb.records.keys": "Key",
     "engramdb.records.limits": "Limits",
     "engramdb.records.model": "Change Record ScanPage",
