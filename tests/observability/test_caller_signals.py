@@ -240,3 +240,21 @@ def test_nothing_imports_opentelemetry_when_telemetry_is_off(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_telemetry_asked_for_without_the_extra_is_a_clear_error() -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if the otel extra were not installed\n"
+        "import engramdb\n"
+        "try:\n"
+        "    engramdb.open(None)\n"
+        "except engramdb.InvalidArgument as e:\n"
+        "    print(e)\n"
+        "engramdb.open(None, telemetry=False).close()\n"
+    )
+    env = {**os.environ, "ENGRAMDB_TELEMETRY": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    assert "pip install 'engramdb[otel]'" in done.stdout, done.stdout + done.stderr
