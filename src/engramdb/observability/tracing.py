@@ -3,7 +3,8 @@
 Each call of a client or of the embedded database runs in a span that follows the
 OpenTelemetry semantic conventions for database clients:
 
-- name ``"{method} {collection}"`` (``records.get users``), or ``"{method}"``;
+- name ``"{method} {collection}"`` (``records.get users``, ``collection.search docs``), or
+  ``"{method}"``;
 - kind ``CLIENT`` (``SERVER`` on the server, ``INTERNAL`` embedded);
 - ``db.system.name`` ``"engramdb"``, ``db.operation.name`` the method (``records.get``),
   ``db.collection.name`` the record set, collection or memory store the call names;
@@ -178,6 +179,9 @@ class Tracer:
         they were (no cost with telemetry off)."""
         from engramdb.remote import remote_methods
 
+        if vars(obj).get("_spans"):
+            return
+        obj._spans = True
         args = () if collection is None else (collection,)
         for name in remote_methods(type(obj)):
             setattr(obj, name, self._traced(getattr(obj, name), f"{namespace}.{name}", args))
@@ -186,7 +190,10 @@ class Tracer:
         @functools.wraps(fn)
         def traced(*call_args: Any, **kwargs: Any) -> Any:
             with self.call(method, args):
-                return fn(*call_args, **kwargs)
+                result = fn(*call_args, **kwargs)
+            if type(result).__name__ == "Collection":  # a vector collection's own calls
+                self.instrument(result, "collection", result.name)
+            return result
 
         return traced
 
