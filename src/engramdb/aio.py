@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from engramdb.client._core import Address, Measured, Pool
+from engramdb.client._core import Address, Pool
 from engramdb.client._generated import (
     AsyncCollection,
     AsyncDatabaseFace,
@@ -27,6 +27,7 @@ from engramdb.client._generated import (
     AsyncRecordSet,
 )
 from engramdb.errors import AuthError, Unavailable
+from engramdb.observability.calls import Measured
 from engramdb.protocol.resp import encode_command
 from engramdb.records.limits import Limits
 
@@ -100,8 +101,8 @@ class AsyncClient(Pool, AsyncDatabaseFace):
         return await _AsyncConn.open(self.address, self.timeout) if conn is None else conn
 
     async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        frame = self._frame(method, args, kwargs)
-        with Measured(self._meter, method):
+        with Measured(self._meter, method, self._tracer, args) as trace:
+            frame = self._frame(method, args, kwargs, trace)
             return self._decoded(method, await self._roundtrip(method, frame))
 
     async def _roundtrip(self, method: str, frame: bytes) -> Any:
@@ -185,7 +186,7 @@ class AsyncDatabase(AsyncDatabaseFace):
             return self._handle(found.call(db, args, kwargs))
         if found.kind == "write":
             # The embedded method is bypassed for its plan, so count the call here.
-            with Measured(self._meter, method):
+            with Measured(self._meter, method, db._tracer, args):
                 plan = found.call(db, args, kwargs)  # validated here, before anything queues
                 done: Future[Any] = Future()
                 done.set_running_or_notify_cancel()  # a cancelled caller leaves it to commit

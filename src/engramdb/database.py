@@ -26,6 +26,7 @@ from engramdb.errors import (
     InvalidArgument,
     StorageError,
 )
+from engramdb.observability.calls import tracer_for
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
@@ -190,6 +191,7 @@ def open(
     changelog_retention: int | None = 1_000_000,
     flush_interval: float = 1.0,
     embedder: Embedder | None = None,
+    telemetry: bool | None = None,
 ) -> Database:
     """Open (creating if needed) the database at ``path``, or an in-memory one.
 
@@ -215,6 +217,9 @@ def open(
         flush_interval: seconds between flushes with ``durability="async"``.
         embedder: what ``db.memory`` embeds texts with (``engramdb.embedders``); None uses
             the deterministic, dependency-free ``HashEmbedder``.
+        telemetry: run each call of a record set or role in an OpenTelemetry span (the
+            ``otel`` extra; ``engramdb.observability.tracing``). None (the default) follows
+            the environment variable ``ENGRAMDB_TELEMETRY``.
     """
     if durability not in ("sync", "async", "none"):
         raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
@@ -242,6 +247,7 @@ def open(
                 sweep_interval=sweep_interval,
                 changelog_retention=changelog_retention,
                 embedder=embedder,
+                telemetry=telemetry,
                 path=None,
                 durability=durability,
             )
@@ -262,6 +268,7 @@ def open(
             sweep_interval=sweep_interval,
             changelog_retention=changelog_retention,
             embedder=embedder,
+            telemetry=telemetry,
             path=None if path is None else os.fspath(path),
             durability=durability if path is not None else "none",
         )
@@ -286,6 +293,7 @@ class Database:
         sweep_interval: float | None = 1.0,
         changelog_retention: int | None = 1_000_000,
         embedder: Embedder | None = None,
+        telemetry: bool | None = None,
         path: str | None = None,
         durability: Durability = "sync",
     ) -> None:
@@ -300,6 +308,7 @@ class Database:
         self.durability = durability
         self._retention = changelog_retention
         self._metrics = Metrics()
+        self._tracer = tracer_for(None, telemetry)
         self._commit = GroupCommit(engine)
         self._sets: dict[str, RecordSet] = {}
         self._sets_lock = threading.Lock()
@@ -404,6 +413,8 @@ class Database:
                 found = self._sets.get(set_name)
                 if found is None:
                     found = RecordSet(self, set_name)
+                    if self._tracer is not None and not is_reserved(set_name):
+                        self._tracer.instrument(found, "records", set_name)
                     if len(self._sets) >= _MAX_CACHED_SETS:
                         # Set names come from clients: never let them grow memory for ever.
                         # Roles keep their own RecordSets, so dropping the cache is cheap.
@@ -755,6 +766,8 @@ class Database:
                 found = self._roles.get(name)
                 if found is None:
                     found = self._roles[name] = make(self)
+                    if self._tracer is not None:
+                        self._tracer.instrument(found, name)
         return found
 
     def close(self) -> None:

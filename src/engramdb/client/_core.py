@@ -24,7 +24,6 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from time import perf_counter_ns
 from typing import Any, NamedTuple
 
 import hiredis
@@ -32,6 +31,7 @@ import msgspec
 
 from engramdb.client import _generated
 from engramdb.errors import EngramError, InvalidArgument, StorageError, Timeout, Unavailable
+from engramdb.observability.calls import tracer_for
 from engramdb.observability.metrics import Metrics
 from engramdb.protocol.errors import error_from_reply
 from engramdb.protocol.resp import encode_command
@@ -40,7 +40,7 @@ from engramdb.records.limits import Limits
 from engramdb.records.ops import Op
 from engramdb.remote import RESULTS
 
-__all__ = ["WRITES", "Address", "Measured", "Pool", "decoder_for", "encode_call", "parse_url"]
+__all__ = ["WRITES", "Address", "Pool", "decoder_for", "encode_call", "parse_url"]
 
 DEFAULT_PORT = 7379
 WRITES = _generated.WRITES  # calls that change data: never retried once sent
@@ -89,8 +89,11 @@ def _wire(value: Any, top: bool = True) -> Any:
     return value
 
 
-def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
-    """The request frame for one call. Raises ``InvalidArgument`` for unstorable values."""
+def encode_call(
+    method: str, args: Sequence[Any], kwargs: Mapping[str, Any], trace: Sequence[bytes] = ()
+) -> bytes:
+    """The request frame for one call, with the caller's W3C ``trace`` context if it has one
+    (``observability.tracing``). Raises ``InvalidArgument`` for unstorable values."""
     args = [_wire(value) for value in args]
     kwargs = {name: _wire(value) for name, value in kwargs.items()}
     for value in args:
@@ -101,7 +104,7 @@ def encode_call(method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
         payload = _encoder.encode((args, kwargs))
     except (TypeError, OverflowError, ValueError) as e:
         raise InvalidArgument(f"cannot send this argument: {e}") from None
-    return encode_command(b"ENGRAM", method.encode(), payload)
+    return encode_command(b"ENGRAM", method.encode(), payload, *trace)
 
 
 _MADE: dict[tuple[str, int], Decoder] = {}
@@ -117,23 +120,6 @@ def _decoder_of(method: str, face: int) -> Decoder:
         returns = typing.get_type_hints(fn, vars(_generated))["return"]
         found = _MADE[(method, face)] = decoder_for(returns)
     return found
-
-
-class Measured:
-    """Counts one call in ``metrics``: its latency, and its error if it raises one."""
-
-    __slots__ = ("op", "started")
-
-    def __init__(self, metrics: Metrics, method: str) -> None:
-        self.op = metrics.op(method.rpartition(".")[2])
-
-    def __enter__(self) -> None:
-        self.started = perf_counter_ns()
-
-    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        if isinstance(error, EngramError):
-            self.op.error(type(error).__name__)
-        self.op.observe(perf_counter_ns() - self.started)
 
 
 class Pool:
@@ -165,15 +151,18 @@ class Pool:
         self._sets: dict[str, Any] = {}
         self._closed = False
         self._meter = Metrics()
+        self._tracer = tracer_for(self.address[:2])
         self._server_limits: Limits | None = None
 
     def __repr__(self) -> str:
         return f"<{self._label} {self.address.host}:{self.address.port}>"
 
-    def _frame(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+    def _frame(
+        self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any], trace: Any
+    ) -> bytes:
         if self._closed:
             raise StorageError("the client is closed")
-        return encode_call(method, args, kwargs)
+        return encode_call(method, args, kwargs, trace)
 
     def _attempts(self, method: str) -> list[bool]:
         """Whether each attempt is the last: idempotent calls retry on a fresh connection."""

@@ -15,9 +15,10 @@ from typing import Any
 
 import hiredis
 
-from engramdb.client._core import Address, Measured, Pool
+from engramdb.client._core import Address, Pool
 from engramdb.client._generated import RemoteDatabaseFace, RemoteRecordSet
 from engramdb.errors import AuthError, Unavailable
+from engramdb.observability.calls import Measured
 from engramdb.protocol.resp import encode_command
 from engramdb.records.limits import Limits
 
@@ -94,8 +95,8 @@ class Client(Pool, RemoteDatabaseFace):
         return _Conn(self.address, self.timeout) if conn is None else conn
 
     def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        frame = self._frame(method, args, kwargs)
-        with Measured(self._meter, method):
+        with Measured(self._meter, method, self._tracer, args) as trace:
+            frame = self._frame(method, args, kwargs, trace)
             return self._decoded(method, self._roundtrip(method, frame))
 
     def _roundtrip(self, method: str, frame: bytes) -> Any:

@@ -170,6 +170,9 @@ class Server:
             options.setdefault(
                 "limits", engramdb.Limits(max_record_bytes=self.config.max_record_bytes)
             )
+        # The server's spans are its calls' (``observability.calls.server_call``), not the
+        # embedded ones of the record sets every command uses.
+        options.setdefault("telemetry", False)
         if self.config.embedder == "minilm":
             from engramdb.embedders import SentenceEmbedder
 

@@ -2,7 +2,8 @@
 
 ``ENGRAM <method> <payload>`` calls ``method`` (e.g. ``records.put``) with the arguments in
 ``payload``, msgpack ``[args, kwargs]``, and replies with the msgpack-encoded result as a bulk
-string, or an error coded by ``protocol/errors.py``.
+string, or an error coded by ``protocol/errors.py``. A traced caller adds its W3C trace
+context (``traceparent [tracestate]``, ``observability.tracing``).
 
 The surface is derived, not listed: every method ``engramdb.dispatch`` finds (declared
 ``@remote``) is served under its name, run as declared: ``read`` on the event loop, ``write``
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engramdb.dispatch import entry
+from engramdb.dispatch import Entry, entry
 from engramdb.errors import InvalidArgument
+from engramdb.observability.calls import server_call
 from engramdb.records.codec import decode_value, encode_value
 from engramdb.remote import RESULTS as WIRE_RESULTS
 from engramdb.server.commands import Offload, Reply, Write, command
@@ -69,13 +71,20 @@ def _metric(args: list[bytes]) -> str:
     return name if entry(name, remote=True) is not None else "engram"
 
 
-@command("engram", 3, "write", keys=(0, 0, 0), writes=_is_write, metric=_metric)
+@command("engram", -3, "write", keys=(0, 0, 0), writes=_is_write, metric=_metric)
 def engram(conn: Connection, args: list[bytes]) -> Any:
     name = args[0].decode(errors="replace")
     method = entry(name, remote=True)
     if method is None:
         raise InvalidArgument(f"unknown method {name!r}")
     call_args, kwargs = _decode_payload(args[1])
+    if len(args) > 2:  # the caller's W3C trace context: traceparent [tracestate]
+        run = lambda: _call(conn, name, method, call_args, kwargs)  # noqa: E731
+        return server_call(name, call_args, args[2:], run)
+    return _call(conn, name, method, call_args, kwargs)
+
+
+def _call(conn: Connection, name: str, method: Entry, call_args: list[Any], kwargs: Any) -> Any:
     db = conn.db
     encode = _encode_result
     if name == "db.stats":  # without server paths, with what a client must know of this server
