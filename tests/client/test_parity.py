@@ -167,7 +167,10 @@ HAND_WRITTEN_BEFORE = 1971
 
 def test_the_hand_written_client_and_relay_code_is_smaller_than_the_stubs_it_replaced() -> None:
     src = Path(engramdb.__file__).parent
-    files = [p for p in (src / "client").glob("*.py") if p.name != "_generated.py"]
+    # The files that replaced the stubs, named: a new capability in a module of its own
+    # (hedging, tracing) is not a stub and is not counted; code it adds to these files is.
+    client = ("__init__.py", "_core.py", "_handles.py", "generate.py", "sync.py")
+    files = [src / "client" / name for name in client]
     files += [src / "aio.py", src / "dispatch.py", src / "remote.py"]
     files += [src / "server" / "handlers" / "native.py"]
     lines = {p.name: len(p.read_text().splitlines()) for p in files}
