@@ -38,6 +38,7 @@ from engramdb.records.model import Change, Record, ScanPage
 from engramdb.recordset import RecordSet
 
 if TYPE_CHECKING:
+    from engramdb.client.hedge import Hedge
     from engramdb.client.sync import Client, RemoteRecordSet, connect
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __all__ = [
     "EngramError",
     "FakeClock",
     "FeatureRead",
+    "Hedge",
     "InvalidArgument",
     "Key",
     "Limits",
@@ -86,4 +88,8 @@ def __getattr__(name: str) -> Any:
         from engramdb.client import sync
 
         return getattr(sync, name)
+    if name == "Hedge":
+        from engramdb.client.hedge import Hedge
+
+        return Hedge
     raise AttributeError(f"module 'engramdb' has no attribute {name!r}")

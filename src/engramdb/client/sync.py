@@ -17,6 +17,7 @@ import hiredis
 
 from engramdb.client._core import Address, Pool
 from engramdb.client._generated import RemoteDatabaseFace, RemoteRecordSet
+from engramdb.client.hedge import Hedge
 from engramdb.errors import AuthError, Unavailable
 from engramdb.observability.calls import Measured
 from engramdb.protocol.resp import encode_command
@@ -127,11 +128,14 @@ class Client(Pool, RemoteDatabaseFace):
 
 
 def connect(
-    url: str = "engramdb://127.0.0.1:7379",
+    url: str | Sequence[str] = "engramdb://127.0.0.1:7379",
     *,
     timeout: float = 5.0,
     pool_size: int = 16,
     retries: int = 1,
+    hedge: bool | Hedge = False,
 ) -> Client:
-    """Connect to an ``engramdb serve`` server: the ``engramdb.open()`` interface, remote."""
-    return Client(url, timeout=timeout, pool_size=pool_size, retries=retries)
+    """The ``engramdb.open()`` interface, remote; ``hedge`` hedges reads over several servers."""
+    from engramdb.client.hedged import connected
+
+    return connected(url, hedge, timeout=timeout, pool_size=pool_size, retries=retries)
