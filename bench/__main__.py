@@ -36,6 +36,7 @@ SCRIPTS = [
     "integrations",
     "audit_compare",
     "redis_py_suite",
+    "hedge",
     "cluster",
 ]
 

@@ -42,6 +42,7 @@ AREAS = [
     ("integrations", "integrations"),
     ("audit", "audit_compare"),
     ("cluster", "cluster"),
+    ("hedge", "hedge"),
     ("redis-py-suite", "redis_py_suite"),
 ]
 
