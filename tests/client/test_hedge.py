@@ -162,6 +162,23 @@ def test_a_hedged_read_sees_a_write_the_client_saw_acknowledged(
                 assert record.bins == {"n": n}
 
 
+def test_a_read_on_a_restarted_servers_stale_connection_is_answered(
+    fronts: tuple[Served, Served],
+) -> None:
+    a, b = fronts
+    with engramdb.connect([a.url, b.url], hedge=True, timeout=30.0, retries=0) as db:
+        users = db.records("users")
+        users.put("u1", {"n": 1})
+        for _ in range(WARMUP):
+            users.get("u1")  # both servers now have pooled connections
+        b.kill()
+        b.start()  # same port, same data; the pooled connections to it are dead
+        for _ in range(4):
+            record = users.get("u1")
+            assert record is not None
+            assert record.bins == {"n": 1}
+
+
 def test_hedging_needs_two_servers_and_a_sane_budget(fronts: tuple[Served, Served]) -> None:
     a, _ = fronts
     with pytest.raises(InvalidArgument):

@@ -71,10 +71,15 @@ class HedgedClient(Client):
             return Client._roundtrip(second, method, frame)
         racing = {conn: first}
         try:
-            reply, conn, owner = self._race(method, frame, racing, second, delay, started)
+            won = self._race(method, frame, racing, second, delay, started)
         finally:
             for loser in racing:
                 loser.close()
+        if won is None:
+            # Every connection it went out on broke (a server restarted, say): the next
+            # server answers, with the ordinary retry rule for reads.
+            return Client._roundtrip(second, method, frame)
+        reply, conn, owner = won
         self.hedger.observe(method, perf_counter() - started, owner is not first)
         return owner._release(conn, reply)
 
@@ -86,9 +91,10 @@ class HedgedClient(Client):
         second: Client,
         delay: float | None,
         started: float,
-    ) -> tuple[Any, _Conn, Client]:
+    ) -> tuple[Any, _Conn, Client] | None:
         """The first reply among ``racing``, which gains the hedge once ``delay`` has passed
-        with no reply (None: never) if the budget allows; the winner leaves ``racing``."""
+        with no reply (None: never) if the budget allows; the winner leaves ``racing``.
+        None when every connection broke before a reply."""
         deadline = started + self.timeout
         hedge_at = deadline if delay is None else started + delay
         with selectors.DefaultSelector() as waiting:
@@ -114,7 +120,7 @@ class HedgedClient(Client):
                         return conn.read(), conn, owner
                     except OSError:
                         conn.close()  # the other may still answer
-        raise Unavailable(f"{method}: connection lost on every server it was sent to")
+        return None
 
     def _hedge(self, server: Client, frame: bytes) -> _Conn | None:
         """The connection a hedge went out on, or None (budget spent, or the server is
