@@ -72,8 +72,9 @@ def test_a_read_stalled_on_a_stopped_server_is_answered_by_the_other(
 
 def test_hedging_is_off_by_default(fronts: tuple[Served, Served]) -> None:
     a, b = fronts
-    with engramdb.connect(a.url) as single:
-        assert "hedging" not in single.stats()
+    for one in (a.url, [a.url]):
+        with engramdb.connect(one) as single:
+            assert "hedging" not in single.stats()
     with engramdb.connect([a.url, b.url], timeout=0.5, retries=0) as db:
         users = db.records("users")
         users.put("u1", {"n": 1})

@@ -152,9 +152,9 @@ def connected(url: str | Sequence[str], hedge: bool | Hedge, **options: Any) -> 
     """What ``engramdb.connect`` returns: a plain client of one server, or a client of
     several that hedges its reads when ``hedge`` says so (with several servers and no
     hedge, the reads only take turns)."""
-    if isinstance(url, str) and hedge is False:
-        return Client(url, **options)
     urls = [url] if isinstance(url, str) else list(url)
+    if len(urls) == 1 and hedge is False:
+        return Client(urls[0], **options)
     if hedge is True:
         hedge = Hedge()
     return HedgedClient(urls, hedge or Hedge(budget=0.0), **options)
