@@ -17,19 +17,21 @@ What lives here, so every benchmark measures and reports the same way:
 - ``Report``: what a run found (headline checks, tables, notes, the machine), saved as
   ``bench/results/<script>.json`` for ``bench/render.py``, which publishes BENCHMARKS.md.
   ``missing`` / ``skip``: a peer that is not installed is left out with the reason printed.
-- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for the
-  scripts that still write their own section (server, vectors, cluster) until they move to
-  ``Report``; ``$ENGRAMDB_BENCH_RESULTS`` redirects all of them (smoke runs, the tests).
+- ``redis_peer`` / ``add_redis_args``: the Redis side of a comparison (servers, redis-py
+  clients, or why not); ``served``: ``engramdb serve`` plus one client of it.
+- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for
+  bench/server.py, which still writes its own section until it moves to ``Report``;
+  ``$ENGRAMDB_BENCH_RESULTS`` redirects them (smoke runs, the tests).
 - ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
   and exact nearest-neighbour ground truth for the vector benchmarks.
 - ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
-- ``sample_own_stacks``: py-spy sampling this very process while it runs a loop.
 - ``Watched`` and ``rss_kib``: a subprocess with a wall-time and memory bound whose peak RSS
   is watched (for peers run in their own interpreter, and clean memory measurements).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import datetime as dt
@@ -71,13 +73,14 @@ __all__ = [
     "EngramServer",
     "EngramUnavailable",
     "Meter",
-    "ProfilerUnavailable",
+    "RedisPeer",
     "RedisServer",
     "RedisUnavailable",
     "Report",
     "Stats",
     "Watched",
     "WatchedResult",
+    "add_redis_args",
     "available_kib",
     "busy_loop",
     "calibrate_busy_loop",
@@ -98,10 +101,11 @@ __all__ = [
     "output_path",
     "process_cpu_seconds",
     "recall_at_k",
+    "redis_peer",
     "redis_server_version",
     "replace_section",
     "rss_kib",
-    "sample_own_stacks",
+    "served",
     "skip",
     "stats_cells",
     "temp_dir",
@@ -405,7 +409,7 @@ def output_path(path: Path) -> Path:
     """Where a result meant for ``path`` goes: elsewhere when ``$ENGRAMDB_BENCH_RESULTS`` is set.
 
     ``python -m bench --quick`` and the suite's smoke test set it, so a smoke run of any
-    script (those not yet on ``Report`` included) never touches BENCHMARKS.md or a measured
+    script (server.py, not yet on ``Report``, included) never touches BENCHMARKS.md or a measured
     ``bench/results/*.json``.
     """
     override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
@@ -420,7 +424,7 @@ def output_path(path: Path) -> Path:
 def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARKS_HEADER) -> None:
     """Put ``body`` between ``name``'s markers in ``path``, leaving other sections alone.
 
-    For the scripts that still write their own section (server, vectors, cluster);
+    For bench/server.py, which still writes its own section;
     ``bench/render.py`` keeps such a section when its script's JSON is newer than the rest.
     """
     path = output_path(path)
@@ -948,6 +952,93 @@ class EngramServer:
             proc.wait(5)
 
 
+@dataclass
+class RedisPeer:
+    """The Redis side of a comparison: private servers and their redis-py clients (one per
+    configuration), or none and ``note`` says why."""
+
+    servers: list[RedisServer] = field(default_factory=list)
+    clients: list[Any] = field(default_factory=list)
+    note: str = "Redis: not available"
+    parser: str = ""
+    machine: dict[str, str] = field(default_factory=dict)
+
+
+def add_redis_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
+    parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
+
+
+def redis_peer(
+    stack: contextlib.ExitStack,
+    configs: Sequence[Sequence[str]] = ((),),
+    *,
+    args: argparse.Namespace | None = None,
+    parent: str | None = None,
+    **client: Any,
+) -> RedisPeer:
+    """Start one ``RedisServer`` per configuration (its ``extra_args``) and a redis-py client
+    of each (RESP2, hiredis when installed) on ``stack``. ``args`` are those of
+    ``add_redis_args``. Whatever is missing leaves the peer empty, the reason in ``note``."""
+    peer = RedisPeer()
+    executable = getattr(args, "redis_server", None)
+    if getattr(args, "no_redis", False):
+        peer.note = "Redis: skipped (--no-redis)"
+        return peer
+    why = missing("redis") or (
+        None if executable or find_redis_server() else "redis-server not installed"
+    )
+    if why:
+        peer.note = f"Redis: not available ({why})"
+        print(peer.note)
+        return peer
+    try:
+        for extra in configs:
+            peer.servers.append(
+                stack.enter_context(RedisServer(executable, extra_args=extra, parent=parent))
+            )
+    except RedisUnavailable as e:
+        peer.note = f"Redis: not available ({str(e).splitlines()[0]})"
+        print(peer.note)
+        peer.servers = []
+        return peer
+    import redis
+
+    for server in peer.servers:
+        peer.clients.append(
+            stack.enter_context(redis.Redis(host=server.host, port=server.port, protocol=2,
+                                            **client))
+        )  # fmt: skip
+    first = peer.servers[0]
+    peer.parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
+    peer.machine = {
+        "redis-server": f"{first.version} ({first.executable})",
+        "redis-py parser": peer.parser,
+    }
+    quoted = " ".join('""' if a == "" else a for a in first.args)
+    peer.note = (
+        f"Redis {first.version} (`redis-server {quoted}` on 127.0.0.1), redis-py "
+        f"{redis.__version__} with {peer.parser}"
+    )
+    return peer
+
+
+@contextlib.contextmanager
+def served(
+    path: str, durability: str = "sync", extra_args: Sequence[str] = (), **connect: Any
+) -> Iterator[tuple[EngramServer, Any]]:
+    """``engramdb serve`` on ``path`` and one ``engramdb.connect`` client of it; both closed
+    on exit (the data directory is the caller's)."""
+    import engramdb
+
+    with EngramServer(path, durability=durability, extra_args=extra_args) as server:
+        client = engramdb.connect(server.url, **connect)
+        try:
+            yield server, client
+        finally:
+            client.close()
+
+
 def process_cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU seconds used so far by process ``pid`` (all threads); None if unknown."""
     if pid is None:
@@ -1069,53 +1160,6 @@ def wait_for_quiet(
         if report is not None:
             report(f"load average {load:.2f} >= {threshold}; waiting…")
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-
-
-# sampling profiler -------------------------------------------------------------------------
-
-
-class ProfilerUnavailable(RuntimeError):
-    """py-spy is missing or may not attach to this process."""
-
-
-def sample_own_stacks(
-    step: Callable[[int], object], seconds: float, *, rate: int = 997
-) -> tuple[str, int, float]:
-    """Run ``step(i)`` for i = 0, 1, … while py-spy samples this process for ``seconds``.
-
-    Returns (py-spy's collapsed stacks, one ``frame;frame;… count`` per line, with
-    ``function (file:line)`` frames), the number of calls, and the loop's wall seconds.
-    py-spy runs ``--nonblocking`` (it never pauses the process, so the loop runs at full
-    speed; a sample may rarely catch a stack mid-update). Raises ``ProfilerUnavailable``.
-    """
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise ProfilerUnavailable("py-spy is not installed (pip install py-spy)")
-    with tempfile.TemporaryDirectory(prefix="engramdb-bench-pyspy-") as tmp:
-        out = os.path.join(tmp, "stacks.txt")
-        cmd = [
-            spy, "record", "--pid", str(os.getpid()), "--rate", str(rate),
-            "--duration", str(max(1, round(seconds))), "--format", "raw", "--output", out,
-            "--nonblocking",
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        calls = 0
-        began = time.perf_counter()
-        deadline = time.monotonic() + seconds + 5.0
-        while proc.poll() is None and time.monotonic() < deadline:
-            step(calls)
-            calls += 1
-        wall = time.perf_counter() - began
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        if proc.returncode != 0 or not os.path.exists(out):
-            raise ProfilerUnavailable(
-                f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-300:]}"
-            )
-        return Path(out).read_text(encoding="utf-8"), calls, wall
 
 
 # watched subprocesses ----------------------------------------------------------------------

@@ -75,7 +75,6 @@ from rich.console import Console
 
 import engramdb
 from _common import (
-    EngramServer,
     Meter,
     RedisServer,
     RedisUnavailable,
@@ -93,6 +92,7 @@ from _common import (
     measure,
     new_progress,
     rss_kib,
+    served,
     temp_dir,
     wait_for_quiet,
 )
@@ -732,12 +732,8 @@ class Run:
             self.measure_floor(db, fs, data)
             self.measure_noise(data)
         self.note_load("online (engramdb server)")
-        with EngramServer(db_path, durability="none") as server:
-            client = engramdb.connect(server.url)
-            try:
-                self.measure_engram("server", client.features, data)
-            finally:
-                client.close()
+        with served(db_path, "none") as (_, client):
+            self.measure_engram("server", client.features, data)
         for store in stores:
             side = f"feast_{store}"
             if side in r.online_notes:

@@ -87,7 +87,6 @@ from rich.progress import Progress
 import engramdb
 from _common import (
     RESULTS_DIR,
-    EngramServer,
     EngramUnavailable,
     Meter,
     Report,
@@ -100,6 +99,7 @@ from _common import (
     measure_samples,
     missing,
     new_progress,
+    served,
     skip,
     temp_dir,
     wait_for_quiet,
@@ -1225,8 +1225,7 @@ class Run:
         extra = ("--embedder", "minilm")
         path = os.path.join(self.root, "server-data")
         with (
-            EngramServer(path, durability="none", extra_args=extra) as server,
-            contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+            served(path, "none", extra, timeout=300) as (server, client),
         ):
             self.server_argv = " ".join(server.argv)
             self.engram("server", client.memory, full=not self.split)
@@ -1235,14 +1234,12 @@ class Run:
             path = os.path.join(self.root, "server-full")
             shutil.copytree(os.path.join(self.root, "engramdb"), path)
             with (
-                EngramServer(path, durability="none", extra_args=extra) as server,
-                contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+                served(path, "none", extra, timeout=300) as (server, client),
             ):
                 qis = list(range(len(self.data.queries)))
                 self.searches("server", client.memory, self.ids["embedded"], qis, "")
         with (
-            EngramServer(path, durability="sync", extra_args=extra) as server,
-            contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+            served(path, "sync", extra, timeout=300) as (server, client),
         ):
             self.sync_adds("server", client.memory)
 
