@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 from rich.progress import (
@@ -717,12 +717,70 @@ def _command(port: int, *args: str, timeout: float = 1.0) -> bytes:
         return s.recv(4096)
 
 
-class RedisServer:
+class _Served:
+    """A server subprocess on a free 127.0.0.1 port that answers a RESP ``PING``. Use as a
+    context manager: it is stopped (SIGTERM, then SIGKILL) on exit, whatever happened inside."""
+
+    host = "127.0.0.1"
+    port = 0
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def _launch(
+        self, argv: Callable[[], list[str]], log_path: str, timeout: float, attempts: int
+    ) -> str:
+        """Start ``argv()`` (a new port each attempt) until it answers; '' or its log's tail."""
+        last = ""
+        for _ in range(attempts):
+            self.port = _free_port()
+            with open(log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    if _command(self.port, "PING").startswith(b"+PONG"):
+                        return ""
+                time.sleep(0.02)
+            last = _read(log_path)[-2000:]
+            _Served.stop(self)
+        return last or "(no log)"
+
+
+class RedisServer(_Served):
     """A private ``redis-server`` on a free 127.0.0.1 port, in a temporary directory.
 
     Persistence is off (``--save "" --appendonly no``: Redis's defaults minus RDB snapshots),
-    so it never fsyncs on a write. Use as a context manager; the server is stopped and its
-    directory removed on exit, whatever happened inside.
+    so it never fsyncs on a write. The directory is removed on exit too.
     """
 
     ARGS: tuple[str, ...] = ("--save", "", "--appendonly", "no")
@@ -744,9 +802,6 @@ class RedisServer:
         self.executable = found
         self.version = redis_server_version(found)
         self.args = (*self.ARGS, *extra_args)
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
         self._parent = parent
 
@@ -754,75 +809,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def directory(self) -> str | None:
-        return self._dir
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self, *, timeout: float = 10.0, attempts: int = 3) -> None:
-        self._dir = tempfile.mkdtemp(prefix="engramdb-bench-redis-", dir=self._parent)
-        last = ""
-        for _ in range(attempts):
-            self.port = _free_port()
-            log = os.path.join(self._dir, "redis.log")
-            cmd = [
-                self.executable,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", self._dir,
-                "--logfile", log,
-                "--daemonize", "no",
-                *self.args,
-            ]  # fmt: skip
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-            if self._wait_ready(timeout):
-                return
-            last = _read(log)[-2000:]
-            self._kill()
-        self.stop()
-        raise RedisUnavailable(f"redis-server did not start:\n{last}")
+        self._dir = folder = tempfile.mkdtemp(prefix="engramdb-bench-redis-", dir=self._parent)
+        log = os.path.join(folder, "redis.log")
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if _command(self.port, "PING").startswith(b"+PONG"):
-                    return True
-            time.sleep(0.02)
-        return False
+        def argv() -> list[str]:
+            return [self.executable, "--port", str(self.port), "--bind", self.host,
+                    "--dir", folder, "--logfile", log, "--daemonize", "no", *self.args]  # fmt: skip
+
+        if failed := self._launch(argv, log, timeout, attempts):
+            self.stop()
+            raise RedisUnavailable(f"redis-server did not start:\n{failed}")
 
     def command(self, *args: str) -> bytes:
         return _command(self.port, *args)
-
-    def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
     def stop(self) -> None:
         """Stop the server (SHUTDOWN NOSAVE, then SIGTERM, then SIGKILL) and clean up."""
@@ -831,7 +831,7 @@ class RedisServer:
                 _command(self.port, "SHUTDOWN", "NOSAVE")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(5)
-        self._kill()
+        super().stop()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -844,12 +844,11 @@ class EngramUnavailable(RuntimeError):
     """``engramdb serve`` would not start."""
 
 
-class EngramServer:
+class EngramServer(_Served):
     """A private ``engramdb serve`` subprocess on a free 127.0.0.1 port.
 
-    Serves ``data`` (created if missing) with the given durability and no metrics port. Use
-    as a context manager; the server is stopped (SIGTERM, then SIGKILL) on exit, whatever
-    happened inside. The data directory is the caller's to remove.
+    Serves ``data`` (created if missing) with the given durability and no metrics port. The
+    data directory is the caller's to remove.
     """
 
     def __init__(
@@ -867,20 +866,13 @@ class EngramServer:
         self.data = data
         self.durability = durability
         self.extra_args = tuple(extra_args)
-        self.host = "127.0.0.1"
-        self.port = 0
         self.log_path = os.path.join(
             os.path.dirname(os.path.abspath(data)), f"{os.path.basename(data)}.log"
         )
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"engramdb://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def argv(self) -> list[str]:
@@ -890,66 +882,17 @@ class EngramServer:
             "--durability", self.durability, *self.extra_args,
         ]  # fmt: skip
 
-    def __enter__(self) -> EngramServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self, *, timeout: float = 30.0, attempts: int = 3) -> None:
-        last = ""
-        for _ in range(attempts):
-            self.port = _free_port()
-            cmd = [
-                *self.command, "serve",
-                "--data", self.data,
-                "--host", self.host,
-                "--port", str(self.port),
-                "--metrics-port", "0",
-                "--durability", self.durability,
-                "--quiet",
-                *self.extra_args,
-            ]  # fmt: skip
-            with open(self.log_path, "ab") as log:
-                self._proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )
-            if self._wait_ready(timeout):
-                return
-            last = _read(self.log_path)[-2000:]
-            self.stop()
-        raise EngramUnavailable(f"engramdb serve did not start:\n{last}")
+        def argv() -> list[str]:
+            return [*self.command, "serve", "--data", self.data, "--host", self.host,
+                    "--port", str(self.port), "--metrics-port", "0",
+                    "--durability", self.durability, "--quiet", *self.extra_args]  # fmt: skip
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if _command(self.port, "PING").startswith(b"+PONG"):
-                    return True
-            time.sleep(0.05)
-        return False
+        if failed := self._launch(argv, self.log_path, timeout, attempts):
+            raise EngramUnavailable(f"engramdb serve did not start:\n{failed}")
 
     def command_reply(self, *args: str) -> bytes:
         return _command(self.port, *args)
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
