@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import gc
 import importlib.metadata
@@ -81,6 +82,7 @@ __all__ = [
     "Watched",
     "WatchedResult",
     "add_redis_args",
+    "add_sizes",
     "available_kib",
     "busy_loop",
     "calibrate_busy_loop",
@@ -106,6 +108,7 @@ __all__ = [
     "replace_section",
     "rss_kib",
     "served",
+    "sizes_from",
     "skip",
     "stats_cells",
     "temp_dir",
@@ -344,6 +347,25 @@ def _run(
             samples[lo : lo + i] = lat[:i]
         meter.advance(i)
     return wall
+
+
+def add_sizes(parser: argparse.ArgumentParser, full: Any, quick: Any) -> None:
+    """One ``--<field>`` option per field of the sizes dataclass ``full`` (``quick``: its
+    ``--quick`` values, shown in the help); ``sizes_from`` reads them back."""
+    for f in dataclasses.fields(full):
+        a, b = getattr(full, f.name), getattr(quick, f.name)
+        shown = [f"{x:,}" if isinstance(x, int | float) else x for x in (a, b)]
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(a), default=None,
+                            help=f"default {shown[0]}, --quick {shown[1]}")  # fmt: skip
+
+
+def sizes_from(args: argparse.Namespace, full: T, quick: T) -> T:
+    """The sizes of this run: ``--quick``'s or the full ones, with every option given."""
+    base: Any = quick if args.quick else full
+    given = {
+        f.name: v for f in dataclasses.fields(base) if (v := getattr(args, f.name)) is not None
+    }
+    return dataclasses.replace(base, **given)  # type: ignore[no-any-return]
 
 
 def busy_loop(n: int) -> int:

@@ -55,7 +55,7 @@ import string
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lmdb
@@ -68,6 +68,7 @@ from _common import (
     Report,
     Stats,
     add_redis_args,
+    add_sizes,
     busy_loop,
     calibrate_busy_loop,
     exit_on_sigterm,
@@ -77,6 +78,7 @@ from _common import (
     measure,
     new_progress,
     redis_peer,
+    sizes_from,
     stats_cells,
     temp_dir,
 )
@@ -656,20 +658,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         description="engramdb records benchmark: engramdb vs raw LMDB floor vs Redis.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (~20 s smoke run)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(
-            flag,
-            type=type(FULL.__dict__[f.name]),
-            default=None,
-            help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     add_redis_args(parser)
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     if sizes.records < 1 or sizes.batch < 1:
         parser.error("--records and --batch must be positive")
     return sizes, args

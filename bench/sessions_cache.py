@@ -62,7 +62,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -76,6 +76,7 @@ from _common import (
     Report,
     Stats,
     add_redis_args,
+    add_sizes,
     exit_on_sigterm,
     fmt_ratio,
     fmt_us,
@@ -84,6 +85,7 @@ from _common import (
     new_progress,
     redis_peer,
     served,
+    sizes_from,
     temp_dir,
     wait_for_quiet,
 )
@@ -1141,15 +1143,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, tuple[int, ...], argp
         description="engramdb sessions and cache benchmark: embedded, server and Redis.",
     )
     parser.add_argument("--quick", action="store_true", help="short cells (~1 minute smoke run)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        full, quick = getattr(FULL, f.name), getattr(QUICK, f.name)
-        parser.add_argument(
-            flag,
-            type=type(full),
-            default=None,
-            help=f"default {full:,}, --quick {quick:,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--writers",
         default=",".join(map(str, WRITERS)),
@@ -1165,9 +1159,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, tuple[int, ...], argp
         help=f"first wait up to this long for the 1-minute load average to drop below {QUIET_LOAD}",
     )
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     try:
         writers = tuple(int(w) for w in args.writers.split(","))
     except ValueError:

@@ -76,7 +76,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,7 @@ from _common import (
     Meter,
     Report,
     Stats,
+    add_sizes,
     clustered_vectors,
     exact_top_k,
     exit_on_sigterm,
@@ -103,6 +104,7 @@ from _common import (
     new_progress,
     process_cpu_seconds,
     recall_at_k,
+    sizes_from,
     temp_dir,
     wait_for_quiet,
 )
@@ -1733,15 +1735,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         description="engramdb embedding store vs raw faiss, Chroma and LanceDB (+ the server)."
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (~3-5 min smoke run)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        kind = float if f.type in ("float", float) else int
-        parser.add_argument(
-            flag,
-            type=kind,
-            default=None,
-            help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--datasets",
         default=None,
@@ -1780,9 +1774,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--wait-timeout", type=float, default=1800.0)
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     if min(sizes.n, sizes.dim, sizes.queries, sizes.clusters, sizes.clients) < 1:
         parser.error("sizes must be positive")
     if sizes.n * min(SELECTIVITIES) < K:
