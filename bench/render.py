@@ -8,8 +8,8 @@ Each area's latest run is ``bench/results/<area>.json`` (schema 1, written by
 and the machine it ran on. The page is the headline table of every area first, then one short
 section per area with its published tables and its machine, in ``AREAS`` order.
 
-Three scripts (server, vectors, cluster) still write their own JSON and markdown section. For
-those, the newest of two wins: a schema-1 result (or the one carried over into
+bench/server.py still writes its own JSON and markdown section. For an area without a schema-1
+result, the newest of two wins: a schema-1 result (or the one carried over into
 ``bench/results/carried/``), or the script's own section, kept verbatim between its
 ``<!-- bench:NAME:start/end -->`` markers in BENCHMARKS.md when its own JSON is a later
 full run.

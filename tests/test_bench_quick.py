@@ -119,8 +119,8 @@ def test_the_published_page_fits_and_leads_with_the_headline() -> None:
 def test_a_legacy_scripts_later_full_run_wins_over_its_carried_numbers(
     tmp_path: Path,
 ) -> None:
-    """server, vectors and cluster still write their own section and JSON: the page keeps
-    their section (trimmed) once their JSON is a later full run than the carried-over one."""
+    """bench/server.py still writes its own section and JSON: the page keeps its section
+    (trimmed) once its JSON is a later full run than the carried-over one."""
     render = render_module()
     render.RESULTS = tmp_path
     carried = json.loads((ROOT / "bench/results/carried/server.json").read_text("utf-8"))
