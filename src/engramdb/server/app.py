@@ -25,6 +25,7 @@ import itertools
 import logging
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -94,9 +95,15 @@ class ServerStats:
 class Server:
     """A running server. ``await start()``, then ``await wait_closed()``."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, *, sock: socket.socket | None = None, worker: int = 0
+    ) -> None:
         config.check()
         self.config: ServerConfig = config
+        # Under ``--workers``: the listening socket the supervisor bound, and which worker
+        # this is (see workers.py).
+        self._sock = sock
+        self.worker = worker
         self.clock: FakeClock | None = FakeClock(time.time()) if config.testing else None
         self.db = self._open_db()
         self.records = self.db.records(config.default_set)
@@ -112,7 +119,9 @@ class Server:
         # Log lines any client can cause at will, rate-limited so they cannot flood the log.
         self.refusals = LogLimiter(log, time.monotonic)
         self.idle_closes = LogLimiter(log, time.monotonic)
-        self._ids = itertools.count(1)
+        # Client ids are unique across the workers of one server: worker i issues i+1,
+        # i+1+N, i+1+2N...
+        self._ids = itertools.count(worker + 1, config.processes)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="engramdb-slow")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.base_events.Server | None = None
@@ -201,13 +210,18 @@ class Server:
         self._call_soon = self._loop.call_soon
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self.max_clients_cap = max(self.max_clients, self.max_clients_cap)
-        self._listener = await self._loop.create_server(
-            lambda: Connection(self),
-            self.config.host,
-            self.config.port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        if self._sock is not None:
+            self._listener = await self._loop.create_server(
+                lambda: Connection(self), sock=self._sock, backlog=1024
+            )
+        else:
+            self._listener = await self._loop.create_server(
+                lambda: Connection(self),
+                self.config.host,
+                self.config.port,
+                reuse_address=True,
+                backlog=1024,
+            )
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
         self.reclaimer.start()
         if _is_url(self.config.data):
@@ -226,7 +240,7 @@ class Server:
                 )
         if self.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
-        if self.config.metrics_port is not None:
+        if self.config.metrics_port is not None and self.worker == 0:
             from engramdb.server.metrics_http import start_metrics_server
 
             host = self.config.metrics_host
@@ -548,15 +562,24 @@ def _not_started(*args: Any) -> Any:
     raise RuntimeError("the server has not started")
 
 
-def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain and exit. Returns the process exit status."""
+def run_server(
+    config: ServerConfig,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    sock: socket.socket | None = None,
+    worker: int = 0,
+) -> int:
+    """Run until SIGTERM/SIGINT, then drain and exit. Returns the process exit status.
+
+    ``sock``, ``worker``: a worker process of ``--workers`` (see workers.py) serves on the
+    supervisor's listening socket."""
     import uvloop
 
     # Importing the handlers fills the command table.
     from engramdb.server import handlers  # noqa: F401
 
     async def main() -> None:
-        server = Server(config)
+        server = Server(config, sock=sock, worker=worker)
         await server.start()
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full scans, which hold the GIL for as long as they take.

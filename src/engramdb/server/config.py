@@ -103,6 +103,8 @@ class ServerConfig:
         max_record_bytes: the database's largest encoded record (``Limits``); a record
             travels in one request, so ``--max-frame`` must be raised with it.
         workers: threads for slow reads (scans, KEYS, searches) off the event loop.
+        processes: server processes sharing the port and the data directory (``--workers``;
+            see ``workers.py``).
         testing: enables ``ENGRAM.DEBUG`` (reset, fake clock) for the test suite; refused on
             a non-loopback host.
         default_set: the set Redis-compatible commands address.
@@ -125,6 +127,7 @@ class ServerConfig:
     limits: ParserLimits = field(default_factory=lambda: frame_limits(DEFAULT_MAX_FRAME))
     max_record_bytes: int = 1 << 20
     workers: int = 4
+    processes: int = 1
     testing: bool = False
     default_set: str = "default"
     embedder: str = "hash"
@@ -144,7 +147,9 @@ class ServerConfig:
                 raise InvalidArgument("--testing is only allowed on a loopback address")
         if self.embedder not in ("hash", "minilm"):
             raise InvalidArgument(f"embedder must be hash or minilm, not {self.embedder!r}")
-        for name in ("max_clients", "max_inflight", "max_pending_per_client", "workers"):
+        for name in (
+            "max_clients", "max_inflight", "max_pending_per_client", "workers", "processes"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1")
         if not self.idle_timeout >= 0:
