@@ -133,6 +133,7 @@ class Server:
         # the loop is still answering (see ``submit_write``).
         self._sync_queue: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
         self._committing = False
+        self._start_scheduled = False  # a _start_commit is queued on the loop
         self._committer: threading.Thread | None = None
         # Held by the committer thread while it runs a batch: ``reset`` takes it to close
         # the database with no transaction of ours open on it.
@@ -409,10 +410,17 @@ class Server:
         # commit at a time, so a client's writes land in the order it sent them). Not
         # ``Database._submit``: that costs a lock, an object and a callback per write.
         self._sync_queue.append((plan, conn, slot, then))
-        if not self._committing:
-            self._start_commit()
+        if not self._committing and not self._start_scheduled:
+            # Started once this loop turn has read every ready socket: a commit started at
+            # the turn's first write would hold that write alone (one fsync for it), and
+            # the rest of the turn's writes would wait a whole commit for the next.
+            self._start_scheduled = True
+            self._call_soon(self._start_commit)
 
     def _start_commit(self) -> None:
+        self._start_scheduled = False
+        if self._committing or not self._sync_queue:
+            return
         queue = self._sync_queue
         batch = queue[:_MAX_BATCH]
         del queue[:_MAX_BATCH]
@@ -445,9 +453,13 @@ class Server:
         """A durable batch is back: start the next commit (its fsync then overlaps the
         replies), then answer this batch, a slice per loop turn."""
         self._committing = False
-        if self._sync_queue:
-            self._start_commit()
         self._completed.extend(zip(batch, values, errors))
+        if self._sync_queue and not self._start_scheduled:
+            # Two turns on: the replies below go out next turn, and the poll after that
+            # brings back the clients' next writes to join this commit (one fsync for them
+            # all, not one for the few queued now and another for the rest).
+            self._start_scheduled = True
+            self._call_soon(self._call_soon, self._start_commit)
         if not self._completions_scheduled:
             self._deliver_completions()
 

@@ -658,9 +658,7 @@ Parsed = tuple[str, int, int, int, int, int, bytes, bytes]
 GENERAL: Any = object()
 
 
-def save_header(
-    txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int, now: int
-) -> None:
+def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int, now: int) -> None:
     """``Access.save`` of a structure a fast path found (``length`` > 0): its header with the
     new length and head, one generation up, logged as one change."""
     kind, sid, _, _, generation, expires_ms, prefix, end = parsed
