@@ -473,6 +473,7 @@ class Run:
                     fill_list(
                         self.redis_benchmark_exe, e.port, requests[pipeline], self.sizes.run_timeout
                     )
+                    settle(e.pid)  # the fill's background work is not the test's
                 self.progress.update(
                     task,
                     description=f"redis-benchmark · {e.system} {test} -P {pipeline}",
