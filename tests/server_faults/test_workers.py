@@ -184,3 +184,9 @@ def test_a_worker_that_cannot_start_stops_the_server(serve: ServeFactory, tmp_pa
     with pytest.raises(AssertionError, match="exited at start"):
         server.start()
     assert server.wait_exit() == 1
+
+
+def test_testing_mode_is_refused_with_several_workers(tmp_path: Path) -> None:
+    server = Served(tmp_path / "db", "--workers", "2", "--testing")
+    with pytest.raises(AssertionError, match="one worker only"):
+        server.start()

@@ -152,6 +152,9 @@ class ServerConfig:
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1")
+        if self.processes > 1 and self.testing:
+            # ENGRAM.DEBUG reset wipes the directory the other workers have open.
+            raise InvalidArgument("--testing serves with one worker only")
         if not self.idle_timeout >= 0:
             raise InvalidArgument("idle_timeout must be 0 (none) or a number of seconds")
         if self.limits.max_bulk < 1024:
