@@ -67,6 +67,9 @@ def _is_url(data: str) -> bool:
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
 _MAX_BATCH = 512  # writes per durable commit (as GroupCommit's default)
+# Seconds a durable commit waits at most for the writers of the last one to be back: twice
+# as long as that commit took (the writers' round trip overlaps it), within bounds.
+_LINGER_MIN, _LINGER_MAX = 0.0005, 0.002
 
 T = TypeVar("T")
 
@@ -134,6 +137,9 @@ class Server:
         self._sync_queue: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
         self._committing = False
         self._start_scheduled = False  # a _start_commit is queued on the loop
+        # After a commit: the next waits for this many queued writes (or the linger).
+        self._linger: asyncio.TimerHandle | None = None
+        self._linger_for = 0
         self._committer: threading.Thread | None = None
         # Held by the committer thread while it runs a batch: ``reset`` takes it to close
         # the database with no transaction of ours open on it.
@@ -409,8 +415,16 @@ class Server:
         # thread; when it is back, the next commit takes everything queued (in order, one
         # commit at a time, so a client's writes land in the order it sent them). Not
         # ``Database._submit``: that costs a lock, an object and a callback per write.
-        self._sync_queue.append((plan, conn, slot, then))
-        if not self._committing and not self._start_scheduled:
+        queue = self._sync_queue
+        queue.append((plan, conn, slot, then))
+        if self._committing:
+            return
+        if self._linger is not None:
+            if len(queue) < self._linger_for:
+                return  # the writers of the last commit are not all back yet
+            self._linger.cancel()
+            self._linger = None
+        if not self._start_scheduled:
             # Started once this loop turn has read every ready socket: a commit started at
             # the turn's first write would hold that write alone (one fsync for it), and
             # the rest of the turn's writes would wait a whole commit for the next.
@@ -419,6 +433,9 @@ class Server:
 
     def _start_commit(self) -> None:
         self._start_scheduled = False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._committing or not self._sync_queue:
             return
         queue = self._sync_queue
@@ -442,24 +459,33 @@ class Server:
             if job is None:
                 return
             db, batch = job
+            began = time.perf_counter()
             try:
                 with self._commit_lock:
                     values, errors = db._commit.run_batch([item[0] for item in batch])
             except BaseException as e:  # the commit path failed itself: fail the batch
                 values, errors = [None] * len(batch), [e] * len(batch)
-            loop.call_soon_threadsafe(self._committed, batch, values, errors)
+            took = time.perf_counter() - began
+            loop.call_soon_threadsafe(self._committed, batch, values, errors, took)
 
-    def _committed(self, batch: list[Any], values: list[Any], errors: list[Any]) -> None:
-        """A durable batch is back: start the next commit (its fsync then overlaps the
-        replies), then answer this batch, a slice per loop turn."""
+    def _committed(
+        self, batch: list[Any], values: list[Any], errors: list[Any], took: float
+    ) -> None:
+        """A durable batch is back: answer it, a slice per loop turn, and start the next
+        commit once the writers of this one are back (or the linger ends).
+
+        The next commit waits (at most about twice as long as this one took) for this
+        batch's writers to send their next writes, joining those queued meanwhile: one
+        commit and one fsync for all the clients, rather than two alternating halves with an
+        fsync each. A lone client waits for nothing: its next write is all there is."""
         self._committing = False
         self._completed.extend(zip(batch, values, errors))
-        if self._sync_queue and not self._start_scheduled:
-            # Two turns on: the replies below go out next turn, and the poll after that
-            # brings back the clients' next writes to join this commit (one fsync for them
-            # all, not one for the few queued now and another for the rest).
-            self._start_scheduled = True
-            self._call_soon(self._call_soon, self._start_commit)
+        want = len(self._sync_queue) + len(batch)
+        if want > 1 and not self._start_scheduled and self._linger is None:
+            assert self._loop is not None
+            self._linger_for = want
+            linger = min(_LINGER_MAX, max(_LINGER_MIN, 2 * took))
+            self._linger = self._loop.call_later(linger, self._start_commit)
         if not self._completions_scheduled:
             self._deliver_completions()
 
