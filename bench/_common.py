@@ -14,8 +14,12 @@ What lives here, so every benchmark measures and reports the same way:
 - ``RedisServer``: a throwaway ``redis-server`` on a free 127.0.0.1 port, always stopped.
 - ``EngramServer``: a throwaway ``engramdb serve`` subprocess, likewise.
 - ``process_cpu_seconds``: CPU time a process (all its threads) has used, from ``/proc``.
-- ``markdown_table`` and ``replace_section``: each script owns one section of BENCHMARKS.md
-  between ``<!-- bench:NAME:start -->`` and ``<!-- bench:NAME:end -->`` and rewrites only it.
+- ``Report``: what a run found (headline checks, tables, notes, the machine), saved as
+  ``bench/results/<script>.json`` for ``bench/render.py``, which publishes BENCHMARKS.md.
+  ``missing`` / ``skip``: a peer that is not installed is left out with the reason printed.
+- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for the
+  scripts that still write their own section (server, vectors, cluster) until they move to
+  ``Report``; ``$ENGRAMDB_BENCH_RESULTS`` redirects all of them (smoke runs, the tests).
 - ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
   and exact nearest-neighbour ground truth for the vector benchmarks.
 - ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
@@ -31,6 +35,7 @@ import ctypes
 import datetime as dt
 import gc
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -62,12 +67,14 @@ __all__ = [
     "BENCHMARKS_HEADER",
     "REPO_ROOT",
     "RESULTS_DIR",
+    "SKIPPED",
     "EngramServer",
     "EngramUnavailable",
     "Meter",
     "ProfilerUnavailable",
     "RedisServer",
     "RedisUnavailable",
+    "Report",
     "Stats",
     "Watched",
     "WatchedResult",
@@ -86,13 +93,17 @@ __all__ = [
     "measure",
     "measure_interleaved",
     "measure_samples",
+    "missing",
     "new_progress",
+    "output_path",
     "process_cpu_seconds",
     "recall_at_k",
     "redis_server_version",
     "replace_section",
     "rss_kib",
     "sample_own_stacks",
+    "skip",
+    "stats_cells",
     "temp_dir",
     "wait_for_quiet",
     "write_json",
@@ -373,6 +384,11 @@ def fmt_ratio(x: float | None) -> str:
     return f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
 
 
+def stats_cells(st: Stats) -> list[str]:
+    """p50, p99, p999 (µs, as ``fmt_us``) and ops/s of a measured loop: the usual columns."""
+    return [fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us), f"{st.ops_s:,.0f}"]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
     """A GitHub markdown table; ``align`` has one of ``l``/``r``/``c`` per column (default l)."""
     marks = {"l": ":--", "r": "--:", "c": ":-:"}
@@ -385,12 +401,29 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align:
     return "\n".join(lines)
 
 
+def output_path(path: Path) -> Path:
+    """Where a result meant for ``path`` goes: elsewhere when ``$ENGRAMDB_BENCH_RESULTS`` is set.
+
+    ``python -m bench --quick`` and the suite's smoke test set it, so a smoke run of any
+    script (those not yet on ``Report`` included) never touches BENCHMARKS.md or a measured
+    ``bench/results/*.json``.
+    """
+    override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
+    if not override:
+        return path
+    resolved = path.resolve()
+    if resolved.is_relative_to(RESULTS_DIR):
+        return Path(override) / resolved.relative_to(RESULTS_DIR)
+    return Path(override) / resolved.name
+
+
 def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARKS_HEADER) -> None:
     """Put ``body`` between ``name``'s markers in ``path``, leaving other sections alone.
 
-    Creates the file (with ``header``) when it is missing, and appends the section when its
-    markers are not there yet.
+    For the scripts that still write their own section (server, vectors, cluster);
+    ``bench/render.py`` keeps such a section when its script's JSON is newer than the rest.
     """
+    path = output_path(path)
     start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else header
@@ -399,14 +432,117 @@ def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARK
         text = pattern.sub(lambda _: block, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path = output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+# results -----------------------------------------------------------------------------------
+
+
+def missing(*modules: str, hint: str = "pip install -e '.[bench]'") -> str | None:
+    """Why a peer cannot run here (the first of ``modules`` not installed), or None."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"{module} is not installed ({hint})"
+    return None
+
+
+def skip(reason: str) -> int:
+    """Print why this benchmark has nothing to run here; the exit status python -m bench counts."""
+    print(f"skipped: {reason}")
+    return SKIPPED
+
+
+SKIPPED = 77  # exit status of a script with nothing to run here (python -m bench counts it)
+
+
+@dataclass
+class Report:
+    """What one run of a benchmark found: ``save()`` writes ``bench/results/<script>.json``.
+
+    ``bench/render.py`` turns it into the area's section of BENCHMARKS.md: ``check`` rows go
+    to the headline table, published tables to the section, everything to the JSON. A quick
+    run saves under ``bench/results/quick/`` and never replaces a measurement.
+    """
+
+    area: str
+    script: str
+    title: str
+    summary: str
+    quick: bool
+    machine: dict[str, str]
+    about: str = ""
+    headline: list[dict[str, str]] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, str]] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def check(
+        self,
+        comparison: str,
+        peer: str,
+        measured: str,
+        target: str = "—",
+        passed: bool | None = None,
+    ) -> None:
+        result = "" if passed is None else "PASS" if passed else "FAIL"
+        self.headline.append(
+            {"comparison": comparison, "peer": peer, "measured": measured, "target": target,
+             "result": result}
+        )  # fmt: skip
+
+    def table(
+        self,
+        title: str,
+        headers: Sequence[str],
+        rows: Sequence[Sequence[object]],
+        align: str = "",
+        *,
+        text: str = "",
+        publish: bool = True,
+    ) -> None:
+        self.tables.append(
+            {"title": title, "text": text, "headers": list(headers), "align": align,
+             "rows": [[str(c) for c in row] for row in rows], "publish": publish}
+        )  # fmt: skip
+
+    def note(self, title: str, text: str) -> None:
+        self.notes.append({"title": title, "text": text})
+
+    def show(self) -> None:
+        """The run's headline and tables on stdout, as the page will show them."""
+        rows = [[h["comparison"], h["peer"], h["measured"], h["target"], h["result"]]
+                for h in self.headline]  # fmt: skip
+        if rows:
+            print(markdown_table(["comparison", "peer", "measured", "target", "result"], rows))
+        for t in self.tables:
+            print(f"\n{t['title']}\n{markdown_table(t['headers'], t['rows'], t['align'])}")
+
+    def save(self) -> Path:
+        """Write the JSON; a full run into bench/results/ also re-renders BENCHMARKS.md."""
+        self.show()
+        override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
+        folder = Path(override) if override else RESULTS_DIR / ("quick" if self.quick else "")
+        path = folder / f"{self.script}.json"
+        data = {"schema": 1, "command": f"python bench/{self.script}.py", **asdict(self)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+        if path.parent == RESULTS_DIR:
+            subprocess.run([sys.executable, "-m", "bench.render"], cwd=REPO_ROOT, check=False)
+        return path
 
 
 # the machine -------------------------------------------------------------------------------

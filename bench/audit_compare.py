@@ -35,7 +35,7 @@ embedded, *is* the database). Its lateness — how far behind its Poisson schedu
 requests — is reported with every latency figure: large lateness means the figures are the
 machine's, not only the server's.
 
-Writes bench/results/audit_compare.json and the ``audit`` section of BENCHMARKS.md.
+Writes bench/results/audit_compare.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -48,26 +48,19 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     RedisUnavailable,
+    Report,
     exit_on_sigterm,
     find_redis_server,
     machine_info,
-    machine_markdown,
-    markdown_table,
     redis_server_version,
-    replace_section,
     temp_dir,
     wait_for_quiet,
-    write_json,
 )
 from engramdb.audit.load import WORKLOADS
 from engramdb.audit.runner import AuditConfig, Thresholds, run_audit
@@ -325,91 +318,49 @@ def probes_text(result: dict[str, Any]) -> str:
     )
 
 
-def render_markdown(
-    results: list[dict[str, Any]], sizes: Sizes, quick: bool, machine: dict[str, str], note: str
-) -> str:
-    lines = ["## The audit, side by side: engramdb embedded, engramdb server, Redis", ""]
-    lines.append(
-        f"`python bench/audit_compare.py{' --quick' if quick else ''}`: the figures of "
-        "`engramdb audit` (`engramdb.audit.runner.run_audit`) on each side with the same "
-        f"workload ({WORKLOADS[WORKLOAD].name}, zipfian keys, "
-        f"{WORKLOADS[WORKLOAD].value_bytes} B values) and the same "
-        f"{sizes.workers} open-loop load processes. Latency is measured from each request's "
-        "intended (Poisson) send time, so a stall shows on every request that waited for it. "
-        "Latency, burst and consistency: engramdb at durability `async` and Redis with "
-        "`--appendonly yes --appendfsync everysec`, both fsyncing once a second (an fsync "
-        "per write takes milliseconds on this disk: no side could hold a 1 ms p99 with it). "
-        "The kill -9 run: engramdb at `sync` (acknowledged after fsync) against the same "
-        "Redis `everysec`." + (" **Quick run: short phases, indicative only.**" if quick else "")
+def report(
+    results: list[dict[str, Any]],
+    sizes: Sizes,
+    quick: bool,
+    machine: dict[str, str],
+    note: str,
+    raw: dict[str, Any],
+) -> Report:
+    w = WORKLOADS[WORKLOAD]
+    r = Report(
+        SECTION,
+        "audit_compare",
+        "The audit, side by side: engramdb embedded, engramdb server, Redis",
+        f"The figures of `engramdb audit` on each side with the same workload ({w.name}, "
+        f"zipfian keys, {w.value_bytes} B values) and the same {sizes.workers} open-loop load "
+        "processes; latency from each request's intended send time.",
+        quick,
+        machine,
+        about=note,
+        raw=raw,
     )
-    lines += ["", note, ""]
-    headers = ["side", *(title for title, _ in COLUMNS)]
-    rows = [[r["side"]["label"], *(cell(r) for _, cell in COLUMNS)] for r in results]
-    lines += [markdown_table(headers, rows), ""]
-    lines.append(
-        f"- **max rate**: the audit's search: 5 s probes from {sizes.start_rate:g} req/s, "
-        f"doubling until p99 > {SLO_MS:g} ms (or any error), then four bisections; probes "
-        "(rate → p99 ms):"
-    )
-    for r in results:
-        lines.append(f"  - {r['side']['label']}: {probes_text(r)}")
-    lines.append(
-        f"- **p999**: one {sizes.duration:g} s run at {HEADROOM:.0%} of that side's max rate. "
-        f"For a common reference, the {sizes.duration:g} s run at {sizes.start_rate:g} req/s "
-        "that starts the search gave: "
-        + "; ".join(f"{r['side']['label']} {start_rate_text(r)}" for r in results)
-        + "."
-    )
-    lines.append(
-        f"- **burst**: {max(2.0, sizes.duration / 2):g} s phases at {sizes.rate:g}, "
-        f"{3 * sizes.rate:g}, {sizes.rate:g}, {5 * sizes.rate:g}, {sizes.rate:g} req/s on "
-        "every side; recovery is the seconds after a burst until a second's p99 is back "
-        "under 1.5x the baseline phase's p99 (0 s: the first second after it already was)."
-    )
-    lines.append(
-        "- **consistency**: 8 clients per load process on 8 hot keys (reads, writes of unique "
-        "values, compare-and-sets: engramdb on the record generation, Redis a Lua script) "
-        "judged by the audit's linearizability checker; plus increments on 4 counters."
-    )
-    lines.append(
-        "- **kill -9**: 8 writers per load process writing new keys as fast as the server "
-        "answers (closed loop, so the rate is each server's own), the server kill -9'd halfway "
-        "and restarted; every acknowledged key is read back. A kill -9 leaves the operating "
-        "system's page cache alone, so Redis's everysec window (writes not yet fsynced) is "
-        "not at stake here: it opens on an OS crash or power loss, which this does not "
-        "simulate. An embedded database has no server process to kill apart from the writer "
-        "itself."
-    )
-    lines.append(
-        "- **the load generator shares the machine**: its processes run on the same cores as "
-        "the server (embedded: they are the database). Its lateness behind the Poisson "
-        "schedule, a measure of the headroom it had, was: "
-        + "; ".join(f"{r['side']['label']} {lateness_cell(r)}" for r in results)
-        + ". Lateness counts in every latency figure (latency runs from the intended send "
-        "time), so where its p99 is near or above the SLO, the SLO column measures the "
-        "machine more than the server."
-    )
-    errors = [
-        f"{r['side']['label']} {step}: {text}"
-        for r in results
-        for step, text in r["errors"].items()
-    ]
-    if errors:
-        lines.append("- **did not complete**: " + "; ".join(errors))
-    lines += ["", "Machine:", "", machine_markdown(machine)]
-    return "\n".join(lines)
-
-
-def render_terminal(console: Console, results: list[dict[str, Any]]) -> None:
-    table = Table(title="engramdb audit, side by side")
-    table.add_column("side")
-    for title, _ in COLUMNS:
-        table.add_column(title)
-    for r in results:
-        table.add_row(r["side"]["label"], *(cell(r) for _, cell in COLUMNS))
-    console.print(table)
-    for r in results:
-        console.print(f"{r['side']['label']}: generator lateness {lateness_cell(r)}")
+    cells = {x["side"]["key"]: x for x in results}
+    if "server" in cells and "redis" in cells:
+        r.check(
+            "acknowledged writes lost after kill -9 (server)",
+            "Redis",
+            f"{lost_cell(cells['server'])} vs {lost_cell(cells['redis'])}",
+        )
+        r.check(
+            f"max rate with p99 ≤ {SLO_MS:g} ms",
+            "Redis",
+            f"{max_rate_cell(cells['server'])} vs {max_rate_cell(cells['redis'])}",
+        )
+    rows = [[x["side"]["label"], *(cell(x) for _, cell in COLUMNS)] for x in results]
+    r.table("", ["side", *(title for title, _ in COLUMNS)], rows)
+    for x in results:
+        label = x["side"]["label"]
+        r.note(f"max rate probes (rate → p99 ms), {label}", probes_text(x))
+        r.note(f"at {sizes.start_rate:g} req/s, {label}", start_rate_text(x))
+        r.note(f"load generator lateness, {label}", lateness_cell(x))
+        for step, text in x["errors"].items():
+            r.note(f"did not complete, {label}", f"{step}: {text}")
+    return r
 
 
 # main --------------------------------------------------------------------------------------
@@ -441,13 +392,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         metavar="SECONDS",
         help=f"first wait up to this long for the 1-minute load average to drop below {QUIET_LOAD}",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help=f"markdown file whose '{SECTION}' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "audit_compare.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -510,36 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[bold]{side.label}[/bold]")
             results.append(SideRun(side, sizes, root, console.print).run())
 
-    markdown = render_markdown(results, sizes, args.quick, machine, note)
-    replace_section(args.output, SECTION, markdown)
-    write_json(
-        args.json,
-        {
-            "benchmark": SECTION,
-            "quick": args.quick,
-            "sizes": asdict(sizes),
-            "slo_p99_ms": SLO_MS,
-            "headroom": HEADROOM,
-            "workload": WORKLOAD,
-            "machine": machine,
-            "quiet": quiet,
-            "load_average_at_start": load,
-            "wall_seconds": time.monotonic() - started,
-            "sides": results,
-            "table": {
-                r["side"]["key"]: {title: cell(r) for title, cell in COLUMNS} for r in results
-            },
-        },
-    )
-    render_terminal(console, results)
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    raw = {
+        "sizes": asdict(sizes),
+        "slo_p99_ms": SLO_MS,
+        "headroom": HEADROOM,
+        "workload": WORKLOAD,
+        "quiet": quiet,
+        "load_average_at_start": load,
+        "wall_seconds": time.monotonic() - started,
+        "sides": results,
+    }
+    report(results, sizes, args.quick, machine, note, raw).save()
     return 0
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

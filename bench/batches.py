@@ -17,7 +17,7 @@ msgpack) in batches of ``--batch`` (1,000), as records per second:
 Each side loads into a fresh store; the three repetitions of every side are interleaved
 (side A, B, C, A, B, C...) so a noisy moment hurts all alike, and the median is reported.
 Target (the "one API" issue): the server path reaches at least half the embedded rate.
-Writes bench/results/batches.json and the ``batches`` section of BENCHMARKS.md.
+Writes bench/results/batches.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -31,23 +31,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import msgspec
-from rich.console import Console
-from rich.table import Table
 
 import engramdb
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     EngramServer,
     RedisServer,
     RedisUnavailable,
+    Report,
     machine_info,
-    machine_markdown,
-    markdown_table,
     new_progress,
-    replace_section,
     temp_dir,
-    write_json,
 )
 
 Load = Callable[[list[list[tuple[str, dict[str, object]]]]], None]
@@ -130,7 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="10k records, one repetition")
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.records, args.repeats = 10_000, 1
@@ -163,49 +155,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress.refresh()
     median = {name: statistics.median(r) for name, r in rates.items() if r}
     base = median["embedded put_many"]
-    server = median["server put_many"]
-    ratio = server / base
-    console = Console()
-    table = Table(title=f"bulk load of {args.records:,} records, batches of {args.batch:,}")
-    for column in ("side", "records/s (median)", "vs embedded put_many"):
-        table.add_column(column)
-    for name, value in median.items():
-        table.add_row(name, f"{value:,.0f}", f"{value / base:.2f}x")
-    console.print(table)
-    verdict = "PASS" if ratio >= 0.5 else "FAIL"
-    console.print(f"server put_many / embedded put_many = {ratio:.2f} (target >= 0.50): {verdict}")
-    for name, why in missing.items():
-        console.print(f"[yellow]{name}: not measured ({why})")
-    info = machine_info(["redis"])
-    write_json(
-        RESULTS_DIR / "batches.json",
-        {"args": vars(args), "rates": rates, "median": median, "machine": info},
+    ratio = median["server put_many"] / base
+    report = Report(
+        "batches",
+        "batches",
+        "Bulk loading: put_many embedded, through the server, and Redis MSET",
+        f"{args.records:,} records of ~40 bytes in batches of {args.batch:,}, median of "
+        f"{args.repeats} interleaved runs; embedded and server at `durability=sync` (an fsync "
+        "per batch).",
+        args.quick,
+        machine_info(["redis"]),
+        raw={"args": vars(args), "rates": rates},
     )
-    if args.no_write or args.quick:
-        return 0
+    report.check(
+        "server put_many / embedded put_many (records/s)",
+        "engramdb embedded",
+        f"{ratio:.2f}x",
+        "≥ 0.50",
+        ratio >= 0.5,
+    )
+    if durable := median.get("Redis MSET (appendfsync always)"):
+        report.check(
+            "server put_many / Redis MSET (appendfsync always)",
+            "Redis",
+            f"{median['server put_many'] / durable:.2f}x",
+        )
     rows = [[name, f"{value:,.0f}", f"{value / base:.2f}x"] for name, value in median.items()]
-    redis_ratio = median.get("Redis MSET (appendfsync always)")
-    body = "\n\n".join(
-        [
-            "## Bulk loading: put_many embedded, through the server, and Redis MSET",
-            f"`python bench/batches.py` ({args.records:,} records of ~40 bytes, batches of "
-            f"{args.batch:,}, median of {args.repeats} interleaved runs; written by "
-            "`bench/batches.py`).",
-            f"**Server put_many reaches {ratio:.2f}x the embedded rate** (target >= 0.50: "
-            f"{verdict})"
-            + (
-                f"; against Redis' durable MSET (`appendfsync always`) the server path is "
-                f"{server / redis_ratio:.2f}x."
-                if redis_ratio
-                else "."
-            ),
-            markdown_table(["side", "records/s (median)", "vs embedded put_many"], rows, "lrr"),
-            "Embedded and server run `durability=sync` (an fsync per batch). Single puts are "
-            "shown for scale: batching is the way to load in bulk.",
-            "### Machine\n\n" + machine_markdown(info),
-        ]
-    )
-    replace_section(REPO_ROOT / "BENCHMARKS.md", "batches", body)
+    report.table("", ["side", "records/s (median)", "vs embedded put_many"], rows, "lrr")
+    for name, why in missing.items():
+        report.note(name, f"not measured: {why}")
+    report.save()
     return 0
 
 

@@ -262,6 +262,7 @@ def failover(cluster: Cluster, sizes: Sizes, say: Callable[[str], None]) -> list
     )  # fmt: skip
     url = cluster.url
     read_url = url + "&read_from=replica"
+    shutil.rmtree(RESULTS_DIR / "cluster-faults", ignore_errors=True)  # this run's only
     runs = []
     for i, name in enumerate(plan):
         say(f"fault {i + 1}/{len(plan)}: {FAULTS[name].title}")
@@ -269,6 +270,7 @@ def failover(cluster: Cluster, sizes: Sizes, say: Callable[[str], None]) -> list
         row = run_fault(
             cluster, url, FAULTS[name], options={"namespace": "bench_failover"},
             prefix=f"b{int(started)}f{i}", read_url=read_url, progress=say,
+            keep_logs=RESULTS_DIR / "cluster-faults" / f"{i + 1:02d}-{name}",
         )  # fmt: skip
         row["run_s"] = time.time() - started
         say(
@@ -298,7 +300,9 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
         "",
         f"`python bench/cluster.py{' --quick' if quick else ''}` — a local 3-node cluster "
         "(`engramdb cluster up`'s code: etcd, Patroni, PostgreSQL 18 + pgvector, strict "
-        f"synchronous replication, Patroni ttl {DCS['ttl']} s, loop_wait {DCS['loop_wait']} s) "
+        f"synchronous replication (synchronous_mode {DCS['synchronous_mode']}: a commit waits "
+        f"for any {DCS['synchronous_node_count']} standby), Patroni ttl {DCS['ttl']} s, "
+        f"loop_wait {DCS['loop_wait']} s) "
         "on the machine below; "
         "every figure in this section comes from one run.",
         "",
@@ -359,16 +363,24 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
     kills = by.get("leader_kill", [])
     if kills:
         out += [
-            "Each kill -9 of the leader node: new leader = when Patroni's REST API named a "
-            "new leader taking writes; healed = the old node rejoined and streams again "
-            "(restarts: times its Patroni had to be started again because it was not running).",
+            "Each kill -9 of the leader node, seconds from the kill: key expired = the old "
+            "leader's key left etcd (its ttl ran out); new leader = Patroni's REST API named "
+            "a new leader taking writes; standby = a standby streamed to it as synchronous "
+            "(a commit can be acknowledged from then on); first write = the first write sent "
+            "after the kill was acknowledged; healed = the old node rejoined and streams "
+            "again (restarts: times its Patroni had to be started again because it was not "
+            "running). Each kill's Patroni and PostgreSQL logs and every change the watcher "
+            "saw are kept in `bench/results/cluster-faults/`.",
             "",
             markdown_table(
                 [
                     "#",
                     "write outage",
                     "read outage (replicas)",
+                    "key expired",
                     "new leader after",
+                    "standby",
+                    "first write",
                     "healed after",
                     "restarts",
                     "acked writes",
@@ -380,7 +392,10 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
                         str(i + 1),
                         _s(r["write_window_s"]),
                         _s(r["read_window_s"]),
+                        _s(r.get("timeline", {}).get("leader_key_expired")),
                         _s(r["new_leader_s"]),
+                        _s(r.get("timeline", {}).get("standby_streaming_sync")),
+                        _s(r.get("timeline", {}).get("first_write_acked")),
                         _s(r["healed_s"]),
                         str(r["details"].get("rejoin_restarts", 0)),
                         f"{r['acknowledged_writes']:,}",
@@ -389,7 +404,7 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
                     ]
                     for i, r in enumerate(kills)
                 ],
-                "rrrrrrrrl",
+                "rrrrrrrrrrrl",
             ),
             "",
         ]

@@ -49,21 +49,17 @@ null = NaN = missing, ints compared as floats (Feast turns an int column with ga
 float64). Online answers (a sample of calls of both shapes, every side) are compared with
 the latest row of each entity.
 
-Writes bench/results/features.json and the ``features`` section of BENCHMARKS.md. When
-engramdb misses the embedded p99 target the 1 x 200 call is profiled (cProfile) and the top
-functions are reported (also bench/results/features-profile.txt).
+Writes bench/results/features.json (``_common.Report``). (The cProfile of the 1 x 200 call
+that once lived here is in bench/notes/features-profile.md.)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import datetime as dt
-import io
 import json
 import os
-import pstats
 import subprocess
 import sys
 import time
@@ -76,16 +72,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.table import Table
 
 import engramdb
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     EngramServer,
     Meter,
     RedisServer,
     RedisUnavailable,
+    Report,
     Stats,
     Watched,
     WatchedResult,
@@ -96,15 +90,11 @@ from _common import (
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
     new_progress,
-    replace_section,
     rss_kib,
     temp_dir,
     wait_for_quiet,
-    write_json,
 )
 from engramdb.features import Entity, FeatureView, Field
 
@@ -580,8 +570,6 @@ class Results:
     loads: dict[str, float] = field(default_factory=dict)  # side -> load seconds
     joins: list[JoinRun] = field(default_factory=list)
     join_agreement: list[dict[str, Any]] = field(default_factory=list)
-    profile: list[dict[str, Any]] = field(default_factory=list)
-    profile_text: str = ""
     feast_version: str = ""
     load_avg: dict[str, str] = field(default_factory=dict)
 
@@ -743,10 +731,6 @@ class Run:
             self.measure_engram("embedded", fs, data)
             self.measure_floor(db, fs, data)
             self.measure_noise(data)
-            if r.online.get("embedded.single") and (
-                r.online["embedded.single"].p99_us > TARGET_P99_US or self.args.profile
-            ):
-                self.profile_single(fs, data)
         self.note_load("online (engramdb server)")
         with EngramServer(db_path, durability="none") as server:
             client = engramdb.connect(server.url)
@@ -847,32 +831,6 @@ class Run:
             self.results.online_identity[f"{side}.{shape}"] = check_answers(
                 data, refs, calls[: self.sizes.answers], w["answers"]
             )
-
-    def profile_single(self, fs: Any, data: OnlineData) -> None:
-        """cProfile the embedded 1 x 200 call: where a missed p99 target goes."""
-        refs, calls = data.single, data.single_calls[:2000]
-        rows = [[{JOIN_KEY: ids[0]}] for ids in calls]
-        profiler = cProfile.Profile()
-        profiler.enable()
-        for row in rows:
-            fs.get_online_features(refs, row)
-        profiler.disable()
-        stream = io.StringIO()
-        stats = pstats.Stats(profiler, stream=stream)
-        stats.sort_stats("tottime").print_stats(25)
-        self.results.profile_text = stream.getvalue()
-        raw = stats.stats  # type: ignore[attr-defined]
-        total = sum(v[2] for v in raw.values()) or 1.0
-        top = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:10]
-        self.results.profile = [
-            {
-                "function": f"{Path(file).name}:{line}({name})",
-                "calls_per_lookup": v[1] / len(rows),
-                "tottime_us_per_lookup": v[2] / len(rows) * 1e6,
-                "share": v[2] / total,
-            }
-            for (file, line, name), v in top
-        ]
 
     # offline
 
@@ -996,35 +954,10 @@ class Run:
 # report ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    target: str
-    measured: str
-    ok: bool | None
-    detail: str
-
-
 def us(x: float) -> str:
     """A latency with its unit (``fmt_us`` switches to ms past 10,000 µs)."""
     text = fmt_us(x)
     return text if text.endswith("ms") else f"{text} µs"
-
-
-def noise_detail(r: Results) -> str:
-    single, noise = r.online.get("embedded.single"), r.online.get("noise.single")
-    if single is None:
-        return ""
-    text = f"p50 {us(single.p50_us)}"
-    if noise is not None:
-        text += (
-            f"; pure-Python work as long as that p50 has p99 {us(noise.p99_us)} here (timing noise)"
-        )
-    return text
-
-
-def mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
 def join_of(r: Results, system: str, events: int) -> JoinRun | None:
@@ -1034,74 +967,58 @@ def join_of(r: Results, system: str, events: int) -> JoinRun | None:
     )
 
 
-def verdicts(r: Results) -> list[Verdict]:
-    out = []
-    single = r.online.get("embedded.single")
-    out.append(
-        Verdict(
-            "engramdb embedded p99, 1 x 200",
-            f"≤ {TARGET_P99_US:g} µs",
-            us(single.p99_us) if single else "—",
-            None if single is None else single.p99_us <= TARGET_P99_US,
-            noise_detail(r),
+def checks(r: Results, rep: Report) -> None:
+    """The targets, each a headline row: engramdb's own p99, Feast's p99 and join time over
+    engramdb's, and identical answers."""
+    single, noise = r.online.get("embedded.single"), r.online.get("noise.single")
+    if single is not None:
+        detail = f"p50 {us(single.p50_us)}" + (
+            f"; pure-Python work as long as that p50 has p99 {us(noise.p99_us)} (timing noise)"
+            if noise
+            else ""
         )
-    )
+        rep.check(
+            "engramdb embedded p99, 1 x 200",
+            "—",
+            f"{us(single.p99_us)} ({detail})",
+            f"≤ {TARGET_P99_US:g} µs",
+            single.p99_us <= TARGET_P99_US,
+        )
     for shape, shape_name in SHAPES:
         ours = r.online.get(f"embedded.{shape}")
         for store in ("feast_sqlite", "feast_redis"):
-            theirs = r.online.get(f"{store}.{shape}")
-            ratio = theirs.p99_us / ours.p99_us if ours and theirs else None
-            detail = r.online_notes.get(store, "not run")
-            if ours and theirs:
-                detail = f"{us(theirs.p99_us)} vs {us(ours.p99_us)}"
-            out.append(
-                Verdict(
-                    f"{SIDE_NAME[store]} p99 / engramdb embedded p99, {shape_name}",
+            if ours and (theirs := r.online.get(f"{store}.{shape}")):
+                ratio = theirs.p99_us / ours.p99_us
+                rep.check(
+                    f"{SIDE_NAME[store]} p99 / engramdb p99, {shape_name}",
+                    SIDE_NAME[store],
+                    f"{fmt_ratio(ratio)} ({us(theirs.p99_us)} vs {us(ours.p99_us)})",
                     f"≥ {TARGET_ONLINE:g}x",
-                    fmt_ratio(ratio),
-                    None if ratio is None else ratio >= TARGET_ONLINE,
-                    detail,
+                    ratio >= TARGET_ONLINE,
                 )
-            )
-    feast_runs = [j for j in r.joins if j.system == "Feast" and j.result.ok]
-    if not feast_runs:
-        out.append(
-            Verdict("Feast join time / engramdb join time, same size", f"≥ {TARGET_OFFLINE:g}x",
-                    "—", None, "Feast did not run")
-        )  # fmt: skip
-    for run in feast_runs:
-        mine = join_of(r, "engramdb", run.size.events)
-        ratio = run.result.data["seconds"] / mine.result.data["seconds"] if mine else None
-        detail = "engramdb did not run"
-        if mine:
-            detail = f"{run.result.data['seconds']:.1f} s vs {mine.result.data['seconds']:.2f} s"
-        out.append(
-            Verdict(
-                f"Feast join time / engramdb join time, {run.size.label}",
+    for run in (j for j in r.joins if j.system == "Feast" and j.result.ok):
+        if mine := join_of(r, "engramdb", run.size.events):
+            theirs_s, mine_s = run.result.data["seconds"], mine.result.data["seconds"]
+            rep.check(
+                f"point-in-time join time: Feast / engramdb, {run.size.label}",
+                "Feast",
+                f"{fmt_ratio(theirs_s / mine_s)} ({theirs_s:.1f} s vs {mine_s:.2f} s)",
                 f"≥ {TARGET_OFFLINE:g}x",
-                fmt_ratio(ratio),
-                None if ratio is None else ratio >= TARGET_OFFLINE,
-                detail,
+                theirs_s / mine_s >= TARGET_OFFLINE,
             )
-        )
     idents = [j.identity for j in r.joins if j.identity is not None]
-    online_wrong = sum(w for _, w in r.online_identity.values())
-    online_checked = sum(c for c, _ in r.online_identity.values())
-    agree_differ = sum(a["values_differ"] for a in r.join_agreement)
-    ok = bool(idents) and all(i.ok for i in idents) and online_wrong == 0 and agree_differ == 0
-    out.append(
-        Verdict(
+    if idents:
+        online_wrong = sum(w for _, w in r.online_identity.values())
+        differ = sum(a["values_differ"] for a in r.join_agreement)
+        compared = sum(a["values_compared"] for a in r.join_agreement)
+        wrong = sum(i.values_wrong for i in idents) + online_wrong
+        rep.check(
             "identical results (online and point-in-time join)",
+            "Feast",
+            f"{wrong} values wrong; engramdb vs Feast: {differ} of {compared:,} differ",
             "identical",
-            "identical" if ok else "differences",
-            ok if idents else None,
-            f"{sum(i.values_checked for i in idents):,} join values and {online_checked:,} "
-            f"online values checked; {sum(i.values_wrong for i in idents) + online_wrong} "
-            f"wrong; engramdb vs Feast: {agree_differ} of "
-            f"{sum(a['values_compared'] for a in r.join_agreement):,} values differ",
+            all(i.ok for i in idents) and not wrong and not differ,
         )
-    )
-    return out
 
 
 def _gib(kib: float) -> str:
@@ -1187,12 +1104,12 @@ def identity_rows(r: Results) -> list[list[str]]:
             [i.size, i.system, f"{i.expected_rows:,}", f"{i.returned_rows:,}", missing,
              f"{i.values_checked:,}", f"{i.values_wrong:,}",
              "" if i.order_kept is None else ("yes" if i.order_kept else "**no**"),
-             f"**{mark(i.ok)}**"]
+             f"**{'PASS' if i.ok else 'FAIL'}**"]
         )  # fmt: skip
     return rows
 
 
-def render_markdown(
+def report(
     sizes: Sizes,
     quick: bool,
     r: Results,
@@ -1200,214 +1117,71 @@ def render_markdown(
     quiet_note: str,
     feast_note: str,
     data: OnlineData,
-) -> str:
-    lines = ["## Feature store: online lookups and point-in-time joins, against Feast", ""]
-    lines.append(
-        "`python bench/features.py`"
-        + (" — **quick run (`--quick`, smoke sizes): indicative only**" if quick else "")
+) -> Report:
+    rep = Report(
+        SECTION,
+        "features",
+        "Feature store: online lookups and point-in-time joins, against Feast",
+        f"Online lookups (1 driver x {sizes.wide_views * sizes.wide_features} features from "
+        f"{sizes.wide_views} views; {sizes.batch} drivers x {sizes.narrow_features} features) "
+        "and point-in-time joins, against Feast with SQLite and Redis online stores and its "
+        "file (Dask) offline store; latencies in µs.",
+        quick,
+        machine,
+        about=f"{data.rows:,} online rows. Feast: {feast_note} {quiet_note}",
+        raw=to_json(sizes, quick, r, machine, feast_note, quiet_note),
     )
-    lines += [
-        "",
-        f"Online: {sizes.entities:,} drivers x {sizes.rows_per_entity} historical rows in "
-        f"{sizes.wide_views} views of {sizes.wide_features} float64 features and one of "
-        f"{sizes.narrow_features} ({data.rows:,} rows); the latest row of each driver must "
-        f"win. Shapes: 1 driver x {sizes.wide_views * sizes.wide_features} features (from "
-        f"{sizes.wide_views} views) and {sizes.batch} drivers x {sizes.narrow_features} "
-        "features (one view). Every call timed on its own (`perf_counter_ns`) after warmup; "
-        "latencies in µs. "
-        f"Offline: {sizes.events_per_entity} events per driver over a year (f0-f2 float64, "
-        f"f3 int64, ttl {sizes.ttl_days:g} days) and {sizes.rows_per_driver} entity rows per "
-        "driver; `A x B` below is A events x B entity rows. "
-        f"{quiet_note}",
-        "",
-        "### Targets",
-        "",
-    ]
-    rows = [[v.name, v.target, v.measured, v.detail, f"**{mark(v.ok)}**"] for v in verdicts(r)]
-    lines += [markdown_table(["target", "want", "measured", "detail", "result"], rows, "lcrll")]
-    lines += ["", "### Online: get_online_features", ""]
-    lines += [
-        "Last column: this side's p99 relative to engramdb embedded (Feast p99 / engramdb p99 "
-        "is the target ratio).",
-        "",
-        markdown_table(
-            ["shape", "system", "calls", "p50", "p99", "p999", "calls/s", "p99 vs embedded"],
-            online_rows(r),
-            "llrrrrrr",
-        ),
-        "",
-    ]
-    if ratio_rows(r):
-        lines += [
-            "Ratios above 1 favour engramdb (Feast latency / engramdb latency; engramdb "
-            "calls/s / Feast calls/s):",
-            "",
-            markdown_table(
-                ["shape", "engramdb", "against", "p50 ratio", "p99 ratio", "calls/s ratio"],
-                ratio_rows(r),
-                "lllrrr",
-            ),
-            "",
-        ]
-    for side, note in r.online_notes.items():
-        lines.append(f"- {SIDE_NAME[side]}: {note}")
+    checks(r, rep)
+    rep.table(
+        "Online: get_online_features (last column: p99 vs engramdb embedded)",
+        ["shape", "system", "calls", "p50", "p99", "p999", "calls/s", "p99 vs embedded"],
+        online_rows(r),
+        "llrrrrrr",
+    )
+    rep.table(
+        "Online ratios (above 1 favours engramdb)",
+        ["shape", "engramdb", "against", "p50 ratio", "p99 ratio", "calls/s ratio"],
+        ratio_rows(r),
+        "lllrrr",
+        publish=False,
+    )
+    rep.table(
+        "Offline: point-in-time join (fresh process; Feast time / engramdb time)",
+        [
+            "events x entity rows",
+            "system",
+            "join time",
+            "peak RSS",
+            "RSS before",
+            "rows out",
+            "ingest",
+            "Feast / engramdb",
+            "note",
+        ],
+        join_rows(r),
+        "llrrrrrrl",
+        publish=False,
+    )
+    rep.table(
+        "Identity (each output against a numpy ground truth)",
+        [
+            "size",
+            "system",
+            "entity rows",
+            "rows out",
+            "rows missing",
+            "values checked",
+            "values wrong",
+            "order kept",
+            "result",
+        ],
+        identity_rows(r),
+        "llrrlrrll",
+        publish=False,
+    )
     if r.loads:
-        loads = ", ".join(f"{SIDE_NAME[k]} {v:.0f} s" for k, v in r.loads.items())
-        overlap = ""
-        if len(r.loads) > 1:
-            overlap = "; Feast's materializations ran concurrently with engramdb's ingest"
-        lines += ["", f"Loading the online stores (not a target{overlap}): {loads}.", ""]
-    lines += ["### Offline: point-in-time join", ""]
-    lines += [
-        "Time of the join call alone in a fresh process (engramdb: "
-        "`get_historical_features(..., output=parquet)`, streaming to a file; Feast: "
-        "`get_historical_features(...).to_df()`, in memory), that process's peak RSS "
-        "(VmHWM) and its RSS just before the call (interpreter, imports, entity rows loaded). "
-        "Ratio: Feast time / engramdb time at the same size.",
-        "",
-        markdown_table(
-            [
-                "events x entity rows",
-                "system",
-                "join time",
-                "peak RSS",
-                "RSS before",
-                "rows out",
-                "ingest",
-                "Feast / engramdb",
-                "note",
-            ],
-            join_rows(r),
-            "llrrrrrrl",
-        ),
-        "",
-        "### Identity",
-        "",
-        "Each output matched row by row to a numpy ground truth on (driver_id, event_timestamp "
-        "as UTC µs), floats compared exactly, null = NaN.",
-        "",
-        markdown_table(
-            [
-                "size",
-                "system",
-                "entity rows",
-                "rows out",
-                "rows missing",
-                "values checked",
-                "values wrong",
-                "order kept",
-                "result",
-            ],
-            identity_rows(r),
-            "llrrlrrll",
-        ),
-        "",
-    ]
-    for a in r.join_agreement:
-        lines.append(
-            f"- engramdb vs Feast at {a['size']}: {a['rows_in_both']:,} rows in both outputs, "
-            f"{a['values_compared']:,} values compared, {a['values_differ']} differ."
-        )
-    online_checked = sum(c for c, _ in r.online_identity.values())
-    online_wrong = sum(w for _, w in r.online_identity.values())
-    lines += [
-        f"- Online: {online_checked:,} values ({sizes.answers} calls per shape and side) "
-        f"compared with each driver's latest row: {online_wrong} wrong.",
-        "",
-    ]
-    if r.profile:
-        lines += [
-            "### Profile: engramdb embedded 1 x 200",
-            "",
-            "cProfile over 2,000 calls, functions by own time. The profiler's per-call "
-            "overhead inflates functions that make many small calls, so read the shares "
-            "and call counts, not absolute times. Full listing: "
-            "`bench/results/features-profile.txt`.",
-            "",
-            markdown_table(
-                ["function", "calls per lookup", "share of own time"],
-                [
-                    [f"`{p['function']}`", f"{p['calls_per_lookup']:.0f}", f"{p['share']:.0%}"]
-                    for p in r.profile
-                ],
-                "lrr",
-            ),
-            "",
-        ]
-    lines += [
-        "### Notes",
-        "",
-        f"- **Feast**: {feast_note}",
-        "- **Feast's call** is `get_online_features(...).to_dict()`: its response holds "
-        "protobufs, and `to_dict` is how a caller gets the Python values that engramdb's "
-        "response already holds. Feast runs in its own process (its own virtualenv) through "
-        "the same timing loop; raw samples come back so percentiles are computed alike.",
-        "- **engramdb record reads** is not a feature-store call: the same records read with "
-        "plain `db.records(set).get_many(ids)` on the online store's record sets (one "
-        "`get_many` per view, nothing assembled into columns). The gap between it and "
-        "engramdb embedded is what the feature layer itself costs.",
-        "- **Timing noise** is the same harness timing a pure-Python busy loop as long as "
-        "engramdb's 1 x 200 p50: its p99 is what this machine (interrupts, the hypervisor, "
-        "other processes) adds to any call of that length.",
-        "- **engramdb server**: `engramdb serve --durability none` on 127.0.0.1 over the "
-        "same database directory, driven by `engramdb.connect(url).features`; server and "
-        "client share the machine's cores, as do Feast and Redis.",
-        "- **Offline views are `online=False`**: the offline ingest only writes the "
-        "offline log (Parquet), as a training-data-only view would. Ingest time is shown "
-        "for scale, not a target.",
-        "- **Feast's Dask store drops entity rows that get no feature value** (no event "
-        "before the row's time, or the latest one older than the ttl) instead of returning "
-        "them with nulls; those rows are counted in `rows missing` and are not value "
-        "differences (each is checked to have no value in the truth). engramdb returns "
-        "every entity row, in input order.",
-        "- Feast sizes stop when a size would not finish within "
-        f"{sizes.feast_timeout:.0f} s or fit in memory (projected linearly from the last "
-        "size, or killed at the limit).",
-        "- Sides run one after the other on a 2-core machine; load averages at the start of "
-        "each phase: " + "; ".join(f"{k}: {v}" for k, v in r.load_avg.items()) + ".",
-        "",
-        "### Machine",
-        "",
-        machine_markdown(machine),
-    ]
-    return "\n".join(lines)
-
-
-def render_terminal(console: Console, r: Results) -> None:
-    table = Table(title="online get_online_features (latency µs)", title_justify="left")
-    for name in ("shape", "system", "calls", "p50", "p99", "p999", "calls/s", "p99 vs embedded"):
-        table.add_column(name, justify="left" if name in ("shape", "system") else "right")
-    for i, row in enumerate(online_rows(r)):
-        if i and i % len(SIDES) == 0:
-            table.add_section()
-        table.add_row(*row, style="bold" if row[1].startswith("engramdb") else "")
-    console.print(table)
-    table = Table(title="offline point-in-time join", title_justify="left")
-    for name in ("size", "system", "time", "peak RSS", "RSS before", "rows", "ingest", "ratio",
-                 "note"):  # fmt: skip
-        table.add_column(name)
-    for row in join_rows(r):
-        table.add_row(*row)
-    console.print(table)
-    table = Table(title="identity vs ground truth", title_justify="left")
-    for name in ("size", "system", "entity rows", "rows out", "missing", "checked", "wrong",
-                 "order", "result"):  # fmt: skip
-        table.add_column(name)
-    for row in identity_rows(r):
-        table.add_row(*[c.replace("**", "") for c in row])
-    console.print(table)
-    for v in verdicts(r):
-        color = {True: "green", False: "red", None: "yellow"}[v.ok]
-        console.print(
-            f"[{color}]{mark(v.ok)}[/{color}]  {v.name}: {v.measured} (target {v.target}; "
-            f"{v.detail})"
-        )
-    if r.profile:
-        console.print("profile of engramdb embedded 1 x 200 (top by own time):")
-        for p in r.profile[:8]:
-            console.print(
-                f"  {p['share']:>4.0%}  {p['calls_per_lookup']:5.0f} calls/lookup  {p['function']}"
-            )
+        rep.note("Loading the online stores (s)", str(r.loads))
+    return rep
 
 
 # main --------------------------------------------------------------------------------------
@@ -1434,7 +1208,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--no-feast", action="store_true", help="skip Feast")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline half")
     parser.add_argument("--no-online", action="store_true", help="skip the online half")
-    parser.add_argument("--profile", action="store_true", help="profile even if on target")
     parser.add_argument("--data-dir", help="parent of the temporary data directory")
     parser.add_argument(
         "--wait-quiet",
@@ -1442,13 +1215,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         default=0.0,
         help="wait up to this many seconds for the 1-minute load average to drop below 1.0",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help="markdown file whose 'features' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "features.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -1537,13 +1303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run.offline(make_offline(sizes))
         results = run.results
 
-    markdown = render_markdown(sizes, args.quick, results, machine, quiet_note, feast_note, data)
-    replace_section(args.output, SECTION, markdown)
-    if results.profile_text:
-        (RESULTS_DIR / "features-profile.txt").write_text(results.profile_text, encoding="utf-8")
-    write_json(args.json, to_json(sizes, args.quick, results, machine, feast_note, quiet_note))
-    render_terminal(console, results)
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    report(sizes, args.quick, results, machine, quiet_note, feast_note, data).save()
     return 0
 
 
@@ -1586,15 +1346,7 @@ def to_json(
             for j in r.joins
         ],
         "join_agreement": r.join_agreement,
-        "profile": r.profile,
-        "targets": [{**asdict(v), "result": mark(v.ok)} for v in verdicts(r)],
     }
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ Needs ``pip install -e '.[bench]'``. What is measured:
    reaches ``--recall`` (default 0.95) recall@10 against exact search, so they are compared
    at equal recall; the time to add the documents is reported too.
 
-Writes bench/results/integrations.json and the ``integrations`` section of BENCHMARKS.md.
+A peer whose package is not installed (``langgraph-checkpoint-sqlite``, ``-postgres``,
+``langchain-chroma``) is left out with the reason printed. Writes
+bench/results/integrations.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -46,25 +48,27 @@ from rich.console import Console
 import engramdb
 import engramdb.aio
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
+    SKIPPED,
     EngramServer,
+    Report,
     Stats,
     clustered_vectors,
     exact_top_k,
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
     measure_interleaved,
+    missing,
     recall_at_k,
-    replace_section,
     temp_dir,
-    write_json,
 )
 
+SQLITE, POSTGRES, CHROMA = (
+    "langgraph.checkpoint.sqlite",
+    "langgraph.checkpoint.postgres",
+    "langchain_chroma",
+)
 MESSAGE = "x" * 1000
 STEPS = 10
 
@@ -98,8 +102,6 @@ def _invoke(graph: Any) -> Callable[[int], object]:
 
 @contextmanager
 def langgraph_sides(postgres: str | None) -> Iterator[dict[str, Callable[[int], object]]]:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     from engramdb.integrations.langgraph import EngramSaver
 
     with ExitStack() as stack:
@@ -115,9 +117,12 @@ def langgraph_sides(postgres: str | None) -> Iterator[dict[str, Callable[[int], 
         client = engramdb.connect(server.url)
         stack.callback(client.close)
         sides["EngramSaver via engramdb serve (sync)"] = _invoke(chat_graph(EngramSaver(client)))
-        conn = sqlite3.connect(os.path.join(directory, "lg.sqlite"), check_same_thread=False)
-        stack.callback(conn.close)
-        sides["SqliteSaver (file)"] = _invoke(chat_graph(SqliteSaver(conn)))
+        if not missing(SQLITE):
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            conn = sqlite3.connect(os.path.join(directory, "lg.sqlite"), check_same_thread=False)
+            stack.callback(conn.close)
+            sides["SqliteSaver (file)"] = _invoke(chat_graph(SqliteSaver(conn)))
         if postgres:
             from langgraph.checkpoint.postgres import PostgresSaver
 
@@ -130,8 +135,6 @@ def langgraph_sides(postgres: str | None) -> Iterator[dict[str, Callable[[int], 
 def saver_operations(directory: str, n: int, postgres: str | None) -> dict[str, dict[str, Stats]]:
     """The savers' own cost, without LangGraph's: one step's ``put`` (a checkpoint with
     five ~1 KB messages), ``put_writes`` (two writes) and ``get_tuple``."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
     from engramdb.integrations.langgraph import EngramSaver
 
     def steps(saver: Any) -> dict[str, Stats]:
@@ -177,9 +180,12 @@ def saver_operations(directory: str, n: int, postgres: str | None) -> dict[str, 
         client = engramdb.connect(server.url)
         stack.callback(client.close)
         out["EngramSaver via engramdb serve (sync)"] = steps(EngramSaver(client))
-        conn = sqlite3.connect(os.path.join(directory, "ops.sqlite"), check_same_thread=False)
-        stack.callback(conn.close)
-        out["SqliteSaver (file)"] = steps(SqliteSaver(conn))
+        if not missing(SQLITE):
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            conn = sqlite3.connect(os.path.join(directory, "ops.sqlite"), check_same_thread=False)
+            stack.callback(conn.close)
+            out["SqliteSaver (file)"] = steps(SqliteSaver(conn))
         if postgres:
             from langgraph.checkpoint.postgres import PostgresSaver
 
@@ -250,8 +256,6 @@ def vector_sides(
 ) -> dict[str, dict[str, Any]]:
     import time
 
-    import chromadb
-    from langchain_chroma import Chroma
     from langchain_core.vectorstores import InMemoryVectorStore
 
     from engramdb.integrations.langchain import EngramVectorStore
@@ -261,23 +265,21 @@ def vector_sides(
     embedding: Any = Table(base)
     out: dict[str, dict[str, Any]] = {}
     db = engramdb.open(os.path.join(directory, "vs"), durability="async")
-    chroma = chromadb.EphemeralClient()
     stores: dict[str, tuple[Any, Callable[[int], dict[str, Any]]]] = {
         "EngramVectorStore (embedded)": (
             EngramVectorStore(db, embedding, collection="bench", dim=base.shape[1], text=False),
             lambda ef: {"ef": ef},
         ),
         "InMemoryVectorStore": (InMemoryVectorStore(embedding), lambda ef: {}),
-        "Chroma (langchain-chroma)": (
-            Chroma(
-                "bench",
-                embedding,
-                client=chroma,
-                collection_configuration={"hnsw": {"space": "cosine", "ef_search": 16}},
-            ),
-            lambda ef: {},
-        ),
     }
+    if not missing(CHROMA):
+        import chromadb
+        from langchain_chroma import Chroma
+
+        chroma = chromadb.EphemeralClient()
+        config = {"hnsw": {"space": "cosine", "ef_search": 16}}
+        store = Chroma("bench", embedding, client=chroma, collection_configuration=config)
+        stores["Chroma (langchain-chroma)"] = (store, lambda ef: {})
     try:
         for name, (store, _) in stores.items():
             started = time.perf_counter()
@@ -312,18 +314,6 @@ def vector_sides(
     return out
 
 
-def _against_postgres(graph_stats: dict[str, Stats]) -> str:
-    postgres = graph_stats.get("PostgresSaver")
-    if postgres is None:
-        return ""
-    served = graph_stats["EngramSaver via engramdb serve (sync)"]
-    return (
-        " **Through `engramdb serve` (fsync per commit) it is "
-        f"{fmt_ratio(postgres.p50_us / served.p50_us)} as fast as PostgresSaver** "
-        f"({fmt_us(served.p50_us)} against {fmt_us(postgres.p50_us)} p50), both over TCP."
-    )
-
-
 def _server_version(url: str) -> str:
     import psycopg
 
@@ -346,10 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-postgres", action="store_true", help="leave PostgresSaver out of the run"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run")
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.docs, args.queries = 20, 2000, 50
+    if why := missing("langgraph", "langchain_core"):
+        print(f"skipped: {why}")
+        return SKIPPED
+    if missing(POSTGRES) or missing("pgserver"):
+        print(f"PostgresSaver: skipped, {missing(POSTGRES) or missing('pgserver')}")
+        args.no_postgres, args.postgres = True, None
     console = Console()
     with ExitStack() as stack:
         if args.postgres is None and not args.no_postgres:
@@ -384,93 +379,147 @@ def run(args: argparse.Namespace, console: Console) -> int:
     with temp_dir("bench-integrations-vs") as directory:
         searched = vector_sides(directory, base, queries, truth, args.recall)
 
-    sqlite = graph_stats["SqliteSaver (file)"]
+    def vs(ref: Stats | None, s: Stats) -> str:
+        return "—" if ref is None else fmt_ratio(ref.p50_us / s.p50_us)
+
     # Ratios of medians: the machine is shared, and a median shrugs off a neighbour's burst.
-    postgres = graph_stats.get("PostgresSaver")
-    graph_rows = [
-        [name, fmt_us(s.p50_us), fmt_us(s.p99_us), fmt_us(s.mean_us),
-         fmt_ratio(sqlite.p50_us / s.p50_us),
-         "-" if postgres is None else fmt_ratio(postgres.p50_us / s.p50_us)]
-        for name, s in {**graph_stats, **dispatch}.items()
-    ]  # fmt: skip
-    ops_sqlite = operations["SqliteSaver (file)"]
-    ops_headers = ["checkpointer", "put p50", "put_writes p50", "get_tuple p50",
-                   "put+put_writes vs SqliteSaver"]  # fmt: skip
-    ops_rows = [
-        [name, fmt_us(o["put"].p50_us), fmt_us(o["put_writes"].p50_us),
-         fmt_us(o["get_tuple"].p50_us),
-         fmt_ratio((ops_sqlite["put"].p50_us + ops_sqlite["put_writes"].p50_us)
-                   / (o["put"].p50_us + o["put_writes"].p50_us))]
-        for name, o in operations.items()
-    ]  # fmt: skip
-    exact = searched["InMemoryVectorStore"]["stats"]
-    chroma = searched["Chroma (langchain-chroma)"]["stats"]
-    vector_rows = [
-        [name, "exact" if r["ef"] is None else str(r["ef"]), f"{r['recall']:.3f}",
-         fmt_us(r["stats"].p50_us), fmt_us(r["stats"].p99_us),
-         fmt_ratio(exact.p50_us / r["stats"].p50_us), fmt_ratio(chroma.p50_us / r["stats"].p50_us),
-         f"{args.docs / r['add_s']:,.0f}"]
-        for name, r in searched.items()
-    ]  # fmt: skip
-    graph_headers = ["checkpointer", "p50 / run", "p99 / run", "mean / run",
-                     "p50 speed vs SqliteSaver", "vs PostgresSaver"]  # fmt: skip
-    vector_headers = ["vector store", "ef", "recall@10", "p50", "p99", "vs InMemory",
-                      "vs Chroma", "docs/s added"]  # fmt: skip
-    console.print(markdown_table(graph_headers, graph_rows, "lrrrrr"))
-    console.print(markdown_table(ops_headers, ops_rows, "lrrrr"))
-    console.print(markdown_table(vector_headers, vector_rows, "lrrrrrrr"))
-    if not args.postgres:
-        console.print("[yellow]PostgresSaver not measured (--no-postgres)")
-    info = machine_info(["langgraph", "langgraph-checkpoint-sqlite", "langchain-core",
-                         "langchain-chroma", "chromadb"])  # fmt: skip
-    write_json(
-        RESULTS_DIR / "integrations.json",
-        {
+    sqlite, postgres = graph_stats.get("SqliteSaver (file)"), graph_stats.get("PostgresSaver")
+    r = Report(
+        "integrations",
+        "integrations",
+        "Framework adapters: LangGraph checkpointers, LangChain vector stores",
+        f"{args.runs} runs of a {STEPS}-step LangGraph graph per checkpointer (per-run times; ms "
+        f"where marked, else µs), and LangChain vector stores at recall@10 ≥ {args.recall} on "
+        f"{args.docs:,} {args.dim}-d vectors.",
+        args.quick,
+        machine_info(
+            [
+                "langgraph",
+                "langgraph-checkpoint-sqlite",
+                "langchain-core",
+                "langchain-chroma",
+                "chromadb",
+            ]
+        ),
+        raw={
             "args": vars(args),
             "graph": {n: s.to_json() for n, s in {**graph_stats, **dispatch}.items()},
             "operations": {
                 n: {op: s.to_json() for op, s in o.items()} for n, o in operations.items()
             },
             "vectors": {
-                n: {**{k: v for k, v in r.items() if k != "stats"}, **r["stats"].to_json()}
-                for n, r in searched.items()
+                n: {**{k: v for k, v in x.items() if k != "stats"}, **x["stats"].to_json()}
+                for n, x in searched.items()
             },
-            "machine": info,
         },
     )
-    if args.no_write or args.quick:
-        return 0
     embedded = graph_stats["EngramSaver embedded (async)"]
-    body = "\n\n".join(
+    served = graph_stats["EngramSaver via engramdb serve (sync)"]
+    for peer, ref, ours in [("SqliteSaver", sqlite, embedded), ("PostgresSaver", postgres, served)]:
+        if ref is not None:
+            r.check(
+                f"LangGraph run p50: {peer} / EngramSaver",
+                peer,
+                f"{vs(ref, ours)} ({fmt_us(ours.p50_us)} vs {fmt_us(ref.p50_us)})",
+            )
+    r.table(
+        "",
         [
-            "## Framework adapters: LangGraph checkpointers, LangChain vector stores",
-            f"`python bench/integrations.py` ({args.runs} runs of a {STEPS}-step graph whose "
-            "state is a growing history of ~1 KB messages, fresh thread per run, sides "
-            f"interleaved; {args.docs:,} clustered {args.dim}-d vectors, {args.queries} "
-            f"queries, k=10, HNSW sides at the smallest ef reaching recall@10 >= "
-            f"{args.recall}; written by `bench/integrations.py`).",
-            f"**A graph run with EngramSaver embedded (async durability) is "
-            f"{fmt_ratio(sqlite.p50_us / embedded.p50_us)} as fast as with SqliteSaver** "
-            f"({fmt_us(embedded.p50_us)} against {fmt_us(sqlite.p50_us)} per run, p50)."
-            + _against_postgres(graph_stats),
-            markdown_table(graph_headers, graph_rows, "lrrrrr"),
-            "The savers' own operations, without LangGraph's (one step: a checkpoint of five "
-            "~1 KB messages, two pending writes, reading it back):",
-            markdown_table(ops_headers, ops_rows, "lrrrr"),
-            "PostgresSaver: "
-            + (
-                "PostgreSQL "
-                + _server_version(args.postgres)
-                + " on this machine over TCP (fsync on), started by engramdb's "
-                "harness (`engramdb.cluster.local.LocalPostgres`), or the `--postgres` given."
-                if args.postgres
-                else "not measured in this run (`--no-postgres`)."
-            ),
-            markdown_table(vector_headers, vector_rows, "lrrrrrrr"),
-            "### Machine\n\n" + machine_markdown(info),
-        ]
+            "checkpointer",
+            "p50 / run",
+            "p99 / run",
+            "mean / run",
+            "p50 speed vs SqliteSaver",
+            "vs PostgresSaver",
+        ],
+        [
+            [
+                name,
+                *(fmt_us(x) for x in (s.p50_us, s.p99_us, s.mean_us)),
+                vs(sqlite, s),
+                vs(postgres, s),
+            ]
+            for name, s in {**graph_stats, **dispatch}.items()
+        ],
+        "lrrrrr",
     )
-    replace_section(REPO_ROOT / "BENCHMARKS.md", "integrations", body)
+    ref_ops = operations.get("SqliteSaver (file)")
+    r.table(
+        "The savers' own operations (one step: a checkpoint of five ~1 KB messages, two "
+        "pending writes, reading it back)",
+        [
+            "checkpointer",
+            "put p50",
+            "put_writes p50",
+            "get_tuple p50",
+            "put+put_writes vs SqliteSaver",
+        ],
+        [
+            [
+                name,
+                *(fmt_us(o[op].p50_us) for op in ("put", "put_writes", "get_tuple")),
+                "—"
+                if ref_ops is None
+                else fmt_ratio(
+                    (ref_ops["put"].p50_us + ref_ops["put_writes"].p50_us)
+                    / (o["put"].p50_us + o["put_writes"].p50_us)
+                ),
+            ]
+            for name, o in operations.items()
+        ],
+        "lrrrr",
+        publish=False,
+    )
+    exact, chroma = (
+        searched.get(n, {}).get("stats")
+        for n in ("InMemoryVectorStore", "Chroma (langchain-chroma)")
+    )
+    engram = searched["EngramVectorStore (embedded)"]["stats"]
+    if chroma is not None:
+        r.check(
+            "vector store p50 at equal recall: Chroma / EngramVectorStore",
+            "Chroma",
+            vs(chroma, engram),
+        )
+    r.table(
+        "",
+        [
+            "vector store",
+            "ef",
+            "recall@10",
+            "p50",
+            "p99",
+            "vs InMemory",
+            "vs Chroma",
+            "docs/s added",
+        ],
+        [
+            [
+                name,
+                "exact" if x["ef"] is None else str(x["ef"]),
+                f"{x['recall']:.3f}",
+                fmt_us(x["stats"].p50_us),
+                fmt_us(x["stats"].p99_us),
+                vs(exact, x["stats"]),
+                vs(chroma, x["stats"]),
+                f"{args.docs / x['add_s']:,.0f}",
+            ]
+            for name, x in searched.items()
+        ],
+        "lrrrrrrr",
+    )
+    if args.postgres:
+        r.note(
+            "PostgresSaver",
+            f"PostgreSQL {_server_version(args.postgres)} on this machine "
+            "over TCP (fsync on), started by `engramdb.cluster.local.LocalPostgres`, or the "
+            "`--postgres` given.",
+        )
+    for name, module in [("SqliteSaver", SQLITE), ("Chroma", CHROMA)]:
+        if why := missing(module):
+            print(f"{name}: skipped, {why}")
+            r.note(name, f"not measured: {why}")
+    r.save()
     return 0
 
 

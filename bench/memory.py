@@ -53,24 +53,20 @@ batch throughput), plus an end-to-end engramdb search that embeds its query in-p
 Timing: ``_common.measure`` / ``measure_samples`` (each call timed alone with
 ``perf_counter_ns``, warmup first and discarded, ``gc.collect()`` + ``gc.freeze()`` before);
 Mem0's side runs the same loop and sends raw samples back. Warmup adds go to separate
-``warmup-*`` scopes on every side. When engramdb misses a latency target (or with
-``--profile``) its add and search are profiled with cProfile (``bench/results/
-memory-profile.txt``).
+``warmup-*`` scopes on every side. (The cProfile of engramdb's add and search that once lived
+here is in bench/notes/memory-profile.md.)
 
-Writes bench/results/memory.json and the ``memory`` section of BENCHMARKS.md.
+Writes bench/results/memory.json (``_common.Report``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import hashlib
-import io
 import json
 import math
 import os
-import pstats
 import random
 import re
 import shutil
@@ -79,7 +75,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -87,29 +83,26 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 import engramdb
 from _common import (
-    REPO_ROOT,
     RESULTS_DIR,
     EngramServer,
     EngramUnavailable,
     Meter,
+    Report,
     Stats,
     exit_on_sigterm,
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
     measure_samples,
+    missing,
     new_progress,
-    replace_section,
+    skip,
     temp_dir,
     wait_for_quiet,
-    write_json,
 )
 from engramdb.embedders import SentenceEmbedder
 
@@ -1013,9 +1006,6 @@ class Run:
         self.events: dict[str, dict[str, int]] = {}
         self.mem0 = Mem0Result(False, "Mem0: not run")
         self.equal = data.n  # memories at the equal-size point
-        self.profile_text = ""
-        self.profile_summary: dict[str, list[str]] = {}
-        self.want_profile = False
         self.embedding: dict[str, Any] = {}
         self.load_avg: dict[str, str] = {}
         self.ids: dict[str, dict[str, int]] = {}  # engramdb memory id -> dataset index, per side
@@ -1223,13 +1213,9 @@ class Run:
         with engramdb.open(path, durability="none", sweep_interval=None) as db:
             mem = db.memory_with(SentenceEmbedder())
             self.engram("embedded", mem, e2e=True)
-            if self.want_profile or self.misses_target("embedded"):
-                self.profile(mem, "none")
         with engramdb.open(path, durability="sync", sweep_interval=None) as db:
             mem = db.memory_with(SentenceEmbedder())
             self.sync_adds("embedded", mem)
-            if self.want_profile or self.misses_target("embedded", sync=True):
-                self.profile(mem, "sync", searches=False)
 
     def server(self) -> None:
         """The same phases through ``engramdb serve``. When the equal size is smaller than the
@@ -1262,68 +1248,6 @@ class Run:
 
     server_argv = ""
 
-    def misses_target(self, side: str, *, sync: bool = False) -> bool:
-        if not self.mem0.available:
-            return False
-        for _, theirs, ours in LATENCY_TARGETS:
-            if not ours.startswith(f"{side}.") or ("sync" in ours) != sync:
-                continue
-            ratio = p99_ratio(self.stats, theirs, ours)
-            if ratio is not None and ratio < TARGET_LATENCY:
-                return True
-        return False
-
-    # profile
-
-    def profile(self, mem: Any, durability: str, *, searches: bool = True) -> None:
-        """cProfile of engramdb's add (fresh scopes) and search (hybrid), embedded."""
-        d, k = self.data, self.sizes.k
-        n = min(500, d.n)
-        picks = d.order[-n:]
-        out = io.StringIO()
-
-        def adds() -> None:
-            for i in picks:
-                mem.add(
-                    d.texts[i], user_id=f"{d.users[i]}-prof-{durability}", embedding=d.vectors[i]
-                )
-
-        def search_all() -> None:
-            for qi in range(min(300, len(d.queries))):
-                q = d.queries[qi]
-                mem.search(q.text, user_id=q.user, k=k, embedding=d.query_vectors[qi])
-
-        jobs: list[tuple[str, Callable[[], None]]] = [(f"add, durability {durability}", adds)]
-        if searches:
-            jobs.append(("search, hybrid", search_all))
-        for name, job in jobs:
-            self.console.print(f"profiling engramdb {name} (cProfile)…")
-            prof = cProfile.Profile()
-            prof.enable()
-            job()
-            prof.disable()
-            text = io.StringIO()
-            st = pstats.Stats(prof, stream=text)
-            st.strip_dirs().sort_stats("cumulative").print_stats(30)
-            st.sort_stats("tottime").print_stats(20)
-            out.write(f"==== engramdb {name} ====\n{text.getvalue()}\n")
-            self.profile_summary[name] = _top_tottime(prof, 8)
-        self.profile_text += out.getvalue()
-
-
-def _top_tottime(prof: cProfile.Profile, n: int) -> list[str]:
-    st = pstats.Stats(prof)
-    total = sum(v[2] for v in st.stats.values()) or 1.0  # type: ignore[attr-defined]
-    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:n]  # type: ignore[attr-defined]
-    out = []
-    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in rows:
-        where = f"{Path(filename).name}:{line}({func})"
-        out.append(
-            f"{where}: {tottime:.3f} s self ({tottime / total:.0%}), "
-            f"{cumtime:.3f} s cumulative, {ncalls:,} calls"
-        )
-    return out
-
 
 def _torch_threads() -> str:
     try:
@@ -1348,51 +1272,29 @@ def p99_ratio(stats: dict[str, Stats], theirs: str, ours: str) -> float | None:
     return stats[theirs].p99_us / stats[ours].p99_us
 
 
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    target: str
-    measured: str
-    ok: bool | None
-    detail: str
-
-
-def mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
-
-
-def verdicts(run: Run) -> list[Verdict]:
-    out = []
+def checks(run: Run, r: Report) -> None:
+    """Mem0's p99 over engramdb's (at equal size), and recall@k on the same queries."""
     for name, theirs, ours in LATENCY_TARGETS:
-        ratio = p99_ratio(run.stats, theirs, ours)
-        detail = "Mem0 not measured" if theirs not in run.stats else "engramdb not measured"
-        if ratio is not None:
-            detail = (
-                f"Mem0 {_lat(run.stats[theirs].p99_us)} vs engramdb {_lat(run.stats[ours].p99_us)}"
-            )
-        out.append(
-            Verdict(
-                f"Mem0 {name}",
+        if (ratio := p99_ratio(run.stats, theirs, ours)) is not None:
+            vs = f"Mem0 {_lat(run.stats[theirs].p99_us)} vs engramdb {_lat(run.stats[ours].p99_us)}"
+            r.check(
+                f"{name}: Mem0 / engramdb",
+                "Mem0",
+                f"{fmt_ratio(ratio)} ({vs})",
                 f"≥ {TARGET_LATENCY:g}x",
-                fmt_ratio(ratio),
-                None if ratio is None else ratio >= TARGET_LATENCY,
-                detail,
+                ratio >= TARGET_LATENCY,
             )
-        )
-    ours_r = run.recall.get("embedded.hybrid_mem0set")
-    theirs_r = run.recall.get("mem0")
-    for k in RECALL_KS:
-        ok = None
-        measured = "—"
-        detail = "Mem0 not measured"
-        if ours_r is not None and theirs_r is not None and theirs_r.queries:
-            ok = ours_r.at[k] >= theirs_r.at[k]
-            measured = f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f}"
-            detail = f"same {theirs_r.queries:,} queries, equal size"
-        out.append(
-            Verdict(f"recall@{k}: engramdb (hybrid) vs Mem0", "≥ Mem0", measured, ok, detail)
-        )
-    return out
+    ours_r, theirs_r = run.recall.get("embedded.hybrid_mem0set"), run.recall.get("mem0")
+    if ours_r is not None and theirs_r is not None and theirs_r.queries:
+        for k in RECALL_KS:
+            r.check(
+                f"recall@{k}: engramdb (hybrid) vs Mem0",
+                "Mem0",
+                f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f} (same {theirs_r.queries:,} "
+                "queries, equal size)",
+                "≥ Mem0",
+                ours_r.at[k] >= theirs_r.at[k],
+            )
 
 
 def latency_rows(run: Run) -> list[list[str]]:
@@ -1482,176 +1384,58 @@ def recall_level_rows(run: Run) -> list[list[str]]:
     return rows
 
 
-def render_markdown(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> str:
-    d, sizes, m0 = run.data, run.sizes, run.mem0
-    lines = ["## Long-term memory: engramdb vs Mem0", ""]
-    lines.append(
-        "`python bench/memory.py`"
-        + (" — **quick run (`--quick`, smoke sizes): indicative only**" if quick else "")
-    )
-    facts = sum(1 for k in d.kinds if k == "fact")
-    lines += [
-        "",
-        f"{d.n:,} memories across {len(d.user_ids):,} users ({sizes.per_user} each: "
-        f"{facts:,} templated facts about a person, {d.n - facts:,} sentences of the Cranfield "
-        f"and CISI abstracts; {d.distinct_texts:,} distinct texts, as users share facts), "
-        f"{len(d.queries):,} labelled paraphrased queries (synonyms, "
-        "dropped words, reordering; the answer is the memory paraphrased, searched within "
-        f"its user). Embeddings: {MODEL}, computed once and passed to every system, so add "
-        "and search latencies below are **store time**; the embedding is measured apart. "
-        "Every call timed on its own after warmup; latencies in µs.",
-        "",
-    ]
-    if m0.available and run.split:
-        lines += [
-            f"**Equal size.** Mem0's adds ran out of their {sizes.mem0_add_budget / 60:.0f}-"
-            f"minute budget after {m0.added:,} of {d.n:,} memories, so the targets are judged "
-            f"with engramdb at that same size (the same first {run.equal:,} adds of the same "
-            "order, the same queries); engramdb's full-size numbers follow.",
-            "",
-        ]
-    lines += ["### Targets", ""]
-    rows = [[v.name, v.target, v.measured, v.detail, f"**{mark(v.ok)}**"] for v in verdicts(run)]
-    lines += [markdown_table(["target", "want", "measured", "detail", "result"], rows), ""]
-    lines += ["### Latency (store time unless said)", ""]
-    headers = ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"]
-    lines += [markdown_table(headers, latency_rows(run), "lllrrrrr"), ""]
-    emb = run.embedding
-    lines += [
-        "### Embedding, apart",
-        "",
-        f"{MODEL} on this CPU (torch threads: {emb.get('torch_threads')}): one text per call "
-        f"p50 {_lat(run.stats['embed.memory'].p50_us)} for a memory and "
-        f"{_lat(run.stats['embed.query'].p50_us)} for a query (rows above); batch "
-        f"throughput {emb.get('batch_texts_per_s', 0):,.0f} texts/s (batches of 512, sample "
-        f"of {emb.get('batch_sample', 0):,})."
-        + (
-            f" This run embedded {emb['dataset_embedded_now']:,} texts in "
-            f"{emb['dataset_embed_seconds']:.0f} s ({emb['dataset_texts_per_s']:,.0f} texts/s)."
-            if emb.get("dataset_embedded_now")
-            else " Dataset vectors came from the cache (`bench/results/memory-minilm-*.npy`)."
-        )
-        + " With the embedding in the call, the same one-text cost is added to every add and "
-        "search on every system alike.",
-        "",
-    ]
-    lines += ["### Recall on the labelled paraphrased queries", ""]
-    headers = ["system", "where", "queries", *(f"recall@{k}" for k in RECALL_KS)]
-    lines += [markdown_table(headers, recall_rows(run), "llrrrr"), ""]
-    if level_rows := recall_level_rows(run):
-        lines += [
-            "By paraphrase level (recall@1 / recall@10; light drops few words, heavy up to "
-            "70%), on the queries of the first row:",
-            "",
-            markdown_table(["system", *LEVELS], level_rows, "l" + "r" * len(LEVELS)),
-            "",
-        ]
-    if run.profile_summary:
-        lines += ["### Profile (engramdb embedded, cProfile; top functions by own time)", ""]
-        for name, top in run.profile_summary.items():
-            lines.append(f"- **{name}**:")
-            lines += [f"  - `{t}`" for t in top[:6]]
-        lines += ["", "Full profile: `bench/results/memory-profile.txt`.", ""]
-    lines += ["### Notes", ""]
-    lines += notes(run, wait_note)
-    lines += ["", "### Machine", "", machine_markdown(machine)]
-    return "\n".join(lines)
-
-
-def notes(run: Run, wait_note: str) -> list[str]:
-    d, sizes, m0 = run.data, run.sizes, run.mem0
-    out = []
-    if m0.available:
-        info = m0.info
-        v = info["versions"]
-        out += [
-            f"- **Mem0**: mem0ai {v['mem0ai']} (qdrant-client {v['qdrant-client']}, Python "
-            f"{info['python']}, its own virtualenv). Default vector store: Qdrant "
-            f"(`{info['vector_store']}`), which without a host or URL is Qdrant's *local mode* "
-            f"(`QdrantClient(path=...)`, `{info['vector_store_client']}`): points kept in "
-            "Python/numpy, each upsert persisted to SQLite, payload filters evaluated in Python "
-            "for every point. Every `add` also writes Mem0's history SQLite database; both "
-            "commit per call (SQLite's default, fsync). `add(text, user_id=u, infer=False)` "
-            "(no LLM), `search(query, filters={'user_id': u}, top_k="
-            f"{sizes.k})` with its default threshold. BM25 keyword scoring: "
-            f"{info['bm25_encoder']}; spaCy: {'yes' if info['spacy'] else 'not installed'} "
-            "(both optional extras of `mem0ai`; without them Mem0's search is semantic only, "
-            "and the add skips lemmatisation, which makes it cheaper). Adds: "
-            f"{info['add_events']}. Network: "
-            + (
-                "no outbound connection attempted"
-                if not info["blocked_connections"]
-                else f"{len(info['blocked_connections'])} outbound connection(s) blocked"
-            )
-            + " (telemetry off, no API key, offline hub; a socket guard refuses non-loopback "
-            "connections).",
-            "- **Mem0's embedder** is an object returning the precomputed vector of the exact "
-            "text (as a list of floats, Mem0's format; the `tolist()` is inside its timings, "
-            "a few µs). A text with no precomputed vector would be an error, so no embedding "
-            "work is hidden in its numbers.",
-            f"- **Mem0's budgets**: adds stop once {sizes.mem0_add_budget:.0f} s are spent, "
-            f"searches once {sizes.mem0_search_budget:.0f} s are (at most "
-            f"{sizes.mem0_searches:,}); it stored {m0.added:,} memories and ran "
-            f"{len(m0.searched_queries):,} searches ({m0.seconds / 60:.1f} min in all).",
-        ]
-    else:
-        out.append(f"- **Mem0**: {m0.note.removeprefix('Mem0: ')}.")
-    events = run.events.get("embedded", {})
-    out += [
-        "- **engramdb**: `engramdb.open(dir, durability='none')` + `db.memory_with("
-        "SentenceEmbedder())`; `add(text, user_id=u, embedding=v)`, `search(query, "
-        f"user_id=u, k={sizes.k}, embedding=v)`, `hybrid=True` (vector + BM25, the default) "
-        "and `hybrid=False`. Every add also checks for a near-duplicate in the user's scope "
-        f"and writes content key, scope index and history in one transaction. Adds: {events}. "
-        "`durability='sync'` rows: the database reopened with fsync per commit, "
-        f"{sizes.sync_adds:,} more adds into fresh scopes (`<user>-sync`).",
-        f"- **Server**: `{run.server_argv or 'engramdb serve … --embedder minilm'}` on "
-        "127.0.0.1, `engramdb.connect(url).memory` with the vector sent along (msgpack); "
-        "client and server share this machine's 2 cores. Sync rows: the same data directory "
-        "served again with `--durability sync`."
-        + (
-            f" The server's adds were measured up to the equal size ({run.equal:,}); its "
-            "full-size searches and sync adds ran on a copy of the embedded database (the "
-            "same memories and ids), which keeps the run within reach on 2 cores."
-            if run.split
-            else ""
+def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Report:
+    d, m0 = run.data, run.mem0
+    r = Report(
+        SECTION,
+        "memory",
+        "Long-term memory: engramdb vs Mem0",
+        f"{d.n:,} memories across {len(d.user_ids):,} users and {len(d.queries):,} labelled "
+        f"paraphrased queries; {MODEL} embeddings computed once and passed to every system, so "
+        "latencies are store time, in µs.",
+        quick,
+        machine,
+        raw=to_json(run, quick, machine, wait_note),
+        about=(
+            f"Mem0's adds ran out of their budget after {m0.added:,} of {d.n:,} memories: "
+            f"targets are judged with engramdb at that same size ({run.equal:,})."
+            if m0.available and run.split
+            else m0.note
         ),
-        "- **Near-duplicates**: a user keeps a candidate only if its cosine similarity to every "
-        f"memory kept before is below {NEAR_DUPLICATE} ({d.near_duplicates:,} of "
-        f"{d.candidates:,} candidates skipped), so engramdb's dedupe (0.92) merges nothing "
-        "and both systems hold the same memories.",
-        "- **Order**: Mem0, then engramdb embedded, then the server, one after the other (never "
-        f"concurrently). Load average at each phase: {run.load_avg}. {wait_note}",
-        "- p999 of a row with fewer than 10,000 calls rests on fewer than 10 samples.",
-    ]
-    return out
-
-
-def render_terminal(console: Console, run: Run) -> None:
-    table = Table(title="engramdb memory benchmark (latency µs)", title_justify="left")
-    for name in ("system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"):
-        table.add_column(name, justify="left" if name in ("system", "operation") else "right")
-    for row in latency_rows(run):
-        table.add_row(*row, style="bold" if row[0].startswith("engramdb") else "")
-    console.print(table)
-    table = Table(title="recall on paraphrased queries", title_justify="left")
-    for name in ("system", "where", "queries", *(f"@{k}" for k in RECALL_KS)):
-        table.add_column(name, justify="left" if name in ("system", "where") else "right")
-    for row in recall_rows(run):
-        table.add_row(*row)
-    console.print(table)
-    if not run.mem0.available:
-        console.print(f"[yellow]{run.mem0.note}[/yellow]")
-    for v in verdicts(run):
-        color = {True: "green", False: "red", None: "yellow"}[v.ok]
-        console.print(
-            f"[{color}]{mark(v.ok)}[/{color}]  {v.name}: {v.measured} "
-            f"(target {v.target}; {v.detail})"
-        )
-    for name, top in run.profile_summary.items():
-        console.print(f"[bold]profile: {name}[/bold]")
-        for t in top:
-            console.print(f"  {t}")
+    )
+    checks(run, r)
+    r.table(
+        "Latency (store time unless said)",
+        ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
+        latency_rows(run),
+        "lllrrrrr",
+    )
+    r.table(
+        "Recall on the labelled paraphrased queries",
+        ["system", "where", "queries", *(f"recall@{k}" for k in RECALL_KS)],
+        recall_rows(run),
+        "llrrrr",
+        publish=False,
+    )
+    r.table(
+        "Recall by paraphrase level (recall@1 / recall@10), on the first row's queries",
+        ["system", *LEVELS],
+        recall_level_rows(run),
+        "l" + "r" * len(LEVELS),
+        publish=False,
+    )
+    emb = run.embedding
+    r.note(
+        "Embedding, apart",
+        f"{MODEL}, torch threads {emb.get('torch_threads')}: batch "
+        f"throughput {emb.get('batch_texts_per_s', 0):,.0f} texts/s (batches of 512).",
+    )
+    r.note(
+        "Order",
+        f"Mem0, then engramdb embedded, then the server. Load average at each "
+        f"phase: {run.load_avg}. {wait_note}",
+    )
+    return r
 
 
 def to_json(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> dict[str, Any]:
@@ -1694,8 +1478,6 @@ def to_json(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> d
             rid: {**asdict(ROW[rid]), **st.to_json()} for rid, st in run.stats.items() if rid in ROW
         },
         "recall": {k: r.to_json() for k, r in run.recall.items()},
-        "targets": [{**asdict(v), "result": mark(v.ok)} for v in verdicts(run)],
-        "profile": run.profile_summary,
     }
 
 
@@ -1722,7 +1504,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
     )
     parser.add_argument("--no-mem0", action="store_true", help="skip Mem0")
     parser.add_argument("--no-server", action="store_true", help="skip engramdb serve")
-    parser.add_argument("--profile", action="store_true", help="profile engramdb in any case")
     parser.add_argument("--refresh", action="store_true", help="recompute cached embeddings")
     parser.add_argument(
         "--embed-only", action="store_true", help="build the dataset and its embeddings, then stop"
@@ -1735,13 +1516,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         help="wait (bounded) until the 1-min load average is below this (full run: 1.0)",
     )
     parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help="markdown file whose 'memory' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "memory.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -1773,6 +1547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem0_python, mem0_note = mem0_available(None if args.no_mem0 else args.mem0_python)
     console.print(mem0_note)
 
+    if why := missing("sentence_transformers", hint="pip install -e '.[embeddings]'"):
+        return skip(f"{why}: engramdb's SentenceEmbedder needs it for {MODEL}")
     embedder = SentenceEmbedder()
     progress = new_progress()
     with contextlib.ExitStack() as stack:
@@ -1788,7 +1564,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(f"dataset ready: {data.n:,} memories, {len(data.queries):,} queries")
                 return 0
             run = Run(sizes, data, root, console, progress)
-            run.want_profile = args.profile
             run.embedding_cost(embedder)
             if mem0_python is not None:
                 run.run_mem0(mem0_python)
@@ -1804,20 +1579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     console.print(f"[yellow]{e}[/yellow]")
         shutil.rmtree(os.path.join(root, "mem0"), ignore_errors=True)
 
-    markdown = render_markdown(run, args.quick, machine, wait_note)
-    replace_section(args.output, SECTION, markdown)
-    write_json(args.json, to_json(run, args.quick, machine, wait_note))
-    if run.profile_text:
-        (RESULTS_DIR / "memory-profile.txt").write_text(run.profile_text, encoding="utf-8")
-    render_terminal(console, run)
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    report(run, args.quick, machine, wait_note).save()
     return 0
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ The engramdb database is opened with ``sweep_interval=None`` (no expiry sweeper 
 record here has a TTL), ``durability="sync"`` for reads and sync writes, then reopened with
 ``async`` and ``none``. With ``async`` engramdb's own flusher thread runs, as it would in use.
 
-Writes bench/results/records.json (raw numbers) and the ``records`` section of BENCHMARKS.md.
+Writes bench/results/records.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -56,21 +56,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import lmdb
 import msgspec
 from rich.console import Console
-from rich.table import Table
 
 import engramdb
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     Meter,
     RedisServer,
     RedisUnavailable,
+    Report,
     Stats,
     busy_loop,
     calibrate_busy_loop,
@@ -79,13 +76,10 @@ from _common import (
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
     new_progress,
-    replace_section,
+    stats_cells,
     temp_dir,
-    write_json,
 )
 from engramdb import ops
 
@@ -534,277 +528,126 @@ def _operate(s: engramdb.RecordSet) -> Callable[[str], list[Any]]:
 # report ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Verdict:
-    name: str
-    measured: float | None  # the ratio, None when a side is missing
-    target: str
-    ok: bool | None
-    detail: str
-
-
 def p99_ratio(results: dict[str, Stats], num: str, den: str) -> float | None:
     if num not in results or den not in results:
         return None
     return results[num].p99_us / results[den].p99_us
 
 
-def _vs(a: Stats, b: Stats) -> str:
-    return f"{fmt_us(a.p99_us)} µs vs {fmt_us(b.p99_us)} µs"
-
-
-def verdicts(results: dict[str, Stats]) -> list[Verdict]:
-    out = []
-    floor = p99_ratio(results, "engramdb.get", "floor.get")
-    detail = ""
-    if floor is not None:
-        detail = _vs(results["engramdb.get"], results["floor.get"])
-    out.append(
-        Verdict(
-            "engramdb get p99 / raw LMDB floor get p99",
-            floor,
-            f"≤ {TARGET_FLOOR:g}x",
-            None if floor is None else floor <= TARGET_FLOOR,
-            detail,
-        )
-    )
-    redis = p99_ratio(results, "redis.get", "engramdb.get")
-    detail = "Redis: not available"
-    if redis is not None:
-        detail = _vs(results["redis.get"], results["engramdb.get"])
-    out.append(
-        Verdict(
-            "Redis GET p99 / engramdb get p99",
-            redis,
-            f"≥ {TARGET_REDIS:g}x",
-            None if redis is None else redis >= TARGET_REDIS,
-            detail,
-        )
-    )
-    return out
-
-
-def noise_note(results: dict[str, Stats]) -> str:
-    if "noise.get" not in results or "engramdb.get" not in results:
-        return ""
-    noise = results["noise.get"]
-    return (
-        f"For scale: on this machine pure-Python work as long as an engramdb get "
-        f"(p50 {fmt_us(noise.p50_us)} µs) has p99 {fmt_us(noise.p99_us)} µs and p999 "
-        f"{fmt_us(noise.p999_us)} µs (the `timing noise` row)."
-    )
-
-
-def mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
-
-
 def comparisons(
     results: dict[str, Stats], pairs: Sequence[tuple[str, str]]
 ) -> list[dict[str, Any]]:
-    out = []
-    for ours, theirs in pairs:
-        if ours not in results or theirs not in results:
-            continue
-        a, b = results[ours], results[theirs]
-        out.append(
-            {
-                "engramdb": ours,
-                "peer": theirs,
-                "p50_ratio": b.p50_us / a.p50_us,
-                "p99_ratio": b.p99_us / a.p99_us,
-                "ops_ratio": a.ops_s / b.ops_s,
-            }
-        )
-    return out
+    return [
+        {
+            "engramdb": ours,
+            "peer": theirs,
+            "p50_ratio": results[theirs].p50_us / results[ours].p50_us,
+            "p99_ratio": results[theirs].p99_us / results[ours].p99_us,
+            "ops_ratio": results[ours].ops_s / results[theirs].ops_s,
+        }
+        for ours, theirs in pairs
+        if ours in results and theirs in results
+    ]
 
 
-def describe(row_id: str) -> str:
-    row = ROW[row_id]
-    return f"{row.system}: `{row.call}`"
-
-
-def render_markdown(
+def report(
     sizes: Sizes,
     quick: bool,
     data: Data,
     results: dict[str, Stats],
     machine: dict[str, str],
     redis_note: str,
-) -> str:
-    lines = ["## Records: embedded get / get_many / put / operate", ""]
-    lines.append(
-        "`python bench/records.py`"
-        + (" — **quick run (`--quick`, smoke sizes): indicative only**" if quick else "")
+) -> Report:
+    r = Report(
+        SECTION,
+        "records",
+        "Records: embedded get / get_many / put / operate",
+        f"{sizes.records:,} records of 5 bins (~{data.mean_value_bytes:.0f} B as msgpack), uniform "
+        "random access, against raw LMDB and Redis; every call timed on its own after warmup; "
+        f"latencies in µs; ops/s = calls / wall time (a get_many call is {sizes.batch} keys).",
+        quick,
+        machine,
+        about=redis_note,
+        raw={
+            "sizes": asdict(sizes),
+            "results": {k: s.to_json() for k, s in results.items()},
+            "versus_redis": comparisons(results, VERSUS_REDIS),
+            "versus_floor": comparisons(results, VERSUS_FLOOR),
+        },
     )
-    lines += [
-        "",
-        f"{sizes.records:,} records of 5 bins (~{data.mean_value_bytes:.0f} B as msgpack), str "
-        f"keys, uniform random access (seed {sizes.seed}). Every call timed on its own "
-        "(`perf_counter_ns`) after warmup; latencies in µs; ops/s = calls / wall time "
-        f"(a get_many call is {sizes.batch} keys).",
-        "",
-        "### Targets",
-        "",
-    ]
-    rows = [
-        [v.name, v.target, fmt_ratio(v.measured), v.detail, f"**{mark(v.ok)}**"]
-        for v in verdicts(results)
-    ]
-    lines += [markdown_table(["target", "want", "measured", "p99s", "result"], rows, "lcrll"), ""]
-    if noise := noise_note(results):
-        lines += [noise, ""]
 
-    lines += ["### Latency and throughput", ""]
-    rows = []
-    for row in ROWS:
-        if row.id not in results:
-            continue
-        st = results[row.id]
-        rows.append(
-            [
-                row.op,
-                row.system,
-                f"`{row.call}`",
-                f"{st.n:,}",
-                fmt_us(st.p50_us),
-                fmt_us(st.p99_us),
-                fmt_us(st.p999_us),
-                f"{st.ops_s:,.0f}",
-            ]
+    def us(a: float, b: float) -> str:
+        return f"{fmt_us(a)} µs vs {fmt_us(b)} µs"
+
+    if (floor := p99_ratio(results, "engramdb.get", "floor.get")) is not None:
+        vs = us(results["engramdb.get"].p99_us, results["floor.get"].p99_us)
+        r.check(
+            "get p99: engramdb / raw LMDB floor",
+            "LMDB floor",
+            f"{fmt_ratio(floor)} ({vs})",
+            f"≤ {TARGET_FLOOR:g}x",
+            floor <= TARGET_FLOOR,
         )
-    headers = ["operation", "system", "one call", "calls", "p50", "p99", "p999", "ops/s"]
-    lines += [markdown_table(headers, rows, "lllrrrrr"), ""]
-
-    lines += ["### engramdb against Redis", ""]
-    vs = comparisons(results, VERSUS_REDIS)
-    if vs:
-        rows = [
-            [
-                ROW[c["engramdb"]].op,
-                describe(c["peer"]),
-                fmt_ratio(c["p50_ratio"]),
-                fmt_ratio(c["p99_ratio"]),
-                fmt_ratio(c["ops_ratio"]),
-            ]
-            for c in vs
-        ]
-        lines += [
-            "Ratios above 1 favour engramdb: Redis latency / engramdb latency, and engramdb "
-            "ops/s / Redis ops/s.",
-            "",
-            markdown_table(
-                ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"], rows, "llrrr"
-            ),
-            "",
-        ]
-    else:
-        lines += [f"{redis_note}.", ""]
-
-    lines += ["### engramdb against the floor", ""]
+    if (redis := p99_ratio(results, "redis.get", "engramdb.get")) is not None:
+        vs = us(results["redis.get"].p99_us, results["engramdb.get"].p99_us)
+        r.check(
+            "get p99: Redis / engramdb",
+            "Redis",
+            f"{fmt_ratio(redis)} ({vs})",
+            f"≥ {TARGET_REDIS:g}x",
+            redis >= TARGET_REDIS,
+        )
     rows = [
         [
+            row.op,
+            row.system,
+            f"`{row.call}`",
+            f"{results[row.id].n:,}",
+            *stats_cells(results[row.id]),
+        ]
+        for row in ROWS
+        if row.id in results
+    ]
+    r.table(
+        "Latency and throughput",
+        ["operation", "system", "one call", "calls", "p50", "p99", "p999", "ops/s"],
+        rows,
+        "lllrrrrr",
+    )
+    vs_redis = [
+        [
             ROW[c["engramdb"]].op,
-            describe(c["peer"]),
+            ROW[c["peer"]].system,
+            fmt_ratio(c["p50_ratio"]),
+            fmt_ratio(c["p99_ratio"]),
+            fmt_ratio(c["ops_ratio"]),
+        ]
+        for c in comparisons(results, VERSUS_REDIS)
+    ]
+    r.table(
+        "engramdb against Redis (above 1 favours engramdb)",
+        ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"],
+        vs_redis,
+        "llrrr",
+        publish=False,
+    )
+    vs_floor = [
+        [
+            ROW[c["engramdb"]].op,
+            ROW[c["peer"]].system,
             fmt_ratio(1 / c["p50_ratio"]),
             fmt_ratio(1 / c["p99_ratio"]),
         ]
         for c in comparisons(results, VERSUS_FLOOR)
     ]
-    lines += [
-        "How many times the floor's latency engramdb takes (1x = no overhead).",
-        "",
-        markdown_table(["engramdb", "floor", "p50 x floor", "p99 x floor"], rows, "llrr"),
-        "",
-        "### Notes",
-        "",
-        "- **Floor**: raw `lmdb` on its own directory holding the same records as plain "
-        "msgpack (no header, bytes keys), same environment flags; one read transaction + "
-        "`txn.get` + `msgspec` decode per call. The write floors are a raw LMDB write "
-        "transaction without fsync, and a bare 4 KiB `pwrite` + `fdatasync` on the same "
-        "filesystem for durable writes.",
-        redis_bullet(redis_note, "redis.get" in results),
-        '- **Redis does not fsync per write by default** (here `--save "" --appendonly no`), '
-        "so SET is compared with `put` at durability `async`/`none`. `put` at durability "
-        "`sync` (fsync per commit), and `operate` at `sync`, are compared instead with SET "
-        "and the MULTI/EXEC after `CONFIG SET appendonly yes` + `appendfsync always`.",
-        f"- **operate** = `[incr('n'), list_append('events', x, max_len={MAX_EVENTS})]`, "
-        "atomic on one record; the Redis equivalent is a MULTI/EXEC pipeline of "
-        f"`INCR k:n`, `RPUSH k:events x`, `LTRIM k:events -{MAX_EVENTS} -1` (two keys, as a "
-        "Redis value holds one type).",
-        "- **Timing noise**: the `timing noise` row is the same harness timing a pure-Python "
-        "busy loop as long as engramdb's get p50. Its p99/p999 is what this machine adds to "
-        "any microsecond-scale call (interrupts, the hypervisor, other processes), so a "
-        "µs-scale p99 cannot go far below it.",
-        "- p999 of a row with fewer than 10,000 calls rests on fewer than 10 samples.",
-        "- GC stays on for every side; before each measured loop `gc.collect()` + "
-        "`gc.freeze()` so collections only walk what the measured calls allocate. engramdb "
-        "runs with `sweep_interval=None` (nothing here has a TTL).",
-        "",
-        "### Machine",
-        "",
-        machine_markdown(machine),
-    ]
-    return "\n".join(lines)
-
-
-def redis_bullet(note: str, measured: bool) -> str:
-    if not measured:
-        return f"- **Redis**: {note.removeprefix('Redis: ')}."
-    return (
-        f"- **Redis**: {note}. TCP on 127.0.0.1; values are the same msgpack bytes, "
-        "encoded/decoded client-side so every side returns the same dict. Server and client "
-        "share this machine's cores."
+    r.table(
+        "engramdb against the floor (times the floor's latency)",
+        ["engramdb", "floor", "p50 x floor", "p99 x floor"],
+        vs_floor,
+        "llrr",
+        publish=False,
     )
-
-
-def render_terminal(console: Console, results: dict[str, Stats], redis_note: str) -> None:
-    table = Table(title="engramdb records benchmark (latency µs)", title_justify="left")
-    for name, justify in [
-        ("operation", "left"),
-        ("system", "left"),
-        ("calls", "right"),
-        ("p50", "right"),
-        ("p99", "right"),
-        ("p999", "right"),
-        ("ops/s", "right"),
-        ("vs Redis p99", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    redis_of = dict(VERSUS_REDIS)
-    last_op = None
-    for row in ROWS:
-        if row.id not in results:
-            continue
-        st = results[row.id]
-        peer = redis_of.get(row.id)
-        ratio = p99_ratio(results, peer, row.id) if peer else None
-        if last_op is not None and row.op != last_op:
-            table.add_section()
-        last_op = row.op
-        style = "bold" if row.system == "engramdb" else ""
-        table.add_row(
-            row.op,
-            row.system,
-            f"{st.n:,}",
-            fmt_us(st.p50_us),
-            fmt_us(st.p99_us),
-            fmt_us(st.p999_us),
-            f"{st.ops_s:,.0f}",
-            fmt_ratio(ratio) if ratio is not None else "",
-            style=style,
-        )
-    console.print(table)
-    if "redis.get" not in results:
-        console.print(f"[yellow]{redis_note}[/yellow]")
-    for v in verdicts(results):
-        color = {True: "green", False: "red", None: "yellow"}[v.ok]
-        console.print(
-            f"[{color}]{mark(v.ok)}[/{color}]  {v.name} = {fmt_ratio(v.measured)} "
-            f"(target {v.target}; {v.detail})"
-        )
-    if noise := noise_note(results):
-        console.print(noise.replace("`", ""))
+    return r
 
 
 # main --------------------------------------------------------------------------------------
@@ -826,13 +669,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
     parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help="markdown file whose 'records' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "records.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -889,36 +725,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.run()
         results = run.results
 
-    markdown = render_markdown(sizes, args.quick, data, results, machine, redis_note)
-    replace_section(args.output, SECTION, markdown)
-    write_json(
-        args.json,
-        {
-            "benchmark": SECTION,
-            "quick": args.quick,
-            "sizes": asdict(sizes),
-            "mean_value_bytes": data.mean_value_bytes,
-            "machine": machine,
-            "redis": redis_note,
-            "results": {rid: {**asdict(ROW[rid]), **st.to_json()} for rid, st in results.items()},
-            "versus_redis": comparisons(results, VERSUS_REDIS),
-            "versus_floor": comparisons(results, VERSUS_FLOOR),
-            "targets": [{**asdict(v), "result": mark(v.ok)} for v in verdicts(results)],
-        },
-    )
-    render_terminal(console, results, redis_note)
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    report(sizes, args.quick, data, results, machine, redis_note).save()
     return 0
 
 
 def _quoted(args: Sequence[str]) -> list[str]:
     return ['""' if a == "" else a for a in args]
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 def _close_env(run: Run) -> None:

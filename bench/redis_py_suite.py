@@ -32,7 +32,8 @@ Needs: ``pip install redis pytest pytest-asyncio pytest-timeout packaging numpy`
 redis-py test modules import) and ``apt install redis-server``. Not part of the pytest suite:
 it downloads code and takes several minutes.
 
-Writes bench/results/redis_py_suite.json and the ``redis-py-suite`` section of BENCHMARKS.md.
+``--quick`` runs only a handful of string-command tests (``QUICK_SELECT``), a smoke run.
+Writes bench/results/redis_py_suite.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -55,21 +56,17 @@ from typing import Any
 from rich.console import Console
 
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     EngramServer,
     EngramUnavailable,
     RedisServer,
     RedisUnavailable,
+    Report,
     exit_on_sigterm,
     find_redis_server,
     machine_info,
-    machine_markdown,
-    markdown_table,
     new_progress,
-    replace_section,
+    skip,
     temp_dir,
-    write_json,
 )
 
 SECTION = "redis-py-suite"
@@ -82,6 +79,8 @@ TEST_FILES = (
 )
 DESELECT = "not onlycluster and not redismod and not ssl"
 PUBSUB_FILES = ("test_pubsub.py",)
+QUICK_SELECT = ["-k", "test_append or test_strlen or test_getrange"]
+SELECT: list[str] = []  # QUICK_SELECT under --quick
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -277,7 +276,7 @@ def pytest_argv(sdist: Path, url: str, junit: Path, timeout: int) -> list[str]:
     files = [f for f in TEST_FILES if (sdist / f).exists()]
     return [
         sys.executable, "-m", "pytest", *files,
-        f"--redis-url={url}", "-m", DESELECT,
+        f"--redis-url={url}", "-m", DESELECT, *SELECT,
         "-o", "addopts=", "-p", "no:cacheprovider", "-p", "no:randomly",
         f"--timeout={timeout}", f"--junitxml={junit}", "-v", "--color=no",
     ]  # fmt: skip
@@ -294,6 +293,7 @@ def collect_count(sdist: Path, url: str) -> int:
             f"--redis-url={url}",
             "-m",
             DESELECT,
+            *SELECT,
             "-o",
             "addopts=",
             "-p",
@@ -434,101 +434,63 @@ def _pct(num: int, den: int) -> str:
 # reporting ---------------------------------------------------------------------------------
 
 
-def render_markdown(
+def report(
     results: list[FamilyResult],
     runs: Sequence[SuiteRun],
     machine: dict[str, str],
     version: str,
-    argv: Sequence[str],
-) -> str:
+    quick: bool,
+    raw: dict[str, Any],
+) -> Report:
     inscope = [r for r in results if r.in_scope]
     out = [r for r in results if not r.in_scope]
     rp, ep = totals(inscope)
-    lines = [
-        "## redis-py's command tests (`bench/redis_py_suite.py`)",
-        "",
-        f"redis-py {version}'s own `tests/test_commands.py` and `tests/test_pubsub.py` (and "
-        "their `tests/test_asyncio/` twins), from its sdist, run with `--redis-url` against a "
-        "private `redis-server` and a private `engramdb serve`; marks needing another "
-        f'deployment deselected (`-m "{DESELECT}"`). A test counts when it passes on '
-        "redis-server; the engramdb column is how many of those pass on engramdb. Families "
-        "are Redis's command groups, by the command each test's name starts with (the mapping "
-        "is in the script).",
-        "",
-        f"**In scope: {ep} of {rp} pass on engramdb ({_pct(ep, rp)}).**",
-        "",
-        markdown_table(
-            ["family", "pass on redis-server", "of those, pass on engramdb", "ratio"],
-            [
-                [
-                    r.family,
-                    str(r.redis_passing),
-                    str(r.engram_passing),
-                    _pct(r.engram_passing, r.redis_passing),
-                ]
-                for r in inscope
-            ]
-            + [["**in scope**", f"**{rp}**", f"**{ep}**", f"**{_pct(ep, rp)}**"]],
-            "lrrr",
-        ),
-        "",
-    ]
-    failures = [(r.family, tid, why) for r in inscope for tid, why in r.failures]
-    if failures:
-        lines += [
-            "In-scope tests passing on redis-server but not on engramdb:",
-            "",
-            markdown_table(
-                ["family", "test", "error on engramdb"],
-                [[fam, f"`{tid}`", why.replace("|", "\\|")] for fam, tid, why in failures],
-            ),
-            "",
-        ]
-    else:
-        lines += ["Every in-scope test that passes on redis-server passes on engramdb.", ""]
-    if out:
-        orp, oep = totals(out)
-        lines += [
-            "Out of scope (families engramdb does not claim; listed for completeness): "
-            + ", ".join(f"{r.family} {r.engram_passing}/{r.redis_passing}" for r in out)
-            + f" (together {oep}/{orp}).",
-            "",
-        ]
-    lines += [
-        "Runs: " + "; ".join(f"{r.server}: {r.summary} ({r.seconds:.0f} s)" for r in runs) + ".",
-        "",
-        "Command: `python " + " ".join(["bench/redis_py_suite.py", *argv]) + "`",
-        "",
-        machine_markdown(machine),
-    ]
-    return "\n".join(lines)
-
-
-def render_terminal(console: Console, results: list[FamilyResult]) -> None:
-    from rich.table import Table
-
-    table = Table(title="redis-py tests passing on redis-server, and of those on engramdb")
-    for col in ("family", "scope", "redis-server", "engramdb", "ratio"):
-        table.add_column(col, justify="left" if col in ("family", "scope") else "right")
-    for r in results:
-        ratio = _pct(r.engram_passing, r.redis_passing)
-        style = "" if not r.in_scope or r.engram_passing == r.redis_passing else "yellow"
-        table.add_row(
+    rep = Report(
+        SECTION,
+        "redis_py_suite",
+        "redis-py's command tests (`bench/redis_py_suite.py`)",
+        f"redis-py {version}'s own command and pub/sub tests against a private `redis-server` "
+        "and `engramdb serve`; a test counts when it passes on redis-server.",
+        quick,
+        machine,
+        raw=raw,
+        about=f'Marks needing another deployment deselected (`-m "{DESELECT}"`). Runs: '
+        + "; ".join(f"{r.server}: {r.summary} ({r.seconds:.0f} s)" for r in runs)
+        + ".",
+    )
+    rep.check(
+        "redis-py's command tests passing on redis-server that pass on engramdb",
+        "redis-server",
+        f"{ep} of {rp} ({_pct(ep, rp)})",
+    )
+    rows = [
+        [
             r.family,
-            "in" if r.in_scope else "out",
             str(r.redis_passing),
             str(r.engram_passing),
-            ratio,
-            style=style,
+            _pct(r.engram_passing, r.redis_passing),
+        ]
+        for r in inscope
+    ]
+    rows.append(["**in scope**", f"**{rp}**", f"**{ep}**", f"**{_pct(ep, rp)}**"])
+    rep.table(
+        "", ["family", "pass on redis-server", "of those, pass on engramdb", "ratio"], rows, "lrrr"
+    )
+    failures = [[r.family, f"`{tid}`", why] for r in inscope for tid, why in r.failures]
+    rep.table(
+        "In-scope tests passing on redis-server but not on engramdb",
+        ["family", "test", "error on engramdb"],
+        failures,
+        publish=False,
+    )
+    if out:
+        orp, oep = totals(out)
+        rep.note(
+            "Out of scope (families engramdb does not claim)",
+            ", ".join(f"{r.family} {r.engram_passing}/{r.redis_passing}" for r in out)
+            + f" (together {oep}/{orp}).",
         )
-    rp, ep = totals(r for r in results if r.in_scope)
-    table.add_row("in scope", "", str(rp), str(ep), _pct(ep, rp), style="bold")
-    console.print(table)
-    for r in results:
-        if r.in_scope and r.failures:
-            console.print(f"[bold]{r.family}[/bold]: {len(r.failures)} failing on engramdb")
-            for tid, why in r.failures:
-                console.print(f"  [red]{tid}[/red]\n      {why}", highlight=False)
+    return rep
 
 
 # main --------------------------------------------------------------------------------------
@@ -563,14 +525,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=int, default=30, help="per-test timeout, seconds")
     parser.add_argument("--data-dir", help="parent of engramdb's temporary data directory")
     parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
-    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "redis_py_suite.json")
+    parser.add_argument("--quick", action="store_true", help="a few tests only (smoke run)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    raw_argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(raw_argv)
+    args = parse_args(argv)
+    if args.quick:
+        SELECT[:] = QUICK_SELECT
     exit_on_sigterm()
     console = Console()
     if not console.is_terminal:
@@ -578,8 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     version = args.redis_py or installed_redis_py()
     redis_exe = args.redis_server or find_redis_server()
     if redis_exe is None:
-        console.print("[red]redis-server is not installed (Debian: apt install redis-server)")
-        return 2
+        return skip("redis-server is not installed (Debian: apt install redis-server)")
     try:
         console.print(f"redis-py {version} sdist under {args.cache} ...")
         sdist = fetch_sdist(version, args.cache)
@@ -605,44 +566,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_dir=root,
                 extra={"redis-server": f"{redis_srv.version} ({redis_exe})"},
             )
-    except (SetupError, RedisUnavailable, EngramUnavailable) as e:
+    except SetupError as e:  # offline, or the tests' own dependencies missing
+        return skip(str(e))
+    except (RedisUnavailable, EngramUnavailable) as e:
         console.print(f"[red]{e}[/red]")
         return 2
 
     results = compare(runs[0], runs[1])
-    render_terminal(console, results)
-    replace_section(
-        args.output, SECTION, render_markdown(results, runs, machine, version, raw_argv)
-    )
-    rp, ep = totals(r for r in results if r.in_scope)
-    write_json(
-        args.json,
-        {
-            "benchmark": SECTION,
-            "redis_py": version,
-            "deselect": DESELECT,
-            "files": list(TEST_FILES),
-            "machine": machine,
-            "runs": [
-                {"server": r.server, "seconds": r.seconds, "summary": r.summary} for r in runs
-            ],
-            "in_scope": {"redis_passing": rp, "engram_passing": ep},
-            "families": [
-                {
-                    "family": r.family,
-                    "in_scope": r.in_scope,
-                    "redis_passing": r.redis_passing,
-                    "engram_passing": r.engram_passing,
-                    "failures": [{"test": t, "error": w} for t, w in r.failures],
-                }
-                for r in results
-            ],
-            "outcomes": {
-                r.server: {t: o.status for t, o in sorted(r.outcomes.items())} for r in runs
-            },
-        },
-    )
-    console.print(f"wrote {args.output} (section '{SECTION}') and {args.json}")
+    raw = {
+        "redis_py": version,
+        "deselect": DESELECT,
+        "select": SELECT,
+        "files": list(TEST_FILES),
+        "runs": [{"server": r.server, "seconds": r.seconds, "summary": r.summary} for r in runs],
+        "families": [
+            {
+                "family": r.family,
+                "in_scope": r.in_scope,
+                "redis_passing": r.redis_passing,
+                "engram_passing": r.engram_passing,
+                "failures": [{"test": t, "error": w} for t, w in r.failures],
+            }
+            for r in results
+        ],
+        "outcomes": {r.server: {t: o.status for t, o in sorted(r.outcomes.items())} for r in runs},
+    }
+    report(results, runs, machine, version, args.quick, raw).save()
     return 0
 
 

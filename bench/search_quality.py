@@ -36,7 +36,7 @@ change. Differences from BM25 come with a paired two-sided randomization test ov
 
 Embeddings of the full run are cached in ``bench/results/search_quality-*.npy``, keyed by a
 hash of the model name and the exact texts (``--refresh-embeddings`` recomputes them).
-Writes bench/results/search_quality.json and the ``search-quality`` section of BENCHMARKS.md.
+Writes bench/results/search_quality.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -53,25 +53,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 import engramdb
 from _common import (
     REPO_ROOT,
     RESULTS_DIR,
     Meter,
+    Report,
     exit_on_sigterm,
     machine_info,
-    machine_markdown,
-    markdown_table,
     new_progress,
-    replace_section,
-    write_json,
+    skip,
 )
 from engramdb.embedders import HashEmbedder, SentenceEmbedder
 from engramdb.index import fusion
@@ -460,127 +456,93 @@ def delta_rows(methods: Sequence[Method], names: Sequence[str]) -> list[list[str
     ]
 
 
-def render_markdown(
+def report(
     methods: Sequence[Method],
     names: Sequence[str],
     tuning: Tuning,
     embedders: Sequence[EmbedderSpec],
-    machine: Mapping[str, str],
+    machine: dict[str, str],
     quick: bool,
     counts: Mapping[str, tuple[int, int]],
     gaps: Mapping[str, float],
-) -> str:
+    raw: dict[str, Any],
+) -> Report:
     pretty = {"cranfield": "Cranfield", "cisi": "CISI (held out)"}
-    heads = ["method"] + [f"{pretty[n]} {m}" for n in names for m in ("nDCG@10", "MAP@100")]
     sizes = "; ".join(
         f"{pretty[n]}: {d:,} documents, {q} judged queries" for n, (d, q) in counts.items()
     )
-    parts = [
-        "## Search quality: BM25, vector and hybrid search on Cranfield and CISI",
-        "",
-        "`python bench/search_quality.py`"
-        + (" `--quick` (BM25 and the hash embedder only)" if quick else "")
-        + f". Real text with human relevance judgments ({sizes}); every method returns its "
-        "top 100, scored by nDCG@10 (gains 2^g - 1) and MAP@100. Documents are title + text; "
-        "queries their question text. Cranfield grades 1..4 are gains 4..1 and code -1 (each "
-        "query's source document) counts as a complete answer: with that protocol plain "
-        "tantivy BM25 reproduces the reference figures exactly (`tests/vectors/ir_data.py` "
-        "has the details). Settings were tuned on Cranfield only; CISI ran once with them.",
-        "",
-        markdown_table(heads, quality_rows(methods, names), "l" + "r" * (len(heads) - 1)),
-        "",
-        "nDCG@10 difference from engramdb BM25, with a paired randomization test over queries "
-        "(p), and the queries each method wins / loses against BM25:",
-        "",
-        markdown_table(
-            ["method"] + [f"{pretty[n]} {x}" for n in names for x in ("Δ nDCG@10", "wins/losses")],
-            delta_rows(methods, names),
-            "l" + "r" * (2 * len(names)),
-        ),
-        "",
-        "### What was tuned (Cranfield only)",
-        "",
-    ]
-    for spec in embedders:
-        rrf = tuning.rrf[spec.key]
-        weighted = tuning.weighted[spec.key]
-        k0 = tuning.rrf_k0[spec.key]
-        chosen = tuning.chosen[spec.key]
-        columns = [str(c) for c in CANDIDATES]
-        right = "l" + "r" * len(CANDIDATES)
-        parts += [
-            f"**{spec.label}.** RRF fusion depth `candidates` (k0 = {fusion.RRF_K}, not "
-            f"exposed): chosen **{chosen['rrf']['candidates']}**; weighted fusion `alpha` x "
-            f"`candidates`: chosen **alpha {chosen['weighted']['alpha']}, candidates "
-            f"{chosen['weighted']['candidates']}**. Cranfield nDCG@10 / MAP@100:",
-            "",
-            markdown_table(
-                ["RRF: candidates", *columns],
-                [
-                    ["nDCG@10", *(_f(rrf[c]["ndcg@10"]) for c in CANDIDATES)],
-                    ["MAP@100", *(_f(rrf[c]["map@100"]) for c in CANDIDATES)],
-                ],
-                right,
-            ),
-            "",
-            markdown_table(
-                ["weighted nDCG@10: alpha \\ candidates", *columns],
-                [[str(a), *(_f(weighted[a, c]["ndcg@10"]) for c in CANDIDATES)] for a in ALPHAS],
-                right,
-            ),
-            "",
-            "RRF k0 (diagnostic: the same candidate lists fused with "
-            "`engramdb.index.fusion.rrf`; the API uses 60):",
-            "",
-            markdown_table(
-                ["k0", *(str(k) for k in RRF_K0S)],
-                [
-                    ["nDCG@10", *(_f(k0[k]["ndcg@10"]) for k in RRF_K0S)],
-                    ["MAP@100", *(_f(k0[k]["map@100"]) for k in RRF_K0S)],
-                ],
-                "l" + "r" * len(RRF_K0S),
-            ),
-            "",
-        ]
-    worst = max((abs(g) for g in gaps.values()), default=0.0)
-    parts += [
-        "The sweep fuses each side's top 1,000 (fetched once through the API) with the "
-        "functions `hybrid_search` uses; re-run through `hybrid_search`, the chosen settings "
-        f"score within {worst:.4f} nDCG@10 of the sweep (exact ties in fused scores are "
-        "broken by internal label there, by document id here).",
-        "",
-    ]
-    parts += ["### Machine", "", machine_markdown(machine)]
-    return "\n".join(parts)
-
-
-def render_terminal(console: Console, methods: Sequence[Method], names: Sequence[str]) -> None:
-    table = Table(title="search quality (top 100 per query)")
-    table.add_column("method")
-    for n in names:
-        suffix = " (held out)" if n == HELD_OUT else ""
-        table.add_column(f"{n}{suffix} nDCG@10", justify="right")
-        table.add_column(f"{n} MAP@100", justify="right")
-        table.add_column(f"{n} Δ vs BM25", justify="right")
-    bm25 = methods[0]
-    table.add_row(
-        "tantivy BM25 reference",
-        *(x for n in names for x in (_f(REFERENCE[n]["ndcg@10"]), _f(REFERENCE[n]["map@100"]), "")),
+    r = Report(
+        SECTION,
+        "search_quality",
+        "Search quality: BM25, vector and hybrid search on Cranfield and CISI",
+        "BM25, vector and hybrid search scored by nDCG@10 and MAP@100 against human relevance "
+        "judgments: Cranfield (settings tuned on it) and CISI (held out, run once).",
+        quick,
+        machine,
+        about=f"{sizes}; every method returns its top {DEPTH}.",
+        raw=raw,
     )
-    for m in methods:
-        table.add_row(
-            m.label.replace("`", ""),
-            *(
-                x
-                for n in names
-                for x in (
-                    _f(m.scores[n]["ndcg@10"]),
-                    _f(m.scores[n]["map@100"]),
-                    _delta(m, bm25, n),
-                )
-            ),
+    bm25 = methods[0]
+    r.check(
+        f"{pretty[HELD_OUT]} nDCG@10: engramdb BM25 vs tantivy BM25 reference",
+        "tantivy BM25",
+        f"{_f(bm25.scores[HELD_OUT]['ndcg@10'])} vs {_f(REFERENCE[HELD_OUT]['ndcg@10'])}",
+    )
+    best = max(methods[1:], key=lambda m: m.scores[HELD_OUT]["ndcg@10"], default=None)
+    if best is not None:
+        r.check(
+            f"{pretty[HELD_OUT]} nDCG@10: {best.label} vs engramdb BM25",
+            "engramdb BM25",
+            _delta(best, bm25, HELD_OUT),
         )
-    console.print(table)
+    heads = ["method"] + [f"{pretty[n]} {m}" for n in names for m in ("nDCG@10", "MAP@100")]
+    r.table("", heads, quality_rows(methods, names), "l" + "r" * (len(heads) - 1))
+    r.table(
+        "nDCG@10 difference from engramdb BM25 (paired randomization test p; queries won / lost)",
+        ["method"] + [f"{pretty[n]} {x}" for n in names for x in ("Δ nDCG@10", "wins/losses")],
+        delta_rows(methods, names),
+        "l" + "r" * (2 * len(names)),
+        publish=False,
+    )
+    for spec in embedders:
+        rrf, weighted = tuning.rrf[spec.key], tuning.weighted[spec.key]
+        k0, chosen = tuning.rrf_k0[spec.key], tuning.chosen[spec.key]
+        title = f"What was tuned (Cranfield only), {spec.label}"
+        r.note(
+            title,
+            f"RRF candidates chosen {chosen['rrf']['candidates']}; weighted alpha "
+            f"{chosen['weighted']['alpha']}, candidates {chosen['weighted']['candidates']}.",
+        )
+        columns = [str(c) for c in CANDIDATES]
+        r.table(
+            f"{title}: RRF candidates",
+            ["RRF: candidates", *columns],
+            [[m, *(_f(rrf[c][m.lower()]) for c in CANDIDATES)] for m in ("nDCG@10", "MAP@100")],
+            publish=False,
+        )
+        r.table(
+            f"{title}: weighted nDCG@10",
+            ["alpha \\ candidates", *columns],
+            [[str(a), *(_f(weighted[a, c]["ndcg@10"]) for c in CANDIDATES)] for a in ALPHAS],
+            publish=False,
+        )
+        r.table(
+            f"{title}: RRF k0 (diagnostic; the API uses {fusion.RRF_K})",
+            ["k0", *(str(k) for k in RRF_K0S)],
+            [[m, *(_f(k0[k][m.lower()]) for k in RRF_K0S)] for m in ("nDCG@10", "MAP@100")],
+            publish=False,
+        )
+    worst = max((abs(g) for g in gaps.values()), default=0.0)
+    r.note(
+        "Tuned settings through hybrid_search vs the sweep",
+        f"nDCG@10 within {worst:.4f}"
+        + (
+            f" (more than the {TIE_TOLERANCE} that tie-breaking explains)."
+            if worst > TIE_TOLERANCE
+            else "."
+        ),
+    )
+    return r
 
 
 def to_json(
@@ -652,13 +614,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="recompute the cached sentence embeddings in bench/results/",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help=f"markdown file whose '{SECTION}' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "search_quality.json")
     return parser.parse_args(argv)
 
 
@@ -671,7 +626,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     embedders = [EMBEDDERS["hash"]] if args.quick else [EMBEDDERS["minilm"], EMBEDDERS["hash"]]
     names = (TUNE_ON, HELD_OUT)
     started = time.perf_counter()
-    collections = {name: load(name) for name in names}
+    try:
+        collections = {name: load(name) for name in names}
+    except FileNotFoundError as e:
+        return skip(str(e))
     counts = {n: (len(d.docs), len(d.query_ids)) for n, d in collections.items()}
     console.print(
         "[bold]"
@@ -704,25 +662,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with loaded(collections[HELD_OUT], vectors[HELD_OUT]) as ho:
             evaluate_all(methods, ho, meter)
     machine["run time"] = f"{time.perf_counter() - started:.0f} s"
-    replace_section(
-        args.output,
-        SECTION,
-        render_markdown(methods, names, tuning, embedders, machine, args.quick, counts, gaps),
-    )
-    write_json(args.json, to_json(methods, tuning, machine, args.quick, embed_s, gaps))
-    render_terminal(console, methods, names)
-    for spec in embedders:
-        chosen = tuning.chosen[spec.key]
-        console.print(
-            f"tuned on {TUNE_ON} ({spec.label}): RRF candidates {chosen['rrf']['candidates']}; "
-            f"weighted alpha {chosen['weighted']['alpha']}, "
-            f"candidates {chosen['weighted']['candidates']}"
-        )
-    worst = max((abs(g) for g in gaps.values()), default=0.0)
-    style = "bold red" if worst > TIE_TOLERANCE else "dim"
-    console.print(f"[{style}]tuned settings through hybrid_search vs the sweep: nDCG@10 within "
-                  f"{worst:.4f}[/{style}]")  # fmt: skip
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    raw = to_json(methods, tuning, machine, args.quick, embed_s, gaps)
+    report(methods, names, tuning, embedders, machine, args.quick, counts, gaps, raw).save()
     return 0
 
 
@@ -732,12 +673,6 @@ def _torch_threads() -> str:
     except ImportError:
         return "torch not installed"
     return str(torch.get_num_threads())
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

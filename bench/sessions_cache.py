@@ -46,7 +46,7 @@
 
 GC stays on; before each measured loop or cell ``gc.collect()`` + ``gc.freeze()``. Every
 server started is stopped on the way out, errors and SIGTERM included. Writes
-bench/results/sessions_cache.json and the ``sessions-cache`` section of BENCHMARKS.md.
+bench/results/sessions_cache.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -63,37 +63,30 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import msgspec
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 import engramdb
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     EngramServer,
     Meter,
     RedisServer,
     RedisUnavailable,
+    Report,
     Stats,
     exit_on_sigterm,
     find_redis_server,
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure_interleaved,
     new_progress,
-    replace_section,
     temp_dir,
     wait_for_quiet,
-    write_json,
 )
 from engramdb.errors import Conflict, NotFound
 from engramdb.sessions import cas_update
@@ -1093,132 +1086,69 @@ def error_notes(run: Run) -> list[str]:
     return out
 
 
-def render_markdown(run: Run, quick: bool, machine: dict[str, str], quiet: str) -> str:
+def report(run: Run, quick: bool, machine: dict[str, str], quiet: str) -> Report:
     s = run.sizes
-    lines = ["## Sessions under contention and the stampede-proof cache", ""]
-    lines.append(
-        "`python bench/sessions_cache.py`"
-        + (" — **quick run (`--quick`, short cells): indicative only**" if quick else "")
+    r = Report(
+        SECTION,
+        "sessions_cache",
+        "Sessions under contention and the stampede-proof cache",
+        "`update(sid, fn)` under contention against Redis WATCH/MULTI, cache hits, and a burst "
+        f"of {s.requests:,} requests on a hot key whose TTL runs out; latencies in µs unless "
+        "marked ms.",
+        quick,
+        machine,
+        about=f"{quiet} A session holds a counter and its last {EVENTS_KEPT} events "
+        f"({state_bytes()} B of msgpack). {run.redis_note}.",
+        raw={
+            "sizes": asdict(s),
+            "writers": list(run.writers),
+            "sessions": [{**asdict(SESSION_SIDE[c.side]), **c.to_json()} for c in run.cells],
+            "cache_hits": {
+                i: {
+                    **asdict(HIT_SIDE[i]),
+                    "one_thread": st.to_json(),
+                    "threads": run.concurrent_hits[i].to_json(),
+                }
+                for i, st in run.hits.items()
+            },
+            "stampede": {i: res.to_json() for i, res in run.stampede.items()},
+        },
     )
-    lines += [
-        "",
-        f"{quiet} Latencies in µs unless marked ms. Every side ran in this one run, taking "
-        "turns so load drift hits all alike.",
-        "",
-        "### Session updates under contention",
-        "",
-        "`update(sid, fn)` with `fn` = counter + 1 and one more event (the last "
-        f"{EVENTS_KEPT} kept: {state_bytes()} B of msgpack). Writer threads in closed loops for "
-        f"{s.seconds:g} s after {s.warmup:g} s of warmup; latency per successful update, "
-        "retries and backoff included. *retries/update*: extra calls of `fn` per successful "
-        f"update; *gave up*: `Conflict` after {s.max_retries} retries; *lost*: successful "
-        "updates missing from the stored counters afterwards (must be 0). Ratios above 1 "
-        "favour engramdb: its updates/s ÷ Redis's, and Redis's p99 ÷ its p99; `async` rows "
-        "are paired with Redis without fsync, `sync` rows with Redis `appendfsync always`.",
-        "",
-    ]
-    for layout in LAYOUTS:
-        lines += [
-            f"**{layout.capitalize()}**",
-            "",
-            markdown_table(SESSION_HEADERS, session_rows(run.cells, layout), "lllrrrrrrrrr"),
-            "",
-        ]
-    lines += [
-        "### Cache hits",
-        "",
-        f"A hit on one of {s.hot_keys:,} cached {len(encode(hot_value(0)))} B values, random keys: "
-        "one thread "
-        f"({s.hits:,} calls per side, each timed on its own), then {s.hit_threads} threads "
-        "all reading one hot key at once.",
-        "",
-        markdown_table(hit_headers(s.hit_threads), hit_rows(run), "llrrrrrrr"),
-        "",
-        "### Stampede",
-        "",
-        f"A hot key whose {PRIME_TTL * 1000:.0f} ms TTL runs out as a burst of "
-        f"{s.requests:,} requests arrives from {min(s.threads, s.requests)} threads (each "
-        f"making its share back to back); the loader sleeps {s.loader_ms:g} ms. "
-        f"{s.rounds} burst(s) per side; loader calls and waits per burst as mean (min-max); "
-        f"percentiles over all {s.rounds * s.requests:,} requests. *Requests that waited*: "
-        f"took at least {SLOW_SHARE:.0%} of a loader call.",
-        "",
-        markdown_table(STAMPEDE_HEADERS, stampede_rows(run), "llrrrrrrrrrr"),
-        "",
-        "### Notes",
-        "",
-        "- **Same retry policy everywhere.** Every side's update goes through "
-        "`engramdb.sessions.cas_update`: read, apply `fn`, compare-and-set; on a conflict "
-        "sleep `uniform(0, min(50 ms, 0.2 ms * 2^attempt))` (full jitter) and retry, at most "
-        f"{s.max_retries} times. On Redis the read is `WATCH` + `GET` and the write "
-        "`MULTI`/`SET`/`EXEC` of a msgpack string (one connection per writer thread); a "
-        "`WatchError` is the conflict.",
-        "- **Durability.** Embedded `async` flushes every second; `sync` fsyncs every "
-        "commit (group commit shares one fsync between concurrent writers). The servers run "
-        '`engramdb serve --durability async|sync`; Redis `--save "" --appendonly no` never '
-        "fsyncs on a write, `--appendonly yes --appendfsync always` fsyncs the AOF before "
-        "replying. Every store lives on the same filesystem.",
-        "- **Clients.** Writer and hit threads share one engramdb client whose pool keeps a "
-        "connection per thread (`pool_size` ≥ threads; the default is 16) and one "
-        "redis-py client whose pool likewise allows a connection per thread (redis-py 8 "
-        "caps it at 100 by default). *A client per thread* in the stampede "
-        "table gives each thread its own `engramdb.connect()`, so single flight must come from "
-        "the server-side lease rather than from in-process coalescing: what separate "
-        "processes see.",
-        "- **Naive cache-aside** is GET; on a miss call the loader and SET with the TTL, on "
-        "Redis (`SET PX`) and on engramdb records (`put(ttl=)`). The loader is a sleep, so it "
-        "models a backend with unlimited parallelism: with a real one, the naive rows' extra "
-        "loader calls would also make every load slower.",
-        f"- **Stampede threads**, not asyncio: {min(s.threads, s.requests)} threads issue "
-        f"{s.requests:,} requests, so at most that many are in flight at once. The embedded "
-        "and server databases for the cache run at durability `async`.",
-        "- Everything shares this machine's cores: client threads, `engramdb serve` and "
-        "`redis-server`. Python threads share one GIL, so 64 writer threads measure "
-        "contention handling more than parallel speed.",
-        *error_notes(run),
-        f"- {run.redis_note}.",
-        "",
-        "### Machine",
-        "",
-        machine_markdown(machine),
-    ]
-    return "\n".join(lines)
-
-
-def render_terminal(console: Console, run: Run) -> None:
-    for layout in LAYOUTS:
-        table = Table(title=f"session updates · {layout} (µs)", title_justify="left")
-        for h in SESSION_HEADERS:
-            table.add_column(h, justify="left" if h in ("system", "durability") else "right")
-        last = None
-        for row in session_rows(run.cells, layout):
-            if last is not None and row[0] != last:
-                table.add_section()
-            last = row[0]
-            table.add_row(*[c.replace("**", "") for c in row])
-        console.print(table)
-    table = Table(title="cache hits (µs)", title_justify="left")
-    for h in hit_headers(run.sizes.hit_threads):
-        table.add_column(h, justify="left" if h in ("system", "call") else "right")
-    for row in hit_rows(run):
-        table.add_row(*row)
-    console.print(table)
-    table = Table(title="stampede (µs)", title_justify="left")
-    for h in STAMPEDE_HEADERS:
-        table.add_column(h, justify="left" if h in ("system", "strategy") else "right")
-    for row in stampede_rows(run):
-        table.add_row(*row)
-    console.print(table)
     bad = [c for c in run.cells if c.lost or not c.events_ok]
-    if bad:
-        for c in bad:
-            console.print(
-                f"[red]LOST UPDATES[/red] {c.side} · {c.layout} · {c.writers} writers: "
-                f"{c.total_ok:,} succeeded, {c.stored:,} stored"
+    r.check(
+        "session updates lost or applied twice, every cell",
+        "—",
+        f"{len(bad)} of {len(run.cells)} cells",
+        "0",
+        not bad,
+    )
+    hits = {(row[0], row[1]): row for row in hit_rows(run)}
+    for system, call in [
+        ("engramdb embedded", "cache.get_or_set (hit)"),
+        ("engramdb server", "client cache.get_or_set (hit)"),
+    ]:
+        if (row := hits.get((system, call))) and row[4]:
+            r.check(f"cache hit p99, one thread: Redis p99 ÷ {system} get_or_set", "Redis", row[4])
+    for row in stampede_rows(run):
+        if row[1] == "get_or_set" and row[9]:
+            r.check(
+                f"stampede, {row[0]}: loader calls per burst, get_or_set vs naive",
+                "naive cache-aside",
+                f"{row[2]} ({row[9]} fewer)",
             )
-    else:
-        console.print("[green]no lost update[/green] in any session cell")
-    console.print(run.redis_note.replace("`", ""))
+    for layout in LAYOUTS:
+        r.table(
+            f"Session updates under contention: {layout}",
+            SESSION_HEADERS,
+            session_rows(run.cells, layout),
+            "lllrrrrrrrrr",
+            publish=False,
+        )
+    r.table("Cache hits", hit_headers(s.hit_threads), hit_rows(run), "llrrrrrrr")
+    r.table("Stampede", STAMPEDE_HEADERS, stampede_rows(run), "llrrrrrrrrrr")
+    for line in error_notes(run):
+        r.note("Errors", line)
+    return r
 
 
 # main --------------------------------------------------------------------------------------
@@ -1253,13 +1183,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, tuple[int, ...], argp
         metavar="SECONDS",
         help=f"first wait up to this long for the 1-minute load average to drop below {QUIET_LOAD}",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help=f"markdown file whose '{SECTION}' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "sessions_cache.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -1310,39 +1233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         run.run()
 
-    markdown = render_markdown(run, args.quick, machine, note)
-    replace_section(args.output, SECTION, markdown)
-    write_json(
-        args.json,
-        {
-            "benchmark": SECTION,
-            "quick": args.quick,
-            "sizes": asdict(sizes),
-            "writers": list(writers),
-            "machine": machine,
-            "quiet": quiet,
-            "redis": run.redis_note,
-            "sessions": [{**asdict(SESSION_SIDE[c.side]), **c.to_json()} for c in run.cells],
-            "cache_hits": {
-                i: {
-                    **asdict(HIT_SIDE[i]),
-                    "one_thread": st.to_json(),
-                    "threads": run.concurrent_hits[i].to_json(),
-                }
-                for i, st in run.hits.items()
-            },
-            "stampede": {i: res.to_json() for i, res in run.stampede.items()},
-        },
-    )
-    render_terminal(console, run)
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    report(run, args.quick, machine, note).save()
     return 0
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ loads) so exact search is single-threaded like the graph queries it is compared 
 via ``faiss.omp_set_num_threads``, hnswlib via ``num_threads=``, usearch via ``threads=``.
 
 Timing uses ``_common.measure`` (each call timed on its own with ``perf_counter_ns``, warmup
-first, GC frozen). Writes bench/results/vector_libs.json and the ``vector-libs`` section of
-BENCHMARKS.md.
+first, GC frozen). A library not installed is left out, with the reason printed. Writes
+bench/results/vector_libs.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -72,30 +72,31 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-import hnswlib
 import numpy as np
-import usearch
-import usearch.index
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+
+try:  # the peers: a library not installed is left out of the run, with the reason printed
+    import hnswlib
+except ImportError:
+    hnswlib = None
+try:
+    import usearch
+    import usearch.index
+except ImportError:
+    usearch = None
 
 from _common import (
-    REPO_ROOT,
-    RESULTS_DIR,
     Meter,
+    Report,
     Stats,
     exit_on_sigterm,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
     measure_interleaved,
     new_progress,
-    replace_section,
     temp_dir,
-    write_json,
 )
 
 SECTION = "vector-libs"
@@ -483,10 +484,7 @@ class Usearch(Lib):
     name = "usearch"
     package = "usearch"
     filter_in_native_code = False
-    native_filter = (
-        f"none in the Python API ({usearch.__version__}: `search()` takes no predicate); "
-        "only search-then-filter"
-    )
+    native_filter = "none in the Python API (`search()` takes no predicate); search-then-filter"
     delete_api = "`remove(keys)` (tombstone; `remove(..., compact=True)` also relinks)"
     update_api = "`remove(key)` + `add(key, v)` (`add` of an existing key raises)"
     persist_api = "`save(path)` / `Index.restore(path)`, or `Index.restore(path, view=True)` (mmap)"
@@ -566,6 +564,7 @@ class Usearch(Lib):
 
 
 LIBS: tuple[type[Lib], ...] = (Hnswlib, Faiss, Usearch)
+INSTALLED = {"hnswlib": hnswlib is not None, "faiss": True, "usearch": usearch is not None}
 
 
 # measuring ---------------------------------------------------------------------------------
@@ -629,7 +628,7 @@ class Bench:
         self.data = data
         self.root = root
         self.progress = progress
-        self.libs: list[Lib] = [cls(s) for cls in LIBS]
+        self.libs: list[Lib] = [cls(s) for cls in LIBS if INSTALLED[cls.name]]
         self.results: dict[str, LibResult] = {
             lib.name: LibResult(lib.name, _version(lib.package)) for lib in self.libs
         }
@@ -812,7 +811,8 @@ class Bench:
                 res.filtered[key]["IDSelectorBatch"] = self.point(
                     fn, flt.gt, f"faiss IDSelectorBatch · {m}", ef=ef, bad=not_allowed
                 )
-                ures = self.results["usearch"]
+                if (ures := self.results.get("usearch")) is None:
+                    continue
                 ef = ures.ef_for.get("0.95") or EF_SWEEP[-1]
                 fn, count = usearch_lib.post_filtered(flt, ef)
                 p = self.point(fn, flt.gt, f"usearch post-filter · {m}", ef=ef, bad=not_allowed)
@@ -925,7 +925,7 @@ class Bench:
             )
 
     def _lib(self, cls: type[Any]) -> Any:
-        return next(lib for lib in self.libs if isinstance(lib, cls))
+        return next((lib for lib in self.libs if isinstance(lib, cls)), None)
 
     def run(self) -> None:
         with self.progress:
@@ -1086,80 +1086,47 @@ def tables(bench: Bench) -> dict[str, tuple[list[str], list[list[str]], str]]:
         headers += [f"{lib.name} recall", f"{lib.name} QPS"]
     out["sweep"] = (headers, rows, "r" * len(headers))
 
+    def row(m: str, method: str, p: Point) -> list[str]:
+        return [m, method, str(p.ef), _rec(p), _pct(p.short), str(p.bad), p.qps_str]
+
+    labels = {
+        "faiss": "faiss HNSW + IDSelectorBitmap",
+        "hnswlib": "hnswlib filter= (Python callable)",
+    }
+    exact_names = {
+        "numpy": "exact, numpy gather + matmul",
+        "faiss-flat": "exact, faiss IndexFlat + IDSelectorBitmap",
+    }
     rows = []
     for sel in SELECTIVITIES:
         key = f"{sel:.3f}"
-        flt = bench.filters[sel]
-        m = f"{sel:.1%} ({flt.ids.size:,})"
-        for method, p in bench.exact[key].items():
-            name = (
-                "exact, numpy gather + matmul"
-                if method == "numpy"
-                else ("exact, faiss IndexFlat + IDSelectorBitmap")
-            )
-            rows.append([m, name, "—", _rec(p), _pct(p.short), str(p.bad), p.qps_str])
+        m = f"{sel:.1%} ({bench.filters[sel].ids.size:,})"
+        rows += [
+            [*row(m, exact_names[k], p)[:2], "—", *row(m, "", p)[3:]]
+            for k, p in bench.exact[key].items()
+        ]
         for lib in bench.libs:
             entry = res[lib.name].filtered.get(key, {})
-            native = entry.get("native")
-            label = {
-                "faiss": "faiss HNSW + IDSelectorBitmap",
-                "hnswlib": "hnswlib filter= (Python callable)",
-            }.get(lib.name, lib.name)
-            if native:
-                b: Point = native["at_base_ef"]
-                rows.append(
-                    [
-                        m,
-                        f"{label}, unfiltered ef",
-                        str(b.ef),
-                        _rec(b),
-                        _pct(b.short),
-                        str(b.bad),
-                        b.qps_str,
-                    ]
-                )
-                t: Point | None = native["tuned"]
-                if t is not None and t is not b:
-                    rows.append(
-                        [
-                            m,
-                            f"{label}, tuned ef",
-                            str(t.ef),
-                            _rec(t),
-                            _pct(t.short),
-                            str(t.bad),
-                            t.qps_str,
-                        ]
-                    )
-                elif t is None:
+            label = labels.get(lib.name, lib.name)
+            if native := entry.get("native"):
+                base, tuned = native["at_base_ef"], native["tuned"]
+                rows.append(row(m, f"{label}, unfiltered ef", base))
+                if tuned is None:
                     rows.append(
                         [m, f"{label}, tuned ef", f"> {FILTER_EFS[-1]}", "< 0.95", "—", "—", "—"]
                     )
+                elif tuned is not base:
+                    rows.append(row(m, f"{label}, tuned ef", tuned))
             if "IDSelectorBatch" in entry:
-                p = entry["IDSelectorBatch"]
-                rows.append(
-                    [
-                        m,
-                        "faiss HNSW + IDSelectorBatch",
-                        str(p.ef),
-                        _rec(p),
-                        _pct(p.short),
-                        str(p.bad),
-                        p.qps_str,
-                    ]
-                )
+                rows.append(row(m, "faiss HNSW + IDSelectorBatch", entry["IDSelectorBatch"]))
             if "post-filter" in entry:
-                p = entry["post-filter"]
+                count = entry["post-filter count"]
                 rows.append(
-                    [
+                    row(
                         m,
-                        f"usearch search {entry['post-filter count']:,} then filter (not native)",
-                        str(p.ef),
-                        _rec(p),
-                        _pct(p.short),
-                        str(p.bad),
-                        p.qps_str,
-                    ]
+                        f"usearch search {count:,} then filter (not native)",
+                        entry["post-filter"],
+                    )
                 )
     out["filtered"] = (
         ["selectivity (matches)", "method", "ef", "recall@10", "short", "bad ids", "QPS 1 thr"],
@@ -1177,6 +1144,9 @@ def tables(bench: Bench) -> dict[str, tuple[list[str], list[list[str]], str]]:
             e["faiss-flat"].qps_str,
         ]
         for name in ("faiss", "hnswlib"):
+            if name not in res:
+                row.append("not installed")
+                continue
             g = graph_filtered(bench, name, key)
             row.append(f"{g.qps:,.0f} (ef {g.ef})" if g else "recall < 0.95")
         rows.append(row)
@@ -1259,203 +1229,57 @@ def tables(bench: Bench) -> dict[str, tuple[list[str], list[list[str]], str]]:
     return out
 
 
-def decision_text(bench: Bench, decision: dict[str, Any], cross: dict[str, Any]) -> str:
-    res = bench.results
-    f, h, u = res["faiss"], res["hnswlib"], res["usearch"]
-
-    def q(r: LibResult, key: str = "0.95") -> str:
-        p = r.headline.get(key)
-        return f"{p.qps:,.0f}" if p else "—"
-
-    f01 = graph_filtered(bench, "faiss", "0.010")
-    h01 = graph_filtered(bench, "hnswlib", "0.010")
-    f10 = graph_filtered(bench, "faiss", "0.100")
-    h10 = graph_filtered(bench, "hnswlib", "0.100")
-    fb01 = f.filtered.get("0.010", {}).get("native", {}).get("at_base_ef")
-
-    def pq(p: Point | None) -> str:
-        return f"{p.qps:,.0f} QPS at ef {p.ef}" if p else "recall 0.95 not reached"
-
-    pick = decision["pick"]
-    fastest = decision["qps_rank"][0]
-    h_short = max(
-        (
-            p.short
-            for e in h.filtered.values()
-            for p in (e.get("native", {}).get("at_base_ef"), e.get("native", {}).get("tuned"))
-            if p is not None
-        ),
-        default=0.0,
-    )
-    tuned_efs = ", ".join(
-        f"{sel:.1%} → {g.ef}"
-        if (g := graph_filtered(bench, "faiss", f"{sel:.3f}"))
-        else f"{sel:.1%} → > {FILTER_EFS[-1]}"
-        for sel in SELECTIVITIES
-    )
-    above = [s for s in SELECTIVITIES if cross["selectivity"] and s > cross["selectivity"]]
-    regime = ""
-    if above:
-        key = f"{above[0]:.3f}"
-        fa, ha = graph_filtered(bench, "faiss", key), graph_filtered(bench, "hnswlib", key)
-        regime = (
-            f" Above the crossover, where the graph is used, faiss's native filter is "
-            f"{pq(fa)} vs hnswlib's callback {pq(ha)} at {above[0]:.0%}."
-        )
-    text = [
-        f"**Decision: {pick}** (`IndexHNSWFlat`, inner product on normalised vectors)."
-        if pick == "faiss"
-        else f"**Decision: {pick}.**",
-        "",
-        "Why, from the numbers below:",
-        "",
-        f"- **Filtered search in native code** is the issue's hard requirement, and only faiss "
-        f"offers it from Python: `SearchParametersHNSW(sel=IDSelectorBitmap)` tests a bitmap in "
-        f"C++ during the walk. hnswlib's `filter=` calls back into Python (GIL) for every "
-        f"candidate; usearch {u.version}'s Python `search()` has no filter at all (only "
-        f"search-then-filter, which the issue rules out). At 1% selectivity: faiss "
-        f"{pq(f01)}, hnswlib {pq(h01)}; at 10%: faiss {pq(f10)}, hnswlib {pq(h10)}.{regime}",
-        f"- **faiss's filtered walk is not filter-aware**: it stops after ef candidates "
-        f"whether or not they pass the filter, so it returns fewer than k hits unless ef grows "
-        f"like k / selectivity. At its unfiltered 0.95 ef and 1% selectivity "
-        f"{_pct(fb01.short if fb01 else None)} of queries came back short (recall "
-        f"{_rec(fb01)}); ef needed for recall 0.95: {tuned_efs}. hnswlib walks until it has "
-        f"ef allowed hits (short answers: at most {_pct(h_short)} of queries in any row here) "
-        f"but pays a Python call per visited node. So engramdb: exact search below the "
-        f"crossover, `efSearch` scaled with 1 / selectivity above it, and an exact retry "
-        f"whenever a graph answer is short although ≥ k items match.",
-        f"- **Deletes/updates**: faiss HNSW has no `remove_ids`; a live-id bitmap, ANDed with "
-        f"the filter bitmap, is the tombstone and is checked natively on every search (deleted "
-        f"ids returned: {f.after_delete.bad if f.after_delete else '—'}; recall after deleting "
-        f"{bench.s.delete_percent}%: {_rec(f.after_delete)}). An update appends a new internal "
-        f"id and tombstones the old one; a background rebuild (≈ build time: {f.build_s:.0f} s "
-        f"here for {bench.s.n:,}) compacts when the dead fraction grows. hnswlib "
-        f"(`mark_deleted`, in-place update) and usearch (`remove`) delete natively — their "
-        f"advantage, but it does not make up for the filter.",
-        f"- **Speed at recall 0.95** (single query, one thread, taking turns): hnswlib "
-        f"{q(h)}, faiss {q(f)}, usearch {q(u)} QPS; at 0.99: hnswlib {q(h, '0.99')}, faiss "
-        f"{q(f, '0.99')}, usearch {q(u, '0.99')}. Build ({bench.s.threads} threads): hnswlib "
-        f"{h.build_s:.1f} s, faiss {f.build_s:.1f} s, usearch {u.build_s:.1f} s. Without the "
-        f"native-filter requirement {fastest} would be the pick on speed.",
-        f"- **Exact-search crossover** (faiss graph at recall ≥ 0.95 vs the faster exact "
-        f"method): {cross['text']}. Below it engramdb should skip the graph and score the "
-        f"matching set exactly (also exact, so no recall loss).",
-    ]
-    if pick != "faiss":
-        text.append(
-            "- (The rule picked a library other than faiss: no library met the native-filter "
-            "and delete requirements in this run; see the rows below.)"
-        )
-    return "\n".join(text)
+TITLES = {
+    "headline": ("Build and search (recall targets)", True),
+    "sweep": ("Recall / QPS sweep (single query, one thread)", False),
+    "filtered": ("Filtered search", False),
+    "crossover": ("Exact search vs filtered graph (crossover), single-query QPS", False),
+    "deletes": ("Deletes and updates", False),
+    "persist": ("Persistence and memory", False),
+    "api": ("API notes", False),
+}
 
 
-def render_markdown(
+def report(
     bench: Bench,
     quick: bool,
     machine: dict[str, str],
     decision: dict[str, Any],
     cross: dict[str, Any],
-) -> str:
-    s, d = bench.s, bench.data
-    t = tables(bench)
-    lines = [
-        "## Vector index: hnswlib vs faiss vs usearch (HNSW)",
-        "",
-        "`python bench/vector_libs.py`"
-        + (" — **quick run (`--quick`, smoke sizes): indicative only**" if quick else ""),
-        "",
-        f"{s.n:,} base vectors x {s.dim} float32 in {s.clusters} overlapping Gaussian "
-        f"clusters (rank {min(s.rank, s.dim)} + isotropic noise), unit norm; {s.queries:,} "
-        f"held-out queries from the same distribution; exact top-{K} by brute force (numpy, "
-        f"{d.gt_s:.1f} s). Inner product (= cosine) everywhere. Graph: M = connectivity = "
-        f"{s.m}, ef_construction = expansion_add = {s.ef_construction}. Builds and batch "
-        f"search use {s.threads} threads in every library; single-query search one thread "
-        "(hnswlib `num_threads=1`, faiss `omp_set_num_threads(1)`, usearch `threads=1`, "
-        "numpy `OPENBLAS_NUM_THREADS=1`). QPS = queries / wall time of the measured loop of "
-        "one-query calls (`perf_counter_ns` per call, warmup first); recall@10 over all "
-        "queries.",
-        "",
-        "### Decision",
-        "",
-        decision_text(bench, decision, cross),
-        "",
-        "### Build and search (recall targets)",
-        "",
-        "ef = the smallest swept ef reaching the target; QPS and recall of these rows were "
-        "measured with the three libraries taking turns (same machine-load drift).",
-        "",
-        markdown_table(*t["headline"]),
-        "",
-        "### Recall / QPS sweep (single query, one thread)",
-        "",
-        markdown_table(*t["sweep"]),
-        "",
-        "### Filtered search",
-        "",
-        f"Filter: items whose random label (uniform, independent of the clusters) is in a "
-        f"subset. Recall against exact filtered top-{K}; *short* = queries answered with "
-        f"fewer than {K} hits although ≥ {K} items match; *bad ids* = hits outside the "
-        f"filter. *tuned ef* = the smallest ef in {FILTER_EFS[0]}…{FILTER_EFS[-1]} with "
-        f"recall ≥ 0.95 (found on {min(s.probe, s.queries)} queries, then measured on all).",
-        "",
-        markdown_table(*t["filtered"]),
-        "",
-        "### Exact search vs filtered graph (crossover)",
-        "",
-        f"Single-query QPS. **Crossover (faiss): {cross['text']}.** Below it, exact search over "
-        "the matching set is faster than the filtered graph at recall ≥ 0.95 (and exact).",
-        "",
-        markdown_table(*t["crossover"]),
-        "",
-        "### Deletes and updates",
-        "",
-        f"{s.delete_percent}% of items deleted (random, one call per library's API: hnswlib a "
-        f"`mark_deleted` loop, faiss clearing bits in the live bitmap, usearch one `remove` "
-        f"of all keys); recall against exact top-{K} over the remaining items, at the 0.95 "
-        f"ef. Then {min(s.updates, s.n):,} live items re-inserted with a new vector under "
-        "the same id, one call each; *new vector stored* = the index returns the new vector "
-        "for the id; *found @1* = searching the new vector returns that id first (at the 0.95 "
-        "ef: an approximate-search miss, not a lost update, when below 100%).",
-        "",
-        markdown_table(*t["deletes"]),
-        "",
-        "### Persistence and memory",
-        "",
-        "RSS growth = the process's resident memory before vs after the build (includes "
-        "allocator slack; the vectors alone are "
-        f"{s.n * s.dim * 4 / 2**20:,.0f} MiB). The snapshot is written to the data directory "
-        "below; *same results* compares 100 queries before and after load.",
-        "",
-        markdown_table(*t["persist"]),
-        "",
-        "### API notes",
-        "",
-        markdown_table(*t["api"]),
-        "",
-        "### Machine",
-        "",
-        machine_markdown(machine),
-    ]
-    return "\n".join(lines)
-
-
-def render_terminal(console: Console, bench: Bench, cross: dict[str, Any], pick: str) -> None:
-    t = tables(bench)
-    for name, title in (
-        ("headline", "build and search at recall targets"),
-        ("filtered", "filtered search"),
-        ("crossover", "exact vs filtered graph"),
-        ("deletes", "deletes and updates"),
-        ("persist", "persistence and memory"),
-    ):
-        headers, rows, align = t[name]
-        table = Table(title=title, title_justify="left")
-        for i, h in enumerate(headers):
-            table.add_column(h, justify="right" if i < len(align) and align[i] == "r" else "left")
-        for row in rows:
-            table.add_row(*[c.replace("`", "") for c in row])
-        console.print(table)
-    console.print(f"[bold]pick: {pick}[/bold]; exact-search crossover {cross['text']}")
+    raw: dict[str, Any],
+) -> Report:
+    s = bench.s
+    r = Report(
+        SECTION,
+        "vector_libs",
+        "Vector index: hnswlib vs faiss vs usearch (HNSW)",
+        f"{s.n:,} x {s.dim} float32 clustered vectors, {s.queries:,} held-out queries, M = 16, "
+        f"ef_construction = 200; builds and batch search on {s.threads} threads, single-query "
+        "search on one.",
+        quick,
+        machine,
+        raw=raw,
+    )
+    r.check(
+        "index library chosen: native filtered search, working deletes, then QPS",
+        ", ".join(x.name for x in bench.libs if x.name != decision["pick"]) or "—",
+        decision["pick"],
+    )
+    qps = [bench.results[x.name].headline.get("0.95") for x in bench.libs]
+    r.check(
+        "QPS at recall 0.95, one thread: " + " vs ".join(x.name for x in bench.libs),
+        "—",
+        " vs ".join(p.qps_str if p else "—" for p in qps),
+    )
+    r.check("exact-search crossover of the filtered graph (faiss)", "—", cross["text"])
+    for key, (headers, rows, align) in tables(bench).items():
+        title, publish = TITLES[key]
+        r.table(title, headers, rows, align, publish=publish)
+    for cls in LIBS:
+        if not INSTALLED[cls.name]:
+            print(f"{cls.name}: skipped, not installed (pip install {cls.package})")
+            r.note(cls.name, f"not measured: {cls.package} is not installed")
+    return r
 
 
 # main --------------------------------------------------------------------------------------
@@ -1487,13 +1311,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
             help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
         )
     parser.add_argument("--data-dir", help="parent of the temporary snapshot directory")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO_ROOT / "BENCHMARKS.md",
-        help="markdown file whose 'vector-libs' section is rewritten",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "vector_libs.json")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
@@ -1523,56 +1340,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_info(
             ("engramdb", "numpy", "hnswlib", "faiss-cpu", "usearch"),
             data_dir=root,
-            extra={
-                "threads": f"{sizes.threads} for builds and batch search, 1 for single queries",
-                "usearch SIMD": str(usearch.index.Index(ndim=8).hardware_acceleration),
-            },
+            extra={"threads": f"{sizes.threads} for builds and batch search, 1 for single queries"},
         )
+        if usearch is not None:
+            machine["usearch SIMD"] = str(usearch.index.Index(ndim=8).hardware_acceleration)
         bench = Bench(sizes, data, root, new_progress())
         bench.run()
     elapsed = time.perf_counter() - started
     machine["run time"] = f"{elapsed / 60:.1f} min"
     cross = crossover(bench, "faiss")
     decision = decide(bench)
-    markdown = render_markdown(bench, args.quick, machine, decision, cross)
-    replace_section(args.output, SECTION, markdown)
-    write_json(
-        args.json,
-        {
-            "benchmark": SECTION,
-            "quick": args.quick,
-            "sizes": asdict(sizes),
-            "machine": machine,
-            "decision": decision,
-            "crossover_faiss": cross,
-            "crossover_hnswlib": crossover(bench, "hnswlib"),
-            "exact": to_json(bench.exact),
-            "deleted_count": int(bench.deleted.size) if bench.deleted is not None else 0,
-            "libraries": {
-                name: {
-                    **{k: to_json(v) for k, v in asdict(r).items() if k not in ("update_stats",)},
-                    "update_stats": r.update_stats.to_json() if r.update_stats else None,
-                    "api": {
-                        "filtered search": lib.native_filter,
-                        "delete": lib.delete_api,
-                        "update": lib.update_api,
-                        "persist": lib.persist_api,
-                    },
-                }
-                for lib in bench.libs
-                for name, r in [(lib.name, bench.results[lib.name])]
-            },
+    raw = {
+        "sizes": asdict(sizes),
+        "decision": decision,
+        "crossover_faiss": cross,
+        "crossover_hnswlib": crossover(bench, "hnswlib") if "hnswlib" in bench.results else None,
+        "exact": to_json(bench.exact),
+        "deleted_count": int(bench.deleted.size) if bench.deleted is not None else 0,
+        "libraries": {
+            lib.name: {
+                **{k: to_json(v) for k, v in asdict(res).items() if k != "update_stats"},
+                "update_stats": res.update_stats.to_json() if res.update_stats else None,
+                "api": {
+                    "filtered search": lib.native_filter,
+                    "delete": lib.delete_api,
+                    "update": lib.update_api,
+                    "persist": lib.persist_api,
+                },
+            }
+            for lib in bench.libs
+            for res in [bench.results[lib.name]]
         },
-    )
-    render_terminal(console, bench, cross, decision["pick"])
-    console.print(f"wrote {_rel(args.output)} (section '{SECTION}') and {_rel(args.json)}")
+    }
+    report(bench, args.quick, machine, decision, cross, raw).save()
     return 0
-
-
-def _rel(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -304,6 +306,25 @@ def test_the_forked_child_can_open_the_path_again(path: Path) -> None:
         assert outcome["get"] == repr({"n": 1})
         assert outcome["put"] == "2"  # a new record starts at its change's sequence
         assert db.records("s").get("from-child") is not None
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_child_started_with_preexec_fn_leaves_the_parents_reads_working(path: Path) -> None:
+    # subprocess runs the at-fork handlers only when it has a preexec_fn; a child that closed
+    # its copies of the environments there cleared the parent's reader slots (MDB_BAD_RSLOT).
+    with engramdb.open(path, durability="async", sweep_interval=None) as db:
+        s = db.records("s")
+        s.put("k", {"n": 1})
+        for _ in range(3):  # leaves spare read transactions, each holding a reader slot
+            assert s.scan("", limit=1).records[0].key == "k"
+
+        done = subprocess.run([sys.executable, "-c", "pass"], preexec_fn=os.getpid, check=False)
+
+        assert done.returncode == 0
+        assert s.scan("", limit=1).records[0].key == "k"
+        record = s.get("k")
+        assert record is not None
+        assert record.bins == {"n": 1}
 
 
 # one process, several handles ------------------------------------------------------------

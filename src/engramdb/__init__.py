@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engramdb import ops
 from engramdb.clock import Clock, FakeClock
+from engramdb.context import Context, FeatureRead, MemoryQuery, Part, SearchQuery, SessionRead
 from engramdb.database import Database, open
 from engramdb.errors import (
     AuthError,
@@ -48,14 +49,18 @@ __all__ = [
     "Client",
     "Clock",
     "Conflict",
+    "Context",
     "Database",
     "EngramError",
     "FakeClock",
+    "FeatureRead",
     "InvalidArgument",
     "Key",
     "Limits",
+    "MemoryQuery",
     "NotFound",
     "Overloaded",
+    "Part",
     "ProtocolError",
     "Record",
     "RecordSet",
@@ -63,6 +68,8 @@ __all__ = [
     "RemoteRecordSet",
     "RequestTooLarge",
     "ScanPage",
+    "SearchQuery",
+    "SessionRead",
     "StorageError",
     "Timeout",
     "Unavailable",

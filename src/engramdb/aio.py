@@ -1,60 +1,41 @@
 """asyncio faces of the API: the same calls as ``engramdb.open()``, awaited.
 
-- ``await engramdb.aio.connect(url)``: a network client of ``engramdb serve``. Failure rules
-  are the sync client's: idempotent reads retry once on a fresh connection, a write whose
-  outcome is unknown raises ``Timeout``/``Unavailable`` saying so, ``-BUSY`` raises
-  ``Overloaded``, a request over the server's frame limit ``RequestTooLarge``.
+- ``await engramdb.aio.connect(url)``: a network client of ``engramdb serve``, with the sync
+  client's failure rules (``client._core.Pool``).
 - ``await engramdb.aio.open(path)``: an embedded database for asyncio applications. Point
   reads run inline (microseconds, no thread hop); writes go to group commit and are awaited
   without blocking the loop while the commit fsyncs; searches, scans and other slow calls
   run on a worker thread. Results and errors are the embedded ones.
 
-The methods are derived from the embedded implementations' declarations
-(``client/_generated.py``, ``client/_handles.py``); each face here only moves the call.
+The methods are generated (``client/_generated.py``); each face here only moves the call.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from time import perf_counter_ns
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from engramdb.client._core import (
-    WRITES,
-    Address,
-    Decoders,
-    encode_call,
-    failed_attempt,
-    is_fatal,
-    parse_url,
-    result_of,
-)
-from engramdb.client._handles import (
-    ASYNC_HANDLES,
+from engramdb.client._core import Address, Pool
+from engramdb.client._generated import (
     AsyncCollection,
     AsyncDatabaseFace,
     AsyncMemoryStore,
     AsyncRecordSet,
-    document,
 )
-from engramdb.errors import AuthError, EngramError, StorageError, Unavailable
-from engramdb.observability.metrics import Metrics
+from engramdb.errors import AuthError, Unavailable
+from engramdb.observability.calls import Measured
 from engramdb.protocol.resp import encode_command
 from engramdb.records.limits import Limits
-from engramdb.vectors.model import CollectionInfo
 
 if TYPE_CHECKING:
-    from engramdb.cache.model import AsyncCache
     from engramdb.database import Database
     from engramdb.embedders import Embedder
 
 __all__ = ["AsyncClient", "AsyncCollection", "AsyncDatabase", "AsyncRecordSet", "connect", "open"]
-
-_DECODERS = Decoders("Async", ASYNC_HANDLES)
 
 
 class _AsyncConn:
@@ -97,7 +78,7 @@ class _AsyncConn:
         self.stream_out.close()
 
 
-class AsyncClient(AsyncDatabaseFace):
+class AsyncClient(Pool, AsyncDatabaseFace):
     """``engramdb.Database`` over the network for asyncio code; every call is awaited.
 
     Args:
@@ -107,24 +88,7 @@ class AsyncClient(AsyncDatabaseFace):
         retries: extra attempts for idempotent reads after a connection failure.
     """
 
-    def __init__(
-        self, url: str, *, timeout: float = 5.0, pool_size: int = 16, retries: int = 1
-    ) -> None:
-        self.address = parse_url(url)
-        self.url = url
-        self.timeout = timeout
-        self.retries = retries
-        self._owner = self
-        self._pool_size = pool_size
-        self._idle: list[_AsyncConn] = []
-        self._sets: dict[str, AsyncRecordSet] = {}
-        self._closed = False
-        self._cache: AsyncCache | None = None
-        self._limits: Limits | None = None
-        self._metrics = Metrics()
-
-    def __repr__(self) -> str:
-        return f"<engramdb.aio.AsyncClient {self.address.host}:{self.address.port}>"
+    _label = "engramdb.aio.AsyncClient"
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -133,89 +97,39 @@ class AsyncClient(AsyncDatabaseFace):
         await self.close()
 
     async def _acquire(self) -> _AsyncConn:
-        if self._idle:
-            return self._idle.pop()
-        return await _AsyncConn.open(self.address, self.timeout)
-
-    def _release(self, conn: _AsyncConn) -> None:
-        if not self._closed and len(self._idle) < self._pool_size:
-            self._idle.append(conn)
-        else:
-            conn.close()
+        conn: _AsyncConn | None = self._idle_conn()
+        return await _AsyncConn.open(self.address, self.timeout) if conn is None else conn
 
     async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        if self._closed:
-            raise StorageError("the client is closed")
-        frame = encode_call(method, args, kwargs)
-        metrics = self._metrics.op(method.rpartition(".")[2])
-        started = perf_counter_ns()
-        try:
-            reply = await self._roundtrip(method, frame, method not in WRITES)
-            return result_of(method, reply, _DECODERS(method), self)
-        except EngramError as e:
-            metrics.error(type(e).__name__)
-            raise
-        finally:
-            metrics.observe(perf_counter_ns() - started)
+        with Measured(self._meter, method, self._tracer, args) as trace:
+            frame = self._frame(method, args, kwargs, trace)
+            return self._decoded(method, await self._roundtrip(method, frame))
 
-    async def _roundtrip(self, method: str, frame: bytes, idempotent: bool) -> Any:
-        attempts = 1 + (self.retries if idempotent else 0)
-        for attempt in range(attempts):
+    async def _roundtrip(self, method: str, frame: bytes) -> Any:
+        for last in self._attempts(method):
             conn = await self._acquire()
             try:
                 async with asyncio.timeout(self.timeout):
                     reply = await conn.request(frame)
             except OSError as e:  # TimeoutError included
-                conn.close()
-                last = attempt + 1 == attempts
-                failed = failed_attempt(
-                    method, e, idempotent=idempotent, last=last, timeout=self.timeout
-                )
-                if failed is None:
-                    continue
-                raise failed from e
-            if is_fatal(reply):
-                conn.close()  # the server closes after a protocol error: do not pool it
-            else:
-                self._release(conn)
-            return reply
+                self._failed(conn, method, e, last)
+                continue
+            return self._release(conn, reply)
         raise AssertionError("unreachable")
 
-    @property
-    def limits(self) -> Limits:
-        """The server database's size limits (known once connected)."""
-        assert self._limits is not None, "connect with engramdb.aio.connect()"
-        return self._limits
+    def _limits(self) -> Limits:
+        assert self._server_limits is not None, "connect with engramdb.aio.connect()"
+        return self._server_limits
 
     async def stats(self) -> dict[str, Any]:
-        figures = await super().stats()
-        figures["server_operations"] = figures.get("operations", {})
-        figures["operations"] = self._metrics.snapshot()
-        return figures
+        return self._with_client_figures(await super().stats())
 
     async def execute(self, *args: bytes | str | int) -> Any:
         """Send one raw command (e.g. ``"PING"``) and return hiredis' reply."""
-        conn = await self._acquire()
-        try:
-            async with asyncio.timeout(self.timeout):
-                reply = await conn.request(encode_command(*args))
-        except (OSError, TimeoutError) as e:
-            conn.close()
-            raise Unavailable(f"connection lost: {e}") from e
-        if is_fatal(reply):
-            conn.close()
-        else:
-            self._release(conn)
-        return reply
+        return await self._roundtrip("execute", encode_command(*args))
 
-    async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
-document(AsyncClient, "Database")
+    async def _close(self) -> None:
+        self._close_idle()
 
 
 async def connect(
@@ -227,8 +141,8 @@ async def connect(
 ) -> AsyncClient:
     """Connect to an ``engramdb serve`` server (asyncio)."""
     client = AsyncClient(url, timeout=timeout, pool_size=pool_size, retries=retries)
-    client._release(await _AsyncConn.open(client.address, timeout))  # fail fast
-    client._limits = Limits(**(await client._request("db.stats", (), {}))["limits"])
+    client._release(await client._acquire())  # fail fast
+    client._server_limits = Limits(**(await client._request("db.stats", (), {}))["limits"])
     return client
 
 
@@ -249,9 +163,8 @@ class AsyncDatabase(AsyncDatabaseFace):
         self._owner = self
         self._entry = entry
         self._sets: dict[str, AsyncRecordSet] = {}
-        self._cache: AsyncCache | None = None
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="engramdb-aio")
-        self._metrics = db.metrics
+        self._meter = db.metrics
 
     def __repr__(self) -> str:
         return f"<engramdb.aio.AsyncDatabase {self.db.path or 'memory'}>"
@@ -262,37 +175,24 @@ class AsyncDatabase(AsyncDatabaseFace):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def limits(self) -> Limits:
-        """The database's size limits."""
+    def _limits(self) -> Limits:
         return self.db.limits
 
     async def _request(self, method: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         found = self._entry(method, remote=False)
-        if found is None:
-            raise AssertionError(f"no method {method}")
+        assert found is not None, f"no method {method}"
         db, args, kwargs = self.db, list(args), dict(kwargs)
         if found.kind == "read":
             return self._handle(found.call(db, args, kwargs))
-        loop = asyncio.get_running_loop()
         if found.kind == "write":
             # The embedded method is bypassed for its plan, so count the call here.
-            metrics = self._metrics.op(method.rpartition(".")[2])
-            started = perf_counter_ns()
-            try:
+            with Measured(self._meter, method, db._tracer, args):
                 plan = found.call(db, args, kwargs)  # validated here, before anything queues
-                done: asyncio.Future[Any] = loop.create_future()
-
-                def settle(value: Any, error: BaseException | None) -> None:
-                    loop.call_soon_threadsafe(_settle, done, value, error)
-
-                db._submit(plan, settle)
-                return await done
-            except EngramError as e:
-                metrics.error(type(e).__name__)
-                raise
-            finally:
-                metrics.observe(perf_counter_ns() - started)
+                done: Future[Any] = Future()
+                done.set_running_or_notify_cancel()  # a cancelled caller leaves it to commit
+                db._submit(plan, lambda v, e: done.set_exception(e) if e else done.set_result(v))
+                return await asyncio.wrap_future(done)
+        loop = asyncio.get_running_loop()
         value = await loop.run_in_executor(self._pool, found.call, db, args, kwargs)
         return self._handle(value)
 
@@ -302,30 +202,17 @@ class AsyncDatabase(AsyncDatabaseFace):
 
     def _handle(self, value: Any) -> Any:
         if type(value).__name__ == "Collection":
-            info: CollectionInfo = value.info
-            return AsyncCollection(self, info)
+            return AsyncCollection(self, value.info)
         return value
 
-    def memory_with(self, embedder: Embedder, **options: Any) -> AsyncMemoryStore:
+    def _memory_with(self, embedder: Embedder, **options: Any) -> AsyncMemoryStore:
         # In-process, the store itself is the address: its embedder runs in its own calls.
         return AsyncMemoryStore(self, self.db.memory_with(embedder, **options))
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=True)
         await asyncio.get_running_loop().run_in_executor(None, self.db.close)
-
-
-document(AsyncDatabase, "Database")
-
-
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
 
 
 async def open(path: str | None = None, *, workers: int = 4, **options: Any) -> AsyncDatabase:

@@ -3,14 +3,16 @@ prints the result, and maps ``EngramError`` to a one-line message and exit statu
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -25,16 +27,118 @@ R = TypeVar("R")
 console = Console()
 
 
+DEFAULT_DATA = "./engramdb-data"
+
+# The flag that moves each socket serve binds, for the one-line "in use" message.
+_PORT_FLAGS = {"port": "--port", "metrics port": "--metrics-port"}
+
+
+def _fail(message: str) -> NoReturn:
+    """Print one line on stderr and exit 1: what a user did wrong needs no traceback."""
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(1)
+
+
 def _clean_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map what a user can cause (an ``EngramError``, a port in use, a path the system
+    refuses) to one line on stderr and exit status 1; bugs keep their traceback."""
+
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from engramdb.server.config import CannotListen
+
         try:
             return fn(*args, **kwargs)
+        except CannotListen as e:
+            flag = _PORT_FLAGS[e.what]
+            off = " (or 0 to turn /metrics off)" if e.what == "metrics port" else ""
+            if e.in_use:
+                _fail(
+                    f"{e.what} {e.port} on {e.host} is already in use (another engramdb serve "
+                    f"or Redis?): choose another with {flag}{off}"
+                )
+            _fail(f"{e}: choose another with {flag}{off} or --host")
         except EngramError as e:
-            click.echo(f"error: {type(e).__name__}: {e}", err=True)
-            sys.exit(1)
+            _fail(f"{type(e).__name__}: {e}")
+        except OSError as e:
+            where = f": {e.filename}" if e.filename else ""
+            _fail(f"{e.strerror or e}{where}")
 
     return wrapper
+
+
+# What engramdb itself keeps in a data directory (LMDB's two files, index snapshots, the
+# offline feature log, the servers' pub/sub sockets and SCAN cursor table).
+_OWN_ENTRIES = frozenset({"data.mdb", "lock.mdb", "indexes", "features", "pubsub", "scan-cursors"})
+
+
+def _check_data_directory(data: str) -> None:
+    """Refuse, in one line, a ``--data`` that is a file or a directory of something else
+    (serving it would scatter database files among the user's own)."""
+    if not os.path.exists(data):
+        return
+    if not os.path.isdir(data):
+        _fail(f"--data {data} is a file, not a database directory")
+    theirs = sorted(set(os.listdir(data)) - _OWN_ENTRIES)
+    if theirs and not os.path.exists(os.path.join(data, "data.mdb")):
+        _fail(
+            f"--data {data} holds other files ({', '.join(theirs[:3])}"
+            f"{', ...' if len(theirs) > 3 else ''}) and no engramdb database: give a new or "
+            "empty directory"
+        )
+    _check_unlocked(data)
+
+
+def _check_unlocked(directory: str, wait: float = 3.0) -> None:
+    """Fail in one line, instead of hanging, while another process holds the database's
+    ``lock.mdb`` exclusively (LMDB's open waits for it forever). A process opening the
+    database holds it for a moment, so this waits ``wait`` seconds first. Only the CLI does
+    this, before the process opens the database: closing a descriptor of ``lock.mdb`` drops
+    every lock the process holds on it, LMDB's own included."""
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(os.path.join(directory, "lock.mdb"), os.O_RDWR)
+    except OSError:
+        return  # no lock file yet, or one we cannot open: opening the database says so
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                # Byte 0 only: the one LMDB's open locks exclusively. Each process using
+                # the database also holds the byte at its pid, which is no obstacle.
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0, os.SEEK_SET)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() > deadline:
+                _fail(
+                    f"{directory} is locked: another process holds its lock.mdb exclusively "
+                    "(an LMDB tool, or a process stuck opening it); stop it and try again"
+                )
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
+
+
+def _database_at(target: str) -> str:
+    """``target`` if it names a database to read (a URL, or a directory holding one);
+    otherwise a one-line error, and nothing is created."""
+    if "://" in target:
+        return target
+    if not os.path.exists(target):
+        _fail(
+            f"no database at {target}: give the directory `engramdb serve --data` uses "
+            f"(default {DEFAULT_DATA}) or an engramdb:// URL"
+        )
+    if not os.path.isdir(target):
+        _fail(f"{target} is a file, not a database directory")
+    if not os.path.exists(os.path.join(target, "data.mdb")):
+        _fail(f"{target} holds no engramdb database (no data.mdb in it)")
+    _check_unlocked(target)
+    return target
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -65,26 +169,31 @@ def version() -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("target", default=DEFAULT_DATA)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw stats as JSON.")
 @_clean_errors
-def stats(path: str, as_json: bool) -> None:
-    """Show record counts, storage use and change-log figures of the database at PATH."""
-    if not os.path.isdir(path):
-        raise click.BadParameter(f"no database directory at {path}", param_hint="PATH")
-    with engramdb.open(path, durability="none", sweep_interval=None) as db:
+def stats(target: str, as_json: bool) -> None:
+    """Show record counts, storage use and change-log figures of the database at TARGET: a
+    directory (default ./engramdb-data, as for serve) or an engramdb:// or postgresql:// URL."""
+    target = _database_at(target)
+    db: Any
+    if "://" in target and not target.startswith(("postgresql://", "postgres://")):
+        db = engramdb.connect(target)
+    else:
+        db = engramdb.open(target, durability="none", sweep_interval=None)
+    with db:
         figures = db.stats()
         sets = figures["sets"]
     if as_json:
         click.echo(json.dumps(figures, indent=2, default=str))
         return
-    _print_stats(path, figures, sets)
+    _print_stats(_where(target), figures, sets)
 
 
 @main.command()
 @click.option(
     "--data",
-    default="./engramdb-data",
+    default=DEFAULT_DATA,
     show_default=True,
     help="Database directory, or a postgresql://h1:p1,h2:p2/db URL (extra 'postgres'): many "
     "servers may serve one PostgreSQL database.",
@@ -194,6 +303,9 @@ def serve(
 ) -> None:
     """Serve the database in DATA over the Redis protocol (redis-cli and redis-py work)."""
     import logging
+
+    if "://" not in data:
+        _check_data_directory(data)
 
     from engramdb.server.app import Server, run_server
     from engramdb.server.config import ServerConfig, frame_limits
@@ -327,9 +439,9 @@ def audit(
     allow_faults: bool,
     faults: str,
 ) -> None:
-    """Measure TARGET (a path, engramdb://host:port, redis://host:port or postgresql://...)
-    against the five production guarantees: tail latency, burst, consistency, availability,
-    observability.
+    """Measure TARGET (a path, default ./engramdb-data as for serve; engramdb://host:port,
+    redis://host:port or postgresql://...) against the five production guarantees: tail
+    latency, burst, consistency, availability, observability.
 
     What it writes: test records only under its own namespace, fresh per run (the set
     engramdb-audit-<run> of an engramdb target, keys engramdb-audit-<run>:* on Redis),
@@ -343,10 +455,8 @@ def audit(
     load, healing the cluster after each.
     """
     if not target and cluster_dir is None:
-        raise click.UsageError("give a TARGET, or --cluster-dir for a local cluster")
+        target = DEFAULT_DATA  # as serve and stats: refused if it holds data (--allow-writes)
     import signal
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from engramdb.audit.report import fault_table, summary_table, write_reports
     from engramdb.audit.runner import AuditConfig, Thresholds, run_audit
@@ -373,22 +483,11 @@ def audit(
         raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
 
     signal.signal(signal.SIGTERM, interrupted)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=None)
+    with _audit_progress() as (progress, notice, stop):
         try:
-            report = run_audit(
-                config,
-                progress=lambda message: bar.update(task, description=message),
-                notice=lambda line: bar.console.print(line, markup=False, highlight=False),
-            )
+            report = run_audit(config, progress=progress, notice=notice)
         except KeyboardInterrupt:
-            bar.stop()
+            stop()
             click.echo("interrupted: no report", err=True)
             sys.exit(130)
     console.print(summary_table(report))
@@ -400,9 +499,39 @@ def audit(
     sys.exit(0 if report["pass"] else 3)
 
 
+@contextlib.contextmanager
+def _audit_progress() -> Iterator[tuple[Callable[[str], None], Callable[[str], None], Any]]:
+    """``(progress, notice, stop)`` for the audit: a spinner on a terminal; otherwise (a log
+    file, CI, a pipe) one plain line per step with the seconds elapsed, so a long run shows
+    where it is."""
+    if console.is_terminal:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("starting", total=None)
+            yield (
+                lambda message: bar.update(task, description=message),
+                lambda line: bar.console.print(line, markup=False, highlight=False),
+                bar.stop,
+            )
+        return
+    import time
+
+    started = time.monotonic()
+    last: list[str] = []
+
+    def progress(message: str) -> None:
+        if last != [message]:  # a step reported again is not news
+            last[:] = [message]
+            click.echo(f"[{time.monotonic() - started:6.1f} s] {message}")
+
+    yield progress, click.echo, lambda: None
+
+
 def _where(data: str) -> str:
     """What ``--data`` names, for humans: the directory, or the URL without credentials."""
-    if data.startswith(("postgresql://", "postgres://")):
+    if "://" in data:
         return re.sub(r"://[^@/]*@", "://", data.partition("?")[0])
     return os.path.abspath(data)
 
@@ -546,13 +675,15 @@ def _print_stats(path: str, figures: dict[str, Any], sets: dict[str, int]) -> No
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("records stored", f"{engine['records_stored']:,}")
-    table.add_row("records with a TTL", f"{engine['records_with_ttl']:,}")
-    table.add_row(
-        "map used",
-        f"{engine['map_used_bytes'] / 2**20:,.1f} MiB of {engine['map_size_bytes'] / 2**30:,.1f}"
-        f" GiB ({engine['map_use_ratio']:.2%})",
-    )
-    table.add_row("readers in use", f"{engine['readers_used']} of {engine['readers_max']}")
+    if "records_with_ttl" in engine:
+        table.add_row("records with a TTL", f"{engine['records_with_ttl']:,}")
+    if "map_size_bytes" in engine:  # LMDB's figures; a PostgreSQL engine has none
+        table.add_row(
+            "map used",
+            f"{engine['map_used_bytes'] / 2**20:,.1f} MiB of "
+            f"{engine['map_size_bytes'] / 2**30:,.1f} GiB ({engine['map_use_ratio']:.2%})",
+        )
+        table.add_row("readers in use", f"{engine['readers_used']} of {engine['readers_max']}")
     log = figures["changelog"]
     table.add_row(
         "change log",

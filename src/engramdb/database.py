@@ -6,10 +6,19 @@ import dataclasses
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.clock import Clock, system_clock
+from engramdb.context import (
+    Context,
+    FeatureRead,
+    MemoryQuery,
+    SearchQuery,
+    SessionRead,
+    check_records,
+    check_timeout,
+)
 from engramdb.errors import (
     ChangeLogTruncated,
     Conflict,
@@ -17,16 +26,16 @@ from engramdb.errors import (
     InvalidArgument,
     StorageError,
 )
+from engramdb.observability.calls import tracer_for
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, decode_key, is_reserved, split_rk
 from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Change, ChangeKind, Record
 from engramdb.records.writes import Conditions, Stored, TransformFn, record_from
 from engramdb.recordset import RecordSet
-from engramdb.remote import DEFAULT_CAP, remote
+from engramdb.remote import DEFAULT_CAP, FORMS, remote
 from engramdb.storage.base import Durability, Engine, WriteFn, WriteTxn
 from engramdb.storage.group_commit import Done, GroupCommit, Rollback
-from engramdb.wire import FORMS
 from engramdb.writeplan import TransformStep, run_steps
 
 __all__ = ["Database", "open"]
@@ -152,6 +161,7 @@ class RoleStore:
 
 
 _LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+_CONTEXT_PARTS = ("records", "session", "features", "memory", "search")
 _MAX_CACHED_SETS = 4096
 _COLLECTION_METHODS = frozenset({"vectors.upsert", "vectors.delete"})
 _COMMIT_METHODS = frozenset(
@@ -181,6 +191,7 @@ def open(
     changelog_retention: int | None = 1_000_000,
     flush_interval: float = 1.0,
     embedder: Embedder | None = None,
+    telemetry: bool | None = None,
 ) -> Database:
     """Open (creating if needed) the database at ``path``, or an in-memory one.
 
@@ -206,6 +217,9 @@ def open(
         flush_interval: seconds between flushes with ``durability="async"``.
         embedder: what ``db.memory`` embeds texts with (``engramdb.embedders``); None uses
             the deterministic, dependency-free ``HashEmbedder``.
+        telemetry: run each call of a record set or role in an OpenTelemetry span (the
+            ``otel`` extra; ``engramdb.observability.tracing``). None (the default) follows
+            the environment variable ``ENGRAMDB_TELEMETRY``.
     """
     if durability not in ("sync", "async", "none"):
         raise InvalidArgument(f"durability must be sync, async or none, not {durability!r}")
@@ -233,6 +247,7 @@ def open(
                 sweep_interval=sweep_interval,
                 changelog_retention=changelog_retention,
                 embedder=embedder,
+                telemetry=telemetry,
                 path=None,
                 durability=durability,
             )
@@ -253,6 +268,7 @@ def open(
             sweep_interval=sweep_interval,
             changelog_retention=changelog_retention,
             embedder=embedder,
+            telemetry=telemetry,
             path=None if path is None else os.fspath(path),
             durability=durability if path is not None else "none",
         )
@@ -277,6 +293,7 @@ class Database:
         sweep_interval: float | None = 1.0,
         changelog_retention: int | None = 1_000_000,
         embedder: Embedder | None = None,
+        telemetry: bool | None = None,
         path: str | None = None,
         durability: Durability = "sync",
     ) -> None:
@@ -291,6 +308,7 @@ class Database:
         self.durability = durability
         self._retention = changelog_retention
         self._metrics = Metrics()
+        self._tracer = tracer_for(None, telemetry)
         self._commit = GroupCommit(engine)
         self._sets: dict[str, RecordSet] = {}
         self._sets_lock = threading.Lock()
@@ -374,15 +392,16 @@ class Database:
         Names starting with ``_``, ``vec.`` or ``fv.`` are reserved for engramdb's own roles
         and raise ``InvalidArgument``: use the role's API (``db.vectors``, ``db.features``...).
         """
-        found = self._sets.get(set_name)
-        if found is not None:
-            self._check()
-            return found
+        # Checked before the cache: it also holds the reserved sets roles opened.
         if type(set_name) is str and is_reserved(set_name):
             raise InvalidArgument(
                 f"set {set_name!r} is reserved for engramdb's own roles (names starting with "
                 "'_', 'vec.' or 'fv.'); use another name, or the role's API"
             )
+        found = self._sets.get(set_name)
+        if found is not None:
+            self._check()
+            return found
         return self._internal_records(set_name)
 
     def _internal_records(self, set_name: str) -> RecordSet:
@@ -394,6 +413,8 @@ class Database:
                 found = self._sets.get(set_name)
                 if found is None:
                     found = RecordSet(self, set_name)
+                    if self._tracer is not None and not is_reserved(set_name):
+                        self._tracer.instrument(found, "records", set_name)
                     if len(self._sets) >= _MAX_CACHED_SETS:
                         # Set names come from clients: never let them grow memory for ever.
                         # Roles keep their own RecordSets, so dropping the cache is cheap.
@@ -604,6 +625,58 @@ class Database:
                 # Writes are refused (fsync failed or closing); nothing more to sweep.
                 return
 
+    @remote("slow", wire=dict.fromkeys(_CONTEXT_PARTS, "context"))
+    def context(
+        self,
+        *,
+        records: Mapping[str, Sequence[Key]] | None = None,
+        session: SessionRead | None = None,
+        features: FeatureRead | None = None,
+        memory: MemoryQuery | None = None,
+        search: SearchQuery | None = None,
+        timeout: float | None = None,
+    ) -> Context:
+        """Everything one agent step reads, in one call: the result has a ``Part`` per part
+        asked, holding its value or the error that part alone met.
+
+        - ``records``: set name -> keys; per set, the records in order (None: missing).
+        - ``session``: ``SessionRead(id, last_events=N)``: the session with its last N events.
+        - ``features``: ``FeatureRead(features, entity_rows)``: online features.
+        - ``memory``: ``MemoryQuery(query, user_id=..., k=...)``: a search of ``db.memory``.
+        - ``search``: ``SearchQuery(collection, text=..., vector=..., k=...)``: vector, text
+          or (both given) hybrid search of a collection.
+
+        Snapshot: the records of ``records``, ``session`` and ``features`` are read together
+        in one read of the engine (one LMDB read transaction; one locked read on the memory
+        engine; one statement on PostgreSQL), so a write that lands meanwhile is in all of
+        them or in none. Outside that read: feature definitions (read as
+        ``get_online_features`` reads them, cached) and the clock that judges a feature's
+        max age; the write by which the session part extends a sliding TTL, as
+        ``sessions.get`` does (its generation and expiry are reported). ``memory`` and
+        ``search`` cannot share the snapshot: they read derived indexes (HNSW, BM25) that
+        follow the change log and are not versioned with the records; they see every write
+        that returned before the call. The snapshot read, the memory search and the search
+        run concurrently on worker threads.
+
+        ``timeout``: seconds; a part not done by then comes back with a ``Timeout`` error
+        (``part.timed_out``) and the call returns at the deadline. A malformed part is
+        ``InvalidArgument`` before anything runs; a server caps the sizes a remote caller
+        may ask for (keys, ``last_events``, ``k``, entity rows: 10,000 each).
+        """
+        from engramdb.context_run import run
+
+        self._check()
+        return run(
+            self,
+            self._read_across,
+            records=None if records is None else check_records(records),
+            session=session,
+            features=features,
+            memory=memory,
+            search=search,
+            timeout=check_timeout(timeout),
+        )
+
     @remote("read")
     def stats(self) -> dict[str, Any]:
         """Golden signals: per-operation latency/traffic/errors plus saturation figures."""
@@ -693,6 +766,8 @@ class Database:
                 found = self._roles.get(name)
                 if found is None:
                     found = self._roles[name] = make(self)
+                    if self._tracer is not None:
+                        self._tracer.instrument(found, name)
         return found
 
     def close(self) -> None:

@@ -22,35 +22,26 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engramdb.errors import InvalidArgument
-from engramdb.remote import Kind, remote_methods
-from engramdb.wire import FORMS
+from engramdb.remote import FORMS, Kind, remote_methods
 
 if TYPE_CHECKING:
     from engramdb.database import Database
 
-__all__ = ["NAMESPACES", "Entry", "entry", "names"]
+__all__ = ["NAMESPACES", "Entry", "entry"]
 
 Target = Callable[["Database", list[Any]], tuple[Any, list[Any]]]
 
 
-def _named(db: Database, args: list[Any], what: str) -> tuple[str, list[Any]]:
-    if not args or type(args[0]) is not str:
-        raise InvalidArgument(f"{what} calls take the {what} name first")
-    return args[0], args[1:]
+def _named(what: str, find: Callable[[Database, str], Any]) -> Target:
+    def target(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
+        if not args or type(args[0]) is not str:
+            raise InvalidArgument(f"{what} calls take the {what} name first")
+        return find(db, args[0]), args[1:]
 
-
-def _records(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
-    name, rest = _named(db, args, "set")
-    return db.records(name), rest  # refuses the sets roles reserve
-
-
-def _collection(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
-    name, rest = _named(db, args, "collection")
-    return db.vectors.get_collection(name), rest
+    return target
 
 
 # Memory stores of other embedders than the database's own, per database: a client's
@@ -100,10 +91,15 @@ def _memory(db: Database, args: list[Any]) -> tuple[Any, list[Any]]:
 
 # namespace -> (module, class whose declarations it serves, how a call finds its object)
 NAMESPACES: dict[str, tuple[str, str, Target]] = {
-    "records": ("engramdb.recordset", "RecordSet", _records),
+    # db.records refuses the sets roles reserve
+    "records": ("engramdb.recordset", "RecordSet", _named("set", lambda db, n: db.records(n))),
     "db": ("engramdb.database", "Database", lambda db, args: (db, args)),
     "vectors": ("engramdb.vectors.store", "VectorStore", lambda db, args: (db.vectors, args)),
-    "collection": ("engramdb.vectors.collection", "Collection", _collection),
+    "collection": (
+        "engramdb.vectors.collection",
+        "Collection",
+        _named("collection", lambda db, name: db.vectors.get_collection(name)),
+    ),
     "sessions": ("engramdb.sessions.store", "SessionStore", lambda db, args: (db.sessions, args)),
     "memory": ("engramdb.memory.store", "MemoryStore", _memory),
     "cache": ("engramdb.cache.core", "CacheCore", lambda db, args: (db.cache.core, args)),
@@ -111,14 +107,11 @@ NAMESPACES: dict[str, tuple[str, str, Target]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One callable method: ``call(db, args, kwargs)`` returns its result, or for a
     ``write`` the plan to submit to group commit."""
 
-    name: str
     kind: Kind
-    writes: bool
     call: Callable[[Database, list[Any], dict[str, Any]], Any]
 
 
@@ -139,15 +132,6 @@ def entry(name: str, *, remote: bool) -> Entry | None:
             made = _entry(name, *declared[method], target, remote)
     _ENTRIES[(name, remote)] = made
     return made
-
-
-def names() -> list[str]:
-    """Every callable method name (imports every role)."""
-    out: list[str] = []
-    for namespace, (module, cls_name, _) in NAMESPACES.items():
-        declared = remote_methods(getattr(importlib.import_module(module), cls_name))
-        out += [f"{namespace}.{method}" for method in sorted(declared)]
-    return out
 
 
 def _entry(name: str, fn: Callable[..., Any], spec: Any, target: Target, remote: bool) -> Entry:
@@ -182,4 +166,4 @@ def _entry(name: str, fn: Callable[..., Any], spec: Any, target: Target, remote:
                 arguments[parameter] = decode(arguments[parameter])
         return getattr(obj, method_name)(*bound.args[1:], **bound.kwargs)
 
-    return Entry(name, spec.kind, spec.writes, call)
+    return Entry(spec.kind, call)

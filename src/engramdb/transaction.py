@@ -147,7 +147,7 @@ class TransactionCollection:
         expect_generation: Sequence[int | None] | None = None,
     ) -> None:
         """Stage ``collection.upsert`` (all of it in this one commit, however many items)."""
-        from engramdb.wire import FORMS
+        from engramdb.remote import FORMS
 
         rows = FORMS["vectors"].encode(vectors)  # 1-D float32 rows travel as they are
         metas = None if metadata is None else [None if m is None else dict(m) for m in metadata]

@@ -18,7 +18,7 @@ USAGE = Path(__file__).with_name("typed_usage.py")
 EXPECTED = [
     "engramdb.sessions.model.Session | None",
     "engramdb.records.model.Record | None",
-    "engramdb.client._handles.AsyncCollection",
+    "engramdb.client._generated.AsyncCollection",
     "list[engramdb.vectors.model.Hit]",
     "Any",
     "engramdb.records.model.ScanPage",

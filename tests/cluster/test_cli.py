@@ -50,7 +50,7 @@ def test_status_json_shows_every_node_its_role_and_processes(healthy: Any) -> No
     nodes = status["nodes"]
     assert [n["name"] for n in nodes] == ["node1", "node2", "node3"]
     roles = sorted(n["role"] for n in nodes)
-    assert roles == ["leader", "replica", "sync_standby"]
+    assert roles == ["leader", "quorum_standby", "quorum_standby"]
     timelines = {n["timeline"] for n in nodes}
     assert len(timelines) == 1
     running = set(healthy.processes())
@@ -63,7 +63,7 @@ def test_status_json_shows_every_node_its_role_and_processes(healthy: Any) -> No
 def test_status_table_names_the_leader_and_the_url(healthy: Any) -> None:
     done = engramdb_cli("cluster", "status", "--dir", str(healthy.directory))
     assert done.returncode == 0, done.stderr
-    assert "sync_standby" in done.stdout
+    assert "quorum_standby" in done.stdout
     assert healthy.leader().name in done.stdout
     assert f"engine URL: {healthy.url}" in done.stdout
 

@@ -36,6 +36,21 @@ def docs(db: Database) -> Any:
     return collection
 
 
+def test_recreating_a_collection_says_it_exists_and_how_to_reuse_it(db: Database) -> None:
+    db.vectors.create_collection("docs", 4)
+    with pytest.raises(Conflict) as same:
+        db.vectors.create_collection("docs", 4)
+    assert str(same.value) == (
+        "collection 'docs' already exists: pass exist_ok=True to use it, or get_collection('docs')"
+    )
+    with pytest.raises(Conflict) as other:
+        db.vectors.create_collection("docs", 8, "l2", exist_ok=True)
+    assert str(other.value) == (
+        "collection 'docs' already exists with another definition: dim 4 (asked 8), "
+        "metric 'cosine' (asked 'l2'); drop_collection('docs') first to change it"
+    )
+
+
 def test_collections_are_created_listed_and_dropped(db: Database) -> None:
     store = db.vectors
     created = store.create_collection("a", 4, "l2", text=False)

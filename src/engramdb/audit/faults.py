@@ -35,6 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engramdb.audit import linearizability
@@ -131,11 +132,14 @@ def run_fault(
     histories: bool = True,
     read_url: str | None = None,
     progress: Callable[[str], None] = lambda message: None,
+    keep_logs: Path | None = None,
 ) -> dict[str, Any]:
     """Inject ``fault`` into ``cluster`` under load on ``url`` (reads at ``rate``/s, writes
     at half that) and measure it; ``options`` go to every client (the run's namespace).
     The load runs ``lead`` seconds before the fault and ``fault.budget + after`` after.
-    ``read_url``: where the read load goes instead (e.g. ``url`` + ``&read_from=replica``)."""
+    ``read_url``: where the read load goes instead (e.g. ``url`` + ``&read_from=replica``).
+    ``keep_logs``: a directory that receives what each node's Patroni and PostgreSQL logged
+    during the fault and every change the cluster's watcher saw (``events.tsv``)."""
     cluster.wait_healthy()
     seconds = lead + fault.budget + after
     start_at = time.time() + _SPAWN
@@ -177,13 +181,22 @@ def run_fault(
         threads.append(
             background("histories", lambda: record_histories(url, options, **cas_clients))
         )
+    from engramdb.cluster.timeline import Timeline  # engramdb.cluster: only with a cluster
+
     marks: dict[str, float] = {}
+    timeline = Timeline(cluster)
     try:
         time.sleep(max(0.0, start_at + lead - time.time()))
+        timeline.start()
         progress(f"availability: {fault.title}")
         marks["injected"] = time.time()
-        details = fault.inject(cluster, marks)
-        healed = time.time()
+        try:
+            details = fault.inject(cluster, marks)
+        finally:
+            healed = time.time()
+            timeline.stop()
+            if keep_logs is not None:
+                timeline.keep_logs(keep_logs)
         progress(f"availability: {fault.title}: healed, load running to its end")
         for thread in threads:
             thread.join()
@@ -204,8 +217,17 @@ def run_fault(
     acked, _ = results["acked"]
     progress(f"availability: {fault.title}: reading back {len(acked)} acknowledged writes")
     lost = missing_writes(url, options["namespace"], acked)
+    moments = timeline.marks(
+        injected,
+        details.get("killed", details.get("old_leader")),
+        details.get("new_leader"),
+    )
+    moments["new_leader_confirmed"] = marks.get("new_leader")
+    moments["first_write_acked"] = _first_success(writes.trace, injected)
     section: dict[str, Any] = {
         "fault": fault.name,
+        # Seconds from the injection to each moment of the failover (None: not seen).
+        "timeline": {k: None if v is None else v - injected for k, v in moments.items()},
         "title": fault.title,
         "details": details,
         "healed_s": healed - injected,
@@ -231,6 +253,12 @@ def run_fault(
             "undecided_keys": verdict.undecided_keys,
         }
     return section
+
+
+def _first_success(trace: list[tuple[float, float, str, bool]], since: float) -> float | None:
+    """When the first request meant to start after ``since`` succeeded (None: none did).
+    Requests sent before the injection may finish after it on the old leader."""
+    return min((finish for start, finish, _, ok in trace if ok and start >= since), default=None)
 
 
 def _window(trace: list[tuple[float, float, str, bool]], since: float, end: float) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["fault_table", "summary_table", "write_reports"]
+__all__ = ["fault_table", "in_order", "summary_table", "timeline_figure", "write_reports"]
 
 SECTION_TITLES = {
     "latency": "1. Tail latency",
@@ -93,12 +93,19 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
 
 
+def in_order(sections: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The sections by their number (1 latency .. 5 observability), whatever order they were
+    measured in (observability is measured during the latency phase); unknown ones last."""
+    rank = {name: i for i, name in enumerate(SECTION_TITLES)}
+    return sorted(sections.items(), key=lambda item: rank.get(item[0], len(rank)))
+
+
 def summary_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"engramdb audit of {report['target']}: {_verdict(report['pass'])}")
     table.add_column("guarantee")
     table.add_column("result")
     table.add_column("figures")
-    for name, section in report["sections"].items():
+    for name, section in in_order(report["sections"]):
         table.add_row(
             SECTION_TITLES.get(name, name), _verdict(section.get("pass")), _headline(name, section)
         )
@@ -138,6 +145,31 @@ def _png(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def timeline_figure(timeline: list[dict[str, float]]) -> Any:
+    """p50/p99 per second of load over the requests sent in it: a matplotlib figure whose
+    x axis starts at second 0 (each bar covers its second, [s, s + 1))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = [p["second"] for p in timeline]
+    middles = [s + 0.5 for s in seconds]  # a second's figures, drawn over its bar
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    axis.plot(middles, [p["p99_ms"] for p in timeline], label="p99")
+    axis.plot(middles, [p["p50_ms"] for p in timeline], label="p50")
+    axis.set_xlabel("second")
+    axis.set_ylabel("latency (ms, from intended send time)")
+    axis.set_yscale("log")
+    axis.legend()
+    axis2 = axis.twinx()
+    axis2.bar(seconds, [p["count"] for p in timeline], width=1.0, align="edge", alpha=0.15,
+              color="grey")  # fmt: skip
+    axis2.set_ylabel("requests / s")
+    axis.set_xlim(left=0, right=max(seconds, default=0) + 1)
+    return figure
+
+
 def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
@@ -149,17 +181,7 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
         section = report["sections"].get(name)
         if not section or "timeline" not in section or not section["timeline"]:
             continue
-        seconds = [p["second"] for p in section["timeline"]]
-        figure, axis = plt.subplots(figsize=(8, 3.2))
-        axis.plot(seconds, [p["p99_ms"] for p in section["timeline"]], label="p99")
-        axis.plot(seconds, [p["p50_ms"] for p in section["timeline"]], label="p50")
-        axis.set_xlabel("second")
-        axis.set_ylabel("latency (ms, from intended send time)")
-        axis.set_yscale("log")
-        axis.legend()
-        axis2 = axis.twinx()
-        axis2.bar(seconds, [p["count"] for p in section["timeline"]], alpha=0.15, color="grey")
-        axis2.set_ylabel("requests / s")
+        figure = timeline_figure(section["timeline"])
         plots.append((f"{SECTION_TITLES[name]}: latency over time", _png(figure)))
     latency = report["sections"].get("latency")
     if latency and latency.get("operations"):
@@ -198,7 +220,7 @@ def write_reports(report: dict[str, Any], directory: str) -> dict[str, str]:
     with open(json_path, "w") as out:
         json.dump(report, out, indent=2, default=str)
     html_path = os.path.join(directory, "report.html")
-    rows = "".join(_html_row(n, s) for n, s in report["sections"].items())
+    rows = "".join(_html_row(n, s) for n, s in in_order(report["sections"]))
     figures = "".join(
         f"<h3>{html.escape(title)}</h3><img src='{uri}' alt='{html.escape(title)}'>"
         for title, uri in _plots(report)

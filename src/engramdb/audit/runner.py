@@ -44,6 +44,7 @@ from typing import Any
 from engramdb.audit import linearizability
 from engramdb.audit.history import record_histories, record_writes
 from engramdb.audit.load import WORKLOADS, LoadResult, Phase, percentiles, run_load
+from engramdb.audit.report import in_order
 from engramdb.audit.scratch import (
     Cleanup,
     Scratch,
@@ -467,6 +468,7 @@ def run_audit(
         for line in cleanup.lines:
             notice(line)
     report["finished"] = time.time()
+    report["sections"] = dict(in_order(report["sections"]))  # 1..5, not measurement order
     verdicts = [s.get("pass") for s in report["sections"].values()]
     report["pass"] = all(v is not False for v in verdicts)
     return report

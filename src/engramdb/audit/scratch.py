@@ -34,7 +34,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engramdb.audit.targets import is_postgres_url
-from engramdb.errors import ChangeLogTruncated, EngramError, InvalidArgument
+from engramdb.errors import (
+    AuthError,
+    ChangeLogTruncated,
+    EngramError,
+    InvalidArgument,
+    Unavailable,
+)
 
 __all__ = [
     "NAMESPACE_PREFIX",
@@ -316,11 +322,18 @@ class _RedisScratch(Scratch):
     """A Redis target (or engramdb's RESP side): keys ``<namespace>:*`` of one database."""
 
     def __init__(self, spec: str, namespace: str, *, allow_writes: bool) -> None:
+        import redis
+
         self.spec = spec
-        with self._open() as client:
-            index = client.connection_pool.connection_kwargs.get("db", 0)
-            self.where = f"database {index} of {shown(spec)}"
-            keys = int(client.dbsize())
+        try:
+            with self._open() as client:
+                index = client.connection_pool.connection_kwargs.get("db", 0)
+                self.where = f"database {index} of {shown(spec)}"
+                keys = int(client.dbsize())
+        except redis.AuthenticationError as e:
+            raise AuthError(f"{shown(spec)} refused the audit: {e}") from e
+        except (redis.ConnectionError, redis.TimeoutError) as e:
+            raise Unavailable(f"cannot reach {shown(spec)}: {e}") from e
         if keys and not allow_writes:
             raise _refuse(
                 self.where,

@@ -1,15 +1,17 @@
-"""The client's faces of the API: the generated remote methods plus what runs client-side.
+"""The client's hand-written part, written once for both faces, and what it stands on.
 
-Each class below is a generated ``<Face>Calls`` (sync) or ``Async<Face>Calls`` (asyncio)
-with what cannot be a plain remote call: iteration over pages, the optimistic loops that
-take a function (``transform``, ``sessions.update``), batches split to fit a request,
-embeddings computed on the client, and the database-level handles. They run over any owner
-with a ``_request(method, args, kwargs)``: the network clients (``client.sync``,
-``engramdb.aio.connect``) and the in-process asyncio database (``engramdb.aio.open``).
+A handle (a remote record set, collection, the database itself...) knows its ``owner`` (the
+transport: a network client, or an in-process database for ``engramdb.aio.open``) and its
+``address``: the arguments that name it (a set's name...), sent first in each of its calls.
+Each ``<Face>Face`` here is the base of a generated sync and asyncio class (see
+``client/generate.py``), with what runs client-side: iteration over pages, the optimistic
+loops that take a function (``transform``, ``sessions.update``), batches split to fit a
+request, embeddings computed on the client, the database's handles.
 
-What involves several calls is written once, as a generator of effects (``("call", method,
-args, kwargs)`` or ``("sleep", "", (seconds,), {})``), and driven by ``_drive`` (sync) or
-``_adrive`` (asyncio); a failed call is thrown back into the generator.
+What involves several calls is written once, as a generator of effects: ``("call", method,
+args, kwargs)``, ``("sleep", "", (seconds,), {})`` or ``("items", "", (values,), {})`` (what
+a streamed method yields). ``Calls`` drives it with blocking calls, ``AsyncCalls`` with
+awaited ones; a failed call is thrown back into it.
 """
 
 from __future__ import annotations
@@ -17,97 +19,144 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from engramdb.client._generated import (
-    AsyncCacheCoreCalls,
-    AsyncCollectionCalls,
-    AsyncDatabaseCalls,
-    AsyncFeatureStoreCalls,
-    AsyncMemoryStoreCalls,
-    AsyncRecordSetCalls,
-    AsyncSessionStoreCalls,
-    AsyncVectorStoreCalls,
-    CacheCoreCalls,
-    CollectionCalls,
-    DatabaseCalls,
-    FeatureStoreCalls,
-    MemoryStoreCalls,
-    RecordSetCalls,
-    SessionStoreCalls,
-    VectorStoreCalls,
-)
+from engramdb.cache.model import AsyncCache, Cache, ThreadedCore
 from engramdb.errors import Conflict, EngramError, InvalidArgument, NotFound, StorageError
 from engramdb.observability.metrics import Metrics
 from engramdb.records.keys import Key, is_reserved, set_prefix
-from engramdb.records.limits import DEFAULT_LIMITS
+from engramdb.records.limits import DEFAULT_LIMITS, Limits
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, TransformFn
+from engramdb.remote import FORMS
 from engramdb.transaction import AsyncTransaction, Transaction
 from engramdb.vectors.model import CollectionInfo
 
 if TYPE_CHECKING:
-    from engramdb.cache.model import AsyncCache, Cache
     from engramdb.embedders import Embedder
-    from engramdb.features.model import HistoricalResult, IngestResult
-
-__all__ = [
-    "ASYNC_HANDLES",
-    "SYNC_HANDLES",
-    "AsyncCollection",
-    "AsyncDatabaseFace",
-    "AsyncRecordSet",
-    "RemoteCollection",
-    "RemoteDatabaseFace",
-    "RemoteRecordSet",
-    "document",
-]
 
 Effect = tuple[str, str, tuple[Any, ...], dict[str, Any]]
 Flow = Generator[Effect, Any, Any]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mark(kind: str) -> Callable[[F], F]:
+    def mark(fn: F) -> F:
+        fn.__client__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+# How the generator makes a public ``name`` of a handle's ``_name``: ``local`` calls it (not
+# awaited on any face), ``awaited`` calls it and awaits it on asyncio faces (each face defines
+# it), ``flow`` drives the flow it returns, ``stream`` iterates the values its flow streams.
+local, awaited, flow, stream = _mark("local"), _mark("awaited"), _mark("flow"), _mark("stream")
+
+
+class Handle:
+    """A handle's owner and address, and what a call sends."""
+
+    _face = 0  # 0 sync, 1 asyncio: the index of this face's classes in KINDS
+    _address: tuple[Any, ...] = ()
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def _wire(self, form: str, value: Any) -> Any:
+        # The owner decides: a network client encodes, an in-process one passes values as
+        # they are (no Arrow round trip inside one process).
+        encode = getattr(self._owner, "_encode", None)
+        return FORMS[form].encode(value) if encode is None else encode(form, value)
+
+    def _sent(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return kwargs  # a memory store with its own embedder adds the embedding
+
+    def _kind(self, name: str) -> Any:
+        """This face's class (or factory) for the embedded type ``name``."""
+        from engramdb.client._generated import KINDS
+
+        return KINDS[name][self._face]
+
+
+def _next(flow: Flow, reply: Any, error: EngramError | None, out: list[Any]) -> Effect | None:
+    """The flow's next effect, or None when it is done (its result appended to ``out``)."""
+    try:
+        return flow.throw(error) if error else flow.send(reply)
+    except StopIteration as done:
+        out.append(done.value)
+        return None
+
+
+class Calls(Handle):
+    """Base of the generated sync classes."""
+
+    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        sent = self._sent(method, args, kwargs)
+        return self._owner._request(method, (*self._address, *args), sent)
+
+    def _stream(self, flow: Flow, out: list[Any]) -> Iterator[Any]:
+        reply: Any = None
+        error: EngramError | None = None
+        while (effect := _next(flow, reply, error, out)) is not None:
+            kind, method, args, kwargs = effect
+            reply, error = None, None
+            if kind == "items":
+                yield from args[0]
+            elif kind == "sleep":
+                time.sleep(args[0])
+            else:
+                try:
+                    reply = self._owner._request(method, args, kwargs)
+                except EngramError as e:
+                    error = e
+
+    def _run(self, flow: Flow) -> Any:
+        out: list[Any] = []
+        for _ in self._stream(flow, out):
+            pass
+        return out[0]
+
+
+class AsyncCalls(Handle):
+    """Base of the generated asyncio classes."""
+
+    _face = 1
+
+    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        sent = self._sent(method, args, kwargs)
+        return await self._owner._request(method, (*self._address, *args), sent)
+
+    async def _stream(self, flow: Flow, out: list[Any]) -> AsyncIterator[Any]:
+        reply: Any = None
+        error: EngramError | None = None
+        while (effect := _next(flow, reply, error, out)) is not None:
+            kind, method, args, kwargs = effect
+            reply, error = None, None
+            if kind == "items":
+                for value in args[0]:
+                    yield value
+            elif kind == "sleep":
+                await asyncio.sleep(args[0])
+            else:
+                try:
+                    reply = await self._owner._request(method, args, kwargs)
+                except EngramError as e:
+                    error = e
+
+    async def _run(self, flow: Flow) -> Any:
+        out: list[Any] = []
+        async for _ in self._stream(flow, out):
+            pass
+        return out[0]
+
+
+# client-side parts of each face -------------------------------------------------------------------
 
 _RETRIES = 100
 _JITTER = random.Random()
 MAX_CACHED_SETS = 4096
-
-
-def _drive(owner: Any, flow: Flow) -> Any:
-    """Run ``flow``'s effects against ``owner``."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            kind, method, args, kwargs = flow.throw(error) if error else flow.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply, error = None, None
-        if kind == "sleep":
-            time.sleep(args[0])
-            continue
-        try:
-            reply = owner._request(method, args, kwargs)
-        except EngramError as e:
-            error = e
-
-
-async def _adrive(owner: Any, flow: Flow) -> Any:
-    """``_drive`` for asyncio owners."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            kind, method, args, kwargs = flow.throw(error) if error else flow.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply, error = None, None
-        if kind == "sleep":
-            await asyncio.sleep(args[0])
-            continue
-        try:
-            reply = await owner._request(method, args, kwargs)
-        except EngramError as e:
-            error = e
 
 
 def _backoff(attempt: int) -> Effect:
@@ -115,74 +164,15 @@ def _backoff(attempt: int) -> Effect:
     return ("sleep", "", (_JITTER.uniform(0, min(0.05, 0.0002 * 2**attempt)),), {})
 
 
-def _gave_up(what: str, error: Conflict) -> Conflict:
-    return Conflict(
-        f"{what} gave up after {_RETRIES + 1} attempts under contention", error.generation
-    )
-
-
-class _Owned:
-    """A handle that needs only its owner (the transport)."""
-
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
+def _gave_up(what: str, attempts: int, error: Conflict) -> Conflict:
+    message = f"{what} gave up after {attempts} attempts under contention"
+    return Conflict(message, error.generation)
 
 
 # record sets: iteration, and transform through an optimistic transaction -------------------
 
 
-def _transform_flow(set_name: str, items: Sequence[tuple[Key, TransformFn]]) -> Flow:
-    """``RecordSet.transform_many`` remotely: the functions cannot travel, so read the
-    records, run the functions here, and commit the outcomes only if no record moved
-    meanwhile (retrying on ``Conflict``). ``now`` is this machine's clock in ms."""
-    if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
-        raise InvalidArgument("transform_many takes a list of (key, fn) pairs")
-    keys = [key for key, _ in items]
-    for attempt in range(_RETRIES + 1):
-        records: list[Record | None] = yield ("call", "records.get_many", (set_name, keys), {})
-        now = int(time.time() * 1000)
-        reads: list[list[Any]] = []
-        writes: list[list[Any]] = []
-        results: list[Any] = []
-        seen: dict[Any, Record | None] = {}
-        for (key, fn), record in zip(items, records):
-            record = seen.get(key, record)
-            current = Current(
-                None if record is None else dict(record.bins),
-                0 if record is None else record.generation,
-                0 if record is None or record.expires_at is None else int(record.expires_at * 1000),
-            )
-            outcome = fn(current, now)
-            results.append(outcome.result)
-            reads.append([set_name, key, current.generation])
-            bins, expires = outcome.bins, outcome.expires_ms
-            if bins is None:
-                if record is not None:
-                    writes.append(["delete", set_name, key, [], {}])
-                seen[key] = None
-                continue
-            if (bins is KEEP and expires is KEEP) or (bins is KEEP and record is None):
-                continue
-            if bins is KEEP:
-                bins = record.bins  # type: ignore[union-attr]
-            if expires is KEEP:
-                expires = current.expires_ms
-            ttl = None if not expires else max(0.001, (int(expires) - now) / 1000)
-            writes.append(["put", set_name, key, [bins], {} if ttl is None else {"ttl": ttl}])
-            seen[key] = Record(key, dict(bins), current.generation + 1, None, now / 1000)
-        if not writes:
-            return results
-        try:
-            yield ("call", "db.commit", (reads, writes), {})
-            return results
-        except Conflict as e:
-            if attempt == _RETRIES:
-                raise _gave_up("transform", e) from e
-        yield _backoff(attempt)
-    raise AssertionError("unreachable")
-
-
-class _Named:
+class RecordSetFace(Handle):
     def __init__(self, owner: Any, name: str) -> None:
         self._owner = owner
         self._address = (name,)
@@ -191,66 +181,71 @@ class _Named:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-
-class RemoteRecordSet(_Named, RecordSetCalls):
-    """``engramdb.RecordSet`` over the network."""
-
-    def iterate(
-        self,
-        prefix: str | bytes | None = None,
-        *,
-        start: Key | None = None,
-        end: Key | None = None,
-        reverse: bool = False,
-        batch: int = 1000,
-    ) -> Iterator[Record]:
-        cursor: str | None = None
+    @stream
+    def _iterate(self, prefix: Any, *, start: Any, end: Any, reverse: bool, batch: int) -> Flow:
+        options: dict[str, Any] = {"start": start, "end": end, "reverse": reverse, "limit": batch}
         while True:
-            page = self.scan(
-                prefix, start=start, end=end, reverse=reverse, cursor=cursor, limit=batch
-            )
-            yield from page.records
+            page = yield ("call", "records.scan", (self.name, prefix), options)
+            yield ("items", "", (page.records,), {})
             if page.cursor is None:
                 return
-            cursor = page.cursor
+            options = {**options, "cursor": page.cursor}
 
-    def transform(self, key: Key, fn: TransformFn) -> Any:
-        return self.transform_many([(key, fn)])[0]
+    @flow
+    def _transform(self, key: Key, fn: TransformFn) -> Flow:
+        return (yield from self._transform_many([(key, fn)]))[0]
 
-    def transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> list[Any]:
-        result: list[Any] = _drive(self._owner, _transform_flow(self.name, items))
-        return result
-
-
-class AsyncRecordSet(_Named, AsyncRecordSetCalls):
-    """``engramdb.RecordSet`` for asyncio code: every call is awaited."""
-
-    async def iterate(
-        self,
-        prefix: str | bytes | None = None,
-        *,
-        start: Key | None = None,
-        end: Key | None = None,
-        reverse: bool = False,
-        batch: int = 1000,
-    ) -> AsyncIterator[Record]:
-        cursor: str | None = None
-        while True:
-            page = await self.scan(
-                prefix, start=start, end=end, reverse=reverse, cursor=cursor, limit=batch
-            )
-            for record in page.records:
-                yield record
-            if page.cursor is None:
-                return
-            cursor = page.cursor
-
-    async def transform(self, key: Key, fn: TransformFn) -> Any:
-        return (await self.transform_many([(key, fn)]))[0]
-
-    async def transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> list[Any]:
-        result: list[Any] = await _adrive(self._owner, _transform_flow(self.name, items))
-        return result
+    @flow
+    def _transform_many(self, items: Sequence[tuple[Key, TransformFn]]) -> Flow:
+        """Remotely, the functions cannot travel: read the records, run the functions here,
+        and commit the outcomes only if no record moved meanwhile (retrying on
+        ``Conflict``). ``now`` is this machine's clock in ms."""
+        if isinstance(items, str | bytes) or not isinstance(items, list | tuple):
+            raise InvalidArgument("transform_many takes a list of (key, fn) pairs")
+        keys = [key for key, _ in items]
+        for attempt in range(_RETRIES + 1):
+            records: list[Record | None] = yield ("call", "records.get_many", (self.name, keys), {})
+            now = int(time.time() * 1000)
+            reads: list[list[Any]] = []
+            writes: list[list[Any]] = []
+            results: list[Any] = []
+            seen: dict[Any, Record | None] = {}
+            for (key, fn), record in zip(items, records):
+                record = seen.get(key, record)
+                at = None if record is None else record.expires_at
+                current = Current(
+                    None if record is None else dict(record.bins),
+                    0 if record is None else record.generation,
+                    0 if at is None else int(at * 1000),
+                )
+                outcome = fn(current, now)
+                results.append(outcome.result)
+                reads.append([self.name, key, current.generation])
+                bins, expires = outcome.bins, outcome.expires_ms
+                if bins is None:
+                    if record is not None:
+                        writes.append(["delete", self.name, key, [], {}])
+                    seen[key] = None
+                    continue
+                if (bins is KEEP and expires is KEEP) or (bins is KEEP and record is None):
+                    continue
+                if bins is KEEP:
+                    bins = record.bins  # type: ignore[union-attr]
+                if expires is KEEP:
+                    expires = current.expires_ms
+                ttl = None if not expires else max(0.001, (int(expires) - now) / 1000)
+                writes.append(["put", self.name, key, [bins], {} if ttl is None else {"ttl": ttl}])
+                seen[key] = Record(key, dict(bins), current.generation + 1, None, now / 1000)
+            if not writes:
+                return results
+            try:
+                yield ("call", "db.commit", (reads, writes), {})
+                return results
+            except Conflict as e:
+                if attempt == _RETRIES:
+                    raise _gave_up("transform", _RETRIES + 1, e) from e
+            yield _backoff(attempt)
+        raise AssertionError("unreachable")
 
 
 # collections: upserts split to fit a request ----------------------------------------------
@@ -261,34 +256,7 @@ class AsyncRecordSet(_Named, AsyncRecordSetCalls):
 UPSERT_BYTES = 1 << 20
 
 
-def _upsert_flow(
-    handle: Any, ids: Any, vectors: Any, metadata: Any, texts: Any, ttl: Any, expect: Any
-) -> Flow:
-    """The upsert in requests that fit: chunks of at most 1,000 items (the embedded atomic
-    unit), fewer when their vectors would pass ``UPSERT_BYTES``."""
-    kwargs = {k: v for k, v in (("ttl", ttl), ("expect_generation", expect)) if v is not None}
-    if not isinstance(ids, list | tuple):  # the server says what is wrong with it
-        args = (handle.name, ids, handle._wire("vectors", vectors), metadata, texts)
-        return (yield ("call", "collection.upsert", args, kwargs))
-    from engramdb.index.vector import as_float32
-
-    array = as_float32(vectors)
-    per_item = max(1, array[0].nbytes if array.ndim == 2 and len(array) else array.nbytes)
-    size = max(1, min(1000, UPSERT_BYTES // per_item))
-    generations: list[int] = []
-    for i in range(0, max(1, len(ids)), size):
-
-        def part(column: Any) -> Any:
-            return None if column is None else column[i : i + size]  # noqa: B023
-
-        sent = {**kwargs, "expect_generation": part(expect)} if expect is not None else kwargs
-        rows = handle._wire("vectors", array[i : i + size])
-        args = (handle.name, ids[i : i + size], rows, part(metadata), part(texts))
-        generations += yield ("call", "collection.upsert", args, sent)
-    return generations
-
-
-class _Collection:
+class CollectionFace(Handle):
     def __init__(self, owner: Any, info: CollectionInfo) -> None:
         self._owner = owner
         self._address = (info.name,)
@@ -298,107 +266,68 @@ class _Collection:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} dim={self.info.dim} {self.info.metric}>"
 
+    @classmethod
+    def _from_reply(cls, raw: Any, owner: Any) -> Any:
+        return cls(owner, CollectionInfo(**raw))
 
-class RemoteCollection(_Collection, CollectionCalls):
-    """``engramdb.vectors.Collection`` over the network."""
+    @flow
+    def _upsert(self, ids: Any, vectors: Any, metadata: Any, texts: Any, **kw: Any) -> Flow:
+        """The upsert in requests that fit: chunks of at most 1,000 items (the embedded atomic
+        unit), fewer when their vectors would pass ``UPSERT_BYTES``."""
+        kwargs = {k: v for k, v in kw.items() if v is not None}  # ttl, expect_generation
+        expect = kw["expect_generation"]
+        if not isinstance(ids, list | tuple):  # the server says what is wrong with it
+            args = (self.name, ids, self._wire("vectors", vectors), metadata, texts)
+            return (yield ("call", "collection.upsert", args, kwargs))
+        from engramdb.index.vector import as_float32
 
-    def upsert(
-        self,
-        ids: Sequence[str | int],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-        texts: Sequence[str | None] | None = None,
-        *,
-        ttl: float | None = None,
-        expect_generation: Sequence[int | None] | None = None,
-    ) -> list[int]:
-        flow = _upsert_flow(self, ids, vectors, metadata, texts, ttl, expect_generation)
-        result: list[int] = _drive(self._owner, flow)
-        return result
+        array = as_float32(vectors)
+        per_item = max(1, array[0].nbytes if array.ndim == 2 and len(array) else array.nbytes)
+        size = max(1, min(1000, UPSERT_BYTES // per_item))
+        generations: list[int] = []
+        for i in range(0, max(1, len(ids)), size):
 
+            def part(column: Any) -> Any:
+                return None if column is None else column[i : i + size]  # noqa: B023
 
-class AsyncCollection(_Collection, AsyncCollectionCalls):
-    """A collection for asyncio code: every call is awaited."""
-
-    async def upsert(
-        self,
-        ids: Sequence[str | int],
-        vectors: Any,
-        metadata: Sequence[Mapping[str, Any] | None] | None = None,
-        texts: Sequence[str | None] | None = None,
-        *,
-        ttl: float | None = None,
-        expect_generation: Sequence[int | None] | None = None,
-    ) -> list[int]:
-        flow = _upsert_flow(self, ids, vectors, metadata, texts, ttl, expect_generation)
-        result: list[int] = await _adrive(self._owner, flow)
-        return result
-
-
-class RemoteVectorStore(_Owned, VectorStoreCalls):
-    """``db.vectors`` over the network."""
-
-
-class AsyncVectorStore(_Owned, AsyncVectorStoreCalls):
-    """``db.vectors`` for asyncio code."""
+            sent = {**kwargs, "expect_generation": part(expect)} if expect is not None else kwargs
+            rows = self._wire("vectors", array[i : i + size])
+            args = (self.name, ids[i : i + size], rows, part(metadata), part(texts))
+            generations += yield ("call", "collection.upsert", args, sent)
+        return generations
 
 
 # sessions: the optimistic update runs here -------------------------------------------------
 
 
-def _update_flow(session_id: str, fn: Callable[[Any], Any], max_retries: int) -> Flow:
-    if type(max_retries) is not int or max_retries < 0:
-        raise InvalidArgument("max_retries must be a non-negative int")
-    for attempt in range(max_retries + 1):
-        session = yield ("call", "sessions.get", (session_id,), {})
-        if session is None:
-            raise NotFound(f"no session {session_id!r}")
-        new_state = fn(session.state)
-        try:
-            kwargs = {"expect_generation": session.generation}
-            yield ("call", "sessions.replace", (session_id, new_state), kwargs)
-            return new_state
-        except Conflict as e:
-            if attempt == max_retries:
-                raise Conflict(
-                    f"update gave up after {max_retries + 1} attempts under contention",
-                    e.generation,
-                ) from e
-        yield _backoff(attempt)
-    raise AssertionError("unreachable")
-
-
-class RemoteSessionStore(_Owned, SessionStoreCalls):
-    """``db.sessions`` over the network (``update`` runs its optimistic loop here)."""
-
-    def update(self, session_id: str, fn: Callable[[Any], Any], *, max_retries: int = 100) -> Any:
-        return _drive(self._owner, _update_flow(session_id, fn, max_retries))
-
-
-class AsyncSessionStore(_Owned, AsyncSessionStoreCalls):
-    """``db.sessions`` for asyncio code."""
-
-    async def update(
-        self, session_id: str, fn: Callable[[Any], Any], *, max_retries: int = 100
-    ) -> Any:
-        return await _adrive(self._owner, _update_flow(session_id, fn, max_retries))
+class SessionStoreFace(Handle):
+    @flow
+    def _update(self, session_id: str, fn: Callable[[Any], Any], *, max_retries: int) -> Flow:
+        if type(max_retries) is not int or max_retries < 0:
+            raise InvalidArgument("max_retries must be a non-negative int")
+        for attempt in range(max_retries + 1):
+            session = yield ("call", "sessions.get", (session_id,), {})
+            if session is None:
+                raise NotFound(f"no session {session_id!r}")
+            new_state = fn(session.state)
+            try:
+                kwargs = {"expect_generation": session.generation}
+                yield ("call", "sessions.replace", (session_id, new_state), kwargs)
+                return new_state
+            except Conflict as e:
+                if attempt == max_retries:
+                    raise _gave_up("update", max_retries + 1, e) from e
+            yield _backoff(attempt)
+        raise AssertionError("unreachable")
 
 
 # memory: a store named by its embedder; embeddings computed where the embedder is ----------
-
-
-def _memory_spec(embedder: Embedder, options: Mapping[str, Any]) -> dict[str, Any]:
-    name = options.get("name") or f"{type(embedder).__name__.lower()}{embedder.dim}"
-    spec = {"name": name, "dim": int(embedder.dim)}
-    spec.update({k: v for k, v in options.items() if k != "name"})
-    return spec
-
 
 # method -> where the text to embed is: an index of args or a keyword
 _EMBEDS: dict[str, int | str] = {"memory.add": 0, "memory.search": 0, "memory.update": "content"}
 
 
-class _Memory:
+class MemoryStoreFace(Handle):
     """A memory store is addressed by its spec (None: the server's ``db.memory``); with an
     ``embedder`` of the caller's, embeddings are computed here and sent as ``embedding=``."""
 
@@ -407,7 +336,7 @@ class _Memory:
         self._address = (spec,)
         self._embedder = embedder
 
-    def _embedded(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sent(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         where = _EMBEDS.get(method)
         if self._embedder is None or where is None or kwargs.get("embedding") is not None:
             return kwargs
@@ -417,145 +346,82 @@ class _Memory:
         return {**kwargs, "embedding": self._embedder.embed([text])[0]}
 
 
-class RemoteMemoryStore(_Memory, MemoryStoreCalls):
-    """``db.memory`` over the network."""
-
-    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        sent = self._embedded(method, args, kwargs)
-        return self._owner._request(method, (*self._address, *args), sent)
-
-
-class AsyncMemoryStore(_Memory, AsyncMemoryStoreCalls):
-    """``db.memory`` for asyncio code."""
-
-    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        sent = self._embedded(method, args, kwargs)
-        return await self._owner._request(method, (*self._address, *args), sent)
-
-
-class RemoteCacheCore(_Owned, CacheCoreCalls):
-    """The cache's storage primitives on the server (``engramdb.cache.core.CacheCore``)."""
-
-
-class AsyncCacheCore(_Owned, AsyncCacheCoreCalls):
-    """The cache's storage primitives, awaited."""
-
-
 # features: tables go in chunks that fit a request -------------------------------------------
 
 _CHUNK_BYTES = 1 << 20  # an Arrow IPC chunk well under the server's 2 MiB default frame
 _JOIN_ROWS = 20_000
 
 
-def _ingest_flow(handle: Any, view: str, data: Any) -> Flow:
-    """An ingest in chunks under the request limit, each one atomic on its own."""
-    from engramdb.features.frames import to_arrow
-    from engramdb.features.model import IngestResult
+class FeatureStoreFace(Handle):
+    @flow
+    def _ingest(self, view: str, data: Any) -> Flow:
+        """An ingest in chunks under the request limit, each one atomic on its own."""
+        from engramdb.features.frames import to_arrow
+        from engramdb.features.model import IngestResult
 
-    table = to_arrow(data)
-    rows = max(1, _CHUNK_BYTES // (2 * max(1, table.nbytes // max(1, table.num_rows))))
-    replies = []
-    for i in range(0, max(1, table.num_rows), rows):
-        chunk = handle._wire("table", table.slice(i, rows))
-        replies.append((yield ("call", "features.ingest", (view, chunk), {})))
-    rows_in = sum(r.rows for r in replies)
-    return IngestResult(view, rows_in, sum(r.online_written for r in replies), None)
+        table = to_arrow(data)
+        rows = max(1, _CHUNK_BYTES // (2 * max(1, table.nbytes // max(1, table.num_rows))))
+        replies = []
+        for i in range(0, max(1, table.num_rows), rows):
+            chunk = self._wire("table", table.slice(i, rows))
+            replies.append((yield ("call", "features.ingest", (view, chunk), {})))
+        rows_in = sum(r.rows for r in replies)
+        return IngestResult(view, rows_in, sum(r.online_written for r in replies), None)
 
+    @flow
+    def _get_historical_features(
+        self, entity_df: Any, features: Any, *, full_feature_names: bool, output: str | None
+    ) -> Flow:
+        """A point-in-time join by slices of entity rows (a join is row by row, so the slices'
+        results concatenate in order); ``output`` is written here, on the caller's machine,
+        beside the target and renamed into place (a symlink there is replaced, not followed)."""
+        import pyarrow as pa
 
-def _historical_flow(
-    handle: Any, entity_df: Any, features: Any, full_feature_names: bool, output: str | None
-) -> Flow:
-    """A point-in-time join by slices of entity rows (a join is row by row, so the slices'
-    results concatenate in order); ``output`` is written here, on the caller's machine,
-    beside the target and renamed into place (a symlink there is replaced, not followed)."""
-    import pyarrow as pa
+        from engramdb.features.frames import to_arrow
+        from engramdb.features.model import HistoricalResult, ParquetOutput
 
-    from engramdb.features.frames import to_arrow
-    from engramdb.features.model import HistoricalResult, ParquetOutput
-
-    table = to_arrow(entity_df)
-    kwargs = {"full_feature_names": True} if full_feature_names else {}
-    pieces = []
-    for i in range(0, max(1, table.num_rows), _JOIN_ROWS):
-        rows = handle._wire("table", table.slice(i, _JOIN_ROWS))
-        args = (rows, features)
-        pieces.append((yield ("call", "features.get_historical_features", args, kwargs)))
-    result = pa.concat_tables([p.to_arrow() for p in pieces])
-    if output is None:
-        return HistoricalResult(result, None)
-    writer = ParquetOutput(output)
-    try:
-        writer.write(result)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.commit()
-    return HistoricalResult(None, output)
-
-
-class RemoteFeatureStore(_Owned, FeatureStoreCalls):
-    """``db.features`` over the network: large tables go in chunks under the request limit
-    (an ingest in several atomic ingests)."""
-
-    def ingest(self, view: str, data: Any) -> IngestResult:
-        result: IngestResult = _drive(self._owner, _ingest_flow(self, view, data))
-        return result
-
-    def get_historical_features(
-        self,
-        entity_df: Any,
-        features: Sequence[str] | str,
-        *,
-        full_feature_names: bool = False,
-        output: str | None = None,
-    ) -> HistoricalResult:
-        flow = _historical_flow(self, entity_df, features, full_feature_names, output)
-        result: HistoricalResult = _drive(self._owner, flow)
-        return result
-
-
-class AsyncFeatureStore(_Owned, AsyncFeatureStoreCalls):
-    """``db.features`` for asyncio code (chunked as ``RemoteFeatureStore``)."""
-
-    async def ingest(self, view: str, data: Any) -> IngestResult:
-        result: IngestResult = await _adrive(self._owner, _ingest_flow(self, view, data))
-        return result
-
-    async def get_historical_features(
-        self,
-        entity_df: Any,
-        features: Sequence[str] | str,
-        *,
-        full_feature_names: bool = False,
-        output: str | None = None,
-    ) -> HistoricalResult:
-        flow = _historical_flow(self, entity_df, features, full_feature_names, output)
-        result: HistoricalResult = await _adrive(self._owner, flow)
-        return result
+        table = to_arrow(entity_df)
+        kwargs = {"full_feature_names": True} if full_feature_names else {}
+        pieces = []
+        for i in range(0, max(1, table.num_rows), _JOIN_ROWS):
+            args = (self._wire("table", table.slice(i, _JOIN_ROWS)), features)
+            pieces.append((yield ("call", "features.get_historical_features", args, kwargs)))
+        result = pa.concat_tables([p.to_arrow() for p in pieces])
+        if output is None:
+            return HistoricalResult(result, None)
+        writer = ParquetOutput(output)
+        try:
+            writer.write(result)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        return HistoricalResult(None, output)
 
 
 # the database ----------------------------------------------------------------------------
 
 
-class _Face:
-    """What every client database adds to the generated methods: handles and properties."""
+# The embedded types each face stands for with a class of its own (not generated).
+BUILT: dict[str, tuple[Any, Any]] = {
+    "Transaction": (Transaction, AsyncTransaction),
+    "Cache": (lambda core: Cache(core, async_core=ThreadedCore(core)), AsyncCache),
+}
+
+
+class DatabaseFace(Handle):
+    """What every client database adds to the remote methods (the generator adds the role
+    properties). The transports (``Client``, ``engramdb.aio``) define ``_limits``, ``_close``."""
 
     _sets: dict[str, Any]
     _closed: bool = False
-    _metrics: Metrics
-    _record_set: type
-    _role_handles: tuple[type, type, type, type]  # vectors, sessions, memory, features
+    _meter: Metrics
+    _made_cache: Any = None
 
-    def _check_open(self) -> None:
+    @local
+    def _records(self, set_name: str) -> Any:
         if self._closed:
             raise StorageError("the database is closed")
-
-    @property
-    def metrics(self) -> Metrics:
-        return self._metrics
-
-    def _records(self, set_name: str) -> Any:
-        self._check_open()
         found = self._sets.get(set_name)
         if found is None:
             set_prefix(set_name, DEFAULT_LIMITS)  # checked where the call is made, and again
@@ -566,146 +432,34 @@ class _Face:
                 )
             if len(self._sets) >= MAX_CACHED_SETS:
                 self._sets.clear()
-            found = self._sets[set_name] = self._record_set(self, set_name)
+            found = self._sets[set_name] = self._kind("RecordSet")(self, set_name)
         return found
 
+    @local
+    def _transaction(self) -> Any:
+        return self._kind("Transaction")(self)
 
-class RemoteDatabaseFace(_Face, DatabaseCalls):
-    """What a sync client adds to the generated database methods (``Client`` transports it)."""
+    @local
+    def _metrics(self) -> Metrics:
+        return self._meter
 
-    _cache: Cache | None
-    _record_set = RemoteRecordSet
+    @local
+    def _memory_with(self, embedder: Embedder, **options: Any) -> Any:
+        name = options.get("name") or f"{type(embedder).__name__.lower()}{embedder.dim}"
+        spec = {"name": name, "dim": int(embedder.dim)}
+        spec.update({k: v for k, v in options.items() if k != "name"})
+        return self._kind("MemoryStore")(self, spec, embedder)
 
-    def records(self, set_name: str) -> RemoteRecordSet:
-        found: RemoteRecordSet = self._records(set_name)
-        return found
+    @local
+    def _cache(self) -> Any:
+        if self._made_cache is None:
+            self._made_cache = self._kind("Cache")(self._kind("CacheCore")(self))
+        return self._made_cache
 
-    def transaction(self) -> Transaction:
-        return Transaction(self)
+    @local
+    def _limits(self) -> Limits:
+        raise NotImplementedError
 
-    @property
-    def vectors(self) -> RemoteVectorStore:
-        return RemoteVectorStore(self)
-
-    @property
-    def sessions(self) -> RemoteSessionStore:
-        return RemoteSessionStore(self)
-
-    @property
-    def memory(self) -> RemoteMemoryStore:
-        return RemoteMemoryStore(self)
-
-    def memory_with(self, embedder: Embedder, **options: Any) -> RemoteMemoryStore:
-        return RemoteMemoryStore(self, _memory_spec(embedder, options), embedder)
-
-    @property
-    def features(self) -> RemoteFeatureStore:
-        return RemoteFeatureStore(self)
-
-    @property
-    def cache(self) -> Cache:
-        if self._cache is None:
-            from engramdb.cache.model import Cache, ThreadedCore
-
-            core = RemoteCacheCore(self)
-            self._cache = Cache(core, async_core=ThreadedCore(core))
-        return self._cache
-
-
-class AsyncDatabaseFace(_Face, AsyncDatabaseCalls):
-    """What an asyncio database (remote or in-process) adds to the generated methods."""
-
-    _cache: AsyncCache | None
-    _record_set = AsyncRecordSet
-
-    def records(self, set_name: str) -> AsyncRecordSet:
-        found: AsyncRecordSet = self._records(set_name)
-        return found
-
-    def transaction(self) -> AsyncTransaction:
-        return AsyncTransaction(self)
-
-    @property
-    def vectors(self) -> AsyncVectorStore:
-        return AsyncVectorStore(self)
-
-    @property
-    def sessions(self) -> AsyncSessionStore:
-        return AsyncSessionStore(self)
-
-    @property
-    def memory(self) -> AsyncMemoryStore:
-        return AsyncMemoryStore(self)
-
-    def memory_with(self, embedder: Embedder, **options: Any) -> AsyncMemoryStore:
-        return AsyncMemoryStore(self, _memory_spec(embedder, options), embedder)
-
-    @property
-    def features(self) -> AsyncFeatureStore:
-        return AsyncFeatureStore(self)
-
-    @property
-    def cache(self) -> AsyncCache:
-        if self._cache is None:
-            from engramdb.cache.model import AsyncCache
-
-            self._cache = AsyncCache(AsyncCacheCore(self))
-        return self._cache
-
-
-# results the generic decoder cannot build from fields, and the docstrings ----------------
-
-
-def _register() -> None:
-    from engramdb.client._decode import register_decoder
-    from engramdb.features.model import HistoricalResult, IngestResult, OnlineResponse
-
-    def historical(raw: Any, owner: Any) -> Any:
-        import pyarrow as pa
-
-        return HistoricalResult(pa.ipc.open_stream(raw).read_all(), None)
-
-    def online(raw: Any, owner: Any) -> Any:
-        return OnlineResponse(raw["columns"], raw["statuses"])
-
-    def ingested(raw: Any, owner: Any) -> Any:  # the server keeps its file name to itself
-        return IngestResult(raw["view"], raw["rows"], raw["online_written"], None)
-
-    def collection(cls: type) -> Any:
-        return lambda raw, owner: cls(owner, CollectionInfo(**raw))
-
-    register_decoder(RemoteCollection, collection(RemoteCollection))
-    register_decoder(AsyncCollection, collection(AsyncCollection))
-    register_decoder(OnlineResponse, online)
-    register_decoder(HistoricalResult, historical)
-    register_decoder(IngestResult, ingested)
-
-
-_register()
-
-# What the generated annotations name, per face, for the decoders.
-SYNC_HANDLES: dict[str, Any] = {"RemoteCollection": RemoteCollection}
-ASYNC_HANDLES: dict[str, Any] = {"AsyncCollection": AsyncCollection}
-
-
-def document(cls: type, face: str) -> None:
-    """Give ``cls``'s hand-written methods the embedded implementation's docstrings."""
-    from engramdb.client._generated import DOCS
-
-    for name, doc in DOCS.get(face, {}).items():
-        member = cls.__dict__.get(name)
-        if isinstance(member, property):
-            setattr(cls, name, property(member.fget, member.fset, member.fdel, doc))
-        elif callable(member) and not member.__doc__:
-            member.__doc__ = doc
-
-
-for _face, _classes in {
-    "Database": (_Face, RemoteDatabaseFace, AsyncDatabaseFace),
-    "RecordSet": (RemoteRecordSet, AsyncRecordSet),
-    "Collection": (RemoteCollection, AsyncCollection),
-    "SessionStore": (RemoteSessionStore, AsyncSessionStore),
-    "FeatureStore": (RemoteFeatureStore, AsyncFeatureStore),
-}.items():
-    for _cls in _classes:
-        document(_cls, _face)
+    @awaited
+    def _close(self) -> Any:
+        raise NotImplementedError

@@ -1,10 +1,11 @@
 """A local replicated cluster: etcd and N Patroni-managed PostgreSQL nodes with pgvector.
 
 For development, tests, benchmarks and demos (production points the engine at its own
-Patroni cluster). Replication is strictly synchronous: a commit returns only once one
-standby has it, and with no standby the primary stops accepting commits rather than
-acknowledge a write a failover could lose. Patroni promotes only that synchronous
-standby, so a failover never loses an acknowledged commit.
+Patroni cluster). Replication is strictly synchronous, by quorum: a commit returns only
+once one of the standbys has it (``ANY 1 (...)``), and with no standby the primary stops
+accepting commits rather than acknowledge a write a failover could lose. Patroni promotes
+only a standby the others confirm is not behind them, so a failover never loses an
+acknowledged commit.
 
 The directory holds everything::
 
@@ -43,28 +44,39 @@ from engramdb.errors import InvalidArgument, NotFound, Unavailable
 __all__ = ["DATABASE", "ROLE", "Cluster", "Member"]
 
 SCOPE = "engramdb"
+NAMESPACE = "engramdb"  # etcd keys live under /NAMESPACE/SCOPE/
+PG_LOG_DIR = "pglog"  # beside the data directory, so pg_rewind and basebackups leave it
+PG_LOG_FILE = "postgresql.log"
 DATABASE = "engramdb"  # the database and login role engramdb's engine uses
 ROLE = "engramdb"
 EXTENSIONS = ("vector", "pg_trgm", "btree_gist")  # vector is untrusted: made by the superuser
 STATE_FILE = "cluster.json"
 MAX_NODES = 9
+# Roles of a standby a commit may wait for (Patroni names it by the synchronous mode).
+SYNC_ROLES = ("sync_standby", "quorum_standby")
 
 # Patroni's dynamic settings, written to etcd at bootstrap. Measured on a 2-core machine:
 # a crashed leader node is replaced in ~20 s (ttl is the floor: its lease must expire), a
 # crashed postmaster is restarted in place in 3-5 s.
 DCS: dict[str, Any] = {
     "ttl": 20,  # Patroni 4 refuses less
-    # After an election the new leader names its synchronous standby, and the surviving
-    # replica repoints to it, on their next loop. Measured over 10 node crashes each: with
-    # 2 s, writes were back 0.2-1.3 s after the election but once 5.8 s; with 1 s, the same
-    # median and once 7.6 s (BENCHMARKS.md) - that tail is not the loop and is still open.
+    # The surviving replica repoints to a new leader on its next loop (or sooner: it watches
+    # the leader key).
     "loop_wait": 1,
     "retry_timeout": 5,
     "maximum_lag_on_failover": 1 << 20,
-    # A primary whose postgres cannot come back within this is failed over (safe: only the
-    # synchronous standby may be promoted). Patroni's default, 300 s, is a long outage.
+    # A primary whose postgres cannot come back within this is failed over (safe: only a
+    # node holding every acknowledged commit may be promoted). Patroni's default, 300 s, is
+    # a long outage.
     "primary_start_timeout": 30,
-    "synchronous_mode": True,
+    # Quorum commit: a commit is acknowledged once ANY 1 of the standbys has it, and a
+    # failover promotes the standby furthest ahead (the others vote that they are not ahead
+    # of it). With one named synchronous standby and an asynchronous spare (``True``), the
+    # spare sometimes held WAL the promoted standby lacked (in-flight, unacknowledged
+    # commits), so it had to be pg_rewind-ed before it could stream again - and strict mode
+    # held every commit meanwhile: writes came back 5.8-7.6 s after the new leader instead
+    # of < 1 s (1 node crash in 10). Here the survivors are never ahead of the new leader.
+    "synchronous_mode": "quorum",
     "synchronous_mode_strict": True,  # no standby: block commits, never acknowledge alone
     "synchronous_node_count": 1,
     "postgresql": {
@@ -92,7 +104,10 @@ class Member:
     """One node as the cluster reports it now."""
 
     name: str
-    role: str  # leader, sync_standby, replica; "stopped" when its Patroni is not running
+    # leader, quorum_standby (one of the standbys a commit may wait for), sync_standby (the
+    # one it waits for, outside quorum mode), replica; "stopped" when its Patroni is not
+    # running
+    role: str
     state: str  # running (leader), streaming (replica), starting, stopped, ...
     pg_port: int
     rest_port: int
@@ -143,10 +158,10 @@ class Cluster:
         user: str = SERVICE_USER,
         timeout: float = 180.0,
     ) -> None:
-        """``nodes``: PostgreSQL nodes (1-9, default 3: a leader, a synchronous standby and
-        a spare; 1 has no standby, so no synchronous replication; an existing cluster keeps
-        its own). ``runtime_dir``: where Patroni's venv
-        is made when running as root (default ``/var/cache/engramdb``). ``user``: the
+        """``nodes``: PostgreSQL nodes (1-9, default 3: a leader and two standbys, a
+        commit waiting for either; 1 has no standby, so no synchronous replication; an
+        existing cluster keeps its own). ``runtime_dir``: where Patroni's venv is made
+        when running as root (default ``/var/cache/engramdb``). ``user``: the
         unprivileged account processes run as when running as root. ``timeout``: seconds
         ``up`` and ``wait_healthy`` wait before raising ``Unavailable``."""
         if nodes is not None and not 1 <= nodes <= MAX_NODES:
@@ -276,6 +291,30 @@ class Cluster:
         password = state.passwords["superuser" if superuser else ROLE]
         return f"postgresql://{user}:{password}@127.0.0.1:{node.pg_port}/{DATABASE}"
 
+    def node_names(self) -> list[str]:
+        """Every node's name, in node order."""
+        return [n.name for n in self._require().nodes]
+
+    def rest_port(self, name: str) -> int:
+        """The port of node ``name``'s Patroni REST API."""
+        return self._node(name).rest_port
+
+    def etcd_port(self) -> int:
+        """etcd's client port."""
+        return self._require().etcd_client_port
+
+    def leader_key(self) -> str:
+        """The etcd key whose holder is the leader (its value is the leader's name)."""
+        return f"/{NAMESPACE}/{SCOPE}/leader"
+
+    def log_paths(self) -> list[Path]:
+        """Each node's Patroni log and PostgreSQL log (which may not exist yet)."""
+        return [
+            self.directory / n.name / log
+            for n in self._require().nodes
+            for log in ("patroni.log", f"{PG_LOG_DIR}/{PG_LOG_FILE}")
+        ]
+
     def members(self) -> list[Member]:
         """Every node with its role and state from Patroni's REST API, in node order."""
         return self._members(self._require())
@@ -375,7 +414,7 @@ class Cluster:
         return leader.name
 
     def switchover(self, candidate: str | None = None) -> str:
-        """Hand leadership to ``candidate`` (default: Patroni picks the synchronous standby)
+        """Hand leadership to ``candidate`` (default: Patroni picks a synchronous standby)
         through Patroni's REST API; returns the new leader once it takes writes."""
         leader = self.leader()
         body: dict[str, str] = {"leader": leader.name}
@@ -397,7 +436,7 @@ class Cluster:
         return self.wait_leader(other_than=leader.name)
 
     def remove_replica(self, name: str | None = None) -> str:
-        """Stop one replica cleanly (default: an asynchronous one if there is one, else the
+        """Stop one replica cleanly (default: an asynchronous one if there is one, else a
         synchronous standby); returns its name. It stays down until ``start_node``."""
         running = [
             m
@@ -407,7 +446,7 @@ class Cluster:
         if name is None:
             if not running:
                 raise Unavailable("no running replica to remove")
-            running.sort(key=lambda m: m.role == "sync_standby")
+            running.sort(key=lambda m: m.role in SYNC_ROLES)
             name = running[0].name
         elif name not in {m.name for m in running}:
             raise InvalidArgument(f"{name} is not a running replica")
@@ -639,7 +678,7 @@ class Cluster:
                     f"{member.name} is not streaming from {leader.name} yet ({member.state})",
                     False,
                 )
-        if len(expected) > 1 and not any(m.role == "sync_standby" for m in members.values()):
+        if len(expected) > 1 and not any(m.role in SYNC_ROLES for m in members.values()):
             return "no synchronous standby yet", False
         return None, False
 
@@ -702,7 +741,7 @@ def patroni_config(
     )
     return {
         "scope": SCOPE,
-        "namespace": "/engramdb/",
+        "namespace": f"/{NAMESPACE}/",
         "name": name,
         "log": {"level": "INFO"},
         "restapi": {
@@ -728,6 +767,15 @@ def patroni_config(
             "parameters": {
                 # TCP on loopback only: no socket directory to share or outgrow its path limit.
                 "unix_socket_directories": "",
+                # PostgreSQL's own log, in one file beside Patroni's: what a failover looks
+                # like from the server (promotion, timelines, standbys connecting, rewinds).
+                "logging_collector": "on",
+                "log_directory": str(home / PG_LOG_DIR),
+                "log_filename": PG_LOG_FILE,
+                "log_rotation_age": 0,
+                "log_rotation_size": 0,
+                "log_line_prefix": "%m [%p] %b ",
+                "log_replication_commands": "on",
             },
             "pg_hba": [
                 "host replication replicator 127.0.0.1/32 scram-sha-256",

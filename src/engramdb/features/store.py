@@ -25,7 +25,7 @@ import os
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
@@ -59,9 +59,18 @@ from engramdb.records.ops import Incr
 from engramdb.remote import DEFAULT_CAP, remote
 
 if TYPE_CHECKING:
+    from engramdb.records.keys import Key
+    from engramdb.records.model import Record
+    from engramdb.recordset import RecordSet
     from engramdb.store import Store
 
-__all__ = ["FeatureStore", "HistoricalResult", "IngestResult", "SkewReport"]
+    # (set, keys) reads to make in one snapshot, and what turns them into the response
+    OnlineReads = tuple[
+        list[tuple[RecordSet, list[Key]]],
+        Callable[[Sequence[Sequence[Record | None]]], OnlineResponse],
+    ]
+
+__all__ = ["FeatureStore", "HistoricalResult", "IngestResult", "SkewReport", "online_reads"]
 
 log = logging.getLogger("engramdb.features")
 
@@ -390,10 +399,10 @@ class FeatureStore:
         finally:
             metrics.observe(perf_counter_ns() - started)
 
-    def _online(self, plan: _Plan, entity_rows: Sequence[dict[str, Any]]) -> OnlineResponse:
+    def _reads(self, plan: _Plan, entity_rows: Sequence[dict[str, Any]]) -> OnlineReads:
         columns: dict[str, list[Any]] = {}
         statuses: dict[str, list[str]] = {}
-        requests = []
+        requests: list[tuple[RecordSet, list[Key]]] = []
         for view, keys, _ in plan.views:
             for key in keys:
                 if key not in columns:
@@ -401,18 +410,24 @@ class FeatureStore:
                         columns[key] = [row[key] for row in entity_rows]
                     except (KeyError, TypeError, IndexError):
                         raise InvalidArgument(f"every entity row needs join key {key!r}") from None
-            requests.append(
-                (view.name, [entity_key([row[k] for k in keys]) for row in entity_rows])
-            )
-        fetched = self.online.fetch(requests)
-        now = self.store.now()
-        for (view, _, feats), records in zip(plan.views, fetched):
-            stamps = plan.stamps[view.name]
-            values, states = self.online.columns(records, feats, view.ttl, stamps, now)
-            out = plan.outputs[view.name]
-            columns.update(zip(out, values))
-            statuses.update(zip(out, states))
-        return OnlineResponse(columns, statuses)
+            records = self.store.records(self.online.set_of(view.name))
+            requests.append((records, [entity_key([row[k] for k in keys]) for row in entity_rows]))
+
+        def finish(fetched: Sequence[Sequence[Record | None]]) -> OnlineResponse:
+            now = self.store.now()
+            for (view, _, feats), records in zip(plan.views, fetched):
+                stamps = plan.stamps[view.name]
+                values, states = self.online.columns(records, feats, view.ttl, stamps, now)
+                out = plan.outputs[view.name]
+                columns.update(zip(out, values))
+                statuses.update(zip(out, states))
+            return OnlineResponse(columns, statuses)
+
+        return requests, finish
+
+    def _online(self, plan: _Plan, entity_rows: Sequence[dict[str, Any]]) -> OnlineResponse:
+        requests, finish = self._reads(plan, entity_rows)
+        return finish(self.store.read(requests))
 
     # offline -----------------------------------------------------------------------------
 
@@ -604,3 +619,19 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b or (a != a and b != b)
     return bool(a == b)
+
+
+def online_reads(
+    fs: FeatureStore,
+    features: Sequence[str] | str,
+    entity_rows: Sequence[dict[str, Any]],
+    *,
+    full_feature_names: bool = False,
+) -> OnlineReads:
+    """``get_online_features`` in two halves, for a caller that reads these records in
+    one snapshot with others (``Store.read``): the ``(set, keys)`` reads to make, and
+    the function that turns what they read into the response."""
+    plan = fs._plan(features, full_feature_names)
+    if isinstance(entity_rows, dict) or not isinstance(entity_rows, Sequence):
+        raise InvalidArgument("entity_rows is a list of {join key: value} dicts")
+    return fs._reads(plan, entity_rows)

@@ -44,7 +44,7 @@ class Face:
 
 
 def _is_async_face(db: Any) -> bool:
-    from engramdb.client._handles import AsyncDatabaseFace
+    from engramdb.client._generated import AsyncDatabaseFace
 
     return isinstance(db, AsyncDatabaseFace)
 

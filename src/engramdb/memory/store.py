@@ -103,7 +103,11 @@ class MemoryStore:
         self.half_life = half_life
         self.weights = weights or Weights()
         self.candidates = candidates
-        label = name or f"{type(self.embedder).__name__.lower()}{self.embedder.dim}"
+        scheme = getattr(self.embedder, "scheme", None)
+        label = name or (
+            f"{type(self.embedder).__name__.lower()}{self.embedder.dim}"
+            + (f"s{scheme}" if scheme is not None else "")
+        )
         self._collection_name = f"mem-{label}"[:48]
         self._collection: Collection | None = None
         self._keys = store.records(KEYS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -36,6 +36,7 @@ __all__ = [
     "check_bins",
     "check_value",
     "decode_bins",
+    "decode_own",
     "decode_value",
     "encode_body",
     "encode_value",
@@ -95,6 +96,9 @@ def _ext_hook(code: int, data: memoryview) -> Any:
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
+# For bytes this process encoded itself with ``encode_value`` (a value it keeps packed in
+# memory): no error translation to pay per call, as they cannot be malformed.
+decode_own: Callable[[bytes], Any] = _decoder.decode
 
 
 def check_bin_name(name: object, limits: Limits) -> str:

@@ -42,7 +42,7 @@ from engramdb.errors import InvalidArgument
 from engramdb.observability.metrics import Metrics
 from engramdb.server.blocking import Blocked
 from engramdb.server.bus import Bus
-from engramdb.server.config import ServerConfig, is_loopback
+from engramdb.server.config import CannotListen, ServerConfig, is_loopback
 from engramdb.server.connection import Connection
 from engramdb.server.limits import AuthThrottle, LogLimiter, fit_descriptor_limit
 from engramdb.server.notify import Notifier
@@ -186,6 +186,9 @@ class Server:
             options.setdefault(
                 "limits", engramdb.Limits(max_record_bytes=self.config.max_record_bytes)
             )
+        # The server's spans are its calls' (``observability.calls.server_call``), not the
+        # embedded ones of the record sets every command uses.
+        options.setdefault("telemetry", False)
         if self.config.embedder == "minilm":
             from engramdb.embedders import SentenceEmbedder
 
@@ -217,18 +220,21 @@ class Server:
         self._call_soon = self._loop.call_soon
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self.max_clients_cap = max(self.max_clients, self.max_clients_cap)
-        if self._sock is not None:
-            self._listener = await self._loop.create_server(
-                lambda: Connection(self), sock=self._sock, backlog=1024
-            )
-        else:
-            self._listener = await self._loop.create_server(
-                lambda: Connection(self),
-                self.config.host,
-                self.config.port,
-                reuse_address=True,
-                backlog=1024,
-            )
+        try:
+            if self._sock is not None:
+                self._listener = await self._loop.create_server(
+                    lambda: Connection(self), sock=self._sock, backlog=1024
+                )
+            else:
+                self._listener = await self._loop.create_server(
+                    lambda: Connection(self),
+                    self.config.host,
+                    self.config.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+        except OSError as e:
+            raise CannotListen("port", self.config.host, self.config.port, e) from None
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
         self.reclaimer.start()
         if _is_url(self.config.data):
@@ -257,7 +263,10 @@ class Server:
                     host,
                     self.config.metrics_port,
                 )
-            self._metrics_server = start_metrics_server(self, host, self.config.metrics_port)
+            try:
+                self._metrics_server = start_metrics_server(self, host, self.config.metrics_port)
+            except OSError as e:
+                raise CannotListen("metrics port", host, self.config.metrics_port, e) from None
 
     @property
     def port(self) -> int:
@@ -618,7 +627,11 @@ def run_server(
 
     async def main() -> None:
         server = Server(config, sock=sock, worker=worker)
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            await server.shutdown()  # the database is open: close it before the error shows
+            raise
         # Everything loaded so far lives as long as the process: keep it out of the
         # collector's full scans, which hold the GIL for as long as they take.
         gc.freeze()

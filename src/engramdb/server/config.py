@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from engramdb.errors import InvalidArgument
+from engramdb.errors import InvalidArgument, Unavailable
 from engramdb.protocol.resp import ParserLimits
 from engramdb.storage.base import Durability
 
@@ -21,6 +22,7 @@ __all__ = [
     "PREAUTH_TURN",
     "TURN",
     "TURN_CHECK",
+    "CannotListen",
     "ServerConfig",
     "TurnLimits",
     "frame_limits",
@@ -179,3 +181,14 @@ def is_loopback(host: str) -> bool:
             )
         except OSError:
             return False
+
+
+class CannotListen(Unavailable):
+    """A socket the server needs could not be bound: ``what`` is ``"port"`` (RESP) or
+    ``"metrics port"``; ``in_use`` when another process holds the address."""
+
+    def __init__(self, what: str, host: str, port: int, error: OSError) -> None:
+        self.what, self.host, self.port = what, host, port
+        self.in_use = error.errno == errno.EADDRINUSE
+        reason = "address already in use" if self.in_use else (error.strerror or str(error))
+        super().__init__(f"cannot listen on {host}:{port} ({what}): {reason}")

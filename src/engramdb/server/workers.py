@@ -57,8 +57,13 @@ _START_TIMEOUT = 120.0
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    return socket.create_server((host, port), family=family, backlog=1024)
+    from engramdb.server.config import CannotListen
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        raise CannotListen("port", host, port, e) from None
 
 
 def _die_with(parent: int) -> None:

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.records.codec import check_value
 from engramdb.records.model import Record
@@ -33,9 +35,10 @@ from engramdb.remote import DEFAULT_CAP, remote
 from engramdb.sessions.model import Checkpoint, Session, SessionPage, cas_update
 
 if TYPE_CHECKING:
+    from engramdb.recordset import RecordSet
     from engramdb.store import Store
 
-__all__ = ["SessionStore"]
+__all__ = ["SessionStore", "from_snapshot", "snapshot_read"]
 
 SESSIONS = "_sessions"
 CHECKPOINTS = "_session_checkpoints"
@@ -374,6 +377,41 @@ class SessionStore:
 
     def _stats(self) -> dict[str, Any]:
         return {"sessions": self._sessions.count(), "checkpoints": self._checkpoints.count()}
+
+
+# reads in a caller's snapshot (``db.context``) ----------------------------------------
+
+
+def snapshot_read(sessions: SessionStore, session_id: str) -> tuple[RecordSet, str]:
+    """Where ``sessions`` keeps session ``session_id``, for a caller that reads it in one
+    snapshot with other records (``Store.read``: ``db.context``); ``from_snapshot`` makes
+    the session of what it read."""
+    return sessions._sessions, _check_id(session_id, "session_id")
+
+
+def from_snapshot(sessions: SessionStore, record: Record | None) -> Session | None:
+    """The session a ``snapshot_read`` record holds (None: none, or expired). Extends a
+    sliding TTL as ``get`` does; the extension's generation and expiry are reported,
+    state and events stay as the snapshot saw them (an extension changes neither)."""
+    if record is None:
+        return None
+    session = _session(record)
+    ttl = record.bins.get("ttl")
+    if sessions.slide_on_read and ttl and record.expires_at is not None:
+        now = sessions.store.now()
+        if record.expires_at - now < ttl * (1 - sessions.refresh_after):
+            try:
+                generation = sessions._sessions.touch(
+                    session.id, ttl, expect_generation=record.generation
+                )
+            except (Conflict, NotFound):
+                return session  # written or gone meanwhile: as the snapshot saw it
+            return msgspec.structs.replace(
+                session,
+                generation=generation,
+                expires_at=expiry_ms(ttl, sessions.store.now_ms()) / 1000,
+            )
+    return session
 
 
 def _slide(current: Current, now: int) -> Any:

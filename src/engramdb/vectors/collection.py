@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import bisect
-import copy
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from engramdb.errors import Conflict, InvalidArgument, NotFound
 from engramdb.index import fusion as fusers
 from engramdb.index.filters import Filter, compile_filter
 from engramdb.index.vector import prepare, prepare_one
-from engramdb.records.codec import check_value, encode_value
+from engramdb.records.codec import check_value, decode_own, encode_value
 from engramdb.records.keys import Key, encode_key
 from engramdb.records.model import Record
 from engramdb.records.writes import KEEP, Current, Outcome, check_ttl, expiry_ms
@@ -710,17 +710,13 @@ class Collection:
         return out
 
 
-_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
-
-
-def _detached(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """A caller's own copy of indexed metadata (changing it must not change the index)."""
-    if metadata is None:
-        return {}
-    for value in metadata.values():
-        if type(value) not in _IMMUTABLE:
-            return copy.deepcopy(metadata)
-    return dict(metadata)
+def _picker(labels: Sequence[int]) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """What ``[seq[label] for label in labels]`` gives, looked up in one native loop: the
+    entries lie scattered in memory, and a C loop overlaps the cache misses that a Python
+    loop pays one after another (itemgetter of one label gives the entry, not a tuple)."""
+    if len(labels) > 1:
+        return itemgetter(*labels)
+    return lambda seq: [seq[label] for label in labels]
 
 
 def _hits(
@@ -734,23 +730,31 @@ def _hits(
     only the parts ``include`` names. Metadata and text come straight from the index, which
     answers for the same instant as the search itself (it was caught up with every committed
     write before the search began, and a deleted item left it then): no record is read or
-    decoded for them. Only a caller asking for vectors has records read, for their stored
+    decoded for them. A hit's metadata is decoded from the index's packed copy, so it is the
+    caller's own. Only a caller asking for vectors has records read, for their stored
     vectors (bit for bit what ``get`` returns; the index holds a re-normalised copy), and
     falls back to the index's copy for an item written again since the search."""
-    id_of = state.id_of
+    pick = _picker(labels)
+    ids = pick(state.id_of)
     if not include and parts is None:
-        return [Hit(id_of[label], score) for label, score in zip(labels, scores)]  # type: ignore[arg-type]
-    metadata_of = state.metadata_of if "metadata" in include else None
-    text_of = state.text_of if "text" in include else None
+        return [Hit(key, score) for key, score in zip(ids, scores)]
+    unpack = decode_own
     if include is _DEFAULT_CHOSEN and parts is None:  # the common case, spelled out
         return [
-            Hit(id_of[label], score, _detached(metadata_of[label]), text_of[label])  # type: ignore[arg-type, index]
-            for label, score in zip(labels, scores)
+            Hit(key, score, unpack(packed), text)
+            for key, score, packed, text in zip(
+                ids, scores, pick(state.packed_metadata), pick(state.text_of)
+            )
         ]
+    metadata = (
+        [unpack(packed) for packed in pick(state.packed_metadata)]
+        if "metadata" in include
+        else None
+    )
+    texts = pick(state.text_of) if "text" in include else None
     vectors: list[Any] | None = None
     if "vector" in include:
-        keys: list[Any] = [id_of[label] for label in labels]
-        records = state.store.records(state.set_name).get_many(keys)
+        records = state.store.records(state.set_name).get_many(list(ids))
         stored = state.vectors.vectors()
         generation_of = state.generation_of
         vectors = [
@@ -761,14 +765,14 @@ def _hits(
         ]
     return [
         Hit(
-            id_of[label],  # type: ignore[arg-type]
+            key,
             score,
-            _detached(metadata_of[label]) if metadata_of is not None else None,
-            text_of[label] if text_of is not None else None,
+            metadata[i] if metadata is not None else None,
+            texts[i] if texts is not None else None,
             vectors[i] if vectors is not None else None,
             parts[i] if parts is not None else None,
         )
-        for i, (label, score) in enumerate(zip(labels, scores))
+        for i, (key, score) in enumerate(zip(ids, scores))
     ]
 
 

@@ -38,7 +38,7 @@ from engramdb.errors import ChangeLogTruncated, InvalidArgument
 from engramdb.index.filters import Columns
 from engramdb.index.text import TextIndex
 from engramdb.index.vector import VectorIndex, VectorParams, prepare
-from engramdb.records.codec import decode_value, encode_value
+from engramdb.records.codec import decode_own, decode_value, encode_value
 from engramdb.records.keys import Key
 from engramdb.records.model import Record
 from engramdb.vectors.calibrate import GROWTH, Calibration, Stopped, measure
@@ -56,10 +56,18 @@ _BATCH = 2000
 _SNAPSHOT_EVERY = 20_000  # applied changes between snapshots (or attempts at one)
 # Version 2: generations are never reused for a key. A version-1 snapshot may hold an item
 # indexed at a generation its re-created record has again, with the old vector and text, so
-# it is never trusted: the index is rebuilt from the items instead.
-SNAPSHOT_FORMAT = 2
+# it is never trusted: the index is rebuilt from the items instead. Version 3: metadata is
+# kept packed (see CollectionState.packed_metadata); a version-2 snapshot, metadata as maps,
+# is as trustworthy and is packed when loaded.
+SNAPSHOT_FORMAT = 3
 _REBUILD_AT = 0.5  # tombstone share that triggers a rebuild of the graph
 _SCAN_CACHE = 4  # filters whose ordered matches a collection keeps for paging scans
+_NO_METADATA = encode_value({})
+
+
+def pack_metadata(metadata: dict[str, Any] | None) -> bytes:
+    """An item's metadata as the index keeps it: msgpack, decoded afresh for each hit."""
+    return encode_value(metadata) if metadata else _NO_METADATA
 
 
 class _ReadGuard:
@@ -68,24 +76,33 @@ class _ReadGuard:
     def __init__(self, lock: RWLock) -> None:
         self._lock = lock
 
+    # Every search takes and leaves the lock: the common case holds only the plain mutex
+    # (native enter and exit) and calls no Python function, the Condition being used only
+    # when someone has to wait.
     def __enter__(self) -> None:
-        lock = self._lock  # _acquire_read inlined: every search takes this
-        with lock._cond:
-            while lock._writer:
-                lock._cond.wait()
+        lock = self._lock
+        with lock._mutex:
+            if lock._writer:
+                lock._wait(lambda: not lock._writer)
             lock._readers += 1
 
     def __exit__(self, *exc: object) -> None:
-        self._lock._release_read()
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if not lock._readers and lock._waiting:
+                lock._cond.notify_all()
 
 
 class RWLock:
     """Many readers or one writer (searches share; index updates are exclusive)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
+        self._waiting = 0  # threads waiting on _cond (nobody to notify when 0)
         self._read_guard = _ReadGuard(self)
 
     def read(self) -> _ReadGuard:
@@ -93,30 +110,27 @@ class RWLock:
         on every call)."""
         return self._read_guard
 
-    def _acquire_read(self) -> None:
-        with self._cond:
-            while self._writer:
-                self._cond.wait()
-            self._readers += 1
-
-    def _release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait (holding ``_mutex``) until ``ready()``."""
+        self._waiting += 1
+        try:
+            self._cond.wait_for(ready)
+        finally:
+            self._waiting -= 1
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+        with self._mutex:
+            if self._writer or self._readers:
+                self._wait(lambda: not (self._writer or self._readers))
             self._writer = True
         try:
             yield
         finally:
-            with self._cond:
+            with self._mutex:
                 self._writer = False
-                self._cond.notify_all()
+                if self._waiting:
+                    self._cond.notify_all()
 
 
 def params_of(info: CollectionInfo) -> VectorParams:
@@ -137,7 +151,7 @@ class _Snapshot(msgspec.Struct):
     generations: list[int]
     live: bytes
     expires: bytes
-    metadata: list[dict[str, Any] | None]
+    metadata: list[Any]  # packed (bytes or None); maps or None in version 2
     texts: list[str | None]
     format: int = 1  # absent from version-1 snapshots
 
@@ -202,7 +216,11 @@ class CollectionState:
         self.label_of: dict[Key, int] = {}
         self.id_of: list[Key | None] = []
         self.generation_of: list[int] = []
-        self.metadata_of: list[dict[str, Any] | None] = []
+        # Each item's metadata packed (msgpack bytes; None for a removed label). A hit
+        # decodes its item's afresh, which is the caller's own copy for the price of a
+        # shallow one: searches are memory-bound after the graph walk, and one small bytes
+        # object per hit is far fewer cache misses than a map, its keys and its values.
+        self.packed_metadata: list[bytes | None] = []
         self.text_of: list[str | None] = []
 
     # loading -----------------------------------------------------------------------------
@@ -337,7 +355,7 @@ class CollectionState:
             self.label_of[record.key] = label
             self.id_of.append(record.key)
             self.generation_of.append(record.generation)
-            self.metadata_of.append(metadata)
+            self.packed_metadata.append(pack_metadata(metadata))
             self.text_of.append(text)
             self.columns.set(label, metadata)
             if self.text is not None and text:
@@ -348,7 +366,7 @@ class CollectionState:
     ) -> None:
         """Same vector, new metadata/text/TTL (e.g. a touch or a metadata edit)."""
         self.generation_of[label] = record.generation
-        self.metadata_of[label] = metadata
+        self.packed_metadata[label] = pack_metadata(metadata)
         self.columns.set(label, metadata)
         was_ttl = bool(self.vectors.expires[label])
         self.vectors.expires[label] = int(record.expires_at * 1000) if record.expires_at else 0
@@ -368,7 +386,7 @@ class CollectionState:
         self.vectors.remove(label)
         self.columns.clear(label)
         self.id_of[label] = None
-        self.metadata_of[label] = None
+        self.packed_metadata[label] = None
         if self.text is not None and self.text_of[label]:
             self.text.remove(label)
         self.text_of[label] = None
@@ -383,7 +401,7 @@ class CollectionState:
         keep = np.flatnonzero(mapping >= 0)
         ids = [self.id_of[i] for i in keep]
         generations = [self.generation_of[i] for i in keep]
-        metadata = [self.metadata_of[i] for i in keep]
+        metadata = [self.packed_metadata[i] for i in keep]
         texts = [self.text_of[i] for i in keep]
         self.vectors = fresh
         self._adopt(ids, generations, metadata, texts)
@@ -393,20 +411,25 @@ class CollectionState:
         self,
         ids: list[Key | None],
         generations: list[int],
-        metadata: list[dict[str, Any] | None],
+        metadata: list[bytes | None],
         texts: list[str | None],
     ) -> None:
-        """Rebuild every per-label structure for labels ``0..len(ids)-1``."""
+        """Rebuild every per-label structure for labels ``0..len(ids)-1`` (``metadata``
+        packed; ``ValueError`` for an entry that is not a packed map)."""
         self.version += 1
         self.id_of, self.generation_of = list(ids), list(generations)
-        self.metadata_of, self.text_of = list(metadata), list(texts)
+        self.packed_metadata, self.text_of = list(metadata), list(texts)
         self.label_of = {key: label for label, key in enumerate(ids) if key is not None}
         self.columns = Columns()
         self.text = TextIndex() if self.info.text else None
         for label, key in enumerate(ids):
             if key is None:
                 continue
-            self.columns.set(label, metadata[label])
+            packed = metadata[label]
+            unpacked = decode_own(packed) if type(packed) is bytes else None
+            if type(unpacked) is not dict:
+                raise ValueError(f"the metadata of label {label} is not a packed map")
+            self.columns.set(label, unpacked)
             if self.text is not None and texts[label]:
                 self.text.add(label, texts[label])  # type: ignore[arg-type]
         self._refresh_text()
@@ -453,7 +476,7 @@ class CollectionState:
                 generations=self.generation_of,
                 live=self.vectors.live.tobytes(),
                 expires=self.vectors.expires.tobytes(),
-                metadata=self.metadata_of,
+                metadata=self.packed_metadata,
                 texts=self.text_of,
             )
             with open(state_path, "wb") as out:
@@ -495,7 +518,7 @@ class CollectionState:
         try:
             with open(os.path.join(directory, f"state-{tag}.msgpack"), "rb") as state_file:
                 state = msgspec.convert(decode_value(state_file.read()), _Snapshot)
-            if state.format != SNAPSHOT_FORMAT:
+            if state.format not in (2, SNAPSHOT_FORMAT):
                 log.info(
                     "collection %r: its index snapshot is of format %d, not %d; rebuilding",
                     self.info.name,
@@ -524,7 +547,12 @@ class CollectionState:
                 os.path.join(directory, f"hnsw-{tag}.faiss"), self.params, live, expires
             )
             ids = [key if ok else None for key, ok in zip(state.ids, live.tolist())]
-            self._adopt(ids, state.generations, state.metadata, state.texts)
+            metadata = state.metadata
+            if state.format == 2:  # maps, not yet packed
+                metadata = [
+                    pack_metadata(m) if type(m) is dict or m is None else m for m in metadata
+                ]
+            self._adopt(ids, state.generations, metadata, state.texts)
         except Exception as e:  # a cache: whatever is wrong with it, rebuild
             log.warning(
                 "collection %r: ignoring its index snapshot (%s: %s); rebuilding",

@@ -69,6 +69,13 @@ _RECLAIM_PAGE = 1000  # items deleted per transaction
 _RECLAIM_PAGES = 10  # transactions per sweep
 
 
+# The parts of a definition a caller chooses, compared when a collection already exists.
+_DEFINITION = (
+    "dim", "metric", "text", "m", "ef_construction", "ef_search", "exact_threshold",
+    "target_recall",
+)  # fmt: skip
+
+
 def _check_target(target: object) -> None:
     if target is None:
         return
@@ -139,7 +146,9 @@ class VectorStore:
         first calibration, and always with ``target_recall=None``, searches use
         ``ef_search``.
 
-        Raises ``Conflict`` if it exists (unless ``exist_ok`` and the definition matches).
+        Raises ``Conflict`` if it exists, saying so; with ``exist_ok`` an existing collection
+        of the same definition is returned (one defined otherwise is still a ``Conflict``
+        naming what differs).
         """
         self._check_name(name)
         params = VectorParams(dim, metric, m, ef_construction, ef_search, exact_threshold)
@@ -163,12 +172,27 @@ class VectorStore:
         bins = {**msgspec.structs.asdict(info), LAYOUT: INCARNATION_SETS}
         try:
             self._registry.put(name, bins, create_only=True)
-        except Conflict:
+        except Conflict as taken:
             existing = self._definition(name)
             same = msgspec.structs.replace(existing.info, uid=info.uid, created_at=info.created_at)
-            if exist_ok and same == info:
-                return Collection(self, existing.info, existing.items)
-            raise
+            if same == info:
+                if exist_ok:
+                    return Collection(self, existing.info, existing.items)
+                raise Conflict(
+                    f"collection {name!r} already exists: pass exist_ok=True to use it, or "
+                    f"get_collection({name!r})",
+                    taken.generation,
+                ) from None
+            differs = ", ".join(
+                f"{field} {getattr(existing.info, field)!r} (asked {getattr(info, field)!r})"
+                for field in _DEFINITION
+                if getattr(existing.info, field) != getattr(info, field)
+            )
+            raise Conflict(
+                f"collection {name!r} already exists with another definition: {differs}; "
+                f"drop_collection({name!r}) first to change it",
+                taken.generation,
+            ) from None
         return Collection(self, info, incarnation_set(info.uid))
 
     @remote("read")

@@ -2,89 +2,39 @@
 
 ``ENGRAM <method> <payload>`` calls ``method`` (e.g. ``records.put``) with the arguments in
 ``payload``, msgpack ``[args, kwargs]``, and replies with the msgpack-encoded result as a bulk
-string, or an error coded by ``protocol/errors.py``.
+string, or an error coded by ``protocol/errors.py``. A traced caller adds its W3C trace
+context (``traceparent [tracestate]``, ``observability.tracing``).
 
-The surface is derived, not listed: every public method declared ``@remote`` (see
-``engramdb/remote.py``) on the classes of ``dispatch.NAMESPACES`` is served under
-``<namespace>.<method>``, run as its declaration says: ``read`` on the event loop, ``write``
-as a plan submitted to group commit, ``slow`` on a worker thread. Before anything runs,
-``dispatch`` binds the arguments to the method's signature: unknown, missing or duplicated
-arguments, parameters that are ``local_only`` (server-side paths, functions) and sizes over
-the declared caps are refused with ``InvalidArgument``. The embedded method then validates
-values exactly as it does for an embedded caller, so every face applies the same rules.
-Results travel as msgpack; the few types that need a wire form are ``wire_result``'s.
+The surface is derived, not listed: every method ``engramdb.dispatch`` finds (declared
+``@remote``) is served under its name, run as declared: ``read`` on the event loop, ``write``
+as a plan submitted to group commit, ``slow`` on a worker thread. ``dispatch`` refuses bad
+arguments before anything runs; the embedded method then validates values exactly as for an
+embedded caller. Results travel as msgpack, the few types that need it in their wire form.
 
 ``ENGRAM.DEBUG`` (reset, fake clock) exists only when the server runs with ``--testing``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from engramdb.dispatch import entry
+from engramdb.dispatch import Entry, entry
 from engramdb.errors import InvalidArgument
+from engramdb.observability.calls import server_call
 from engramdb.records.codec import decode_value, encode_value
+from engramdb.remote import RESULTS as WIRE_RESULTS
 from engramdb.server.commands import Offload, Reply, Write, command
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
 
-__all__ = ["RESULTS", "wire_result"]
-
-
-def _arrow_out(table: Any) -> bytes:
-    import pyarrow as pa
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+__all__ = ["engram", "engram_debug"]
 
 
 def _without_paths(value: Any) -> Any:
     """Stats for a remote caller: the server's filesystem layout is none of its business."""
     if isinstance(value, dict):
         return {k: _without_paths(v) for k, v in value.items() if k != "path"}
-    return value
-
-
-# method -> its result's wire form, where the type alone does not say (see wire_result)
-RESULTS: dict[str, Callable[[Any], Any]] = {
-    "db.stats": _without_paths,
-    "features.list_feature_views": lambda views: [msgspec.to_builtins(v) for v in views],
-    "features.list_entities": lambda entities: [msgspec.to_builtins(v) for v in entities],
-}
-
-
-def _server_stats(conn: Connection) -> Callable[[Any], Any]:
-    """``db.stats`` for a remote caller: without server paths, with what a client must know
-    of this server (the largest request it takes)."""
-    config = conn.server.config
-
-    def stats(value: Any) -> Any:
-        figures = _without_paths(value)
-        figures["server"] = {"max_frame": config.max_frame}
-        return figures
-
-    return stats
-
-
-def wire_result(value: Any) -> Any:
-    """A result as msgpack carries it: handles as their definition, tables as Arrow IPC."""
-    name = type(value).__name__
-    if name == "Collection":
-        return value.info
-    if name == "IngestResult":  # without offline_file: a server path
-        return {"view": value.view, "rows": value.rows, "online_written": value.online_written}
-    if name == "OnlineResponse":
-        return {"columns": value.columns, "statuses": value.statuses}
-    if name == "SkewReport":
-        return {"view": value.view, "checked": value.checked, "mismatches": value.mismatches}
-    if name == "HistoricalResult":
-        return _arrow_out(value.to_arrow())
     return value
 
 
@@ -105,7 +55,10 @@ def _decode_payload(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _encode_result(value: Any) -> bytes:
-    return encode_value(wire_result(value))
+    """A result as msgpack carries it: in its wire form (``engramdb.remote.RESULTS``) if it
+    has one (handles as their definition, tables as Arrow IPC...), else as it is."""
+    form = WIRE_RESULTS.get(type(value).__name__)
+    return encode_value(value if form is None else form.encode(value))
 
 
 def _is_write(args: list[bytes]) -> bool:
@@ -118,18 +71,25 @@ def _metric(args: list[bytes]) -> str:
     return name if entry(name, remote=True) is not None else "engram"
 
 
-@command("engram", 3, "write", keys=(0, 0, 0), writes=_is_write, metric=_metric)
+@command("engram", -3, "write", keys=(0, 0, 0), writes=_is_write, metric=_metric)
 def engram(conn: Connection, args: list[bytes]) -> Any:
     name = args[0].decode(errors="replace")
     method = entry(name, remote=True)
     if method is None:
         raise InvalidArgument(f"unknown method {name!r}")
     call_args, kwargs = _decode_payload(args[1])
+    if len(args) > 2:  # the caller's W3C trace context: traceparent [tracestate]
+        run = lambda: _call(conn, name, method, call_args, kwargs)  # noqa: E731
+        return server_call(name, call_args, args[2:], run)
+    return _call(conn, name, method, call_args, kwargs)
+
+
+def _call(conn: Connection, name: str, method: Entry, call_args: list[Any], kwargs: Any) -> Any:
     db = conn.db
-    result = RESULTS.get(name)
-    if name == "db.stats":
-        result = _server_stats(conn)
-    encode = _encode_result if result is None else lambda value: _encode_result(result(value))
+    encode = _encode_result
+    if name == "db.stats":  # without server paths, with what a client must know of this server
+        server = {"max_frame": conn.server.config.max_frame}
+        encode = lambda value: _encode_result({**_without_paths(value), "server": server})  # noqa: E731
     if method.kind == "read":
         return encode(method.call(db, call_args, kwargs))
     if method.kind == "write":
