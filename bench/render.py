@@ -39,6 +39,7 @@ AREAS = [
     ("vectors", "vectors"),
     ("vector-libs", "vector_libs"),
     ("search-quality", "search_quality"),
+    ("context", "context"),
     ("integrations", "integrations"),
     ("audit", "audit_compare"),
     ("cluster", "cluster"),
