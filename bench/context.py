@@ -149,9 +149,9 @@ class Side:
 
 SIDES: tuple[Side, ...] = (
     Side("embedded.context", "embedded", "one `db.context` call"),
-    Side("embedded.separate", "embedded", "4 calls: session, features, memory, hybrid search"),
+    Side("embedded.separate", "embedded", "4 calls"),
     Side("server.context", "server", "one `context` call (sync client)"),
-    Side("server.separate", "server", "4 calls (sync client)"),
+    Side("server.separate", "server", "4 calls"),
     Side("glue.partial", "glue", ""),  # how: filled in with the systems that ran
     Side("glue.full", "glue", ""),
 )
@@ -625,25 +625,25 @@ class Run:
 # report ------------------------------------------------------------------------------------
 
 
-GLUE_PARTIAL = "Redis (session) + Chroma (memory, chunks)"
-GLUE_FULL = "Redis (session) + Feast on Redis (features) + Chroma (memory, chunks)"
+GLUE_PARTIAL = "Redis + Chroma"
+GLUE_FULL = "Redis + Feast + Chroma"
 
 
 def report(
     sizes: Sizes, quick: bool, run: Run, results: dict[str, Stats], machine: dict[str, str]
 ) -> Report:
     partial, full = GLUE_PARTIAL, GLUE_FULL
-    how = {"glue.partial": f"{partial}; no features part", "glue.full": full}
+    how = {"glue.partial": f"{partial} (no features)", "glue.full": full}
     skipped = "; ".join(f"{k}: {v}" for k, v in run.skipped.items())
     r = Report(
         SECTION,
         "context",
         "Agent step: one context call vs separate calls vs the glue stack",
-        f"One agent step = session + last {EVENTS} events, {sizes.features} features of 1 "
-        f"entity, memory search k={MEMORY_K} over {sizes.memories:,} memories "
-        f"({sizes.users:,} users), hybrid search k={SEARCH_K} over {sizes.chunks:,} chunks "
-        f"(HashEmbedder, 256 dims); {sizes.steps:,} steps per side, sides taking turns; "
-        "latency of the whole step in µs.",
+        f"Step: session + last {EVENTS} events, {sizes.features} features of 1 entity, "
+        f"memory search k={MEMORY_K} over {sizes.memories:,} memories, hybrid search "
+        f"k={SEARCH_K} over {sizes.chunks:,} chunks; {sizes.steps:,} steps a side, taking "
+        "turns. Glue: Redis (session), Feast on Redis (features), Chroma (memory by user, "
+        "chunks by vector); Mem0 not run.",
         quick,
         machine,
         about=(__doc__ or "").split("\n\n")[1],
@@ -663,8 +663,8 @@ def report(
     if "server.context" in results:
         x = p99("server.context") / p99("server.separate")
         r.check(
-            "step p99 through the server: context / separate calls",
-            "engramdb separate calls",
+            "step p99, server: context / separate calls",
+            "engramdb, 4 calls",
             f"{fmt_ratio(x)} ({us(p99('server.context'))} vs {us(p99('server.separate'))})",
             f"≤ {TARGET_SERVER:g}x",
             x <= TARGET_SERVER,
@@ -672,24 +672,23 @@ def report(
         glue = "glue.full" if "glue.full" in results else "glue.partial"
         if glue in results:
             y = p99(glue) / p99("server.context")
-            label = full if glue == "glue.full" else f"{partial} (no features: {skipped})"
+            label = full if glue == "glue.full" else f"{partial} (no features)"
             r.check(
-                "step p99: glue stack / engramdb context (server)",
+                "step p99: glue stack / context (server)",
                 label,
                 f"{fmt_ratio(y)} ({us(p99(glue))} vs {us(p99('server.context'))})",
                 f"≥ {TARGET_GLUE:g}x",
                 y >= TARGET_GLUE,
             )
-    rows = [
-        [s.placement, s.how or how[s.id], f"{results[s.id].n:,}", *stats_cells(results[s.id])]
-        for s in SIDES
-        if s.id in results
-    ]
+    shown = [s for s in SIDES if s.id in results]
+    if "glue.full" in results:  # the partial glue stack stays in the JSON
+        shown = [s for s in shown if s.id != "glue.partial"]
+    rows = [[s.placement, s.how or how[s.id], *stats_cells(results[s.id])] for s in shown]
     r.table(
         "The whole step",
-        ["where", "one step", "steps", "p50", "p99", "p999", "steps/s"],
+        ["where", "one step", "p50", "p99", "p999", "steps/s"],
         rows,
-        "llrrrrr",
+        "llrrrr",
     )
     ratios = []
     for place in ("embedded", "server"):
@@ -701,7 +700,7 @@ def report(
             ctx = f"{place}.context"
             if glue in results and ctx in results:
                 ratios.append([f"{how[glue]} / {place} context", *_ratios(results, glue, ctx)])
-    r.table("Ratios", ["ratio", "p50", "p99", "p999"], ratios, "lrrr")
+    r.table("Ratios", ["ratio", "p50", "p99", "p999"], ratios, "lrrr", publish=False)
     if "feast" in results:
         r.table(
             "Feast's call alone (its own process, added to each glue step)",
@@ -712,6 +711,10 @@ def report(
             publish=False,
         )  # fmt: skip
     r.note("Mem0", MEM0_NOTE)
+    changed = {f.name: getattr(sizes, f.name) for f in fields(Sizes)}
+    changed = {k: v for k, v in changed.items() if v != getattr(FULL, k)}
+    if changed and not quick:
+        r.note("Sizes", f"changed from the defaults (the issue's sizes): {changed}")
     if run.skipped:
         r.note("Skipped", skipped)
     r.note("Build", ", ".join(f"{k} {v:.0f} s" for k, v in run.build_s.items()))
