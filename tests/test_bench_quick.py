@@ -78,6 +78,19 @@ def test_records_quick(tmp_path: Path) -> None:
     assert {"engramdb", "LMDB floor"} <= systems
 
 
+def test_context_quick_without_peers(tmp_path: Path) -> None:
+    """One agent step as a context call and as separate calls, embedded and through a
+    server; the glue stack's peers (Redis, Chroma, Feast) are left out and reported so."""
+    run_bench(tmp_path, "context", "--quick", "--no-redis", "--no-chroma", "--no-feast",
+              "--steps", "40", "--warmup", "10")  # fmt: skip
+    data = result(tmp_path, "context")
+    sides = [row[1] for row in data["tables"][0]["rows"]]
+    assert sides[0] == "one `db.context` call"
+    assert "one `context` call (sync client)" in sides
+    assert data["headline"][0]["comparison"].startswith("step p99, server")
+    assert set(data["raw"]["skipped"]) == {"Redis", "Chroma", "Feast"}
+
+
 def test_integrations_quick(tmp_path: Path) -> None:
     run_bench(tmp_path, "integrations", "--quick", "--no-postgres", "--runs", "5",
               "--docs", "500", "--queries", "20")  # fmt: skip
