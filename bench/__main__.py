@@ -33,6 +33,7 @@ SCRIPTS = [
     "vectors",
     "vector_libs",
     "search_quality",
+    "context",
     "integrations",
     "audit_compare",
     "redis_py_suite",

@@ -17,21 +17,24 @@ What lives here, so every benchmark measures and reports the same way:
 - ``Report``: what a run found (headline checks, tables, notes, the machine), saved as
   ``bench/results/<script>.json`` for ``bench/render.py``, which publishes BENCHMARKS.md.
   ``missing`` / ``skip``: a peer that is not installed is left out with the reason printed.
-- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for the
-  scripts that still write their own section (server, vectors, cluster) until they move to
-  ``Report``; ``$ENGRAMDB_BENCH_RESULTS`` redirects all of them (smoke runs, the tests).
+- ``redis_peer`` / ``add_redis_args``: the Redis side of a comparison (servers, redis-py
+  clients, or why not); ``served``: ``engramdb serve`` plus one client of it.
+- ``markdown_table``, ``machine_markdown``, ``replace_section`` and ``write_json``: for
+  bench/server.py, which still writes its own section until it moves to ``Report``;
+  ``$ENGRAMDB_BENCH_RESULTS`` redirects them (smoke runs, the tests).
 - ``clustered_vectors``, ``exact_top_k`` and ``recall_at_k``: synthetic embedding-like data
   and exact nearest-neighbour ground truth for the vector benchmarks.
 - ``wait_for_quiet``: wait (bounded) for the machine's load average to drop before a run.
-- ``sample_own_stacks``: py-spy sampling this very process while it runs a loop.
 - ``Watched`` and ``rss_kib``: a subprocess with a wall-time and memory bound whose peak RSS
   is watched (for peers run in their own interpreter, and clean memory measurements).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import gc
 import importlib.metadata
@@ -51,7 +54,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 from rich.progress import (
@@ -71,13 +74,15 @@ __all__ = [
     "EngramServer",
     "EngramUnavailable",
     "Meter",
-    "ProfilerUnavailable",
+    "RedisPeer",
     "RedisServer",
     "RedisUnavailable",
     "Report",
     "Stats",
     "Watched",
     "WatchedResult",
+    "add_redis_args",
+    "add_sizes",
     "available_kib",
     "busy_loop",
     "calibrate_busy_loop",
@@ -92,16 +97,19 @@ __all__ = [
     "markdown_table",
     "measure",
     "measure_interleaved",
+    "measure_interleaved_samples",
     "measure_samples",
     "missing",
     "new_progress",
     "output_path",
     "process_cpu_seconds",
     "recall_at_k",
+    "redis_peer",
     "redis_server_version",
     "replace_section",
     "rss_kib",
-    "sample_own_stacks",
+    "served",
+    "sizes_from",
     "skip",
     "stats_cells",
     "temp_dir",
@@ -280,6 +288,39 @@ def measure_samples(
     return samples, wall_ns
 
 
+def measure_interleaved_samples(
+    sides: Sequence[tuple[Callable[[Any], object], Sequence[Any], Sequence[Any]]],
+    *,
+    rounds: int = 20,
+    meter: Meter | None = None,
+    description: str = "",
+    batch: int = 512,
+) -> list[tuple[np.ndarray, int]]:
+    """``measure_interleaved``, but returns each side's ``(per-call ns, wall ns)``.
+
+    For sides whose samples are combined afterwards (a step's calls into several systems,
+    one of them timed in its own process, added per step before ``Stats``).
+    """
+    meter = meter or Meter()
+    meter.start(description, sum(len(args) + len(warm) for _, args, warm in sides))
+    for fn, _, warm in sides:
+        _run(fn, warm, meter, batch, None)
+    gc.collect()
+    gc.freeze()
+    try:
+        samples = [np.empty(len(args), dtype=np.int64) for _, args, _ in sides]
+        walls = [0] * len(sides)
+        for r in range(rounds):
+            for k, (fn, args, _) in enumerate(sides):
+                lo, hi = len(args) * r // rounds, len(args) * (r + 1) // rounds
+                if hi > lo:
+                    walls[k] += _run(fn, args[lo:hi], meter, batch, samples[k][lo:hi])
+    finally:
+        gc.unfreeze()
+    meter.advance(0, force=True)
+    return list(zip(samples, walls))
+
+
 def measure_interleaved(
     sides: Sequence[tuple[Callable[[Any], object], Sequence[Any], Sequence[Any]]],
     *,
@@ -340,6 +381,25 @@ def _run(
             samples[lo : lo + i] = lat[:i]
         meter.advance(i)
     return wall
+
+
+def add_sizes(parser: argparse.ArgumentParser, full: Any, quick: Any) -> None:
+    """One ``--<field>`` option per field of the sizes dataclass ``full`` (``quick``: its
+    ``--quick`` values, shown in the help); ``sizes_from`` reads them back."""
+    for f in dataclasses.fields(full):
+        a, b = getattr(full, f.name), getattr(quick, f.name)
+        shown = [f"{x:,}" if isinstance(x, int | float) else x for x in (a, b)]
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(a), default=None,
+                            help=f"default {shown[0]}, --quick {shown[1]}")  # fmt: skip
+
+
+def sizes_from(args: argparse.Namespace, full: T, quick: T) -> T:
+    """The sizes of this run: ``--quick``'s or the full ones, with every option given."""
+    base: Any = quick if args.quick else full
+    given = {
+        f.name: v for f in dataclasses.fields(base) if (v := getattr(args, f.name)) is not None
+    }
+    return dataclasses.replace(base, **given)  # type: ignore[no-any-return]
 
 
 def busy_loop(n: int) -> int:
@@ -405,7 +465,7 @@ def output_path(path: Path) -> Path:
     """Where a result meant for ``path`` goes: elsewhere when ``$ENGRAMDB_BENCH_RESULTS`` is set.
 
     ``python -m bench --quick`` and the suite's smoke test set it, so a smoke run of any
-    script (those not yet on ``Report`` included) never touches BENCHMARKS.md or a measured
+    script (server.py, not yet on ``Report``, included) never touches BENCHMARKS.md or a measured
     ``bench/results/*.json``.
     """
     override = os.environ.get("ENGRAMDB_BENCH_RESULTS")
@@ -420,7 +480,7 @@ def output_path(path: Path) -> Path:
 def replace_section(path: Path, name: str, body: str, *, header: str = BENCHMARKS_HEADER) -> None:
     """Put ``body`` between ``name``'s markers in ``path``, leaving other sections alone.
 
-    For the scripts that still write their own section (server, vectors, cluster);
+    For bench/server.py, which still writes its own section;
     ``bench/render.py`` keeps such a section when its script's JSON is newer than the rest.
     """
     path = output_path(path)
@@ -713,12 +773,70 @@ def _command(port: int, *args: str, timeout: float = 1.0) -> bytes:
         return s.recv(4096)
 
 
-class RedisServer:
+class _Served:
+    """A server subprocess on a free 127.0.0.1 port that answers a RESP ``PING``. Use as a
+    context manager: it is stopped (SIGTERM, then SIGKILL) on exit, whatever happened inside."""
+
+    host = "127.0.0.1"
+    port = 0
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def _launch(
+        self, argv: Callable[[], list[str]], log_path: str, timeout: float, attempts: int
+    ) -> str:
+        """Start ``argv()`` (a new port each attempt) until it answers; '' or its log's tail."""
+        last = ""
+        for _ in range(attempts):
+            self.port = _free_port()
+            with open(log_path, "ab") as log:
+                self._proc = subprocess.Popen(
+                    argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self._proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    if _command(self.port, "PING").startswith(b"+PONG"):
+                        return ""
+                time.sleep(0.02)
+            last = _read(log_path)[-2000:]
+            _Served.stop(self)
+        return last or "(no log)"
+
+
+class RedisServer(_Served):
     """A private ``redis-server`` on a free 127.0.0.1 port, in a temporary directory.
 
     Persistence is off (``--save "" --appendonly no``: Redis's defaults minus RDB snapshots),
-    so it never fsyncs on a write. Use as a context manager; the server is stopped and its
-    directory removed on exit, whatever happened inside.
+    so it never fsyncs on a write. The directory is removed on exit too.
     """
 
     ARGS: tuple[str, ...] = ("--save", "", "--appendonly", "no")
@@ -740,9 +858,6 @@ class RedisServer:
         self.executable = found
         self.version = redis_server_version(found)
         self.args = (*self.ARGS, *extra_args)
-        self.host = "127.0.0.1"
-        self.port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
         self._parent = parent
 
@@ -750,75 +865,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def directory(self) -> str | None:
-        return self._dir
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self, *, timeout: float = 10.0, attempts: int = 3) -> None:
-        self._dir = tempfile.mkdtemp(prefix="engramdb-bench-redis-", dir=self._parent)
-        last = ""
-        for _ in range(attempts):
-            self.port = _free_port()
-            log = os.path.join(self._dir, "redis.log")
-            cmd = [
-                self.executable,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", self._dir,
-                "--logfile", log,
-                "--daemonize", "no",
-                *self.args,
-            ]  # fmt: skip
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-            )
-            if self._wait_ready(timeout):
-                return
-            last = _read(log)[-2000:]
-            self._kill()
-        self.stop()
-        raise RedisUnavailable(f"redis-server did not start:\n{last}")
+        self._dir = folder = tempfile.mkdtemp(prefix="engramdb-bench-redis-", dir=self._parent)
+        log = os.path.join(folder, "redis.log")
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if _command(self.port, "PING").startswith(b"+PONG"):
-                    return True
-            time.sleep(0.02)
-        return False
+        def argv() -> list[str]:
+            return [self.executable, "--port", str(self.port), "--bind", self.host,
+                    "--dir", folder, "--logfile", log, "--daemonize", "no", *self.args]  # fmt: skip
+
+        if failed := self._launch(argv, log, timeout, attempts):
+            self.stop()
+            raise RedisUnavailable(f"redis-server did not start:\n{failed}")
 
     def command(self, *args: str) -> bytes:
         return _command(self.port, *args)
-
-    def _kill(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
     def stop(self) -> None:
         """Stop the server (SHUTDOWN NOSAVE, then SIGTERM, then SIGKILL) and clean up."""
@@ -827,7 +887,7 @@ class RedisServer:
                 _command(self.port, "SHUTDOWN", "NOSAVE")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(5)
-        self._kill()
+        super().stop()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -840,12 +900,11 @@ class EngramUnavailable(RuntimeError):
     """``engramdb serve`` would not start."""
 
 
-class EngramServer:
+class EngramServer(_Served):
     """A private ``engramdb serve`` subprocess on a free 127.0.0.1 port.
 
-    Serves ``data`` (created if missing) with the given durability and no metrics port. Use
-    as a context manager; the server is stopped (SIGTERM, then SIGKILL) on exit, whatever
-    happened inside. The data directory is the caller's to remove.
+    Serves ``data`` (created if missing) with the given durability and no metrics port. The
+    data directory is the caller's to remove.
     """
 
     def __init__(
@@ -863,20 +922,13 @@ class EngramServer:
         self.data = data
         self.durability = durability
         self.extra_args = tuple(extra_args)
-        self.host = "127.0.0.1"
-        self.port = 0
         self.log_path = os.path.join(
             os.path.dirname(os.path.abspath(data)), f"{os.path.basename(data)}.log"
         )
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"engramdb://{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def argv(self) -> list[str]:
@@ -886,66 +938,104 @@ class EngramServer:
             "--durability", self.durability, *self.extra_args,
         ]  # fmt: skip
 
-    def __enter__(self) -> EngramServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self, *, timeout: float = 30.0, attempts: int = 3) -> None:
-        last = ""
-        for _ in range(attempts):
-            self.port = _free_port()
-            cmd = [
-                *self.command, "serve",
-                "--data", self.data,
-                "--host", self.host,
-                "--port", str(self.port),
-                "--metrics-port", "0",
-                "--durability", self.durability,
-                "--quiet",
-                *self.extra_args,
-            ]  # fmt: skip
-            with open(self.log_path, "ab") as log:
-                self._proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
-                )
-            if self._wait_ready(timeout):
-                return
-            last = _read(self.log_path)[-2000:]
-            self.stop()
-        raise EngramUnavailable(f"engramdb serve did not start:\n{last}")
+        def argv() -> list[str]:
+            return [*self.command, "serve", "--data", self.data, "--host", self.host,
+                    "--port", str(self.port), "--metrics-port", "0",
+                    "--durability", self.durability, "--quiet", *self.extra_args]  # fmt: skip
 
-    def _wait_ready(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                return False
-            with contextlib.suppress(OSError):
-                if _command(self.port, "PING").startswith(b"+PONG"):
-                    return True
-            time.sleep(0.05)
-        return False
+        if failed := self._launch(argv, self.log_path, timeout, attempts):
+            raise EngramUnavailable(f"engramdb serve did not start:\n{failed}")
 
     def command_reply(self, *args: str) -> bytes:
         return _command(self.port, *args)
 
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
+
+@dataclass
+class RedisPeer:
+    """The Redis side of a comparison: private servers and their redis-py clients (one per
+    configuration), or none and ``note`` says why."""
+
+    servers: list[RedisServer] = field(default_factory=list)
+    clients: list[Any] = field(default_factory=list)
+    note: str = "Redis: not available"
+    parser: str = ""
+    machine: dict[str, str] = field(default_factory=dict)
+
+
+def add_redis_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
+    parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
+
+
+def redis_peer(
+    stack: contextlib.ExitStack,
+    configs: Sequence[Sequence[str]] = ((),),
+    *,
+    args: argparse.Namespace | None = None,
+    parent: str | None = None,
+    **client: Any,
+) -> RedisPeer:
+    """Start one ``RedisServer`` per configuration (its ``extra_args``) and a redis-py client
+    of each (RESP2, hiredis when installed) on ``stack``. ``args`` are those of
+    ``add_redis_args``. Whatever is missing leaves the peer empty, the reason in ``note``."""
+    peer = RedisPeer()
+    executable = getattr(args, "redis_server", None)
+    if getattr(args, "no_redis", False):
+        peer.note = "Redis: skipped (--no-redis)"
+        return peer
+    why = missing("redis") or (
+        None if executable or find_redis_server() else "redis-server not installed"
+    )
+    if why:
+        peer.note = f"Redis: not available ({why})"
+        print(peer.note)
+        return peer
+    try:
+        for extra in configs:
+            peer.servers.append(
+                stack.enter_context(RedisServer(executable, extra_args=extra, parent=parent))
+            )
+    except RedisUnavailable as e:
+        peer.note = f"Redis: not available ({str(e).splitlines()[0]})"
+        print(peer.note)
+        peer.servers = []
+        return peer
+    import redis
+
+    for server in peer.servers:
+        peer.clients.append(
+            stack.enter_context(redis.Redis(host=server.host, port=server.port, protocol=2,
+                                            **client))
+        )  # fmt: skip
+    first = peer.servers[0]
+    peer.parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
+    peer.machine = {
+        "redis-server": f"{first.version} ({first.executable})",
+        "redis-py parser": peer.parser,
+    }
+    quoted = " ".join('""' if a == "" else a for a in first.args)
+    peer.note = (
+        f"Redis {first.version} (`redis-server {quoted}` on 127.0.0.1), redis-py "
+        f"{redis.__version__} with {peer.parser}"
+    )
+    return peer
+
+
+@contextlib.contextmanager
+def served(
+    path: str, durability: str = "sync", extra_args: Sequence[str] = (), **connect: Any
+) -> Iterator[tuple[EngramServer, Any]]:
+    """``engramdb serve`` on ``path`` and one ``engramdb.connect`` client of it; both closed
+    on exit (the data directory is the caller's)."""
+    import engramdb
+
+    with EngramServer(path, durability=durability, extra_args=extra_args) as server:
+        client = engramdb.connect(server.url, **connect)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            yield server, client
+        finally:
+            client.close()
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
@@ -1069,53 +1159,6 @@ def wait_for_quiet(
         if report is not None:
             report(f"load average {load:.2f} >= {threshold}; waiting…")
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
-
-
-# sampling profiler -------------------------------------------------------------------------
-
-
-class ProfilerUnavailable(RuntimeError):
-    """py-spy is missing or may not attach to this process."""
-
-
-def sample_own_stacks(
-    step: Callable[[int], object], seconds: float, *, rate: int = 997
-) -> tuple[str, int, float]:
-    """Run ``step(i)`` for i = 0, 1, … while py-spy samples this process for ``seconds``.
-
-    Returns (py-spy's collapsed stacks, one ``frame;frame;… count`` per line, with
-    ``function (file:line)`` frames), the number of calls, and the loop's wall seconds.
-    py-spy runs ``--nonblocking`` (it never pauses the process, so the loop runs at full
-    speed; a sample may rarely catch a stack mid-update). Raises ``ProfilerUnavailable``.
-    """
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise ProfilerUnavailable("py-spy is not installed (pip install py-spy)")
-    with tempfile.TemporaryDirectory(prefix="engramdb-bench-pyspy-") as tmp:
-        out = os.path.join(tmp, "stacks.txt")
-        cmd = [
-            spy, "record", "--pid", str(os.getpid()), "--rate", str(rate),
-            "--duration", str(max(1, round(seconds))), "--format", "raw", "--output", out,
-            "--nonblocking",
-        ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        calls = 0
-        began = time.perf_counter()
-        deadline = time.monotonic() + seconds + 5.0
-        while proc.poll() is None and time.monotonic() < deadline:
-            step(calls)
-            calls += 1
-        wall = time.perf_counter() - began
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        if proc.returncode != 0 or not os.path.exists(out):
-            raise ProfilerUnavailable(
-                f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-300:]}"
-            )
-        return Path(out).read_text(encoding="utf-8"), calls, wall
 
 
 # watched subprocesses ----------------------------------------------------------------------

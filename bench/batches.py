@@ -34,12 +34,12 @@ import msgspec
 
 import engramdb
 from _common import (
-    EngramServer,
     RedisServer,
     RedisUnavailable,
     Report,
     machine_info,
     new_progress,
+    served,
     temp_dir,
 )
 
@@ -83,19 +83,12 @@ def load_embedded_single(batches: list[list[tuple[str, dict[str, object]]]]) -> 
 
 
 def load_server(batches: list[list[tuple[str, dict[str, object]]]]) -> float:
-    with (
-        temp_dir("batches-server") as directory,
-        EngramServer(os.path.join(directory, "db"), durability="sync") as server,
-    ):
-        db = engramdb.connect(server.url)
-        try:
-            users = db.records("users")
-            started = time.perf_counter()
-            for batch in batches:
-                users.put_many(batch)
-            return time.perf_counter() - started
-        finally:
-            db.close()
+    with temp_dir("batches-server") as directory, served(f"{directory}/db") as (_, db):
+        users = db.records("users")
+        started = time.perf_counter()
+        for batch in batches:
+            users.put_many(batch)
+        return time.perf_counter() - started
 
 
 def load_redis(durable: bool) -> Callable[[list[list[tuple[str, dict[str, object]]]]], float]:

@@ -3,7 +3,6 @@
     python bench/cluster.py            # full run (about 20 minutes on 2 cores)
     python bench/cluster.py --quick    # one fault of each kind, short loops (~5 minutes)
     python bench/cluster.py --help     # every size is configurable
-    python bench/cluster.py --rerender # rewrite the section from bench/results/cluster.json
 
 Starts a local 3-node cluster with ``engramdb.cluster.Cluster`` (the code behind
 ``engramdb cluster up``: etcd, Patroni, PostgreSQL + pgvector, strict synchronous
@@ -29,7 +28,7 @@ replication) in a temporary directory, and removes it at the end.
    in-process on both; on the cluster a search first asks PostgreSQL for the latest change
    sequence (read-your-writes across fronts).
 
-Writes bench/results/cluster.json (raw numbers) and the ``cluster`` section of BENCHMARKS.md.
+Writes bench/results/cluster.json (``_common.Report``).
 """
 
 from __future__ import annotations
@@ -53,21 +52,19 @@ import numpy as np
 
 import engramdb
 from _common import (
-    REPO_ROOT,
     RESULTS_DIR,
     Meter,
     RedisServer,
+    Report,
     Stats,
     find_redis_server,
     fmt_ratio,
     fmt_us,
     machine_info,
-    machine_markdown,
-    markdown_table,
     measure,
+    missing,
     new_progress,
-    replace_section,
-    write_json,
+    skip,
 )
 from engramdb.audit import linearizability
 from engramdb.audit.faults import FAULTS, run_fault
@@ -293,164 +290,123 @@ def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
 
 
-def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str, Any]],
-           lat: dict[str, Any]) -> str:  # fmt: skip
-    out = [
-        "## Replicated cluster (postgres engine on Patroni): failover and latency",
-        "",
-        f"`python bench/cluster.py{' --quick' if quick else ''}` — a local 3-node cluster "
-        "(`engramdb cluster up`'s code: etcd, Patroni, PostgreSQL 18 + pgvector, strict "
-        f"synchronous replication (synchronous_mode {DCS['synchronous_mode']}: a commit waits "
-        f"for any {DCS['synchronous_node_count']} standby), Patroni ttl {DCS['ttl']} s, "
-        f"loop_wait {DCS['loop_wait']} s) "
-        "on the machine below; "
-        "every figure in this section comes from one run.",
-        "",
-    ]
+def report(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str, Any]],
+           lat: dict[str, Any]) -> Report:  # fmt: skip
+    r = Report(
+        SECTION,
+        "cluster",
+        "Replicated cluster (postgres engine on Patroni): failover and latency",
+        "A local 3-node cluster (etcd, Patroni, PostgreSQL 18 + pgvector, quorum synchronous "
+        "replication): failover under load, and latency against the LMDB engine and Redis.",
+        quick,
+        info,
+        about="a local 3-node cluster (`engramdb cluster up`'s code: etcd, Patroni, PostgreSQL "
+        "18 + pgvector, strict synchronous replication (synchronous_mode "
+        f"{DCS['synchronous_mode']}: a commit waits for any {DCS['synchronous_node_count']} "
+        f"standby), Patroni ttl {DCS['ttl']} s, loop_wait {DCS['loop_wait']} s) on the machine "
+        "below; every figure in this section comes from one run.",
+        raw={
+            "sizes": asdict(sizes),
+            "failover": runs,
+            "latency": {side: {op: s.to_json() for op, s in ops.items()}
+                        for side, ops in lat["records"].items()},
+            "search": {side: s.to_json() for side, s in lat["search"].items()},
+        },
+    )  # fmt: skip
     by: dict[str, list[dict[str, Any]]] = {}
-    for r in runs:
-        by.setdefault(r["fault"], []).append(r)
+    for run in runs:
+        by.setdefault(run["fault"], []).append(run)
     rows = []
-    verdicts = []
+    lost_all, missed = [], []
     for name, group in by.items():
-        windows = [r["write_window_s"] for r in group]
-        reads = [r["read_window_s"] for r in group]
-        lost = sum(r["acknowledged_writes_lost"] for r in group)
-        acked = sum(r["acknowledged_writes"] for r in group)
-        linear = sum(1 for r in group if r["history"]["linearizable"] is True)
-        ops = sum(r["history"]["operations"] for r in group)
+        windows = [x["write_window_s"] for x in group]
+        reads = [x["read_window_s"] for x in group]
+        lost = sum(x["acknowledged_writes_lost"] for x in group)
+        acked = sum(x["acknowledged_writes"] for x in group)
+        linear = sum(1 for x in group if x["history"]["linearizable"] is True)
+        ops = sum(x["history"]["operations"] for x in group)
         goal = GOALS[name]
-        met = max(windows) <= goal and lost == 0 and linear == len(group)
-        verdicts.append((name, met, max(windows), goal))
-        rows.append([
-            FAULTS[name].title, str(len(group)),
-            f"{_s(statistics.median(windows))} / {_s(max(windows))}",
-            f"≤ {goal:g} s: {'met' if max(windows) <= goal else '**missed**'}",
-            f"{_s(statistics.median(reads))} / {_s(max(reads))}",
-            _ms(statistics.median(r["writes"]["during"]["p99_ms"] or 0 for r in group)),
-            _ms(statistics.median(r["writes"]["after"]["p99_ms"] or 0 for r in group)),
-            _ms(statistics.median(r["reads"]["during"]["p99_ms"] or 0 for r in group)),
-            f"**{lost}** of {acked:,}",
-            f"{linear}/{len(group)} ({ops:,} ops)",
-        ])  # fmt: skip
-    out += [
-        "### Failover under load",
-        "",
-        "Per fault kind: write outage (longest time without a successful write from the "
-        "injection on) median / worst; read outage (reads from replicas, "
-        "`read_from=replica`) median / worst; p99 (from the intended send time, open loop) of "
-        "the requests caught in the fault; acknowledged writes lost (read back on the new "
-        "leader); compare-and-set histories linearizable under `engramdb.audit.linearizability`.",
-        "",
-        markdown_table(
-            [
-                "fault",
-                "runs",
-                "write outage",
-                "goal",
-                "read outage (replicas)",
-                "write p99 during",
-                "write p99 after",
-                "read p99 during",
-                "acked writes lost",
-                "linearizable",
-            ],
-            rows,
-            "lrrlrrrrrr",
-        ),
-        "",
-    ]
-    kills = by.get("leader_kill", [])
-    if kills:
-        out += [
-            "Each kill -9 of the leader node, seconds from the kill: key expired = the old "
-            "leader's key left etcd (its ttl ran out); new leader = Patroni's REST API named "
-            "a new leader taking writes; standby = a standby streamed to it as synchronous "
-            "(a commit can be acknowledged from then on); first write = the first write sent "
-            "after the kill was acknowledged; healed = the old node rejoined and streams "
-            "again (restarts: times its Patroni had to be started again because it was not "
-            "running). Each kill's Patroni and PostgreSQL logs and every change the watcher "
-            "saw are kept in `bench/results/cluster-faults/`.",
-            "",
-            markdown_table(
-                [
-                    "#",
-                    "write outage",
-                    "read outage (replicas)",
-                    "key expired",
-                    "new leader after",
-                    "standby",
-                    "first write",
-                    "healed after",
-                    "restarts",
-                    "acked writes",
-                    "lost",
-                    "linearizable",
-                ],
-                [
-                    [
-                        str(i + 1),
-                        _s(r["write_window_s"]),
-                        _s(r["read_window_s"]),
-                        _s(r.get("timeline", {}).get("leader_key_expired")),
-                        _s(r["new_leader_s"]),
-                        _s(r.get("timeline", {}).get("standby_streaming_sync")),
-                        _s(r.get("timeline", {}).get("first_write_acked")),
-                        _s(r["healed_s"]),
-                        str(r["details"].get("rejoin_restarts", 0)),
-                        f"{r['acknowledged_writes']:,}",
-                        str(r["acknowledged_writes_lost"]),
-                        str(r["history"]["linearizable"]),
-                    ]
-                    for i, r in enumerate(kills)
-                ],
-                "rrrrrrrrrrrl",
-            ),
-            "",
-        ]
-    planned = [r for r in runs if r["fault"] != "leader_kill"]
-    if planned:
-        out += [
-            "Each planned change: healed = the cluster was healthy again (a scale-in runs 5 s "
-            "a replica short, then starts it again); the write p99 columns say whether an "
-            "outage fell during the change or after it.",
-            "",
-            markdown_table(
-                ["fault", "write outage", "healed after", "write p99 during",
-                 "write p99 after", "lost", "linearizable"],
-                [[FAULTS[r["fault"]].title, _s(r["write_window_s"]), _s(r["healed_s"]),
-                  _ms(r["writes"]["during"]["p99_ms"]), _ms(r["writes"]["after"]["p99_ms"]),
-                  str(r["acknowledged_writes_lost"]), str(r["history"]["linearizable"])]
-                 for r in planned],
-                "lrrrrrl",
-            ),
-            "",
-        ]  # fmt: skip
-    missed = [v for v in verdicts if not v[1]]
-    for name, _, worst, goal in missed:
-        group = by[name]
-        over = [r for r in group if r["write_window_s"] > goal]
-        lost = sum(r["acknowledged_writes_lost"] for r in group)
-        nonlinear = sum(1 for r in group if r["history"]["linearizable"] is not True)
+        outage = f"{_s(statistics.median(windows))} / {_s(max(windows))}"
+        r.check(
+            f"{FAULTS[name].title.split(' (')[0].replace(' node', '')}: write outage "
+            "median / worst",
+            "—",
+            outage,
+            f"≤ {goal:g} s",
+            max(windows) <= goal,
+        )
+        lost_all.append((name, lost, acked, linear == len(group)))
         problems = []
-        if over:
+        if over := [x for x in group if x["write_window_s"] > goal]:
             problems.append(
-                f"write outage over the {goal:g} s goal in {len(over)} of {len(group)} runs "
-                f"(worst {worst:.2f} s)"
+                f"write outage over the {goal:g} s goal in {len(over)} of "
+                f"{len(group)} runs (worst {max(windows):.2f} s)"
             )
         if lost:
             problems.append(f"{lost} acknowledged writes lost")
-        if nonlinear:
-            problems.append(f"{nonlinear} histories not linearizable")
-        out.append(f"**Goal missed — {FAULTS[name].title}:** " + "; ".join(problems) + ".")
-        out.append("")
-    if not missed:
-        out.append(
-            "Every goal met: 0 acknowledged writes lost, every history linearizable, write "
-            "outage within 25 s for a node crash (the leader lease, ttl 20 s, is its floor) "
-            "and within 5 s for a switchover or scale-in."
-        )
-    out.append("")
+        if linear < len(group):
+            problems.append(f"{len(group) - linear} histories not linearizable")
+        if problems:
+            missed.append(f"**Goal missed — {FAULTS[name].title}:** " + "; ".join(problems) + ".")
+        rows.append([
+            FAULTS[name].title, str(len(group)), outage,
+            f"≤ {goal:g} s: {'met' if max(windows) <= goal else '**missed**'}",
+            f"{_s(statistics.median(reads))} / {_s(max(reads))}",
+            _ms(statistics.median(x["writes"]["during"]["p99_ms"] or 0 for x in group)),
+            _ms(statistics.median(x["writes"]["after"]["p99_ms"] or 0 for x in group)),
+            _ms(statistics.median(x["reads"]["during"]["p99_ms"] or 0 for x in group)),
+            f"**{lost}** of {acked:,}",
+            f"{linear}/{len(group)} ({ops:,} ops)",
+        ])  # fmt: skip
+    if lost_all:
+        kinds = {"leader_kill": "leader kill", "switchover": "switchover", "scale_in": "scale-in"}
+        r.check("acknowledged writes lost: " + " / ".join(kinds.get(n, n) for n, *_ in lost_all),
+                "—", " / ".join(f"{lost} of {acked:,}" for _, lost, acked, _ in lost_all), "0",
+                all(lost == 0 and linear for _, lost, _, linear in lost_all))  # fmt: skip
+    failover = "Failover under load"
+    r.table(failover, ["fault", "runs", "write outage", "goal", "read outage (replicas)",
+                       "write p99 during", "write p99 after", "read p99 during",
+                       "acked writes lost", "linearizable"], rows, "lrrlrrrrrr",
+            text="Per fault kind: write outage (longest time without a successful write from the "
+            "injection on) median / worst; read outage (reads from replicas, "
+            "`read_from=replica`) median / worst; p99 (from the intended send time, open loop) "
+            "of the requests caught in the fault; acknowledged writes lost (read back on the new "
+            "leader); compare-and-set histories linearizable under "
+            "`engramdb.audit.linearizability`.")  # fmt: skip
+    if kills := by.get("leader_kill", []):
+        r.table(failover, ["#", "write outage", "read outage (replicas)", "key expired",
+                           "new leader after", "standby", "first write", "healed after",
+                           "restarts", "acked writes", "lost", "linearizable"],
+                [[str(i + 1), _s(x["write_window_s"]), _s(x["read_window_s"]),
+                  _s(x.get("timeline", {}).get("leader_key_expired")), _s(x["new_leader_s"]),
+                  _s(x.get("timeline", {}).get("standby_streaming_sync")),
+                  _s(x.get("timeline", {}).get("first_write_acked")), _s(x["healed_s"]),
+                  str(x["details"].get("rejoin_restarts", 0)), f"{x['acknowledged_writes']:,}",
+                  str(x["acknowledged_writes_lost"]), str(x["history"]["linearizable"])]
+                 for i, x in enumerate(kills)], "rrrrrrrrrrrl",
+                text="Each kill -9 of the leader node, seconds from the kill: key expired = the "
+                "old leader's key left etcd (its ttl ran out); new leader = Patroni's REST API "
+                "named a new leader taking writes; standby = a standby streamed to it as "
+                "synchronous (a commit can be acknowledged from then on); first write = the "
+                "first write sent after the kill was acknowledged; healed = the old node "
+                "rejoined and streams again (restarts: times its Patroni had to be started "
+                "again because it was not running). Each kill's Patroni and PostgreSQL logs and "
+                "every change the watcher saw are kept in `bench/results/cluster-faults/`.",
+                publish=False)  # fmt: skip
+    if planned := [x for x in runs if x["fault"] != "leader_kill"]:
+        r.table(failover, ["fault", "write outage", "healed after", "write p99 during",
+                           "write p99 after", "lost", "linearizable"],
+                [[FAULTS[x["fault"]].title, _s(x["write_window_s"]), _s(x["healed_s"]),
+                  _ms(x["writes"]["during"]["p99_ms"]), _ms(x["writes"]["after"]["p99_ms"]),
+                  str(x["acknowledged_writes_lost"]), str(x["history"]["linearizable"])]
+                 for x in planned], "lrrrrrl",
+                text="Each planned change: healed = the cluster was healthy again (a scale-in "
+                "runs 5 s a replica short, then starts it again); the write p99 columns say "
+                "whether an outage fell during the change or after it.",
+                publish=False)  # fmt: skip
+    r.note(failover, "\n\n".join(missed) or "Every goal met: 0 acknowledged writes lost, every "
+           "history linearizable, write outage within 25 s for a node crash (the leader lease, "
+           "ttl 20 s, is its floor) and within 5 s for a switchover or scale-in.")  # fmt: skip
     records: dict[str, dict[str, Stats]] = lat["records"]
     cluster = records["cluster"]
     lrows = []
@@ -460,72 +416,36 @@ def render(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
         for peer in ("lmdb", "redis"):
             if peer in records:
                 p = records[peer][op]
-                row += [
-                    fmt_us(p.p50_us),
-                    fmt_us(p.p99_us),
-                    f"{fmt_ratio(c.p50_us / p.p50_us)} / {fmt_ratio(c.p99_us / p.p99_us)}",
-                ]
+                ratio = f"{fmt_ratio(c.p50_us / p.p50_us)} / {fmt_ratio(c.p99_us / p.p99_us)}"
+                row += [fmt_us(p.p50_us), fmt_us(p.p99_us), ratio]
             else:
-                row += ["—", "—", "—"]  # fmt: skip
+                row += ["—", "—", "—"]
         lrows.append(row)
+    latency_title = "Latency: cluster engine vs LMDB engine vs Redis"
+    r.table(latency_title, ["operation", "cluster p50", "cluster p99", "LMDB p50", "LMDB p99",
+                            "cluster ÷ LMDB", "Redis p50", "Redis p99", "cluster ÷ Redis"],
+            lrows, "lrrrrrrrr",
+            text="µs per call, one client thread, closed loop (`_common.measure`). Durable writes "
+            "on every side: cluster = acknowledged once the synchronous standby has the commit; "
+            "LMDB = fsync; Redis = `appendfsync always`. Ratios are cluster ÷ peer (p50 / "
+            "p99).")  # fmt: skip
     search = lat["search"]
-    out += [
-        "### Latency: cluster engine vs LMDB engine vs Redis",
-        "",
-        "µs per call, one client thread, closed loop (`_common.measure`). Durable writes on "
-        "every side: cluster = acknowledged once the synchronous standby has the commit; "
-        "LMDB = fsync; Redis = `appendfsync always`. Ratios are cluster ÷ peer (p50 / p99).",
-        "",
-        markdown_table(
-            [
-                "operation",
-                "cluster p50",
-                "cluster p99",
-                "LMDB p50",
-                "LMDB p99",
-                "cluster ÷ LMDB",
-                "Redis p50",
-                "Redis p99",
-                "cluster ÷ Redis",
-            ],
-            lrows,
-            "lrrrrrrrr",
-        ),
-        "",
-        f"Vector search, k=10 over {sizes.vectors:,} {sizes.dim}-d vectors (HNSW in-process on "
-        "both; on the cluster each search first reads the latest change sequence from "
-        "PostgreSQL): "
-        f"cluster p50 {fmt_us(search['cluster'].p50_us)} µs, p99 "
+    r.note(
+        latency_title,
+        f"Vector search, k=10 over {sizes.vectors:,} {sizes.dim}-d vectors (HNSW in-process "
+        "on both; on the cluster each search first reads the latest change sequence from "
+        f"PostgreSQL): cluster p50 {fmt_us(search['cluster'].p50_us)} µs, p99 "
         f"{fmt_us(search['cluster'].p99_us)} µs; embedded LMDB p50 "
         f"{fmt_us(search['lmdb'].p50_us)} µs, p99 {fmt_us(search['lmdb'].p99_us)} µs "
         f"(p99 ratio {fmt_ratio(search['cluster'].p99_us / search['lmdb'].p99_us)}).",
-        "",
-        "Machine:",
-        "",
-        machine_markdown(info),
-    ]
-    return "\n".join(out)
-
-
-def rerender() -> int:
-    """Rewrite the section from bench/results/cluster.json (after a change of wording)."""
-    import json
-
-    saved = json.loads((RESULTS_DIR / "cluster.json").read_text())
-    lat = {
-        "records": {side: {op: Stats(**v) for op, v in ops.items()}
-                    for side, ops in saved["latency"].items()},
-        "search": {side: Stats(**v) for side, v in saved["search"].items()},
-    }  # fmt: skip
-    body = render(Sizes(**saved["sizes"]), saved["quick"], saved["machine"], saved["failover"], lat)
-    replace_section(REPO_ROOT / "BENCHMARKS.md", SECTION, body)
-    return 0
+    )
+    return r
 
 
 def main() -> int:
-    if "--rerender" in sys.argv:
-        return rerender()
     sizes, quick = parse()
+    if why := missing_cluster():
+        return skip(why)
     info = machine_info(["psycopg", "patroni", "redis"], data_dir="/tmp")
     started = time.time()
 
@@ -536,16 +456,16 @@ def main() -> int:
         say(f"cluster up: {', '.join(f'{m.name} {m.role}' for m in cluster.members())}")
         lat = latency(cluster, sizes, root)
         runs = failover(cluster, sizes, say)
-    body = render(sizes, quick, info, runs, lat)
-    replace_section(REPO_ROOT / "BENCHMARKS.md", SECTION, body)
-    write_json(RESULTS_DIR / "cluster.json", {
-        "machine": info, "sizes": asdict(sizes), "quick": quick, "failover": runs,
-        "latency": {side: {op: s.to_json() for op, s in ops.items()}
-                    for side, ops in lat["records"].items()},
-        "search": {side: s.to_json() for side, s in lat["search"].items()},
-    })  # fmt: skip
-    say("wrote BENCHMARKS.md (section cluster) and bench/results/cluster.json")
+    report(sizes, quick, info, runs, lat).save()
     return 0
+
+
+def missing_cluster() -> str | None:
+    """Why a local cluster cannot start here (a program it needs is not installed), or None."""
+    for program in ("etcd", "patroni", "pg_ctl"):
+        if shutil.which(program) is None:
+            return f"{program} is not installed (the cluster needs etcd, Patroni and PostgreSQL)"
+    return missing("psycopg", hint="pip install -e '.[cluster]'")
 
 
 if __name__ == "__main__":

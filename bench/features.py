@@ -64,7 +64,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,6 @@ from rich.console import Console
 
 import engramdb
 from _common import (
-    EngramServer,
     Meter,
     RedisServer,
     RedisUnavailable,
@@ -83,6 +82,7 @@ from _common import (
     Stats,
     Watched,
     WatchedResult,
+    add_sizes,
     available_kib,
     busy_loop,
     calibrate_busy_loop,
@@ -93,6 +93,8 @@ from _common import (
     measure,
     new_progress,
     rss_kib,
+    served,
+    sizes_from,
     temp_dir,
     wait_for_quiet,
 )
@@ -732,12 +734,8 @@ class Run:
             self.measure_floor(db, fs, data)
             self.measure_noise(data)
         self.note_load("online (engramdb server)")
-        with EngramServer(db_path, durability="none") as server:
-            client = engramdb.connect(server.url)
-            try:
-                self.measure_engram("server", client.features, data)
-            finally:
-                client.close()
+        with served(db_path, "none") as (_, client):
+            self.measure_engram("server", client.features, data)
         for store in stores:
             side = f"feast_{store}"
             if side in r.online_notes:
@@ -1192,14 +1190,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         description="engramdb feature store benchmark: online and point-in-time joins vs Feast.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        default, quick = getattr(FULL, f.name), getattr(QUICK, f.name)
-        shown = f"{default:,}" if isinstance(default, int | float) else default
-        shown_quick = f"{quick:,}" if isinstance(quick, int | float) else quick
-        parser.add_argument(
-            flag, type=type(default), default=None, help=f"default {shown}, --quick {shown_quick}"
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--feast-python",
         default=DEFAULT_FEAST_PYTHON,
@@ -1216,9 +1207,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         help="wait up to this many seconds for the 1-minute load average to drop below 1.0",
     )
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     if sizes.entities < sizes.batch or sizes.events < sizes.events_per_entity:
         parser.error("--entities must be >= --batch and --events >= --events-per-entity")
     if sizes.events // sizes.events_per_entity > MAX_DRIVERS:

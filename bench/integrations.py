@@ -49,7 +49,6 @@ import engramdb
 import engramdb.aio
 from _common import (
     SKIPPED,
-    EngramServer,
     Report,
     Stats,
     clustered_vectors,
@@ -61,6 +60,7 @@ from _common import (
     measure_interleaved,
     missing,
     recall_at_k,
+    served,
     temp_dir,
 )
 
@@ -111,11 +111,7 @@ def langgraph_sides(postgres: str | None) -> Iterator[dict[str, Callable[[int], 
             db = engramdb.open(os.path.join(directory, f"lg-{durability}"), durability=durability)
             stack.callback(db.close)
             sides[f"EngramSaver embedded ({durability})"] = _invoke(chat_graph(EngramSaver(db)))
-        server = stack.enter_context(
-            EngramServer(os.path.join(directory, "lg-server"), durability="sync")
-        )
-        client = engramdb.connect(server.url)
-        stack.callback(client.close)
+        _, client = stack.enter_context(served(os.path.join(directory, "lg-server")))
         sides["EngramSaver via engramdb serve (sync)"] = _invoke(chat_graph(EngramSaver(client)))
         if not missing(SQLITE):
             from langgraph.checkpoint.sqlite import SqliteSaver
@@ -174,11 +170,7 @@ def saver_operations(directory: str, n: int, postgres: str | None) -> dict[str, 
         db = engramdb.open(os.path.join(directory, "ops-async"), durability="async")
         stack.callback(db.close)
         out["EngramSaver embedded (async)"] = steps(EngramSaver(db))
-        server = stack.enter_context(
-            EngramServer(os.path.join(directory, "ops-server"), durability="sync")
-        )
-        client = engramdb.connect(server.url)
-        stack.callback(client.close)
+        _, client = stack.enter_context(served(os.path.join(directory, "ops-server")))
         out["EngramSaver via engramdb serve (sync)"] = steps(EngramSaver(client))
         if not missing(SQLITE):
             from langgraph.checkpoint.sqlite import SqliteSaver

@@ -76,7 +76,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,11 @@ from rich.progress import Progress
 import engramdb
 from _common import (
     RESULTS_DIR,
-    EngramServer,
     EngramUnavailable,
     Meter,
     Report,
     Stats,
+    add_sizes,
     exit_on_sigterm,
     fmt_ratio,
     fmt_us,
@@ -100,6 +100,8 @@ from _common import (
     measure_samples,
     missing,
     new_progress,
+    served,
+    sizes_from,
     skip,
     temp_dir,
     wait_for_quiet,
@@ -1225,8 +1227,7 @@ class Run:
         extra = ("--embedder", "minilm")
         path = os.path.join(self.root, "server-data")
         with (
-            EngramServer(path, durability="none", extra_args=extra) as server,
-            contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+            served(path, "none", extra, timeout=300) as (server, client),
         ):
             self.server_argv = " ".join(server.argv)
             self.engram("server", client.memory, full=not self.split)
@@ -1235,14 +1236,12 @@ class Run:
             path = os.path.join(self.root, "server-full")
             shutil.copytree(os.path.join(self.root, "engramdb"), path)
             with (
-                EngramServer(path, durability="none", extra_args=extra) as server,
-                contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+                served(path, "none", extra, timeout=300) as (server, client),
             ):
                 qis = list(range(len(self.data.queries)))
                 self.searches("server", client.memory, self.ids["embedded"], qis, "")
         with (
-            EngramServer(path, durability="sync", extra_args=extra) as server,
-            contextlib.closing(engramdb.connect(server.url, timeout=300)) as client,
+            served(path, "sync", extra, timeout=300) as (server, client),
         ):
             self.sync_adds("server", client.memory)
 
@@ -1489,14 +1488,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         description="engramdb long-term memory vs Mem0: latency (store time) and recall."
     )
     parser.add_argument("--quick", action="store_true", help="5k memories across 50 users")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(
-            flag,
-            type=type(getattr(FULL, f.name)),
-            default=None,
-            help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--mem0-python",
         default=DEFAULT_MEM0_PYTHON,
@@ -1517,9 +1509,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
     )
     parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     if sizes.users < 1 or sizes.per_user < 1 or sizes.queries < 1:
         parser.error("--users, --per-user and --queries must be positive")
     if args.wait_load is None and not args.quick:

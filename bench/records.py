@@ -55,7 +55,7 @@ import string
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lmdb
@@ -65,19 +65,20 @@ from rich.console import Console
 import engramdb
 from _common import (
     Meter,
-    RedisServer,
-    RedisUnavailable,
     Report,
     Stats,
+    add_redis_args,
+    add_sizes,
     busy_loop,
     calibrate_busy_loop,
     exit_on_sigterm,
-    find_redis_server,
     fmt_ratio,
     fmt_us,
     machine_info,
     measure,
     new_progress,
+    redis_peer,
+    sizes_from,
     stats_cells,
     temp_dir,
 )
@@ -270,7 +271,6 @@ class Run:
         self.results: dict[str, Stats] = {}
         self.progress = new_progress()
         self.redis: Any = None  # redis.Redis when the peer is available
-        self.redis_server: RedisServer | None = None
         self.floor_env: Any = None
 
     # plumbing
@@ -658,21 +658,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         description="engramdb records benchmark: engramdb vs raw LMDB floor vs Redis.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (~20 s smoke run)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(
-            flag,
-            type=type(FULL.__dict__[f.name]),
-            default=None,
-            help=f"default {getattr(FULL, f.name):,}, --quick {getattr(QUICK, f.name):,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    parser.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
-    parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
+    add_redis_args(parser)
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     if sizes.records < 1 or sizes.batch < 1:
         parser.error("--records and --batch must be positive")
     return sizes, args
@@ -690,32 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(temp_dir("engramdb-bench-records-", args.data_dir))
         run = Run(sizes, data, root)
-        redis_note = "Redis: not available"
-        extra = {"LMDB (C library)": ".".join(map(str, lmdb.version()))}
-        if args.no_redis:
-            redis_note = "Redis: skipped (--no-redis)"
-        elif args.redis_server is None and find_redis_server() is None:
-            redis_note = "Redis: not available (redis-server not installed)"
-        else:
-            try:
-                server = stack.enter_context(RedisServer(args.redis_server))
-            except RedisUnavailable as e:
-                console.print(f"[yellow]{e}[/yellow]")
-                redis_note = f"Redis: not available ({str(e).splitlines()[0]})"
-            else:
-                import redis
-
-                run.redis = stack.enter_context(
-                    redis.Redis(host=server.host, port=server.port, protocol=2)
-                )
-                run.redis_server = server
-                parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
-                extra["redis-server"] = f"{server.version} ({server.executable})"
-                extra["redis-py parser"] = parser
-                redis_note = (
-                    f"Redis {server.version} (`redis-server {' '.join(_quoted(server.args))}` "
-                    f"on 127.0.0.1), redis-py {redis.__version__} with {parser}"
-                )
+        peer = redis_peer(stack, args=args)
+        run.redis = peer.clients[0] if peer.clients else None
+        redis_note = peer.note
+        extra = {"LMDB (C library)": ".".join(map(str, lmdb.version())), **peer.machine}
         machine = machine_info(
             ("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy"),
             data_dir=root,
@@ -727,10 +695,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report(sizes, args.quick, data, results, machine, redis_note).save()
     return 0
-
-
-def _quoted(args: Sequence[str]) -> list[str]:
-    return ['""' if a == "" else a for a in args]
 
 
 def _close_env(run: Run) -> None:

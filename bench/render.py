@@ -8,8 +8,8 @@ Each area's latest run is ``bench/results/<area>.json`` (schema 1, written by
 and the machine it ran on. The page is the headline table of every area first, then one short
 section per area with its published tables and its machine, in ``AREAS`` order.
 
-Three scripts (server, vectors, cluster) still write their own JSON and markdown section. For
-those, the newest of two wins: a schema-1 result (or the one carried over into
+bench/server.py still writes its own JSON and markdown section. For an area without a schema-1
+result, the newest of two wins: a schema-1 result (or the one carried over into
 ``bench/results/carried/``), or the script's own section, kept verbatim between its
 ``<!-- bench:NAME:start/end -->`` markers in BENCHMARKS.md when its own JSON is a later
 full run.
@@ -39,6 +39,7 @@ AREAS = [
     ("vectors", "vectors"),
     ("vector-libs", "vector_libs"),
     ("search-quality", "search_quality"),
+    ("context", "context"),
     ("integrations", "integrations"),
     ("audit", "audit_compare"),
     ("cluster", "cluster"),
@@ -106,6 +107,7 @@ def table(t: dict[str, Any]) -> str:
 
 
 HARDWARE = ("cpu", "cores", "ram", "os", "python")
+PAGE_MACHINE = ("load average at start",)  # besides the hardware and date, on the page
 
 
 class Machines:
@@ -114,12 +116,15 @@ class Machines:
     def __init__(self) -> None:
         self.rows: list[tuple[str, ...]] = []
 
-    def line(self, machine: dict[str, str]) -> str:
+    def line(self, machine: dict[str, str], *, full: bool = True) -> str:
+        """The run's machine and date; with ``full``, also its load and software versions
+        (the page keeps those to ``--full`` and the JSON: they would outgrow its size)."""
         key = tuple(machine.get(k, "") for k in HARDWARE)
         if key not in self.rows:
             self.rows.append(key)
+        shown = machine if full else {k: v for k, v in machine.items() if k in PAGE_MACHINE}
         rest = [
-            f"{k} {v}" for k, v in machine.items() if k not in (*HARDWARE, "date", "data directory")
+            f"{k} {v}" for k, v in shown.items() if k not in (*HARDWARE, "date", "data directory")
         ]
         return f"M{self.rows.index(key) + 1}, {machine.get('date', '?')}; " + "; ".join(rest)
 
@@ -158,7 +163,7 @@ def area_markdown(data: dict[str, Any], machines: Machines, *, full: bool) -> st
     if full:
         for note in data.get("notes", []):
             out += ["", f"**{note['title']}**" if note.get("title") else "", note["text"].strip()]
-    out += ["", f"Machine: {machines.line(data.get('machine', {}))}"]
+    out += ["", f"Machine: {machines.line(data.get('machine', {}), full=full)}"]
     return "\n".join(line for i, line in enumerate(out) if line or (i and out[i - 1]))
 
 

@@ -93,9 +93,17 @@ from _common import (
 
 SECTION = "server"
 SET_NAME = "bench"
-TESTS = ("set", "get", "incr", "lpush", "hset")  # redis-benchmark's own order
-WRITE_TESTS = frozenset({"set", "incr", "lpush", "hset"})
-PIPELINES = (1, 16)
+# redis-benchmark's own order (``--tests`` picks some)
+TESTS: tuple[str, ...] = ("set", "get", "incr", "lpush", "lpop", "sadd", "hset", "zadd")
+WRITE_TESTS = frozenset({"set", "incr", "lpush", "lpop", "sadd", "hset", "zadd"})
+PIPELINES: tuple[int, ...] = (1, 16)
+TESTS_ALL = TESTS
+WORKERS_PAIR = ("engramdb_w2", "engramdb_w1")
+# Tests that need data in place first (LPOP pops what an untimed LPUSH run pushed).
+PREFILL = {"lpop": "lpush"}
+TARGET_CPU = 2.5  # engramdb server CPU per request ≤ 2.5x Redis's, unpipelined
+TARGET_FLAT = 1.25  # LPUSH cost on a 1M-item list ≤ 1.25x its cost on a short one
+PHASES = ("durable", "throughput", "latency", "lpush-flat", "workers")
 TARGET_THROUGHPUT = 0.8  # engramdb (async) rps ≥ 0.8x Redis (no fsync) rps, unpipelined
 TARGET_P99 = 1.5  # engramdb p99 ≤ 1.5x Redis p99, single client
 TARGET_DURABLE = 1.0  # engramdb (sync) write rps ≥ Redis (appendfsync always) rps
@@ -121,6 +129,9 @@ class Sizes:
     seed: int = 1
     run_timeout: int = 300  # seconds before a redis-benchmark run is stopped as an error
     profile_seconds: int = 10
+    flat_items: int = 1_000_000  # lpush-flat: the list grows to this many items
+    flat_requests: int = 20_000  # lpush-flat: timed LPUSHes at each length
+    workers_requests: int = 100_000  # workers: redis-benchmark -n per test
 
 
 FULL = Sizes()
@@ -132,6 +143,9 @@ QUICK = Sizes(
     keys=2_000,
     run_timeout=60,
     profile_seconds=5,
+    flat_items=100_000,
+    flat_requests=5_000,
+    workers_requests=20_000,
 )
 
 
@@ -156,6 +170,10 @@ SYSTEMS: dict[str, System] = {
         System("engramdb", "engramdb", "engramdb serve --durability async"),
         System("redis_always", "Redis", "redis-server --appendonly yes --appendfsync always"),
         System("engramdb_sync", "engramdb", "engramdb serve --durability sync"),
+        System("engramdb_w1", "engramdb, 1 worker", "engramdb serve --durability async"),
+        System(
+            "engramdb_w2", "engramdb, 2 workers", "engramdb serve --durability async --workers 2"
+        ),
     )
 }
 
@@ -302,7 +320,7 @@ def redis_benchmark(
     if keyspace > 0:
         cmd += ["-r", str(keyspace)]
     base = BenchRun(system, test, pipeline, requests, clients, repeat, wall_s=0.0)
-    cpu0 = process_cpu_seconds(pid)
+    cpu0 = tree_cpu_seconds(pid)
     began = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -310,7 +328,7 @@ def redis_benchmark(
         wall = time.perf_counter() - began
         return replace(base, wall_s=wall, error=f"timed out after {timeout:.0f} s")
     wall = time.perf_counter() - began
-    cpu1 = process_cpu_seconds(pid)
+    cpu1 = tree_cpu_seconds(pid)
     cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     got = parse_csv(proc.stdout, test)
     failed = proc.returncode != 0 or "Error from server" in proc.stderr + proc.stdout
@@ -327,6 +345,50 @@ def redis_benchmark(
         p99_ms=got["p99_ms"],
         max_ms=got["max_ms"],
     )
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(x) for x in f.read().split()]
+    return found
+
+
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of ``pid`` and every process under it: ``engramdb serve --workers N``
+    serves from N child processes (one process: the same as ``process_cpu_seconds``)."""
+    total = process_cpu_seconds(pid)
+    if pid is None or total is None:
+        return total
+    for child in _children(pid):
+        total += tree_cpu_seconds(child) or 0.0
+    return total
+
+
+def settle(pid: int | None, timeout: float = 30.0) -> None:
+    """Wait until the server is idle (under 5% of a core over half a second): what it does
+    in the background after a fill (following the change log, flushing) is that fill's cost,
+    not the next run's."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = tree_cpu_seconds(pid)
+        time.sleep(0.5)
+        after = tree_cpu_seconds(pid)
+        if before is None or after is None or after - before < 0.025:
+            return
+
+
+def fill_list(executable: str, port: int, items: int, timeout: float) -> None:
+    """LPUSH ``items`` items onto redis-benchmark's list (untimed, pipelined)."""
+    if items <= 0:
+        return
+    cmd = [
+        executable, "-h", "127.0.0.1", "-p", str(port), "-t", "lpush", "-c", "8",
+        "-n", str(items), "-P", "64", "-q",
+    ]  # fmt: skip
+    subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
 
 
 # servers -----------------------------------------------------------------------------------
@@ -404,9 +466,14 @@ class Run:
         self.progress.refresh()
         for pipeline in PIPELINES:
             for test, repeat, e in itertools.product(TESTS, range(self.sizes.repeats), endpoints):
-                # Flushed before every run: LPUSH grows one list, and an engramdb list is one
-                # record (at most 1 MiB), so repeats must not pile onto the same list.
+                # Flushed before every run: LPUSH grows one list, and repeats must not pile
+                # onto the same list.
                 e.flush()
+                if test in PREFILL:
+                    fill_list(
+                        self.redis_benchmark_exe, e.port, requests[pipeline], self.sizes.run_timeout
+                    )
+                    settle(e.pid)  # the fill's background work is not the test's
                 self.progress.update(
                     task,
                     description=f"redis-benchmark · {e.system} {test} -P {pipeline}",
@@ -438,6 +505,64 @@ class Run:
                 self.progress.refresh()
         self.progress.update(task, description=f"redis-benchmark · {phase}")
         self.progress.refresh()
+
+    def lpush_flat(self, endpoints: Sequence[Endpoint]) -> None:
+        """LPUSH cost as one list grows to ``flat_items``: at each length, ``flat_requests``
+        timed LPUSHes from ``clients`` connections (test ``lpush@LENGTH``), then untimed
+        pipelined pushes up to the next length."""
+        s = self.sizes
+        lengths = sorted({0, *(n for n in (10_000, 100_000) if n < s.flat_items), s.flat_items})
+        task = self.progress.add_task("lpush-flat", total=len(lengths) * len(endpoints))
+        for e in endpoints:
+            e.flush()
+            have = 0
+            for length in lengths:
+                fill_list(self.redis_benchmark_exe, e.port, length - have, s.run_timeout)
+                settle(e.pid)
+                have = length
+                self.progress.update(task, description=f"lpush-flat · {e.system} at {length:,}")
+                self.progress.refresh()
+                result = redis_benchmark(
+                    self.redis_benchmark_exe,
+                    0,
+                    e.system,
+                    e.port,
+                    e.pid,
+                    "lpush",
+                    requests=s.flat_requests,
+                    clients=s.clients,
+                    pipeline=1,
+                    keyspace=0,
+                    timeout=s.run_timeout,
+                )
+                have += s.flat_requests
+                self.runs.append(replace(result, test=f"lpush@{length}"))
+                self.progress.update(task, advance=1)
+            e.flush()
+
+    def workers_runs(self, endpoints: Sequence[Endpoint]) -> None:
+        """SET and GET from ``clients`` connections against 1 and 2 worker processes."""
+        s = self.sizes
+        tests = ("set", "get")
+        task = self.progress.add_task("workers", total=len(tests) * s.repeats * len(endpoints))
+        for test, repeat, e in itertools.product(tests, range(s.repeats), endpoints):
+            self.progress.update(task, description=f"workers · {e.system} {test}")
+            self.progress.refresh()
+            result = redis_benchmark(
+                self.redis_benchmark_exe,
+                repeat,
+                e.system,
+                e.port,
+                e.pid,
+                test,
+                requests=s.workers_requests,
+                clients=s.clients,
+                pipeline=1,
+                keyspace=s.keyspace,
+                timeout=s.run_timeout,
+            )
+            self.runs.append(result)
+            self.progress.update(task, advance=1)
 
     # client latency
 
@@ -700,6 +825,56 @@ def rps_ratio(
     return ours.rps / theirs.rps
 
 
+def cpu_ratio(
+    runs: Sequence[BenchRun], pair: tuple[str, str], test: str, pipeline: int
+) -> float | None:
+    """Server CPU per request, engramdb / Redis (below 1 favours engramdb)."""
+    ours, theirs = find_run(runs, pair[0], test, pipeline), find_run(runs, pair[1], test, pipeline)
+    if ours is None or theirs is None:
+        return None
+    a, b = ours.cpu_us_per_request, theirs.cpu_us_per_request
+    return None if a is None or not b else a / b
+
+
+def cpu_verdict(runs: Sequence[BenchRun]) -> Verdict:
+    ratios = {t: r for t in TESTS if (r := cpu_ratio(runs, FAST_PAIR, t, 1)) is not None}
+    name = "server CPU per request, 50 conns, unpipelined: engramdb (async) / Redis, every test"
+    if not ratios:
+        return Verdict(name, f"≤ {TARGET_CPU:g}x", None, "n/a", "not measured")
+    worst = max(ratios, key=ratios.__getitem__)
+    result = "PASS" if ratios[worst] <= TARGET_CPU else "FAIL"
+    detail = ", ".join(f"{t.upper()} {fmt_ratio(r)}" for t, r in ratios.items())
+    return Verdict(name, f"≤ {TARGET_CPU:g}x", ratios[worst], result, detail)
+
+
+def flat_verdict(runs: Sequence[BenchRun]) -> Verdict:
+    name = "LPUSH server CPU per request on a long list / on an empty one (engramdb)"
+    flat = sorted(
+        (int(r.test.split("@")[1]), r.cpu_us_per_request)
+        for r in runs
+        if r.system == FAST_PAIR[0] and r.test.startswith("lpush@") and r.cpu_us_per_request
+    )
+    if len(flat) < 2:
+        return Verdict(name, f"≤ {TARGET_FLAT:g}x", None, "n/a", "not measured")
+    c0, c1 = flat[0][1], flat[-1][1]
+    ratio = c1 / c0
+    detail = ", ".join(f"{n:,} items: {c:.1f} µs" for n, c in flat)
+    return Verdict(name, f"≤ {TARGET_FLAT:g}x", ratio, "PASS" if ratio <= TARGET_FLAT else "FAIL",
+                   detail)  # fmt: skip
+
+
+def workers_verdict(runs: Sequence[BenchRun]) -> Verdict:
+    name = "throughput, 50 conns: engramdb --workers 2 / one worker, SET and GET"
+    ratios = {
+        t: r for t in ("set", "get") if (r := rps_ratio(runs, WORKERS_PAIR, t, 1)) is not None
+    }
+    if not ratios:
+        return Verdict(name, "> 1x", None, "n/a", "not measured")
+    worst = min(ratios, key=ratios.__getitem__)
+    detail = ", ".join(f"{t.upper()} {fmt_ratio(r)}" for t, r in ratios.items())
+    return Verdict(name, "> 1x", ratios[worst], "PASS" if ratios[worst] > 1 else "FAIL", detail)
+
+
 def throughput_verdict(
     runs: Sequence[BenchRun], pair: tuple[str, str], tests: Sequence[str], target: float, name: str
 ) -> Verdict:
@@ -734,7 +909,8 @@ def verdicts(runs: Sequence[BenchRun], latency: dict[str, Stats]) -> list[Verdic
             TESTS,
             TARGET_THROUGHPUT,
             "throughput, 50 conns, unpipelined: engramdb (async) / Redis (no fsync), every test",
-        )
+        ),
+        cpu_verdict(runs),
     ]
     for ours, theirs in LATENCY_PAIRS:
         row = LATENCY_ROW[ours]
@@ -772,7 +948,8 @@ def verdicts(runs: Sequence[BenchRun], latency: dict[str, Stats]) -> list[Verdic
             "write test",
         )
     )
-    return out
+    out += [flat_verdict(runs), workers_verdict(runs)]
+    return [v for v in out if v.result != "n/a" or v.detail != "not measured"] or out
 
 
 def missed(vs: Sequence[Verdict]) -> bool:
@@ -863,6 +1040,7 @@ def throughput_table(
                     _lat(ours),
                     _cpu(theirs),
                     _cpu(ours),
+                    fmt_ratio(cpu_ratio(runs, pair, test, pipeline)),
                     _core(ours),
                     _per_commit(ours),
                     _mark(ratio, ours, judged),
@@ -878,11 +1056,12 @@ def throughput_table(
         f"{ours_name} p50 / p99 ms",
         f"{theirs_name} CPU µs/req",
         f"{ours_name} CPU µs/req",
+        "CPU ratio",
         f"{ours_name} core use",
         f"{ours_name} writes / commit",
         "target",
     ]
-    return markdown_table(headers, rows, "lrrrrrrrrrrl")
+    return markdown_table(headers, rows, "lrrrrrrrrrrrl")
 
 
 def errors_list(runs: Sequence[BenchRun]) -> list[str]:
@@ -1001,6 +1180,7 @@ def render_markdown(run: Run, vs: Sequence[Verdict], machine: dict[str, str], qu
         ),
         "",
     ]
+    lines += extra_markdown(run)
     lines += profile_markdown(run.profile, run.args.profile)
     lines += ["### Notes", ""]
     errors = errors_list(runs)
@@ -1040,6 +1220,52 @@ def render_markdown(run: Run, vs: Sequence[Verdict], machine: dict[str, str], qu
         machine_markdown(machine),
     ]
     return "\n".join(lines)
+
+
+def extra_markdown(run: Run) -> list[str]:
+    """The lpush-flat and workers tables."""
+    s, lines = run.sizes, []
+    flat = [r for r in run.runs if r.test.startswith("lpush@")]
+    if flat:
+        rows = [
+            [SYSTEMS[r.system].name, f"{int(r.test.split('@')[1]):,}", _cell(r), _ms(r.avg_ms),
+             _cpu(r), _core(r)]
+            for r in flat
+        ]  # fmt: skip
+        lines += [
+            "### LPUSH as one list grows",
+            "",
+            f"At each length, `redis-benchmark -t lpush -c {s.clients} -n "
+            f"{s.flat_requests:,}` onto one list (`mylist`), after untimed pipelined LPUSHes "
+            f"grew it to that length (up to {s.flat_items:,} items).",
+            "",
+            markdown_table(
+                ["server", "list length", "rps", "avg ms", "CPU µs/req", "core use"], rows, "lrrrrr"
+            ),
+            "",
+        ]
+    workers = [r for r in run.runs if r.system in WORKERS_PAIR]
+    if workers:
+        rows = []
+        for test in ("set", "get"):
+            for sys_id in WORKERS_PAIR[::-1]:
+                r = find_run(run.runs, sys_id, test, 1)
+                if r is not None:
+                    rows.append([SYSTEMS[sys_id].config, test.upper(), _cell(r), _lat(r),
+                                 _cpu(r), _core(r)])  # fmt: skip
+        lines += [
+            "### Worker processes",
+            "",
+            f"`redis-benchmark -t TEST -c {s.clients} -n {s.workers_requests:,}` against one "
+            "worker process and against `--workers 2` (CPU: every process of the server; "
+            "core use 200% is both cores of a 2-core machine).",
+            "",
+            markdown_table(
+                ["server", "test", "rps", "p50 / p99 ms", "CPU µs/req", "core use"], rows, "llrrrr"
+            ),
+            "",
+        ]
+    return lines
 
 
 def profile_markdown(prof: Profile, requested: str | None) -> list[str]:
@@ -1098,8 +1324,12 @@ def render_terminal(console: Console, run: Run, vs: Sequence[Verdict]) -> None:
         ("throughput: engramdb async vs Redis (no fsync)", FAST_PAIR),
         ("durable: engramdb sync vs Redis appendfsync always", DURABLE_PAIR),
     ):
+        if not any(r.system in pair and "@" not in r.test for r in run.runs):
+            continue
         table = Table(title=title, title_justify="left")
-        for name in ("test", "-P", "Redis rps", "engramdb rps", "ratio", "CPU µs/req", "core"):
+        columns = ("test", "-P", "Redis rps", "engramdb rps", "ratio", "Redis CPU µs/req",
+                   "CPU µs/req", "CPU ratio", "core")  # fmt: skip
+        for name in columns:
             table.add_column(name, justify="left" if name == "test" else "right")
         for pipeline in PIPELINES:
             for test in TESTS:
@@ -1113,10 +1343,27 @@ def render_terminal(console: Console, run: Run, vs: Sequence[Verdict]) -> None:
                     _cell(theirs),
                     _cell(ours),
                     fmt_ratio(ratio),
+                    _cpu(theirs),
                     _cpu(ours),
+                    fmt_ratio(cpu_ratio(run.runs, pair, test, pipeline)),
                     _core(ours),
                 )
             table.add_section()
+        console.print(table)
+    extra = [r for r in run.runs if r.test.startswith("lpush@") or r.system in WORKERS_PAIR]
+    if extra:
+        table = Table(title="lpush-flat and workers runs", title_justify="left")
+        for name in ("server", "test", "rps", "avg ms", "CPU µs/req", "core"):
+            table.add_column(name, justify="left" if name in ("server", "test") else "right")
+        for r in extra:
+            table.add_row(
+                SYSTEMS[r.system].name if r.system in WORKERS_PAIR else r.system,
+                r.test,
+                _cell(r),
+                _ms(r.avg_ms),
+                _cpu(r),
+                _core(r),
+            )
         console.print(table)
     if run.latency:
         table = Table(title="client latency, single thread (µs)", title_justify="left")
@@ -1161,6 +1408,7 @@ def render_terminal(console: Console, run: Run, vs: Sequence[Verdict]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
+    global TESTS, PIPELINES
     parser = argparse.ArgumentParser(
         description="engramdb serve vs redis-server: redis-benchmark throughput, client "
         "latency and durable writes, in one run.",
@@ -1196,7 +1444,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, argparse.Namespace]:
         help="markdown file whose 'server' section is rewritten",
     )
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "server.json")
+    parser.add_argument(
+        "--only",
+        help=f"comma-separated phases to run ({', '.join(PHASES)}); a partial run prints its "
+        "figures and writes neither BENCHMARKS.md nor the JSON",
+    )
+    parser.add_argument(
+        "--tests", help=f"comma-separated redis-benchmark tests ({','.join(TESTS_ALL)})"
+    )
+    parser.add_argument("--pipelines", help="comma-separated -P depths (default 1,16)")
     args = parser.parse_args(argv)
+    args.phases = tuple(PHASES)
+    if args.only:
+        args.phases = tuple(x.strip() for x in args.only.split(","))
+        if not set(args.phases) <= set(PHASES):
+            parser.error(f"--only takes some of {', '.join(PHASES)}")
+    if args.tests:
+        TESTS = tuple(x.strip().lower() for x in args.tests.split(","))
+        if not set(TESTS) <= {*TESTS_ALL}:
+            parser.error(f"--tests takes some of {','.join(TESTS_ALL)}")
+    if args.pipelines:
+        PIPELINES = tuple(int(x) for x in args.pipelines.split(","))
+    args.partial = bool(args.only or args.tests or args.pipelines)
     base = QUICK if args.quick else FULL
     chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
     sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
@@ -1250,6 +1519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(os, "getloadavg"):
             machine["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
+    if args.partial:
+        render_terminal(console, run, vs)
+        console.print("partial run (--only/--tests/--pipelines): BENCHMARKS.md and JSON untouched")
+        return 0
     markdown = render_markdown(run, vs, machine, args.quick)
     replace_section(args.output, SECTION, markdown)
     write_json(
@@ -1292,45 +1565,74 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def execute(run: Run, root: str) -> list[Verdict]:
-    """Both phases, each with its own servers, stopped before the next phase starts."""
+    """Every phase asked for, each with its own servers, stopped before the next starts."""
     s = run.sizes
-    began = time.perf_counter()
+    phases = run.args.phases
     # Durable first: its servers write to disk, and their directories go before the rest.
-    with contextlib.ExitStack() as stack:
-        aof = stack.enter_context(
-            RedisServer(run.redis_server_exe, extra_args=REDIS_AOF_ARGS, parent=root)
-        )
-        sync = stack.enter_context(
-            EngramServer(os.path.join(root, "engramdb-sync"), durability="sync")
-        )
-        endpoints = [
-            redis_endpoint("redis_always", aof),
-            engram_endpoint("engramdb_sync", sync, stack.enter_context(engramdb.connect(sync.url))),
-        ]
-        run.throughput("durable", endpoints, {1: s.durable_requests, 16: s.durable_requests})
-    run.phase_seconds["durable"] = time.perf_counter() - began
+    if "durable" in phases:
+        began = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            aof = stack.enter_context(
+                RedisServer(run.redis_server_exe, extra_args=REDIS_AOF_ARGS, parent=root)
+            )
+            sync = stack.enter_context(
+                EngramServer(os.path.join(root, "engramdb-sync"), durability="sync")
+            )
+            client = stack.enter_context(engramdb.connect(sync.url))
+            endpoints = [
+                redis_endpoint("redis_always", aof),
+                engram_endpoint("engramdb_sync", sync, client),
+            ]
+            run.throughput("durable", endpoints, {1: s.durable_requests, 16: s.durable_requests})
+        run.phase_seconds["durable"] = time.perf_counter() - began
 
-    with contextlib.ExitStack() as stack:
-        plain = stack.enter_context(RedisServer(run.redis_server_exe, parent=root))
-        fast = stack.enter_context(
-            EngramServer(os.path.join(root, "engramdb-async"), durability="async")
-        )
-        endpoints = [
-            redis_endpoint("redis", plain),
-            engram_endpoint("engramdb", fast, stack.enter_context(engramdb.connect(fast.url))),
-        ]
+    fast_phases = {"throughput", "latency", "lpush-flat"} & set(phases)
+    if fast_phases or run.args.profile == "always":
+        with contextlib.ExitStack() as stack:
+            plain = stack.enter_context(RedisServer(run.redis_server_exe, parent=root))
+            fast = stack.enter_context(
+                EngramServer(os.path.join(root, "engramdb-async"), durability="async")
+            )
+            endpoints = [
+                redis_endpoint("redis", plain),
+                engram_endpoint("engramdb", fast, stack.enter_context(engramdb.connect(fast.url))),
+            ]
+            if "throughput" in phases:
+                began = time.perf_counter()
+                run.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
+                run.phase_seconds["throughput"] = time.perf_counter() - began
+            if "latency" in phases:
+                began = time.perf_counter()
+                run.latency_runs(plain.port, fast)
+                run.phase_seconds["latency"] = time.perf_counter() - began
+            if "lpush-flat" in phases:
+                began = time.perf_counter()
+                run.lpush_flat(endpoints)
+                run.phase_seconds["lpush-flat"] = time.perf_counter() - began
+            vs = verdicts(run.runs, run.latency)
+            if run.args.profile == "always" or (run.args.profile == "missed" and missed(vs)):
+                began = time.perf_counter()
+                run.run_profile(fast, run.args.json.parent)
+                run.phase_seconds["profile"] = time.perf_counter() - began
+
+    if "workers" in phases:
         began = time.perf_counter()
-        run.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
-        run.phase_seconds["throughput"] = time.perf_counter() - began
-        began = time.perf_counter()
-        run.latency_runs(plain.port, fast)
-        run.phase_seconds["latency"] = time.perf_counter() - began
-        vs = verdicts(run.runs, run.latency)
-        if run.args.profile == "always" or (run.args.profile == "missed" and missed(vs)):
-            began = time.perf_counter()
-            run.run_profile(fast, run.args.json.parent)
-            run.phase_seconds["profile"] = time.perf_counter() - began
-    return vs
+        with contextlib.ExitStack() as stack:
+            endpoints = []
+            for sys_id, n in (("engramdb_w1", 1), ("engramdb_w2", 2)):
+                server = stack.enter_context(
+                    EngramServer(
+                        os.path.join(root, f"engramdb-{sys_id}"),
+                        durability="async",
+                        extra_args=("--workers", str(n)),
+                    )
+                )
+                endpoints.append(
+                    Endpoint(sys_id, server.port, server.pid, lambda: b"", None)  # no flush
+                )
+            run.workers_runs(endpoints)
+        run.phase_seconds["workers"] = time.perf_counter() - began
+    return verdicts(run.runs, run.latency)
 
 
 def _rel(path: Path) -> str:

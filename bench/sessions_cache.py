@@ -62,7 +62,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -72,19 +72,20 @@ from rich.progress import Progress
 
 import engramdb
 from _common import (
-    EngramServer,
     Meter,
-    RedisServer,
-    RedisUnavailable,
     Report,
     Stats,
+    add_redis_args,
+    add_sizes,
     exit_on_sigterm,
-    find_redis_server,
     fmt_ratio,
     fmt_us,
     machine_info,
     measure_interleaved,
     new_progress,
+    redis_peer,
+    served,
+    sizes_from,
     temp_dir,
     wait_for_quiet,
 )
@@ -739,7 +740,7 @@ class Run:
 
     # setup
 
-    def open(self, *, use_redis: bool, redis_server: str | None) -> None:
+    def open(self, args: argparse.Namespace) -> None:
         s, st = self.sizes, self.stack
         pool = max(max(self.writers), s.hit_threads, s.threads)
         durabilities: tuple[Literal["async", "sync"], ...] = ("async", "sync")
@@ -756,47 +757,30 @@ class Run:
             )
             if durability == "async":
                 self.db = db
-            server = st.enter_context(
-                EngramServer(f"{self.root}/server-{durability}", durability=durability)
+            server, client = st.enter_context(
+                served(f"{self.root}/server-{durability}", durability, pool_size=pool)
             )
-            client = st.enter_context(engramdb.connect(server.url, pool_size=pool))
             self.session_targets[f"server.{durability}"] = EngramSessions(
                 client.sessions, s.max_retries
             )
             if durability == "async":
                 self.client, self.server_url = client, server.url
-        if not use_redis:
-            self.redis_note = "Redis: skipped (--no-redis)"
-            return
-        if redis_server is None and find_redis_server() is None:
-            self.redis_note = "Redis: not available (redis-server not installed)"
+        # redis-py 8 caps a pool at 100 connections by default; every thread needs one.
+        fsync_args = ("--appendonly", "yes", "--appendfsync", "always")
+        peer = redis_peer(st, ((), fsync_args), args=args, parent=self.root,
+                          max_connections=pool + 8)  # fmt: skip
+        self.redis_note, self.extra = peer.note, peer.machine
+        if not peer.clients:
             return
         import redis
 
-        fsync_args = ("--appendonly", "yes", "--appendfsync", "always")
-        try:
-            plain = st.enter_context(RedisServer(redis_server, parent=self.root))
-            always = st.enter_context(
-                RedisServer(redis_server, extra_args=fsync_args, parent=self.root)
-            )
-        except RedisUnavailable as e:
-            self.redis_note = f"Redis: not available ({str(e).splitlines()[0]})"
-            return
-        for side, peer in (("redis", plain), ("redis.always", always)):
-            # redis-py 8 caps a pool at 100 connections by default; every thread needs one.
-            r = st.enter_context(
-                redis.Redis(host=peer.host, port=peer.port, protocol=2, max_connections=pool + 8)
-            )
-            self.session_targets[side] = RedisSessions(r, s.max_retries)
-            if side == "redis":
-                self.redis = r
-        parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
-        self.extra["redis-server"] = f"{plain.version} ({plain.executable})"
-        self.extra["redis-py parser"] = parser
+        self.redis, always = peer.clients
+        self.session_targets["redis"] = RedisSessions(self.redis, s.max_retries)
+        self.session_targets["redis.always"] = RedisSessions(always, s.max_retries)
         self.redis_note = (
-            f'Redis {plain.version} on 127.0.0.1 (`--save "" --appendonly no`, and '
+            f'Redis {peer.servers[0].version} on 127.0.0.1 (`--save "" --appendonly no`, and '
             f"`--appendonly yes --appendfsync always` for the fsync rows), redis-py "
-            f"{redis.__version__} with {parser}"
+            f"{redis.__version__} with {peer.parser}"
         )
 
     # parts
@@ -1159,23 +1143,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, tuple[int, ...], argp
         description="engramdb sessions and cache benchmark: embedded, server and Redis.",
     )
     parser.add_argument("--quick", action="store_true", help="short cells (~1 minute smoke run)")
-    for f in fields(Sizes):
-        flag = "--" + f.name.replace("_", "-")
-        full, quick = getattr(FULL, f.name), getattr(QUICK, f.name)
-        parser.add_argument(
-            flag,
-            type=type(full),
-            default=None,
-            help=f"default {full:,}, --quick {quick:,}",
-        )
+    add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--writers",
         default=",".join(map(str, WRITERS)),
         help="writer thread counts, comma-separated (default 1,8,64)",
     )
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    parser.add_argument("--no-redis", action="store_true", help="skip the Redis peer")
-    parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
+    add_redis_args(parser)
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -1184,9 +1159,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, tuple[int, ...], argp
         help=f"first wait up to this long for the 1-minute load average to drop below {QUIET_LOAD}",
     )
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else FULL
-    chosen = {f.name: getattr(args, f.name) for f in fields(Sizes)}
-    sizes = Sizes(**{k: (v if v is not None else getattr(base, k)) for k, v in chosen.items()})
+    sizes = sizes_from(args, FULL, QUICK)
     try:
         writers = tuple(int(w) for w in args.writers.split(","))
     except ValueError:
@@ -1225,7 +1198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = stack.enter_context(temp_dir("engramdb-bench-sessions-", args.data_dir))
         run = stack.enter_context(Run(sizes, writers, root))
         console.print("[bold]starting servers…[/bold]")
-        run.open(use_redis=not args.no_redis, redis_server=args.redis_server)
+        run.open(args)
         machine = machine_info(
             ("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy"),
             data_dir=root,

@@ -78,6 +78,19 @@ def test_records_quick(tmp_path: Path) -> None:
     assert {"engramdb", "LMDB floor"} <= systems
 
 
+def test_context_quick_without_peers(tmp_path: Path) -> None:
+    """One agent step as a context call and as separate calls, embedded and through a
+    server; the glue stack's peers (Redis, Chroma, Feast) are left out and reported so."""
+    run_bench(tmp_path, "context", "--quick", "--no-redis", "--no-chroma", "--no-feast",
+              "--steps", "40", "--warmup", "10")  # fmt: skip
+    data = result(tmp_path, "context")
+    sides = [row[1] for row in data["tables"][0]["rows"]]
+    assert sides[0] == "one `db.context` call"
+    assert "one `context` call (sync client)" in sides
+    assert data["headline"][0]["comparison"].startswith("step p99, server")
+    assert set(data["raw"]["skipped"]) == {"Redis", "Chroma", "Feast"}
+
+
 def test_integrations_quick(tmp_path: Path) -> None:
     run_bench(tmp_path, "integrations", "--quick", "--no-postgres", "--runs", "5",
               "--docs", "500", "--queries", "20")  # fmt: skip
@@ -119,8 +132,8 @@ def test_the_published_page_fits_and_leads_with_the_headline() -> None:
 def test_a_legacy_scripts_later_full_run_wins_over_its_carried_numbers(
     tmp_path: Path,
 ) -> None:
-    """server, vectors and cluster still write their own section and JSON: the page keeps
-    their section (trimmed) once their JSON is a later full run than the carried-over one."""
+    """bench/server.py still writes its own section and JSON: the page keeps its section
+    (trimmed) once its JSON is a later full run than the carried-over one."""
     render = render_module()
     render.RESULTS = tmp_path
     carried = json.loads((ROOT / "bench/results/carried/server.json").read_text("utf-8"))

@@ -271,6 +271,15 @@ def stats(target: str, as_json: bool) -> None:
     show_default=True,
     help="How memory calls embed text (minilm needs the 'embeddings' extra).",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Server processes sharing the port and the data directory (one event loop, one "
+    "core each). Per worker: CLIENT LIST/KILL, SLOWLOG, INFO counters, /metrics (worker 0), "
+    "the script cache; CLIENT PAUSE and MONITOR are refused with more than one.",
+)
 @click.option("--testing", is_flag=True, hidden=True, help="Enable ENGRAM.DEBUG (tests only).")
 @click.option("--quiet", is_flag=True, help="Print nothing on start; log warnings only.")
 @_clean_errors
@@ -288,6 +297,7 @@ def serve(
     max_record_bytes: str,
     max_inflight: int,
     embedder: str,
+    workers: int,
     testing: bool,
     quiet: bool,
 ) -> None:
@@ -320,26 +330,36 @@ def serve(
         max_inflight=max_inflight,
         embedder=embedder,
         testing=testing,
+        processes=workers,
     )
 
-    def ready(server: Server) -> None:
+    def ready(port: int) -> None:
         if quiet:
             return
         auth = ":PASSWORD@" if password else ""
         click.echo(
             f"engramdb {engramdb.__version__} serving {_where(data)} "
-            f"on {host}:{server.port} (durability={durability}"
+            f"on {host}:{port} (durability={durability}"
+            + (f", {workers} workers" if workers > 1 else "")
             + (
                 f", metrics at http://{metrics_host}:{metrics_port}/metrics)"
                 if metrics_port
                 else ")"
             )
         )
-        click.echo(f'  python:  db = engramdb.connect("engramdb://{auth}{host}:{server.port}")')
-        click.echo(f"  shell:   redis-cli -p {server.port} ping")
+        click.echo(f'  python:  db = engramdb.connect("engramdb://{auth}{host}:{port}")')
+        click.echo(f"  shell:   redis-cli -p {port} ping")
         sys.stdout.flush()
 
-    sys.exit(run_server(config, ready=ready))
+    if workers > 1:
+        from engramdb.server.workers import run_workers
+
+        sys.exit(run_workers(config, ready=ready))
+
+    def announce(server: Server) -> None:
+        ready(server.port)
+
+    sys.exit(run_server(config, ready=announce))
 
 
 @main.command()

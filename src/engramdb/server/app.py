@@ -25,6 +25,7 @@ import itertools
 import logging
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -66,6 +67,9 @@ def _is_url(data: str) -> bool:
 _SWITCH_INTERVAL = 0.0005  # seconds (see run_server)
 _COMPLETIONS_PER_TURN = 64
 _MAX_BATCH = 512  # writes per durable commit (as GroupCommit's default)
+# Seconds a durable commit waits at most for the writers of the last one to be back: twice
+# as long as that commit took (the writers' round trip overlaps it), within bounds.
+_LINGER_MIN, _LINGER_MAX = 0.0005, 0.002
 
 T = TypeVar("T")
 
@@ -94,9 +98,15 @@ class ServerStats:
 class Server:
     """A running server. ``await start()``, then ``await wait_closed()``."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, *, sock: socket.socket | None = None, worker: int = 0
+    ) -> None:
         config.check()
         self.config: ServerConfig = config
+        # Under ``--workers``: the listening socket the supervisor bound, and which worker
+        # this is (see workers.py).
+        self._sock = sock
+        self.worker = worker
         self.clock: FakeClock | None = FakeClock(time.time()) if config.testing else None
         self.db = self._open_db()
         self.records = self.db.records(config.default_set)
@@ -112,7 +122,9 @@ class Server:
         # Log lines any client can cause at will, rate-limited so they cannot flood the log.
         self.refusals = LogLimiter(log, time.monotonic)
         self.idle_closes = LogLimiter(log, time.monotonic)
-        self._ids = itertools.count(1)
+        # Client ids are unique across the workers of one server: worker i issues i+1,
+        # i+1+N, i+1+2N...
+        self._ids = itertools.count(worker + 1, config.processes)
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="engramdb-slow")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.base_events.Server | None = None
@@ -124,6 +136,10 @@ class Server:
         # the loop is still answering (see ``submit_write``).
         self._sync_queue: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
         self._committing = False
+        self._start_scheduled = False  # a _start_commit is queued on the loop
+        # After a commit: the next waits for this many queued writes (or the linger).
+        self._linger: asyncio.TimerHandle | None = None
+        self._linger_for = 0
         self._committer: threading.Thread | None = None
         # Held by the committer thread while it runs a batch: ``reset`` takes it to close
         # the database with no transaction of ours open on it.
@@ -205,13 +221,18 @@ class Server:
         self.max_clients = fit_descriptor_limit(self.config.max_clients, log)
         self.max_clients_cap = max(self.max_clients, self.max_clients_cap)
         try:
-            self._listener = await self._loop.create_server(
-                lambda: Connection(self),
-                self.config.host,
-                self.config.port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            if self._sock is not None:
+                self._listener = await self._loop.create_server(
+                    lambda: Connection(self), sock=self._sock, backlog=1024
+                )
+            else:
+                self._listener = await self._loop.create_server(
+                    lambda: Connection(self),
+                    self.config.host,
+                    self.config.port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
         except OSError as e:
             raise CannotListen("port", self.config.host, self.config.port, e) from None
         self._lag_task = asyncio.create_task(self._watch_loop_lag())
@@ -232,7 +253,7 @@ class Server:
                 )
         if self.idle_timeout > 0:
             self._idle_task = asyncio.create_task(self._close_idle())
-        if self.config.metrics_port is not None:
+        if self.config.metrics_port is not None and self.worker == 0:
             from engramdb.server.metrics_http import start_metrics_server
 
             host = self.config.metrics_host
@@ -403,11 +424,29 @@ class Server:
         # thread; when it is back, the next commit takes everything queued (in order, one
         # commit at a time, so a client's writes land in the order it sent them). Not
         # ``Database._submit``: that costs a lock, an object and a callback per write.
-        self._sync_queue.append((plan, conn, slot, then))
-        if not self._committing:
-            self._start_commit()
+        queue = self._sync_queue
+        queue.append((plan, conn, slot, then))
+        if self._committing:
+            return
+        if self._linger is not None:
+            if len(queue) < self._linger_for:
+                return  # the writers of the last commit are not all back yet
+            self._linger.cancel()
+            self._linger = None
+        if not self._start_scheduled:
+            # Started once this loop turn has read every ready socket: a commit started at
+            # the turn's first write would hold that write alone (one fsync for it), and
+            # the rest of the turn's writes would wait a whole commit for the next.
+            self._start_scheduled = True
+            self._call_soon(self._start_commit)
 
     def _start_commit(self) -> None:
+        self._start_scheduled = False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if self._committing or not self._sync_queue:
+            return
         queue = self._sync_queue
         batch = queue[:_MAX_BATCH]
         del queue[:_MAX_BATCH]
@@ -429,20 +468,33 @@ class Server:
             if job is None:
                 return
             db, batch = job
+            began = time.perf_counter()
             try:
                 with self._commit_lock:
                     values, errors = db._commit.run_batch([item[0] for item in batch])
             except BaseException as e:  # the commit path failed itself: fail the batch
                 values, errors = [None] * len(batch), [e] * len(batch)
-            loop.call_soon_threadsafe(self._committed, batch, values, errors)
+            took = time.perf_counter() - began
+            loop.call_soon_threadsafe(self._committed, batch, values, errors, took)
 
-    def _committed(self, batch: list[Any], values: list[Any], errors: list[Any]) -> None:
-        """A durable batch is back: start the next commit (its fsync then overlaps the
-        replies), then answer this batch, a slice per loop turn."""
+    def _committed(
+        self, batch: list[Any], values: list[Any], errors: list[Any], took: float
+    ) -> None:
+        """A durable batch is back: answer it, a slice per loop turn, and start the next
+        commit once the writers of this one are back (or the linger ends).
+
+        The next commit waits (at most about twice as long as this one took) for this
+        batch's writers to send their next writes, joining those queued meanwhile: one
+        commit and one fsync for all the clients, rather than two alternating halves with an
+        fsync each. A lone client waits for nothing: its next write is all there is."""
         self._committing = False
-        if self._sync_queue:
-            self._start_commit()
         self._completed.extend(zip(batch, values, errors))
+        want = len(self._sync_queue) + len(batch)
+        if want > 1 and not self._start_scheduled and self._linger is None:
+            assert self._loop is not None
+            self._linger_for = want
+            linger = min(_LINGER_MAX, max(_LINGER_MIN, 2 * took))
+            self._linger = self._loop.call_later(linger, self._start_commit)
         if not self._completions_scheduled:
             self._deliver_completions()
 
@@ -557,15 +609,24 @@ def _not_started(*args: Any) -> Any:
     raise RuntimeError("the server has not started")
 
 
-def run_server(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain and exit. Returns the process exit status."""
+def run_server(
+    config: ServerConfig,
+    *,
+    ready: Callable[[Server], None] | None = None,
+    sock: socket.socket | None = None,
+    worker: int = 0,
+) -> int:
+    """Run until SIGTERM/SIGINT, then drain and exit. Returns the process exit status.
+
+    ``sock``, ``worker``: a worker process of ``--workers`` (see workers.py) serves on the
+    supervisor's listening socket."""
     import uvloop
 
     # Importing the handlers fills the command table.
     from engramdb.server import handlers  # noqa: F401
 
     async def main() -> None:
-        server = Server(config)
+        server = Server(config, sock=sock, worker=worker)
         try:
             await server.start()
         except BaseException:

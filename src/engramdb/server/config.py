@@ -105,6 +105,8 @@ class ServerConfig:
         max_record_bytes: the database's largest encoded record (``Limits``); a record
             travels in one request, so ``--max-frame`` must be raised with it.
         workers: threads for slow reads (scans, KEYS, searches) off the event loop.
+        processes: server processes sharing the port and the data directory (``--workers``;
+            see ``workers.py``).
         testing: enables ``ENGRAM.DEBUG`` (reset, fake clock) for the test suite; refused on
             a non-loopback host.
         default_set: the set Redis-compatible commands address.
@@ -127,6 +129,7 @@ class ServerConfig:
     limits: ParserLimits = field(default_factory=lambda: frame_limits(DEFAULT_MAX_FRAME))
     max_record_bytes: int = 1 << 20
     workers: int = 4
+    processes: int = 1
     testing: bool = False
     default_set: str = "default"
     embedder: str = "hash"
@@ -146,9 +149,14 @@ class ServerConfig:
                 raise InvalidArgument("--testing is only allowed on a loopback address")
         if self.embedder not in ("hash", "minilm"):
             raise InvalidArgument(f"embedder must be hash or minilm, not {self.embedder!r}")
-        for name in ("max_clients", "max_inflight", "max_pending_per_client", "workers"):
+        for name in (
+            "max_clients", "max_inflight", "max_pending_per_client", "workers", "processes"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"{name} must be at least 1")
+        if self.processes > 1 and self.testing:
+            # ENGRAM.DEBUG reset wipes the directory the other workers have open.
+            raise InvalidArgument("--testing serves with one worker only")
         if not self.idle_timeout >= 0:
             raise InvalidArgument("idle_timeout must be 0 (none) or a number of seconds")
         if self.limits.max_bulk < 1024:

@@ -122,6 +122,13 @@ _K_ID, _K_LEN = b"\xa3$id\xcf", b"\xa4$len\xcf"
 _K_HEAD, _K_TYPE = b"\xa5$head\xd3", b"\xa5$type\xd9"
 _BODY = struct.Struct(">B5sQ6sQ7sq7sB")
 _TYPE_OF = {kind.encode(): kind for kind in KINDS}
+# Structure headers already parsed, by their stored bytes: (kind, sid, length, head,
+# generation, expires_ms, prefix, end). What a header says is a function of its bytes
+# alone, so this holds whoever wrote them (another process included). A command that
+# saves a header puts it here, and the next command on that key (a hot list or hash)
+# skips parsing it. Cleared when full; plain dict operations, safe across threads.
+_PARSED: dict[bytes, tuple[str, int, int, int, int, int, bytes, bytes]] = {}
+_PARSED_MAX = 4096
 
 
 def database_name(default_set: str, index: int) -> str:
@@ -196,10 +203,22 @@ class Found:
         "rk",
         "sid",
     )
+    bins_cache: dict[str, Any] | None
+    prev_expires_ms: int | None
 
     def __init__(self, rk: bytes, raw: bytes | None, now: int) -> None:
         self.rk = rk
         self.raw = raw
+        if raw is not None:
+            parsed = _PARSED.get(raw)
+            if parsed is not None and (not parsed[5] or parsed[5] > now):
+                # The common case of a structure command on a hot key: no parsing.
+                (self.kind, self.sid, self.length, self.head, self.generation,
+                 self.expires_ms, self.prefix, self.end) = parsed  # fmt: skip
+                self.prev_expires_ms = parsed[5]
+                self.legacy = self.logged = False
+                self.bins_cache = None
+                return
         self.kind = "none"
         self.legacy = False  # a record (string, bins hash, $list): no element entries
         self.sid = 0
@@ -232,6 +251,7 @@ class Found:
                 and fields[8] == len(kind)
             ):
                 self._structure(kind, fields[2], fields[4], fields[6])
+                self._remember(raw)
                 return
         self.legacy = True  # a record; what kind is known without decoding, mostly
         if raw.startswith(b"\x81\xa7$string", HEADER_SIZE):
@@ -257,6 +277,13 @@ class Found:
         self.head = head
         self.prefix = ELEMENTS + _U64.pack(sid)
         self.end = ELEMENTS + _U64.pack(sid + 1) if sid < (1 << 64) - 1 else ELEMENTS + b"\xff" * 9
+
+    def _remember(self, raw: bytes) -> None:
+        """Note that ``raw`` is the header of this structure as it now stands."""
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[raw] = (self.kind, self.sid, self.length, self.head, self.generation,
+                        self.expires_ms, self.prefix, self.end)  # fmt: skip
 
     @property
     def exists(self) -> bool:
@@ -331,7 +358,9 @@ class Access:
     # finding keys ------------------------------------------------------------------------
 
     def find(self, raw_key: bytes, records: RecordSet | None = None) -> Found:
-        rk = (records or self.records)._rk(key_of(raw_key))
+        records = records or self.records
+        # An ASCII key is its own UTF-8 text (``values.record_key``, inlined: once per key).
+        rk = records._rk_of_text(raw_key) if raw_key.isascii() else records._rk(key_of(raw_key))
         found = self._found.get(rk)
         if found is None:
             found = self._found[rk] = Found(rk, self.view.get(rk), self.now)
@@ -396,10 +425,14 @@ class Access:
 
     def put(self, found: Found, sub: bytes, value: bytes, new: bool) -> None:
         """Store an element (``new``: nothing is stored under it yet)."""
-        self._txn().put(found.prefix + sub, value, 0, None if new else 0)
+        txn = self.txn
+        assert txn is not None, "a write outside a write transaction"
+        txn.put(found.prefix + sub, value, 0, None if new else 0)
 
     def delete(self, found: Found, sub: bytes) -> None:
-        self._txn().delete(found.prefix + sub, 0)
+        txn = self.txn
+        assert txn is not None, "a write outside a write transaction"
+        txn.delete(found.prefix + sub, 0)
 
     def create(self, found: Found, kind: str) -> None:
         """Make ``found`` (absent, or a record being converted) an empty structure.
@@ -464,6 +497,7 @@ class Access:
         found.generation = generation
         found.prev_expires_ms = found.expires_ms
         found.logged = True
+        found._remember(raw)
 
     def remove(self, found: Found) -> None:
         """Delete the key (any kind). A structure's elements go at once when few (or none
@@ -614,6 +648,61 @@ def _snapshot(
     if on_loop:
         return Write(plan, _same)
     return db._write(plan)
+
+
+# The fast path of one-key structure writes --------------------------------------------
+
+# A parsed header: (kind, sid, length, head, generation, expires_ms, prefix, end).
+Parsed = tuple[str, int, int, int, int, int, bytes, bytes]
+# What a fast path returns when the general path must run instead (it wrote nothing).
+GENERAL: Any = object()
+
+
+def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int, now: int) -> None:
+    """``Access.save`` of a structure a fast path found (``length`` > 0): its header with the
+    new length and head, one generation up, logged as one change."""
+    kind, sid, _, _, generation, expires_ms, prefix, end = parsed
+    generation += 1
+    raw = with_header(_body(kind, sid, length, head), generation, expires_ms, now)
+    txn.put(rk, raw, expires_ms, expires_ms)
+    txn.log("put", rk, generation, now)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[raw] = (kind, sid, length, head, generation, expires_ms, prefix, end)
+
+
+def hot_write(
+    conn: Connection,
+    raw_key: bytes,
+    kind: str,
+    fast: Callable[[WriteTxn, bytes, Parsed, int], Any],
+    general: Callable[[Access], Any],
+    then: Callable[[Any], Any] = _same,
+) -> Any:
+    """``write(conn, general, then)``, with a fast path for the common case of a command on
+    a key whose header was just written or read (a hot list, set or hash): when the stored
+    header is in the parse cache as a live ``kind``, ``fast(txn, rk, parsed, now)`` runs
+    instead, with no parsing and no ``Access``. It must give the same answer and make the
+    same writes as ``general`` would, or return ``GENERAL`` before writing anything (then
+    ``general`` runs)."""
+    records = conn.records
+    if type(records) is not RecordSet or getattr(conn, "txn", None) is not None:
+        return write(conn, general, then)  # MULTI, scripts: the general path
+    rk = records._rk_of_text(raw_key) if raw_key.isascii() else records._rk(key_of(raw_key))
+    now_ms = conn.db._now_ms
+
+    def plan(txn: WriteTxn) -> Any:
+        now = now_ms()
+        raw = txn.get(rk)
+        if raw is not None:
+            parsed = _PARSED.get(raw)
+            if parsed is not None and parsed[0] == kind and (not parsed[5] or parsed[5] > now):
+                result = fast(txn, rk, parsed, now)
+                if result is not GENERAL:
+                    return result
+        return general(Access(txn, records, now, txn))
+
+    return Write(plan, then)
 
 
 def write(

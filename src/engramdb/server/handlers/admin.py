@@ -416,6 +416,11 @@ def client_pause(conn: Connection, args: list[bytes]) -> Any:
     mode = args[1].upper() if len(args) == 2 else b"ALL"
     if mode not in (b"ALL", b"WRITE"):
         raise Reply("ERR syntax error")
+    if conn.server.config.processes > 1:
+        raise Reply(
+            "ERR CLIENT PAUSE is not supported with --workers above 1: it would pause the "
+            "clients of one worker process only"
+        )
     conn.server.pause(ms / 1000, writes_only=mode == b"WRITE")
     return OK
 

@@ -877,6 +877,11 @@ def monitor(conn: Connection, args: list[bytes]) -> Any:
     """Listens for all requests received by the server in real-time."""
     if conn.multi is not None:
         raise Reply("ERR MONITOR is not allowed inside a transaction")
+    if conn.server.config.processes > 1:
+        raise Reply(
+            "ERR MONITOR is not supported with --workers above 1: it would show the commands "
+            "of one worker process only"
+        )
     conn.monitoring = True
     conn.server.monitors[conn] = None
     return OK

@@ -28,18 +28,23 @@ from engramdb.server.handlers.values import (
     parse_long_double,
 )
 from engramdb.server.structures import (
+    GENERAL,
     LIST,
     Access,
     Found,
+    Parsed,
     check_sizes,
+    hot_write,
     position,
     read,
     record_set,
+    save_header,
     write,
 )
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
+    from engramdb.storage.base import WriteTxn
 
 __all__ = ["blocking", "parse_timeout", "wake"]
 
@@ -181,7 +186,19 @@ def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool
         wake(conn, key, len(values))
         return length
 
-    return write(conn, apply, reply)
+    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> int:
+        length, head, prefix = parsed[2], parsed[3], parsed[6]
+        for value in values:  # as _push
+            if left:
+                head -= 1
+                txn.put(prefix + position(head), value, 0, None)
+            else:
+                txn.put(prefix + position(head + length), value, 0, None)
+            length += 1
+        save_header(txn, rk, parsed, length, head, now)
+        return length
+
+    return hot_write(conn, key, LIST, fast, apply, reply)
 
 
 @command("lpush", -3, "write", "fast")
@@ -236,7 +253,20 @@ def _popper(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
             return items[0] if items else None
         return items
 
-    return write(conn, apply)
+    if count is not None:
+        return write(conn, apply)
+
+    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> Any:
+        length, head, prefix = parsed[2], parsed[3], parsed[6]
+        if length <= 1:
+            return GENERAL  # the list goes: the general path removes it
+        sub = prefix + position(head if left else head + length - 1)  # as _pop, one item
+        value = txn.get(sub)
+        txn.delete(sub, 0)
+        save_header(txn, rk, parsed, length - 1, head + 1 if left else head, now)
+        return value
+
+    return hot_write(conn, key, LIST, fast, apply)
 
 
 @command("lpop", -2, "write", "fast")

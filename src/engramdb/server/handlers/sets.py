@@ -22,15 +22,19 @@ from engramdb.server.structures import (
     WRONGTYPE,
     Access,
     Found,
+    Parsed,
     check_sizes,
+    hot_write,
     key_of,
     read,
     record_set,
+    save_header,
     write,
 )
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
+    from engramdb.storage.base import WriteTxn
 
 __all__ = ["heavy"]
 
@@ -63,8 +67,9 @@ def _add(a: Access, raw_key: bytes, members: list[bytes]) -> int:
         if a.get(found, member) is None:
             a.put(found, member, b"", new=True)
             added += 1
-    found.length += added
-    a.save(found)
+    if added:  # as in Redis, adding only members already there changes nothing
+        found.length += added
+        a.save(found)
     return added
 
 
@@ -108,7 +113,18 @@ def sadd(conn: Connection, args: list[bytes]) -> Any:
         _check(a, key)
         return _add(a, key, members)
 
-    return write(conn, apply)
+    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> int:
+        prefix = parsed[6]
+        added = 0
+        for member in members:  # as _add
+            if txn.get(prefix + member) is None:
+                txn.put(prefix + member, b"", 0, None)
+                added += 1
+        if added:
+            save_header(txn, rk, parsed, parsed[2] + added, parsed[3], now)
+        return added
+
+    return hot_write(conn, key, SET, fast, apply)
 
 
 @command("srem", -3, "write", "fast")

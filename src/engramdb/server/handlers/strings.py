@@ -9,11 +9,14 @@ GETSET and MSET replace it. INCRBYFLOAT computes in C ``long double``, as Redis 
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import RecordTooBig
-from engramdb.records.codec import encode_body
+from engramdb.records.codec import FORMAT, HEADER, HEADER_SIZE, encode_body
+from engramdb.records.limits import Limits
 from engramdb.records.writes import KEEP, Current, Outcome
+from engramdb.recordset import RecordSet
 from engramdb.server.commands import Offload, Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.values import (
@@ -37,8 +40,13 @@ from engramdb.server.handlers.values import (
 if TYPE_CHECKING:
     from engramdb.records.keys import Key
     from engramdb.server.connection import Connection
+    from engramdb.storage.base import WriteTxn
 
 _OVERFLOW = "ERR increment or decrement would overflow"
+# How a Redis string's bins start, up to its length byte: a map of one bin, "$string",
+# holding bytes (msgpack bin 8: a length byte, then the bytes).
+_DIGITS_AT = encode_body({"$string": b""}, Limits())[:-1]
+_HEADER_META = struct.Struct("<Qqq")  # generation, expires_at_ms, updated_at_ms (after FORMAT)
 _MAX_STRING = 512 << 20  # Redis' proto-max-bulk-len
 
 
@@ -357,7 +365,51 @@ def _stored_type(current: Current) -> type:
     return type(current.bins[STRING_BIN]) if current.bins is not None else bytes
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 def _incr(conn: Connection, raw_key: bytes, amount: int) -> Write:
+    records = conn.records
+    if type(records) is not RecordSet:  # inside MULTI or a script: the general path
+        return _incr_general(conn, raw_key, amount)
+    rk = record_key(records, raw_key)
+    now_ms = conn.db._now_ms
+    start = HEADER_SIZE + len(_DIGITS_AT)
+
+    def fast(txn: WriteTxn) -> Any:
+        # A counter stored as Redis strings are (one bin of decimal digits, as msgpack bin
+        # 8) is read and rewritten in place, without decoding and encoding its bins; any
+        # other record (absent, expiring now, an int written through the API) takes the
+        # general path, which answers exactly as this one does.
+        stored = txn.get(rk)
+        if (
+            stored is None
+            or not stored.startswith(_DIGITS_AT, HEADER_SIZE)
+            or len(stored) != start + 1 + stored[start]
+        ):
+            return _incr_general(conn, raw_key, amount).plan(txn)
+        generation, expires, _ = _HEADER_META.unpack_from(stored, 1)
+        now = now_ms()
+        if expires and expires <= now:
+            return _incr_general(conn, raw_key, amount).plan(txn)
+        number = parse_int(stored[start + 1 :], in_plan=True)
+        if (amount < 0 and number < 0 and amount < LLONG_MIN - number) or (
+            amount > 0 and number > 0 and amount > LLONG_MAX - number
+        ):
+            raise error(_OVERFLOW, True)
+        number += amount
+        text = b"%d" % number
+        generation += 1
+        body = _DIGITS_AT + bytes((len(text),)) + text
+        txn.put(rk, HEADER.pack(FORMAT, generation, expires, now) + body, expires, expires)
+        txn.log("put", rk, generation, now)
+        return number
+
+    return Write(fast, _same)
+
+
+def _incr_general(conn: Connection, raw_key: bytes, amount: int) -> Write:
     def apply(current: Current, now: int) -> Outcome:
         bins = current.bins
         if bins is None:

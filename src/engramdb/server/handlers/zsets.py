@@ -28,12 +28,15 @@ from engramdb.server.handlers.members import (
 from engramdb.server.handlers.sets import heavy
 from engramdb.server.handlers.values import parse_int
 from engramdb.server.structures import (
+    GENERAL,
     SET,
     WRONGTYPE,
     ZSET,
     Access,
     Found,
+    Parsed,
     check_sizes,
+    hot_write,
     ordered_score,
     read,
     score_bytes,
@@ -43,6 +46,7 @@ from engramdb.server.structures import (
 
 if TYPE_CHECKING:
     from engramdb.server.connection import Connection
+    from engramdb.storage.base import WriteTxn
 
 __all__: list[str] = []
 
@@ -363,7 +367,20 @@ def zadd(conn: Connection, args: list[bytes]) -> Any:
         wake(conn, key, len(pairs))
         return value
 
-    return write(conn, apply, reply)
+    if flags:
+        return write(conn, apply, reply)
+
+    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> Any:
+        # A plain ZADD giving members the scores they have changes nothing (as in Redis,
+        # nothing is written); anything else takes the general path.
+        prefix = parsed[6] + _M
+        for score, member in pairs:
+            raw = txn.get(prefix + member)
+            if raw is None or score_of(raw) != score:
+                return GENERAL
+        return 0
+
+    return hot_write(conn, key, ZSET, fast, apply, reply)
 
 
 @command("zincrby", 4, "write", "fast")
