@@ -70,6 +70,22 @@ def test_a_read_stalled_on_a_stopped_server_is_answered_by_the_other(
         assert hedging["hedges_won"] >= 1
 
 
+def test_an_agent_steps_context_call_is_hedged_too(fronts: tuple[Served, Served]) -> None:
+    a, b = fronts
+    with engramdb.connect([a.url, b.url], hedge=True, timeout=30.0) as db:
+        db.records("users").put("u1", {"name": "Ada"})
+        for _ in range(WARMUP):
+            db.context(records={"users": ["u1"]})
+        with stopped(b):
+            steps = [db.context(records={"users": ["u1"]}) for _ in range(2)]
+        assert db.stats()["hedging"]["hedges_won"] >= 1
+    for ctx in steps:
+        assert ctx.records is not None
+        (user,) = ctx.records.result()["users"]
+        assert user is not None
+        assert user.bins == {"name": "Ada"}
+
+
 def test_hedging_is_off_by_default(fronts: tuple[Served, Served]) -> None:
     a, b = fronts
     for one in (a.url, [a.url]):
