@@ -296,7 +296,7 @@ def measure_interleaved_samples(
     description: str = "",
     batch: int = 512,
 ) -> list[tuple[np.ndarray, int]]:
-    """``measure_interleaved``, but returns each side's ``(per-call ns, wall ns)``.
+    """``measure_interleaved``'s loop, returning each side's ``(per-call ns, wall ns)``.
 
     For sides whose samples are combined afterwards (a step's calls into several systems,
     one of them timed in its own process, added per step before ``Stats``).
@@ -336,24 +336,12 @@ def measure_interleaved(
     ``measure``. On a shared machine the load drifts over seconds; taking turns makes the
     drift fall on every side alike instead of on whichever ran during a bad moment.
     """
-    meter = meter or Meter()
-    meter.start(description, sum(len(args) + len(warm) for _, args, warm in sides))
-    for fn, _, warm in sides:
-        _run(fn, warm, meter, batch, None)
-    gc.collect()
-    gc.freeze()
-    try:
-        samples = [np.empty(len(args), dtype=np.int64) for _, args, _ in sides]
-        walls = [0] * len(sides)
-        for r in range(rounds):
-            for k, (fn, args, _) in enumerate(sides):
-                lo, hi = len(args) * r // rounds, len(args) * (r + 1) // rounds
-                if hi > lo:
-                    walls[k] += _run(fn, args[lo:hi], meter, batch, samples[k][lo:hi])
-    finally:
-        gc.unfreeze()
-    meter.advance(0, force=True)
-    return [Stats.from_samples(a, w) for a, w in zip(samples, walls)]
+    return [
+        Stats.from_samples(a, w)
+        for a, w in measure_interleaved_samples(
+            sides, rounds=rounds, meter=meter, description=description, batch=batch
+        )
+    ]
 
 
 def _run(
