@@ -26,6 +26,7 @@ from engramdb.server.handlers.values import (
     key_of,
     parse_int,
     parse_long_double,
+    parse_numkeys,
 )
 from engramdb.server.structures import (
     GENERAL,
@@ -586,12 +587,7 @@ def rpoplpush(conn: Connection, args: list[bytes]) -> Any:
 
 def _parse_mpop(args: list[bytes], sides: dict[bytes, Any]) -> tuple[list[bytes], Any, int]:
     """``numkeys key... side [COUNT n]`` of LMPOP/ZMPOP: (keys, side, count)."""
-    try:
-        numkeys = parse_int(args[0])
-    except Reply:
-        numkeys = 0
-    if numkeys <= 0:
-        raise Reply("ERR numkeys should be greater than 0")
+    numkeys = parse_numkeys(args[0])
     if len(args) < numkeys + 2:
         raise Reply("ERR syntax error")
     keys = args[1 : numkeys + 1]

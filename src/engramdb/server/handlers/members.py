@@ -21,7 +21,7 @@ from typing import Any
 
 from engramdb.server.commands import Reply
 from engramdb.server.handlers.pattern import compile_pattern
-from engramdb.server.handlers.values import parse_int
+from engramdb.server.handlers.values import parse_int, parse_numkeys
 from engramdb.server.structures import Access, Found
 
 __all__ = [
@@ -191,12 +191,7 @@ def parse_intercard(args: list[bytes], name: str) -> tuple[list[bytes], int]:
         if numkeys > len(args) - 1:
             raise Reply("ERR syntax error")
     else:
-        try:
-            numkeys = parse_int(args[0])
-        except Reply:
-            numkeys = 0
-        if numkeys <= 0:
-            raise Reply("ERR numkeys should be greater than 0")
+        numkeys = parse_numkeys(args[0])
         if len(args) < numkeys + 1:
             raise Reply("ERR Number of keys can't be greater than number of args")
     keys, rest = args[1 : numkeys + 1], args[numkeys + 1 :]

@@ -233,6 +233,17 @@ def field_lookup(raw: bytes) -> str | None:
         return None
 
 
+def parse_numkeys(raw: bytes) -> int:
+    """The ``numkeys`` of SINTERCARD, LMPOP, ZMPOP...: a positive count, Redis's error else."""
+    try:
+        numkeys = parse_int(raw)
+    except Reply:
+        numkeys = 0
+    if numkeys <= 0:
+        raise Reply("ERR numkeys should be greater than 0")
+    return numkeys
+
+
 def parse_int(raw: bytes | Any, in_plan: bool = False) -> int:
     """A Redis integer argument or stored value (strict: no spaces, no ``+``, 64-bit)."""
     if type(raw) is bytes and raw.isdigit() and len(raw) < 19 and (raw[0] != 48 or len(raw) == 1):
