@@ -106,6 +106,19 @@ def test_a_second_serve_on_a_busy_port_names_the_port_and_the_flag(
     assert first.alive()
 
 
+@pytest.mark.parametrize("flag", ["--port", "--metrics-port"])
+def test_a_busy_port_leaves_no_data_directory_behind(
+    serve: ServeFactory, tmp_path: Path, flag: str
+) -> None:
+    first = serve()
+    ports = {"--port": str(free_port()), "--metrics-port": str(free_port())}
+    ports[flag] = str(first.port)
+    second = cli("serve", "--port", ports["--port"], "--metrics-port", ports["--metrics-port"],
+                 cwd=tmp_path)  # fmt: skip
+    one_line_error(second, "already in use", flag)
+    assert not (tmp_path / "engramdb-data").exists()
+
+
 def test_a_busy_metrics_port_names_the_metrics_flag(serve: ServeFactory, tmp_path: Path) -> None:
     first = serve()
     port = str(free_port())

@@ -308,7 +308,14 @@ def serve(
         _check_data_directory(data)
 
     from engramdb.server.app import Server, run_server
-    from engramdb.server.config import ServerConfig, frame_limits
+    from engramdb.server.config import ServerConfig, frame_limits, listen
+
+    # Both ports are claimed (or refused) before the database opens: a port in use must not
+    # leave a new, empty data directory behind. /metrics is only probed: its server binds
+    # its own socket once the database is open.
+    sock = listen(host, port) if workers == 1 else None
+    if metrics_port:
+        listen(metrics_host, metrics_port, "metrics port").close()
 
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
@@ -359,7 +366,7 @@ def serve(
     def announce(server: Server) -> None:
         ready(server.port)
 
-    sys.exit(run_server(config, ready=announce))
+    sys.exit(run_server(config, ready=announce, sock=sock))
 
 
 @main.command()

@@ -27,6 +27,7 @@ __all__ = [
     "TurnLimits",
     "frame_limits",
     "is_loopback",
+    "listen",
 ]
 
 # Before AUTH a client may send only tiny frames: enough for AUTH/HELLO/PING, nothing to
@@ -192,3 +193,13 @@ class CannotListen(Unavailable):
         self.in_use = error.errno == errno.EADDRINUSE
         reason = "address already in use" if self.in_use else (error.strerror or str(error))
         super().__init__(f"cannot listen on {host}:{port} ({what}): {reason}")
+
+
+def listen(host: str, port: int, what: str = "port") -> socket.socket:
+    """A listening TCP socket on ``host:port``, or ``CannotListen``. ``engramdb serve`` binds
+    before it opens the database, so a busy port leaves no data directory behind."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        raise CannotListen(what, host, port, e) from None
