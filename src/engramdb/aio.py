@@ -32,6 +32,7 @@ from engramdb.protocol.resp import encode_command
 from engramdb.records.limits import Limits
 
 if TYPE_CHECKING:
+    from engramdb.client.hedge import Hedge
     from engramdb.database import Database
     from engramdb.embedders import Embedder
 
@@ -133,17 +134,17 @@ class AsyncClient(Pool, AsyncDatabaseFace):
 
 
 async def connect(
-    url: str = "engramdb://127.0.0.1:7379",
+    url: str | Sequence[str] = "engramdb://127.0.0.1:7379",
     *,
     timeout: float = 5.0,
     pool_size: int = 16,
     retries: int = 1,
+    hedge: bool | Hedge = False,
 ) -> AsyncClient:
-    """Connect to an ``engramdb serve`` server (asyncio)."""
-    client = AsyncClient(url, timeout=timeout, pool_size=pool_size, retries=retries)
-    client._release(await client._acquire())  # fail fast
-    client._server_limits = Limits(**(await client._request("db.stats", (), {}))["limits"])
-    return client
+    """Connect to an ``engramdb serve`` server (asyncio); ``hedge`` hedges reads over several."""
+    from engramdb.client.ahedged import connected
+
+    return await connected(url, hedge, timeout=timeout, pool_size=pool_size, retries=retries)
 
 
 # in-process ------------------------------------------------------------------------------
@@ -153,8 +154,7 @@ class AsyncDatabase(AsyncDatabaseFace):
     """An embedded database for asyncio code (``await engramdb.aio.open(path)``).
 
     Point reads run inline; writes are committed by group commit and awaited without
-    blocking the loop (an fsync never stalls it); slow calls run on ``workers`` threads.
-    """
+    blocking the loop (an fsync never stalls it); slow calls run on ``workers`` threads."""
 
     def __init__(self, db: Database, *, workers: int = 4) -> None:
         from engramdb.dispatch import entry
