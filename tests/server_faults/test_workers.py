@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +80,58 @@ def test_a_write_on_one_worker_is_read_at_once_on_the_other(serve: ServeFactory)
             assert command(first, "LINDEX", "list", "0") == str(i).encode()
         assert command(first, "INCR", "n") == 1
         assert command(second, "INCR", "n") == 2
+
+
+def answered(conns: list[Raw], settle: float = 0.5) -> int:
+    """How many of ``conns`` have a reply waiting, once no new one came for ``settle`` s."""
+    seen, before = 0, -1
+    while seen != before:
+        before = seen
+        time.sleep(settle)
+        readable, _, _ = select.select([c.sock for c in conns], [], [], 0)
+        seen = len(readable)
+    return seen
+
+
+def test_connections_that_queue_up_are_spread_across_the_workers(serve: ServeFactory) -> None:
+    # Connections opened while both workers are busy (stopped, here) wait in the kernel. On
+    # one shared listening socket, the first worker to run accepted all of them (libuv
+    # accepts until the backlog is empty) and served all their load on one core.
+    server = serve("--workers", "2")
+    first, second = children(server.pid)
+    for pid in (first, second):
+        os.kill(pid, signal.SIGSTOP)
+    conns: list[Raw] = []
+    try:
+        conns = [server.raw() for _ in range(50)]
+        for conn in conns:
+            conn.send(encode_command(b"CLIENT", b"ID"))
+        os.kill(first, signal.SIGCONT)
+        by_first = answered(conns)
+        os.kill(second, signal.SIGCONT)
+        ids = [int(conn.replies(1)[0]) for conn in conns]
+    finally:
+        for pid in (first, second):
+            os.kill(pid, signal.SIGCONT)
+        for conn in conns:
+            conn.close()
+    assert len(set(ids)) == 50
+    assert 12 <= by_first <= 38, by_first  # a fair split is 25; outside 12..38: p < 1e-4
+
+
+def test_a_second_server_with_workers_cannot_join_the_first_ones_port(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    # Both would be in one SO_REUSEPORT group, splitting clients between two data directories.
+    first = serve("--workers", "2")
+    second = subprocess.run(
+        [sys.executable, "-m", "engramdb.cli", "serve", "--workers", "2", "--data", "other",
+         "--port", str(first.port), "--metrics-port", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=START_WAIT,
+    )  # fmt: skip
+    assert second.returncode == 1
+    assert "already in use" in second.stderr
+    assert not (tmp_path / "other").exists()
 
 
 def test_client_ids_are_unique_across_workers(serve: ServeFactory) -> None:
