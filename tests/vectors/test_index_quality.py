@@ -188,3 +188,32 @@ def test_change_log_truncation_forces_a_rebuild(data: tuple[np.ndarray, np.ndarr
         found = collection.search(vectors[70], 1, include=[])
         assert [h.id for h in found] == [70]
         assert collection.count() == 80
+
+
+@pytest.mark.parametrize("admitted", [40, 600])
+def test_a_text_search_within_few_documents_ranks_them_as_the_whole_index_does(
+    tmp_path: Path, admitted: int
+) -> None:
+    # A filter admitting few documents (a user's memories among everyone's) searches only
+    # those: 40 as an OR of label terms, 600 as a term set. Either must rank exactly as a
+    # search of the whole index, filtered afterwards.
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(300)]
+    n = 3000
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(5, 15)))) for _ in range(n)]
+    chosen = set(rng.choice(n, size=admitted, replace=False).tolist())
+    with engramdb.open(tmp_path / "db", sweep_interval=None) as db:
+        c = db.vectors.create_collection("t", 4, text=True)
+        c.upsert(
+            list(range(n)),
+            rng.normal(size=(n, 4)).astype(np.float32),
+            texts=texts,
+            metadata=[{"in": i in chosen} for i in range(n)],
+        )
+        for query in ("w1 w2 w3", "w7", "w10 w10 w250"):
+            found = c.text_search(query, 10, filter={"in": True})
+            whole = [h for h in c.text_search(query, n) if h.id in chosen][:10]
+            assert [round(h.score, 4) for h in found] == [round(h.score, 4) for h in whole]
+            cut = whole[-1].score if len(whole) == 10 else -1.0
+            assert {h.id for h in found if h.score > cut} == {h.id for h in whole if h.score > cut}
+            assert found

@@ -35,6 +35,12 @@ __all__ = ["TextIndex"]
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits: on its own, one en_stem token
 _LONGEST = 40  # bytes: en_stem's RemoveLongFilter drops tokens this long or longer
+# Up to this many admissible labels, a search restricted to them ORs one term query per label
+# (a term lookup each); past it, tantivy's term-set query. A term set walks the label term
+# dictionary, so its cost grows with the whole index: on 20k memories, 100 labels (one user's
+# memories) took 1.19 ms as a term set and 0.22 ms as an OR of term queries; the two met
+# near 700 labels.
+_UNION_UP_TO = 512
 
 
 class TextIndex:
@@ -103,8 +109,14 @@ class TextIndex:
         if only is not None:
             if not len(only):
                 return []
-            tantivy = self._tantivy
-            within = tantivy.Query.term_set_query(self._schema, "label", only.tolist())
+            tantivy, schema = self._tantivy, self._schema
+            if len(only) <= _UNION_UP_TO:
+                should, term = tantivy.Occur.Should, tantivy.Query.term_query
+                within = tantivy.Query.boolean_query(
+                    [(should, term(schema, "label", label)) for label in only.tolist()]
+                )
+            else:
+                within = tantivy.Query.term_set_query(schema, "label", only.tolist())
             parsed = tantivy.Query.boolean_query(
                 [
                     (tantivy.Occur.Must, parsed),
