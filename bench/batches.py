@@ -2,14 +2,12 @@
 
     python bench/batches.py [--quick]   # 100k records (about a minute on 2 cores); 10k
 
-Loads ``--records`` small records (a name and a counter, ~40 bytes of msgpack) in batches of
-``--batch``, as records per second: ``put_many`` embedded (LMDB, ``durability="sync"``: an
-fsync per batch) and through ``engramdb serve --durability sync`` (one request and one
-group-commit fsync per batch); redis-py ``MSET`` of the batch's same msgpack bytes, with
-``appendfsync always`` (the durable peer) and with no persistence (fast, not durable); and,
-for scale, single embedded ``put`` calls over a tenth of the records. Each side loads into a
-fresh store; the repetitions of the sides are interleaved (A, B, C, A, B, C...) and the
-median is reported. Target: the server path reaches at least half the embedded rate.
+``--records`` records (~40 bytes of msgpack) in batches of ``--batch``, as records/s, each side
+into a fresh store: ``put_many`` embedded and through ``engramdb serve`` (both ``sync``: an fsync
+per batch), redis-py ``MSET`` of the same bytes with ``appendfsync always`` and with no
+persistence, and single embedded ``put`` calls over a tenth of the records. The repetitions are
+interleaved (A, B, C, A, B, C...), the median reported. Target: the server reaches half the
+embedded rate.
 """
 
 from __future__ import annotations

@@ -248,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"redis-py {version} sdist under {args.cache} ...")
         sdist = fetch_sdist(version, args.cache)
-        with temp_dir("engramdb-bench-redispy-", args.data_dir) as root, RedisServer(
-            redis_exe
-        ) as redis_srv, EngramServer(f"{root}/data", durability="none") as engram:  # fmt: skip
+        with (temp_dir("engramdb-bench-redispy-", args.data_dir) as root,
+              RedisServer(redis_exe) as redis_srv,
+              EngramServer(f"{root}/data", durability="none") as engram):  # fmt: skip
             runs, engram_url = [], f"redis://127.0.0.1:{engram.port}/0"
             with new_progress() as progress:
                 for name, url in (("redis-server", redis_srv.url), ("engramdb", engram_url)):
@@ -295,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     report.raw = {
         "redis_py": version, "deselect": DESELECT, "select": select, "files": list(TEST_FILES),
         "runs": [{k: r[k] for k in ("server", "seconds", "summary")} for r in runs],
-        "families": [{"family": f, "in_scope": r["in_scope"], "redis_passing": r["redis"],
-                      "engram_passing": r["engram"],
-                      "failures": [{"test": t, "error": w} for t, w in r["failures"]]}
-                     for f, r in families.items()],
+        "families": families,  # passing on redis-server, of those on engramdb, failures
         "outcomes": {r["server"]: {t: o for t, (o, _) in sorted(r["outcomes"].items())}
                      for r in runs},
     }  # fmt: skip

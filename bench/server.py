@@ -87,7 +87,6 @@ class Sizes:
     durable_requests: int = 20_000  # -n against engramdb sync / Redis appendfsync always
     clients: int = 50  # redis-benchmark -c
     repeats: int = 3  # runs per test and server; the median is reported
-    keyspace: int = 0  # redis-benchmark -r (0: not passed, each test hits one key)
     latency_calls: int = 50_000  # timed calls per operation and client
     keys: int = 10_000  # preloaded keys for the latency runs
     value_size: int = 100
@@ -135,8 +134,7 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
 
 
 def settle(pid: int | None, timeout: float = 30.0) -> None:
-    """Wait until the server is idle (under 5% of a core for half a second): its background
-    work after a fill (following the change log, flushing) is the fill's cost, not the run's."""
+    """Wait until the server is idle (under 5% of a core for half a second)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = tree_cpu_seconds(pid)
@@ -190,8 +188,7 @@ class Bench:
             self.redis_benchmark(e.server.port, f"-t lpush -c 8 -n {items} -P 64 -q", check=True)
         settle(e.server.pid)
 
-    def bench(self, task: Any, e: Endpoint, test: str, n: int, p: int = 1, repeat: int = 0,
-              keyspace: int = 0) -> Run:  # fmt: skip
+    def bench(self, task: Any, e: Endpoint, test: str, n: int, p: int = 1, repeat: int = 0) -> Run:
         """One redis-benchmark run; a server error or a hang is recorded, not raised."""
         self.progress.update(task, description=f"{e.system} {test} -P {p}")
         self.progress.refresh()
@@ -200,7 +197,7 @@ class Bench:
                     "clients": self.s.clients, "repeat": repeat}  # fmt: skip
         gc0, cpu0, began = e.group_commit(), tree_cpu_seconds(e.server.pid), time.perf_counter()
         try:
-            proc = self.redis_benchmark(e.server.port, args + f" -r {keyspace}" * bool(keyspace))
+            proc = self.redis_benchmark(e.server.port, args)
         except subprocess.TimeoutExpired:
             proc = None
         run["wall_s"], cpu1 = time.perf_counter() - began, tree_cpu_seconds(e.server.pid)
@@ -227,7 +224,7 @@ class Bench:
                     e.flush()
                 if test == "lpop":  # it pops what an untimed LPUSH run pushed
                     self.fill(e, requests)
-                self.bench(task, e, test, requests, p, repeat, s.keyspace)
+                self.bench(task, e, test, requests, p, repeat)
 
     def lpush_flat(self, endpoints: list[Endpoint]) -> None:
         """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``),
@@ -378,10 +375,9 @@ def throughput_rows(
     return rows
 
 
-def targets(b: Bench, report: Report) -> list[list[str]]:
-    """The headline: each comparison, its target and the worst ratio measured; the rows of the
-    Targets table."""
-    runs, rows = b.runs, []
+def targets(b: Bench, report: Report) -> None:
+    """The headline: each comparison, its target, the worst ratio measured and the result."""
+    runs = b.runs
 
     def judge(name: str, peer: str, want: str, ok: Callable[[float], bool],
               ratios: dict[str, float], detail: str = "", errors: Sequence[str] = (),
@@ -396,7 +392,6 @@ def targets(b: Bench, report: Report) -> list[list[str]]:
         result = "FAIL" if failed else "INCOMPLETE" if errors else "PASS"
         report.check(name, peer, f"{measured} ({'worst test' if short else detail})", want)
         report.headline[-1]["result"] = result
-        rows.append([name, want, measured, detail, f"**{result}**"])
 
     def rps_judge(pair: Sequence[str], judged: Sequence[str], at_least: float, name: str) -> None:
         ratios = {t: r for t in judged if (r := ratio(runs, pair, t)) is not None}
@@ -428,12 +423,11 @@ def targets(b: Bench, report: Report) -> list[list[str]]:
     judge("throughput, 50 conns: engramdb --workers 2 / one worker, SET and GET", "—", "> 1x",
           lambda r: r > 1,
           {t: r for t in ("set", "get") if (r := ratio(runs, WORKERS, t)) is not None})  # fmt: skip
-    return rows
 
 
 def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
-    s, runs = b.s, b.runs
-    rb = f"redis-benchmark -t TEST -c {s.clients} -n N{f' -r {s.keyspace}' * bool(s.keyspace)}"
+    s, runs, warm = b.s, b.runs, max(200, int(b.s.latency_calls * b.s.warmup))
+    rb = f"redis-benchmark -t TEST -c {s.clients} -n N"
     report = Report(
         "server", "server", "Server: `engramdb serve` against `redis-server`",
         f"`redis-benchmark -t TEST -c {s.clients}` against `engramdb serve --durability async` "
@@ -455,8 +449,7 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         if rows:
             report.table(title, head, rows, align, text=text, publish=publish)
 
-    head = ["target", "want", "measured (worst)", "detail", "result"]
-    table("Targets", head, "lcrll", targets(b, report))
+    targets(b, report)
     for p in (1, 16):
         rows = throughput_rows(b, FAST, [p], TESTS, 0.8)
         depth = "unpipelined" if p == 1 else f"pipelined (-P {p})"
@@ -476,13 +469,10 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
           "lllrrrrr", [[op, path, f"`{call}`", *map(fmt_us, (st.p50_us, st.p99_us, st.p999_us)),
             f"{st.ops_s:,.0f}", fmt_ratio(st.p99_us / b.latency[i // 3 * 3].p99_us)]
            for i, ((_, op, path, call), st) in enumerate(zip(LATENCY_ROWS, b.latency))],
-          f"{s.latency_calls:,} timed calls per row after "
-          f"{max(200, int(s.latency_calls * s.warmup)):,} warmup calls, each timed on its own "
-          f"(`perf_counter_ns`); uniform random keys out of {s.keys:,} preloaded ones (the same "
-          f"sequence on every side, seed {s.seed}), {s.value_size}-byte values; engramdb at "
-          f"`async`, Redis without persistence. The three clients take turns in {s.rounds} "
-          "slices (`_common.measure_interleaved`) so load drift falls on all alike. Latencies in "
-          "µs; the last column is p99 / Redis's p99 (below 1 favours engramdb).")  # fmt: skip
+          f"{s.latency_calls:,} calls per row, each timed, after {warm:,} warmup calls; random "
+          f"keys of {s.keys:,} preloaded (seed {s.seed}), {s.value_size}-byte values; the clients "
+          f"take turns in {s.rounds} slices. Latencies in µs; the last column is p99 / Redis's "
+          "p99 (below 1 favours engramdb).")  # fmt: skip
     table("LPUSH as one list grows",
           ["server", "list length", "rps", "avg ms", "CPU µs/req", "core use"], "lrrrrr",
           [[SYSTEMS[r["system"]][0], f"{int(r['test'][6:]):,}", cells(r)[0], ms(r.get("avg_ms")),
@@ -503,7 +493,7 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         "bottleneck). **Writes / commit**: per group-commit transaction (an fsync each at `sync`).",
         "- Single-client p99 rests on the 1% of calls that waited for a core on this shared "
         "machine, which also runs redis-benchmark (often the bottleneck with `-P 16`); p50 is "
-        "steadier. Without `-r` (`--keyspace`) a test hits one key; LPUSH grows one list.",
+        "steadier. Each test hits one key (no `-r`); LPUSH grows one list.",
         f"- A run past {s.run_timeout} s is an error; an error in any of the {s.repeats} repeats "
         "is the test's. An engramdb list is one record, capped at 1 MiB (~260k short items).",
     ]))  # fmt: skip
