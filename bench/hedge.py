@@ -1,22 +1,16 @@
 """Hedged reads: read p99 with hedging on and off while one of two servers stalls.
 
-    python bench/hedge.py            # full run (about a minute on 2 cores)
-    python bench/hedge.py --quick    # smoke run
+    python bench/hedge.py [--quick]    # about a minute on 2 cores; a smoke run
 
-Two ``engramdb serve`` processes over one LMDB directory (durability none); one client
-reads 1,000 records by key (``records.get``), taking turns across the two servers
-(``engramdb.connect([a, b], hedge=...)``). While one server is stalled part of the time
-(SIGSTOP for ``--stop-ms`` every ``--every-ms``: the process does not run at all, as in a
-long GC pause, a page-fault storm or a noisy neighbour), the same reads are timed with
-hedging off and on (default ``Hedge()``: a second copy after the method's p95, at most 5%
-extra requests), the two sides taking turns by slices, and once more with both servers
-healthy. The reads are an open loop at ``--rate`` reads/s, each timed from when it was due:
-a closed loop would let one stalled read hold back the reads behind it and hide them from
-the percentiles (coordinated omission), which is exactly the tail hedging is for.
-The extra load is what hedging added to the reads the two servers ran (INFO commandstats),
-over the hedged side's reads.
-
-Writes bench/results/hedge.json (``_common.Report``).
+Two ``engramdb serve`` over one LMDB directory (durability none); one client reads 1,000
+records by key across both (``engramdb.connect([a, b], hedge=...)``). While one server is
+stopped (SIGSTOP) ``--stop-ms`` of every ``--every-ms`` (a long GC pause, a page-fault storm, a
+noisy neighbour), the same reads are timed with hedging off and on (``Hedge()``: a second copy
+after the method's p95, at most 5% extra requests), the sides taking turns by slices; and once
+with both servers healthy. The reads are an open loop at ``--rate``/s, each timed from when it
+was due: a closed loop would let a stalled read hold back the ones behind it and hide them
+from the percentiles (coordinated omission), the very tail hedging is for. The extra load is
+what hedging added to the reads the servers ran (INFO commandstats), over the hedged reads.
 """
 
 from __future__ import annotations
@@ -35,15 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import engramdb
-from _common import (
-    EngramServer,
-    Report,
-    Stats,
-    exit_on_sigterm,
-    fmt_us,
-    machine_info,
-    temp_dir,
-)
+from _common import EngramServer, Report, Stats, exit_on_sigterm, fmt_us, machine_info, temp_dir
 
 RECORDS = 1_000
 
@@ -123,59 +109,40 @@ def main() -> None:
     reads = options.reads or (2_000 if options.quick else 20_000)
     exit_on_sigterm()
     keys = [f"k{i % RECORDS}" for i in range(reads)]
-    warm = keys[:200]
     with temp_dir("engramdb-bench-hedge-") as tmp:
-        data = Path(tmp) / "a"
-        with EngramServer(str(data), durability="none") as a:
-            (Path(tmp) / "b").symlink_to(data)
-            with EngramServer(str(Path(tmp) / "b"), durability="none") as b:
-                urls = [a.url, b.url]
-                with engramdb.connect(a.url) as db:
-                    db.records("bench").put_many([(f"k{i}", {"i": i}) for i in range(RECORDS)])
-                off = engramdb.connect(urls)
-                on = engramdb.connect(urls, hedge=True)
-                sides = {"off": off.records("bench").get, "on": on.records("bench").get}
-                for key in warm:
-                    sides["off"](key)
-                    sides["on"](key)
-                healthy = open_loop([sides["off"], sides["on"]], keys, options.rate)
-                before = reads_served([a, b])
-                on_before = on.stats()["hedging"]
-                with stalling(b.pid or 0, options.stop_ms / 1000, options.every_ms / 1000):
-                    stalled = open_loop([sides["off"], sides["on"]], keys, options.rate)
-                served = reads_served([a, b]) - before
-                hedging = on.stats()["hedging"]
-                off.close()
-                on.close()
-    sent = hedging["hedges_sent"] - on_before["hedges_sent"]
-    won = hedging["hedges_won"] - on_before["hedges_won"]
-    refused = hedging["budget_refusals"] - on_before["budget_refusals"]
+        (Path(tmp) / "b").symlink_to(Path(tmp) / "a")  # b serves a's LMDB directory
+        with EngramServer(f"{tmp}/a", durability="none") as a, EngramServer(
+            f"{tmp}/b", durability="none"
+        ) as b, engramdb.connect([a.url, b.url]) as off, engramdb.connect(
+            [a.url, b.url], hedge=True
+        ) as on:  # fmt: skip
+            with engramdb.connect(a.url) as db:
+                db.records("bench").put_many([(f"k{i}", {"i": i}) for i in range(RECORDS)])
+            sides = [off.records("bench").get, on.records("bench").get]
+            for key in keys[:200]:  # warmup
+                sides[0](key)
+                sides[1](key)
+            healthy = open_loop(sides, keys, options.rate)
+            before, on_before = reads_served([a, b]), on.stats()["hedging"]
+            with stalling(b.pid or 0, options.stop_ms / 1000, options.every_ms / 1000):
+                stalled = open_loop(sides, keys, options.rate)
+            served, hedging = reads_served([a, b]) - before, on.stats()["hedging"]
+    sent, won, refused = (hedging[k] - on_before[k] for k in ("hedges_sent", "hedges_won",
+                                                               "budget_refusals"))  # fmt: skip
     extra = (served - 2 * reads) / reads  # the off side runs exactly one per read
-    stall = f"{options.stop_ms:g} ms per {options.every_ms:g}"
-    report = Report(
-        area="hedge",
-        script="hedge",
-        title="Hedged reads",
-        summary="",
-        quick=options.quick,
-        machine=machine_info(),
-        about=__doc__ or "",
-    )
-    ratio = stalled[0].p99_us / stalled[1].p99_us
+    report = Report("hedge", "hedge", "Hedged reads", "", options.quick, machine_info(),
+                    about=(__doc__ or "").split("\n\n", 2)[2])  # fmt: skip
+    off_p99, on_p99 = stalled[0].p99_us, stalled[1].p99_us
     report.check(
-        f"read p99, hedging off / on; 1 of 2 servers stopped {stall}",
-        "—",
-        f"{ratio:.1f}x ({stalled[0].p99_us / 1000:.1f} vs {stalled[1].p99_us / 1000:.1f} ms), "
-        f"+{extra:.1%} requests",
-    )
-    rows = []
-    for name, (no, yes) in (("healthy", healthy), ("stalling", stalled)):
-        for side, st in (("off", no), ("on", yes)):
-            rows.append([name, side, fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us)])
-    report.table(
-        "Open loop, latencies in µs", ["servers", "hedging", "p50", "p99", "p999"], rows,
-        "llrrr", publish=False,
+        f"read p99, hedging off / on; 1 of 2 servers stopped {options.stop_ms:g} ms per "
+        f"{options.every_ms:g}", "—", f"{off_p99 / on_p99:.1f}x ({off_p99 / 1000:.1f} vs "
+        f"{on_p99 / 1000:.1f} ms), +{extra:.1%} requests",
     )  # fmt: skip
+    rows = [[name, side, fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us)]
+            for name, pair in (("healthy", healthy), ("stalling", stalled))
+            for side, st in zip(("off", "on"), pair)]  # fmt: skip
+    report.table("Open loop, latencies in µs", ["servers", "hedging", "p50", "p99", "p999"], rows,
+                 "llrrr", publish=False)  # fmt: skip
     report.note(
         "Extra load while stalling",
         f"{sent:,} hedges sent ({won:,} won, {refused:,} refused by the budget) for {reads:,} "
@@ -183,8 +150,7 @@ def main() -> None:
         f"(both sides): +{extra:.1%} on the hedged side.",
     )
     report.raw = {
-        "healthy": [s.to_json() for s in healthy],
-        "stalled": [s.to_json() for s in stalled],
+        "healthy": [s.to_json() for s in healthy], "stalled": [s.to_json() for s in stalled],
         "hedges_sent": sent, "hedges_won": won, "budget_refusals": refused,
         "reads_served": served, "client_reads": 2 * reads,
     }  # fmt: skip
