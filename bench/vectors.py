@@ -1118,18 +1118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (~3-5 min smoke run)")
     c.add_sizes(parser, FULL, QUICK)
-    corpus = c.REPO_ROOT.parent / "shared" / "data"
-    parser.add_argument(
-        "--datasets",
-        help="clustered and/or minilm (MiniLM embeddings of "
-        "Cranfield + CISI), comma-separated; default both, --quick: clustered",
-    )
-    parser.add_argument(
-        "--corpus",
-        type=Path,
-        default=corpus,
-        help="directory with cranfield/ and cisi/ (default: ../shared/data)",
-    )
+    parser.add_argument("--datasets", help="clustered and/or minilm (MiniLM embeddings of "
+                        "Cranfield + CISI); default both, --quick: clustered")  # fmt: skip
+    parser.add_argument("--corpus", type=Path, default=c.REPO_ROOT.parent / "shared" / "data",
+                        help="has cranfield/ and cisi/ (default: ../shared/data)")  # fmt: skip
     parser.add_argument("--no-server", action="store_true", help="skip the server phase")
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     args = parser.parse_args(argv)
