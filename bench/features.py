@@ -263,7 +263,6 @@ class OfflineSize:
 
 # Every time lies in [BASE - MONTH, BASE + YEAR + MONTH]: (driver, time) packs into one int64.
 _KEY_SPAN = (YEAR_S + 2 * MONTH_S) * 1_000_000 + 1
-MAX_DRIVERS = ((1 << 63) - 1) // _KEY_SPAN
 
 
 def _row_keys(driver: np.ndarray, stamp_us: np.ndarray) -> np.ndarray:
@@ -710,33 +709,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--feast-python", default="/tmp/feast-venv/bin/python",
                         help="Feast's virtualenv interpreter (default %(default)s)")  # fmt: skip
     parser.add_argument("--no-feast", action="store_true", help="skip Feast")
-    parser.add_argument("--no-offline", action="store_true", help="skip the offline half")
-    parser.add_argument("--no-online", action="store_true", help="skip the online half")
     parser.add_argument("--data-dir", help="parent of the temporary data directory")
     parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many "
                         "seconds for the 1-minute load average to drop below 1.0")  # fmt: skip
     args = parser.parse_args(argv)
     sizes = sizes_from(args, FULL, QUICK)
-    if sizes.entities < sizes.batch or sizes.events < sizes.events_per_entity:
-        parser.error("--entities must be >= --batch and --events >= --events-per-entity")
-    if sizes.events // sizes.events_per_entity > MAX_DRIVERS:
-        parser.error(f"--events / --events-per-entity must be at most {MAX_DRIVERS:,} drivers")
     exit_on_sigterm()
     quiet_note = ""
     if args.wait_quiet > 0:
         quiet, load = wait_for_quiet(1.0, args.wait_quiet, poll_s=30, report=print)
         quiet_note = f"Started at load average {load:.2f}." if quiet else (
             f"**The machine never got quiet: started at load average {load:.2f}.**")  # fmt: skip
-    python, found = None, "skipped (`--no-feast`)."
+    python, feast_note = None, "skipped (`--no-feast`)."
     if not args.no_feast:
         probe = "import feast, pandas, pyarrow as a; print(feast.__version__, pandas.__version__"
         python, found = peer_python(args.feast_python, probe + ", a.__version__)")
-    feast_note = found if python is None else "Feast {} (pandas {}, pyarrow {}) ".format(
-        *found.split()) + (f"in its own virtualenv (`{python}`, installed with `pip install "
-        "'feast[redis]' pandas pyarrow`), local provider; online stores SQLite and Redis, "
-        "offline store `file` (Dask).")  # fmt: skip
-    if python is None and not args.no_feast:
         feast_note = f"not available ({found}; create it with `{FEAST_INSTALL}`)."
+    if python is not None:
+        feast_note = (
+            "Feast {} (pandas {}, pyarrow {}) in its own virtualenv (`{}`, installed with `pip "
+            "install 'feast[redis]' pandas pyarrow`), local provider; online stores SQLite and "
+            "Redis, offline store `file` (Dask).".format(*found.split(), python)
+        )
     print(f"Feast: {feast_note}")
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(temp_dir("engramdb-bench-features-", args.data_dir))
@@ -757,11 +751,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("building the online data…")
         data = make_online(sizes, root)
         with run.progress:
-            if not args.no_online:
-                run.run_online(data)
-            if not args.no_offline:
-                run.progress.console.print("building the offline data…")
-                run.run_offline(make_offline(sizes))
+            run.run_online(data)
+            run.progress.console.print("building the offline data…")
+            run.run_offline(make_offline(sizes))
     report(sizes, args.quick, run, data, machine, feast_note, quiet_note).save()
     return 0
 

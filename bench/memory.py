@@ -189,52 +189,45 @@ number: two|three|four|five|six|seven|eight|ten|twelve
 ordinal: first|second|fifth|tenth|fifteenth|twentieth|last
 """)
 TEMPLATES = tuple(
-    """
-My {relation} {name} lives in {city}.
-My {relation} {name} works as a {job} in {city}.
-I am allergic to {allergen}.
-My {relation} {name} is allergic to {allergen}.
-I usually drink {drink} at {time} before work.
-My favourite food is {food}, especially when my {relation} cooks it.
-I really dislike {food} and never order it.
-I have a {pet} called {petname}.
-I take my {pet} {petname} to the vet in {city} every year.
-I play {sport} every {weekday} evening with {name}.
-I have been learning {language} for {number} years.
-I speak {language} with my {relation} {name}.
-I play the {instrument} in a small band on {weekday} nights.
-I drive a {color} {car}.
-I am saving money to buy a {car} next year.
-My birthday is in {month} and I like to celebrate it in {city}.
-I work at {company} on the {project} project.
-I have a meeting with {name} about the {project} project on {weekday} at {time}.
-I am planning a trip to {city} in {month} with my {relation}.
-I prefer {genre} books to {movie} and I read every night.
-I watch {movie} with my {relation} on {weekday} nights.
-My {device} keeps crashing when I open {app}.
-I am training for a marathon in {city} in {month}.
-I studied {subject} at university in {city}.
-I need to renew my passport before {month}.
-My dentist appointment is on {weekday} at {time}.
-{name} recommended a small {food} restaurant in {city}.
-I volunteer at the {place} on {weekday} mornings.
-I want to learn the {instrument} this year.
-I use {app} to keep track of my {tracked}.
-I wake up at {time} on weekdays and go {sport} afterwards.
-My rent is due on the {ordinal} day of each month.
-I am reading a book about {subject} that {name} lent me.
-I moved from {city} to {city} in {year}.
-I always ask for a {seat} seat when I fly to {city}.
-I am lactose intolerant, so I take my {drink} without milk.
-My {relation} {name} has a birthday in {month} and loves {food}.
-I bought a new {device} in {month} and I am not happy with it.
-I go to {sport} classes with my {relation} on {weekday}.
-My {relation} {name} just started a new job as a {job}.
-I would like to visit {city} someday to see where my {relation} grew up.
-I am vegetarian but I still eat {food} at family dinners.
-I listen to podcasts about {subject} on my way to work.
+    t.strip()
+    for t in """
+My {relation} {name} lives in {city}. | My {relation} {name} works as a {job} in {city}. |
+I am allergic to {allergen}. | My {relation} {name} is allergic to {allergen}. |
+I usually drink {drink} at {time} before work. |
+My favourite food is {food}, especially when my {relation} cooks it. |
+I really dislike {food} and never order it. | I have a {pet} called {petname}. |
+I take my {pet} {petname} to the vet in {city} every year. |
+I play {sport} every {weekday} evening with {name}. |
+I have been learning {language} for {number} years. |
+I speak {language} with my {relation} {name}. |
+I play the {instrument} in a small band on {weekday} nights. | I drive a {color} {car}. |
+I am saving money to buy a {car} next year. |
+My birthday is in {month} and I like to celebrate it in {city}. |
+I work at {company} on the {project} project. |
+I have a meeting with {name} about the {project} project on {weekday} at {time}. |
+I am planning a trip to {city} in {month} with my {relation}. |
+I prefer {genre} books to {movie} and I read every night. |
+I watch {movie} with my {relation} on {weekday} nights. |
+My {device} keeps crashing when I open {app}. |
+I am training for a marathon in {city} in {month}. | I studied {subject} at university in {city}. |
+I need to renew my passport before {month}. | My dentist appointment is on {weekday} at {time}. |
+{name} recommended a small {food} restaurant in {city}. |
+I volunteer at the {place} on {weekday} mornings. | I want to learn the {instrument} this year. |
+I use {app} to keep track of my {tracked}. |
+I wake up at {time} on weekdays and go {sport} afterwards. |
+My rent is due on the {ordinal} day of each month. |
+I am reading a book about {subject} that {name} lent me. |
+I moved from {city} to {city} in {year}. | I always ask for a {seat} seat when I fly to {city}. |
+I am lactose intolerant, so I take my {drink} without milk. |
+My {relation} {name} has a birthday in {month} and loves {food}. |
+I bought a new {device} in {month} and I am not happy with it. |
+I go to {sport} classes with my {relation} on {weekday}. |
+My {relation} {name} just started a new job as a {job}. |
+I would like to visit {city} someday to see where my {relation} grew up. |
+I am vegetarian but I still eat {food} at family dinners. |
+I listen to podcasts about {subject} on my way to work. |
 I keep my spare keys with my {relation} {name} in {city}.
-""".strip().splitlines()
+""".replace("\n", " ").split("|")
 )
 # Rewrites for the paraphrased queries: a phrase (lowercase, whole words) -> alternatives; the
 # last ones are the notes' vocabulary (aerodynamics and library science abstracts).
@@ -758,7 +751,8 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
     raw = {"sizes": asdict(run.sizes), "dataset": d.about, "equal_size": equal,
            "embedding": run.embedding, "wait": wait_note, "load_avg": run.load_avg,
            "mem0": {"ok": run.mem0.ok, "note": run.mem0.note, **run.mem0.data},
-           "events": run.events, "results": {k: s.to_json() for k, s in st.items()},
+           "events": {k: dict(v) for k, v in run.events.items()},
+           "results": {k: s.to_json() for k, s in st.items()},
            "recall": {k: asdict(r) for k, r in run.recall.items()}}  # fmt: skip
     about = run.mem0.note
     if run.mem0.ok and run.split:
