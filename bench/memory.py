@@ -375,7 +375,7 @@ class Dataset:
 
 
 def embed_cached(
-    embedder: SentenceEmbedder, texts: Sequence[str], part: str, meter: Meter, refresh: bool
+    embedder: SentenceEmbedder, texts: Sequence[str], part: str, meter: Meter
 ) -> tuple[np.ndarray, float, int]:
     """Vectors of ``texts`` and (seconds spent embedding, texts embedded). Each distinct text
     is embedded once; those vectors are cached in ``bench/results/memory-minilm-PART-N-*.npy``."""
@@ -387,7 +387,7 @@ def embed_cached(
     path = _common.RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
     meter.start(f"embed {part} ({MODEL}, distinct)", len(distinct))
     spent, embedded = 0.0, 0
-    if path.exists() and not refresh:
+    if path.exists():
         vectors = np.load(path)
         meter.advance(len(distinct), force=True)
     else:
@@ -406,14 +406,14 @@ def embed_cached(
     return vectors[[row[t] for t in texts]], spent, embedded
 
 
-def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter, refresh: bool) -> Dataset:
+def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dataset:
     notes = load_notes()
     user_ids = [f"user-{u:04d}" for u in range(sizes.users)]
     want_notes = round(sizes.per_user * sizes.notes_share * (1 + sizes.spare))
     want_facts = math.ceil(sizes.per_user * (1 + sizes.spare)) - want_notes
     per_user = [candidates_for_user(u, want_facts, want_notes, notes, sizes.seed) for u in user_ids]
     flat = [text for cands in per_user for text, _ in cands]
-    vectors, spent, embedded = embed_cached(embedder, flat, "memories", meter, refresh)
+    vectors, spent, embedded = embed_cached(embedder, flat, "memories", meter)
     texts, users, kinds, rows, by_user = [], [], [], [], []
     skipped = row = 0
     for user, cands in zip(user_ids, per_user):
@@ -449,7 +449,7 @@ def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter, refres
         text, rules = paraphrase(texts[i], f"{sizes.seed}:q:{i}")
         queries.append(Query(text, i, users[i], rules))
     query_vectors, q_spent, q_embedded = embed_cached(
-        embedder, [q.text for q in queries], "queries", meter, refresh
+        embedder, [q.text for q in queries], "queries", meter
     )
     about = {"memories": len(texts), "users": len(user_ids), "candidates": len(flat),
              "facts": kinds.count("fact"), "notes": kinds.count("note"),
@@ -562,6 +562,7 @@ class Run:
         for lo in range(0, len(sample), 512):
             embedder.embed(sample[lo : lo + 512])
         spent = time.perf_counter() - began
+        self.embedding["torch_threads"] = "torch not installed"
         with contextlib.suppress(ImportError):
             import torch
 
@@ -809,8 +810,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-mem0", action="store_true", help="skip Mem0")
     parser.add_argument("--no-server", action="store_true", help="skip engramdb serve")
-    parser.add_argument("--refresh", action="store_true", help="recompute cached embeddings")
-    parser.add_argument("--embed-only", action="store_true", help="build the dataset, then stop")
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     parser.add_argument("--wait-load", type=float, default=None, help="wait (bounded) until the "
                         "1-min load average is below this (full run: 1.0)")  # fmt: skip
@@ -845,10 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = _common.machine_info(packages, data_dir=root, extra={"Mem0": found})
         progress = _common.new_progress()
         with progress:
-            data = build_dataset(sizes, embedder, Meter(progress), args.refresh)
-            if args.embed_only:
-                print(f"dataset ready: {data.n:,} memories, {len(data.queries):,} queries")
-                return 0
+            data = build_dataset(sizes, embedder, Meter(progress))
             run = Run(sizes, data, root, progress)
             run.embedding_cost(embedder)
             run.mem0.note = found
