@@ -1274,7 +1274,7 @@ class Watched:
 
 @dataclass
 class PeerRun:
-    """What a process started by ``run_peer`` wrote (``data``), or why it did not (``note``)."""
+    """What a process started by ``start_peer`` wrote (``data``), or why it did not (``note``)."""
 
     ok: bool
     data: dict[str, Any] = field(default_factory=dict)
