@@ -1267,3 +1267,66 @@ class Watched:
 
     def log_tail(self, chars: int = 2000) -> str:
         return _read(self.log_path)[-chars:]
+
+
+# --- from benchC: a peer in its own virtualenv (Feast, Mem0), driven by a JSON spec
+
+
+@dataclass
+class PeerRun:
+    """What a process started by ``start_peer`` wrote (``data``), or why it did not (``note``)."""
+
+    ok: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    seconds: float = 0.0
+    peak_rss_kib: int = 0
+
+
+def peer_python(python: str, probe: str) -> tuple[str | None, str]:
+    """``(python, what python -c probe printed)``, or ``(None, why not)``: a peer whose pins
+    could change engramdb's packages runs in its own virtualenv, never imported here."""
+    if not os.access(python, os.X_OK):
+        return None, f"{python} missing"
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                              timeout=300, check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{python} cannot run `{probe}`: {e}"
+    return python, done.stdout.strip()
+
+
+def spinner(progress: Progress, description: str) -> Callable[[float], None]:
+    """A progress row for a process that reports no progress: elapsed seconds, redrawn."""
+    task = progress.add_task(description, total=None)
+    progress.refresh()
+
+    def tick(elapsed: float) -> None:
+        progress.update(task, description=f"{description} ({elapsed:.0f} s)")
+        progress.refresh()
+
+    return tick
+
+
+def start_peer(
+    argv: Sequence[str], spec: Mapping[str, Any], work: str, name: str, **watch: Any
+) -> Callable[[Progress, str], PeerRun]:
+    """Start ``argv SPEC.json OUT.json`` (files ``name.*`` in ``work``) as a ``Watched``
+    process (``watch``: its bounds, env, cwd); the function returned waits for the JSON it
+    writes, showing ``description`` on ``progress`` meanwhile."""
+    spec_path, out = Path(work, f"{name}.spec.json"), Path(work, f"{name}.out.json")
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    out.unlink(missing_ok=True)
+    proc = Watched([*argv, str(spec_path), str(out)], log_path=str(Path(work, f"{name}.log")),
+                   **watch).start()  # fmt: skip
+
+    def finish(progress: Progress, description: str) -> PeerRun:
+        done = proc.wait(spinner(progress, description))
+        if not done.ok or not out.exists():
+            note = done.reason or "no result written"
+            progress.console.print(f"[yellow]{description}: {note}[/yellow]", proc.log_tail(600))
+            return PeerRun(False, note=note, seconds=done.seconds, peak_rss_kib=done.peak_rss_kib)
+        data = json.loads(out.read_text(encoding="utf-8"))
+        return PeerRun(True, data, "", done.seconds, done.peak_rss_kib)
+
+    return finish
