@@ -2,22 +2,17 @@
 
     python bench/cluster.py [--quick]   # ~20 minutes; --quick: one fault of each kind (~5)
 
-A local 3-node cluster from ``engramdb.cluster.Cluster`` (``engramdb cluster up``'s code: etcd,
-Patroni, PostgreSQL + pgvector, synchronous replication) in a temporary directory.
-
-1. Failover: each fault injected by ``engramdb.audit.faults.run_fault`` (``engramdb audit
-   --allow-faults``) under four client processes at once: open-loop writes (50/s) and replica
-   reads (100/s; latency from the intended send time), writers of unique keys (each
-   acknowledged one read back on the leader afterwards: lost must be 0), and compare-and-set
-   clients on hot keys whose histories go through ``engramdb.audit.linearizability``. Faults:
-   kill -9 of the leader node (it is restarted and rejoins), a switchover, a replica removed
-   and added back. Write outage: the longest time from the injection on without a write.
-2. Latency: one client thread, closed loop, the same ``_common.measure`` loop on every side:
-   records get / put and a session update (read, apply, compare-and-set) on the cluster
-   (durability sync: acknowledged once the synchronous standby has it), LMDB (fsync) and
-   Redis (GET / SET / WATCH+MULTI, ``appendfsync always``); then vector search (k=10, HNSW
-   in-process on both) on the cluster (which first asks PostgreSQL for the latest change
-   sequence: read-your-writes across fronts) against embedded LMDB.
+A local 3-node cluster (``engramdb cluster up``'s code: etcd, Patroni, PostgreSQL + pgvector,
+synchronous replication) in a temporary directory. Failover: each fault (kill -9 of the leader
+node, which then rejoins; a switchover; a replica removed and added back) is injected by
+``engramdb.audit.faults.run_fault`` (``engramdb audit --allow-faults``) under open-loop writes
+(50/s) and replica reads (100/s), writers of unique keys (every acknowledged one is read back:
+lost must be 0) and compare-and-set clients whose histories go through the linearizability
+checker. Latency: one client thread, closed loop, the same ``_common.measure`` loop on every
+side: records get / put and a session update (read, apply, compare-and-set) with durable writes
+on the cluster (the synchronous standby has it), LMDB (fsync) and Redis (``appendfsync
+always``); then k=10 HNSW search on the cluster (which first asks PostgreSQL for the latest
+change sequence: read-your-writes across fronts) against embedded LMDB.
 """
 
 from __future__ import annotations
@@ -167,8 +162,8 @@ def search(db: engramdb.Database, sizes: Sizes, meter: c.Meter, side: str) -> St
 def latency(cluster: Cluster, sizes: Sizes, root: str) -> tuple[dict, dict[str, Stats]]:
     records: dict[str, dict[str, Stats]] = {}
     with c.new_progress() as progress:
-        meter, durable = c.Meter(progress), {"durability": "sync"}
-        with engramdb.open(cluster.url + "&schema=bench_latency", sweep_interval=None, **durable) as db:  # fmt: skip  # noqa: E501
+        meter, durable, schema = c.Meter(progress), {"durability": "sync"}, cluster.url + "&schema="
+        with engramdb.open(schema + "bench_latency", sweep_interval=None, **durable) as db:
             records["cluster"] = timed("cluster", engram_ops(db, sizes), sizes, meter)
         with engramdb.open(f"{root}/lmdb", sweep_interval=None, **durable) as db:
             records["lmdb"] = timed("lmdb", engram_ops(db, sizes), sizes, meter)
@@ -176,9 +171,10 @@ def latency(cluster: Cluster, sizes: Sizes, root: str) -> tuple[dict, dict[str, 
             import redis
 
             fsync = ("--appendonly", "yes", "--appendfsync", "always")
-            with c.RedisServer(exe, extra_args=fsync, parent=root) as server, redis.Redis.from_url(server.url) as r:  # fmt: skip  # noqa: E501
+            with (c.RedisServer(exe, extra_args=fsync, parent=root) as server,
+                  redis.Redis.from_url(server.url) as r):  # fmt: skip
                 records["redis"] = timed("redis", redis_ops(r, sizes), sizes, meter)
-        with engramdb.open(cluster.url + "&schema=bench_search", **durable) as db:
+        with engramdb.open(schema + "bench_search", **durable) as db:
             found = {"cluster": search(db, sizes, meter, "cluster")}
         with engramdb.open(f"{root}/lmdb-search", **durable) as db:
             found["lmdb"] = search(db, sizes, meter, "lmdb")
@@ -318,9 +314,12 @@ def report(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
     for op in OPS:
         ours = records["cluster"][op]
         lrows.append([op, fmt_us(ours.p50_us), fmt_us(ours.p99_us)])
-        for p in (records[peer][op] if peer in records else None for peer in ("lmdb", "redis")):
-            lrows[-1] += ["—", "—", "—"] if p is None else [fmt_us(p.p50_us), fmt_us(p.p99_us),
-                f"{fmt_ratio(ours.p50_us / p.p50_us)} / {fmt_ratio(ours.p99_us / p.p99_us)}"]  # fmt: skip
+        for p in (records.get(peer, {}).get(op) for peer in ("lmdb", "redis")):
+            if p is None:
+                lrows[-1] += ["—"] * 3
+                continue
+            ratio = f"{fmt_ratio(ours.p50_us / p.p50_us)} / {fmt_ratio(ours.p99_us / p.p99_us)}"
+            lrows[-1] += [fmt_us(p.p50_us), fmt_us(p.p99_us), ratio]
     title = "Latency: cluster engine vs LMDB engine vs Redis"
     r.table(title, ["operation", "cluster p50", "cluster p99", "LMDB p50", "LMDB p99",
                     "cluster ÷ LMDB", "Redis p50", "Redis p99", "cluster ÷ Redis"],
