@@ -212,6 +212,10 @@ def _ms(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f} ms" if x >= 10 else f"{x:.1f} ms"
 
 
+def spread(xs: list[float]) -> str:
+    return f"{_s(statistics.median(xs))} / {_s(max(xs))}"
+
+
 def p99(runs: list[dict[str, Any]], load: str, when: str) -> str:
     return _ms(statistics.median(x[load][when]["p99_ms"] or 0 for x in runs))
 
@@ -237,35 +241,32 @@ def report(sizes: Sizes, quick: bool, info: dict[str, str], runs: list[dict[str,
     by: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by.setdefault(run["fault"], []).append(run)
-    rows, lost_all, missed = [], [], []
-    for name, group in by.items():
-        windows, goal = [x["write_window_s"] for x in group], GOALS[name]
-        reads = [x["read_window_s"] for x in group]
-        lost = sum(x["acknowledged_writes_lost"] for x in group)
-        acked = sum(x["acknowledged_writes"] for x in group)
-        linear = sum(1 for x in group if x["history"]["linearizable"] is True)
-        outage, met = f"{_s(statistics.median(windows))} / {_s(max(windows))}", max(windows) <= goal
-        short = FAULTS[name].title.split(" (")[0].replace(" node", "")
-        r.check(f"{short}: write outage median / worst", "—", outage, f"≤ {goal:g} s", met)
-        lost_all.append((name, lost, acked, linear == len(group)))
-        problems = [
-            *([f"write outage over the {goal:g} s goal in {sum(w > goal for w in windows)} of "
-               f"{len(group)} runs (worst {max(windows):.2f} s)"] if not met else []),
-            *([f"{lost} acknowledged writes lost"] if lost else []),
-            *([f"{len(group) - linear} histories not linearizable"] if linear < len(group) else []),
-        ]  # fmt: skip
+    rows, missed, totals = [], [], {}
+    for name, g in by.items():
+        goal, title, windows = GOALS[name], FAULTS[name].title, [x["write_window_s"] for x in g]
+        lost = sum(x["acknowledged_writes_lost"] for x in g)
+        acked = sum(x["acknowledged_writes"] for x in g)
+        linear, met = sum(x["history"]["linearizable"] is True for x in g), max(windows) <= goal
+        totals[KINDS[name]] = (lost, acked, linear == len(g))
+        short = title.split(" (")[0].replace(" node", "")
+        r.check(f"{short}: write outage median / worst", "—", spread(windows), f"≤ {goal:g} s", met)
+        problems = [text for bad, text in [
+            (not met, f"write outage over the {goal:g} s goal in {sum(w > goal for w in windows)} "
+                      f"of {len(g)} runs (worst {max(windows):.2f} s)"),
+            (lost, f"{lost} acknowledged writes lost"),
+            (linear < len(g), f"{len(g) - linear} histories not linearizable")] if bad]  # fmt: skip
         if problems:
-            missed.append(f"**Goal missed — {FAULTS[name].title}:** " + "; ".join(problems) + ".")
-        rows.append([FAULTS[name].title, str(len(group)), outage,
+            missed.append(f"**Goal missed — {title}:** " + "; ".join(problems) + ".")
+        ops = sum(x["history"]["operations"] for x in g)
+        rows.append([title, str(len(g)), spread(windows),
                      f"≤ {goal:g} s: {'met' if met else '**missed**'}",
-                     f"{_s(statistics.median(reads))} / {_s(max(reads))}",
-                     p99(group, "writes", "during"), p99(group, "writes", "after"),
-                     p99(group, "reads", "during"), f"**{lost}** of {acked:,}",
-                     f"{linear}/{len(group)} ({sum(x['history']['operations'] for x in group):,} ops)"])  # fmt: skip  # noqa: E501
-    if lost_all:
-        r.check("acknowledged writes lost: " + " / ".join(KINDS.get(n, n) for n, *_ in lost_all),
-                "—", " / ".join(f"{lost} of {acked:,}" for _, lost, acked, _ in lost_all), "0",
-                all(lost == 0 and linear for _, lost, _, linear in lost_all))  # fmt: skip
+                     spread([x["read_window_s"] for x in g]), p99(g, "writes", "during"),
+                     p99(g, "writes", "after"), p99(g, "reads", "during"),
+                     f"**{lost}** of {acked:,}", f"{linear}/{len(g)} ({ops:,} ops)"])  # fmt: skip
+    if totals:
+        r.check("acknowledged writes lost: " + " / ".join(totals), "—",
+                " / ".join(f"{lost} of {acked:,}" for lost, acked, _ in totals.values()), "0",
+                all(lost == 0 and linear for lost, _, linear in totals.values()))  # fmt: skip
     failover = "Failover under load"
     r.table(failover, ["fault", "runs", "write outage", "goal", "read outage (replicas)",
                        "write p99 during", "write p99 after", "read p99 during",
