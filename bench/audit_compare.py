@@ -146,9 +146,13 @@ NOTES = {  # per side
 }  # fmt: skip
 
 
+def section(x: dict[str, Any], step: str, name: str) -> dict[str, Any] | None:
+    return (x["runs"].get(step) or {}).get("sections", {}).get(name)
+
+
 def cell(x: dict[str, Any], step: str, name: str, text: Callable[[dict[str, Any]], str]) -> str:
     """One side's figure from its ``step`` run, or why there is none."""
-    if s := (x["runs"].get(step) or {}).get("sections", {}).get(name):
+    if s := section(x, step, name):
         return text(s)
     if step == "availability" and not x["side"]["managed"]:
         return "n/a (no server to kill)"
@@ -217,9 +221,8 @@ def report(raw: dict[str, Any], quick: bool, machine: dict[str, str], note: str)
     for x in results:
         for title, (step, name, text) in NOTES.items():
             # the generator's lateness: at the headroom run's rate, else the search's
-            late = step == "headroom" and step not in x["runs"]
-            r.note(f"{title.format(sizes.start_rate)}, {x['side']['label']}",
-                   cell(x, "search" if late else step, name, text))  # fmt: skip
+            s = section(x, step, name) or section(x, "search", name)
+            r.note(f"{title.format(sizes.start_rate)}, {x['side']['label']}", text(s) if s else "—")
         for step, error in x["errors"].items():
             r.note(f"did not complete, {x['side']['label']}", f"{step}: {error}")
     return r

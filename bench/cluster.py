@@ -187,13 +187,13 @@ def failover(cluster: Cluster, sizes: Sizes, say: Callable[[str], None]) -> list
     plan = [*["leader_kill"] * sizes.kills, *["switchover"] * sizes.switchovers,
             *["scale_in"] * sizes.scale_ins]  # fmt: skip
     shutil.rmtree(RESULTS_DIR / "cluster-faults", ignore_errors=True)  # this run's only
-    runs = []
+    runs, url = [], cluster.url
     for i, name in enumerate(plan):
         say(f"fault {i + 1}/{len(plan)}: {FAULTS[name].title}")
         started = time.time()
         row = run_fault(
-            cluster, cluster.url, FAULTS[name], options={"namespace": "bench_failover"},
-            prefix=f"b{int(started)}f{i}", read_url=cluster.url + "&read_from=replica",
+            cluster, url, FAULTS[name], options={"namespace": "bench_failover"},
+            prefix=f"b{int(started)}f{i}", read_url=url + "&read_from=replica",
             progress=say, keep_logs=RESULTS_DIR / "cluster-faults" / f"{i + 1:02d}-{name}",
         )  # fmt: skip
         row["run_s"] = time.time() - started
