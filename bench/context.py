@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -235,25 +234,6 @@ def check(sides: dict[str, Callable[[Step], Any]], steps: list[Step]) -> None:
 # the run -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def held(lock: str | None, server_pid: int | None = None) -> Iterator[None]:
-    """With ``--lock``, hold an exclusive ``flock`` on it while measuring (other benchmarks
-    may share the machine), at normal priority after a niced build (niceness is per thread)."""
-    if lock is None:
-        yield
-        return
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        for pid in (os.getpid(), server_pid):
-            for task in os.listdir(f"/proc/{pid}/task") if pid else ():
-                with contextlib.suppress(OSError):
-                    os.setpriority(os.PRIO_PROCESS, int(task), 0)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class Run:
     def __init__(self, s: Sizes, data: Data, root: str, args: argparse.Namespace) -> None:
         self.s, self.data, self.root, self.args = s, data, root, args
@@ -353,8 +333,6 @@ class Run:
     def run(self) -> None:
         args, d = self.args, self.data
         with self.progress:
-            if args.lock is not None:  # others may be measuring: build niced, measure held
-                os.setpriority(os.PRIO_PROCESS, 0, 15)
             pq.write_table(feature_table(self.s, d.feature_names), self.parquet)
             self.timed("engramdb", self.build_engramdb)
             if self.redis is not None:
@@ -394,24 +372,19 @@ class Run:
                 check(sides, d.warmup[:5])
                 if self.redis is not None and self.chroma is not None:
                     sides["glue.partial"] = glue_step(self.redis, self.chroma, self.embedder.embed)
-                with held(args.lock, getattr(self, "server_pid", None)):
-                    got = _common.measure_interleaved_samples(
-                        [(fn, d.steps, d.warmup) for fn in sides.values()], batch=64,
-                        meter=Meter(self.progress),
-                        description="steps · every side, taking turns")  # fmt: skip
+                meter = Meter(self.progress)
+                got = _common.measure_interleaved_samples(
+                    [(fn, d.steps, d.warmup) for fn in sides.values()], batch=64, meter=meter,
+                    description="steps · every side, taking turns")  # fmt: skip
                 self.samples.update(zip(sides, got))
             if feast and "glue.partial" in self.samples:
-                with held(args.lock):
-                    calls = {"id": "step", "features": self.refs, "dump": 1,
-                             "warmup": [[s.entity] for s in d.warmup],
-                             "calls": [[s.entity] for s in d.steps]}  # fmt: skip
-                    if out := self.feast("online-measure", workloads=[calls]):
-                        w = out["workloads"]["step"]
-                        assert w["answers"][0][d.feature_names[0]] is not None, (
-                            "Feast found nothing"
-                        )
-                        samples = np.asarray(w["samples_ns"], np.int64)
-                        self.samples["feast"] = (samples, int(w["wall_ns"]))
+                calls = {"id": "step", "features": self.refs, "dump": 1,
+                         "warmup": [[s.entity] for s in d.warmup],
+                         "calls": [[s.entity] for s in d.steps]}  # fmt: skip
+                if out := self.feast("online-measure", workloads=[calls]):
+                    w = out["workloads"]["step"]
+                    assert w["answers"][0][d.feature_names[0]] is not None, "Feast found nothing"
+                    self.samples["feast"] = (np.asarray(w["samples_ns"], np.int64), w["wall_ns"])
 
     def serve(self, stack: contextlib.ExitStack) -> Any:
         """A client of ``engramdb serve`` on the built directory, or None (skipped)."""
@@ -421,7 +394,6 @@ class Run:
         except _common.EngramUnavailable as e:
             self.skipped["engramdb serve"] = str(e).splitlines()[0]
             return None
-        self.server_pid = server.pid
         return stack.enter_context(engramdb.connect(server.url))
 
     def stats(self) -> dict[str, Stats]:
@@ -508,7 +480,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-redis", action="store_true", help="skip Redis (and Feast)")
     parser.add_argument("--no-chroma", action="store_true", help="skip Chroma")
     parser.add_argument("--no-feast", action="store_true", help="skip Feast")
-    parser.add_argument("--lock", help="a file to flock while measuring (not while building)")
     parser.add_argument("--feast-python", default="/tmp/feast-venv/bin/python",
                         help="python of Feast's virtualenv")  # fmt: skip
     args = parser.parse_args(argv)

@@ -151,8 +151,7 @@ def run(sizes: Sizes, d: Data, root: str, r: Any) -> dict[str, Stats]:
     progress = _common.new_progress()
     keys, bkeys = d.keys, [k.encode() for k in d.keys]
 
-    def bench(row: str, fn: Callable[[Any], object], wl: Workload, conv: Callable[[int], Any]
-              ) -> None:  # fmt: skip
+    def bench(row: str, fn: Callable[[Any], object], wl: Workload, conv: Any) -> None:
         op, system, _ = ROWS[row]
         results[row] = measure(fn, [conv(i) for i in wl[1]], warmup=[conv(i) for i in wl[0]],
                                meter=Meter(progress), description=f"{op} · {system}")  # fmt: skip
@@ -353,22 +352,17 @@ def report(sizes: Sizes, quick: bool, data: Data, results: dict[str, Stats],
          for k, (op, system, call) in ROWS.items() if k in results],
         "lllrrrrr",
     )  # fmt: skip
-    rep.table(
-        "engramdb against Redis (above 1 favours engramdb)",
-        ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"],
-        [[ROWS[c["engramdb"]][0], ROWS[c["peer"]][1], fmt_ratio(c["p50_ratio"]),
-          fmt_ratio(c["p99_ratio"]), fmt_ratio(c["ops_ratio"])] for c in vs_redis],
-        "llrrr",
-        publish=False,
-    )  # fmt: skip
-    rep.table(
-        "engramdb against the floor (times the floor's latency)",
-        ["engramdb", "floor", "p50 x floor", "p99 x floor"],
-        [[ROWS[c["engramdb"]][0], ROWS[c["peer"]][1], fmt_ratio(1 / c["p50_ratio"]),
-          fmt_ratio(1 / c["p99_ratio"])] for c in vs_floor],
-        "llrr",
-        publish=False,
-    )  # fmt: skip
+    for title, headers, pairs, cells in (
+        ("engramdb against Redis (above 1 favours engramdb)",
+         ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"], vs_redis,
+         lambda c: [c["p50_ratio"], c["p99_ratio"], c["ops_ratio"]]),
+        ("engramdb against the floor (times the floor's latency)",
+         ["engramdb", "floor", "p50 x floor", "p99 x floor"], vs_floor,
+         lambda c: [1 / c["p50_ratio"], 1 / c["p99_ratio"]]),
+    ):  # fmt: skip
+        rows = [[ROWS[c["engramdb"]][0], ROWS[c["peer"]][1], *map(fmt_ratio, cells(c))]
+                for c in pairs]  # fmt: skip
+        rep.table(title, headers, rows, "ll" + "r" * (len(headers) - 2), publish=False)
     return rep
 
 
@@ -389,8 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = stack.enter_context(_common.temp_dir("engramdb-bench-records-", args.data_dir))
         peer = _common.redis_peer(stack, args=args)
         extra = {"LMDB (C library)": ".".join(map(str, lmdb.version())), **peer.machine}
-        machine = _common.machine_info(("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy"),
-                               data_dir=root, extra=extra)  # fmt: skip
+        packages = ("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy")
+        machine = _common.machine_info(packages, data_dir=root, extra=extra)
         results = run(sizes, data, root, peer.clients[0] if peer.clients else None)
     report(sizes, args.quick, data, results, machine, peer.note).save()
     return 0
