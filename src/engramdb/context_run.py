@@ -206,17 +206,22 @@ def run(
         "records": records, "session": session, "features": features,
         "memory": memory, "search": search,
     }  # fmt: skip
-    pool = _executor()
-    tasks = []
+    jobs: list[Callable[[], dict[str, Part[Any]]]] = []
     if records is not None or session is not None or features is not None:
-        tasks.append(pool.submit(_snapshot, db, read_across, records, session, features))
+        jobs.append(lambda: _snapshot(db, read_across, records, session, features))
     if memory is not None:
-        tasks.append(pool.submit(lambda: {"memory": _guarded(lambda: _memory(db, memory))}))
+        jobs.append(lambda: {"memory": _guarded(lambda: _memory(db, memory))})
     if search is not None:
-        tasks.append(pool.submit(lambda: {"search": _guarded(lambda: _search(db, search))}))
+        jobs.append(lambda: {"search": _guarded(lambda: _search(db, search))})
+    # No deadline to keep: the calling thread runs the last part itself, while the pool
+    # runs the others, rather than only waiting (a thread hop fewer). With a deadline every
+    # part runs in the pool, so one that overruns can be left behind.
+    mine = jobs.pop() if timeout is None and jobs else None
+    pool = _executor()
+    tasks = [pool.submit(job) for job in jobs]
+    out: dict[str, Part[Any]] = {} if mine is None else mine()
     left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
     concurrent.futures.wait(tasks, timeout=left)
-    out: dict[str, Part[Any]] = {}
     for task in tasks:
         if task.done():
             out.update(task.result())
