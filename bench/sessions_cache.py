@@ -2,21 +2,17 @@
 
     python bench/sessions_cache.py [--quick] [--help for every size]
 
-Sessions: 1, 8 and 64 writer threads update one hot session or a session each (counter + 1
-and one more event, the last 20 kept) in closed loops for ``--seconds`` after ``--warmup``:
-engramdb embedded and through ``engramdb serve`` (one client shared by the threads) at
-durability async and sync, against Redis WATCH; GET; MULTI; SET; EXEC on the same msgpack dict
-(no fsync, paired with async; ``appendfsync always``, with sync). Every side retries through
-the same ``engramdb.sessions.cas_update`` (Redis's WatchError is its Conflict); latency is per
-successful update, retries included; every stored counter must equal its successful updates.
-Cache hits: ``get_or_set`` and the naive ``records.get``, embedded and through a client,
-against Redis GET + decode: one thread (``measure_interleaved``), then ``--hit-threads`` on
-one hot key. Stampede: a hot key's 250 ms TTL runs out as ``--requests`` requests arrive from
-``--threads`` threads; the loader sleeps ``--loader-ms``. ``get_or_set`` (single flight, and
-with ``stale_ttl=60``) against naive cache-aside (GET; on a miss load, SET with the TTL) on
-records and on Redis; through the server with one shared client and with a client per thread
-(another process each). Sides take turns (cell by cell, burst by burst) so load drift hits
-them alike; GC stays on, collected and frozen before each measured loop, cell or burst.
+Sessions: 1, 8 and 64 writer threads update one hot session or a session each (counter + 1, one
+more event, the last 20 kept) in closed loops: engramdb embedded and served, durability async
+and sync, against Redis WATCH; GET; MULTI; SET; EXEC on the same msgpack (no fsync against
+async, ``appendfsync always`` against sync), every side retried by ``cas_update``; latency per
+successful update, retries included; every stored counter must equal its updates. Cache hits:
+``get_or_set`` and naive ``records.get`` against Redis GET + decode, one thread then
+``--hit-threads``. Stampede: a hot key's 250 ms TTL runs out as ``--requests`` requests arrive
+from ``--threads`` threads (loader ``--loader-ms``): ``get_or_set`` (with and without
+``stale_ttl``) against naive cache-aside on records and on Redis, through the server with one
+shared client and a client per thread. Sides take turns cell by cell, burst by burst; GC is
+collected and frozen before each.
 """
 
 from __future__ import annotations
@@ -534,12 +530,7 @@ def report(s: Sizes, out: dict[str, Any], quick: bool, quiet: str, writers: Any)
         out["machine"],
         about=f"{quiet} A session holds a counter and its last {EVENTS_KEPT} events "
         f"({len(encode(state))} B of msgpack). {out['redis_note']}.",
-        raw={"sizes": asdict(s), "writers": list(writers),
-             "sessions": [{**c, "stats": c["stats"] and c["stats"].to_json()} for c in cells],
-             "cache_hits": {i: {"one_thread": a.to_json(), "threads": b.to_json()}
-                            for i, (a, b) in out["hits"].items()},
-             "stampede": {i: {**res, "stats": res["stats"].to_json(),
-                              "errors": dict(res["errors"])} for i, res in stampede.items()}},
+        raw={"sizes": asdict(s), "writers": list(writers)},
     )  # fmt: skip
     bad = [c for c in cells if c["lost"] or not c["events_ok"]]
     r.check("session updates lost or applied twice, every cell", "—",
@@ -573,9 +564,7 @@ def report(s: Sizes, out: dict[str, Any], quick: bool, quiet: str, writers: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb sessions and cache benchmark: embedded, server and Redis."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short cells (~1 minute smoke run)")
     _common.add_sizes(parser, FULL, QUICK)
     parser.add_argument("--writers", default="1,8,64",
@@ -586,10 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="first wait up to this long for the 1-minute load average to drop "
                         f"below {QUIET_LOAD}")  # fmt: skip
     args = parser.parse_args(argv)
-    sizes, writers = (
-        _common.sizes_from(args, FULL, QUICK),
-        [int(w) for w in args.writers.split(",")],
-    )
+    sizes = _common.sizes_from(args, FULL, QUICK)
+    writers = [int(w) for w in args.writers.split(",")]
     _common.exit_on_sigterm()
     wait = _common.wait_for_quiet
     quiet = args.wait_quiet <= 0 or wait(QUIET_LOAD, args.wait_quiet, poll_s=30, report=print)[0]
