@@ -1,6 +1,6 @@
 """``engramdb serve`` against ``redis-server``: throughput, server CPU, durable writes, latency.
 
-    python bench/server.py [--quick] [--profile [always]]   # --help: every size
+    python bench/server.py [--quick]   # --help: every size
 
 Fresh servers per phase. throughput: ``redis-benchmark -t TEST -c 50 -n N -q --csv``, plain and
 ``-P 16``, engramdb ``async`` against Redis ``--save "" --appendonly no`` (neither fsyncs),
@@ -8,7 +8,7 @@ Fresh servers per phase. throughput: ``redis-benchmark -t TEST -c 50 -n N -q --c
 the server's CPU time and group commits. durable: engramdb ``sync`` against Redis
 ``--appendfsync always``. latency: redis-py → Redis, redis-py → engramdb and the engramdb
 client taking turns on one thread. lpush-flat: LPUSH as one list grows. workers: ``--workers
-2`` against one. ``--profile``: py-spy's flame graph of the server under GET load.
+2`` against one.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
 import engramdb
 from _common import (
-    RESULTS_DIR,
     EngramServer,
     Meter,
     RedisServer,
@@ -93,7 +91,6 @@ class Sizes:
     rounds: int = 20  # latency: the clients take turns in this many slices
     seed: int = 1
     run_timeout: int = 300  # seconds before a redis-benchmark run is stopped as an error
-    profile_seconds: int = 10
     flat_items: int = 1_000_000  # lpush-flat: the list grows to this many items
     flat_requests: int = 20_000  # lpush-flat: timed LPUSHes at each length
     workers_requests: int = 100_000
@@ -101,7 +98,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(requests=10_000, pipelined_requests=20_000, durable_requests=5_000,
-              latency_calls=10_000, keys=2_000, run_timeout=60, profile_seconds=5,
+              latency_calls=10_000, keys=2_000, run_timeout=60,
               flat_items=100_000, flat_requests=5_000, workers_requests=20_000)  # fmt: skip
 
 
@@ -166,7 +163,6 @@ class Bench:
         self.progress = new_progress()
         self.runs: list[Run] = []
         self.latency: list[Any] = []  # a Stats per LATENCY_ROWS
-        self.profile: dict[str, Any] | None = None
 
     def redis_benchmark(self, port: int, args: str, **how: Any) -> Any:
         argv = [self.rb, "-h", "127.0.0.1", "-p", str(port), *args.split()]
@@ -273,34 +269,6 @@ class Bench:
                     rounds=s.rounds, meter=Meter(self.progress),
                     description=f"latency · {'GS'[k]}ET, 3 clients taking turns",
                 )  # fmt: skip
-
-    def run_profile(self, engram: EngramServer) -> None:
-        """py-spy's flame graph of the server under ``redis-benchmark -t get -c 50 -l``.
-        Non-blocking sampling reads the stacks without stopping the server: a ptrace stop per
-        sample (py-spy's default) interrupts its write(2) calls and so overstates them."""
-        pyspy, seconds = shutil.which("py-spy"), self.s.profile_seconds
-        if pyspy is None:
-            self.profile = {"note": "py-spy is not installed (`pip install py-spy`)"}
-            return
-        svg = Path(os.environ.get("ENGRAMDB_BENCH_RESULTS") or RESULTS_DIR) / "server-profile.svg"
-        svg.parent.mkdir(parents=True, exist_ok=True)
-        load = subprocess.Popen([self.rb, "-h", "127.0.0.1", "-p", str(engram.port), "-t", "get",
-                                 "-c", str(self.s.clients), "-l", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            time.sleep(1.0)  # let the connections open and the loop settle
-            cpu0, t0 = process_cpu_seconds(engram.pid) or 0.0, time.perf_counter()
-            argv = [pyspy, "record", "--pid", str(engram.pid), "-d", str(seconds),
-                    "-o", str(svg), "--nonblocking"]  # fmt: skip
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-            used = (process_cpu_seconds(engram.pid) or 0.0) - cpu0
-        finally:
-            load.terminate()
-            load.wait(10)
-        self.profile = {"file": str(svg), "exit status": done.returncode,  # 1: ptrace not allowed?
-                        "output": (done.stdout + done.stderr)[-1000:],
-                        "server_cpu_percent": 100 * used / (time.perf_counter() - t0)}  # fmt: skip
-        print(f"py-spy: {svg} (exit status {done.returncode})")
 
 
 # the report --------------------------------------------------------------------------------
@@ -486,7 +454,7 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         f"- A run past {s.run_timeout} s is an error; an error in any of the {s.repeats} repeats "
         "is the test's. An engramdb list is one record, capped at 1 MiB (~260k short items).",
     ]))  # fmt: skip
-    report.raw = {"sizes": asdict(s), "redis_benchmark": runs, "profile": b.profile}
+    report.raw = {"sizes": asdict(s), "redis_benchmark": runs}
     return report
 
 
@@ -494,13 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes")
     add_sizes(parser, FULL, QUICK)
-    parser.add_argument(
-        "--profile",
-        nargs="?",
-        const="missed",
-        choices=("missed", "always"),
-        help="py-spy the async server under GET load if a target is missed",
-    )
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
     parser.add_argument("--redis-benchmark", help="redis-benchmark executable (default: on PATH)")
@@ -536,10 +497,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             b.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
             b.latency_runs(r.port, e)
             b.lpush_flat(endpoints)
-            missed = any(h["result"] in ("FAIL", "INCOMPLETE")
-                         for h in build_report(b, machine, args.quick).headline)  # fmt: skip
-            if args.profile == "always" or (args.profile and missed):
-                b.run_profile(e)
         with contextlib.ExitStack() as stack:  # SET, GET: 1 and 2 workers
             endpoints = [Endpoint(x, stack.enter_context(EngramServer(f"{root}/engramdb-{x}",
                          durability="async", extra_args=("--workers", x[-1]))))
