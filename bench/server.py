@@ -170,8 +170,7 @@ class Bench:
                               **how)  # fmt: skip
 
     def fill(self, e: Endpoint, items: int) -> None:
-        """LPUSH ``items`` items onto redis-benchmark's list (untimed, pipelined) and let the
-        server settle: its background work after the fill is not the next run's."""
+        """Untimed LPUSHes onto redis-benchmark's list, then wait for the server to settle."""
         if items > 0:
             self.redis_benchmark(e.server.port, f"-t lpush -c 8 -n {items} -P 64 -q", check=True)
         settle(e.server.pid)
@@ -215,8 +214,7 @@ class Bench:
                 self.bench(task, e, test, requests, p, repeat)
 
     def lpush_flat(self, endpoints: list[Endpoint]) -> None:
-        """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``),
-        then untimed pipelined pushes up to the next length."""
+        """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``)."""
         s = self.s
         lengths = sorted({0, *(n for n in (10_000, 100_000) if n < s.flat_items), s.flat_items})
         task = self.progress.add_task("lpush-flat", total=len(lengths) * len(endpoints))
@@ -230,8 +228,7 @@ class Bench:
             e.flush()
 
     def latency_runs(self, redis_port: int, engram: EngramServer) -> None:
-        """GET and SET of uniform random keys out of a preloaded keyspace, the same sequence
-        (seeded) through each client."""
+        """GET and SET of seeded random preloaded keys, the same sequence through each client."""
         s, rng = self.s, random.Random(self.s.seed)
         keys = [f"bench:{i:08d}" for i in range(s.keys)]
         values = [rng.randbytes(s.value_size) for _ in range(64)]
@@ -243,13 +240,8 @@ class Bench:
             rr, re_ = (stack.enter_context(redis.Redis(port=port, protocol=2))
                        for port in (redis_port, engram.port))  # fmt: skip
             records = stack.enter_context(engramdb.connect(engram.url)).records("bench")
-            for r in (rr, re_):
-                pipe = r.pipeline(transaction=False)
-                for i, key in enumerate(keys):
-                    pipe.set(key, values[i % 64])
-                    if i % 1000 == 999:
-                        pipe.execute()
-                pipe.execute()
+            for r, lo in itertools.product((rr, re_), range(0, s.keys, 1000)):
+                r.mset({key: values[i % 64] for i, key in enumerate(keys[lo : lo + 1000], lo)})
             for i, key in enumerate(keys):
                 records.put(key, bins[i % 64])
             for i in (0, s.keys - 1):  # the same data on every side, or it means nothing
@@ -336,7 +328,6 @@ def throughput_rows(
 
 
 def targets(b: Bench, report: Report) -> None:
-    """The headline: each comparison, its target, the worst ratio measured and the result."""
     runs = b.runs
 
     def judge(name: str, peer: str, want: str, ok: Callable[[float], bool],

@@ -388,7 +388,7 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
     """Open every store on the ExitStack ``st``, then run the three parts in turn."""
     pool = max(*writers, s.hit_threads, s.threads)
     stores: dict[str, Store] = {}
-    for durability in ("async", "sync"):
+    for durability in ("sync", "async"):  # async last: db, server and client stay async's
         path = f"{root}/embedded-{durability}"
         db = st.enter_context(engramdb.open(path, durability=durability, sweep_interval=None))
         server, client = st.enter_context(
@@ -396,13 +396,11 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
         )
         stores[f"embedded.{durability}"] = engram_store(db.sessions, s.max_retries)
         stores[f"server.{durability}"] = engram_store(client.sessions, s.max_retries)
-        if durability == "async":
-            out: dict[str, Any] = {"db": db, "client": client, "url": server.url}
     # redis-py 8 caps a pool at 100 connections by default; every thread needs one.
     fsync_args = ("--appendonly", "yes", "--appendfsync", "always")
     peer = _common.redis_peer(st, ((), fsync_args), args=args, parent=root,
                               max_connections=pool + 8)  # fmt: skip
-    out.update(redis_note=peer.note, cells=[], stampede={})
+    out: dict[str, Any] = {"redis_note": peer.note, "cells": [], "stampede": {}}
     r = None
     if peer.clients:
         import redis
@@ -417,7 +415,6 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
         )
     packages = ("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy")
     out["machine"] = _common.machine_info(packages, data_dir=root, extra=peer.machine)
-    db, client = out["db"], out["client"]
     with (progress := _common.new_progress()):
         sides = [i for i in SESSION_SIDES if i in stores]
         (meter := Meter(progress)).start("sessions", len(sides) * 2 * len(writers))
@@ -428,7 +425,7 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
                     meter.advance(1, force=True)
         out["hits"] = cache_hits(s, db, client, r, Meter(progress))
         loader = Loader(s.loader_ms / 1000)
-        per_thread = [st.enter_context(engramdb.connect(out["url"], pool_size=1)).cache
+        per_thread = [st.enter_context(engramdb.connect(server.url, pool_size=1)).cache
                       for _ in range(min(s.threads, s.requests))]  # fmt: skip
         stampede = {
             "embedded.naive": naive(db.records("stampede"), loader),
@@ -447,14 +444,11 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
             for i, side in stampede.items():
                 bursts[i].append(run_burst(side, loader, f"stampede:{i}:{k}", s))
                 meter.advance(1, force=True)
-    for i, got in bursts.items():
-        stale = [b["stale_served"] for b in got]
+    for i, got in bursts.items():  # per side: a list per figure, one item per burst
+        res = {k: [b[k] for b in got] for k in ("loader_calls", "waited", "stale_served")}
         lat = np.concatenate([b["latencies"] for b in got])
-        out["stampede"][i] = {"stats": Stats.from_samples(lat, sum(b["wall_ns"] for b in got)),
-                              "loader_calls": [b["loader_calls"] for b in got],
-                              "waited": [b["waited"] for b in got],
-                              "errors": sum((b["errors"] for b in got), Counter()),
-                              "stale_served": None if None in stale else stale}  # fmt: skip
+        res["stats"] = Stats.from_samples(lat, sum(b["wall_ns"] for b in got))
+        out["stampede"][i] = {**res, "errors": sum((b["errors"] for b in got), Counter())}
     return out
 
 
@@ -505,7 +499,7 @@ def stampede_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         system, strategy, baseline = STAMPEDE_SIDES[i]
         base, st, calls = results.get(baseline or ""), res["stats"], np.mean(res["loader_calls"])
         rows.append([system, strategy, _range(res["loader_calls"]), _range(res["waited"]),
-                     _range(res["stale_served"]) if res["stale_served"] is not None else "—",
+                     "—" if None in res["stale_served"] else _range(res["stale_served"]),
                      fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us),
                      f"{res['errors'].total():,}",
                      ratio(np.mean(base["loader_calls"]) / calls if base else None),
