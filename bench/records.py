@@ -8,8 +8,8 @@ environment flags and the same records as plain msgpack (read txn + get + decode
 without fsync; for durable puts a 4 KiB ``pwrite`` + ``fdatasync``) — and Redis via redis-py:
 GET, MGET of 100, SET, MULTI/EXEC of INCR + RPUSH + ``LTRIM -50 -1`` (list_append with
 ``max_len=50``), durable writes against ``appendfsync always``. ``_common.measure`` on every
-side, the same seeded random keys on every side. ``timing noise`` times a busy loop as long as
-engramdb's get p50: the p99 the machine itself adds to any µs-scale call.
+side, the same seeded uniform random keys on every side. ``timing noise`` times a busy loop
+as long as engramdb's get p50: the p99 the machine itself adds to any µs-scale call.
 """
 
 from __future__ import annotations
