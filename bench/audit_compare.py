@@ -2,16 +2,13 @@
 
     python bench/audit_compare.py [--quick] [--wait-quiet SECONDS]
 
-Every figure comes from ``run_audit`` (the code behind ``engramdb audit``) with the same
-workload (YCSB A: 50/50 read/update, zipfian keys, 1 kB values), the same ``--workers`` load
-processes on this machine and the same rates on each side: embedded (durability async),
-``engramdb serve --durability async`` and ``redis-server --appendfsync everysec``, servers
-started afresh by the audit for each measurement, each its own ``run_audit`` call: the max rate
-whose p99 (from each request's intended send time) stays ≤ 1 ms (5 s probes doubling from
-``--start-rate``, then bisections); p999 at 70% of it; burst recovery at ``--rate`` (3x, 5x);
-linearizability of hot-key histories and lost increments; acknowledged writes lost after
-kill -9 (servers only: durability sync against Redis's everysec). The load generator's lateness
-behind its schedule is reported too: when large, the figures are the machine's.
+Each figure is one ``run_audit`` call (the code behind ``engramdb audit``) with the same YCSB A
+workload, ``--workers`` load processes and rates on each side: embedded (async), ``engramdb
+serve --durability async``, ``redis-server --appendfsync everysec``, servers fresh per call.
+Max rate with p99 (from intended send times) ≤ 1 ms (5 s probes doubling from
+``--start-rate``, then bisection); p999 at 70% of it; burst recovery at ``--rate``;
+linearizability and lost increments; acknowledged writes lost after kill -9 (servers, sync vs
+everysec); the load generator's lateness (when large, the figures are the machine's).
 """
 
 from __future__ import annotations

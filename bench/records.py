@@ -3,15 +3,13 @@
     python bench/records.py [--quick] [--help for every size]
 
 engramdb ``get``, ``get_many(100)``, ``put`` (durability sync, async, none) and ``operate``
-(incr + list_append with trim), each against the floor — raw ``lmdb`` holding the same records
-as plain msgpack with engramdb's environment flags (a read txn + get + decode per call; a
-write txn without fsync; for durable puts a bare 4 KiB ``pwrite`` + ``fdatasync``) — and Redis
-(``--save "" --appendonly no``, redis-py with hiredis, the same msgpack decoded client-side):
-GET, MGET of 100, SET, and for operate MULTI/EXEC of INCR + RPUSH + ``LTRIM -50 -1`` (exactly
-list_append with ``max_len=50``); durable writes against SET / MULTI with ``appendfsync
-always``. Method: ``_common.measure`` for every side, uniform random keys from a fixed seed,
-the same key sequence on every side. A ``timing noise`` row times a busy loop as long as
-engramdb's get p50: the p99 the machine itself adds to any µs-scale call.
+(incr + list_append with trim), each against the floor — raw ``lmdb`` with engramdb's
+environment flags and the same records as plain msgpack (read txn + get + decode; a write txn
+without fsync; for durable puts a 4 KiB ``pwrite`` + ``fdatasync``) — and Redis via redis-py:
+GET, MGET of 100, SET, MULTI/EXEC of INCR + RPUSH + ``LTRIM -50 -1`` (list_append with
+``max_len=50``), durable writes against ``appendfsync always``. ``_common.measure`` on every
+side, the same seeded uniform random keys on every side. ``timing noise`` times a busy loop
+as long as engramdb's get p50: the p99 the machine itself adds to any µs-scale call.
 """
 
 from __future__ import annotations
@@ -162,11 +160,8 @@ def run(sizes: Sizes, d: Data, root: str, r: Any) -> dict[str, Stats]:
     def put_args(i: int) -> tuple[Any, dict[str, Any]]:
         return keys[i], d.new_bins[i % len(d.new_bins)]
 
-    def batch(start: int) -> list[int]:
-        return d.batch_keys[start : start + sizes.batch]
-
-    def key_batch(start: int) -> list[str]:
-        return [keys[i] for i in batch(start)]
+    def key_batch(start: int, names: Sequence[Any] = keys) -> list[Any]:
+        return [names[i] for i in d.batch_keys[start : start + sizes.batch]]
 
     def redis_operate(pair: tuple[str, str]) -> Any:
         pipe = r.pipeline(transaction=True)
@@ -243,15 +238,13 @@ def run(sizes: Sizes, d: Data, root: str, r: Any) -> dict[str, Stats]:
             n = _common.calibrate_busy_loop(results["engramdb.get"].p50_us)
             bench("noise.get", _common.busy_loop, d.gets, lambda _: n)
             bench("engramdb.get_many", s.get_many, d.batches, key_batch)
-            bench(
-                "floor.get_many", floor_get_many, d.batches, lambda b: [bkeys[i] for i in batch(b)]
-            )
+            bench("floor.get_many", floor_get_many, d.batches, lambda b: key_batch(b, bkeys))
             if r is not None:
                 bench(
                     "redis.get_many", lambda b: [decode(v) for v in r.mget(b)], d.batches, key_batch
                 )
 
-            bench("engramdb.put_sync", put(s), d.sync_puts, put_args)
+            bench("engramdb.put_sync", lambda item: s.put(*item), d.sync_puts, put_args)
             bench("engramdb.operate_sync", operate(s), d.sync_puts, keys.__getitem__)
             page = b"\x5a" * 4096
             fd = os.open(f"{root}/fdatasync.bin", os.O_RDWR | os.O_CREAT, 0o600)
@@ -268,7 +261,7 @@ def run(sizes: Sizes, d: Data, root: str, r: Any) -> dict[str, Stats]:
         for durability in ("async", "none"):
             with open_db(durability) as db:
                 s = db.records("bench")
-                bench(f"engramdb.put_{durability}", put(s), d.puts, put_args)
+                bench(f"engramdb.put_{durability}", lambda x, s=s: s.put(*x), d.puts, put_args)
                 if durability == "async":
                     bench("floor.put", floor_put, d.puts, lambda i: (bkeys[i], put_args(i)[1]))
                     if r is not None:
@@ -293,13 +286,6 @@ def run(sizes: Sizes, d: Data, root: str, r: Any) -> dict[str, Stats]:
     return results
 
 
-def put(s: engramdb.RecordSet) -> Callable[[tuple[str, dict[str, Any]]], Any]:
-    def call(item: tuple[str, dict[str, Any]]) -> Any:
-        return s.put(item[0], item[1])
-
-    return call
-
-
 def operate(s: engramdb.RecordSet) -> Callable[[str], list[Any]]:
     incr, list_append = ops.incr, ops.list_append
 
@@ -309,19 +295,9 @@ def operate(s: engramdb.RecordSet) -> Callable[[str], list[Any]]:
     return call
 
 
-def comparisons(results: dict[str, Stats], pairs: Sequence[tuple[str, str]]
-                ) -> list[dict[str, Any]]:  # fmt: skip
-    return [{"engramdb": a, "peer": b,
-             "p50_ratio": results[b].p50_us / results[a].p50_us,
-             "p99_ratio": results[b].p99_us / results[a].p99_us,
-             "ops_ratio": results[a].ops_s / results[b].ops_s}
-            for a, b in pairs if a in results and b in results]  # fmt: skip
-
-
 def report(sizes: Sizes, quick: bool, data: Data, results: dict[str, Stats],
            machine: dict[str, str], redis_note: str) -> Report:  # fmt: skip
     value_bytes = sum(len(encode(b)) for b in data.bins[:1000]) / min(sizes.records, 1000)
-    vs_redis, vs_floor = comparisons(results, VERSUS_REDIS), comparisons(results, VERSUS_FLOOR)
     rep = Report(
         "records",
         "records",
@@ -332,8 +308,7 @@ def report(sizes: Sizes, quick: bool, data: Data, results: dict[str, Stats],
         quick,
         machine,
         about=redis_note,
-        raw={"sizes": asdict(sizes), "results": {k: s.to_json() for k, s in results.items()},
-             "versus_redis": vs_redis, "versus_floor": vs_floor},
+        raw={"sizes": asdict(sizes), "results": {k: s.to_json() for k, s in results.items()}},
     )  # fmt: skip
     for name, peer, num, den, target, ok in (
         ("get p99: engramdb / raw LMDB floor", "LMDB floor", "engramdb.get", "floor.get",
@@ -354,22 +329,20 @@ def report(sizes: Sizes, quick: bool, data: Data, results: dict[str, Stats],
     )  # fmt: skip
     for title, headers, pairs, cells in (
         ("engramdb against Redis (above 1 favours engramdb)",
-         ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"], vs_redis,
-         lambda c: [c["p50_ratio"], c["p99_ratio"], c["ops_ratio"]]),
+         ["engramdb", "against", "p50 ratio", "p99 ratio", "ops/s ratio"], VERSUS_REDIS,
+         lambda a, b: [b.p50_us / a.p50_us, b.p99_us / a.p99_us, a.ops_s / b.ops_s]),
         ("engramdb against the floor (times the floor's latency)",
-         ["engramdb", "floor", "p50 x floor", "p99 x floor"], vs_floor,
-         lambda c: [1 / c["p50_ratio"], 1 / c["p99_ratio"]]),
+         ["engramdb", "floor", "p50 x floor", "p99 x floor"], VERSUS_FLOOR,
+         lambda a, b: [a.p50_us / b.p50_us, a.p99_us / b.p99_us]),
     ):  # fmt: skip
-        rows = [[ROWS[c["engramdb"]][0], ROWS[c["peer"]][1], *map(fmt_ratio, cells(c))]
-                for c in pairs]  # fmt: skip
+        rows = [[ROWS[a][0], ROWS[b][1], *map(fmt_ratio, cells(results[a], results[b]))]
+                for a, b in pairs if a in results and b in results]  # fmt: skip
         rep.table(title, headers, rows, "ll" + "r" * (len(headers) - 2), publish=False)
     return rep
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb records benchmark: engramdb vs raw LMDB floor vs Redis."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (~20 s smoke run)")
     _common.add_sizes(parser, FULL, QUICK)
     parser.add_argument("--data-dir", help="parent of the temporary data directories")

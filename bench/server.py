@@ -1,22 +1,21 @@
 """``engramdb serve`` against ``redis-server``: throughput, server CPU, durable writes, latency.
 
-    python bench/server.py [--quick] [--profile [always]]   # --help: every size
+    python bench/server.py [--quick]   # --help: every size
 
-Each phase with fresh servers. throughput: ``redis-benchmark -t TEST -c 50 -n N -q --csv``,
-unpipelined and ``-P 16``, engramdb ``--durability async`` against Redis ``--save ""
---appendonly no`` (neither fsyncs on a write), one process per test, ``--repeats`` runs
-alternating between the servers (each flushed first), the median by rps reported, with the
-server's CPU time (``/proc``, all its processes) and engramdb's group commits around each run.
-durable: the same, engramdb ``sync`` against Redis ``--appendonly yes --appendfsync always``.
-latency: one client thread, redis-py → Redis, redis-py → engramdb and the engramdb client taking
-turns. lpush-flat: LPUSH cost as one list grows to 1M items. workers: ``--workers 2`` against
-one. ``--profile``: py-spy's flame graph of the async server under GET load, next to the results.
+Fresh servers per phase. throughput: ``redis-benchmark -t TEST -c 50 -n N -q --csv``, plain and
+``-P 16``, engramdb ``async`` against Redis ``--save "" --appendonly no`` (neither fsyncs),
+``--repeats`` runs per test taking turns (each flushed first), the median by rps reported with
+the server's CPU time and group commits. durable: engramdb ``sync`` against Redis
+``--appendfsync always``. latency: redis-py → Redis, redis-py → engramdb and the engramdb
+client taking turns on one thread. lpush-flat: LPUSH as one list grows. workers: ``--workers
+2`` against one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import os
 import random
@@ -24,16 +23,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
 
 import engramdb
 from _common import (
-    RESULTS_DIR,
     EngramServer,
     Meter,
     RedisServer,
@@ -64,18 +61,18 @@ SYSTEMS = {  # id: (name in tables, configuration)
 }
 FAST, DURABLE = ("engramdb", "redis"), ("engramdb_sync", "redis_always")  # (ours, peer)
 WORKERS = ("engramdb_w2", "engramdb_w1")
-LATENCY_ROWS = (  # (id, op, client → server, the call timed); each op's Redis row first
-    ("redis.get", "GET", "redis-py → Redis", "r.get(key)"),
-    ("resp.get", "GET", "redis-py → engramdb", "r.get(key)"),
-    ("client.get", "GET", "engramdb client → engramdb", 's.get(key), s = records("bench")'),
-    ("redis.set", "SET", "redis-py → Redis", "r.set(key, value)"),
-    ("resp.set", "SET", "redis-py → engramdb", "r.set(key, value)"),
-    ("client.set", "SET", "engramdb client → engramdb", 's.put(key, {"value": value})'),
+LATENCY_ROWS = (  # (op, client → server, the call timed); each op's Redis row first
+    ("GET", "redis-py → Redis", "r.get(key)"),
+    ("GET", "redis-py → engramdb", "r.get(key)"),
+    ("GET", "engramdb client → engramdb", 's.get(key), s = records("bench")'),
+    ("SET", "redis-py → Redis", "r.set(key, value)"),
+    ("SET", "redis-py → engramdb", "r.set(key, value)"),
+    ("SET", "engramdb client → engramdb", 's.put(key, {"value": value})'),
 )
-THROUGHPUT = (["test", "-P", "Redis rps", "engramdb rps", "engramdb / Redis",
-               "Redis p50 / p99 ms", "engramdb p50 / p99 ms", "Redis CPU µs/req",
-               "engramdb CPU µs/req", "CPU ratio", "engramdb core use",
-               "engramdb writes / commit", "target"], "lrrrrrrrrrrrl")  # fmt: skip
+THROUGHPUT = ["test", "-P", "Redis rps", "engramdb rps", "engramdb / Redis",
+              "Redis p50 / p99 ms", "engramdb p50 / p99 ms", "Redis CPU µs/req",
+              "engramdb CPU µs/req", "CPU ratio", "engramdb core use",
+              "engramdb writes / commit", "target"]  # fmt: skip
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 Run = dict[str, Any]  # one redis-benchmark process: one test, one server, one pipeline depth
 
@@ -94,7 +91,6 @@ class Sizes:
     rounds: int = 20  # latency: the clients take turns in this many slices
     seed: int = 1
     run_timeout: int = 300  # seconds before a redis-benchmark run is stopped as an error
-    profile_seconds: int = 10
     flat_items: int = 1_000_000  # lpush-flat: the list grows to this many items
     flat_requests: int = 20_000  # lpush-flat: timed LPUSHes at each length
     workers_requests: int = 100_000
@@ -102,7 +98,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(requests=10_000, pipelined_requests=20_000, durable_requests=5_000,
-              latency_calls=10_000, keys=2_000, run_timeout=60, profile_seconds=5,
+              latency_calls=10_000, keys=2_000, run_timeout=60,
               flat_items=100_000, flat_requests=5_000, workers_requests=20_000)  # fmt: skip
 
 
@@ -162,19 +158,11 @@ def parse_csv(proc: subprocess.CompletedProcess[str], test: str) -> Run:
 class Bench:
     """The phases; every redis-benchmark run lands in ``runs``, in the order it ran."""
 
-    def __init__(self, sizes: Sizes, args: argparse.Namespace, rb: str) -> None:
-        self.s, self.args, self.rb = sizes, args, rb
+    def __init__(self, sizes: Sizes, rb: str) -> None:
+        self.s, self.rb = sizes, rb
         self.progress = new_progress()
         self.runs: list[Run] = []
         self.latency: list[Any] = []  # a Stats per LATENCY_ROWS
-        self.profile: dict[str, Any] | None = None
-        self.phase_seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        began = time.perf_counter()
-        yield
-        self.phase_seconds[name] = time.perf_counter() - began
 
     def redis_benchmark(self, port: int, args: str, **how: Any) -> Any:
         argv = [self.rb, "-h", "127.0.0.1", "-p", str(port), *args.split()]
@@ -182,8 +170,7 @@ class Bench:
                               **how)  # fmt: skip
 
     def fill(self, e: Endpoint, items: int) -> None:
-        """LPUSH ``items`` items onto redis-benchmark's list (untimed, pipelined) and let the
-        server settle: its background work after the fill is not the next run's."""
+        """Untimed LPUSHes onto redis-benchmark's list, then wait for the server to settle."""
         if items > 0:
             self.redis_benchmark(e.server.port, f"-t lpush -c 8 -n {items} -P 64 -q", check=True)
         settle(e.server.pid)
@@ -227,8 +214,7 @@ class Bench:
                 self.bench(task, e, test, requests, p, repeat)
 
     def lpush_flat(self, endpoints: list[Endpoint]) -> None:
-        """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``),
-        then untimed pipelined pushes up to the next length."""
+        """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``)."""
         s = self.s
         lengths = sorted({0, *(n for n in (10_000, 100_000) if n < s.flat_items), s.flat_items})
         task = self.progress.add_task("lpush-flat", total=len(lengths) * len(endpoints))
@@ -242,8 +228,7 @@ class Bench:
             e.flush()
 
     def latency_runs(self, redis_port: int, engram: EngramServer) -> None:
-        """GET and SET of uniform random keys out of a preloaded keyspace, the same sequence
-        (seeded) through each client."""
+        """GET and SET of seeded random preloaded keys, the same sequence through each client."""
         s, rng = self.s, random.Random(self.s.seed)
         keys = [f"bench:{i:08d}" for i in range(s.keys)]
         values = [rng.randbytes(s.value_size) for _ in range(64)]
@@ -255,13 +240,8 @@ class Bench:
             rr, re_ = (stack.enter_context(redis.Redis(port=port, protocol=2))
                        for port in (redis_port, engram.port))  # fmt: skip
             records = stack.enter_context(engramdb.connect(engram.url)).records("bench")
-            for r in (rr, re_):
-                pipe = r.pipeline(transaction=False)
-                for i, key in enumerate(keys):
-                    pipe.set(key, values[i % 64])
-                    if i % 1000 == 999:
-                        pipe.execute()
-                pipe.execute()
+            for r, lo in itertools.product((rr, re_), range(0, s.keys, 1000)):
+                r.mset({key: values[i % 64] for i, key in enumerate(keys[lo : lo + 1000], lo)})
             for i, key in enumerate(keys):
                 records.put(key, bins[i % 64])
             for i in (0, s.keys - 1):  # the same data on every side, or it means nothing
@@ -281,34 +261,6 @@ class Bench:
                     rounds=s.rounds, meter=Meter(self.progress),
                     description=f"latency · {'GS'[k]}ET, 3 clients taking turns",
                 )  # fmt: skip
-
-    def run_profile(self, engram: EngramServer) -> None:
-        """py-spy's flame graph of the server under ``redis-benchmark -t get -c 50 -l``.
-        Non-blocking sampling reads the stacks without stopping the server: a ptrace stop per
-        sample (py-spy's default) interrupts its write(2) calls and so overstates them."""
-        pyspy, seconds = shutil.which("py-spy"), self.s.profile_seconds
-        if pyspy is None:
-            self.profile = {"note": "py-spy is not installed (`pip install py-spy`)"}
-            return
-        svg = Path(os.environ.get("ENGRAMDB_BENCH_RESULTS") or RESULTS_DIR) / "server-profile.svg"
-        svg.parent.mkdir(parents=True, exist_ok=True)
-        load = subprocess.Popen([self.rb, "-h", "127.0.0.1", "-p", str(engram.port), "-t", "get",
-                                 "-c", str(self.s.clients), "-l", "-q"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            time.sleep(1.0)  # let the connections open and the loop settle
-            cpu0, t0 = process_cpu_seconds(engram.pid) or 0.0, time.perf_counter()
-            argv = [pyspy, "record", "--pid", str(engram.pid), "-d", str(seconds),
-                    "-o", str(svg), "--nonblocking"]  # fmt: skip
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
-            used = (process_cpu_seconds(engram.pid) or 0.0) - cpu0
-        finally:
-            load.terminate()
-            load.wait(10)
-        self.profile = {"file": str(svg), "exit status": done.returncode,  # 1: ptrace not allowed?
-                        "output": (done.stdout + done.stderr)[-1000:],
-                        "server_cpu_percent": 100 * used / (time.perf_counter() - t0)}  # fmt: skip
-        print(f"py-spy: {svg} (exit status {done.returncode})")
 
 
 # the report --------------------------------------------------------------------------------
@@ -376,7 +328,6 @@ def throughput_rows(
 
 
 def targets(b: Bench, report: Report) -> None:
-    """The headline: each comparison, its target, the worst ratio measured and the result."""
     runs = b.runs
 
     def judge(name: str, peer: str, want: str, ok: Callable[[float], bool],
@@ -407,7 +358,7 @@ def targets(b: Bench, report: Report) -> None:
           "Redis", "≤ 2.5x", lambda r: r <= 2.5, cpu_ratios, worst=max)  # fmt: skip
     for ours, peer in ((2, 0), (5, 3), (1, 0), (4, 3)) if len(b.latency) == 6 else ():
         a, z = b.latency[ours].p99_us, b.latency[peer].p99_us
-        judge(f"{LATENCY_ROWS[ours][1]} p99, single client: {LATENCY_ROWS[ours][2]} / redis-py → "
+        judge(f"{LATENCY_ROWS[ours][0]} p99, single client: {LATENCY_ROWS[ours][1]} / redis-py → "
               "Redis", "Redis", "≤ 1.5x", lambda r: r <= 1.5, {"": a / z},
               f"{fmt_us(a)} µs vs {fmt_us(z)} µs")  # fmt: skip
     rps_judge(DURABLE, ["set"], 1.0,
@@ -444,48 +395,45 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         f"in those tables are redis-benchmark's, per request under {s.clients} connections.",
     )  # fmt: skip
 
-    def table(title: str, head: Sequence[str], align: str, rows: list[Any], text: str = "",
-              publish: bool = False) -> None:  # fmt: skip
-        if rows:
-            report.table(title, head, rows, align, text=text, publish=publish)
-
+    table = functools.partial(report.table, publish=False)
     targets(b, report)
     for p in (1, 16):
         rows = throughput_rows(b, FAST, [p], TESTS, 0.8)
         depth = "unpipelined" if p == 1 else f"pipelined (-P {p})"
         fast = 'Throughput: engramdb (`async`) vs Redis (`--save "" --appendonly no`)'
-        table(f"{fast}, {depth}", *THROUGHPUT, rows, publish=p == 1)
+        table(f"{fast}, {depth}", THROUGHPUT, rows, "lrrrrrrrrrrrl", publish=p == 1)
     durable = "Durable writes: engramdb (`sync`) vs Redis (`--appendonly yes --appendfsync always`)"
-    table(durable, ["server", "SET rps", "avg ms", "p50 ms", "p99 ms", "max ms"], "lrrrrr",
+    table(durable, ["server", "SET rps", "avg ms", "p50 ms", "p99 ms", "max ms"],
           [[f"`{SYSTEMS[x][1]}`", cells(r)[0], *(ms(r.get(f"{k}_ms")) for k in ("avg", "p50",
-            "p99", "max"))] for x in DURABLE if (r := find_run(runs, x, "set"))],
-          f"SET from {s.clients} concurrent connections (`redis-benchmark -t set -c {s.clients} "
-          f"-n {s.durable_requests:,}`), each acknowledged only once durable:")  # fmt: skip
-    table(durable, *THROUGHPUT, throughput_rows(b, DURABLE, (1, 16), WRITE_TESTS, 1.0),
-          "Every test against the durable configurations (reads included, "
+            "p99", "max"))] for x in DURABLE if (r := find_run(runs, x, "set"))], "lrrrrr",
+          text=f"SET from {s.clients} concurrent connections (`redis-benchmark -t set "
+          f"-c {s.clients} -n {s.durable_requests:,}`), each acknowledged only once "
+          "durable:")  # fmt: skip
+    table(durable, THROUGHPUT, throughput_rows(b, DURABLE, (1, 16), WRITE_TESTS, 1.0),
+          "lrrrrrrrrrrrl", text="Every test against the durable configurations (reads included, "
           "for reference; the target applies to the unpipelined write tests):")  # fmt: skip
     table("Client latency: one client thread, closed loop",
           ["op", "client → server", "one call", "p50", "p99", "p999", "ops/s", "p99 / Redis"],
-          "lllrrrrr", [[op, path, f"`{call}`", *map(fmt_us, (st.p50_us, st.p99_us, st.p999_us)),
+          [[op, path, f"`{call}`", *map(fmt_us, (st.p50_us, st.p99_us, st.p999_us)),
             f"{st.ops_s:,.0f}", fmt_ratio(st.p99_us / b.latency[i // 3 * 3].p99_us)]
-           for i, ((_, op, path, call), st) in enumerate(zip(LATENCY_ROWS, b.latency))],
-          f"{s.latency_calls:,} calls per row, each timed, after {warm:,} warmup calls; random "
-          f"keys of {s.keys:,} preloaded (seed {s.seed}), {s.value_size}-byte values; the clients "
-          f"take turns in {s.rounds} slices. Latencies in µs; the last column is p99 / Redis's "
-          "p99 (below 1 favours engramdb).")  # fmt: skip
+           for i, ((op, path, call), st) in enumerate(zip(LATENCY_ROWS, b.latency))],
+          "lllrrrrr", text=f"{s.latency_calls:,} calls per row, each timed, after {warm:,} "
+          f"warmup calls; random keys of {s.keys:,} preloaded (seed {s.seed}), {s.value_size}-byte "
+          f"values; the clients take turns in {s.rounds} slices. Latencies in µs; the last column "
+          "is p99 / Redis's p99 (below 1 favours engramdb).")  # fmt: skip
     table("LPUSH as one list grows",
-          ["server", "list length", "rps", "avg ms", "CPU µs/req", "core use"], "lrrrrr",
+          ["server", "list length", "rps", "avg ms", "CPU µs/req", "core use"],
           [[SYSTEMS[r["system"]][0], f"{int(r['test'][6:]):,}", cells(r)[0], ms(r.get("avg_ms")),
-            *cells(r)[2:]] for r in runs if r["test"][:6] == "lpush@"],
-          f"At each length, `redis-benchmark -t lpush -c {s.clients} -n {s.flat_requests:,}` "
+            *cells(r)[2:]] for r in runs if r["test"][:6] == "lpush@"], "lrrrrr",
+          text=f"At each length, `redis-benchmark -t lpush -c {s.clients} -n {s.flat_requests:,}` "
           "onto one list (`mylist`), after untimed pipelined LPUSHes grew it to that length (up "
           f"to {s.flat_items:,} items).")  # fmt: skip
     table("Worker processes", ["server", "test", "rps", "p50 / p99 ms", "CPU µs/req", "core use"],
-          "llrrrr", [[SYSTEMS[x][1], t.upper(), *cells(r)]
-                     for t in ("set", "get") for x in WORKERS[::-1] if (r := find_run(runs, x, t))],
-          f"`redis-benchmark -t TEST -c {s.clients} -n {s.workers_requests:,}` against one "
-          "worker process and against `--workers 2` (CPU: every process of the server; core "
-          "use 200% is both cores of a 2-core machine).")  # fmt: skip
+          [[SYSTEMS[x][1], t.upper(), *cells(r)]
+           for t in ("set", "get") for x in WORKERS[::-1] if (r := find_run(runs, x, t))],
+          "llrrrr", text=f"`redis-benchmark -t TEST -c {s.clients} -n {s.workers_requests:,}` "
+          "against one worker process and against `--workers 2` (CPU: every process of the "
+          "server; core use 200% is both cores of a 2-core machine).")  # fmt: skip
     report.note("Notes", "\n".join([
         f"- **CPU µs/req**: user + system CPU of the server (all its processes, {TICK_S * 1000:g} "
         "ms ticks: `~` under 10, `<` none) over the requests: a request's cost, whatever the "
@@ -497,15 +445,7 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         f"- A run past {s.run_timeout} s is an error; an error in any of the {s.repeats} repeats "
         "is the test's. An engramdb list is one record, capped at 1 MiB (~260k short items).",
     ]))  # fmt: skip
-    report.raw = {
-        "sizes": asdict(s), "systems": {k: v[1] for k, v in SYSTEMS.items()},
-        "redis_benchmark": [{**r, "cpu_us_per_request": cpu_us(r),
-                             "reported": find_run(runs, r["system"], r["test"], r["pipeline"]) is r}
-                            for r in runs],
-        "latency": {row[0]: {"op": row[1], "path": row[2], "call": row[3], **st.to_json()}
-                    for row, st in zip(LATENCY_ROWS, b.latency)},
-        "profile": b.profile, "phase_seconds": b.phase_seconds,
-    }  # fmt: skip
+    report.raw = {"sizes": asdict(s), "redis_benchmark": runs}
     return report
 
 
@@ -513,13 +453,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes")
     add_sizes(parser, FULL, QUICK)
-    parser.add_argument(
-        "--profile",
-        nargs="?",
-        const="missed",
-        choices=("missed", "always"),
-        help="py-spy the async server under GET load if a target is missed",
-    )
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
     parser.add_argument("--redis-server", help="redis-server executable (default: on PATH)")
     parser.add_argument("--redis-benchmark", help="redis-benchmark executable (default: on PATH)")
@@ -530,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not redis_exe or not (rb := rb or shutil.which("redis-benchmark")):
         return skip("needs redis-server and redis-benchmark (Debian: redis-server, redis-tools)")
     exit_on_sigterm()
-    b = Bench(s, args, rb)
+    b = Bench(s, rb)
     version = {x: (subprocess.run([x, "--version"], capture_output=True, text=True).stdout
                    .strip().split("\n")[0] or "unknown") for x in (redis_exe, rb)}  # fmt: skip
     with temp_dir("engramdb-bench-server-", args.data_dir) as root, b.progress:
@@ -543,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                extra=extra)  # fmt: skip
         # Durable first: its servers write to disk, and their directories go before the rest.
         aof = ("--appendonly", "yes", "--appendfsync", "always")
-        with (b.phase("durable"), RedisServer(redis_exe, extra_args=aof, parent=root) as r,
+        with (RedisServer(redis_exe, extra_args=aof, parent=root) as r,
               EngramServer(f"{root}/engramdb-sync", durability="sync") as e,
               engramdb.connect(e.url) as client):  # fmt: skip
             endpoints = [Endpoint("redis_always", r), Endpoint("engramdb_sync", e, client)]
@@ -552,18 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               EngramServer(f"{root}/engramdb-async", durability="async") as e,
               engramdb.connect(e.url) as client):  # fmt: skip
             endpoints = [Endpoint("redis", r), Endpoint("engramdb", e, client)]
-            with b.phase("throughput"):
-                b.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
-            with b.phase("latency"):
-                b.latency_runs(r.port, e)
-            with b.phase("lpush-flat"):
-                b.lpush_flat(endpoints)
-            missed = any(h["result"] in ("FAIL", "INCOMPLETE")
-                         for h in build_report(b, machine, args.quick).headline)  # fmt: skip
-            if args.profile == "always" or (args.profile and missed):
-                with b.phase("profile"):
-                    b.run_profile(e)
-        with b.phase("workers"), contextlib.ExitStack() as stack:  # SET, GET: 1 and 2 workers
+            b.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
+            b.latency_runs(r.port, e)
+            b.lpush_flat(endpoints)
+        with contextlib.ExitStack() as stack:  # SET, GET: 1 and 2 workers
             endpoints = [Endpoint(x, stack.enter_context(EngramServer(f"{root}/engramdb-{x}",
                          durability="async", extra_args=("--workers", x[-1]))))
                          for x in ("engramdb_w1", "engramdb_w2")]  # fmt: skip

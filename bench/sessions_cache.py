@@ -2,21 +2,17 @@
 
     python bench/sessions_cache.py [--quick] [--help for every size]
 
-Sessions: 1, 8 and 64 writer threads update one hot session or a session each (counter + 1
-and one more event, the last 20 kept) in closed loops for ``--seconds`` after ``--warmup``:
-engramdb embedded and through ``engramdb serve`` (one client shared by the threads) at
-durability async and sync, against Redis WATCH; GET; MULTI; SET; EXEC on the same msgpack dict
-(no fsync, paired with async; ``appendfsync always``, with sync). Every side retries through
-the same ``engramdb.sessions.cas_update`` (Redis's WatchError is its Conflict); latency is per
-successful update, retries included; every stored counter must equal its successful updates.
-Cache hits: ``get_or_set`` and the naive ``records.get``, embedded and through a client,
-against Redis GET + decode: one thread (``measure_interleaved``), then ``--hit-threads`` on
-one hot key. Stampede: a hot key's 250 ms TTL runs out as ``--requests`` requests arrive from
-``--threads`` threads; the loader sleeps ``--loader-ms``. ``get_or_set`` (single flight, and
-with ``stale_ttl=60``) against naive cache-aside (GET; on a miss load, SET with the TTL) on
-records and on Redis; through the server with one shared client and with a client per thread
-(another process each). Sides take turns (cell by cell, burst by burst) so load drift hits
-them alike; GC stays on, collected and frozen before each measured loop, cell or burst.
+Sessions: 1, 8 and 64 writer threads update one hot session or a session each (counter + 1, one
+more event, the last 20 kept) in closed loops: engramdb embedded and served, durability async
+and sync, against Redis WATCH; GET; MULTI; SET; EXEC on the same msgpack (no fsync against
+async, ``appendfsync always`` against sync), every side retried by ``cas_update``; latency per
+successful update, retries included; every stored counter must equal its updates. Cache hits:
+``get_or_set`` and naive ``records.get`` against Redis GET + decode, one thread then
+``--hit-threads``. Stampede: a hot key's 250 ms TTL runs out as ``--requests`` requests arrive
+from ``--threads`` threads (loader ``--loader-ms``): ``get_or_set`` (with and without
+``stale_ttl``) against naive cache-aside on records and on Redis, through the server with one
+shared client and a client per thread. Sides take turns cell by cell, burst by burst; GC is
+collected and frozen before each.
 """
 
 from __future__ import annotations
@@ -392,7 +388,7 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
     """Open every store on the ExitStack ``st``, then run the three parts in turn."""
     pool = max(*writers, s.hit_threads, s.threads)
     stores: dict[str, Store] = {}
-    for durability in ("async", "sync"):
+    for durability in ("sync", "async"):  # async last: db, server and client stay async's
         path = f"{root}/embedded-{durability}"
         db = st.enter_context(engramdb.open(path, durability=durability, sweep_interval=None))
         server, client = st.enter_context(
@@ -400,13 +396,11 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
         )
         stores[f"embedded.{durability}"] = engram_store(db.sessions, s.max_retries)
         stores[f"server.{durability}"] = engram_store(client.sessions, s.max_retries)
-        if durability == "async":
-            out: dict[str, Any] = {"db": db, "client": client, "url": server.url}
     # redis-py 8 caps a pool at 100 connections by default; every thread needs one.
     fsync_args = ("--appendonly", "yes", "--appendfsync", "always")
     peer = _common.redis_peer(st, ((), fsync_args), args=args, parent=root,
                               max_connections=pool + 8)  # fmt: skip
-    out.update(redis_note=peer.note, cells=[], stampede={})
+    out: dict[str, Any] = {"redis_note": peer.note, "cells": [], "stampede": {}}
     r = None
     if peer.clients:
         import redis
@@ -421,7 +415,6 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
         )
     packages = ("engramdb", "lmdb", "msgspec", "redis", "hiredis", "numpy")
     out["machine"] = _common.machine_info(packages, data_dir=root, extra=peer.machine)
-    db, client = out["db"], out["client"]
     with (progress := _common.new_progress()):
         sides = [i for i in SESSION_SIDES if i in stores]
         (meter := Meter(progress)).start("sessions", len(sides) * 2 * len(writers))
@@ -432,7 +425,7 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
                     meter.advance(1, force=True)
         out["hits"] = cache_hits(s, db, client, r, Meter(progress))
         loader = Loader(s.loader_ms / 1000)
-        per_thread = [st.enter_context(engramdb.connect(out["url"], pool_size=1)).cache
+        per_thread = [st.enter_context(engramdb.connect(server.url, pool_size=1)).cache
                       for _ in range(min(s.threads, s.requests))]  # fmt: skip
         stampede = {
             "embedded.naive": naive(db.records("stampede"), loader),
@@ -451,14 +444,11 @@ def run(s: Sizes, writers: Sequence[int], root: str, args: Any, st: Any) -> dict
             for i, side in stampede.items():
                 bursts[i].append(run_burst(side, loader, f"stampede:{i}:{k}", s))
                 meter.advance(1, force=True)
-    for i, got in bursts.items():
-        stale = [b["stale_served"] for b in got]
+    for i, got in bursts.items():  # per side: a list per figure, one item per burst
+        res = {k: [b[k] for b in got] for k in ("loader_calls", "waited", "stale_served")}
         lat = np.concatenate([b["latencies"] for b in got])
-        out["stampede"][i] = {"stats": Stats.from_samples(lat, sum(b["wall_ns"] for b in got)),
-                              "loader_calls": [b["loader_calls"] for b in got],
-                              "waited": [b["waited"] for b in got],
-                              "errors": sum((b["errors"] for b in got), Counter()),
-                              "stale_served": None if None in stale else stale}  # fmt: skip
+        res["stats"] = Stats.from_samples(lat, sum(b["wall_ns"] for b in got))
+        out["stampede"][i] = {**res, "errors": sum((b["errors"] for b in got), Counter())}
     return out
 
 
@@ -509,7 +499,7 @@ def stampede_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         system, strategy, baseline = STAMPEDE_SIDES[i]
         base, st, calls = results.get(baseline or ""), res["stats"], np.mean(res["loader_calls"])
         rows.append([system, strategy, _range(res["loader_calls"]), _range(res["waited"]),
-                     _range(res["stale_served"]) if res["stale_served"] is not None else "—",
+                     "—" if None in res["stale_served"] else _range(res["stale_served"]),
                      fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us),
                      f"{res['errors'].total():,}",
                      ratio(np.mean(base["loader_calls"]) / calls if base else None),
@@ -534,12 +524,7 @@ def report(s: Sizes, out: dict[str, Any], quick: bool, quiet: str, writers: Any)
         out["machine"],
         about=f"{quiet} A session holds a counter and its last {EVENTS_KEPT} events "
         f"({len(encode(state))} B of msgpack). {out['redis_note']}.",
-        raw={"sizes": asdict(s), "writers": list(writers),
-             "sessions": [{**c, "stats": c["stats"] and c["stats"].to_json()} for c in cells],
-             "cache_hits": {i: {"one_thread": a.to_json(), "threads": b.to_json()}
-                            for i, (a, b) in out["hits"].items()},
-             "stampede": {i: {**res, "stats": res["stats"].to_json(),
-                              "errors": dict(res["errors"])} for i, res in stampede.items()}},
+        raw={"sizes": asdict(s), "writers": list(writers)},
     )  # fmt: skip
     bad = [c for c in cells if c["lost"] or not c["events_ok"]]
     r.check("session updates lost or applied twice, every cell", "—",
@@ -573,9 +558,7 @@ def report(s: Sizes, out: dict[str, Any], quick: bool, quiet: str, writers: Any)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb sessions and cache benchmark: embedded, server and Redis."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short cells (~1 minute smoke run)")
     _common.add_sizes(parser, FULL, QUICK)
     parser.add_argument("--writers", default="1,8,64",
@@ -586,10 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="first wait up to this long for the 1-minute load average to drop "
                         f"below {QUIET_LOAD}")  # fmt: skip
     args = parser.parse_args(argv)
-    sizes, writers = (
-        _common.sizes_from(args, FULL, QUICK),
-        [int(w) for w in args.writers.split(",")],
-    )
+    sizes = _common.sizes_from(args, FULL, QUICK)
+    writers = [int(w) for w in args.writers.split(",")]
     _common.exit_on_sigterm()
     wait = _common.wait_for_quiet
     quiet = args.wait_quiet <= 0 or wait(QUIET_LOAD, args.wait_quiet, poll_s=30, report=print)[0]
