@@ -35,7 +35,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faiss
@@ -373,9 +373,9 @@ class Bench:
     def point(self, fn: SearchFn, gt: np.ndarray, description: str, *, ef: int,
               queries: int | None = None, bad: np.ndarray | None = None) -> Any:  # fmt: skip
         """``fn`` over the first ``queries`` queries; recall against ``gt``."""
-        [(raw, st)] = v.timed([(fn, self.q2[: queries or self.s.queries])], self.progress,
-                            description, interleave=False, warm=WARM)  # fmt: skip
-        return v.point(np.stack(raw), gt, st, bad, ef=ef)
+        side = (fn, self.q2[: queries or self.s.queries], np.asarray)
+        [p] = v.points([side], gt, self.progress, description, warm=WARM, bad=bad)
+        return replace(p, ef=ef)
 
     def ef95(self, lib: Any) -> int:
         return self.res[lib.name]["ef_for"].get("0.95") or EF_SWEEP[-1]
@@ -413,12 +413,10 @@ class Bench:
             key, sides = f"{target:.2f}", []
             for lib in self.libs:
                 lib.set_ef(self.res[lib.name]["ef_for"].get(key) or EF_SWEEP[-1])
-                sides.append((lib.one, self.q2))
-            measured = v.timed(
-                sides, self.progress, f"head-to-head @{key}", interleave=True, warm=WARM
-            )
-            for lib, (raw, st) in zip(self.libs, measured):
-                self.res[lib.name]["headline"][key] = v.point(np.stack(raw), self.gt, st, ef=lib.ef)
+                sides.append((lib.one, self.q2, np.asarray))
+            found = v.points(sides, self.gt, self.progress, f"head-to-head @{key}", warm=WARM)
+            for lib, p in zip(self.libs, found):
+                self.res[lib.name]["headline"][key] = replace(p, ef=lib.ef)
 
     def batch(self) -> None:
         for lib in self.libs:
@@ -719,19 +717,8 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb vector-index benchmark: hnswlib vs faiss HNSW vs usearch."
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (~1-2 min smoke run)")
-    c.add_sizes(parser, FULL, QUICK)
-    parser.add_argument("--data-dir", help="parent of the temporary snapshot directory")
-    args = parser.parse_args(argv)
-    s = c.sizes_from(args, FULL, QUICK)
-    if min(s.n, s.dim, s.queries, s.clusters, s.threads) < 1:
-        parser.error("sizes must be positive")
-    if s.n * min(SELECTIVITIES) < K:
-        parser.error(f"--n too small: the {min(SELECTIVITIES):.1%} filter needs ≥ {K} matches")
-    c.exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args, s = v.parse(parser, argv, FULL, QUICK, min(SELECTIVITIES))
     faiss.omp_set_num_threads(s.threads)
     with c.temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
         machine = c.machine_info(

