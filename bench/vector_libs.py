@@ -1,24 +1,20 @@
 """HNSW libraries for engramdb's vector index: hnswlib, faiss and usearch, in one run.
 
-    python bench/vector_libs.py            # full run: 100,000 x 384 (about 10-15 min, 2 cores)
-    python bench/vector_libs.py --quick    # ~1-2 min smoke run: 20,000 x 128
+    python bench/vector_libs.py          # 100,000 x 384, about 10-15 min on 2 cores
+    python bench/vector_libs.py --quick  # 20,000 x 128, ~1-2 min
 
-Which native HNSW library should the embedding store use? Each gets the same data
-(``_common.clustered_vectors``, unit norm, inner product = cosine), graph (M = connectivity
-16, ef_construction = expansion_add 200) and threads, in one process, and is measured on
-what engramdb needs: (1) build, one insert call on ``--threads`` threads (RSS growth, file
-size); (2) single-query search on one thread over an ef sweep (recall@10 against exact, QPS),
-the smallest ef reaching 0.95 and 0.99 measured again with the libraries taking turns;
-(3) batch search of all queries at the 0.95 ef (best of 3); (4) filtered search at 0.2 % …
-20 % selectivity with each library's native mechanism — faiss ``IDSelectorBitmap`` in the
-graph walk (``IDSelectorBatch`` too at 1 % and 10 %), hnswlib ``filter=`` (a Python callable
-per candidate, with the GIL); usearch has none, so only search-then-filter with over-fetching
-— at the unfiltered 0.95 ef and at the smallest ef giving filtered recall 0.95 (probed on
-``--probe`` queries), beside exact search over the matching set (numpy gather + matmul;
-faiss ``IndexFlat`` + bitmap) to find where exact search should take over; (5) save / load;
-(6) delete 10 % (hnswlib ``mark_deleted``, faiss a live bitmap on every search, usearch
-``remove``): recall, deleted ids returned; then ``--updates`` items get a new vector under the
-same id, one call each. numpy's BLAS runs on one thread, like the single queries.
+Which native HNSW library should the embedding store use? Each gets the same clustered unit
+vectors (inner product = cosine), graph (M 16, ef_construction 200) and threads, in one
+process: (1) build on ``--threads`` threads (RSS growth, file size); (2) single-query search on
+one thread over an ef sweep (recall@10 against exact, QPS), the smallest ef reaching 0.95 and
+0.99 again with the libraries taking turns; (3) batch search at the 0.95 ef (best of 3);
+(4) filtered search at 0.2 % … 20 % selectivity with each library's native mechanism (faiss
+``IDSelectorBitmap`` in the graph walk, ``IDSelectorBatch`` too at 1 % and 10 %; hnswlib
+``filter=``, a Python callable; usearch has none: search-then-filter, over-fetching) at the
+unfiltered 0.95 ef and at the smallest ef giving filtered recall 0.95 (probed on ``--probe``
+queries), beside exact search over the matching set (numpy; faiss ``IndexFlat`` + bitmap) to
+find where exact search should take over; (5) save / load; (6) delete 10 %: recall, deleted
+ids returned; then ``--updates`` items get a new vector under the same id, one call each.
 """
 
 from __future__ import annotations
@@ -600,9 +596,7 @@ def decide(bench: Bench) -> str:
     res = bench.res
     eligible = [lib.name for lib in bench.libs
                 if lib.native_filter and res[lib.name]["after_delete"].bad == 0]  # fmt: skip
-    qps = {name: r["headline"]["0.95"].qps for name, r in res.items()}
-    ranked = sorted(qps, key=lambda name: -qps[name])
-    return (eligible or ranked)[0]
+    return max(eligible or list(res), key=lambda name: res[name]["headline"]["0.95"].qps)
 
 
 # reporting ---------------------------------------------------------------------------------

