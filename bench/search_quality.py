@@ -287,14 +287,10 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
                 [[m, *(_f(t["rrf_k0"][k0][k]) for k0 in RRF_K0S)] for m, k in MEASURES],
                 publish=False)  # fmt: skip
     worst = max((abs(g) for g in gaps), default=0.0)
-    more = (
-        f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
-        if worst > TIE_TOLERANCE
-        else ""
-    )
-    r.note(
-        "Tuned settings through hybrid_search vs the sweep", f"nDCG@10 within {worst:.4f}{more}."
-    )
+    text = f"nDCG@10 within {worst:.4f}"
+    if worst > TIE_TOLERANCE:
+        text += f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
+    r.note("Tuned settings through hybrid_search vs the sweep", f"{text}.")
     return r
 
 
@@ -318,13 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every embedding before any collection exists: engramdb's faiss sets OpenMP to one
         # thread for the whole process, which would slow torch down from then on.
         vectors = {n: {k: embeddings(k, d, meter) for k in keys} for n, d in collections.items()}
-        if not args.quick:
-            try:
-                import torch
+        if not args.quick:  # MiniLM ran (so torch is there) on torch's threads
+            import torch
 
-                machine["torch threads"] = str(torch.get_num_threads())
-            except ImportError:
-                machine["torch threads"] = "torch not installed"
+            machine["torch threads"] = str(torch.get_num_threads())
         for name, data in collections.items():
             with loaded(data, vectors[name]) as cols:
                 if name == TUNE_ON:

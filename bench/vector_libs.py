@@ -126,6 +126,13 @@ class Lib:
     def set_threads(self, threads: int) -> None:
         """Threads for the calls that take no explicit count (faiss OpenMP)."""
 
+    def load(self, path: str) -> Lib:
+        """A second instance on the snapshot ``save`` wrote (its own ``open``), at this ef."""
+        other = type(self)(self.s)
+        other.index = self.open(path)
+        other.set_ef(self.ef)
+        return other
+
     def extra_load(self, path: str) -> tuple[str, float] | None:
         """Another way to open a snapshot (e.g. memory-mapped view) and its time."""
         return None
@@ -184,12 +191,10 @@ class Hnswlib(Lib):
     def save(self, path: str) -> None:
         self.index.save_index(path)
 
-    def load(self, path: str) -> Lib:
-        other = Hnswlib(self.s)
-        other.index = hnswlib.Index(space="ip", dim=self.index.dim)
-        other.index.load_index(path, max_elements=self.index.get_max_elements())
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        index = hnswlib.Index(space="ip", dim=self.index.dim)
+        index.load_index(path, max_elements=self.index.get_max_elements())
+        return index
 
 
 class Faiss(Lib):
@@ -273,11 +278,8 @@ class Faiss(Lib):
     def save(self, path: str) -> None:
         faiss.write_index(self.index, path)
 
-    def load(self, path: str) -> Lib:
-        other = Faiss(self.s)
-        other.index = faiss.read_index(path)
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        return faiss.read_index(path)
 
 
 class Usearch(Lib):
@@ -326,11 +328,8 @@ class Usearch(Lib):
     def save(self, path: str) -> None:
         self.index.save(path)
 
-    def load(self, path: str) -> Lib:
-        other = Usearch(self.s)
-        other.index = usearch.index.Index.restore(path)
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        return usearch.index.Index.restore(path)
 
     def extra_load(self, path: str) -> tuple[str, float] | None:
         t0 = time.perf_counter()

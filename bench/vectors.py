@@ -576,10 +576,6 @@ class Bench:
     def __init__(self, s: Sizes, progress: Progress) -> None:
         self.s, self.progress = s, progress
 
-    def note(self, text: str) -> None:
-        self.progress.console.print(text)
-        self.progress.refresh()
-
     def points(self, plan: Sequence[tuple[System, Config]], truth: np.ndarray, description: str,
                flt: Filter | None = None) -> dict[str, Point]:  # fmt: skip
         """``plan`` on ``truth``'s queries: one configuration alone (a sweep point) or
@@ -605,7 +601,7 @@ class Bench:
         if isinstance(run.systems[name], Engram | RawFaiss):
             raise e
         run.unavailable[name] = f"{what} failed: {type(e).__name__}: {e}"[:300]
-        self.note(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
+        self.progress.console.print(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
         with contextlib.suppress(Exception):
             run.systems[name].close()
         del run.systems[name]
@@ -1107,16 +1103,15 @@ def main(argv: list[str] | None = None) -> int:
             with c.temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
                 with step(progress, "data + exact ground truth"):
                     ds = make()
-                n, dim = ds.base.shape
-                bench.note(f"[bold]{ds.name}[/bold]: {n:,} x {dim}, {len(ds.queries):,} queries "
-                           f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
+                progress.console.print(f"[bold]{ds.name}[/bold]: {len(ds.base):,} x "
+                                       f"{ds.base.shape[1]}, {len(ds.queries):,} queries "
+                                       f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
                 path = os.path.join(root, "engram")
                 engram = Engram(path)
                 run = Run(ds, {"faiss (raw)": RawFaiss(), "engramdb": engram,
                                "engramdb (default include)": Engram(path, engram)})  # fmt: skip
                 for peer, cls in (("chromadb", Chroma), ("lancedb", Lance)):
-                    why = c.missing(peer)
-                    if why:
+                    if why := c.missing(peer):
                         run.unavailable[peer] = f"not installed ({why})"
                     else:
                         run.systems[peer] = cls()
@@ -1136,7 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
                             server = server_phase(path, ds, ef, sizes)
                     except Exception as e:
                         server_error = f"{type(e).__name__}: {e}"[:500]
-                        bench.note(f"[red]server phase failed: {server_error}[/red]")
+                        progress.console.print(f"[red]server phase failed: {server_error}[/red]")
         defaults = [run.defaults for run in runs if run.defaults is not None]
         for kind in ("uniform", "sphere"):
             with step(progress, f"{kind} {UNIFORM_N:,} x {sizes.dim}: defaults"):
