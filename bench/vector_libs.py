@@ -80,8 +80,6 @@ FULL = Sizes()
 QUICK = Sizes(n=20_000, dim=128, queries=1_000, updates=500)
 
 
-# the libraries -----------------------------------------------------------------------------
-
 # library -> (filtered search, delete, update, persist): the "API notes" table
 API = {
     "hnswlib": (
@@ -342,9 +340,6 @@ class Usearch(Lib):
 INSTALLED = {Hnswlib: hnswlib is not None, Faiss: True, Usearch: usearch is not None}
 
 
-# measuring ---------------------------------------------------------------------------------
-
-
 class Bench:
     def __init__(self, s: Sizes, root: str, progress: Progress) -> None:
         self.s, self.root, self.progress = s, root, progress
@@ -557,9 +552,6 @@ class Bench:
                 phase()
 
 
-# analysis ----------------------------------------------------------------------------------
-
-
 def graph_filtered(bench: Bench, lib: str, sel: float) -> Any:
     """The library's native filtered search at recall ≥ 0.95 (tuned ef), if it has one."""
     native = bench.res[lib]["filtered"][sel].get("native")
@@ -596,9 +588,6 @@ def decide(bench: Bench) -> str:
     eligible = [lib.name for lib in bench.libs
                 if lib.native_filter and res[lib.name]["after_delete"].bad == 0]  # fmt: skip
     return max(eligible or list(res), key=lambda name: res[name]["headline"]["0.95"].qps)
-
-
-# reporting ---------------------------------------------------------------------------------
 
 
 def _pct(x: float | None, digits: int = 1) -> str:

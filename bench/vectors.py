@@ -175,8 +175,6 @@ def points(sides: Sequence[Side], truth: np.ndarray, progress: Progress, descrip
     return out
 
 
-# data --------------------------------------------------------------------------------------
-
 Filter = tuple[int, int, np.ndarray]  # (label below, matching items, exact filtered top-K)
 
 
@@ -259,9 +257,6 @@ def real_dataset(corpus: Path, seed: int, progress: Progress) -> Dataset:
         f"{len(queries)} queries, embedded with all-MiniLM-L6-v2 ({model}; {how})"
     )
     return dataset("minilm", about, base, qv, seed, 1)
-
-
-# systems: each takes its ``inputs`` (the queries as it wants them) one per call ------------
 
 
 @dataclass(frozen=True)
@@ -494,9 +489,6 @@ class Lance(System):
         return pad(raw.column("id").to_numpy())
 
 
-# measuring ---------------------------------------------------------------------------------
-
-
 @dataclass
 class Run:
     """Everything measured on one dataset."""
@@ -717,9 +709,6 @@ def peer_ratios(run: Run) -> dict[str, dict[str, Any]]:
     return out
 
 
-# the server --------------------------------------------------------------------------------
-
-
 def server_phase(path: str, ds: Dataset, ef: int | None, s: Sizes) -> dict[str, Any]:
     import uvloop
 
@@ -837,9 +826,6 @@ async def _load(url: str, ds: Dataset, ef: int | None, s: Sizes, go: Any,
     finally:
         for client in clients:
             await client.close()
-
-
-# reporting ---------------------------------------------------------------------------------
 
 
 def _lat(us: float) -> str:
@@ -1065,9 +1051,6 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
             "faiss ef 64* the same graph settings in faiss.",
         )  # fmt: skip
     return r
-
-
-# main --------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
