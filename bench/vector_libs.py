@@ -116,7 +116,7 @@ class Lib:
 
     name = package = ""
     native_filter = False  # filters inside the graph walk, in native code
-    filters = False  # has a filtered search of its own (``filtered``)
+    filter_label = ""  # names its own filtered search (``filtered``), if it has one
 
     def __init__(self, s: Sizes) -> None:
         self.s, self.ef, self.index = s, 0, None
@@ -138,7 +138,7 @@ class Lib:
 
 class Hnswlib(Lib):
     name = package = "hnswlib"
-    filters = True
+    filter_label = "hnswlib filter= (Python callable)"
 
     def build(self, x: np.ndarray, threads: int) -> None:
         self.index = hnswlib.Index(space="ip", dim=x.shape[1])
@@ -196,7 +196,8 @@ class Hnswlib(Lib):
 
 
 class Faiss(Lib):
-    name, package, native_filter, filters = "faiss", "faiss-cpu", True, True
+    name, package, native_filter = "faiss", "faiss-cpu", True
+    filter_label = "faiss HNSW + IDSelectorBitmap"
 
     def __init__(self, s: Sizes) -> None:
         super().__init__(s)
@@ -445,7 +446,7 @@ class Bench:
             }
             for lib in self.libs:
                 entry = self.res[lib.name]["filtered"][sel] = {}
-                if lib.filters:
+                if lib.filter_label:
                     make = functools.partial(lib.filtered, mask, bitmap)
                     entry["native"] = self._tuned(lib.name, make, gt, self.ef95(lib), ~mask, m)
             if sel not in REQUIRED_SELECTIVITIES:
@@ -626,10 +627,6 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
     def row(m: str, method: str, p: Any, ef: str | None = None) -> list[str]:
         return [m, method, ef or str(p.ef), _rec(p), _pct(p.short), str(p.bad), _qps(p)]
 
-    label = {
-        "faiss": "faiss HNSW + IDSelectorBitmap",
-        "hnswlib": "hnswlib filter= (Python callable)",
-    }
     filtered, crossing = [], []
     for sel, exact in bench.exact.items():
         m = f"{sel:.1%} ({int(bench.filters[sel][0].sum()):,})"
@@ -637,16 +634,16 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             row(m, "exact, numpy gather + matmul", exact["numpy"], "—"),
             row(m, "exact, faiss IndexFlat + IDSelectorBitmap", exact["faiss-flat"], "—"),
         ]
-        for name in names:
-            entry = res[name]["filtered"][sel]
+        for lib in bench.libs:
+            entry = res[lib.name]["filtered"][sel]
             if native := entry.get("native"):
                 at_base, tuned = native["at_base_ef"], native["tuned"]
-                filtered.append(row(m, f"{label.get(name, name)}, unfiltered ef", at_base))
+                filtered.append(row(m, f"{lib.filter_label}, unfiltered ef", at_base))
                 if tuned is None:
-                    filtered.append([m, f"{label.get(name, name)}, tuned ef", f"> {FILTER_EFS[-1]}",
+                    filtered.append([m, f"{lib.filter_label}, tuned ef", f"> {FILTER_EFS[-1]}",
                                      "< 0.95", "—", "—", "—"])  # fmt: skip
                 elif tuned is not at_base:
-                    filtered.append(row(m, f"{label.get(name, name)}, tuned ef", tuned))
+                    filtered.append(row(m, f"{lib.filter_label}, tuned ef", tuned))
             if "IDSelectorBatch" in entry:
                 filtered.append(row(m, "faiss HNSW + IDSelectorBatch", entry["IDSelectorBatch"]))
             if "post-filter" in entry:

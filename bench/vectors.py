@@ -522,8 +522,7 @@ def default_recall(name: str, about: str, collection: Any, queries: np.ndarray,
     keep = ("ef", "search_mode", "measured_recall", "calibrated_size", "calibration_seconds")
     return {
         "dataset": name, "description": about, "recall": p.recall, "mean_us": p.mean_us,
-        "p99_us": p.p99_us, **{k: stats[k] for k in keep}, "uncalibrated_recall": None,
-        "faiss_default_recall": None,
+        "p99_us": p.p99_us, **{k: stats[k] for k in keep},
     }  # fmt: skip
 
 
@@ -542,20 +541,19 @@ def uniform_defaults(kind: str, dim: int, seed: int, progress: Progress) -> dict
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     base, queries = np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
     gt = c.exact_top_k(queries, base, K)[0]
-    with c.temp_dir(f"engramdb-bench-{kind}-", None) as root:
-        db = engramdb.open(os.path.join(root, "db"), durability="none")
-        try:
-            coll = db.vectors.create_collection(kind, dim)
-            fixed = db.vectors.create_collection(f"{kind}-fixed", dim, target_recall=None)
-            for lo in range(0, n, UPSERT_BATCH):
-                ids = list(range(lo, min(n, lo + UPSERT_BATCH)))
-                coll.upsert(ids, base[lo : lo + UPSERT_BATCH])
-                fixed.upsert(ids, base[lo : lo + UPSERT_BATCH])
-            result = default_recall(kind, what, coll, queries, gt, progress)
-            found = [pad([h.id for h in fixed.search(q, K, include=[])]) for q in queries]
-            result["uncalibrated_recall"] = recall_at_k(np.stack(found), gt)
-        finally:
-            db.close()
+    with (
+        c.temp_dir(f"engramdb-bench-{kind}-", None) as root,
+        engramdb.open(os.path.join(root, "db"), durability="none") as db,
+    ):
+        coll = db.vectors.create_collection(kind, dim)
+        fixed = db.vectors.create_collection(f"{kind}-fixed", dim, target_recall=None)
+        for lo in range(0, n, UPSERT_BATCH):
+            ids = list(range(lo, min(n, lo + UPSERT_BATCH)))
+            coll.upsert(ids, base[lo : lo + UPSERT_BATCH])
+            fixed.upsert(ids, base[lo : lo + UPSERT_BATCH])
+        result = default_recall(kind, what, coll, queries, gt, progress)
+        found = [pad([h.id for h in fixed.search(q, K, include=[])]) for q in queries]
+        result["uncalibrated_recall"] = recall_at_k(np.stack(found), gt)
     index = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
     index.add(base)
@@ -1038,8 +1036,8 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
               mode.get(d["search_mode"], f"calibrated ef={d['ef']}"),
               _opt(d["measured_recall"], ".3f"), _opt(d["calibrated_size"], ","),
               _opt(d["calibration_seconds"], ".2f"), f"{d['recall']:.3f}", fmt_us(d["mean_us"]),
-              fmt_us(d["p99_us"]), _opt(d["uncalibrated_recall"], ".3f"),
-              _opt(d["faiss_default_recall"], ".3f")] for d in defaults],
+              fmt_us(d["p99_us"]), _opt(d.get("uncalibrated_recall")),
+              _opt(d.get("faiss_default_recall"))] for d in defaults],
             "lllrrrrrrrr", publish=False,
             text="Collections created with `target_recall` left at its "
             "default (0.95): a search that passes no `ef` uses what the collection's "
