@@ -343,9 +343,8 @@ class Engram(System):
         return lambda q: search(q, K, ef=ef, filter=where, include=nothing)
 
     def close(self) -> None:
-        if self.db is not None:
+        if self.db is not None:  # the default-include view shares its owner's
             self.db.close()
-            self.db = None
 
 
 class RawFaiss(System):
@@ -619,13 +618,11 @@ class Bench:
             picks: dict[str, Config | None] = {}
             for name, points in run.sweep.items():
                 ok = [(cfg, p) for cfg, p in points if p.recall >= target]
-                if not ok:
-                    picks[name] = None
-                elif isinstance(run.systems[name], Engram | RawFaiss):
+                if ok and isinstance(run.systems[name], Engram | RawFaiss):
                     # Same graph code: the smallest ef reaching the target (what a user sets).
                     picks[name] = min(ok, key=lambda cp: cp[0].ef or 0)[0]
                 else:
-                    picks[name] = max(ok, key=lambda cp: cp[1].qps)[0]
+                    picks[name] = max(ok, key=lambda cp: cp[1].qps)[0] if ok else None
             run.chosen[f"{target:.2f}"] = picks
 
     def plan(self, run: Run, key: str, *, raw: bool) -> list[tuple[System, Config]]:
@@ -684,21 +681,15 @@ def _over(p: Point | None, raw: Point, mean: bool = False) -> float | None:
     return p.mean_us / raw.mean_us - 1 if mean else p.p50_us / raw.p50_us - 1
 
 
-def peer_ratios(run: Run) -> dict[str, dict[str, Any]]:
-    """Per target and peer: engramdb QPS / peer QPS, both at recall ≥ target."""
-    out: dict[str, dict[str, Any]] = {}
+def peer_ratios(run: Run) -> dict[str, dict[str, tuple[Point, float | None]]]:
+    """Per target and peer: its point and engramdb QPS / its QPS, both at recall ≥ target."""
+    out: dict[str, dict[str, tuple[Point, float | None]]] = {}
     for key, points in run.headline.items():
-        eng = points.get("engramdb")
-        out[key] = {}
-        for name, system in run.systems.items():
-            if isinstance(system, Engram | RawFaiss) or name not in points:
-                continue
-            p, reached = points[name], run.chosen[key].get(name) is not None
-            out[key][name] = {
-                "reaches_target": reached, "best_recall": run.best_recall.get(name),
-                "config": p.config, "recall": p.recall, "qps": p.qps,
-                "ratio": (eng.qps / p.qps) if eng is not None and reached else None,
-            }  # fmt: skip
+        eng, reached = points.get("engramdb"), run.chosen[key]
+        out[key] = {
+            name: (p, eng.qps / p.qps if eng is not None and reached.get(name) else None)
+            for name, p in points.items() if not isinstance(run.systems[name], Engram | RawFaiss)
+        }  # fmt: skip
     return out
 
 
@@ -869,11 +860,10 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         for key, (raw, eng, rec) in overheads(run).items()
     ]  # fmt: skip
     peers = [
-        [key, name, r["config"] + cfg_note(key, name), _opt(r["recall"]), f"{r['qps']:,.0f}",
+        [key, name, p.config + cfg_note(key, name), _opt(p.recall), qps(p),
          qps(eng := run.headline[key].get("engramdb")), _opt(eng.recall if eng else None),
-         c.fmt_ratio(r["ratio"]),
-         "—" if r["ratio"] is None else "PASS" if r["ratio"] >= PEER_TARGET else "FAIL"]
-        for key, row in peer_ratios(run).items() for name, r in row.items()
+         c.fmt_ratio(ratio), "—" if ratio is None else "PASS" if ratio >= PEER_TARGET else "FAIL"]
+        for key, row in peer_ratios(run).items() for name, (p, ratio) in row.items()
     ]  # fmt: skip
     filtered = [
         [f"{sel:.0%} ({ds.filters[sel][1]:,})", key, name, p.config, _opt(p.recall),
@@ -950,14 +940,14 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
                 f"{_pct(worst)} ({per})", budget, ok)  # fmt: skip
         peers: dict[str, tuple[bool | None, list[str]]] = {}
         for key, row in peer_ratios(run).items():
-            for peer, x in row.items():
+            for peer, (_, ratio) in row.items():
                 ok, details = peers.setdefault(peer, (True, []))
-                if x["ratio"] is None:
-                    best = x["best_recall"]
+                if ratio is None:
+                    best = run.best_recall[peer]
                     details.append(f"@{key}: {peer} never reaches recall {key} (best {best:.3f})")
                 else:
-                    details.append(f"@{key}: {x['ratio']:.2f}x")
-                    peers[peer] = (bool(ok) and x["ratio"] >= PEER_TARGET, details)
+                    details.append(f"@{key}: {ratio:.2f}x")
+                    peers[peer] = (bool(ok) and ratio >= PEER_TARGET, details)
         for peer, why in run.unavailable.items():
             peers[peer] = (None, [f"unavailable: {why}"])
         for peer, (ok, details) in peers.items():
@@ -1079,8 +1069,7 @@ def main(argv: list[str] | None = None) -> int:
             with c.temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
                 with step(progress, "data + exact ground truth"):
                     ds = make()
-                progress.console.print(f"[bold]{ds.name}[/bold]: {len(ds.base):,} x "
-                                       f"{ds.base.shape[1]}, {len(ds.queries):,} queries "
+                progress.console.print(f"[bold]{ds.name}[/bold]: {ds.description} "
                                        f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
                 path = os.path.join(root, "engram")
                 engram = Engram(path)
