@@ -82,9 +82,7 @@ def embeddings(key: str, data: IRCollection, meter: Meter) -> tuple[np.ndarray, 
     embedder, out = make(), []
     meter.start(f"{data.name}: embed ({key})", len(data.docs) + len(data.queries))
     for part, texts in (("docs", data.docs), ("queries", data.queries)):
-        digest = hashlib.sha256(label.encode())
-        for text in texts:
-            digest.update(b"\0" + text.encode())
+        digest = hashlib.sha256("\0".join([label, *texts]).encode())
         prefix = f"search_quality-{data.name}-{key}-{part}-"
         path = RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
         if cache and path.exists():

@@ -497,9 +497,8 @@ class Bench:
                 loaded = lib.load(path)
                 res["load_s"] = time.perf_counter() - t0
                 loaded.set_threads(1)
-                n = min(100, self.s.queries)
-                same = [np.array_equal(lib.one(q), loaded.one(q)) for q in self.q2[:n]]
-                res["load_identical"] = sum(same) / n
+                same = [np.array_equal(lib.one(q), loaded.one(q)) for q in self.q2[:100]]
+                res["load_identical"] = sum(same) / len(same)
                 del loaded
                 res["extra_load"] = lib.extra_load(path)
                 gc.collect()
@@ -536,7 +535,7 @@ class Bench:
             top1 = [int(lib.one(new[j : j + 1])[0]) == int(updated[j]) for j in range(updated.size)]
             res["updated_found_top1"] = sum(top1) / len(top1)
             stored = [
-                np.allclose(lib.vector_of(int(u)), v, atol=1e-6) for u, v in zip(updated, new)
+                np.allclose(lib.vector_of(int(u)), x, atol=1e-6) for u, x in zip(updated, new)
             ]
             res["updated_stored"] = sum(stored) / len(stored)
             res["after_update"] = self.point(

@@ -89,11 +89,7 @@ QUICK = Sizes(n=20_000, dim=128, queries=500, server_seconds=5, budget=1.0)
 def pad(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """The first K ids as int64, -1 padded (cheap when there are K: some searches call it)."""
     a = np.asarray(ids)[:K].astype(np.int64, copy=False)
-    if a.size == K:
-        return a
-    out = np.full(K, -1, dtype=np.int64)
-    out[: a.size] = a
-    return out
+    return a if a.size == K else np.concatenate([a, np.full(K - a.size, -1, dtype=np.int64)])
 
 
 def swept_enough(ef: int, recall: float) -> bool:
@@ -395,10 +391,8 @@ class Chroma(System):
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         if cfg.ef != self.ef:  # Chroma reads ef_search when it loads a collection: reopen
-            from chromadb.api.client import SharedSystemClient
-
             self.collection.modify(configuration={"hnsw": {"ef_search": cfg.ef}})
-            SharedSystemClient.clear_system_cache()
+            self.close()
             self._open()
             self.collection = self.client.get_collection("bench", embedding_function=None)
             got = self.collection.configuration.get("hnsw", {}).get("ef_search")
