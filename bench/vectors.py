@@ -212,8 +212,7 @@ def clustered_dataset(s: Sizes) -> Dataset:
 def _smart(path: Path) -> list[str]:
     """Title + text of each ``.I`` record of a SMART-format file."""
     texts: list[str] = []
-    current: list[str] = []
-    keep = False
+    current, keep = [], False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith(".I"):
             if current or texts or keep:
@@ -500,8 +499,8 @@ def default_recall(name: str, about: str, collection: Any, queries: np.ndarray,
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 600:
         st = collection.stats()
-        small = st["search_mode"] == "exact" and st["calibrated_size"] is None  # nothing due
-        if not st["calibrating"] and (small or st["calibrated_size"] is not None):
+        settled = st["search_mode"] == "exact" or st["calibrated_size"] is not None
+        if settled and not st["calibrating"]:
             break
         time.sleep(0.2)
     search = functools.partial(collection.search, k=K)
@@ -1060,10 +1059,9 @@ def main(argv: list[str] | None = None) -> int:
                     ds = make()
                 progress.console.print(f"[bold]{ds.name}[/bold]: {ds.description} "
                                        f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
-                path = os.path.join(root, "engram")
-                engram = Engram(path)
-                run = Run(ds, {"faiss (raw)": RawFaiss(), "engramdb": engram,
-                               "engramdb (default include)": Engram(path, engram)})  # fmt: skip
+                engram = Engram(os.path.join(root, "engram"))
+                systems = (RawFaiss(), engram, Engram(engram.path, engram))
+                run = Run(ds, {system.name: system for system in systems})
                 for peer, cls in (("chromadb", Chroma), ("lancedb", Lance)):
                     if why := c.missing(peer):
                         run.unavailable[peer] = f"not installed ({why})"
@@ -1082,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         with step(progress, f"server · {sizes.clients} clients x "
                                   f"{sizes.server_seconds}s"):  # fmt: skip
-                            server = server_phase(path, ds, ef, sizes)
+                            server = server_phase(engram.path, ds, ef, sizes)
                     except Exception as e:
                         server_error = f"{type(e).__name__}: {e}"[:500]
                         progress.console.print(f"[red]server phase failed: {server_error}[/red]")
