@@ -23,11 +23,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading ba
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse
-import contextlib
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,27 +127,15 @@ def ranked(method: Method, col: Any, data: IRCollection, vectors: np.ndarray | N
     return runs
 
 
-@contextlib.contextmanager
-def loaded(data: IRCollection, vectors: Vectors) -> Iterator[dict[str, Any]]:
-    """One collection per embedder in an in-memory database: each document's vector and text."""
-    with engramdb.open(None, sweep_interval=None) as db:
-        cols = {}
-        for key, (docs, _) in vectors.items():
-            cols[key] = db.vectors.create_collection(f"{data.name}-{key}", docs.shape[1])
-            cols[key].upsert(data.doc_ids, docs, texts=data.docs)
-        yield cols
-
-
 Vectors = Mapping[str, tuple[Any, ...]]  # embedder -> (documents, queries)
 
 
 def candidate_lists(cols: Mapping[str, Any], data: IRCollection, vectors: Vectors,
                     meter: Meter) -> dict[str, Any]:  # fmt: skip
     """Per embedder, each query's vector and BM25 top ``max(CANDIDATES)`` (public API)."""
-    lists: dict[str, list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]] = {}
+    lists: dict[str, list[tuple[Any, Any]]] = {key: [] for key in cols}
     for key, col in cols.items():
         meter.start(f"{data.name}: tune hybrid ({key})", len(data.queries))
-        lists[key] = []
         for i, query in enumerate(data.queries):
             by_vector = col.search(vectors[key][1][i], max(CANDIDATES), include=[])
             by_text = col.text_search(query, max(CANDIDATES), include=[])
@@ -316,7 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             machine["torch threads"] = str(torch.get_num_threads())
         for name, data in collections.items():
-            with loaded(data, vectors[name]) as cols:
+            # One collection per embedder in an in-memory database: each document's vector, text.
+            with engramdb.open(None, sweep_interval=None) as db:
+                cols = {}
+                for key, (docs, _) in vectors[name].items():
+                    cols[key] = db.vectors.create_collection(f"{name}-{key}", docs.shape[1])
+                    cols[key].upsert(data.doc_ids, docs, texts=data.docs)
                 if name == TUNE_ON:
                     tuning = tune(data, candidate_lists(cols, data, vectors[name], meter))
                     methods = methods_for(keys, tuning)

@@ -225,11 +225,8 @@ class Faiss(Lib):
         return self._map(self.index.search(q, K, params=self.params)[1][0])
 
     def batch(self, qs: np.ndarray, threads: int) -> np.ndarray:
-        faiss.omp_set_num_threads(threads)
-        try:
-            return self._map(self.index.search(qs, K, params=self.params)[1])
-        finally:
-            faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(threads)  # Bench.batch sets one thread again after
+        return self._map(self.index.search(qs, K, params=self.params)[1])
 
     def filtered(self, mask: np.ndarray, bitmap: np.ndarray, ef: int, sel: Any = None) -> SearchFn:
         """``sel`` (default: a bitmap selector) tests each candidate during the graph walk."""
@@ -613,11 +610,9 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             ef(r, "0.95"), _rec(h95), _qps(h95), c.fmt_us(h95.p99_us), ef(r, "0.99"), _rec(h99),
             _qps(h99), f"{r['batch_qps']:,.0f}",
         ])  # fmt: skip
-    efs = sorted({p.ef for r in res.values() for p in r["sweep"]})
-    sweep = []
-    for e in efs:
-        found = [next((p for p in r["sweep"] if p.ef == e), None) for r in res.values()]
-        sweep.append([str(e), *(x for p in found for x in (_rec(p), _qps(p)))])
+    by_ef = [{p.ef: p for p in r["sweep"]} for r in res.values()]
+    efs = sorted({ef for points in by_ef for ef in points})
+    sweep = [[str(e), *(x for d in by_ef for x in (_rec(d.get(e)), _qps(d.get(e))))] for e in efs]
 
     def row(m: str, method: str, p: Any, ef: str | None = None) -> list[str]:
         return [m, method, ef or str(p.ef), _rec(p), _pct(p.short), str(p.bad), _qps(p)]
@@ -659,9 +654,8 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             c.fmt_us(st.p50_us), c.fmt_us(st.p99_us), _pct(r["updated_stored"]),
             _pct(r["updated_found_top1"]), _rec(u), str(u.bad),
         ])  # fmt: skip
-        extra = (
-            f"; {r['extra_load'][0]} {r['extra_load'][1] * 1000:,.0f} ms" if r["extra_load"] else ""
-        )
+        how, secs = r["extra_load"] or ("", 0.0)
+        extra = f"; {how} {secs * 1000:,.0f} ms" if how else ""
         persist.append([name, f"{r['rss_build_mib']:,.0f} MiB", f"{r['file_mib']:,.0f} MiB",
                         f"{r['save_s']:.2f} s", f"{r['load_s']:.2f} s{extra}",
                         _pct(r["load_identical"], 0)])  # fmt: skip

@@ -353,7 +353,6 @@ class RawFaiss(System):
         self.inputs = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
-        assert flt is None, "raw faiss is measured unfiltered only"
         search, params = self.index.search, faiss.SearchParametersHNSW(efSearch=cfg.ef)
         return lambda q: search(q, K, params=params)[1]
 
@@ -520,12 +519,9 @@ def uniform_defaults(kind: str, dim: int, seed: int, progress: Progress) -> dict
     import engramdb
 
     n, nq, rng = UNIFORM_N, UNIFORM_QUERIES, np.random.default_rng(seed)
-    if kind == "uniform":
-        x = rng.random((n + nq, dim), dtype=np.float32)
-        what = f"{n:,} x {dim} uniform random in [0, 1), cosine; {nq} queries alike"
-    else:
-        x = rng.standard_normal((n + nq, dim), dtype=np.float32)
-        what = f"{n:,} x {dim} uniform random on the unit sphere; {nq} queries alike"
+    x = (rng.random if kind == "uniform" else rng.standard_normal)((n + nq, dim), dtype=np.float32)
+    space = "in [0, 1), cosine" if kind == "uniform" else "on the unit sphere"
+    what = f"{n:,} x {dim} uniform random {space}; {nq} queries alike"
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     base, queries = np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
     gt = c.exact_top_k(queries, base, K)[0]
