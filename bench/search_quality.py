@@ -176,15 +176,13 @@ def best(grid: Mapping[Any, Mapping[str, float]]) -> Any:
 def tune(data: IRCollection, lists: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Every fusion setting tried on the tuning collection, its scores and the choice."""
     tuning = {}
-    for key, pairs in lists.items():
-        rrf = {c: fused(data, pairs, c, "rrf", fusion.RRF_K) for c in CANDIDATES}
-        weighted = {
-            (a, c): fused(data, pairs, c, "weighted", a) for c in CANDIDATES for a in ALPHAS
-        }
+    for key, hits in lists.items():
+        rrf = {c: fused(data, hits, c, "rrf", fusion.RRF_K) for c in CANDIDATES}
+        weighted = {(a, c): fused(data, hits, c, "weighted", a) for c in CANDIDATES for a in ALPHAS}
         (alpha, wc), rc = best(weighted), best(rrf)
         tuning[key] = {
             "rrf": rrf, "weighted": weighted,
-            "rrf_k0": {k0: fused(data, pairs, rc, "rrf", k0) for k0 in RRF_K0S},
+            "rrf_k0": {k0: fused(data, hits, rc, "rrf", k0) for k0 in RRF_K0S},
             "chosen": {"rrf": {"candidates": rc}, "weighted": {"alpha": alpha, "candidates": wc}},
         }  # fmt: skip
     return tuning

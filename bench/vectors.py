@@ -684,14 +684,11 @@ def server_phase(path: str, ds: Dataset, ef: int | None, s: Sizes) -> dict[str, 
     import engramdb
 
     with c.EngramServer(path, durability="none") as server:
-        client = engramdb.connect(server.url, timeout=300)
-        try:
+        with engramdb.connect(server.url, timeout=300) as client:
             t0 = time.perf_counter()
             client.vectors.get_collection("bench").search(ds.queries[0], K, ef=ef)
             first = time.perf_counter() - t0  # loads the snapshot: not measured
             client.records(PROBE_SET).put("k", {"v": 1})
-        finally:
-            client.close()
         # The probe runs in its own process: in the clients' event loop its latency would
         # include waiting behind 50 searchers' replies, which is the client's doing.
         ctx = multiprocessing.get_context("spawn")
@@ -741,8 +738,7 @@ def probe_process(url: str, ready: Any, go: Any, stop: Any, replies: Any) -> Non
             time.sleep(PROBE_EVERY_S)
         return lat, clock() - began
 
-    client = engramdb.connect(url, timeout=60)
-    try:
+    with engramdb.connect(url, timeout=60) as client:
         records = client.records(PROBE_SET)
         for _ in range(200):
             records.get("k")
@@ -751,8 +747,6 @@ def probe_process(url: str, ready: Any, go: Any, stop: Any, replies: Any) -> Non
         ready.set()
         go.wait(300)
         replies.put((*idle, *probe(stop.is_set)))
-    finally:
-        client.close()
 
 
 async def _load(url: str, ds: Dataset, ef: int | None, s: Sizes, go: Any,
