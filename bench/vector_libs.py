@@ -279,8 +279,8 @@ class Usearch(Lib):
 
     def build(self, x: np.ndarray, threads: int) -> None:
         self.index = usearch.Index(ndim=x.shape[1], metric="ip", dtype="f32",
-                                         connectivity=self.s.m,
-                                         expansion_add=self.s.ef_construction)  # fmt: skip
+                                   connectivity=self.s.m,
+                                   expansion_add=self.s.ef_construction)  # fmt: skip
         self.index.add(np.arange(x.shape[0], dtype=np.uint64), x, threads=threads)
 
     def set_ef(self, ef: int) -> None:
