@@ -157,8 +157,8 @@ def points(sides: Sequence[Side], truth: np.ndarray, progress: Progress, descrip
             raw[i] = fn(queries[i])
 
         loops.append((call, list(range(len(raw))), list(range(min(warm, len(raw))))))
-    stats = c.measure_interleaved(loops, rounds=10 if len(loops) > 1 else 1,
-                                  meter=Meter(progress), description=description)  # fmt: skip
+    rounds, meter = (10 if len(loops) > 1 else 1), Meter(progress)
+    stats = c.measure_interleaved(loops, rounds=rounds, meter=meter, description=description)
     out = []
     for (_, _, ids), raw, st in zip(sides, raws, stats):
         found = np.stack([ids(r) for r in raw])
