@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 import _common
 import engramdb
-from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
+from _common import Meter, PeerRun, Report, Stats, fmt_lat, fmt_ratio, measure, stats_cells
 from engramdb.features import Entity, FeatureView, Field
 
 TARGET_P99_US = 100.0  # embedded 1 x 200 p99
@@ -107,11 +107,6 @@ def _count(n: int) -> str:
 
 def _gib(kib: float) -> str:
     return f"{kib / (1 << 20):.2f} GiB"
-
-
-def _us(x: float) -> str:
-    text = fmt_us(x)
-    return text if text.endswith("ms") else f"{text} µs"
 
 
 # the online data ---------------------------------------------------------------------------
@@ -563,19 +558,18 @@ def ok_join(run: Run, system: str, events: int) -> JoinRun | None:
 def checks(run: Run, rep: Report) -> None:
     """engramdb's own p99, Feast's p99 and join time over engramdb's, identical answers."""
     if st := run.online.get("embedded.single"):
-        detail = f"p50 {_us(st.p50_us)}"
+        detail = f"p50 {fmt_lat(st.p50_us)}"
         if noise := run.online.get("noise.single"):
-            detail += (
-                f"; pure-Python work as long as that p50 has p99 {_us(noise.p99_us)} (timing noise)"
-            )
-        rep.check("engramdb embedded p99, 1 x 200", "—", f"{_us(st.p99_us)} ({detail})",
+            noisy = fmt_lat(noise.p99_us)
+            detail += f"; pure-Python work as long as that p50 has p99 {noisy} (timing noise)"
+        rep.check("engramdb embedded p99, 1 x 200", "—", f"{fmt_lat(st.p99_us)} ({detail})",
                   f"≤ {TARGET_P99_US:g} µs", st.p99_us <= TARGET_P99_US)  # fmt: skip
     for (shape, shape_name), store in itertools.product(SHAPES.items(), FEAST_SIDES):
         ours, theirs = run.online.get(f"embedded.{shape}"), run.online.get(f"{store}.{shape}")
         if ours and theirs:
             ratio = theirs.p99_us / ours.p99_us
             rep.check(f"{SIDES[store]} p99 / engramdb p99, {shape_name}", SIDES[store],
-                      f"{fmt_ratio(ratio)} ({_us(theirs.p99_us)} vs {_us(ours.p99_us)})",
+                      f"{fmt_ratio(ratio)} ({fmt_lat(theirs.p99_us)} vs {fmt_lat(ours.p99_us)})",
                       f"≥ {TARGET_ONLINE:g}x", ratio >= TARGET_ONLINE)  # fmt: skip
     for j in run.joins:
         if (

@@ -2,36 +2,28 @@
 
     python bench/memory.py [--quick]    # 100k memories, 1k users (~1 h); quick: 5k, 50 users
 
-100k memories across 1k users: add and search p50/p99/p999, engramdb embedded and through
-``engramdb serve``, and Mem0 (``mem0ai``, ``infer=False``, its default local vector store) on
-the same texts and embeddings. Targets: add and search p99 at least 10x below Mem0's, recall
-on labelled paraphrased queries at least Mem0's.
+Add and search p50/p99/p999 and recall, engramdb embedded and through ``engramdb serve``
+against Mem0 (``infer=False``, its default local vector store) on the same texts and
+all-MiniLM-L6-v2 embeddings, computed once (cached in ``bench/results/memory-minilm-*``) and
+passed to every system, so latencies are store time; the embedding is measured apart.
+Targets: add and search p99 at least 10x below Mem0's, recall at least Mem0's.
 
-**Data** (deterministic): facts an assistant keeps about a person (``TEMPLATES`` filled from
-``VOCAB``) and sentences of the Cranfield and CISI abstracts. A user keeps only memories below
-cosine ``NEAR_DUPLICATE`` to each kept before, so engramdb's dedupe (0.92) never merges two and
-both systems store the same set. Adds go round-robin over users (shuffled per round). Queries
-rewrite a sample of memories by rules (``paraphrase``: synonyms, dropped words, halves
-swapped); the one relevant answer is the source, searched in its user only.
+**Data**: facts about a person (``TEMPLATES`` filled from ``VOCAB``) and Cranfield/CISI
+abstract sentences; a user keeps only memories below cosine ``NEAR_DUPLICATE`` to each other,
+so engramdb's dedupe (0.92) never merges two. Adds go round-robin over users. Queries
+paraphrase a sample of memories by rules; the one relevant answer is the source, in its user.
 
-**Embeddings**: all-MiniLM-L6-v2 computed once (cached in ``bench/results/memory-minilm-*``)
-and passed to every system (Mem0 through an embedder returning the precomputed vector), so
-latencies are store time; the embedding is measured apart, plus an end-to-end search.
-
-**Sides**, one after the other: Mem0 first, in its own virtualenv, within its add and search
-budgets; if its adds stop early, engramdb is also measured at that *equal size* (same first
-adds, same queries) and the targets are judged there. engramdb embedded (durability none; the
-load pauses at the equal size), searches hybrid and vector-only, then reopened with durability
-sync (fsync per commit, as Mem0's SQLite) for ``--sync-adds`` more; then the same through the
-server (``--embedder minilm``; its full-size searches run on a copy of the embedded database
-when the equal size is smaller). Every call is timed alone by ``_common.measure``'s loop,
+**Sides**, one after the other: Mem0 first, in its own virtualenv, within its budgets; if its
+adds stop early, engramdb is also measured at that *equal size* (same adds, same queries) and
+the targets are judged there. engramdb embedded (durability none; hybrid and vector-only
+search), then durability sync (fsync per commit, as Mem0's SQLite) for ``--sync-adds`` more;
+then the same through the server. Every call is timed alone by ``_common.measure``'s loop,
 Mem0's in its process by the same loop; warmup adds go to separate ``warmup-*`` users.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import math
 import os
@@ -51,7 +43,7 @@ from rich.progress import Progress
 
 import _common
 import engramdb
-from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
+from _common import Meter, PeerRun, Report, Stats, fmt_lat, fmt_ratio, stats_cells
 from engramdb.embedders import SentenceEmbedder
 
 MEM0_SIDE = Path(__file__).resolve().with_name("_mem0_side.py")
@@ -536,13 +528,14 @@ class Run:
     def note_load(self, phase: str) -> None:
         self.load_avg[phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    def measure(self, what: str, fn: Any, args: Sequence[Any], warm: Sequence[Any]) -> Stats:
-        return measure(fn, args, warmup=warm, meter=Meter(self.progress), description=what)
-
-    def samples(self, what: str, fn: Any, args: Sequence[Any], warm: Sequence[Any] = ()) -> Any:
-        return _common.measure_samples(
+    def measure(self, key: str, what: str, fn: Any, args: Sequence[Any], warm: Any = ()) -> Any:
+        """``_common.measure_samples``; the ``Stats`` of its samples go to ``key``, if any."""
+        got = _common.measure_samples(
             fn, args, warmup=warm, meter=Meter(self.progress), description=what
         )
+        if key:
+            self.stats[key] = Stats.from_samples(*got)
+        return got
 
     @property
     def split(self) -> bool:
@@ -550,25 +543,23 @@ class Run:
         return self.equal < self.data.n
 
     def embedding_cost(self, embedder: SentenceEmbedder) -> None:
+        import torch  # sentence_transformers' own dependency
+
         d, n = self.data, self.sizes.embed_calls
         rng = random.Random(f"{self.sizes.seed}:embed")
         texts = [d.texts[i] for i in rng.sample(range(d.n), min(n, d.n))]
         one = lambda t: embedder.embed([t])  # noqa: E731
-        self.stats["embed.memory"] = self.measure("embed one memory", one, texts, texts[:20])
+        self.measure("embed.memory", "embed one memory", one, texts, texts[:20])
         queries = [q.text for q in d.queries[:n]]
-        self.stats["embed.query"] = self.measure("embed one query", one, queries, texts[:20])
+        self.measure("embed.query", "embed one query", one, queries, texts[:20])
         sample = [d.texts[i] for i in rng.sample(range(d.n), min(2048, d.n))]
         began = time.perf_counter()
         for lo in range(0, len(sample), 512):
             embedder.embed(sample[lo : lo + 512])
         spent = time.perf_counter() - began
-        self.embedding["torch_threads"] = "torch not installed"
-        with contextlib.suppress(ImportError):
-            import torch
-
-            self.embedding["torch_threads"] = torch.get_num_threads()
         self.embedding.update(model=MODEL, batch_texts_per_s=len(sample) / spent,
-                              batch_size=embedder.batch_size)  # fmt: skip
+                              batch_size=embedder.batch_size,
+                              torch_threads=torch.get_num_threads())  # fmt: skip
 
     def run_mem0(self, python: str) -> None:
         d, sizes, work = self.data, self.sizes, os.path.join(self.root, "mem0")
@@ -612,7 +603,7 @@ class Run:
 
     # engramdb, embedded or remote: the same phases
 
-    def engram(self, side: str, mem: Any, *, e2e: bool = False, full: bool = True) -> None:
+    def engram(self, side: str, mem: Any, *, full: bool = True) -> None:
         """Warmup adds, the load (paused at the equal size for the equal-size searches), the
         full-size searches. ``full=False`` stops at the equal size."""
         d, texts, users, vectors = self.data, self.data.texts, self.data.users, self.data.vectors
@@ -629,8 +620,8 @@ class Run:
             mem.add(texts[i], user_id=f"warmup-{users[i]}", embedding=vectors[i])
 
         self.note_load(side)
-        self.samples(f"{side} · warmup adds", add_warm, [], d.order[: self.sizes.warmup_adds])
-        parts = [self.samples(f"{side} · add ({self.equal:,})", add, d.order[: self.equal])]
+        self.measure("", f"{side} · warmup adds", add_warm, [], d.order[: self.sizes.warmup_adds])
+        parts = [self.measure("", f"{side} · add ({self.equal:,})", add, d.order[: self.equal])]
         if self.split:
             self.stats[f"{side}.add_eq"] = Stats.from_samples(*parts[0])
             loaded = set(d.order[: self.equal])
@@ -638,24 +629,10 @@ class Run:
             self.searches(side, mem, ids, eligible, "_eq")
             if not full:
                 return
-            parts.append(self.samples(f"{side} · add (to {d.n:,})", add, d.order[self.equal :]))
+            parts.append(self.measure("", f"{side} · add (to {d.n:,})", add, d.order[self.equal :]))
         samples = np.concatenate([p[0] for p in parts])
         self.stats[f"{side}.add"] = Stats.from_samples(samples, sum(p[1] for p in parts))
         self.searches(side, mem, ids, list(range(len(d.queries))), "")
-        if not self.split:
-            for base in ("add", "search", "search_vec"):
-                self.stats[f"{side}.{base}_eq"] = self.stats[f"{side}.{base}"]
-            for kind in ("hybrid", "vector"):
-                self.recall[f"{side}.{kind}_eq"] = self.recall[f"{side}.{kind}"]
-        if e2e:
-            qis = list(range(min(self.sizes.embed_calls, len(d.queries))))
-
-            def e2e_search(qi: int) -> None:
-                mem.search(d.queries[qi].text, user_id=d.queries[qi].user, k=self.sizes.k)
-
-            self.stats["embedded.search_e2e"] = self.measure(
-                "embedded · search incl. embedding", e2e_search, qis, qis[:20]
-            )
 
     def searches(self, side: str, mem: Any, ids: dict[str, int], qis: list[int], eq: str) -> None:
         queries, qv, k = self.data.queries, self.data.query_vectors, self.sizes.k
@@ -669,8 +646,7 @@ class Run:
 
             where = "equal size" if eq else f"{self.data.n:,}"
             what = f"{side} · {kind.replace('_vec', ' (vector)')} @ {where}"
-            warm = qis[: self.sizes.search_warmup]
-            self.stats[f"{side}.{kind}{eq}"] = self.measure(what, search, qis, warm)
+            self.measure(f"{side}.{kind}{eq}", what, search, qis, qis[: self.sizes.search_warmup])
             self.recall[f"{side}.{name}{eq}"] = recall_of(found, queries, qis)
             if self.mem0.ok and (eq or not self.split):
                 # Mem0's queries, scored on engramdb's answers at the same size.
@@ -689,14 +665,18 @@ class Run:
             mem.add(texts[i], user_id=f"warmup-sync-{side}-{users[i]}", embedding=vectors[i])
 
         self.note_load(f"{side} sync")
-        self.samples("sync warmup", add_warm, [], d.order[n : n + 20])
-        got = self.samples(f"{side} · add, sync", add, d.order[:n])
-        self.stats[f"{side}.add_sync"] = Stats.from_samples(*got)
+        self.measure("", "sync warmup", add_warm, [], d.order[n : n + 20])
+        self.measure(f"{side}.add_sync", f"{side} · add, sync", add, d.order[:n])
 
     def embedded(self) -> None:
         path = os.path.join(self.root, "engramdb")
         with engramdb.open(path, durability="none", sweep_interval=None) as db:
-            self.engram("embedded", db.memory_with(SentenceEmbedder()), e2e=True)
+            mem = db.memory_with(SentenceEmbedder())
+            self.engram("embedded", mem)
+            queries, k = self.data.queries[: self.sizes.embed_calls], self.sizes.k
+            e2e = lambda q: mem.search(q.text, user_id=q.user, k=k)  # noqa: E731
+            what = "embedded · search incl. embedding"
+            self.measure("embedded.search_e2e", what, e2e, queries, queries[:20])
         with engramdb.open(path, durability="sync", sweep_interval=None) as db:
             self.sync_adds("embedded", db.memory_with(SentenceEmbedder()))
 
@@ -721,11 +701,6 @@ class Run:
 # report ------------------------------------------------------------------------------------
 
 
-def _lat(us: float) -> str:
-    text = fmt_us(us)
-    return text if text.endswith("ms") else f"{text} µs"
-
-
 def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Report:
     d, st, n, equal = run.data, run.stats, run.data.n, run.equal
     raw = {"sizes": asdict(run.sizes), "dataset": d.about, "equal_size": equal,
@@ -746,9 +721,10 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
         quick, machine, raw=raw, about=about,
     )  # fmt: skip
     for name, theirs, ours in LATENCY_TARGETS:
+        ours = ours if run.split else ours.removesuffix("_eq")  # equal size is the full size
         if theirs in st and ours in st:
             ratio = st[theirs].p99_us / st[ours].p99_us
-            vs = f"Mem0 {_lat(st[theirs].p99_us)} vs engramdb {_lat(st[ours].p99_us)}"
+            vs = f"Mem0 {fmt_lat(st[theirs].p99_us)} vs engramdb {fmt_lat(st[ours].p99_us)}"
             r.check(f"{name}: Mem0 / engramdb", "Mem0", f"{fmt_ratio(ratio)} ({vs})",
                     f"≥ {TARGET_LATENCY:g}x", ratio >= TARGET_LATENCY)  # fmt: skip
     ours_r, theirs_r = run.recall.get("embedded.hybrid_mem0set"), run.recall.get("mem0")
@@ -760,8 +736,8 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
     sizes = {"embed.": "—", "mem0.": f"{equal:,}"}
     latency = []
     for rid, system, op in ROWS:
-        if rid not in st or (rid.endswith("_eq") and not run.split):
-            continue  # when the equal size is the full size, the full-size row says it
+        if rid not in st:  # equal-size rows exist only when that size is not the full size
+            continue
         ends = {"_eq": f"{equal:,}", "add_sync": f"{n:,} + {run.sizes.sync_adds:,}",
                 ".add": f"0 → {n:,}"}  # fmt: skip
         size = next((v for p, v in sizes.items() if rid.startswith(p)), None) or next(
@@ -770,12 +746,10 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
     r.table("Latency (store time unless said)",
             ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
             latency, "lllrrrrr")  # fmt: skip
-    recall, seen = [], set()
+    recall = []
     for key, system, scope in RECALL_ROWS:
-        rec = run.recall.get(key)
-        if rec is None or (key.endswith("_eq") and not run.split) or id(rec) in seen:
+        if (rec := run.recall.get(key)) is None:
             continue
-        seen.add(id(rec))
         size = equal if "equal" in scope else n
         recall.append([system, f"{size:,} memories; {scope}", f"{rec.queries:,}",
                        *(f"{rec.at[k]:.3f}" for k in RECALL_KS)])  # fmt: skip
