@@ -47,6 +47,7 @@ from _common import Meter, PeerRun, Report, Stats, fmt_lat, fmt_ratio, stats_cel
 from engramdb.embedders import SentenceEmbedder
 
 MEM0_SIDE = Path(__file__).resolve().with_name("_mem0_side.py")
+MEM0_PYTHON = "/tmp/mem0-venv/bin/python"
 MEM0_SETUP = (
     "python -m venv /tmp/mem0-venv && /tmp/mem0-venv/bin/pip install torch==2.13.0 "
     "&& /tmp/mem0-venv/bin/pip install mem0ai"
@@ -286,10 +287,10 @@ def load_notes(paths: Sequence[Path] = NOTE_SOURCES) -> list[str]:
 
 def candidates_for_user(
     user: str, facts: int, notes: int, note_pool: Sequence[str], seed: int
-) -> list[tuple[str, str]]:
-    """``facts`` + ``notes`` distinct (text, kind) candidates for one user, shuffled."""
+) -> list[str]:
+    """``facts`` + ``notes`` distinct candidate texts for one user, shuffled."""
     rng = random.Random(f"{seed}:{user}")
-    out: list[tuple[str, str]] = []
+    out: list[str] = []
     seen: set[str] = set()
     attempts = 0
     while len(out) < facts and attempts < facts * 50:
@@ -298,11 +299,11 @@ def candidates_for_user(
         text = re.sub(r"\{(\w+)\}", lambda m: rng.choice(VOCAB[m.group(1)]), template)
         if (key := normalise(text)) not in seen:
             seen.add(key)
-            out.append((text, "fact"))
+            out.append(text)
     for text in rng.sample(list(note_pool), min(notes, len(note_pool))):
         if (key := normalise(text)) not in seen:
             seen.add(key)
-            out.append((text, "note"))
+            out.append(text)
     rng.shuffle(out)
     return out
 
@@ -359,7 +360,6 @@ class Dataset:
     order: list[int]  # add order (round-robin over users)
     queries: list[Query]
     query_vectors: np.ndarray
-    about: dict[str, Any]  # counts, for the JSON
 
     @property
     def n(self) -> int:
@@ -368,9 +368,9 @@ class Dataset:
 
 def embed_cached(
     embedder: SentenceEmbedder, texts: Sequence[str], part: str, meter: Meter
-) -> tuple[np.ndarray, float, int]:
-    """Vectors of ``texts`` and (seconds spent embedding, texts embedded). Each distinct text
-    is embedded once; those vectors are cached in ``bench/results/memory-minilm-PART-N-*.npy``."""
+) -> np.ndarray:
+    """Vectors of ``texts``: each distinct text embedded once, those vectors cached in
+    ``bench/results/memory-minilm-PART-N-*.npy``."""
     distinct = list(dict.fromkeys(texts))
     digest = hashlib.sha256(MODEL.encode())
     for text in distinct:
@@ -378,24 +378,21 @@ def embed_cached(
     prefix = f"memory-minilm-{part}-{len(distinct)}-"
     path = _common.RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
     meter.start(f"embed {part} ({MODEL}, distinct)", len(distinct))
-    spent, embedded = 0.0, 0
     if path.exists():
         vectors = np.load(path)
         meter.advance(len(distinct), force=True)
     else:
         parts = []
-        began = time.perf_counter()
         for lo in range(0, len(distinct), 1024):
             parts.append(embedder.embed(distinct[lo : lo + 1024]))
             meter.advance(len(parts[-1]), force=True)
-        spent, embedded = time.perf_counter() - began, len(distinct)
         vectors = np.concatenate(parts).astype(np.float32)
         _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         for stale in _common.RESULTS_DIR.glob(f"{prefix}*.npy"):
             stale.unlink()
         np.save(path, vectors)
     row = {text: i for i, text in enumerate(distinct)}
-    return vectors[[row[t] for t in texts]], spent, embedded
+    return vectors[[row[t] for t in texts]]
 
 
 def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dataset:
@@ -404,24 +401,21 @@ def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dat
     want_notes = round(sizes.per_user * sizes.notes_share * (1 + sizes.spare))
     want_facts = math.ceil(sizes.per_user * (1 + sizes.spare)) - want_notes
     per_user = [candidates_for_user(u, want_facts, want_notes, notes, sizes.seed) for u in user_ids]
-    flat = [text for cands in per_user for text, _ in cands]
-    vectors, spent, embedded = embed_cached(embedder, flat, "memories", meter)
-    texts, users, kinds, rows, by_user = [], [], [], [], []
-    skipped = row = 0
+    vectors = embed_cached(embedder, [t for cands in per_user for t in cands], "memories", meter)
+    texts, users, rows, by_user = [], [], [], []
+    row = 0
     for user, cands in zip(user_ids, per_user):
         mine: list[int] = []
-        for text, kind in cands:
+        for text in cands:
             here, row = row, row + 1
             if len(mine) == sizes.per_user:
                 continue
             kept = vectors[[rows[i] for i in mine]]
             if mine and float(np.max(kept @ vectors[here])) >= NEAR_DUPLICATE:
-                skipped += 1
                 continue
             mine.append(len(texts))
             texts.append(text)
             users.append(user)
-            kinds.append(kind)
             rows.append(here)
         if len(mine) < sizes.per_user:
             raise SystemExit(f"{user}: only {len(mine)} memories below similarity "
@@ -440,16 +434,9 @@ def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dat
     for i in sample:
         text, rules = paraphrase(texts[i], f"{sizes.seed}:q:{i}")
         queries.append(Query(text, i, users[i], rules))
-    query_vectors, q_spent, q_embedded = embed_cached(
-        embedder, [q.text for q in queries], "queries", meter
-    )
-    about = {"memories": len(texts), "users": len(user_ids), "candidates": len(flat),
-             "facts": kinds.count("fact"), "notes": kinds.count("note"),
-             "distinct_texts": len(set(texts)), "near_duplicates_skipped": skipped,
-             "query_rules": dict(Counter(q.rules for q in queries).most_common()),
-             "embedded_now": embedded + q_embedded, "embed_seconds": spent + q_spent}  # fmt: skip
-    return Dataset(texts, users, np.ascontiguousarray(vectors[rows]), order, queries,
-                   query_vectors, about)  # fmt: skip
+    query_vectors = embed_cached(embedder, [q.text for q in queries], "queries", meter)
+    vectors = np.ascontiguousarray(vectors[rows])
+    return Dataset(texts, users, vectors, order, queries, query_vectors)
 
 
 # rows of the report: policy as data --------------------------------------------------------
@@ -703,12 +690,9 @@ class Run:
 
 def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Report:
     d, st, n, equal = run.data, run.stats, run.data.n, run.equal
-    raw = {"sizes": asdict(run.sizes), "dataset": d.about, "equal_size": equal,
-           "embedding": run.embedding, "wait": wait_note, "load_avg": run.load_avg,
-           "mem0": {"ok": run.mem0.ok, "note": run.mem0.note, **run.mem0.data},
-           "events": {k: dict(v) for k, v in run.events.items()},
-           "results": {k: s.to_json() for k, s in st.items()},
-           "recall": {k: asdict(r) for k, r in run.recall.items()}}  # fmt: skip
+    raw = {"sizes": asdict(run.sizes), "equal_size": equal, "embedding": run.embedding,
+           "load_avg": run.load_avg, "events": {k: dict(v) for k, v in run.events.items()},
+           "mem0": {"ok": run.mem0.ok, "note": run.mem0.note, **run.mem0.data}}  # fmt: skip
     about = run.mem0.note
     if run.mem0.ok and run.split:
         about = (f"Mem0's adds ran out of their budget after {equal:,} of {n:,} memories: "
@@ -777,17 +761,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="engramdb long-term memory vs Mem0.")
     parser.add_argument("--quick", action="store_true", help="5k memories across 50 users")
     _common.add_sizes(parser, FULL, QUICK)
-    parser.add_argument(
-        "--mem0-python",
-        default="/tmp/mem0-venv/bin/python",
-        help=f"Mem0's virtualenv python (%(default)s; {MEM0_SETUP})",
-    )
+    parser.add_argument("--mem0-python", default=MEM0_PYTHON, help="Mem0's virtualenv python")
     parser.add_argument("--no-mem0", action="store_true", help="skip Mem0")
     parser.add_argument("--no-server", action="store_true", help="skip engramdb serve")
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    parser.add_argument("--wait-load", type=float, default=None, help="wait (bounded) until the "
-                        "1-min load average is below this (full run: 1.0)")  # fmt: skip
-    parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
+    parser.add_argument("--wait-load", type=float, default=None, help="wait (30 min at most) until "
+                        "the 1-min load average is below this (full run: 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     sizes = _common.sizes_from(args, FULL, QUICK)
     if args.wait_load is None and not args.quick:
@@ -795,8 +774,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common.exit_on_sigterm()
     wait_note = "Did not wait for a quiet machine."
     if args.wait_load is not None:
-        quiet, load = _common.wait_for_quiet(args.wait_load, args.wait_timeout, report=print)
-        wait_note = (f"Waited up to {args.wait_timeout / 60:.0f} min for the 1-min load average "
+        quiet, load = _common.wait_for_quiet(args.wait_load, 1800.0, report=print)
+        wait_note = (f"Waited up to 30 min for the 1-min load average "
                      f"to drop below {args.wait_load:g}: " + (f"it did ({load:.2f})." if quiet
                      else f"it never did ({load:.2f}); ran anyway."))  # fmt: skip
         print(wait_note)
