@@ -456,8 +456,7 @@ class Run:
         for shape, (refs, _, calls) in data.shapes.items():
             w = got.data["workloads"][shape]
             self.online[f"{side}.{shape}"] = Stats.from_samples(w["samples_ns"], w["wall_ns"])
-            answers = w["answers"]
-            self.identity[f"{side}.{shape}"] = check_answers(data, refs, calls[:dump], answers)
+            self.identity[f"{side}.{shape}"] = check_answers(data, refs, calls[:dump], w["answers"])
 
     # offline
 

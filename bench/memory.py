@@ -260,10 +260,8 @@ STOPWORDS = frozenset((
     "there",
 ))  # fmt: skip
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-NOTE_SOURCES = (
-    Path("/work/shared/data/cranfield/cran.all.1400"),
-    Path("/work/shared/data/cisi/CISI.ALL"),
-)
+DATA = Path("/work/shared/data")
+NOTE_SOURCES = (DATA / "cranfield" / "cran.all.1400", DATA / "cisi" / "CISI.ALL")
 
 
 def normalise(text: str) -> str:
@@ -372,9 +370,7 @@ def embed_cached(
     """Vectors of ``texts``: each distinct text embedded once, those vectors cached in
     ``bench/results/memory-minilm-PART-N-*.npy``."""
     distinct = list(dict.fromkeys(texts))
-    digest = hashlib.sha256(MODEL.encode())
-    for text in distinct:
-        digest.update(b"\0" + text.encode())
+    digest = hashlib.sha256("\0".join([MODEL, *distinct]).encode())
     prefix = f"memory-minilm-{part}-{len(distinct)}-"
     path = _common.RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
     meter.start(f"embed {part} ({MODEL}, distinct)", len(distinct))
@@ -581,8 +577,7 @@ class Run:
         out = got.data
         got.note = f"Mem0 {out['versions']['mem0ai']}"
         self.stats["mem0.add"] = Stats.from_samples(out.pop("add_samples"), out["add_wall_ns"])
-        if out["search_samples"]:
-            samples = out.pop("search_samples")
+        if samples := out.pop("search_samples"):
             self.stats["mem0.search"] = Stats.from_samples(samples, out["search_wall_ns"])
         self.mem0_found = dict(zip(out["search_queries"], out.pop("found")))
         self.equal = min(d.n, out["added"])
@@ -717,15 +712,14 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
             r.check(f"recall@{k}: engramdb (hybrid) vs Mem0", "Mem0",
                     f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f} (same {theirs_r.queries:,} "
                     "queries, equal size)", "≥ Mem0", ours_r.at[k] >= theirs_r.at[k])  # fmt: skip
-    sizes = {"embed.": "—", "mem0.": f"{equal:,}"}
+    # The memories column, by how the row's id starts or ends (else the full size).
+    where = {"embed.": "—", "mem0.": f"{equal:,}", "_eq": f"{equal:,}",
+             "add_sync": f"{n:,} + {run.sizes.sync_adds:,}", ".add": f"0 → {n:,}"}  # fmt: skip
     latency = []
     for rid, system, op in ROWS:
         if rid not in st:  # equal-size rows exist only when that size is not the full size
             continue
-        ends = {"_eq": f"{equal:,}", "add_sync": f"{n:,} + {run.sizes.sync_adds:,}",
-                ".add": f"0 → {n:,}"}  # fmt: skip
-        size = next((v for p, v in sizes.items() if rid.startswith(p)), None) or next(
-            (v for e, v in ends.items() if rid.endswith(e)), f"{n:,}")  # fmt: skip
+        size = next((v for k, v in where.items() if rid.startswith(k) or rid.endswith(k)), f"{n:,}")
         latency.append([system, op, size, f"{st[rid].n:,}", *stats_cells(st[rid])])
     r.table("Latency (store time unless said)",
             ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
