@@ -630,11 +630,9 @@ class Run:
             what = f"{side} · {kind.replace('_vec', ' (vector)')} @ {where}"
             self.measure(f"{side}.{kind}{eq}", what, search, qis, qis[: self.sizes.search_warmup])
             self.recall[f"{side}.{name}{eq}"] = recall_of(found, queries, qis)
-            if self.mem0.ok and (eq or not self.split):
-                # Mem0's queries, scored on engramdb's answers at the same size.
-                self.recall[f"{side}.{name}_mem0set"] = recall_of(
-                    found, queries, list(self.mem0_found)
-                )
+            if self.mem0.ok and (eq or not self.split):  # Mem0's queries, at the same size
+                mem0_qis = list(self.mem0_found)
+                self.recall[f"{side}.{name}_mem0set"] = recall_of(found, queries, mem0_qis)
 
     def sync_adds(self, side: str, mem: Any) -> None:
         d, n = self.data, self.sizes.sync_adds
@@ -724,13 +722,9 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
     r.table("Latency (store time unless said)",
             ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
             latency, "lllrrrrr")  # fmt: skip
-    recall = []
-    for key, system, scope in RECALL_ROWS:
-        if (rec := run.recall.get(key)) is None:
-            continue
-        size = equal if "equal" in scope else n
-        recall.append([system, f"{size:,} memories; {scope}", f"{rec.queries:,}",
-                       *(f"{rec.at[k]:.3f}" for k in RECALL_KS)])  # fmt: skip
+    recall = [[system, f"{equal if 'equal' in scope else n:,} memories; {scope}",
+               f"{rec.queries:,}", *(f"{rec.at[k]:.3f}" for k in RECALL_KS)]
+              for key, system, scope in RECALL_ROWS if (rec := run.recall.get(key))]  # fmt: skip
     r.table("Recall on the labelled paraphrased queries",
             ["system", "where", "queries", *(f"recall@{k}" for k in RECALL_KS)],
             recall, "llrrrr", publish=False)  # fmt: skip
