@@ -1178,6 +1178,9 @@ def start_peer(
     return finish
 
 
+# --- from pass2b: a latency with its unit, for the check strings of features.py and memory.py
+
+
 def fmt_lat(us: float) -> str:
     """``fmt_us`` with its unit: "12.3 µs" or "4.56 ms"."""
     text = fmt_us(us)
