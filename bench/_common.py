@@ -1133,8 +1133,6 @@ class PeerRun:
     ok: bool
     data: dict[str, Any] = field(default_factory=dict)
     note: str = ""
-    seconds: float = 0.0
-    peak_rss_kib: int = 0
 
 
 def peer_python(python: str, probe: str) -> tuple[str | None, str]:
@@ -1150,18 +1148,6 @@ def peer_python(python: str, probe: str) -> tuple[str | None, str]:
     return python, done.stdout.strip()
 
 
-def spinner(progress: Progress, description: str) -> Callable[[float], None]:
-    """A progress row for a process that reports no progress: elapsed seconds, redrawn."""
-    task = progress.add_task(description, total=None)
-    progress.refresh()
-
-    def tick(elapsed: float) -> None:
-        progress.update(task, description=f"{description} ({elapsed:.0f} s)")
-        progress.refresh()
-
-    return tick
-
-
 def start_peer(
     argv: Sequence[str], spec: Mapping[str, Any], work: str, name: str, **watch: Any
 ) -> Callable[[Progress, str], PeerRun]:
@@ -1175,12 +1161,27 @@ def start_peer(
                    **watch).start()  # fmt: skip
 
     def finish(progress: Progress, description: str) -> PeerRun:
-        done = proc.wait(spinner(progress, description))
+        task = progress.add_task(description, total=None)  # the peer reports no progress
+        progress.refresh()
+
+        def tick(elapsed: float) -> None:
+            progress.update(task, description=f"{description} ({elapsed:.0f} s)")
+            progress.refresh()
+
+        done = proc.wait(tick)
         if not done.ok or not out.exists():
             note = done.reason or "no result written"
             progress.console.print(f"[yellow]{description}: {note}[/yellow]", proc.log_tail(600))
-            return PeerRun(False, note=note, seconds=done.seconds, peak_rss_kib=done.peak_rss_kib)
-        data = json.loads(out.read_text(encoding="utf-8"))
-        return PeerRun(True, data, "", done.seconds, done.peak_rss_kib)
+            return PeerRun(False, note=note)
+        return PeerRun(True, json.loads(out.read_text(encoding="utf-8")))
 
     return finish
+
+
+# --- from pass2b: a latency with its unit, for the check strings of features.py and memory.py
+
+
+def fmt_lat(us: float) -> str:
+    """``fmt_us`` with its unit: "12.3 µs" or "4.56 ms"."""
+    text = fmt_us(us)
+    return text if text.endswith("ms") else f"{text} µs"

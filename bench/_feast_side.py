@@ -1,12 +1,9 @@
-"""Feast's side of ``bench/features.py``, in Feast's own virtualenv (its pins never touch
-engramdb's): ``/tmp/feast-venv/bin/python bench/_feast_side.py SPEC.json RESULT.json``.
-
-Modes: ``online-load`` writes a feature repository (local provider, the spec's SQLite or Redis
-online store, a ``FileSource`` per view over the benchmark's Parquet files), applies it and
-materializes; ``online-measure`` times ``get_online_features(...).to_dict()`` per call and
-returns a few answers (untimed) for the identity check; ``offline`` times one
-``get_historical_features(entity_df, features).to_df()`` on the ``file`` (Dask) store, with
-this process's peak RSS, and writes the frame to Parquet afterwards.
+"""Feast's side of ``bench/features.py`` (and ``context.py``), in Feast's own virtualenv:
+``/tmp/feast-venv/bin/python bench/_feast_side.py SPEC.json RESULT.json``. ``online-load``
+writes a feature repository (local provider, SQLite or Redis online store, a ``FileSource`` per
+view), applies it and materializes; ``online-measure`` times ``get_online_features(...)
+.to_dict()`` per call and returns a few answers (untimed); ``offline`` times one
+``get_historical_features(...).to_df()`` on the ``file`` (Dask) store, with peak RSS.
 """
 
 from __future__ import annotations

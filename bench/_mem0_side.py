@@ -1,14 +1,10 @@
-"""Mem0's side of ``bench/memory.py``, in Mem0's own virtualenv (its pins never touch
-engramdb's): ``/tmp/mem0-venv/bin/python bench/_mem0_side.py SPEC.json RESULT.json``.
-
-``mem0.Memory`` with its default vector store (Qdrant's local mode) and history SQLite in the
-spec's work directory. The LLM is ``lmstudio`` only because Mem0 builds an LLM client eagerly
-and its default (OpenAI) will not start without a key; ``infer=False`` never calls it. The
-embedder returns the parent's precomputed vector (all-MiniLM-L6-v2) of the exact text and
-fails on any other, so no embedding work hides in the timings. Each ``add(text, user_id,
-infer=False)`` and ``search(query, filters={"user_id": ...}, top_k=k)`` is timed alone
-(``_side.timed``); each phase stops after the slice during which its budget ran out. Any
-connection to a non-loopback address raises, and is counted.
+"""Mem0's side of ``bench/memory.py``, in Mem0's own virtualenv:
+``/tmp/mem0-venv/bin/python bench/_mem0_side.py SPEC.json RESULT.json``. ``mem0.Memory`` with
+its default vector store (Qdrant's local mode); the LLM is ``lmstudio`` only because Mem0 builds
+one eagerly and OpenAI's needs a key (``infer=False`` never calls it). The embedder returns the
+parent's precomputed vector of the exact text and fails on any other, so no embedding work
+hides in the timings. Each ``add`` and ``search`` is timed alone (``_side.timed``), each phase
+within its budget. A connection to a non-loopback address raises, and is counted.
 """
 
 from __future__ import annotations

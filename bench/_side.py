@@ -1,10 +1,7 @@
-"""What a peer's own process shares (``_feast_side.py``, ``_mem0_side.py``): standard library
-only, as the peer's virtualenv has nothing of engramdb's.
-
-``main`` reads the spec (``argv[1]``), runs ``modes[spec["mode"]]`` and writes its JSON to
-``argv[2]``. ``timed`` is ``_common.measure``'s loop: each call timed alone with
-``perf_counter_ns``, warmup first and discarded, ``gc.collect()`` + ``gc.freeze()`` before;
-raw samples go back so the parent computes every percentile with the same code.
+"""What a peer's own process shares (``_feast_side.py``, ``_mem0_side.py``), standard library
+only: ``main`` runs ``modes[spec["mode"]]`` on the spec (``argv[1]``) and writes its JSON to
+``argv[2]``; ``timed`` is ``_common.measure``'s loop (each call alone, warmup discarded, gc
+frozen) and returns the raw samples, so the parent computes every percentile with one code.
 """
 
 from __future__ import annotations

@@ -2,22 +2,19 @@
 
     python bench/features.py [--quick]    # full: ~30 min on 2 cores; --help: every size
 
-Feast runs in its own virtualenv (``--feast-python``, made by ``FEAST_INSTALL``) through
-``bench/_feast_side.py``; without it engramdb still runs and Feast is reported missing.
+Feast runs in its own virtualenv (``--feast-python``) through ``bench/_feast_side.py``.
 
 **Online.** Drivers with 3 rows each at distinct times in shuffled order (the latest must win)
-in five 40-feature views and one 50-feature view. Shapes 1 entity x 200 features and 100 x 50;
-sides one after the other on the same entity sequences: engramdb embedded and through
-``engramdb serve``, Feast with SQLite and Redis online stores (``get_online_features(...)
-.to_dict()``: how a caller gets the Python values engramdb's response already holds), plain
-record ``get_many`` of the same records (what the feature layer adds) and a busy loop as long
-as the 1 x 200 p50 (timing noise). Every side runs ``_common.measure``'s loop, Feast's in its
-own process. **Offline.** Events (drivers x 100 over a year; f0-f2 float64, f3 int64; ttl 7
-days) and 10 entity rows per driver; smaller sizes cut the same data. engramdb ingests
-(``online=False``) and joins with ``get_historical_features(..., output=parquet)``, each in a
-fresh process (time, peak RSS); Feast's ``file`` (Dask) store joins the same file at
-``--feast-events`` sizes while each fits ``--feast-timeout`` and memory. **Identity.** Every
-output is matched on (driver, time) to a numpy ground truth, floats exactly, null = NaN.
+in five 40-feature views and one 50-feature view; shapes 1 entity x 200 features and 100 x 50.
+Sides one after the other on the same entity sequences, each through ``_common.measure``'s
+loop (Feast's in its own process): engramdb embedded and served, Feast with SQLite and Redis
+online stores (``get_online_features(...).to_dict()``: the Python values engramdb's response
+holds), plain record ``get_many`` (what the feature layer adds) and timing noise.
+**Offline.** Events (drivers x 100 over a year; ttl 7 days), 10 entity rows per driver.
+engramdb ingests and joins to Parquet, each in a fresh process (time, peak RSS); Feast's
+``file`` (Dask) store joins the same file at ``--feast-events`` sizes while each fits
+``--feast-timeout`` and memory. **Identity.** Every output is matched on (driver, time) to a
+numpy ground truth, floats exactly, null = NaN.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ import pyarrow.parquet as pq
 
 import _common
 import engramdb
-from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
+from _common import Meter, PeerRun, Report, Stats, fmt_lat, fmt_ratio, measure, stats_cells
 from engramdb.features import Entity, FeatureView, Field
 
 TARGET_P99_US = 100.0  # embedded 1 x 200 p99
@@ -107,11 +104,6 @@ def _count(n: int) -> str:
 
 def _gib(kib: float) -> str:
     return f"{kib / (1 << 20):.2f} GiB"
-
-
-def _us(x: float) -> str:
-    text = fmt_us(x)
-    return text if text.endswith("ms") else f"{text} µs"
 
 
 # the online data ---------------------------------------------------------------------------
@@ -328,12 +320,9 @@ def offline_child(spec_path: str, out_path: str) -> int:
             before, _ = _common.rss_kib()
             began = time.perf_counter()
             fs.get_historical_features(entities, OFFLINE_REFS, output=spec["output"])
+            seconds = time.perf_counter() - began
             rows = pq.ParquetFile(spec["output"]).metadata.num_rows
-            result = {
-                "seconds": time.perf_counter() - began,
-                "rss_before_kib": before,
-                "rows": rows,
-            }
+            result = {"seconds": seconds, "rss_before_kib": before, "rows": rows}
         result["peak_rss_kib"] = _common.rss_kib()[1]
     Path(out_path).write_text(json.dumps(result), encoding="utf-8")
     return 0
@@ -467,8 +456,7 @@ class Run:
         for shape, (refs, _, calls) in data.shapes.items():
             w = got.data["workloads"][shape]
             self.online[f"{side}.{shape}"] = Stats.from_samples(w["samples_ns"], w["wall_ns"])
-            answers = w["answers"]
-            self.identity[f"{side}.{shape}"] = check_answers(data, refs, calls[:dump], answers)
+            self.identity[f"{side}.{shape}"] = check_answers(data, refs, calls[:dump], w["answers"])
 
     # offline
 
@@ -553,36 +541,30 @@ class Run:
 # report ------------------------------------------------------------------------------------
 
 
-def ok_join(run: Run, system: str, events: int) -> JoinRun | None:
-    found = (
-        j for j in run.joins if (j.system, j.size.events, j.result.ok) == (system, events, True)
-    )
-    return next(found, None)
+def ok_join(run: Run, events: int) -> JoinRun | None:
+    """engramdb's finished join of ``events`` events, if any."""
+    ours = [j for j in run.joins if j.system == "engramdb" and j.result.ok]
+    return next((j for j in ours if j.size.events == events), None)
 
 
 def checks(run: Run, rep: Report) -> None:
     """engramdb's own p99, Feast's p99 and join time over engramdb's, identical answers."""
     if st := run.online.get("embedded.single"):
-        detail = f"p50 {_us(st.p50_us)}"
+        detail = f"p50 {fmt_lat(st.p50_us)}"
         if noise := run.online.get("noise.single"):
-            detail += (
-                f"; pure-Python work as long as that p50 has p99 {_us(noise.p99_us)} (timing noise)"
-            )
-        rep.check("engramdb embedded p99, 1 x 200", "—", f"{_us(st.p99_us)} ({detail})",
+            noisy = fmt_lat(noise.p99_us)
+            detail += f"; pure-Python work as long as that p50 has p99 {noisy} (timing noise)"
+        rep.check("engramdb embedded p99, 1 x 200", "—", f"{fmt_lat(st.p99_us)} ({detail})",
                   f"≤ {TARGET_P99_US:g} µs", st.p99_us <= TARGET_P99_US)  # fmt: skip
     for (shape, shape_name), store in itertools.product(SHAPES.items(), FEAST_SIDES):
         ours, theirs = run.online.get(f"embedded.{shape}"), run.online.get(f"{store}.{shape}")
         if ours and theirs:
             ratio = theirs.p99_us / ours.p99_us
             rep.check(f"{SIDES[store]} p99 / engramdb p99, {shape_name}", SIDES[store],
-                      f"{fmt_ratio(ratio)} ({_us(theirs.p99_us)} vs {_us(ours.p99_us)})",
+                      f"{fmt_ratio(ratio)} ({fmt_lat(theirs.p99_us)} vs {fmt_lat(ours.p99_us)})",
                       f"≥ {TARGET_ONLINE:g}x", ratio >= TARGET_ONLINE)  # fmt: skip
-    for j in run.joins:
-        if (
-            j.system == "Feast"
-            and j.result.ok
-            and (mine := ok_join(run, "engramdb", j.size.events))
-        ):
+    for j in (j for j in run.joins if j.system == "Feast" and j.result.ok):
+        if mine := ok_join(run, j.size.events):
             theirs_s, mine_s = j.result.data["seconds"], mine.result.data["seconds"]
             rep.check(f"point-in-time join time: Feast / engramdb, {j.size.label}", "Feast",
                       f"{fmt_ratio(theirs_s / mine_s)} ({theirs_s:.1f} s vs {mine_s:.2f} s)",
@@ -615,7 +597,7 @@ def tables(run: Run, rep: Report) -> None:
                      mine.ops_s / theirs.ops_s)  # fmt: skip
                 ratios.append([shape_name, SIDES[side], SIDES[store], *map(fmt_ratio, x)])
     for j in sorted(run.joins, key=lambda j: (j.size.events, j.system != "engramdb")):
-        d, ours_j = j.result.data, ok_join(run, "engramdb", j.size.events)
+        d, ours_j = j.result.data, ok_join(run, j.size.events)
         ratio = fmt_ratio(d["seconds"] / ours_j.result.data["seconds"]) if (
             j.system == "Feast" and j.result.ok and ours_j) else ""  # fmt: skip
         ingest = f"{j.ingest.data['seconds']:.1f} s" if j.ingest and j.ingest.ok else ""
@@ -648,15 +630,10 @@ def tables(run: Run, rep: Report) -> None:
 
 
 def report(sizes: Sizes, quick: bool, run: Run, data: OnlineData, machine: dict[str, str],
-           feast_note: str, quiet_note: str) -> Report:  # fmt: skip
-    joins = [{"system": j.system, "events": j.size.events, "entity_rows": j.size.rows,
-              "ok": j.result.ok, "note": j.result.note, "result": j.result.data,
-              "ingest": j.ingest and j.ingest.data, "identity": j.identity}
-             for j in run.joins]  # fmt: skip
+           feast_note: str) -> Report:  # fmt: skip
+    # The rest of the run is in the tables.
     raw = {"sizes": asdict(sizes), "load_average": run.load_avg, "online_notes": run.notes,
-           "online": {k: s.to_json() for k, s in run.online.items()}, "joins": joins,
-           "online_identity": run.identity, "online_load_seconds": run.loads,
-           "join_agreement": run.agreement}  # fmt: skip
+           "online_identity": run.identity, "join_agreement": run.agreement}  # fmt: skip
     rep = Report(
         "features", "features",
         "Feature store: online lookups and point-in-time joins, against Feast",
@@ -664,7 +641,7 @@ def report(sizes: Sizes, quick: bool, run: Run, data: OnlineData, machine: dict[
         f"{sizes.wide_views} views; {sizes.batch} drivers x {sizes.narrow_features} features) "
         "and point-in-time joins, against Feast with SQLite and Redis online stores and its "
         "file (Dask) offline store; latencies in µs.",
-        quick, machine, about=f"{data.rows:,} online rows. Feast: {feast_note} {quiet_note}",
+        quick, machine, about=f"{data.rows:,} online rows. Feast: {feast_note}",
         raw=raw,
     )  # fmt: skip
     checks(run, rep)
@@ -688,16 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Feast's virtualenv interpreter (default %(default)s)")  # fmt: skip
     parser.add_argument("--no-feast", action="store_true", help="skip Feast")
     parser.add_argument("--data-dir", help="parent of the temporary data directory")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many "
-                        "seconds for the 1-minute load average to drop below 1.0")  # fmt: skip
     args = parser.parse_args(argv)
     sizes = _common.sizes_from(args, FULL, QUICK)
     _common.exit_on_sigterm()
-    quiet_note = ""
-    if args.wait_quiet > 0:
-        quiet, load = _common.wait_for_quiet(1.0, args.wait_quiet, poll_s=30, report=print)
-        quiet_note = f"Started at load average {load:.2f}." if quiet else (
-            f"**The machine never got quiet: started at load average {load:.2f}.**")  # fmt: skip
     python, feast_note = None, "skipped (`--no-feast`)."
     if not args.no_feast:
         probe = "import feast, pandas, pyarrow as a; print(feast.__version__, pandas.__version__"
@@ -732,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.run_online(data)
             run.progress.console.print("building the offline data…")
             run.run_offline(make_offline(sizes))
-    report(sizes, args.quick, run, data, machine, feast_note, quiet_note).save()
+    report(sizes, args.quick, run, data, machine, feast_note).save()
     return 0
 
 

@@ -2,36 +2,28 @@
 
     python bench/memory.py [--quick]    # 100k memories, 1k users (~1 h); quick: 5k, 50 users
 
-100k memories across 1k users: add and search p50/p99/p999, engramdb embedded and through
-``engramdb serve``, and Mem0 (``mem0ai``, ``infer=False``, its default local vector store) on
-the same texts and embeddings. Targets: add and search p99 at least 10x below Mem0's, recall
-on labelled paraphrased queries at least Mem0's.
+Add and search p50/p99/p999 and recall, engramdb embedded and through ``engramdb serve``
+against Mem0 (``infer=False``, its default local vector store) on the same texts and
+all-MiniLM-L6-v2 embeddings, computed once (cached in ``bench/results/memory-minilm-*``) and
+passed to every system, so latencies are store time; the embedding is measured apart.
+Targets: add and search p99 at least 10x below Mem0's, recall at least Mem0's.
 
-**Data** (deterministic): facts an assistant keeps about a person (``TEMPLATES`` filled from
-``VOCAB``) and sentences of the Cranfield and CISI abstracts. A user keeps only memories below
-cosine ``NEAR_DUPLICATE`` to each kept before, so engramdb's dedupe (0.92) never merges two and
-both systems store the same set. Adds go round-robin over users (shuffled per round). Queries
-rewrite a sample of memories by rules (``paraphrase``: synonyms, dropped words, halves
-swapped); the one relevant answer is the source, searched in its user only.
+**Data**: facts about a person (``TEMPLATES`` filled from ``VOCAB``) and Cranfield/CISI
+abstract sentences; a user keeps only memories below cosine ``NEAR_DUPLICATE`` to each other,
+so engramdb's dedupe (0.92) never merges two. Adds go round-robin over users. Queries
+paraphrase a sample of memories by rules; the one relevant answer is the source, in its user.
 
-**Embeddings**: all-MiniLM-L6-v2 computed once (cached in ``bench/results/memory-minilm-*``)
-and passed to every system (Mem0 through an embedder returning the precomputed vector), so
-latencies are store time; the embedding is measured apart, plus an end-to-end search.
-
-**Sides**, one after the other: Mem0 first, in its own virtualenv, within its add and search
-budgets; if its adds stop early, engramdb is also measured at that *equal size* (same first
-adds, same queries) and the targets are judged there. engramdb embedded (durability none; the
-load pauses at the equal size), searches hybrid and vector-only, then reopened with durability
-sync (fsync per commit, as Mem0's SQLite) for ``--sync-adds`` more; then the same through the
-server (``--embedder minilm``; its full-size searches run on a copy of the embedded database
-when the equal size is smaller). Every call is timed alone by ``_common.measure``'s loop,
+**Sides**, one after the other: Mem0 first, in its own virtualenv, within its budgets; if its
+adds stop early, engramdb is also measured at that *equal size* (same adds, same queries) and
+the targets are judged there. engramdb embedded (durability none; hybrid and vector-only
+search), then durability sync (fsync per commit, as Mem0's SQLite) for ``--sync-adds`` more;
+then the same through the server. Every call is timed alone by ``_common.measure``'s loop,
 Mem0's in its process by the same loop; warmup adds go to separate ``warmup-*`` users.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import math
 import os
@@ -51,10 +43,11 @@ from rich.progress import Progress
 
 import _common
 import engramdb
-from _common import Meter, PeerRun, Report, Stats, fmt_ratio, fmt_us, measure, stats_cells
+from _common import Meter, PeerRun, Report, Stats, fmt_lat, fmt_ratio, stats_cells
 from engramdb.embedders import SentenceEmbedder
 
 MEM0_SIDE = Path(__file__).resolve().with_name("_mem0_side.py")
+MEM0_PYTHON = "/tmp/mem0-venv/bin/python"
 MEM0_SETUP = (
     "python -m venv /tmp/mem0-venv && /tmp/mem0-venv/bin/pip install torch==2.13.0 "
     "&& /tmp/mem0-venv/bin/pip install mem0ai"
@@ -267,10 +260,8 @@ STOPWORDS = frozenset((
     "there",
 ))  # fmt: skip
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-NOTE_SOURCES = (
-    Path("/work/shared/data/cranfield/cran.all.1400"),
-    Path("/work/shared/data/cisi/CISI.ALL"),
-)
+DATA = Path("/work/shared/data")
+NOTE_SOURCES = (DATA / "cranfield" / "cran.all.1400", DATA / "cisi" / "CISI.ALL")
 
 
 def normalise(text: str) -> str:
@@ -294,10 +285,10 @@ def load_notes(paths: Sequence[Path] = NOTE_SOURCES) -> list[str]:
 
 def candidates_for_user(
     user: str, facts: int, notes: int, note_pool: Sequence[str], seed: int
-) -> list[tuple[str, str]]:
-    """``facts`` + ``notes`` distinct (text, kind) candidates for one user, shuffled."""
+) -> list[str]:
+    """``facts`` + ``notes`` distinct candidate texts for one user, shuffled."""
     rng = random.Random(f"{seed}:{user}")
-    out: list[tuple[str, str]] = []
+    out: list[str] = []
     seen: set[str] = set()
     attempts = 0
     while len(out) < facts and attempts < facts * 50:
@@ -306,11 +297,11 @@ def candidates_for_user(
         text = re.sub(r"\{(\w+)\}", lambda m: rng.choice(VOCAB[m.group(1)]), template)
         if (key := normalise(text)) not in seen:
             seen.add(key)
-            out.append((text, "fact"))
+            out.append(text)
     for text in rng.sample(list(note_pool), min(notes, len(note_pool))):
         if (key := normalise(text)) not in seen:
             seen.add(key)
-            out.append((text, "note"))
+            out.append(text)
     rng.shuffle(out)
     return out
 
@@ -367,7 +358,6 @@ class Dataset:
     order: list[int]  # add order (round-robin over users)
     queries: list[Query]
     query_vectors: np.ndarray
-    about: dict[str, Any]  # counts, for the JSON
 
     @property
     def n(self) -> int:
@@ -376,34 +366,29 @@ class Dataset:
 
 def embed_cached(
     embedder: SentenceEmbedder, texts: Sequence[str], part: str, meter: Meter
-) -> tuple[np.ndarray, float, int]:
-    """Vectors of ``texts`` and (seconds spent embedding, texts embedded). Each distinct text
-    is embedded once; those vectors are cached in ``bench/results/memory-minilm-PART-N-*.npy``."""
+) -> np.ndarray:
+    """Vectors of ``texts``: each distinct text embedded once, those vectors cached in
+    ``bench/results/memory-minilm-PART-N-*.npy``."""
     distinct = list(dict.fromkeys(texts))
-    digest = hashlib.sha256(MODEL.encode())
-    for text in distinct:
-        digest.update(b"\0" + text.encode())
+    digest = hashlib.sha256("\0".join([MODEL, *distinct]).encode())
     prefix = f"memory-minilm-{part}-{len(distinct)}-"
     path = _common.RESULTS_DIR / f"{prefix}{digest.hexdigest()[:12]}.npy"
     meter.start(f"embed {part} ({MODEL}, distinct)", len(distinct))
-    spent, embedded = 0.0, 0
     if path.exists():
         vectors = np.load(path)
         meter.advance(len(distinct), force=True)
     else:
         parts = []
-        began = time.perf_counter()
         for lo in range(0, len(distinct), 1024):
             parts.append(embedder.embed(distinct[lo : lo + 1024]))
             meter.advance(len(parts[-1]), force=True)
-        spent, embedded = time.perf_counter() - began, len(distinct)
         vectors = np.concatenate(parts).astype(np.float32)
         _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         for stale in _common.RESULTS_DIR.glob(f"{prefix}*.npy"):
             stale.unlink()
         np.save(path, vectors)
     row = {text: i for i, text in enumerate(distinct)}
-    return vectors[[row[t] for t in texts]], spent, embedded
+    return vectors[[row[t] for t in texts]]
 
 
 def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dataset:
@@ -412,24 +397,21 @@ def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dat
     want_notes = round(sizes.per_user * sizes.notes_share * (1 + sizes.spare))
     want_facts = math.ceil(sizes.per_user * (1 + sizes.spare)) - want_notes
     per_user = [candidates_for_user(u, want_facts, want_notes, notes, sizes.seed) for u in user_ids]
-    flat = [text for cands in per_user for text, _ in cands]
-    vectors, spent, embedded = embed_cached(embedder, flat, "memories", meter)
-    texts, users, kinds, rows, by_user = [], [], [], [], []
-    skipped = row = 0
+    vectors = embed_cached(embedder, [t for cands in per_user for t in cands], "memories", meter)
+    texts, users, rows, by_user = [], [], [], []
+    row = 0
     for user, cands in zip(user_ids, per_user):
         mine: list[int] = []
-        for text, kind in cands:
+        for text in cands:
             here, row = row, row + 1
             if len(mine) == sizes.per_user:
                 continue
             kept = vectors[[rows[i] for i in mine]]
             if mine and float(np.max(kept @ vectors[here])) >= NEAR_DUPLICATE:
-                skipped += 1
                 continue
             mine.append(len(texts))
             texts.append(text)
             users.append(user)
-            kinds.append(kind)
             rows.append(here)
         if len(mine) < sizes.per_user:
             raise SystemExit(f"{user}: only {len(mine)} memories below similarity "
@@ -448,16 +430,9 @@ def build_dataset(sizes: Sizes, embedder: SentenceEmbedder, meter: Meter) -> Dat
     for i in sample:
         text, rules = paraphrase(texts[i], f"{sizes.seed}:q:{i}")
         queries.append(Query(text, i, users[i], rules))
-    query_vectors, q_spent, q_embedded = embed_cached(
-        embedder, [q.text for q in queries], "queries", meter
-    )
-    about = {"memories": len(texts), "users": len(user_ids), "candidates": len(flat),
-             "facts": kinds.count("fact"), "notes": kinds.count("note"),
-             "distinct_texts": len(set(texts)), "near_duplicates_skipped": skipped,
-             "query_rules": dict(Counter(q.rules for q in queries).most_common()),
-             "embedded_now": embedded + q_embedded, "embed_seconds": spent + q_spent}  # fmt: skip
-    return Dataset(texts, users, np.ascontiguousarray(vectors[rows]), order, queries,
-                   query_vectors, about)  # fmt: skip
+    query_vectors = embed_cached(embedder, [q.text for q in queries], "queries", meter)
+    vectors = np.ascontiguousarray(vectors[rows])
+    return Dataset(texts, users, vectors, order, queries, query_vectors)
 
 
 # rows of the report: policy as data --------------------------------------------------------
@@ -536,13 +511,14 @@ class Run:
     def note_load(self, phase: str) -> None:
         self.load_avg[phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    def measure(self, what: str, fn: Any, args: Sequence[Any], warm: Sequence[Any]) -> Stats:
-        return measure(fn, args, warmup=warm, meter=Meter(self.progress), description=what)
-
-    def samples(self, what: str, fn: Any, args: Sequence[Any], warm: Sequence[Any] = ()) -> Any:
-        return _common.measure_samples(
+    def measure(self, key: str, what: str, fn: Any, args: Sequence[Any], warm: Any = ()) -> Any:
+        """``_common.measure_samples``; the ``Stats`` of its samples go to ``key``, if any."""
+        got = _common.measure_samples(
             fn, args, warmup=warm, meter=Meter(self.progress), description=what
         )
+        if key:
+            self.stats[key] = Stats.from_samples(*got)
+        return got
 
     @property
     def split(self) -> bool:
@@ -550,25 +526,23 @@ class Run:
         return self.equal < self.data.n
 
     def embedding_cost(self, embedder: SentenceEmbedder) -> None:
+        import torch  # sentence_transformers' own dependency
+
         d, n = self.data, self.sizes.embed_calls
         rng = random.Random(f"{self.sizes.seed}:embed")
         texts = [d.texts[i] for i in rng.sample(range(d.n), min(n, d.n))]
         one = lambda t: embedder.embed([t])  # noqa: E731
-        self.stats["embed.memory"] = self.measure("embed one memory", one, texts, texts[:20])
+        self.measure("embed.memory", "embed one memory", one, texts, texts[:20])
         queries = [q.text for q in d.queries[:n]]
-        self.stats["embed.query"] = self.measure("embed one query", one, queries, texts[:20])
+        self.measure("embed.query", "embed one query", one, queries, texts[:20])
         sample = [d.texts[i] for i in rng.sample(range(d.n), min(2048, d.n))]
         began = time.perf_counter()
         for lo in range(0, len(sample), 512):
             embedder.embed(sample[lo : lo + 512])
         spent = time.perf_counter() - began
-        self.embedding["torch_threads"] = "torch not installed"
-        with contextlib.suppress(ImportError):
-            import torch
-
-            self.embedding["torch_threads"] = torch.get_num_threads()
         self.embedding.update(model=MODEL, batch_texts_per_s=len(sample) / spent,
-                              batch_size=embedder.batch_size)  # fmt: skip
+                              batch_size=embedder.batch_size,
+                              torch_threads=torch.get_num_threads())  # fmt: skip
 
     def run_mem0(self, python: str) -> None:
         d, sizes, work = self.data, self.sizes, os.path.join(self.root, "mem0")
@@ -603,8 +577,7 @@ class Run:
         out = got.data
         got.note = f"Mem0 {out['versions']['mem0ai']}"
         self.stats["mem0.add"] = Stats.from_samples(out.pop("add_samples"), out["add_wall_ns"])
-        if out["search_samples"]:
-            samples = out.pop("search_samples")
+        if samples := out.pop("search_samples"):
             self.stats["mem0.search"] = Stats.from_samples(samples, out["search_wall_ns"])
         self.mem0_found = dict(zip(out["search_queries"], out.pop("found")))
         self.equal = min(d.n, out["added"])
@@ -612,7 +585,7 @@ class Run:
 
     # engramdb, embedded or remote: the same phases
 
-    def engram(self, side: str, mem: Any, *, e2e: bool = False, full: bool = True) -> None:
+    def engram(self, side: str, mem: Any, *, full: bool = True) -> None:
         """Warmup adds, the load (paused at the equal size for the equal-size searches), the
         full-size searches. ``full=False`` stops at the equal size."""
         d, texts, users, vectors = self.data, self.data.texts, self.data.users, self.data.vectors
@@ -629,8 +602,8 @@ class Run:
             mem.add(texts[i], user_id=f"warmup-{users[i]}", embedding=vectors[i])
 
         self.note_load(side)
-        self.samples(f"{side} · warmup adds", add_warm, [], d.order[: self.sizes.warmup_adds])
-        parts = [self.samples(f"{side} · add ({self.equal:,})", add, d.order[: self.equal])]
+        self.measure("", f"{side} · warmup adds", add_warm, [], d.order[: self.sizes.warmup_adds])
+        parts = [self.measure("", f"{side} · add ({self.equal:,})", add, d.order[: self.equal])]
         if self.split:
             self.stats[f"{side}.add_eq"] = Stats.from_samples(*parts[0])
             loaded = set(d.order[: self.equal])
@@ -638,24 +611,10 @@ class Run:
             self.searches(side, mem, ids, eligible, "_eq")
             if not full:
                 return
-            parts.append(self.samples(f"{side} · add (to {d.n:,})", add, d.order[self.equal :]))
+            parts.append(self.measure("", f"{side} · add (to {d.n:,})", add, d.order[self.equal :]))
         samples = np.concatenate([p[0] for p in parts])
         self.stats[f"{side}.add"] = Stats.from_samples(samples, sum(p[1] for p in parts))
         self.searches(side, mem, ids, list(range(len(d.queries))), "")
-        if not self.split:
-            for base in ("add", "search", "search_vec"):
-                self.stats[f"{side}.{base}_eq"] = self.stats[f"{side}.{base}"]
-            for kind in ("hybrid", "vector"):
-                self.recall[f"{side}.{kind}_eq"] = self.recall[f"{side}.{kind}"]
-        if e2e:
-            qis = list(range(min(self.sizes.embed_calls, len(d.queries))))
-
-            def e2e_search(qi: int) -> None:
-                mem.search(d.queries[qi].text, user_id=d.queries[qi].user, k=self.sizes.k)
-
-            self.stats["embedded.search_e2e"] = self.measure(
-                "embedded · search incl. embedding", e2e_search, qis, qis[:20]
-            )
 
     def searches(self, side: str, mem: Any, ids: dict[str, int], qis: list[int], eq: str) -> None:
         queries, qv, k = self.data.queries, self.data.query_vectors, self.sizes.k
@@ -669,14 +628,11 @@ class Run:
 
             where = "equal size" if eq else f"{self.data.n:,}"
             what = f"{side} · {kind.replace('_vec', ' (vector)')} @ {where}"
-            warm = qis[: self.sizes.search_warmup]
-            self.stats[f"{side}.{kind}{eq}"] = self.measure(what, search, qis, warm)
+            self.measure(f"{side}.{kind}{eq}", what, search, qis, qis[: self.sizes.search_warmup])
             self.recall[f"{side}.{name}{eq}"] = recall_of(found, queries, qis)
-            if self.mem0.ok and (eq or not self.split):
-                # Mem0's queries, scored on engramdb's answers at the same size.
-                self.recall[f"{side}.{name}_mem0set"] = recall_of(
-                    found, queries, list(self.mem0_found)
-                )
+            if self.mem0.ok and (eq or not self.split):  # Mem0's queries, at the same size
+                mem0_qis = list(self.mem0_found)
+                self.recall[f"{side}.{name}_mem0set"] = recall_of(found, queries, mem0_qis)
 
     def sync_adds(self, side: str, mem: Any) -> None:
         d, n = self.data, self.sizes.sync_adds
@@ -689,14 +645,18 @@ class Run:
             mem.add(texts[i], user_id=f"warmup-sync-{side}-{users[i]}", embedding=vectors[i])
 
         self.note_load(f"{side} sync")
-        self.samples("sync warmup", add_warm, [], d.order[n : n + 20])
-        got = self.samples(f"{side} · add, sync", add, d.order[:n])
-        self.stats[f"{side}.add_sync"] = Stats.from_samples(*got)
+        self.measure("", "sync warmup", add_warm, [], d.order[n : n + 20])
+        self.measure(f"{side}.add_sync", f"{side} · add, sync", add, d.order[:n])
 
     def embedded(self) -> None:
         path = os.path.join(self.root, "engramdb")
         with engramdb.open(path, durability="none", sweep_interval=None) as db:
-            self.engram("embedded", db.memory_with(SentenceEmbedder()), e2e=True)
+            mem = db.memory_with(SentenceEmbedder())
+            self.engram("embedded", mem)
+            queries, k = self.data.queries[: self.sizes.embed_calls], self.sizes.k
+            e2e = lambda q: mem.search(q.text, user_id=q.user, k=k)  # noqa: E731
+            what = "embedded · search incl. embedding"
+            self.measure("embedded.search_e2e", what, e2e, queries, queries[:20])
         with engramdb.open(path, durability="sync", sweep_interval=None) as db:
             self.sync_adds("embedded", db.memory_with(SentenceEmbedder()))
 
@@ -721,19 +681,11 @@ class Run:
 # report ------------------------------------------------------------------------------------
 
 
-def _lat(us: float) -> str:
-    text = fmt_us(us)
-    return text if text.endswith("ms") else f"{text} µs"
-
-
 def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Report:
     d, st, n, equal = run.data, run.stats, run.data.n, run.equal
-    raw = {"sizes": asdict(run.sizes), "dataset": d.about, "equal_size": equal,
-           "embedding": run.embedding, "wait": wait_note, "load_avg": run.load_avg,
-           "mem0": {"ok": run.mem0.ok, "note": run.mem0.note, **run.mem0.data},
-           "events": {k: dict(v) for k, v in run.events.items()},
-           "results": {k: s.to_json() for k, s in st.items()},
-           "recall": {k: asdict(r) for k, r in run.recall.items()}}  # fmt: skip
+    raw = {"sizes": asdict(run.sizes), "equal_size": equal, "embedding": run.embedding,
+           "load_avg": run.load_avg, "events": {k: dict(v) for k, v in run.events.items()},
+           "mem0": {"ok": run.mem0.ok, "note": run.mem0.note, **run.mem0.data}}  # fmt: skip
     about = run.mem0.note
     if run.mem0.ok and run.split:
         about = (f"Mem0's adds ran out of their budget after {equal:,} of {n:,} memories: "
@@ -746,9 +698,10 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
         quick, machine, raw=raw, about=about,
     )  # fmt: skip
     for name, theirs, ours in LATENCY_TARGETS:
+        ours = ours if run.split else ours.removesuffix("_eq")  # equal size is the full size
         if theirs in st and ours in st:
             ratio = st[theirs].p99_us / st[ours].p99_us
-            vs = f"Mem0 {_lat(st[theirs].p99_us)} vs engramdb {_lat(st[ours].p99_us)}"
+            vs = f"Mem0 {fmt_lat(st[theirs].p99_us)} vs engramdb {fmt_lat(st[ours].p99_us)}"
             r.check(f"{name}: Mem0 / engramdb", "Mem0", f"{fmt_ratio(ratio)} ({vs})",
                     f"≥ {TARGET_LATENCY:g}x", ratio >= TARGET_LATENCY)  # fmt: skip
     ours_r, theirs_r = run.recall.get("embedded.hybrid_mem0set"), run.recall.get("mem0")
@@ -757,28 +710,21 @@ def report(run: Run, quick: bool, machine: dict[str, str], wait_note: str) -> Re
             r.check(f"recall@{k}: engramdb (hybrid) vs Mem0", "Mem0",
                     f"{ours_r.at[k]:.3f} vs {theirs_r.at[k]:.3f} (same {theirs_r.queries:,} "
                     "queries, equal size)", "≥ Mem0", ours_r.at[k] >= theirs_r.at[k])  # fmt: skip
-    sizes = {"embed.": "—", "mem0.": f"{equal:,}"}
+    # The memories column, by how the row's id starts or ends (else the full size).
+    where = {"embed.": "—", "mem0.": f"{equal:,}", "_eq": f"{equal:,}",
+             "add_sync": f"{n:,} + {run.sizes.sync_adds:,}", ".add": f"0 → {n:,}"}  # fmt: skip
     latency = []
     for rid, system, op in ROWS:
-        if rid not in st or (rid.endswith("_eq") and not run.split):
-            continue  # when the equal size is the full size, the full-size row says it
-        ends = {"_eq": f"{equal:,}", "add_sync": f"{n:,} + {run.sizes.sync_adds:,}",
-                ".add": f"0 → {n:,}"}  # fmt: skip
-        size = next((v for p, v in sizes.items() if rid.startswith(p)), None) or next(
-            (v for e, v in ends.items() if rid.endswith(e)), f"{n:,}")  # fmt: skip
+        if rid not in st:  # equal-size rows exist only when that size is not the full size
+            continue
+        size = next((v for k, v in where.items() if rid.startswith(k) or rid.endswith(k)), f"{n:,}")
         latency.append([system, op, size, f"{st[rid].n:,}", *stats_cells(st[rid])])
     r.table("Latency (store time unless said)",
             ["system", "operation", "memories", "calls", "p50", "p99", "p999", "ops/s"],
             latency, "lllrrrrr")  # fmt: skip
-    recall, seen = [], set()
-    for key, system, scope in RECALL_ROWS:
-        rec = run.recall.get(key)
-        if rec is None or (key.endswith("_eq") and not run.split) or id(rec) in seen:
-            continue
-        seen.add(id(rec))
-        size = equal if "equal" in scope else n
-        recall.append([system, f"{size:,} memories; {scope}", f"{rec.queries:,}",
-                       *(f"{rec.at[k]:.3f}" for k in RECALL_KS)])  # fmt: skip
+    recall = [[system, f"{equal if 'equal' in scope else n:,} memories; {scope}",
+               f"{rec.queries:,}", *(f"{rec.at[k]:.3f}" for k in RECALL_KS)]
+              for key, system, scope in RECALL_ROWS if (rec := run.recall.get(key))]  # fmt: skip
     r.table("Recall on the labelled paraphrased queries",
             ["system", "where", "queries", *(f"recall@{k}" for k in RECALL_KS)],
             recall, "llrrrr", publish=False)  # fmt: skip
@@ -803,17 +749,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="engramdb long-term memory vs Mem0.")
     parser.add_argument("--quick", action="store_true", help="5k memories across 50 users")
     _common.add_sizes(parser, FULL, QUICK)
-    parser.add_argument(
-        "--mem0-python",
-        default="/tmp/mem0-venv/bin/python",
-        help=f"Mem0's virtualenv python (%(default)s; {MEM0_SETUP})",
-    )
+    parser.add_argument("--mem0-python", default=MEM0_PYTHON, help="Mem0's virtualenv python")
     parser.add_argument("--no-mem0", action="store_true", help="skip Mem0")
     parser.add_argument("--no-server", action="store_true", help="skip engramdb serve")
     parser.add_argument("--data-dir", help="parent of the temporary data directories")
-    parser.add_argument("--wait-load", type=float, default=None, help="wait (bounded) until the "
-                        "1-min load average is below this (full run: 1.0)")  # fmt: skip
-    parser.add_argument("--wait-timeout", type=float, default=1800.0, help="seconds, at most")
+    parser.add_argument("--wait-load", type=float, default=None, help="wait (30 min at most) until "
+                        "the 1-min load average is below this (full run: 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     sizes = _common.sizes_from(args, FULL, QUICK)
     if args.wait_load is None and not args.quick:
@@ -821,8 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _common.exit_on_sigterm()
     wait_note = "Did not wait for a quiet machine."
     if args.wait_load is not None:
-        quiet, load = _common.wait_for_quiet(args.wait_load, args.wait_timeout, report=print)
-        wait_note = (f"Waited up to {args.wait_timeout / 60:.0f} min for the 1-min load average "
+        quiet, load = _common.wait_for_quiet(args.wait_load, 1800.0, report=print)
+        wait_note = (f"Waited up to 30 min for the 1-min load average "
                      f"to drop below {args.wait_load:g}: " + (f"it did ({load:.2f})." if quiet
                      else f"it never did ({load:.2f}); ran anyway."))  # fmt: skip
         print(wait_note)
