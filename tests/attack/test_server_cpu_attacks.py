@@ -9,6 +9,7 @@ the long way does.
   there are far fewer structures than changes (``server/reclaim.py``): a structure removed
   among thousands of other writes, by the server or by another process through the embedded
   API, must still have its elements reclaimed.
+- ZADD's score check looks for an underflow with one ``translate``, not a generator.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,3 +144,23 @@ def test_structures_removed_amid_thousands_of_writes_are_found_and_reclaimed(
     assert r.lrange("keep", 0, 2) == [b"0", b"1", b"2"]
     assert r.exists("gone") == 0
     assert r.hgetall("overwritten") == {b"a": b"1"}
+
+
+# ZADD's score check -------------------------------------------------------------------------
+
+
+def test_zadd_scores_that_underflow_to_zero_are_refused_and_zeros_are_not(
+    serve: ServeFactory,
+) -> None:
+    """As Redis' strtod check: a nonzero mantissa that underflows to 0 is ERANGE; any
+    spelling of zero is a score."""
+    server = serve("--durability", "none")
+    r = redis.Redis(port=server.port, socket_timeout=30)
+    for bad in ("1e-400", "-0.5e-999", "+00.001e-400"):
+        with pytest.raises(redis.ResponseError, match="not a valid float"):
+            r.execute_command("ZADD", "z", bad, "m")
+    for zero in ("0", "-0", "+0.000", "0e5", ".0e-999", "00"):
+        r.execute_command("ZADD", "z", zero, zero)
+    assert r.zrange("z", 0, -1, withscores=True) == [
+        (m, 0.0) for m in sorted([b"0", b"-0", b"+0.000", b"0e5", b".0e-999", b"00"])
+    ]

@@ -177,7 +177,9 @@ def wake(conn: Connection, raw_key: bytes, count: int) -> None:
 
 def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool) -> Any:
     values = args[1:]
-    check_sizes(values, conn.db.limits.max_record_bytes)
+    limit = conn.db.limits.max_record_bytes
+    if len(values) > 1 or len(values[0]) > limit:
+        check_sizes(values, limit)
     key = args[0]
 
     def apply(a: Access) -> int:
