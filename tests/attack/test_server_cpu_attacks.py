@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engramdb
+from engramdb.observability.metrics import OpMetrics, bucket_index
 from engramdb.protocol.resp import Budget, ParserLimits, RequestParser, encode_command
 from engramdb.server.reclaim import Reclaimer
 
@@ -164,3 +165,20 @@ def test_zadd_scores_that_underflow_to_zero_are_refused_and_zeros_are_not(
     assert r.zrange("z", 0, -1, withscores=True) == [
         (m, 0.0) for m in sorted([b"0", b"-0", b"+0.000", b"0e5", b".0e-999", b"00"])
     ]
+
+
+# latency histogram --------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(latencies=st.lists(st.integers(-(1 << 20), 1 << 70), max_size=50))
+def test_every_latency_lands_in_the_bucket_bucket_index_names(latencies: list[int]) -> None:
+    """``observe`` inlines ``bucket_index`` past its lookup table (every write the server
+    answers after its batch): each latency still counts in the bucket it names."""
+    metrics = OpMetrics("x")
+    expected = [0] * len(metrics.buckets)
+    for ns in latencies:
+        metrics.observe(ns)
+        expected[bucket_index(ns)] += 1
+    assert metrics.buckets == expected
+    assert metrics.count == len(latencies)
