@@ -29,7 +29,10 @@ returns is taken only while the chunk is exactly the canonical multibulk encodin
 hiredis checks neither the element types nor the bulk terminators); from the first byte
 where that fails (an inline command, a partial or malformed frame, ``*0``), the general
 parser takes over with the same limits and budget, so both give the same commands and
-errors for any input.
+errors for any input. Before hiredis, a chunk under 4 KiB is tried as exactly one command
+(an unpipelined client's request): split at CRLF, it must be ``*n``, then n pairs of
+``$len`` and an argument of that length, and nothing after (~0.9 µs for a SET, against
+~2.4 µs through hiredis and its canonical check); anything else goes on to hiredis.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ _MAX_HEADER = 24  # "*" or "$" + 20 digits + CRLF fits comfortably
 _FAST_MAX = 64 << 10
 _FAST_MIN_ARGS = 1024
 _BIG_ARRAY = re.compile(rb"\*[0-9]{6}")  # an array header of 100,000+ elements
+# A chunk under this size is first tried as exactly one command (``take``).
+_ONE_MAX = 4096
 
 
 _pack = hiredis.pack_command
@@ -208,22 +213,9 @@ class RequestParser:
         self.more = False
         out: list[list[bytes]] = []
         size = len(data)
-        if (
-            self.error is not None
-            or not 0 < size <= self._fast_max
-            or data[0] != 42
-            or _BIG_ARRAY.search(data)
-        ):
-            self._buf = data
-            self._fresh = False
-            self.largest = 0
-            if self.error is None:
-                try:
-                    self._parse(out, most, budget)
-                except ProtocolError as e:
-                    self.error = e
-            return out
-        # The fast path (see the top of this file): it stops at the first byte it cannot
+        if self.error is not None or not 0 < size <= self._fast_max or data[0] != 42:
+            return self._general(data, out, most, budget)
+        # The fast paths (see the top of this file): they stop at the first byte they cannot
         # vouch for, and ``_parse`` goes on from there.
         if budget is None:
             commands_left, args_left, bytes_left = 1 << 62, 1 << 62, 1 << 62
@@ -231,6 +223,28 @@ class RequestParser:
             commands_left, args_left, bytes_left = budget.commands, budget.args, budget.bytes
         if most is not None and most < commands_left:
             commands_left = most
+        if size < _ONE_MAX and commands_left > 0 and bytes_left > 0:
+            # A chunk that is exactly one small canonical command (an unpipelined client's
+            # request): split at CRLF, it is the header, then (length, argument) pairs that
+            # match. An argument holding CRLF, a length off by one, a second command or a
+            # partial one all break the match, and the general path below takes the chunk.
+            parts = data.split(b"\r\n")
+            command = parts[2:-1:2]
+            count = len(command)
+            if (
+                not parts[-1]
+                and 0 < count <= args_left
+                and parts[0] == b"*%d" % count
+                and parts[1:-1:2] == [b"$%d" % len(arg) for arg in command]
+            ):
+                if budget is not None:
+                    budget.commands -= 1
+                    budget.args -= count
+                    budget.bytes -= size
+                self.largest = size
+                return [command]
+        if _BIG_ARRAY.search(data):
+            return self._general(data, out, most, budget)
         # A command takes at least 10 bytes and an argument 6: a chunk this small cannot
         # reach the budget, which then needs no check per command.
         checked = size >= 10 * commands_left or size >= 6 * args_left or size > bytes_left
@@ -285,6 +299,20 @@ class RequestParser:
             self._parse(out, most, budget)
         except ProtocolError as e:
             self.error = e
+        return out
+
+    def _general(
+        self, data: bytes, out: list[list[bytes]], most: int | None, budget: Budget | None
+    ) -> list[list[bytes]]:
+        """``take`` of a chunk no fast path may read: all of it by ``_parse``."""
+        self._buf = data
+        self._fresh = False
+        self.largest = 0
+        if self.error is None:
+            try:
+                self._parse(out, most, budget)
+            except ProtocolError as e:
+                self.error = e
         return out
 
     def _parse(self, out: list[list[bytes]], most: int | None, budget: Budget | None) -> None:

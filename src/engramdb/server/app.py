@@ -108,6 +108,8 @@ class Server:
         self._sock = sock
         self.worker = worker
         self.clock: FakeClock | None = FakeClock(time.time()) if config.testing else None
+        # ``now``, without the call around it (the connections read it per request).
+        self.now_fn: Callable[[], float] = self.clock if self.clock is not None else time.monotonic
         self.db = self._open_db()
         self.records = self.db.records(config.default_set)
         self.metrics = Metrics()
@@ -533,8 +535,9 @@ class Server:
     def _commit_loop_batch(self) -> None:
         batch, self._loop_batch = self._loop_batch, []
         values, errors = self.db._commit.run_batch([item[0] for item in batch])
+        self.inflight -= len(batch)  # ``Connection.complete`` of each, in one step
         for (_, conn, slot, then), value, error in zip(batch, values, errors):
-            conn.complete(slot, True, then, value, error)
+            conn.settle(slot, True, then, value, error)
 
     def in_thread(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """Run ``fn`` on the slow-work threads (for the server's own background tasks)."""

@@ -116,7 +116,7 @@ class Connection(asyncio.Protocol):
         self.address = ""
         self.address_key = ""  # what the AUTH backoff counts failures by
         self.auth_attempts = AuthAttempts()
-        self._now = server.now
+        self._now = server.now_fn
         self._stats = server.stats
         self._metrics = server.metrics
         self._ops = server.metrics.by_name
@@ -240,7 +240,22 @@ class Connection(asyncio.Protocol):
         else:
             # Before AUTH, one command at a time: the frame limits widen only once it passes.
             most = TURN_CHECK if self.authenticated else 1
-            self._serve(self.parser.take(data, most, self._budget))
+            parser = self.parser
+            commands = parser.take(data, most, self._budget)
+            if len(commands) != 1 or parser.more or parser.error is not None:
+                self._serve(commands)
+                return
+            # One whole command, nothing after it (an unpipelined client): ``_serve``
+            # unrolled, as it would run it.
+            if not self._run(commands[0], parser.largest <= OFFLOAD_BYTES):
+                self._backlog.append(commands[0])
+            elif self._out_bytes > _FLUSH_AT:
+                self._flush()
+            if not self._turn_pending and not self._closing:
+                self._turn_pending = True
+                self.server.end_turn_later(self)
+            if self._paused or self._backlog or len(self._slots) > self._max_pending:
+                self._update_reading()
 
     def _serve(self, first: list[list[bytes]] | None = None) -> None:
         """Run buffered commands, within this connection's budget for the current turn
@@ -612,7 +627,7 @@ class Connection(asyncio.Protocol):
                 value, error = deferred.fn(), None
             except Exception as e:
                 value, error = None, e
-            self._settle(slot, False, _same, value, error)
+            self.settle(slot, False, _same, value, error)
 
         self.server.call_later(deferred.delay, fire)
 
@@ -638,9 +653,10 @@ class Connection(asyncio.Protocol):
     def complete(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         """A write or offloaded read finished (called on the event loop)."""
         self.server.inflight -= 1
-        self._settle(slot, is_write, then, value, error)
+        self.settle(slot, is_write, then, value, error)
 
-    def _settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
+    def settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
+        """``complete`` with the in-flight count already taken down by the caller."""
         if is_write:
             self._pending_writes -= 1
             if self.server.notifier.hinting:
@@ -729,7 +745,7 @@ class Connection(asyncio.Protocol):
 
     def unpark(self, slot: Any, result: Any) -> None:
         """A parked command woke (or timed out): ``result`` is its next step or its reply."""
-        self._settle(slot, False, _same, result, None)
+        self.settle(slot, False, _same, result, None)
 
     # output ------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ elements, which are then deleted here, in pages, off the event loop:
    (``k | header rk -> id``) names a structure its header no longer holds, move that id to
    the ``dead`` list (``d | id``), in one transaction that checks it again.
    Commands that remove a structure themselves bury it at once (``Access.remove``).
+   When there are far fewer owner entries than changes to read, every owner entry is
+   checked instead (what the log would point at is among them).
 2. Delete the elements of dead ids, ``PAGE`` per transaction; an id leaves the dead list
    with its last element. A crash part-way leaves the rest for the next round, in any
    process.
@@ -42,6 +44,10 @@ SAVE_EVERY = 10.0
 _POSITION = SET_PREFIX + b"p"
 _U64 = struct.Struct(">Q")
 _CHANGES = 5000
+# Past this many changes since the last look, owner entries are counted first: when there
+# are under a quarter as many, all of them are checked instead of reading the changes
+# (``_check_few``; an owner check costs a few change reads).
+_CHECK_ALL_BELOW = 64
 
 
 def _after(prefix: bytes) -> bytes:
@@ -107,6 +113,16 @@ class Reclaimer:
             self._check_all()
             self._position = start
             self._save(force=True)
+        start = engine.last_sequence()
+        pending = start - self._position
+        if pending > _CHECK_ALL_BELOW and self._check_few(pending // 4):
+            # Far fewer structures than changes since the last look: checking each of them
+            # finds what following the log would, for less (a busy server logs ~100k
+            # changes a second, mostly of strings or of the same few structures; following
+            # them cost ~1 µs of CPU per write).
+            self._position = start
+            self._save()
+            return
         while not self._stop.is_set():
             changes = engine.changes(self._position, _CHANGES)
             if not changes:
@@ -127,6 +143,17 @@ class Reclaimer:
             if len(rows) < PAGE:
                 return
             start = rows[-1][0] + b"\x00"
+
+    def _check_few(self, most: int) -> bool:
+        """Check every owner entry if there are fewer than ``most`` of them (False: more,
+        nothing was checked). Any structure removed by a change committed before this is
+        called has its owner entry in the scan, as in ``_check_all``."""
+        cut = len(OWNER)
+        rows = self._db._engine.scan(OWNER, _after(OWNER), most)
+        if len(rows) >= most:
+            return False
+        self._bury([rk[cut:] for rk, _ in rows if self._orphan(rk[cut:]) is not None])
+        return True
 
     def _orphan(self, rk: bytes, view: Any = None) -> int | None:
         """The id ``rk``'s owner entry names when its header no longer holds it."""

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from engramdb.errors import RecordTooBig
-from engramdb.records.codec import HEADER, HEADER_SIZE, decode_bins, with_header
+from engramdb.records.codec import FORMAT, HEADER, HEADER_SIZE, decode_bins, with_header
 from engramdb.records.keys import Key
 from engramdb.recordset import RecordSet
 from engramdb.server.commands import Offload, RedisError, Write
@@ -122,6 +122,8 @@ _K_ID, _K_LEN = b"\xa3$id\xcf", b"\xa4$len\xcf"
 _K_HEAD, _K_TYPE = b"\xa5$head\xd3", b"\xa5$type\xd9"
 _BODY = struct.Struct(">B5sQ6sQ7sq7sB")
 _TYPE_OF = {kind.encode(): kind for kind in KINDS}
+_NAME_OF = {kind: kind.encode() for kind in KINDS}
+_HEADER_PACK, _BODY_PACK = HEADER.pack, _BODY.pack
 # Structure headers already parsed, by their stored bytes: (kind, sid, length, head,
 # generation, expires_ms, prefix, end). What a header says is a function of its bytes
 # alone, so this holds whoever wrote them (another process included). A command that
@@ -663,7 +665,12 @@ def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int
     new length and head, one generation up, logged as one change."""
     kind, sid, _, _, generation, expires_ms, prefix, end = parsed
     generation += 1
-    raw = with_header(_body(kind, sid, length, head), generation, expires_ms, now)
+    # ``with_header(_body(...))``, inlined: this runs once per structure write.
+    raw = (
+        _HEADER_PACK(FORMAT, generation, expires_ms, now)
+        + _BODY_PACK(0x84, _K_ID, sid, _K_LEN, length, _K_HEAD, head, _K_TYPE, len(kind))
+        + _NAME_OF[kind]
+    )
     txn.put(rk, raw, expires_ms, expires_ms)
     txn.log("put", rk, generation, now)
     if len(_PARSED) >= _PARSED_MAX:

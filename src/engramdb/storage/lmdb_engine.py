@@ -198,9 +198,9 @@ class _LmdbTxn:
 
     def delete(self, rk: bytes, prev_expires_ms: int) -> None:
         records, expiry, _, _ = self._dbs
-        phys = _phys(rk)
+        phys = rk if len(rk) <= _INLINE_MAX else _phys(rk)
         if self._txn.delete(phys, db=records):
-            prefix = _split(phys)[0]
+            prefix = phys[: phys.index(b"\x00") + 1]  # _split(phys)[0], inlined
             self._counts[prefix] = self._counts.get(prefix, 0) - 1
         if prev_expires_ms:
             self._txn.delete(_expiry_key(phys, prev_expires_ms), db=expiry)

@@ -157,8 +157,14 @@ def _edit(
 def _hset(conn: Connection, args: list[bytes], name: str, reply: Callable[[int], Any]) -> Any:
     if len(args) % 2 == 0:
         raise wrong_args(name)
-    changes = {args[i]: args[i + 1] for i in range(1, len(args), 2)}
-    check_sizes([f + v for f, v in changes.items()], conn.db.limits.max_record_bytes)
+    limit = conn.db.limits.max_record_bytes
+    if len(args) == 3:  # one field (the common HSET): no comprehension, no concatenation
+        changes = {args[1]: args[2]}
+        if len(args[1]) + len(args[2]) > limit:
+            check_sizes([args[1] + args[2]], limit)
+    else:
+        changes = {args[i]: args[i + 1] for i in range(1, len(args), 2)}
+        check_sizes([f + v for f, v in changes.items()], limit)
     key = args[0]
 
     def apply(a: Access) -> int:

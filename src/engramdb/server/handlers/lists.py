@@ -13,6 +13,7 @@ timeout passes. Inside MULTI or a script they never block, as in Redis.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ if TYPE_CHECKING:
     from engramdb.storage.base import WriteTxn
 
 __all__ = ["blocking", "parse_timeout", "wake"]
+
+_BIAS = 1 << 63  # ``position``'s, for the push fast path
+_pack_u64 = struct.Struct(">Q").pack
 
 
 # the list as stored ------------------------------------------------------------------------
@@ -163,8 +167,9 @@ def _rewrite(a: Access, found: Found, items: list[bytes], old: list[bytes]) -> N
 
 def wake(conn: Connection, raw_key: bytes, count: int) -> None:
     """Let clients blocked on ``raw_key`` try again (after a push committed)."""
-    if getattr(conn, "txn", None) is None and count > 0:
-        conn.server.blocked.wake(record_set(conn).name, raw_key, count)
+    blocked = conn.server.blocked
+    if blocked and count > 0 and getattr(conn, "txn", None) is None:  # anyone parked at all
+        blocked.wake(record_set(conn).name, raw_key, count)
 
 
 # pushes ---------------------------------------------------------------------------------
@@ -172,7 +177,9 @@ def wake(conn: Connection, raw_key: bytes, count: int) -> None:
 
 def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool) -> Any:
     values = args[1:]
-    check_sizes(values, conn.db.limits.max_record_bytes)
+    limit = conn.db.limits.max_record_bytes
+    if len(values) > 1 or len(values[0]) > limit:
+        check_sizes(values, limit)
     key = args[0]
 
     def apply(a: Access) -> int:
@@ -189,12 +196,12 @@ def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool
 
     def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> int:
         length, head, prefix = parsed[2], parsed[3], parsed[6]
-        for value in values:  # as _push
+        for value in values:  # as _push (``position`` inlined)
             if left:
                 head -= 1
-                txn.put(prefix + position(head), value, 0, None)
+                txn.put(prefix + _pack_u64(head + _BIAS), value, 0, None)
             else:
-                txn.put(prefix + position(head + length), value, 0, None)
+                txn.put(prefix + _pack_u64(head + length + _BIAS), value, 0, None)
             length += 1
         save_header(txn, rk, parsed, length, head, now)
         return length
@@ -261,7 +268,8 @@ def _popper(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
         length, head, prefix = parsed[2], parsed[3], parsed[6]
         if length <= 1:
             return GENERAL  # the list goes: the general path removes it
-        sub = prefix + position(head if left else head + length - 1)  # as _pop, one item
+        # As _pop, one item (``position`` inlined).
+        sub = prefix + _pack_u64((head if left else head + length - 1) + _BIAS)
         value = txn.get(sub)
         txn.delete(sub, 0)
         save_header(txn, rk, parsed, length - 1, head + 1 if left else head, now)

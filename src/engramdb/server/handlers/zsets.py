@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engramdb.protocol.resp import NULL_ARRAY, Double
 from engramdb.server.commands import RedisError, Reply, command
-from engramdb.server.handlers.lists import _parse_mpop, blocking, parse_timeout
+from engramdb.server.handlers.lists import _parse_mpop, blocking, parse_timeout, wake
 from engramdb.server.handlers.members import (
     parse_intercard,
     parse_scan,
@@ -82,8 +82,10 @@ def parse_score(raw: bytes, text: str = _NOT_FLOAT) -> float:
     lowered = raw.lower()
     if value in (_INF, -_INF) and b"inf" not in lowered:
         raise Reply(text)  # overflow: strtod's ERANGE
-    if value == 0 and any(c in b"123456789" for c in lowered.split(b"e", 1)[0]):
-        raise Reply(text)  # underflow to zero: ERANGE as well
+    # A zero with a nonzero digit before its exponent: an underflow to zero, ERANGE as
+    # well (float() took it, so that part holds only a sign, digits and a point).
+    if value == 0 and lowered.split(b"e", 1)[0].translate(None, b"+-.0"):
+        raise Reply(text)
     return value
 
 
@@ -312,7 +314,10 @@ def zadd(conn: Connection, args: list[bytes]) -> Any:
     rest = args[i:]
     if not rest or len(rest) % 2:
         raise Reply("ERR syntax error")
-    nx, xx, gt, lt, ch, incr = (flag in flags for flag in _ZADD_FLAGS)
+    if flags:
+        nx, xx, gt, lt, ch, incr = (flag in flags for flag in _ZADD_FLAGS)
+    else:
+        nx = xx = gt = lt = ch = incr = False
     if nx and xx:
         raise Reply("ERR XX and NX options at the same time are not compatible")
     if (gt and nx) or (lt and nx) or (gt and lt):
@@ -362,8 +367,6 @@ def zadd(conn: Connection, args: list[bytes]) -> Any:
         return added + changed if ch else added
 
     def reply(value: Any) -> Any:
-        from engramdb.server.handlers.lists import wake
-
         wake(conn, key, len(pairs))
         return value
 
