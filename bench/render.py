@@ -8,18 +8,14 @@ Each area's latest run is ``bench/results/<area>.json`` (schema 1, written by
 and the machine it ran on. The page is the headline table of every area first, then one short
 section per area with its published tables and its machine, in ``AREAS`` order.
 
-bench/server.py still writes its own JSON and markdown section. For an area without a schema-1
-result, the newest of two wins: a schema-1 result (or the one carried over into
-``bench/results/carried/``), or the script's own section, kept verbatim between its
-``<!-- bench:NAME:start/end -->`` markers in BENCHMARKS.md when its own JSON is a later
-full run.
+An area with no run of its own yet shows the one carried over into ``bench/results/carried/``
+(measured by the script before it moved to ``Report``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,27 +66,12 @@ def run_date(data: dict[str, Any]) -> str:
     return str(machine.get("date", "")) if isinstance(machine, dict) else ""
 
 
-def sections(text: str) -> dict[str, str]:
-    """The markdown between each area's markers in ``text``."""
-    pattern = re.compile(r"<!-- bench:(\S+?):start -->\n(.*?)\n?<!-- bench:\1:end -->", re.S)
-    return {m.group(1): m.group(2) for m in pattern.finditer(text)}
-
-
-def pick(area: str, script: str, page: dict[str, str]) -> dict[str, Any] | str | None:
-    """The latest result of ``area``: schema-1 data, or a legacy script's verbatim section."""
+def pick(script: str) -> dict[str, Any] | None:
+    """The latest result of ``script``: its own schema-1 run, or the one carried over."""
     own = load(RESULTS / f"{script}.json")
     if own is not None and own.get("schema") == 1:
         return own
-    carried = load(RESULTS / "carried" / f"{script}.json")
-    legacy_newer = (
-        own is not None
-        and not own.get("quick")
-        and area in page
-        and (carried is None or run_date(own) > run_date(carried))
-    )
-    if legacy_newer:
-        return page[area]
-    return carried
+    return load(RESULTS / "carried" / f"{script}.json")
 
 
 def cell(value: Any) -> str:
@@ -168,23 +149,10 @@ def area_markdown(data: dict[str, Any], machines: Machines, *, full: bool) -> st
     return "\n".join(line for i, line in enumerate(out) if line or (i and out[i - 1]))
 
 
-def trim_legacy(body: str, machines: Machines) -> str:
-    """A legacy section on the page: its notes, profiles and <details> go; its machine list
-    becomes one line."""
-    parts = re.split(r"^(?=### )", body, flags=re.M)
-    text = "".join(p for p in parts if not re.match(r"### (Notes|Profile|Machine)", p))
-    text = re.sub(r"<details>.*?</details>\n?", "", text, flags=re.S)
-    text = re.sub(r"^Machine:\n\n(- \*\*.*\n?)+", "", text, flags=re.M).rstrip()
-    items = re.findall(r"^- \*\*(.+?)\*\*: (.*)$", body[body.rfind("Machine") :], flags=re.M)
-    if items:
-        text += "\n\nMachine: " + machines.line(dict(items))
-    return text
-
-
-def headline(results: list[tuple[str, dict[str, Any] | str | None]]) -> str:
+def headline(results: list[tuple[str, dict[str, Any] | None]]) -> str:
     rows = []
     for area, data in results:
-        if not isinstance(data, dict):
+        if data is None:
             continue
         for h in data.get("headline", []):
             result = h.get("result", "")
@@ -201,18 +169,13 @@ def headline(results: list[tuple[str, dict[str, Any] | str | None]]) -> str:
     return "## Headline\n\n" + table(t)
 
 
-def render(*, full: bool = False, page_text: str | None = None) -> str:
-    if page_text is None:
-        page_text = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
-    page = sections(page_text)
-    results = [(area, pick(area, script, page)) for area, script in AREAS]
+def render(*, full: bool = False) -> str:
+    results = [(area, pick(script)) for area, script in AREAS]
     out = [HEADER, headline(results)]
     machines = Machines()
     for area, data in results:
         if data is None:
             body = f"## {area}\n\nNo results yet: run `python bench/{dict(AREAS)[area]}.py`."
-        elif isinstance(data, str):
-            body = data if full else trim_legacy(data, machines)
         else:
             body = area_markdown(data, machines, full=full)
         out.append(f"<!-- bench:{area}:start -->\n{body.strip()}\n<!-- bench:{area}:end -->")

@@ -129,7 +129,7 @@ def test_a_quick_run_renders_and_leaves_the_checkout_alone(tmp_path: Path) -> No
     assert (ROOT / "BENCHMARKS.md").read_bytes() == before
     render = render_module()
     render.RESULTS = tmp_path
-    page = render.render(page_text="")
+    page = render.render()
     assert "quick smoke run, not a measurement" in page
     assert "Bulk loading" in page
 
@@ -140,34 +140,4 @@ def test_the_published_page_fits_and_leads_with_the_headline() -> None:
     assert page.index("## Headline") < page.index("<!-- bench:")
     for area, _ in render.AREAS:
         assert f"<!-- bench:{area}:start -->" in page
-    current = render.sections((ROOT / "BENCHMARKS.md").read_text("utf-8"))
-    legacy = [a for a, s in render.AREAS if isinstance(render.pick(a, s, current), str)]
-    # A legacy script's own section (until it moves to Report) is kept whole: no size promise.
-    if not legacy:
-        assert len(page.encode()) < 30_000
-
-
-def test_a_legacy_scripts_later_full_run_wins_over_its_carried_numbers(
-    tmp_path: Path,
-) -> None:
-    """bench/server.py still writes its own section and JSON: the page keeps its section
-    (trimmed) once its JSON is a later full run than the carried-over one."""
-    render = render_module()
-    render.RESULTS = tmp_path
-    carried = json.loads((ROOT / "bench/results/carried/server.json").read_text("utf-8"))
-    (tmp_path / "carried").mkdir()
-    (tmp_path / "carried/server.json").write_text(json.dumps(carried), "utf-8")
-    section = (
-        "## Server: fresh\n\n| a |\n| --: |\n| 1 |\n\n### Notes\n\n- long notes\n\n"
-        "### Machine\n\n- **date**: 2099-01-01 00:00 UTC\n- **cpu**: x"
-    )
-    page = f"<!-- bench:server:start -->\n{section}\n<!-- bench:server:end -->\n"
-    assert "Carried over from the run of" in render.render(page_text=page)
-    legacy = {"machine": {"date": "2099-01-01 00:00 UTC"}, "quick": False}
-    (tmp_path / "server.json").write_text(json.dumps(legacy), "utf-8")
-    out = render.render(page_text=page)
-    assert "## Server: fresh" in out
-    assert "long notes" not in out
-    assert "Machine: M1, 2099-01-01 00:00 UTC" in out
-    (tmp_path / "server.json").write_text(json.dumps({**legacy, "quick": True}), "utf-8")
-    assert "## Server: fresh" not in render.render(page_text=page)
+    assert len(page.encode()) < 30_000
