@@ -1,4 +1,4 @@
-"""Hedged reads: read p99 with hedging on and off while one of two servers stalls.
+"""Hedged reads: read and agent-step p99 with hedging on and off while one of two servers stalls.
 
     python bench/hedge.py [--quick]    # about a minute on 2 cores; a smoke run
 
@@ -7,10 +7,13 @@ records by key across both (``engramdb.connect([a, b], hedge=...)``). While one 
 stopped (SIGSTOP) ``--stop-ms`` of every ``--every-ms`` (a long GC pause, a page-fault storm, a
 noisy neighbour), the same reads are timed with hedging off and on (``Hedge()``: a second copy
 after the method's p95, at most 5% extra requests), the sides taking turns by slices; and once
-with both servers healthy. The reads are an open loop at ``--rate``/s, each timed from when it
-was due: a closed loop would let a stalled read hold back the ones behind it and hide them
-from the percentiles (coordinated omission), the very tail hedging is for. The extra load is
-what hedging added to the reads the servers ran (INFO commandstats), over the hedged reads.
+with both servers healthy. Then the same for an agent step (a quarter as many, at a fifth of
+the rate): one ``db.context`` call reading a session with its last 20 events, a record by key
+and a 10-hit vector search (5,000 x 64).
+Calls are an open loop at ``--rate``/s, each timed from when it was due: a closed loop would
+let a stalled call hold back the ones behind it and hide them from the percentiles
+(coordinated omission), the very tail hedging is for. The extra load is what hedging added to
+the calls the servers ran (INFO commandstats), over the hedged calls.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 
 import engramdb
 from _common import EngramServer, Report, Stats, exit_on_sigterm, fmt_us, machine_info, temp_dir
+from engramdb import SearchQuery, SessionRead
 
 RECORDS = 1_000
 
@@ -89,13 +93,40 @@ def open_loop(
     return [Stats.from_samples(a, w) for a, w in zip(samples, walls)]
 
 
-def reads_served(servers: list[EngramServer]) -> int:
+def served(servers: list[EngramServer], method: str) -> int:
+    """How many ``method`` calls the servers ran (INFO commandstats)."""
     total = 0
     for server in servers:
         text = server.command_reply("INFO", "commandstats").decode()
-        found = re.search(r"cmdstat_records\.get:calls=(\d+)", text)
+        found = re.search(rf"cmdstat_{re.escape(method)}:calls=(\d+)", text)
         total += int(found.group(1)) if found else 0
     return total
+
+
+def fill(db: engramdb.Client) -> Callable[[engramdb.Client], Callable[[str], object]]:
+    """Sessions, records and a collection for the agent step; the step, given a client."""
+    rng = np.random.default_rng(1)
+    db.records("bench").put_many([(f"k{i}", {"i": i}) for i in range(RECORDS)])
+    for i in range(100):
+        db.sessions.create(f"s{i}", {"turn": i})
+        for j in range(20):
+            db.sessions.append(f"s{i}", {"j": j})
+    vectors = rng.standard_normal((5_000, 64)).astype(np.float32)
+    db.vectors.create_collection("docs", 64).upsert(list(range(5_000)), vectors)
+    queries = rng.standard_normal((RECORDS, 64)).astype(np.float32)
+
+    def step_of(client: engramdb.Client) -> Callable[[str], object]:
+        def step(key: str) -> object:
+            i = int(key[1:])
+            return client.context(
+                records={"bench": [key]},
+                session=SessionRead(f"s{i % 100}", last_events=20),
+                search=SearchQuery("docs", vector=queries[i], k=10),
+            )
+
+        return step
+
+    return step_of
 
 
 def main() -> None:
@@ -117,43 +148,55 @@ def main() -> None:
             [a.url, b.url], hedge=True
         ) as on:  # fmt: skip
             with engramdb.connect(a.url) as db:
-                db.records("bench").put_many([(f"k{i}", {"i": i}) for i in range(RECORDS)])
-            sides = [off.records("bench").get, on.records("bench").get]
-            for key in keys[:200]:  # warmup
-                sides[0](key)
-                sides[1](key)
-            healthy = open_loop(sides, keys, options.rate)
-            before, on_before = reads_served([a, b]), on.stats()["hedging"]
-            with stalling(b.pid or 0, options.stop_ms / 1000, options.every_ms / 1000):
-                stalled = open_loop(sides, keys, options.rate)
-            served, hedging = reads_served([a, b]) - before, on.stats()["hedging"]
-    sent, won, refused = (hedging[k] - on_before[k] for k in ("hedges_sent", "hedges_won",
-                                                               "budget_refusals"))  # fmt: skip
-    extra = (served - 2 * reads) / reads  # the off side runs exactly one per read
+                step_of = fill(db)
+            runs = {}
+            # A step costs several reads' work: a fifth of the rate keeps the client and both
+            # servers (2 cores) from saturating, which would time queueing, not hedging.
+            for what, method, sides, calls, rate in (
+                ("read", "records.get", [off.records("bench").get, on.records("bench").get],
+                 keys, options.rate),
+                ("agent step", "db.context", [step_of(off), step_of(on)], keys[: reads // 4],
+                 options.rate / 5),
+            ):  # fmt: skip
+                for key in keys[:200]:  # warmup
+                    sides[0](key)
+                    sides[1](key)
+                healthy = open_loop(sides, calls, rate)
+                before, on_before = served([a, b], method), on.stats()["hedging"]
+                with stalling(b.pid or 0, options.stop_ms / 1000, options.every_ms / 1000):
+                    stalled = open_loop(sides, calls, rate)
+                after = on.stats()["hedging"]
+                counts = {k: after[k] - on_before[k] for k in ("hedges_sent", "hedges_won",
+                                                                "budget_refusals")}  # fmt: skip
+                runs[what] = healthy, stalled, served([a, b], method) - before, counts, len(calls)
     report = Report("hedge", "hedge", "Hedged reads", "", options.quick, machine_info(),
                     about=(__doc__ or "").split("\n\n", 2)[2])  # fmt: skip
-    off_p99, on_p99 = stalled[0].p99_us, stalled[1].p99_us
-    report.check(
-        f"read p99, hedging off / on; 1 of 2 servers stopped {options.stop_ms:g} ms per "
-        f"{options.every_ms:g}", "—", f"{off_p99 / on_p99:.1f}x ({off_p99 / 1000:.1f} vs "
-        f"{on_p99 / 1000:.1f} ms), +{extra:.1%} requests",
-    )  # fmt: skip
-    rows = [[name, side, fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us)]
-            for name, pair in (("healthy", healthy), ("stalling", stalled))
-            for side, st in zip(("off", "on"), pair)]  # fmt: skip
-    report.table("Open loop, latencies in µs", ["servers", "hedging", "p50", "p99", "p999"], rows,
-                 "llrrr", publish=False)  # fmt: skip
-    report.note(
-        "Extra load while stalling",
-        f"{sent:,} hedges sent ({won:,} won, {refused:,} refused by the budget) for {reads:,} "
-        f"hedged reads; the servers ran {served:,} reads for {2 * reads:,} client reads "
-        f"(both sides): +{extra:.1%} on the hedged side.",
-    )
-    report.raw = {
-        "healthy": [s.to_json() for s in healthy], "stalled": [s.to_json() for s in stalled],
-        "hedges_sent": sent, "hedges_won": won, "budget_refusals": refused,
-        "reads_served": served, "client_reads": 2 * reads,
-    }  # fmt: skip
+    rows, report.raw = [], {}
+    stall = f"1 of 2 servers stopped {options.stop_ms:g} ms per {options.every_ms:g}"
+    for what, (healthy, stalled, ran, counts, n) in runs.items():
+        extra = (ran - 2 * n) / n  # the off side runs exactly one per call
+        off_p99, on_p99 = stalled[0].p99_us, stalled[1].p99_us
+        report.check(
+            f"{what} p99, hedging off / on; {stall}", "—",
+            f"{off_p99 / on_p99:.1f}x ({off_p99 / 1000:.1f} vs {on_p99 / 1000:.1f} ms), "
+            f"+{extra:.1%} requests",
+        )  # fmt: skip
+        rows += [[what, name, side, fmt_us(st.p50_us), fmt_us(st.p99_us), fmt_us(st.p999_us)]
+                 for name, pair in (("healthy", healthy), ("stalling", stalled))
+                 for side, st in zip(("off", "on"), pair)]  # fmt: skip
+        report.note(
+            f"Extra load while stalling: {what}",
+            f"{counts['hedges_sent']:,} hedges sent ({counts['hedges_won']:,} won, "
+            f"{counts['budget_refusals']:,} refused by the budget) for {n:,} hedged calls; "
+            f"the servers ran {ran:,} for {2 * n:,} client calls (both sides): "
+            f"+{extra:.1%} on the hedged side.",
+        )
+        report.raw[what] = {
+            "healthy": [s.to_json() for s in healthy], "stalled": [s.to_json() for s in stalled],
+            **counts, "served": ran, "client_calls": 2 * n,
+        }  # fmt: skip
+    report.table("Open loop, latencies in µs", ["call", "servers", "hedging", "p50", "p99",
+                 "p999"], rows, "lllrrr", publish=False)  # fmt: skip
     report.save()
 
 
