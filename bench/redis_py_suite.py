@@ -296,8 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         "redis_py": version, "deselect": DESELECT, "select": select, "files": list(TEST_FILES),
         "runs": [{k: r[k] for k in ("server", "seconds", "summary")} for r in runs],
         "families": families,  # passing on redis-server, of those on engramdb, failures
-        "outcomes": {r["server"]: {t: o for t, (o, _) in sorted(r["outcomes"].items())}
-                     for r in runs},
     }  # fmt: skip
     report.save()
     return 0
