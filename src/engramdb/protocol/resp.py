@@ -193,15 +193,9 @@ class RequestParser:
             self._fresh = False
             data, self._buf = self._buf, b""
             return self.take(data, most, budget)  # type: ignore[arg-type]
-        out: list[list[bytes]] = []
         self.more = False
         self.largest = 0
-        if self.error is None:
-            try:
-                self._parse(out, most, budget)
-            except ProtocolError as e:
-                self.error = e
-        return out
+        return self._parse_kept([], most, budget)
 
     def take(
         self, data: bytes, most: int | None = None, budget: Budget | None = None
@@ -295,11 +289,7 @@ class RequestParser:
             return out
         if most is not None:
             most -= len(out)
-        try:
-            self._parse(out, most, budget)
-        except ProtocolError as e:
-            self.error = e
-        return out
+        return self._parse_kept(out, most, budget)
 
     def _general(
         self, data: bytes, out: list[list[bytes]], most: int | None, budget: Budget | None
@@ -308,6 +298,13 @@ class RequestParser:
         self._buf = data
         self._fresh = False
         self.largest = 0
+        return self._parse_kept(out, most, budget)
+
+    def _parse_kept(
+        self, out: list[list[bytes]], most: int | None, budget: Budget | None
+    ) -> list[list[bytes]]:
+        """``_parse`` into ``out``, a protocol error kept in ``error`` (the commands parsed
+        before it still run); nothing is parsed past an earlier error."""
         if self.error is None:
             try:
                 self._parse(out, most, budget)
