@@ -10,7 +10,6 @@ reply can never be read as the answer to a later request.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from engramdb.aio import AsyncClient, _AsyncConn
 from engramdb.client._core import _idempotent
 from engramdb.client.hedge import Hedge, Hedger
-from engramdb.errors import InvalidArgument, Timeout, Unavailable
+from engramdb.errors import Timeout, Unavailable
 from engramdb.records.limits import Limits
 
 __all__ = ["AsyncHedgedClient", "connected"]
@@ -42,23 +41,18 @@ class AsyncHedgedClient(AsyncClient):
         pool_size: int = 16,
         retries: int = 1,
     ) -> None:
-        if len(urls) < 2:
-            raise InvalidArgument("hedged reads need at least two servers")
-        self.hedger = Hedger(hedge)
+        self.hedger = Hedger(hedge, fronts=len(urls))
         super().__init__(urls[0], timeout=timeout, pool_size=pool_size, retries=retries)
         self.servers: list[AsyncClient] = [self]
         for url in urls[1:]:
             self.servers.append(
                 AsyncClient(url, timeout=timeout, pool_size=pool_size, retries=retries)
             )
-        self._turn = itertools.count()
 
     async def _roundtrip(self, method: str, frame: bytes) -> Any:
         if not _idempotent(method):
             return await AsyncClient._roundtrip(self, method, frame)  # writes: first, once
-        turn = next(self._turn)
-        first = self.servers[turn % len(self.servers)]
-        second = self.servers[(turn + 1) % len(self.servers)]
+        first, second = self.hedger.pair(self.servers)
         delay = self.hedger.delay(method)
         started = perf_counter()
         racing: _Racing = {}

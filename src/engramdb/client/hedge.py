@@ -30,13 +30,17 @@ blocking client.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from engramdb.errors import InvalidArgument
 
 __all__ = ["Hedge", "Hedger"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +90,20 @@ class Hedger:
     """The policy, apart from any transport: when to hedge a read, whether the budget
     allows it, and the counts ``stats()`` reports. Thread-safe."""
 
-    def __init__(self, hedge: Hedge) -> None:
+    def __init__(self, hedge: Hedge, *, fronts: int) -> None:
+        if fronts < 2:
+            raise InvalidArgument("hedged reads need at least two servers")
         self.hedge = hedge
+        self._turns = itertools.count()
         self._methods: dict[str, _Latencies] = {}
         self._tokens = 0.0
         self._lock = threading.Lock()
         self.reads = self.sent = self.won = self.refused = 0
+
+    def pair(self, servers: Sequence[T]) -> tuple[T, T]:
+        """The server a read goes to (reads take turns) and the one its hedge would go to."""
+        turn = next(self._turns)
+        return servers[turn % len(servers)], servers[(turn + 1) % len(servers)]
 
     def delay(self, method: str) -> float | None:
         """Seconds to wait for a reply before hedging this read (None: do not hedge yet);

@@ -9,7 +9,6 @@ be read as the answer to a later request.
 
 from __future__ import annotations
 
-import itertools
 import selectors
 from collections.abc import Sequence
 from time import perf_counter
@@ -18,7 +17,7 @@ from typing import Any
 from engramdb.client._core import _idempotent
 from engramdb.client.hedge import Hedge, Hedger
 from engramdb.client.sync import Client, _Conn
-from engramdb.errors import InvalidArgument, Timeout, Unavailable
+from engramdb.errors import Timeout, Unavailable
 
 __all__ = ["HedgedClient", "connected"]
 
@@ -39,9 +38,7 @@ class HedgedClient(Client):
         pool_size: int = 16,
         retries: int = 1,
     ) -> None:
-        if len(urls) < 2:
-            raise InvalidArgument("hedged reads need at least two servers")
-        self.hedger = Hedger(hedge)
+        self.hedger = Hedger(hedge, fronts=len(urls))
         super().__init__(urls[0], timeout=timeout, pool_size=pool_size, retries=retries)
         self.servers: list[Client] = [self]
         try:
@@ -52,14 +49,11 @@ class HedgedClient(Client):
         except BaseException:
             self.close()
             raise
-        self._turn = itertools.count()
 
     def _roundtrip(self, method: str, frame: bytes) -> Any:
         if not _idempotent(method):
             return Client._roundtrip(self, method, frame)  # writes: first server, once
-        turn = next(self._turn)
-        first = self.servers[turn % len(self.servers)]
-        second = self.servers[(turn + 1) % len(self.servers)]
+        first, second = self.hedger.pair(self.servers)
         delay = self.hedger.delay(method)
         started = perf_counter()
         conn = first._acquire()
