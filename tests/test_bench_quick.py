@@ -83,13 +83,15 @@ def test_server_quick(tmp_path: Path) -> None:
     the headline holds every target and the page's throughput table every test."""
     sizes = ["--requests", "2000", "--pipelined-requests", "2000", "--durable-requests", "1000",
              "--repeats", "1", "--latency-calls", "1000", "--keys", "500", "--flat-items",
-             "10000", "--flat-requests", "1000", "--workers-requests", "2000"]  # fmt: skip
+             "10000", "--flat-requests", "1000", "--workers-requests", "2000",
+             "--workers-pipelined-requests", "4000"]  # fmt: skip
     run_bench(tmp_path, "server", "--quick", *sizes)
     data = result(tmp_path, "server")
     names = [h["comparison"] for h in data["headline"]]
     assert names[0].startswith("throughput, 50 conns, unpipelined")
-    assert len(names) == 10
-    assert names[-1].startswith("throughput, 50 conns: engramdb --workers 2")
+    assert len(names) == 11
+    assert names[-2].startswith("throughput, 50 conns, unpipelined: engramdb --workers 2")
+    assert names[-1].startswith("throughput, 50 conns, -P 16: engramdb --workers 2")
     (published,) = [t for t in data["tables"] if t["publish"]]
     assert [row[0] for row in published["rows"]] == [
         "SET", "GET", "INCR", "LPUSH", "LPOP", "SADD", "HSET", "ZADD"
