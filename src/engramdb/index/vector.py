@@ -20,7 +20,15 @@ How it works:
   with selectivity, and a graph search that still returns fewer than k hits while k items
   match is redone exactly.
   Never "search, then filter": k matches in, k hits out.
-- Vectors live once, in the index's flat storage; exact search reads them in place.
+- Vectors live once, in the index's flat storage; exact search reads them in place. A
+  search that scans most of a large collection (what calibration picks for data where the
+  graph cannot reach the target recall cheaper) first scans a half-precision copy, then
+  re-scores its best ``max(RESCORE, 4 k)`` in full precision: half the bytes to stream,
+  and faiss' SIMD scan instead of a matrix-vector product (100k x 256, one query: 2.6 ms
+  against 6.3 ms here). fp16 rounds a unit vector's score by ~1e-4, so a true top-k item is
+  only missed when more than ``RESCORE`` items score within that of the k-th best (ties,
+  which tie-tolerant recall counts as found anyway). The copy is made by the first such
+  search (n x dim x 2 bytes, in ``memory_bytes``), then kept in step with every add.
 
 Not thread-safe by itself: the collection guards it with a reader/writer lock.
 """
@@ -47,6 +55,11 @@ GRAPH_FROM = 0.03
 _FAISS: Any = None
 _BUFFERS = threading.local()  # search_one's output arrays, per thread and k
 _CACHED_K = 64  # largest k whose buffers are kept
+# A scan over at least this many vectors goes through the half-precision copy (below it the
+# matrix-vector product is already well under a millisecond).
+COARSE_FROM = 16_384
+RESCORE = 64  # candidates of the half-precision scan re-scored in full precision (at least)
+COARSE_QUERIES = 16  # more queries at once: one matrix product (BLAS) is cheaper
 
 
 def _faiss() -> Any:
@@ -211,6 +224,8 @@ class VectorIndex:
         self._size = 0  # = ntotal, kept here: a search reads it, and a swig call costs more
         self._plain: dict[int, Any] = {}  # efSearch -> SearchParametersHNSW without a filter
         self._view: np.ndarray | None = None  # vectors(), until an add moves the storage
+        self._coarse: Any = None  # the half-precision copy (see the module docs), once made
+        self._coarse_lock = threading.Lock()  # searches run side by side: one makes it
 
     @property
     def live(self) -> np.ndarray:
@@ -231,7 +246,11 @@ class VectorIndex:
     def memory_bytes(self) -> int:
         """Vectors plus graph links (approximate: 4 bytes per link)."""
         n, d = self.size, self.params.dim
-        return n * d * 4 + n * self.params.m * 2 * 4 + self._live.nbytes + self._expires.nbytes
+        coarse = n * d * 2 if self._coarse is not None else 0
+        return (
+            n * d * 4 + coarse + n * self.params.m * 2 * 4 + self._live.nbytes
+            + self._expires.nbytes
+        )  # fmt: skip
 
     def vectors(self) -> np.ndarray:
         """A read-only view of every label's vector (no copy)."""
@@ -263,6 +282,8 @@ class VectorIndex:
         if len(vectors):
             self._view = None
             self._index.add(vectors)
+            if self._coarse is not None:
+                self._coarse.add(vectors)
         self._size = end
         self._live[first:end] = True
         self._expires[first:end] = expires_ms
@@ -446,6 +467,53 @@ class VectorIndex:
         # faiss returns inner products for IP and squared distances for L2.
         return -distances if self.params.metric == "l2" else distances
 
+    def _coarse_index(self) -> Any:
+        """The half-precision copy of every vector, made on first use."""
+        with self._coarse_lock:
+            if self._coarse is None:
+                faiss = _faiss()
+                kind = faiss.METRIC_L2 if self.params.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+                coarse = faiss.IndexScalarQuantizer(
+                    self.params.dim, faiss.ScalarQuantizer.QT_fp16, kind
+                )
+                coarse.add(self.vectors())
+                self._coarse = coarse
+            return self._coarse
+
+    def _rescored(
+        self, queries: np.ndarray, k: int, candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``_exact`` over most of a large collection: the half-precision scan's best
+        ``max(RESCORE, 4 k)``, re-scored in full precision (see the module docs)."""
+        faiss = _faiss()
+        coarse = self._coarse_index()
+        size = self.size
+        depth = min(len(candidates), max(RESCORE, 4 * k))
+        params = None
+        if len(candidates) < size:
+            allowed = np.zeros(size, dtype=bool)
+            allowed[candidates] = True
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParameters(sel=selector)
+        _, found = coarse.search(queries, depth, params=params)
+        nq, take = len(queries), min(k, len(candidates))
+        scores = np.full((nq, k), -np.inf, dtype=np.float32)
+        labels = np.full((nq, k), -1, dtype=np.int64)
+        everything = self.vectors()
+        for i in range(nq):
+            picked = found[i][found[i] >= 0]
+            near = everything[picked]
+            if self.params.metric == "l2":
+                diff = near - queries[i]
+                sims = -np.einsum("ij,ij->i", diff, diff)
+            else:
+                sims = near @ queries[i]
+            order = np.argsort(-sims, kind="stable")[:take]
+            scores[i, : len(order)] = sims[order]
+            labels[i, : len(order)] = picked[order]
+        return scores, labels
+
     def _exact(
         self, queries: np.ndarray, k: int, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +521,8 @@ class VectorIndex:
         # Most labels candidates (exact mode on a large collection): score the storage in
         # place and pick the candidates' scores, rather than gather a copy of the vectors.
         in_place = 2 * len(candidates) >= len(everything)
+        if in_place and len(everything) >= COARSE_FROM and len(queries) <= COARSE_QUERIES:
+            return self._rescored(queries, k, candidates)
         vectors = everything if in_place else everything[candidates]
         if self.params.metric == "l2":
             sims = -(
