@@ -276,6 +276,10 @@ class Run:
                 ids = [f"c{i}" for i in range(lo, hi)]
                 chunks.upsert(ids, d.chunk_vectors[lo:hi], texts=d.chunk_texts[lo:hi])
                 meter.advance(hi - lo)
+            # Calibrated (and persisted) now, as in a store that has been serving a while:
+            # else each process that opens it calibrates in the background while timed.
+            for collection in (chunks, db.memory.collection):
+                collection.calibrate()
 
     def build_chroma(self, chromadb: Any) -> None:
         s, d = self.s, self.data
