@@ -675,7 +675,9 @@ def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int
     )
     txn.put(rk, raw, expires_ms, expires_ms)
     txn.log("put", rk, generation, now)
-    remember(raw, (kind, sid, length, head, generation, expires_ms, prefix, end))
+    if len(PARSED) >= _PARSED_MAX:  # ``remember``, inlined
+        PARSED.clear()
+    PARSED[raw] = (kind, sid, length, head, generation, expires_ms, prefix, end)
 
 
 def list_header(
