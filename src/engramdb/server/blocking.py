@@ -59,6 +59,8 @@ class Blocked:
         self._server = server
         self._waiting: dict[tuple[str, bytes], deque[_Waiter]] = {}
         self._by_conn: dict[Connection, _Waiter] = {}
+        # Read only: whether anyone is parked at all, for pushes to test without a call.
+        self.parked: dict[Connection, Any] = self._by_conn
         self._poller: asyncio.TimerHandle | None = None
         self._loop_thread: int | None = None
 

@@ -124,12 +124,14 @@ _BODY = struct.Struct(">B5sQ6sQ7sq7sB")
 _TYPE_OF = {kind.encode(): kind for kind in KINDS}
 _NAME_OF = {kind: kind.encode() for kind in KINDS}
 _HEADER_PACK, _BODY_PACK = HEADER.pack, _BODY.pack
+# A list header's body, its type's name included, in one pack (``list_header``).
+_LIST_BODY_PACK = struct.Struct(_BODY.format + "4s").pack
 # Structure headers already parsed, by their stored bytes: (kind, sid, length, head,
 # generation, expires_ms, prefix, end). What a header says is a function of its bytes
 # alone, so this holds whoever wrote them (another process included). A command that
 # saves a header puts it here, and the next command on that key (a hot list or hash)
 # skips parsing it. Cleared when full; plain dict operations, safe across threads.
-_PARSED: dict[bytes, tuple[str, int, int, int, int, int, bytes, bytes]] = {}
+PARSED: dict[bytes, tuple[str, int, int, int, int, int, bytes, bytes]] = {}
 _PARSED_MAX = 4096
 
 
@@ -212,7 +214,7 @@ class Found:
         self.rk = rk
         self.raw = raw
         if raw is not None:
-            parsed = _PARSED.get(raw)
+            parsed = PARSED.get(raw)
             if parsed is not None and (not parsed[5] or parsed[5] > now):
                 # The common case of a structure command on a hot key: no parsing.
                 (self.kind, self.sid, self.length, self.head, self.generation,
@@ -282,9 +284,9 @@ class Found:
 
     def _remember(self, raw: bytes) -> None:
         """Note that ``raw`` is the header of this structure as it now stands."""
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[raw] = (self.kind, self.sid, self.length, self.head, self.generation,
+        if len(PARSED) >= _PARSED_MAX:
+            PARSED.clear()
+        PARSED[raw] = (self.kind, self.sid, self.length, self.head, self.generation,
                         self.expires_ms, self.prefix, self.end)  # fmt: skip
 
     @property
@@ -673,9 +675,25 @@ def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int
     )
     txn.put(rk, raw, expires_ms, expires_ms)
     txn.log("put", rk, generation, now)
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    _PARSED[raw] = (kind, sid, length, head, generation, expires_ms, prefix, end)
+    if len(PARSED) >= _PARSED_MAX:  # ``remember``, inlined
+        PARSED.clear()
+    PARSED[raw] = (kind, sid, length, head, generation, expires_ms, prefix, end)
+
+
+def list_header(
+    generation: int, expires_ms: int, now: int, sid: int, length: int, head: int
+) -> bytes:
+    """The stored header of a list (``with_header(_body(LIST, ...))``, in two packs)."""
+    return _HEADER_PACK(FORMAT, generation, expires_ms, now) + _LIST_BODY_PACK(
+        0x84, _K_ID, sid, _K_LEN, length, _K_HEAD, head, _K_TYPE, 4, b"list"
+    )
+
+
+def remember(raw: bytes, parsed: Parsed) -> None:
+    """Put the header ``raw`` a fast path wrote in the parse cache, as ``parsed``."""
+    if len(PARSED) >= _PARSED_MAX:
+        PARSED.clear()
+    PARSED[raw] = parsed
 
 
 def hot_write(
@@ -702,7 +720,7 @@ def hot_write(
         now = now_ms()
         raw = txn.get(rk)
         if raw is not None:
-            parsed = _PARSED.get(raw)
+            parsed = PARSED.get(raw)
             if parsed is not None and parsed[0] == kind and (not parsed[5] or parsed[5] > now):
                 result = fast(txn, rk, parsed, now)
                 if result is not GENERAL:

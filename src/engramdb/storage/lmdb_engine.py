@@ -147,7 +147,7 @@ def _last_sequence(txn: Any, changes: Any, meta: Any) -> int:
 
 
 class _LmdbTxn:
-    __slots__ = ("_changes", "_counts", "_dbs", "_records", "_seq", "_txn")
+    __slots__ = ("_at", "_changes", "_counts", "_dbs", "_log_at", "_records", "_seq", "_txn")
 
     def __init__(self, txn: Any, dbs: tuple[Any, Any, Any, Any]) -> None:
         self._txn = txn
@@ -156,36 +156,46 @@ class _LmdbTxn:
         self._changes = dbs[2]
         self._counts: dict[bytes, int] = {}
         self._seq = -1
+        # One cursor on the records and one on the change log, opened on first use and
+        # kept for the transaction: an LMDB call through a cursor skips setting one up per
+        # call, and a cursor still on the page of its last key (a structure's header read
+        # then rewritten, the log's tail) finds the next key there without a tree descent.
+        # LMDB keeps every cursor of a transaction right across writes through the others.
+        self._at: Any = None
+        self._log_at: Any = None
+
+    def _cursor(self) -> Any:
+        cursor = self._at = self._txn.cursor(db=self._records)
+        return cursor
 
     # get, put and log run once or more per write: the common case (a key short enough to
     # be its own physical key) comes first, without calls.
 
     def get(self, rk: bytes) -> bytes | None:
         if len(rk) <= _INLINE_MAX:
-            return self._txn.get(rk, db=self._records)  # type: ignore[no-any-return]
+            return (self._at or self._cursor()).get(rk)  # type: ignore[no-any-return]
         phys = _phys(rk)
-        value = self._txn.get(phys, db=self._records)
+        value = (self._at or self._cursor()).get(phys)
         if value is None:
             return None
         stored_rk, value = _unwrap(phys, value)
         return value if stored_rk == rk else None
 
     def put(self, rk: bytes, value: bytes, expires_ms: int, prev_expires_ms: int | None) -> None:
-        txn = self._txn
         if len(rk) <= _INLINE_MAX:
             phys = rk
         else:
             phys = _phys(rk)
             value = _U16.pack(len(rk)) + rk + value
         try:
-            txn.put(phys, value, db=self._records)
+            (self._at or self._cursor()).put(phys, value)
             if prev_expires_ms is None:
                 prefix = phys[: phys.index(b"\x00") + 1]
                 self._counts[prefix] = self._counts.get(prefix, 0) + 1
             elif prev_expires_ms and prev_expires_ms != expires_ms:
-                txn.delete(_expiry_key(phys, prev_expires_ms), db=self._dbs[1])
+                self._txn.delete(_expiry_key(phys, prev_expires_ms), db=self._dbs[1])
             if expires_ms and prev_expires_ms != expires_ms:
-                txn.put(_expiry_key(phys, expires_ms), b"", db=self._dbs[1])
+                self._txn.put(_expiry_key(phys, expires_ms), b"", db=self._dbs[1])
         except lmdb.MapFullError as e:
             raise StorageError(
                 "the database is full (LMDB map_size reached); reopen it with a larger map_size"
@@ -197,13 +207,13 @@ class _LmdbTxn:
         return _scan(self._txn, self._dbs[0], start, end, limit, reverse)
 
     def delete(self, rk: bytes, prev_expires_ms: int) -> None:
-        records, expiry, _, _ = self._dbs
         phys = rk if len(rk) <= _INLINE_MAX else _phys(rk)
-        if self._txn.delete(phys, db=records):
+        cursor = self._at or self._cursor()
+        if cursor.set_key(phys) and cursor.delete():
             prefix = phys[: phys.index(b"\x00") + 1]  # _split(phys)[0], inlined
             self._counts[prefix] = self._counts.get(prefix, 0) - 1
         if prev_expires_ms:
-            self._txn.delete(_expiry_key(phys, prev_expires_ms), db=expiry)
+            self._txn.delete(_expiry_key(phys, prev_expires_ms), db=self._dbs[1])
 
     def next_sequence(self) -> int:
         if self._seq < 0:
@@ -216,13 +226,11 @@ class _LmdbTxn:
         if seq < 0:
             seq = _last_sequence(self._txn, self._changes, self._dbs[3])
         self._seq = seq = seq + 1
+        cursor = self._log_at
+        if cursor is None:
+            cursor = self._log_at = self._txn.cursor(db=self._changes)
         try:
-            self._txn.put(
-                _pack_u64(seq),
-                _encode((rk, kind, generation, at_ms)),
-                db=self._changes,
-                append=True,
-            )
+            cursor.put(_pack_u64(seq), _encode((rk, kind, generation, at_ms)), append=True)
         except lmdb.MapFullError as e:
             raise StorageError("the database is full (LMDB map_size reached)") from e
         return seq

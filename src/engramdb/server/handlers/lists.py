@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engramdb.protocol.resp import NULL_ARRAY
-from engramdb.server.commands import Block, RedisError, Reply, command, wrong_args
+from engramdb.recordset import RecordSet
+from engramdb.server.commands import Block, RedisError, Reply, Write, command, wrong_args
 from engramdb.server.handlers.admin import OK
 from engramdb.server.handlers.values import (
     LIST_BIN,
@@ -30,17 +31,16 @@ from engramdb.server.handlers.values import (
     parse_numkeys,
 )
 from engramdb.server.structures import (
-    GENERAL,
     LIST,
+    PARSED,
     Access,
     Found,
-    Parsed,
     check_sizes,
-    hot_write,
+    list_header,
     position,
     read,
     record_set,
-    save_header,
+    remember,
     write,
 )
 
@@ -181,32 +181,52 @@ def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool
     if len(values) > 1 or len(values[0]) > limit:
         check_sizes(values, limit)
     key = args[0]
+    records = conn.records
+    if type(records) is not RecordSet or getattr(conn, "txn", None) is not None:
+        # MULTI, scripts: the general path (no blocked client is woken from inside them).
+        return write(conn, lambda a: _push_into(a, key, values, left, only_existing))
+    rk = records._rk_of_text(key) if key.isascii() else records._rk(key_of(key))
+    now_ms = conn.db._now_ms
+    blocked = conn.server.blocked
+    pushed = len(values)
 
-    def apply(a: Access) -> int:
-        if only_existing and _check(a, key).kind == "none":
-            return 0
-        found = _created(a, key)
-        _push(a, found, values, left)
-        a.save(found)
-        return found.length
-
-    def reply(length: int) -> int:
-        wake(conn, key, len(values))
-        return length
-
-    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> int:
-        length, head, prefix = parsed[2], parsed[3], parsed[6]
-        for value in values:  # as _push (``position`` inlined)
+    def plan(txn: WriteTxn) -> int:
+        now = now_ms()
+        parsed = PARSED.get(txn.get(rk))  # type: ignore[arg-type]
+        if parsed is None or parsed[0] != LIST or 0 < parsed[5] <= now:
+            return _push_into(Access(txn, records, now, txn), key, values, left, only_existing)
+        # A live list whose header is parsed already (the common case: a hot list): as
+        # ``_push_into`` and ``Access.save``, without ``Access`` and ``Found``.
+        _, sid, length, head, generation, expires_ms, prefix, end = parsed
+        for value in values:
             if left:
                 head -= 1
                 txn.put(prefix + _pack_u64(head + _BIAS), value, 0, None)
             else:
                 txn.put(prefix + _pack_u64(head + length + _BIAS), value, 0, None)
             length += 1
-        save_header(txn, rk, parsed, length, head, now)
+        generation += 1
+        raw = list_header(generation, expires_ms, now, sid, length, head)
+        txn.put(rk, raw, expires_ms, expires_ms)
+        txn.log("put", rk, generation, now)
+        remember(raw, (LIST, sid, length, head, generation, expires_ms, prefix, end))
         return length
 
-    return hot_write(conn, key, LIST, fast, apply, reply)
+    def reply(length: int) -> int:
+        if blocked.parked:
+            blocked.wake(records.name, key, pushed)
+        return length
+
+    return Write(plan, reply)
+
+
+def _push_into(a: Access, key: bytes, values: list[bytes], left: bool, only_existing: bool) -> int:
+    if only_existing and _check(a, key).kind == "none":
+        return 0
+    found = _created(a, key)
+    _push(a, found, values, left)
+    a.save(found)
+    return found.length
 
 
 @command("lpush", -3, "write", "fast")
@@ -247,35 +267,53 @@ def _popper(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
         raise wrong_args(name)
     count = _pop_count(args[1]) if len(args) == 2 else None
     key = args[0]
+    records = conn.records
+    if (
+        count is not None
+        or type(records) is not RecordSet
+        or getattr(conn, "txn", None) is not None
+    ):
+        return write(conn, lambda a: _pop_from(a, key, count, left))
+    rk = records._rk_of_text(key) if key.isascii() else records._rk(key_of(key))
+    now_ms = conn.db._now_ms
 
-    def apply(a: Access) -> Any:
-        found = _check(a, key)
-        if found.kind == "none":
-            return None if count is None else NULL_ARRAY
-        if count == 0:
-            return []
-        found = _editable(a, key)
-        items = _pop(a, found, 1 if count is None else count, left)
-        a.save(found)
-        if count is None:
-            return items[0] if items else None
-        return items
-
-    if count is not None:
-        return write(conn, apply)
-
-    def fast(txn: WriteTxn, rk: bytes, parsed: Parsed, now: int) -> Any:
-        length, head, prefix = parsed[2], parsed[3], parsed[6]
-        if length <= 1:
-            return GENERAL  # the list goes: the general path removes it
-        # As _pop, one item (``position`` inlined).
+    def plan(txn: WriteTxn) -> Any:
+        now = now_ms()
+        parsed = PARSED.get(txn.get(rk))  # type: ignore[arg-type]
+        # The list goes with its last item: the general path removes it.
+        if parsed is None or parsed[0] != LIST or 0 < parsed[5] <= now or parsed[2] <= 1:
+            return _pop_from(Access(txn, records, now, txn), key, None, left)
+        # A live list whose header is parsed already (the common case: a hot list): as
+        # ``_pop_from`` and ``Access.save`` for one item, without ``Access`` and ``Found``.
+        _, sid, length, head, generation, expires_ms, prefix, end = parsed
         sub = prefix + _pack_u64((head if left else head + length - 1) + _BIAS)
         value = txn.get(sub)
         txn.delete(sub, 0)
-        save_header(txn, rk, parsed, length - 1, head + 1 if left else head, now)
+        length -= 1
+        if left:
+            head += 1
+        generation += 1
+        raw = list_header(generation, expires_ms, now, sid, length, head)
+        txn.put(rk, raw, expires_ms, expires_ms)
+        txn.log("put", rk, generation, now)
+        remember(raw, (LIST, sid, length, head, generation, expires_ms, prefix, end))
         return value
 
-    return hot_write(conn, key, LIST, fast, apply)
+    return Write(plan, _same)
+
+
+def _pop_from(a: Access, key: bytes, count: int | None, left: bool) -> Any:
+    found = _check(a, key)
+    if found.kind == "none":
+        return None if count is None else NULL_ARRAY
+    if count == 0:
+        return []
+    found = _editable(a, key)
+    items = _pop(a, found, 1 if count is None else count, left)
+    a.save(found)
+    if count is None:
+        return items[0] if items else None
+    return items
 
 
 @command("lpop", -2, "write", "fast")
