@@ -377,7 +377,7 @@ def targets(b: Bench, report: Report) -> None:
     # it needs little, and the server's processes get the cores (see the workers table's note).
     for p, depth in ((1, "unpipelined"), (16, "-P 16")):
         judge(
-            f"throughput, 50 conns, {depth}: engramdb --workers 2 / one worker, SET and GET",
+            f"throughput, 50 conns, {depth}: engramdb --workers 2 / one worker",
             "—",
             "> 1x",
             lambda r: r > 1,
@@ -444,10 +444,8 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
           "lllrrrr", text=f"`redis-benchmark -t TEST -c {s.clients}` (`-n "
           f"{s.workers_requests:,}`, and `-n {s.workers_pipelined_requests:,} -P 16`) against one "
           "worker process and against `--workers 2` (CPU: every process of the server; core use "
-          "200% is both cores of a 2-core machine). Unpipelined, redis-benchmark needs about 0.7 "
-          "of a core here, so two workers share what is left of two cores and each request costs "
-          "them more (fewer ready connections per event-loop pass); with `-P 16` it needs little, "
-          "and the second worker gets a core of its own.")  # fmt: skip
+          "200% is both cores). Unpipelined, redis-benchmark takes ~0.7 core, so two workers share "
+          "the rest and each request costs them more; with `-P 16` it takes little.")  # fmt: skip
     report.note("Notes", "\n".join([
         f"- **CPU µs/req**: user + system CPU of the server (all its processes, {TICK_S * 1000:g} "
         "ms ticks: `~` under 10, `<` none) over the requests: a request's cost, whatever the "
