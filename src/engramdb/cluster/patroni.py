@@ -555,7 +555,9 @@ class Cluster:
             self._children[child.pid] = child
             state.etcd_pid = child.pid
             _process.wait_exec(child, str(data))
-        deadline = time.monotonic() + 30
+        # Alone, etcd is healthy ~2 s after it starts; in a loaded test run, with fsyncs
+        # slow, it once took longer than 30 s (its /health reads go through raft).
+        deadline = time.monotonic() + 90
         while not etcd.healthy(state.etcd_client_port):
             if not self._etcd_alive(state) or time.monotonic() > deadline:
                 raise Unavailable(f"etcd did not start; see {self.directory / 'etcd.log'}")
