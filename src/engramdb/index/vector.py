@@ -202,6 +202,18 @@ def prepare_one(vector: Any, params: VectorParams) -> tuple[np.ndarray, float] |
     return vector.reshape(1, -1), scale
 
 
+def _filtered(kind: Any, allowed: np.ndarray, **options: Any) -> Any:
+    """faiss search parameters of ``kind`` admitting only the ``allowed`` labels (a bitmap).
+    The selector only points at the bitmap: both ride on the parameters, so they live as
+    long as the search that uses them."""
+    faiss = _faiss()
+    bitmap = np.packbits(allowed, bitorder="little")
+    selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+    params = kind(sel=selector, **options)
+    params.referenced_objects = (selector, bitmap)
+    return params
+
+
 def _labels(allowed: np.ndarray | None, size: int) -> np.ndarray:
     """The admissible labels themselves (None: every one of ``size``)."""
     return np.arange(size) if allowed is None else np.flatnonzero(allowed)
@@ -402,9 +414,7 @@ class VectorIndex:
         if allowed is None:
             params = faiss.SearchParametersHNSW(efSearch=ef)
         else:
-            bitmap = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=ef)
+            params = _filtered(faiss.SearchParametersHNSW, allowed, efSearch=ef)
         distances, found = self._index.search(queries, k, params=params)
         return distances, found
 
@@ -451,9 +461,7 @@ class VectorIndex:
             if params is None:  # read-only during a search: shared by concurrent ones
                 params = self._plain[beam] = faiss.SearchParametersHNSW(efSearch=beam)
         else:
-            bitmap = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=beam)
+            params = _filtered(faiss.SearchParametersHNSW, allowed, efSearch=beam)
         distances, found = self._index.search(queries, k, params=params)
         got = self._scores(distances)
         short = (found[:, :want] < 0).any(axis=1)
@@ -493,9 +501,7 @@ class VectorIndex:
         if len(candidates) < size:
             allowed = np.zeros(size, dtype=bool)
             allowed[candidates] = True
-            bitmap = np.packbits(allowed, bitorder="little")
-            selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
-            params = faiss.SearchParameters(sel=selector)
+            params = _filtered(faiss.SearchParameters, allowed)
         _, found = coarse.search(queries, depth, params=params)
         nq, take = len(queries), min(k, len(candidates))
         scores = np.full((nq, k), -np.inf, dtype=np.float32)

@@ -124,8 +124,6 @@ _BODY = struct.Struct(">B5sQ6sQ7sq7sB")
 _TYPE_OF = {kind.encode(): kind for kind in KINDS}
 _NAME_OF = {kind: kind.encode() for kind in KINDS}
 _HEADER_PACK, _BODY_PACK = HEADER.pack, _BODY.pack
-# A list header's body, its type's name included, in one pack (``list_header``).
-_LIST_BODY_PACK = struct.Struct(_BODY.format + "4s").pack
 # Structure headers already parsed, by their stored bytes: (kind, sid, length, head,
 # generation, expires_ms, prefix, end). What a header says is a function of its bytes
 # alone, so this holds whoever wrote them (another process included). A command that
@@ -675,25 +673,9 @@ def save_header(txn: WriteTxn, rk: bytes, parsed: Parsed, length: int, head: int
     )
     txn.put(rk, raw, expires_ms, expires_ms)
     txn.log("put", rk, generation, now)
-    if len(PARSED) >= _PARSED_MAX:  # ``remember``, inlined
+    if len(PARSED) >= _PARSED_MAX:  # ``Found._remember``, inlined
         PARSED.clear()
     PARSED[raw] = (kind, sid, length, head, generation, expires_ms, prefix, end)
-
-
-def list_header(
-    generation: int, expires_ms: int, now: int, sid: int, length: int, head: int
-) -> bytes:
-    """The stored header of a list (``with_header(_body(LIST, ...))``, in two packs)."""
-    return _HEADER_PACK(FORMAT, generation, expires_ms, now) + _LIST_BODY_PACK(
-        0x84, _K_ID, sid, _K_LEN, length, _K_HEAD, head, _K_TYPE, 4, b"list"
-    )
-
-
-def remember(raw: bytes, parsed: Parsed) -> None:
-    """Put the header ``raw`` a fast path wrote in the parse cache, as ``parsed``."""
-    if len(PARSED) >= _PARSED_MAX:
-        PARSED.clear()
-    PARSED[raw] = parsed
 
 
 def hot_write(

@@ -13,7 +13,6 @@ timeout passes. Inside MULTI or a script they never block, as in Redis.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +35,10 @@ from engramdb.server.structures import (
     Access,
     Found,
     check_sizes,
-    list_header,
     position,
     read,
     record_set,
-    remember,
+    save_header,
     write,
 )
 
@@ -49,9 +47,6 @@ if TYPE_CHECKING:
     from engramdb.storage.base import WriteTxn
 
 __all__ = ["blocking", "parse_timeout", "wake"]
-
-_BIAS = 1 << 63  # ``position``'s, for the push fast path
-_pack_u64 = struct.Struct(">Q").pack
 
 
 # the list as stored ------------------------------------------------------------------------
@@ -197,19 +192,15 @@ def _pusher(conn: Connection, args: list[bytes], left: bool, only_existing: bool
             return _push_into(Access(txn, records, now, txn), key, values, left, only_existing)
         # A live list whose header is parsed already (the common case: a hot list): as
         # ``_push_into`` and ``Access.save``, without ``Access`` and ``Found``.
-        _, sid, length, head, generation, expires_ms, prefix, end = parsed
+        length, head, prefix = parsed[2], parsed[3], parsed[6]
         for value in values:
             if left:
                 head -= 1
-                txn.put(prefix + _pack_u64(head + _BIAS), value, 0, None)
+                txn.put(prefix + position(head), value, 0, None)
             else:
-                txn.put(prefix + _pack_u64(head + length + _BIAS), value, 0, None)
+                txn.put(prefix + position(head + length), value, 0, None)
             length += 1
-        generation += 1
-        raw = list_header(generation, expires_ms, now, sid, length, head)
-        txn.put(rk, raw, expires_ms, expires_ms)
-        txn.log("put", rk, generation, now)
-        remember(raw, (LIST, sid, length, head, generation, expires_ms, prefix, end))
+        save_header(txn, rk, parsed, length, head, now)
         return length
 
     def reply(length: int) -> int:
@@ -285,18 +276,11 @@ def _popper(conn: Connection, args: list[bytes], left: bool, name: str) -> Any:
             return _pop_from(Access(txn, records, now, txn), key, None, left)
         # A live list whose header is parsed already (the common case: a hot list): as
         # ``_pop_from`` and ``Access.save`` for one item, without ``Access`` and ``Found``.
-        _, sid, length, head, generation, expires_ms, prefix, end = parsed
-        sub = prefix + _pack_u64((head if left else head + length - 1) + _BIAS)
+        length, head, prefix = parsed[2], parsed[3], parsed[6]
+        sub = prefix + position(head if left else head + length - 1)
         value = txn.get(sub)
         txn.delete(sub, 0)
-        length -= 1
-        if left:
-            head += 1
-        generation += 1
-        raw = list_header(generation, expires_ms, now, sid, length, head)
-        txn.put(rk, raw, expires_ms, expires_ms)
-        txn.log("put", rk, generation, now)
-        remember(raw, (LIST, sid, length, head, generation, expires_ms, prefix, end))
+        save_header(txn, rk, parsed, length - 1, head + 1 if left else head, now)
         return value
 
     return Write(plan, _same)
