@@ -70,6 +70,9 @@ _MAX_BATCH = 512  # writes per durable commit (as GroupCommit's default)
 # Seconds a durable commit waits at most for the writers of the last one to be back: twice
 # as long as that commit took (the writers' round trip overlaps it), within bounds.
 _LINGER_MIN, _LINGER_MAX = 0.0005, 0.002
+# A durable commit runs on the loop itself only when the loop has served nothing but durable
+# writes for this long, and the last commit's fsync was quick (see ``_commit_here``).
+_WRITES_ONLY_FOR, _QUICK_COMMIT = 0.05, 0.005
 
 T = TypeVar("T")
 
@@ -151,6 +154,14 @@ class Server:
         )
         self._completed: deque[tuple[Any, Any, Any]] = deque()
         self._completions_scheduled = False
+        # Commands the connections answered other than durable writes (reads, PING, INFO...):
+        # while the count moves, durable commits stay on the committer thread.
+        self.served = 0
+        self._served_seen = 0
+        self._served_at = 0.0
+        self._last_took = 0.0
+        self.commits_on_loop = 0
+        self.commits_on_thread = 0
         self._idle_task: asyncio.Task[None] | None = None
         self._loop_batch: list[tuple[WriteFn, Connection, Any, Callable[[Any], Any]]] = []
         # Pub/sub, keyspace notifications and what Redis tools read (CONFIG, SLOWLOG...).
@@ -178,7 +189,8 @@ class Server:
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=16)
         # Without an fsync to wait for, a local engine commits on the loop itself; a
         # PostgreSQL commit is a network round trip (or more): it never runs on the loop.
-        self._commit_on_loop = config.durability != "sync" and not _is_url(config.data)
+        self._local = not _is_url(config.data)
+        self._commit_on_loop = config.durability != "sync" and self._local
         self._call_soon: Callable[..., Any] = _not_started  # the loop's call_soon, from start()
 
     def _open_db(self, **options: Any) -> Database:
@@ -452,6 +464,11 @@ class Server:
         queue = self._sync_queue
         batch = queue[:_MAX_BATCH]
         del queue[:_MAX_BATCH]
+        if self._commit_here():
+            self.commits_on_loop += 1
+            self._committed(batch, *self._run_batch(self.db, batch))
+            return
+        self.commits_on_thread += 1
         self._committing = True
         if self._committer is None:
             self._committer = threading.Thread(
@@ -459,6 +476,26 @@ class Server:
             )
             self._committer.start()
         self._commit_jobs.put((self.db, batch))
+
+    def _commit_here(self) -> bool:
+        """Whether the next durable commit runs on the loop, as Redis' ``appendfsync always``
+        does, rather than on the committer thread.
+
+        On the loop a commit costs no thread handoff either way: 50 clients of durable SETs
+        alone made 38.8k SET/s against 28.6k on the thread (and 20.5 against 30.8 µs of server
+        CPU per SET). But the loop then waits out the fsync, and so does every other client:
+        GETs beside those 50 writers fell from 24k/s (p99 0.8 ms) on the thread to 6k/s
+        (p99 1.5 ms). So the loop commits only while it has served nothing but durable writes
+        for ``_WRITES_ONLY_FOR`` seconds, and while fsyncs are quick: a read, or a disk that
+        stalls, sends commits back to the thread, where the loop keeps answering."""
+        if self._last_took > _QUICK_COMMIT or not self._local:
+            return False  # a PostgreSQL commit is a round trip: never on the loop
+        now = time.monotonic()
+        if self.served != self._served_seen:
+            self._served_seen = self.served
+            self._served_at = now
+            return False
+        return now - self._served_at > _WRITES_ONLY_FOR
 
     def _commit_thread(self) -> None:
         """The committer: runs each batch in one transaction and one fsync, then hands the
@@ -470,14 +507,17 @@ class Server:
             if job is None:
                 return
             db, batch = job
-            began = time.perf_counter()
-            try:
-                with self._commit_lock:
-                    values, errors = db._commit.run_batch([item[0] for item in batch])
-            except BaseException as e:  # the commit path failed itself: fail the batch
-                values, errors = [None] * len(batch), [e] * len(batch)
-            took = time.perf_counter() - began
-            loop.call_soon_threadsafe(self._committed, batch, values, errors, took)
+            loop.call_soon_threadsafe(self._committed, batch, *self._run_batch(db, batch))
+
+    def _run_batch(self, db: Database, batch: list[Any]) -> tuple[list[Any], list[Any], float]:
+        """One batch in one transaction and one fsync: (values, errors, seconds it took)."""
+        began = time.perf_counter()
+        try:
+            with self._commit_lock:
+                values, errors = db._commit.run_batch([item[0] for item in batch])
+        except BaseException as e:  # the commit path failed itself: fail the batch
+            values, errors = [None] * len(batch), [e] * len(batch)
+        return values, errors, time.perf_counter() - began
 
     def _committed(
         self, batch: list[Any], values: list[Any], errors: list[Any], took: float
@@ -490,6 +530,7 @@ class Server:
         commit and one fsync for all the clients, rather than two alternating halves with an
         fsync each. A lone client waits for nothing: its next write is all there is."""
         self._committing = False
+        self._last_took = took
         self._completed.extend(zip(batch, values, errors))
         want = len(self._sync_queue) + len(batch)
         if want > 1 and not self._start_scheduled and self._linger is None:

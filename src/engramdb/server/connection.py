@@ -463,6 +463,7 @@ class Connection(asyncio.Protocol):
             return self._start(cmd, args, started, result)
         if kind is Offload or kind is Defer:
             return self._start(cmd, args, started, result)
+        server.served += 1
         data = encode_reply(result, self.resp3)
         self._out_bytes += len(data)
         if self._slots:
@@ -663,6 +664,7 @@ class Connection(asyncio.Protocol):
                 self.server.notifier.poke()
         else:
             self._pending_other -= 1
+            self.server.served += 1
         if error is None:
             try:
                 reply = then(value)
@@ -753,6 +755,7 @@ class Connection(asyncio.Protocol):
         self._emit(encode_reply(reply, self.resp3))
 
     def _emit(self, data: bytes) -> None:
+        self.server.served += 1
         self._out_bytes += len(data)
         if self._slots:
             slot = _Slot("", 0)

@@ -158,6 +158,10 @@ def _server(conn: Connection) -> dict[str, Any]:
         "engramdb_version": engramdb.__version__,
         "python_version": platform.python_version(),
         "durability": server.config.durability,
+        # Where durable commits ran: on the event loop (writes alone, quick fsyncs) or on
+        # the committer thread (see ``Server._commit_here``).
+        "durable_commits_on_loop": server.commits_on_loop,
+        "durable_commits_on_thread": server.commits_on_thread,
     }
 
 
@@ -233,6 +237,10 @@ def _persistence(conn: Connection) -> dict[str, Any]:
         "aof_rewrites": 0,
         "aof_last_write_status": "err" if failed else "ok",
         "durability": server.config.durability,
+        # Where durable commits ran: on the event loop (writes alone, quick fsyncs) or on
+        # the committer thread (see ``Server._commit_here``).
+        "durable_commits_on_loop": server.commits_on_loop,
+        "durable_commits_on_thread": server.commits_on_thread,
     }
 
 
