@@ -197,6 +197,24 @@ def test_del_expiry_flush_and_overwrite_of_big_structures_free_every_element(
     wait_for(lambda: element_entries(server.data) <= 1, 60, "flushed elements to be reclaimed")
 
 
+def test_flushall_answers_once_every_element_is_freed_unless_async(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    r = client(server)
+    items = [b"e%d" % i for i in range(20_000)]
+    for flush in (r.flushall, r.flushdb):
+        r.rpush("l", *items)
+        r.sadd("s", *items[:5000])
+        assert element_entries(server.data) >= 25_000
+        flush()  # as Redis' default (SYNC): freed before the reply, not in the background
+        assert element_entries(server.data) <= 1
+    r.rpush("l", *items)
+    r.flushall(asynchronous=True)  # ASYNC: answered at once, freed in the background
+    wait_for(lambda: element_entries(server.data) <= 1, 60, "flushed elements to be reclaimed")
+    for bad in ((b"FLUSHALL", b"LATER"), (b"FLUSHDB", b"SYNC", b"ASYNC")):
+        with pytest.raises(redis.ResponseError, match="syntax error"):
+            r.execute_command(*bad)
+
+
 def test_random_structure_commands_leave_no_element_behind(serve: ServeFactory) -> None:
     from tests.server.test_redis_fuzz import _structure_generators
 

@@ -67,6 +67,10 @@ class Reclaimer:
         self._stop = threading.Event()
         self._nudged = threading.Event()
         self._thread: threading.Thread | None = None
+        # Rounds begun and finished, for ``drain`` (rounds run one at a time, in _loop).
+        self._rounds = threading.Condition()
+        self._began = self._finished = 0
+        self._exited = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="engramdb-reclaim", daemon=True)
@@ -82,18 +86,41 @@ class Reclaimer:
         """Run a round soon (something big was just removed)."""
         self._nudged.set()
 
+    def drain(self) -> None:
+        """Return once a round that began after this call has finished: the elements of
+        every structure removed before it are deleted (FLUSHALL without ASYNC, as Redis frees
+        a flushed database before replying). Returns at once when the reclaimer has
+        stopped."""
+        if self._thread is None or self._stop.is_set():
+            return
+        with self._rounds:
+            target = self._began + 1
+            self._nudged.set()
+            self._rounds.wait_for(lambda: self._finished >= target or self._exited)
+
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._nudged.wait(self._interval)
-            self._nudged.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.run()
-            except StorageError:
-                return  # the database refuses writes (closing, or a failed fsync)
-            except Exception:
-                log.exception("reclaiming the elements of removed structures failed")
+        try:
+            while not self._stop.is_set():
+                self._nudged.wait(self._interval)
+                self._nudged.clear()
+                if self._stop.is_set():
+                    return
+                with self._rounds:
+                    self._began += 1
+                try:
+                    self.run()
+                except StorageError:
+                    return  # the database refuses writes (closing, or a failed fsync)
+                except Exception:
+                    log.exception("reclaiming the elements of removed structures failed")
+                finally:
+                    with self._rounds:
+                        self._finished = self._began
+                        self._rounds.notify_all()
+        finally:
+            with self._rounds:
+                self._exited = True
+                self._rounds.notify_all()
 
     def run(self) -> int:
         """One round: find newly removed structures, then delete elements of dead ones

@@ -515,12 +515,17 @@ def dbsize(conn: Connection, args: list[bytes]) -> Any:
     return conn.records.count()
 
 
-def _flush(conn: Connection, every_set: bool) -> Offload:
+def _flush(conn: Connection, args: list[bytes], every_set: bool) -> Offload:
     from engramdb.server.structures import ELEMENTS_SET
 
+    if len(args) > 1 or (args and args[0].upper() not in (b"ASYNC", b"SYNC")):
+        raise Reply("ERR syntax error")
+    wait = not args or args[0].upper() == b"SYNC"
     db = conn.db
+    reclaimer = conn.server.reclaimer
     # The elements of Redis structures are not records: they go with their headers, in
-    # the background (server/reclaim.py).
+    # the background (server/reclaim.py); unless ASYNC, the reply waits for that, as Redis
+    # frees a flushed database before it answers.
     names = [n for n in db.sets() if n != ELEMENTS_SET] if every_set else [conn.records.name]
 
     def wipe() -> int:
@@ -533,6 +538,10 @@ def _flush(conn: Connection, every_set: bool) -> Offload:
                     break
                 records.transform_many([(r.key, _delete) for r in page.records])
                 removed += len(page.records)
+        if wait:
+            reclaimer.drain()
+        else:
+            reclaimer.nudge()
         return removed
 
     return Offload(wipe, lambda _: OK)
@@ -546,9 +555,9 @@ def _delete(current: Any, now: int) -> Any:
 
 @command("flushdb", -1, "write", keys=(0, 0, 0))
 def flushdb(conn: Connection, args: list[bytes]) -> Any:
-    return _flush(conn, every_set=False)
+    return _flush(conn, args, every_set=False)
 
 
 @command("flushall", -1, "write", keys=(0, 0, 0))
 def flushall(conn: Connection, args: list[bytes]) -> Any:
-    return _flush(conn, every_set=True)
+    return _flush(conn, args, every_set=True)
