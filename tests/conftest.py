@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -46,6 +47,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--soak"))
+
+
+HELPERS = Path(__file__).parent / "helpers"
+
+
+@pytest.fixture(scope="session")
+def preload_shim(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``preload_shim(name)``: ``tests/helpers/NAME.c`` built into an ``LD_PRELOAD``
+    library (the failing or stalling filesystems of the fault tests); skips without gcc."""
+    built: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in built:
+            gcc = shutil.which("gcc")
+            if gcc is None:
+                pytest.skip(f"gcc is not installed: cannot build the {name} LD_PRELOAD shim")
+            library = tmp_path_factory.mktemp("shim") / f"{name}.so"
+            source = HELPERS / f"{name}.c"
+            done = subprocess.run(
+                [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(library), str(source), "-ldl"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            built[name] = library
+        return built[name]
+
+    return build
 
 
 class ServerProcess:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import pytest
 
 import engramdb
 
-SHIM_SOURCE = Path(__file__).parent / "helpers" / "failfsync.c"
 WAIT = 60.0  # seconds; a bound on hangs, never an expectation of speed
 
 CHILD = r"""
@@ -172,19 +171,8 @@ print(json.dumps({"acked": acked, "refused": refused, "late": late, "hung": hung
 
 
 @pytest.fixture(scope="module")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: cannot build the failing-fsync LD_PRELOAD shim")
-    library = tmp_path_factory.mktemp("shim") / "failfsync.so"
-    built = subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    return library
+def shim(preload_shim: Callable[[str], Path]) -> Path:
+    return preload_shim("failfsync")
 
 
 def run_child(shim: Path, tmp_path: Path, durability: str, script: str = CHILD) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ import engramdb
 from engramdb import Database, InvalidArgument, NotFound, StorageError
 from tests.attack.conftest import wait_for
 
-SHIM_SOURCE = Path(__file__).parents[1] / "helpers" / "failwrite.c"
 WAIT = 60.0  # seconds; a bound on hangs, never an expectation of speed
 SNAPSHOT_EVERY = 20_000  # changes between index snapshots (vectors/state.py)
 
@@ -360,19 +359,8 @@ print(json.dumps(report))
 
 
 @pytest.fixture(scope="module")
-def failwrite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: cannot build the full-disk LD_PRELOAD shim")
-    library = tmp_path_factory.mktemp("shim") / "failwrite.so"
-    built = subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    return library
+def failwrite(preload_shim: Callable[[str], Path]) -> Path:
+    return preload_shim("failwrite")
 
 
 def test_a_full_disk_during_index_snapshots_fails_no_write_and_no_close(

@@ -11,9 +11,7 @@ never waits for the disk. A disk that stops answering is a real one here, seen t
 from __future__ import annotations
 
 import select
-import shutil
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,24 +20,12 @@ from engramdb.protocol.resp import encode_command
 
 from .conftest import Raw, Served, ServeFactory
 
-SHIM_SOURCE = Path(__file__).parent.parent / "helpers" / "stallfsync.c"
 WRITES = 300  # unpipelined durable SETs: well over the loop's 50 ms of writes alone
 
 
 @pytest.fixture(scope="module")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed: cannot build the stalling-fsync LD_PRELOAD shim")
-    library = tmp_path_factory.mktemp("shim") / "stallfsync.so"
-    built = subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(library), str(SHIM_SOURCE), "-ldl"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    return library
+def shim(preload_shim: Callable[[str], Path]) -> Path:
+    return preload_shim("stallfsync")
 
 
 @pytest.fixture
