@@ -5,7 +5,7 @@ p99 during and after, acknowledged writes lost (0) and the linearizability verdi
 
 One audit run injects each fault once (over two minutes of load); it refuses to fault a
 cluster unless told it may. The suite's run injects the switchover alone (a leader change
-under load, about 40 s); ``--soak`` injects all three. The suite covers the other two faults'
+under load, about 35 s); ``--soak`` injects all three. The suite covers the other two faults'
 mechanisms elsewhere: ``test_failover.py`` kills the leader node under writes (and checks
 no acknowledged write is lost), and holds commits with the replicas removed and started
 again.
