@@ -25,7 +25,7 @@ pytest_asyncio = pytest.importorskip("pytest_asyncio")
 
 import engramdb  # noqa: E402
 import engramdb.aio  # noqa: E402
-from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
+from tests.conftest import CLOCK_START, ServerProcess, run_last_in_directory  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.integrations.test_feast import CasesRun
@@ -39,17 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Feast's cases run in another interpreter, started with this directory's first test
     # (feast_cases below): Feast's tests go after the directory's others, which run
     # meanwhile.
-    feast = [item for item in items if Path(str(item.path)) == FEAST_TESTS]
-    others = [item for item in items if HERE in Path(str(item.path)).parents]
-    if not feast or len(feast) == len(others):
-        return
-    last = max(items.index(item) for item in others if item not in feast)
-    moved = set(feast)
-    items[:] = [
-        *(item for item in items[: last + 1] if item not in moved),
-        *feast,
-        *(item for item in items[last + 1 :] if item not in moved),
-    ]
+    run_last_in_directory(items, FEAST_TESTS)
 
 
 @pytest.fixture(scope="session")
