@@ -78,6 +78,26 @@ def preload_shim(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
     return build
 
 
+def run_last_in_directory(items: list[pytest.Item], module: Path) -> bool:
+    """Move the tests of ``module`` after the other tests of its directory (in place), for a
+    module whose slow subprocesses a fixture starts with the directory's first test: the
+    directory's other tests run meanwhile. Whether ``module`` has tests in this run."""
+    ours = [item for item in items if Path(str(item.path)) == module]
+    directory = [item for item in items if module.parent in Path(str(item.path)).parents]
+    if not ours:
+        return False
+    moved = set(ours)
+    last = max((i for i, item in enumerate(items) if item in directory and item not in moved),
+               default=None)  # fmt: skip
+    if last is not None:
+        items[:] = [
+            *(item for item in items[: last + 1] if item not in moved),
+            *ours,
+            *(item for item in items[last + 1 :] if item not in moved),
+        ]
+    return True
+
+
 class ServerProcess:
     """A real ``engramdb serve --testing`` subprocess on a free loopback port."""
 

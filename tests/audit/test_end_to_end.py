@@ -6,7 +6,9 @@ the sections that apply without a server, and reports the other two as skipped. 
 small (200 req/s, 3 s phases, one load process). The three run side by side, as separate
 processes, to keep the suite short; that makes them slower and noisier, which is fine: a
 run that PASSes (exit 0) and one that FAILs (exit 3) have both completed, and only
-completion and the shape of the outputs are checked here, never a figure.
+completion and the shape of the outputs are checked here, never a figure. For the same
+reason they start with the first test of this directory (``conftest.py``), and this file's
+tests run after the directory's others, which run meanwhile.
 """
 
 from __future__ import annotations
@@ -59,10 +61,16 @@ class Finished:
     report: Path
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
-    """Every available audit, run to completion (concurrently)."""
-    running: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
+@dataclass(frozen=True)
+class Running:
+    process: subprocess.Popen[bytes]
+    log: Path
+    report: Path
+
+
+def start_audits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Running]:
+    """Every available audit, started (side by side)."""
+    running: dict[str, Running] = {}
     for audit in AUDITS.values():
         if audit.name == "redis" and shutil.which("redis-server") is None:
             continue
@@ -81,15 +89,37 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "COLUMNS": "240", "PYTHONUNBUFFERED": "1"},
             )
-        running[audit.name] = (process, log, directory / "report")
-    results: dict[str, Finished] = {}
-    for name, (process, log, report) in running.items():
+        running[audit.name] = Running(process, log, directory / "report")
+    return running
+
+
+def stop_audits(running: dict[str, Running]) -> None:
+    """Stop audits still running (the session ended without waiting for them) as Ctrl-C
+    does: each removes what it wrote and stops the server it started."""
+    for run in running.values():
+        if run.process.poll() is None:
+            run.process.terminate()
+    for run in running.values():
         try:
-            process.wait(timeout=300)
+            run.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        results[name] = Finished(process.returncode, log.read_text(errors="replace"), report)
+            run.process.kill()
+            run.process.wait()
+
+
+@pytest.fixture(scope="module")
+def finished(end_to_end_audits: dict[str, Running]) -> dict[str, Finished]:
+    """Every available audit, run to completion (started by ``end_to_end_audits``)."""
+    results: dict[str, Finished] = {}
+    for name, run in end_to_end_audits.items():
+        try:
+            run.process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            run.process.kill()
+            run.process.wait()
+        results[name] = Finished(
+            run.process.returncode, run.log.read_text(errors="replace"), run.report
+        )
     return results
 
 

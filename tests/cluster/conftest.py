@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -79,6 +80,11 @@ def cluster(cluster_base: Path) -> Iterator[Any]:
         handle.down(wipe=True)
         raise
     yield handle
+    # The session's cluster is thrown away: kill -9 it whole rather than stop each node
+    # cleanly (seconds a node; test_cli.py tests the clean `down`), then wipe it.
+    for pid in handle.processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     handle.down(wipe=True)
 
 

@@ -3,8 +3,12 @@ guide's faults into a real cluster under load — kill -9 of the leader node, a 
 a replica removed — and reports for each the windows without successful writes and reads,
 p99 during and after, acknowledged writes lost (0) and the linearizability verdict.
 
-One audit run injects each fault once (a few minutes); it refuses to fault a cluster unless
-told it may.
+One audit run injects each fault once (over two minutes of load); it refuses to fault a
+cluster unless told it may. The suite's run injects the switchover alone (a leader change
+under load, about 35 s); ``--soak`` injects all three. The suite covers the other two faults'
+mechanisms elsewhere: ``test_failover.py`` kills the leader node under writes (and checks
+no acknowledged write is lost), and holds commits with the replicas removed and started
+again.
 """
 
 from __future__ import annotations
@@ -58,13 +62,26 @@ def test_audit_refuses_an_unknown_fault(healthy: Any, tmp_path: Path) -> None:
     assert "faults must be some of leader_kill, switchover, scale_in" in done.stderr
 
 
+# Each fault's load runs its budget (50 s for a crash: the 20 s lease, then the rejoin; 15 s
+# for a switchover; 20 s for a scale-in) plus 13 s around it; the suite runs the shortest.
+SUITE_FAULTS = ("switchover",)
+SOAK_FAULTS = ("leader_kill", "switchover", "scale_in")
+TITLES = {
+    "leader_kill": "kill -9 the leader node",
+    "switchover": "switchover",
+    "scale_in": "remove a replica",
+}
+
+
 @pytest.mark.timeout(900)
 def test_audit_injects_each_fault_under_load_and_loses_no_acknowledged_write(
-    healthy: Any, tmp_path: Path
+    healthy: Any, tmp_path: Path, soak: bool
 ) -> None:
+    injected = SOAK_FAULTS if soak else SUITE_FAULTS
     report_dir = tmp_path / "report"
     done = _audit(
         "--cluster-dir", str(healthy.directory), "--allow-faults",
+        "--faults", ",".join(injected),
         "--sections", "availability", "--rate", "60", "--duration", "4",
         "--report", str(report_dir), timeout=840,
     )  # fmt: skip
@@ -73,7 +90,7 @@ def test_audit_injects_each_fault_under_load_and_loses_no_acknowledged_write(
     report = json.loads((report_dir / "report.json").read_text())
     section = report["sections"]["availability"]
     faults = {f["fault"]: f for f in section["faults"]}
-    assert list(faults) == ["leader_kill", "switchover", "scale_in"]
+    assert list(faults) == list(injected)
     for name, fault in faults.items():
         assert fault["acknowledged_writes"] > 0, name
         assert fault["acknowledged_writes_lost"] == 0, (name, fault["lost_examples"])
@@ -84,21 +101,23 @@ def test_audit_injects_each_fault_under_load_and_loses_no_acknowledged_write(
             for phase in ("before", "during", "after"):
                 assert fault[load][phase]["requests"] > 0, (name, load, phase)
             assert fault[load]["after"]["p99_ms"] is not None, (name, load)
-    crash = faults["leader_kill"]
-    assert crash["details"]["new_leader"] != crash["details"]["killed"]
-    # The crashed leader's lease must expire before another node takes writes: an outage
-    # of seconds, seen by the writers, and by readers of the leader.
-    assert crash["write_window_s"] > 1.0
-    assert crash["read_window_s"] > 1.0
-    assert crash["new_leader_s"] > 1.0
-    assert crash["writes"]["during"]["p99_ms"] > crash["writes"]["before"]["p99_ms"]
+    if "leader_kill" in faults:
+        crash = faults["leader_kill"]
+        assert crash["details"]["new_leader"] != crash["details"]["killed"]
+        # The crashed leader's lease must expire before another node takes writes: an
+        # outage of seconds, seen by the writers, and by readers of the leader.
+        assert crash["write_window_s"] > 1.0
+        assert crash["read_window_s"] > 1.0
+        assert crash["new_leader_s"] > 1.0
+        assert crash["writes"]["during"]["p99_ms"] > crash["writes"]["before"]["p99_ms"]
     switchover = faults["switchover"]
     assert switchover["details"]["new_leader"] != switchover["details"]["old_leader"]
     assert switchover["write_window_s"] > 0
-    assert faults["scale_in"]["details"]["removed"]
-    # The readable summary names every fault and its figures.
-    for title in ("kill -9 the leader node", "switchover", "remove a replica"):
-        assert title in done.stdout
+    if "scale_in" in faults:
+        assert faults["scale_in"]["details"]["removed"]
+    # The readable summary names every fault it injected, and its figures.
+    for name, title in TITLES.items():
+        assert (title in done.stdout) is (name in faults), title
     assert "acked writes lost" in done.stdout
     # Everything the audit wrote was removed; the cluster is whole again.
     assert report["cleanup"]["error"] is None

@@ -158,14 +158,29 @@ def test_strict_mode_holds_commits_while_no_standby_is_left(healthy: Any) -> Non
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
-    # Patroni needs a loop or two to notice the standbys are gone; the commit stays held.
-    assert not done.wait(8.0), "a commit was acknowledged with no synchronous standby"
+    # Patroni needs a loop or two to notice the standbys are gone; then a non-strict
+    # cluster stops waiting for them (synchronous_standby_names '') and a strict one waits
+    # for any standby ('ANY 1 (*)'). Wait for that (8 s at most), then a few more loops
+    # (loop_wait is 1 s): the commit stays held throughout.
+    deadline = time.monotonic() + 8.0
+    while not done.is_set() and time.monotonic() < deadline:
+        if not any(name in _synchronous_standby_names(cluster, leader.name) for name in removed):
+            break
+        time.sleep(0.2)
+    assert not done.wait(3.0), "a commit was acknowledged with no synchronous standby"
     cluster.start_node(removed[0])
     assert done.wait(120.0), "the held commit did not complete once a standby was back"
     assert errors == []
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('strict_probe')").fetchone() == ("strict_probe",)
         conn.execute("DROP TABLE strict_probe")
+
+
+def _synchronous_standby_names(cluster: Any, node: str) -> str:
+    with psycopg.connect(cluster.dsn(node, superuser=True), autocommit=True) as conn:
+        row = conn.execute("SHOW synchronous_standby_names").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def test_leader_serves_pgvector_to_the_engramdb_role(healthy: Any) -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,10 +25,37 @@ pytest_asyncio = pytest.importorskip("pytest_asyncio")
 
 import engramdb  # noqa: E402
 import engramdb.aio  # noqa: E402
-from tests.conftest import CLOCK_START, ServerProcess  # noqa: E402
+from tests.conftest import CLOCK_START, ServerProcess, run_last_in_directory  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.integrations.test_feast import CasesRun
 
 FACES = ["lmdb", "aio", "server", "server-aio"]
 HERE = Path(__file__).parent
+FEAST_TESTS = HERE / "test_feast.py"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Feast's cases run in another interpreter, started with this directory's first test
+    # (feast_cases below): Feast's tests go after the directory's others, which run
+    # meanwhile.
+    run_last_in_directory(items, FEAST_TESTS)
+
+
+@pytest.fixture(scope="session")
+def feast_cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CasesRun]:
+    """The one run of ``feast_cases.py`` in an interpreter that has Feast (``test_feast.py``)."""
+    from tests.integrations.test_feast import CasesRun
+
+    run = CasesRun(tmp_path_factory.mktemp("feast"))
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_feast_cases_early(request: pytest.FixtureRequest) -> None:
+    if any(Path(str(item.path)) == FEAST_TESTS for item in request.session.items):
+        request.getfixturevalue("feast_cases")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -27,6 +27,7 @@ import shutil
 import site
 import subprocess
 import sys
+import threading
 import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -136,37 +137,85 @@ class Report:
     output: str
 
 
+class CasesRun:
+    """``feast_cases.py`` run once in the Feast interpreter, on a thread of its own. It is
+    started with the first test of this directory (``conftest.py``), and this file's tests
+    run after the directory's others: they run meanwhile, on the machine's other core, and
+    the run is usually over when ``report`` is first asked for."""
+
+    def __init__(self, work: Path) -> None:
+        self._work = work
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+        self._outcome: Report | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="feast-cases", daemon=True)
+        self._thread.start()
+
+    def report(self) -> Report:
+        """Each case's outcomes, once the run is over; what stopped it (a skip when Feast
+        cannot be installed here, a failure) is raised here, in the test that asks."""
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        assert self._outcome is not None
+        return self._outcome
+
+    def stop(self) -> None:
+        """End a run the session did not wait for (its Feast tests were not reached)."""
+        self._stopping.set()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            self._outcome = self._cases()
+        except BaseException as e:  # pytest.skip too: report() raises it in the test
+            self._outcome = e
+
+    def _cases(self) -> Report:
+        work = self._work
+        python = feast_python(work / "install.log")
+        junit = work / "cases.xml"
+        source = Path(engramdb.__file__).resolve().parent.parent  # this checkout's engramdb
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), str(ROOT)]))}
+        if self._stopping.is_set():
+            raise AssertionError("the session ended before the Feast cases started")
+        self._process = subprocess.Popen(
+            [python, "-m", "pytest", str(CASES), "-p", "no:cacheprovider", "-q",
+             f"--junitxml={junit}", f"--rootdir={ROOT}",
+             f"--basetemp={work / 'tmp'}"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            stdout, stderr = self._process.communicate(timeout=RUN_WAIT)
+        finally:
+            if self._process.poll() is None:
+                self._process.kill()
+                self._process.wait()
+        output = stdout + stderr
+        if not junit.exists():
+            raise AssertionError(f"the Feast cases did not run ({python}):\n{output[-5000:]}")
+        cases: dict[str, Outcome] = {}
+        for testcase in ET.parse(junit).getroot().iter("testcase"):
+            name = testcase.get("name", "")
+            outcome = cases.setdefault(name.partition("[")[0], Outcome())
+            problems = [e for e in testcase if e.tag in ("failure", "error")]
+            skips = [e for e in testcase if e.tag == "skipped"]
+            if problems:
+                texts = [f"{e.get('message', '')}\n{e.text or ''}" for e in problems]
+                outcome.failed.append(f"{name}:\n" + "\n".join(texts))
+            elif skips:
+                outcome.skipped.append(f"{name}: {skips[0].get('message', '')}")
+            else:
+                outcome.passed.append(name)
+        return Report(cases, output)
+
+
 @pytest.fixture(scope="session")
-def feast_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    """Runs ``feast_cases.py`` once in the Feast interpreter; each case's outcomes."""
-    work = tmp_path_factory.mktemp("feast")
-    python = feast_python(work / "install.log")
-    junit = work / "cases.xml"
-    source = Path(engramdb.__file__).resolve().parent.parent  # this checkout's engramdb
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), str(ROOT)]))}
-    done = subprocess.run(
-        [python, "-m", "pytest", str(CASES), "-p", "no:cacheprovider", "-q",
-         f"--junitxml={junit}", f"--rootdir={ROOT}",
-         f"--basetemp={work / 'tmp'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_WAIT, check=False,
-    )  # fmt: skip
-    output = done.stdout + done.stderr
-    if not junit.exists():
-        raise AssertionError(f"the Feast cases did not run ({python}):\n{output[-5000:]}")
-    cases: dict[str, Outcome] = {}
-    for testcase in ET.parse(junit).getroot().iter("testcase"):
-        name = testcase.get("name", "")
-        outcome = cases.setdefault(name.partition("[")[0], Outcome())
-        problems = [e for e in testcase if e.tag in ("failure", "error")]
-        skips = [e for e in testcase if e.tag == "skipped"]
-        if problems:
-            texts = [f"{e.get('message', '')}\n{e.text or ''}" for e in problems]
-            outcome.failed.append(f"{name}:\n" + "\n".join(texts))
-        elif skips:
-            outcome.skipped.append(f"{name}: {skips[0].get('message', '')}")
-        else:
-            outcome.passed.append(name)
-    return Report(cases, output)
+def feast_report(feast_cases: CasesRun) -> Report:
+    """Each case's outcomes from the one run of ``feast_cases.py`` (see ``CasesRun``)."""
+    return feast_cases.report()
 
 
 @pytest.mark.timeout(INSTALL_WAIT + RUN_WAIT)
