@@ -789,8 +789,8 @@ class EngramServer(_Served):
         if failed := self._launch(argv, self.log_path, timeout, attempts):
             raise EngramUnavailable(f"engramdb serve did not start:\n{failed}")
 
-    def command_reply(self, *args: str) -> bytes:
-        return _command(self.port, *args)
+    def command_reply(self, *args: str, timeout: float = 1.0) -> bytes:
+        return _command(self.port, *args, timeout=timeout)
 
 
 @dataclass

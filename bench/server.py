@@ -112,7 +112,10 @@ class Endpoint:
 
     def flush(self) -> None:
         s = self.server
-        (s.command if isinstance(s, RedisServer) else s.command_reply)("FLUSHALL")
+        if isinstance(s, RedisServer):
+            s.command("FLUSHALL")
+        else:  # it answers once the flushed structures' elements are gone: 1.3 s for 1M
+            s.command_reply("FLUSHALL", timeout=120)
 
     def group_commit(self) -> tuple[int, int] | None:
         figures = self.client.stats()["group_commit"] if self.client else None
