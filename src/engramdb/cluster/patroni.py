@@ -540,6 +540,12 @@ class Cluster:
         return {**clean_env(), "HOME": str(home)}
 
     def _etcd_alive(self, state: _State) -> bool:
+        child = self._children.get(state.etcd_pid or 0)
+        if child is not None:
+            # Ours: its exit status says. Its command line reads empty for an instant while
+            # setpriv execs etcd, which twice failed a loaded test run's start at once as
+            # "etcd did not start" (and left that etcd running).
+            return bool(child.poll() is None)
         return _process.matches(state.etcd_pid, str(self.directory / "etcd"))
 
     def _start_etcd(self, runtime: Runtime, state: _State) -> None:
@@ -555,11 +561,13 @@ class Cluster:
             self._children[child.pid] = child
             state.etcd_pid = child.pid
             _process.wait_exec(child, str(data))
-        # Alone, etcd is healthy ~2 s after it starts; in a loaded test run, with fsyncs
-        # slow, it once took longer than 30 s (its /health reads go through raft).
+        # Alone, etcd is healthy ~2 s after it starts; in a loaded run its /health reads
+        # (through raft, so fsyncs) can take much longer.
         deadline = time.monotonic() + 90
         while not etcd.healthy(state.etcd_client_port):
             if not self._etcd_alive(state) or time.monotonic() > deadline:
+                if state.etcd_pid in self._children:  # ours: never left running unhealthy
+                    _process.kill_tree([state.etcd_pid], reap=self._reapable())
                 raise Unavailable(f"etcd did not start; see {self.directory / 'etcd.log'}")
             time.sleep(0.1)
 
