@@ -482,8 +482,9 @@ class Server:
         does, rather than on the committer thread.
 
         On the loop a commit costs no thread handoff either way: 50 clients of durable SETs
-        alone made 38.8k SET/s against 28.6k on the thread (and 20.5 against 30.8 µs of server
-        CPU per SET). But the loop then waits out the fsync, and so does every other client:
+        alone made about 33k SET/s against 28.6k on the thread (and 23-25 against 31 µs of
+        server CPU per SET). But the loop then waits out the fsync, and so does every other
+        client:
         GETs beside those 50 writers fell from 24k/s (p99 0.8 ms) on the thread to 6k/s
         (p99 1.5 ms). So the loop commits only while it has served nothing but durable writes
         for ``_WRITES_ONLY_FOR`` seconds, and while fsyncs are quick: a read, or a disk that
