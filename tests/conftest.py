@@ -78,14 +78,14 @@ def preload_shim(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
     return build
 
 
-def run_last_in_directory(items: list[pytest.Item], module: Path) -> bool:
+def run_last_in_directory(items: list[pytest.Item], module: Path) -> None:
     """Move the tests of ``module`` after the other tests of its directory (in place), for a
-    module whose slow subprocesses a fixture starts with the directory's first test: the
-    directory's other tests run meanwhile. Whether ``module`` has tests in this run."""
+    module whose slow subprocesses ``start_with_directory`` starts with the directory's first
+    test: the directory's other tests run meanwhile."""
     ours = [item for item in items if Path(str(item.path)) == module]
     directory = [item for item in items if module.parent in Path(str(item.path)).parents]
     if not ours:
-        return False
+        return
     moved = set(ours)
     last = max((i for i, item in enumerate(items) if item in directory and item not in moved),
                default=None)  # fmt: skip
@@ -95,7 +95,13 @@ def run_last_in_directory(items: list[pytest.Item], module: Path) -> bool:
             *ours,
             *(item for item in items[last + 1 :] if item not in moved),
         ]
-    return True
+
+
+def start_with_directory(request: pytest.FixtureRequest, module: Path, fixture: str) -> None:
+    """Set up ``fixture`` now (from a session-scoped autouse fixture of ``module``'s
+    directory) when this run has tests of ``module``."""
+    if any(Path(str(item.path)) == module for item in request.session.items):
+        request.getfixturevalue(fixture)
 
 
 class ServerProcess:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import run_last_in_directory
+from tests.conftest import run_last_in_directory, start_with_directory
 from tests.server_faults.conftest import Served, serve
 
 if TYPE_CHECKING:
@@ -40,5 +40,4 @@ def end_to_end_audits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_end_to_end_audits_early(request: pytest.FixtureRequest) -> None:
-    if any(Path(str(item.path)) == END_TO_END for item in request.session.items):
-        request.getfixturevalue("end_to_end_audits")
+    start_with_directory(request, END_TO_END, "end_to_end_audits")

@@ -25,7 +25,12 @@ pytest_asyncio = pytest.importorskip("pytest_asyncio")
 
 import engramdb  # noqa: E402
 import engramdb.aio  # noqa: E402
-from tests.conftest import CLOCK_START, ServerProcess, run_last_in_directory  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    CLOCK_START,
+    ServerProcess,
+    run_last_in_directory,
+    start_with_directory,
+)
 
 if TYPE_CHECKING:
     from tests.integrations.test_feast import CasesRun
@@ -54,8 +59,7 @@ def feast_cases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CasesRun]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _start_feast_cases_early(request: pytest.FixtureRequest) -> None:
-    if any(Path(str(item.path)) == FEAST_TESTS for item in request.session.items):
-        request.getfixturevalue("feast_cases")
+    start_with_directory(request, FEAST_TESTS, "feast_cases")
 
 
 @pytest.hookimpl(tryfirst=True)
