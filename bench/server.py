@@ -19,6 +19,7 @@ import functools
 import itertools
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -134,6 +135,13 @@ def tree_cpu_seconds(pid: int | None) -> float | None:
     return total
 
 
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children: the redis-benchmark runs (the servers
+    are children too, but still running, so not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def settle(pid: int | None, timeout: float = 30.0) -> None:
     """Wait until the server is idle (under 5% of a core for half a second)."""
     deadline = time.monotonic() + timeout
@@ -188,6 +196,7 @@ class Bench:
         run: Run = {"system": e.system, "test": test, "pipeline": p, "requests": n,
                     "clients": self.s.clients, "repeat": repeat}  # fmt: skip
         gc0, cpu0, began = e.group_commit(), tree_cpu_seconds(e.server.pid), time.perf_counter()
+        client0 = children_cpu_seconds()
         try:
             proc = self.redis_benchmark(e.server.port, args)
         except subprocess.TimeoutExpired:
@@ -197,6 +206,7 @@ class Bench:
             run["error"] = f"timed out after {self.s.run_timeout:.0f} s"
         else:
             run["server_cpu_s"] = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+            run["client_cpu_s"] = children_cpu_seconds() - client0
             run.update(parse_csv(proc, test))
         if gc0 is not None and (gc1 := e.group_commit()) is not None:
             run.update(commits=gc1[0] - gc0[0], committed_writes=gc1[1] - gc0[1])
@@ -312,6 +322,12 @@ def cells(r: Run | None) -> tuple[str, str, str, str]:
     return rps, lat, f"~{x:.1f}" if ticks < 10 else f"{x:.1f}", core
 
 
+def client_core(r: Run) -> str:
+    """redis-benchmark's CPU time over the run's wall time (100%: one whole core)."""
+    client = r.get("client_cpu_s")
+    return "—" if client is None or r.get("error") else f"{100 * client / r['wall_s']:.0f}%"
+
+
 def throughput_rows(
     b: Bench, pair: Sequence[str], pipelines: Sequence[int], judged: Sequence[str], at_least: float
 ) -> list[Any]:
@@ -376,8 +392,8 @@ def targets(b: Bench, report: Report) -> None:
         judge("LPUSH server CPU per request on a long list / on an empty one (engramdb)", "—",
               "≤ 1.25x", lambda r: r <= 1.25, {"": flat[-1][1] / flat[0][1]},
               ", ".join(f"{n:,} items: {c:.1f} µs" for n, c in flat))  # fmt: skip
-    # Unpipelined, redis-benchmark itself needs ~0.7 of this 2-core machine's cores; with -P 16
-    # it needs little, and the server's processes get the cores (see the workers table's note).
+    # Unpipelined, the workers and redis-benchmark take turns on this 2-core machine (see the
+    # workers table's note); with -P 16 the server's processes get the cores.
     for p, depth in ((1, "unpipelined"), (16, "-P 16")):
         judge(
             f"throughput, 50 conns, {depth}: engramdb --workers 2 / one worker",
@@ -441,14 +457,18 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
           "onto one list (`mylist`), after untimed pipelined LPUSHes grew it to that length (up "
           f"to {s.flat_items:,} items).")  # fmt: skip
     table("Worker processes",
-          ["server", "test", "-P", "rps", "p50 / p99 ms", "CPU µs/req", "core use"],
-          [[SYSTEMS[x][1], t.upper(), str(p), *cells(r)] for p in (1, 16) for t in ("set", "get")
-           for x in WORKERS[::-1] if (r := find_run(runs, x, t, p))],
-          "lllrrrr", text=f"`redis-benchmark -t TEST -c {s.clients}` (`-n "
+          ["server", "test", "-P", "rps", "p50 / p99 ms", "CPU µs/req", "core use",
+           "redis-benchmark core use"],
+          [[SYSTEMS[x][1], t.upper(), str(p), *cells(r), client_core(r)] for p in (1, 16)
+           for t in ("set", "get") for x in WORKERS[::-1] if (r := find_run(runs, x, t, p))],
+          "lllrrrrr", text=f"`redis-benchmark -t TEST -c {s.clients}` (`-n "
           f"{s.workers_requests:,}`, and `-n {s.workers_pipelined_requests:,} -P 16`) against one "
           "worker process and against `--workers 2` (CPU: every process of the server; core use "
-          "200% is both cores). Unpipelined, redis-benchmark takes ~0.7 core, so two workers share "
-          "the rest and each request costs them more; with `-P 16` it takes little.")  # fmt: skip
+          "200% is both cores). The last column is the load generator's own CPU over the run's "
+          "wall time. Unpipelined, two workers and redis-benchmark take turns on two cores: "
+          "each worker wakes for fewer requests at a time, so a request costs it more CPU, and "
+          "the client gets less of a core; with `-P 16` the client needs a fraction of a core "
+          "and the workers get the rest.")  # fmt: skip
     report.note("Notes", "\n".join([
         f"- **CPU µs/req**: user + system CPU of the server (all its processes, {TICK_S * 1000:g} "
         "ms ticks: `~` under 10, `<` none) over the requests: a request's cost, whatever the "
@@ -458,7 +478,7 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
         "machine, which also runs redis-benchmark (often the bottleneck with `-P 16`); p50 is "
         "steadier. Each test hits one key (no `-r`); LPUSH grows one list.",
         f"- A run past {s.run_timeout} s is an error; an error in any of the {s.repeats} repeats "
-        "is the test's. An engramdb list is one record, capped at 1 MiB (~260k short items).",
+        "is the test's.",
     ]))  # fmt: skip
     report.raw = {"sizes": asdict(s), "redis_benchmark": runs}
     return report
