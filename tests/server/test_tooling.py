@@ -147,6 +147,38 @@ def test_config_resetstat_zeroes_info_but_not_metrics(serve: ServeFactory) -> No
     client.close()
 
 
+def test_errorstats_count_any_code_as_redis_takes_it_within_a_bound(serve: ServeFactory) -> None:
+    metrics_port = _free_port()
+    server = serve("--durability", "none", "--metrics-port", str(metrics_port))
+    raw = Raw(("127.0.0.1", server.port), WAIT)  # replies as sent: bytes that are not UTF-8
+
+    def fail(text: bytes) -> bytes:
+        raw.send(encode_command(b"EVAL", b"return redis.error_reply('" + text + b"')", b"0"))
+        reply = raw.sock.recv(1 << 16)
+        assert reply[:1] == b"-"
+        return reply
+
+    assert fail(b"\xff\xfeBAD oops") == b"-\xff\xfeBAD oops\r\n"
+    fail(b"lower case")  # a code is whatever precedes the first space, as in Redis
+    fail(b"NOSPACE")  # no space in the first 32 bytes: ERR
+    raw.send(encode_command(b"INFO", b"errorstats"))
+    (stats,) = raw.replies(1)
+    assert b"errorstat_\xff\xfeBAD:count=1" in stats
+    assert b"errorstat_lower:count=1" in stats
+    assert b"errorstat_ERR:count=1" in stats
+    for i in range(130):
+        fail(b"CODE%d x" % i)
+    counted = redis.Redis(port=server.port, decode_responses=True).info("errorstats")
+    assert len(counted) == 128 + 1  # 128 distinct codes, then everything new in one line
+    assert counted["errorstat_ERRORSTATS_OVERFLOW"] == {"count": 5}  # 3 + 130 - 128
+    assert counted["errorstat_lower"] == {"count": 1}
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    exposition = urllib.request.urlopen(url, timeout=WAIT).read().decode()
+    assert 'type="\ufffd\ufffdBAD"' in exposition  # a label must be UTF-8
+    assert 'type="ERRORSTATS_OVERFLOW"' in exposition
+    raw.close()
+
+
 # CONFIG ----------------------------------------------------------------------------------
 
 

@@ -566,14 +566,17 @@ def encode_reply(value: Any, resp3: bool = False) -> bytes:
     if kind is SimpleString:
         if value == "OK":
             return _OK
-        return b"+%s\r\n" % str(value).replace("\r", " ").replace("\n", " ").encode()
+        status = str(value).replace("\r", " ").replace("\n", " ")
+        return b"+%s\r\n" % status.encode("utf-8", "surrogateescape")
     if value is None:
         return b"_\r\n" if resp3 else b"$-1\r\n"
     if kind is ErrorReply:
-        text = value.replace("\r", " ").replace("\n", " ")
-        return b"-%s\r\n" % text.encode()
+        error = value.replace("\r", " ").replace("\n", " ")
+        return b"-%s\r\n" % error.encode("utf-8", "surrogateescape")
     if kind is str or kind is Verbatim:
-        data = value.encode()
+        # Text may carry bytes that are not UTF-8 as surrogate escapes (a script's error or
+        # status reply, and INFO's errorstats after it): written back as those bytes.
+        data = value.encode("utf-8", "surrogateescape")
         if kind is Verbatim and resp3:
             return b"=%d\r\ntxt:%s\r\n" % (len(data) + 4, data)
         return b"$%d\r\n%s\r\n" % (len(data), data)

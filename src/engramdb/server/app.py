@@ -116,6 +116,7 @@ class Server:
         self.db = self._open_db()
         self.records = self.db.records(config.default_set)
         self.metrics = Metrics()
+        self.error_codes: set[str] = set()  # the codes error replies were counted under
         self.stats = ServerStats(started_at=time.time())
         self.connections: set[Connection] = set()
         self.blocked = Blocked(self)  # clients parked by BLPOP and friends

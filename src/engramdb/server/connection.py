@@ -476,7 +476,7 @@ class Connection(asyncio.Protocol):
         elapsed = perf_counter_ns() - started
         metrics.observe(elapsed)
         if kind is ErrorReply:
-            metrics.error(_error_code(result))
+            metrics.error(_error_code(result, self.server.error_codes))
         if elapsed >= self._slowlog.threshold_ns:
             self._slowlog.add(self, args, elapsed)
         if self._out_bytes > self._out_limit:
@@ -639,7 +639,7 @@ class Connection(asyncio.Protocol):
         elapsed = perf_counter_ns() - started
         metrics.observe(elapsed)
         if type(reply) is ErrorReply:
-            metrics.error(_error_code(reply))
+            metrics.error(_error_code(reply, self.server.error_codes))
         if elapsed >= server.slowlog.threshold_ns:
             server.slowlog.add(self, args, elapsed)
 
@@ -686,7 +686,7 @@ class Connection(asyncio.Protocol):
         elapsed = perf_counter_ns() - slot.started
         metrics.observe(elapsed)
         if type(reply) is ErrorReply:
-            metrics.error(_error_code(reply))
+            metrics.error(_error_code(reply, self.server.error_codes))
         if elapsed >= self._slowlog.threshold_ns and slot.args is not None:
             self._slowlog.add(self, slot.args, elapsed)
         if self._closing:
@@ -1031,8 +1031,21 @@ def _offloadable(cmd: Command) -> bool:
     return cmd.first_key > 0 or not cmd.flags.isdisjoint(("write", "readonly"))
 
 
-def _error_code(reply: str) -> str:
-    """The error code an error reply is counted under: a short upper-case word, or ERR
-    (so error counters stay a bounded set whatever text an error carries)."""
-    code = reply.split(" ", 1)[0]
-    return code if len(code) <= 16 and code.isalpha() and code.isupper() else "ERR"
+ERROR_CODES_MAX = 128  # distinct error codes a server counts (errorstats, /metrics)
+ERRORSTATS_OVERFLOW = "ERRORSTATS_OVERFLOW"
+
+
+def _error_code(reply: str, known: set[str]) -> str:
+    """The code an error reply is counted under, as Redis takes it: the text before a space
+    within its first 32 bytes, else ERR. Codes are any bytes (a script's ``error_reply``
+    makes its own), so, as Valkey does, once ``ERROR_CODES_MAX`` distinct codes were counted
+    (``known``, updated here) a new one counts as ERRORSTATS_OVERFLOW: INFO and ``/metrics``
+    stay bounded whatever texts scripts send."""
+    head = reply[:32].encode("utf-8", "surrogateescape")[:32]
+    space = head.find(b" ")
+    code = "ERR" if space < 0 else head[:space].decode("utf-8", "surrogateescape")
+    if code not in known:
+        if len(known) >= ERROR_CODES_MAX:
+            return ERRORSTATS_OVERFLOW
+        known.add(code)
+    return code

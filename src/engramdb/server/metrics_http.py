@@ -73,7 +73,10 @@ class ServerCollector(Collector):
             latency.add_metric([op.name], histogram_buckets(op), op.total_ns / 1e9)
             requests.add_metric([op.name], op.count)
             for kind, n in list(op.errors.items()):
-                errors.add_metric([op.name, kind], n)
+                # A script's error code may hold bytes that are not UTF-8 (surrogate escapes
+                # in ``kind``); a label must be UTF-8.
+                label = kind.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                errors.add_metric([op.name, label], n)
         yield latency
         yield requests
         yield errors

@@ -470,8 +470,10 @@ def _sha1hex(text: Any) -> bytes:
 
 
 def _text(value: Any) -> str:
+    """A Lua string as reply text: bytes that are not UTF-8 kept as surrogate escapes, so the
+    reply (and an error's code in INFO errorstats) carries them back unchanged, as Redis'."""
     if type(value) is bytes:
-        return value.decode(errors="replace")
+        return value.decode("utf-8", "surrogateescape")
     return str(value)
 
 
