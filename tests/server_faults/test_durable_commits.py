@@ -18,7 +18,7 @@ import pytest
 
 from engramdb.protocol.resp import encode_command
 
-from .conftest import Raw, Served, ServeFactory
+from .conftest import Raw, Served, ServeFactory, wait_for
 
 WRITES = 300  # unpipelined durable SETs: well over the loop's 50 ms of writes alone
 
@@ -120,3 +120,27 @@ def test_a_stalled_fsync_sends_commits_back_to_the_thread(
     info = server.info()
     assert int(info["durable_commits_on_loop"]) > 0, info
     assert int(info["durable_commits_on_thread"]) > 0, info
+
+
+def test_save_answers_once_the_disk_has_synced_and_bgsave_at_once(
+    stalling: tuple[Served, Path],
+) -> None:
+    """SAVE and BGSAVE fsync the data (engramdb keeps no snapshot file): SAVE answers after
+    the fsync, BGSAVE before it, and other clients are served while either waits."""
+    server, trigger = stalling
+    with server.raw() as admin, server.raw() as other:
+        trigger.touch()
+        admin.send(encode_command(b"BGSAVE", b"SCHEDULE"))
+        assert admin.replies(1) == [b"Background saving started"]
+        admin.send(encode_command(b"BGSAVE"))
+        (busy,) = admin.replies(1)
+        assert "Background save already in progress" in str(busy)
+        assert server.info()["rdb_bgsave_in_progress"] == "1"
+        other.send(encode_command(b"SAVE"))
+        assert nothing_yet(other)  # the fsync hangs: no reply yet
+        assert get(admin, "k") is None  # while the disk hangs, a read is answered
+        trigger.unlink()
+        assert other.replies(1) == [b"OK"]
+    wait_for(lambda: server.info()["rdb_bgsave_in_progress"] == "0", 10, "BGSAVE to end")
+    info = server.info()
+    assert (info["rdb_saves"], info["rdb_last_bgsave_status"]) == ("2", "ok")

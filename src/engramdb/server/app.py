@@ -96,6 +96,12 @@ class ServerStats:
     bytes_in: int = 0
     bytes_out: int = 0
     loop_lag_s: float = 0.0
+    # SAVE and BGSAVE (an fsync of the data): how many, the last one's end and outcome, and
+    # whether a BGSAVE runs now.
+    saves: int = 0
+    last_save_at: float = 0.0
+    last_save_ok: bool = True
+    saving: bool = False
 
 
 class Server:

@@ -1,5 +1,5 @@
 """Connection and server commands: PING ECHO HELLO AUTH QUIT RESET SELECT CLIENT CONFIG
-DBSIZE FLUSHDB FLUSHALL LASTSAVE ROLE (INFO, COMMAND and the other introspection
+DBSIZE FLUSHDB FLUSHALL SAVE BGSAVE LASTSAVE ROLE (INFO, COMMAND and the other introspection
 commands are in ``introspection.py``).
 
 Before AUTH only AUTH, HELLO, PING and QUIT answer (the ``noauth`` flag); everything else,
@@ -207,11 +207,68 @@ def reset(conn: Connection, args: list[bytes]) -> Any:
     return SimpleString("RESET")
 
 
+# SAVE, BGSAVE, LASTSAVE -------------------------------------------------------------------
+# engramdb writes no snapshot file: the data directory is the database. What a Redis user's
+# script wants from SAVE or BGSAVE (before a shutdown, a copy, an upgrade) is every
+# acknowledged write on disk: both fsync the data now, SAVE before it answers.
+
+
+def last_save(conn: Connection) -> int:
+    """LASTSAVE and INFO's ``rdb_last_save_time``: with durability, every acknowledged write
+    is on disk (``sync``) or will be within the flush interval (``async``), so now; without,
+    the last SAVE or BGSAVE, else the server's start."""
+    stats = conn.server.stats
+    if conn.server.config.durability != "none":
+        return int(time.time())
+    return int(stats.last_save_at or stats.started_at)
+
+
+def _saved(conn: Connection, error: BaseException | None) -> None:
+    stats = conn.server.stats
+    stats.last_save_ok = error is None
+    if error is None:
+        stats.saves += 1
+        stats.last_save_at = time.time()
+
+
+@command("save", 1, "admin", "noscript", keys=(0, 0, 0))
+def save(conn: Connection, args: list[bytes]) -> Any:
+    """Makes every acknowledged write durable (an fsync), then answers."""
+    engine = conn.db._engine
+
+    def sync() -> None:
+        try:
+            engine.sync()
+        except BaseException as e:
+            _saved(conn, e)
+            raise
+        _saved(conn, None)
+
+    return Offload(sync, lambda _: OK)
+
+
+@command("bgsave", -1, "admin", "noscript", keys=(0, 0, 0))
+def bgsave(conn: Connection, args: list[bytes]) -> Any:
+    """Starts making every acknowledged write durable (an fsync) and answers at once."""
+    if len(args) > 1 or (args and args[0].upper() != b"SCHEDULE"):
+        raise Reply("ERR syntax error")
+    server = conn.server
+    if server.stats.saving:
+        raise Reply("ERR Background save already in progress")
+    server.stats.saving = True
+
+    def finished(future: Any) -> None:
+        server.stats.saving = False
+        _saved(conn, future.exception())
+
+    server.in_thread(conn.db._engine.sync).add_done_callback(finished)
+    return SimpleString("Background saving started")
+
+
 @command("lastsave", 1, "fast", keys=(0, 0, 0))
 def lastsave(conn: Connection, args: list[bytes]) -> Any:
-    """Returns the time of the last save: every acknowledged write is on disk already
-    (with --durability sync), so now."""
-    return int(time.time())
+    """Returns the time of the last save (see ``last_save``)."""
+    return last_save(conn)
 
 
 @command("role", 1, "fast", keys=(0, 0, 0))

@@ -33,7 +33,7 @@ import engramdb
 from engramdb.observability.metrics import bucket_upper_ns
 from engramdb.protocol.resp import SimpleString, Verbatim
 from engramdb.server.commands import COMMANDS, Command, Reply, command
-from engramdb.server.handlers.admin import OK, REDIS_VERSION
+from engramdb.server.handlers.admin import OK, REDIS_VERSION, last_save
 from engramdb.server.handlers.pattern import compile_pattern
 from engramdb.server.handlers.subcommands import CONTAINERS, Container, Subcommand
 from engramdb.server.handlers.values import key_of, kind_of
@@ -218,16 +218,17 @@ def _persistence(conn: Connection) -> dict[str, Any]:
     server = conn.server
     durable = server.config.durability != "none"
     failed = bool(server.db.stats()["engine"].get("failed"))
+    stats = server.stats
     return {
         "loading": 0,
         "async_loading": 0,
         "rdb_changes_since_last_save": 0,
-        "rdb_bgsave_in_progress": 0,
-        "rdb_last_save_time": int(time.time()) if durable else int(server.stats.started_at),
-        "rdb_last_bgsave_status": "ok",
+        "rdb_bgsave_in_progress": int(stats.saving),  # SAVE and BGSAVE: an fsync (admin.py)
+        "rdb_last_save_time": last_save(conn),
+        "rdb_last_bgsave_status": "ok" if stats.last_save_ok else "err",
         "rdb_last_bgsave_time_sec": -1,
         "rdb_current_bgsave_time_sec": -1,
-        "rdb_saves": 0,
+        "rdb_saves": stats.saves,
         "aof_enabled": int(durable),
         "aof_rewrite_in_progress": 0,
         "aof_rewrite_scheduled": 0,
@@ -478,7 +479,7 @@ _GROUPS = {
 _CONNECTION = frozenset({"ping", "echo", "auth", "hello", "quit", "reset", "select", "client"})
 _DANGEROUS = frozenset(
     {"flushdb", "flushall", "keys", "info", "monitor", "config", "client", "slowlog",
-     "latency", "role", "lastsave", "debug", "engram.debug"}
+     "latency", "role", "lastsave", "save", "bgsave", "debug", "engram.debug"}
 )  # fmt: skip
 _REDIS_FLAGS = {"noauth": "no_auth"}
 _SHOWN_FLAGS = frozenset({"write", "readonly", "admin", "pubsub", "fast", "noauth", "noscript",

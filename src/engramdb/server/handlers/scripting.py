@@ -396,7 +396,7 @@ class ScriptEngine:
                     return 1, b"ERR This Redis command is not allowed from script"
                 reply = call(args)
                 if type(reply) is ErrorReply:
-                    return 1, reply.encode()
+                    return 1, reply.encode("utf-8", "surrogateescape")
                 # Lua running out of memory while Python builds a table hangs the Lua
                 # state (lupa): never let a reply be the allocation that hits the limit.
                 used = runtime.runtime.get_memory_used()
