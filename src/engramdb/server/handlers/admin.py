@@ -236,15 +236,20 @@ def save(conn: Connection, args: list[bytes]) -> Any:
     """Makes every acknowledged write durable (an fsync), then answers."""
     engine = conn.db._engine
 
-    def sync() -> None:
+    def sync() -> Exception | None:  # on a worker thread
         try:
             engine.sync()
-        except BaseException as e:
-            _saved(conn, e)
-            raise
-        _saved(conn, None)
+        except Exception as e:
+            return e
+        return None
 
-    return Offload(sync, lambda _: OK)
+    def then(error: Exception | None) -> Any:  # back on the loop, which owns the stats
+        _saved(conn, error)
+        if error is not None:
+            raise error
+        return OK
+
+    return Offload(sync, then)
 
 
 @command("bgsave", -1, "admin", "noscript", keys=(0, 0, 0))
