@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -54,6 +55,13 @@ def audit(target: str, report_dir: Path, *args: str) -> Ran:
     return Ran(done.returncode, done.stdout.decode(errors="replace"), report_dir)
 
 
+def _interruptible() -> None:
+    """In the child before exec: Ctrl-C as in a terminal. A shell without job control starts
+    background commands with SIGINT ignored, which Python then never turns into
+    KeyboardInterrupt (CI run as ``.ci/run &`` failed the Ctrl-C test that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(target: str, report_dir: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start the audit in the background, its output going to ``log``."""
     with log.open("wb") as out:
@@ -62,4 +70,5 @@ def start(target: str, report_dir: Path, log: Path, *args: str) -> subprocess.Po
             stdout=out,
             stderr=subprocess.STDOUT,
             env=environment(),
+            preexec_fn=_interruptible,
         )
