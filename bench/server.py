@@ -21,6 +21,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -229,17 +230,20 @@ class Bench:
                 self.bench(task, e, test, requests, p, repeat)
 
     def lpush_flat(self, endpoints: list[Endpoint]) -> None:
-        """At each length of one list, ``flat_requests`` timed LPUSHes (test ``lpush@LENGTH``)."""
+        """At each length of one list, ``repeats`` runs of ``flat_requests`` timed LPUSHes
+        (test ``lpush@LENGTH``; each run grows the list by that much)."""
         s = self.s
         lengths = sorted({0, *(n for n in (10_000, 100_000) if n < s.flat_items), s.flat_items})
-        task = self.progress.add_task("lpush-flat", total=len(lengths) * len(endpoints))
+        task = self.progress.add_task("lpush-flat", total=len(lengths) * len(endpoints) * s.repeats)
         for e in endpoints:
             e.flush()
             have = 0
             for length in lengths:
                 self.fill(e, length - have)
-                self.bench(task, e, "lpush", s.flat_requests)["test"] = f"lpush@{length}"
-                have = length + s.flat_requests
+                for repeat in range(s.repeats):
+                    run = self.bench(task, e, "lpush", s.flat_requests, repeat=repeat)
+                    run["test"] = f"lpush@{length}"
+                have = length + s.repeats * s.flat_requests
             e.flush()
 
     def latency_runs(self, redis_port: int, engram: EngramServer) -> None:
@@ -288,6 +292,22 @@ def find_run(runs: Sequence[Run], system: str, test: str, p: int = 1) -> Run | N
     if failed or not found:
         return failed[0] if failed else None
     return sorted(found, key=lambda r: r.get("rps") or 0.0)[len(found) // 2]
+
+
+def fmt_cpu(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
+
+
+def flat_lengths(runs: Sequence[Run]) -> list[int]:
+    return sorted({int(r["test"][6:]) for r in runs if r["test"][:6] == "lpush@"})
+
+
+def median_cpu_us(runs: Sequence[Run], system: str, test: str) -> float | None:
+    """The median over a test's repeats of the server's CPU per request (None: any failed)."""
+    found = [cpu_us(r) for r in runs if (r["system"], r["test"]) == (system, test)]
+    if not found or None in found:
+        return None
+    return statistics.median(x for x in found if x is not None)
 
 
 def cpu_us(r: Run | None) -> float | None:
@@ -388,8 +408,8 @@ def targets(b: Bench, report: Report) -> None:
               "durable SET, 50 conns: engramdb (sync) / Redis (appendfsync always)")  # fmt: skip
     rps_judge(DURABLE, WRITE_TESTS, 1.0, "durable writes, 50 conns, "
               "unpipelined: engramdb (sync) / Redis (always), every write test")  # fmt: skip
-    flat = sorted((int(r["test"][6:]), c) for r in runs if r["system"] == "engramdb"
-                  and r["test"][:6] == "lpush@" and (c := cpu_us(r)))  # fmt: skip
+    flat = sorted((length, c) for length in flat_lengths(runs)
+                  if (c := median_cpu_us(runs, "engramdb", f"lpush@{length}")))  # fmt: skip
     if len(flat) >= 2:
         judge("LPUSH server CPU per request on a long list / on an empty one (engramdb)", "—",
               "≤ 1.25x", lambda r: r <= 1.25, {"": flat[-1][1] / flat[0][1]},
@@ -452,12 +472,15 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
           f"values; the clients take turns in {s.rounds} slices. Latencies in µs; the last column "
           "is p99 / Redis's p99 (below 1 favours engramdb).")  # fmt: skip
     table("LPUSH as one list grows",
-          ["server", "list length", "rps", "avg ms", "CPU µs/req", "core use"],
-          [[SYSTEMS[r["system"]][0], f"{int(r['test'][6:]):,}", cells(r)[0], ms(r.get("avg_ms")),
-            *cells(r)[2:]] for r in runs if r["test"][:6] == "lpush@"], "lrrrrr",
-          text=f"At each length, `redis-benchmark -t lpush -c {s.clients} -n {s.flat_requests:,}` "
-          "onto one list (`mylist`), after untimed pipelined LPUSHes grew it to that length (up "
-          f"to {s.flat_items:,} items).")  # fmt: skip
+          ["server", "list length", "rps", "avg ms", "CPU µs/req (median)", "core use"],
+          [[SYSTEMS[x][0], f"{n:,}", cells(r)[0], ms(r.get("avg_ms")),
+            fmt_cpu(median_cpu_us(runs, x, f"lpush@{n}")), cells(r)[3]]
+           for x in FAST[::-1] for n in flat_lengths(runs)
+           if (r := find_run(runs, x, f"lpush@{n}"))], "lrrrrr",
+          text=f"At each length, {s.repeats} runs of `redis-benchmark -t lpush -c {s.clients} -n "
+          f"{s.flat_requests:,}` onto one list (`mylist`), after untimed pipelined LPUSHes grew it "
+          f"to that length (up to {s.flat_items:,} items); rps and latency of the median run by "
+          "rps.")  # fmt: skip
     table("Worker processes",
           ["server", "test", "-P", "rps", "p50 / p99 ms", "CPU µs/req", "core use",
            "redis-benchmark core use"],
