@@ -545,7 +545,7 @@ class Cluster:
             # Ours: its exit status says. Its command line reads empty for an instant while
             # setpriv execs etcd, which twice failed a loaded test run's start at once as
             # "etcd did not start" (and left that etcd running).
-            return bool(child.poll() is None)
+            return child.poll() is None
         return _process.matches(state.etcd_pid, str(self.directory / "etcd"))
 
     def _start_etcd(self, runtime: Runtime, state: _State) -> None:

@@ -491,9 +491,8 @@ class Server:
         On the loop a commit costs no thread handoff either way: 50 clients of durable SETs
         alone made about 33k SET/s against 28.6k on the thread (and 23-25 against 31 µs of
         server CPU per SET). But the loop then waits out the fsync, and so does every other
-        client:
-        GETs beside those 50 writers fell from 24k/s (p99 0.8 ms) on the thread to 6k/s
-        (p99 1.5 ms). So the loop commits only while it has served nothing but durable writes
+        client: GETs beside those 50 writers fell from 24k/s (p99 0.8 ms) on the thread to
+        6k/s (p99 1.5 ms). So the loop commits only while it has served nothing but durable writes
         for ``_WRITES_ONLY_FOR`` seconds, and while fsyncs are quick: a read, or a disk that
         stalls, sends commits back to the thread, where the loop keeps answering."""
         if self._last_took > _QUICK_COMMIT or not self._local:
