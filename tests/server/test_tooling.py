@@ -81,6 +81,18 @@ def test_info_has_redis_sections_and_standard_fields(
     assert isinstance(info["used_cpu_user"], float)
 
 
+def test_replicaof_no_one_is_a_primary_already_and_following_is_refused(
+    engram: redis.Redis,
+) -> None:
+    assert engram.replicaof("NO", "ONE") == b"OK"
+    assert engram.execute_command("SLAVEOF", "no", "one") is True  # redis-py parses it
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        engram.execute_command("REPLICAOF", "NO ONE")
+    with pytest.raises(redis.ResponseError, match="cluster engine"):
+        engram.replicaof("127.0.0.1", 6379)
+    assert engram.info("replication")["role"] == "master"
+
+
 def test_info_takes_sections_in_any_number_and_case(
     engramdb_server: PeerServed, engram: redis.Redis
 ) -> None:

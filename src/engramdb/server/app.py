@@ -52,6 +52,7 @@ from engramdb.server.scan_cursor import CursorTable
 from engramdb.server.settings import Settings
 from engramdb.server.structures import DATABASES, database_name
 from engramdb.server.tooling import Baseline, SlowLog
+from engramdb.server.tracking import Tracker
 from engramdb.storage.base import WriteFn
 
 __all__ = ["Server", "ServerStats", "run_server"]
@@ -177,6 +178,7 @@ class Server:
         self.settings: Settings = Settings()
         self.slowlog: SlowLog = SlowLog()
         self.notifier: Notifier = Notifier(self)
+        self.tracker: Tracker = Tracker(self)  # CLIENT TRACKING
         # Shared by the processes serving one data directory; a PostgreSQL database has no
         # directory here, so each front keeps its own (a cursor another front issued still
         # resumes, from its prefix).
@@ -314,6 +316,7 @@ class Server:
         if self._idle_task is not None:
             self._idle_task.cancel()
         self.notifier.close()
+        self.tracker.close()
         self.scan_cursors.close()
         if self.bus is not None:
             self.bus.close()
@@ -584,6 +587,8 @@ class Server:
         batch, self._loop_batch = self._loop_batch, []
         values, errors = self.db._commit.run_batch([item[0] for item in batch])
         self.inflight -= len(batch)  # ``Connection.complete`` of each, in one step
+        if self.tracker.clients:
+            self.tracker.catch_up()  # invalidations queued before the replies
         for (_, conn, slot, then), value, error in zip(batch, values, errors):
             conn.settle(slot, True, then, value, error)
 
@@ -633,6 +638,7 @@ class Server:
         self.scan_cursors.close()
         self.scan_cursors = CursorTable(self.config.data)
         self.notifier.rebase()
+        self.tracker.rebase()
         if self.bus is not None:  # its socket went with the directory
             self.bus.close()
             self.bus = Bus(self, self.config.data)

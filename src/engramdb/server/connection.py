@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from engramdb.server.app import Server
     from engramdb.server.handlers.transactions import Transaction
     from engramdb.server.pubsub import Subscriptions
+    from engramdb.server.tracking import Tracking
 
 __all__ = ["Connection"]
 
@@ -152,6 +153,7 @@ class Connection(asyncio.Protocol):
         self.watched: dict[Key, int] | None = None  # WATCHed keys and their generations
         # Pub/sub and tooling state (CLIENT LIST, MONITOR): see server/pubsub.py, tooling.py.
         self._subscriptions: Subscriptions | None = None
+        self._tracking: Tracking | None = None
         self.monitoring = False
         self.created = monotonic()
         self.last_command = "NULL"
@@ -180,8 +182,23 @@ class Connection(asyncio.Protocol):
         self._subscriptions = subscriptions
         self._refresh_plain()
 
+    @property
+    def tracking(self) -> Tracking | None:
+        """CLIENT TRACKING's options (None: off); see server/tracking.py."""
+        return self._tracking
+
+    @tracking.setter
+    def tracking(self, tracking: Tracking | None) -> None:
+        self._tracking = tracking
+        self._refresh_plain()
+
     def _refresh_plain(self) -> None:
-        self._plain = self.authenticated and self._multi is None and self._subscriptions is None
+        self._plain = (
+            self.authenticated
+            and self._multi is None
+            and self._subscriptions is None
+            and self._tracking is None
+        )
 
     # transport events --------------------------------------------------------------------
 
@@ -221,6 +238,8 @@ class Connection(asyncio.Protocol):
         self.server.blocked.forget(self)
         if self.subscriptions is not None:
             self.server.pubsub.drop(self)
+        if self._tracking is not None:
+            self.server.tracker.disable(self)
         if self.monitoring:
             self.server.monitors.pop(self, None)
 
@@ -517,6 +536,14 @@ class Connection(asyncio.Protocol):
         if self.server.monitors:
             tooling.feed_monitors(self, cmd, args)
         self.last_command = cmd.name if cmd.metric is None else cmd.metric(args)
+        tracking = self._tracking
+        if tracking is not None:
+            if "readonly" in cmd.flags and tracking.remembers():
+                self.server.tracker.remember(self, cmd, args)
+            if tracking.caching is not None and not (
+                cmd.name == "client" and len(args) > 1 and args[1].upper() == b"CACHING"
+            ):
+                tracking.caching = None  # CLIENT CACHING covers the one command after it
         if self._heavy(cmd, args):
             return self._run_off_loop(cmd, args)
         if self._pending_writes and not cmd.is_write(args):
@@ -560,6 +587,8 @@ class Connection(asyncio.Protocol):
                 plan = result.plan
                 if server.notifier.hinting:
                     plan = server.notifier.hinted(cmd, args, plan)
+                if self._tracking is not None and self._tracking.noloop:
+                    plan = server.tracker.noted(self, plan)
                 server.submit_write(plan, self, slot, result.then)
             else:
                 self._pending_other += 1
@@ -653,7 +682,10 @@ class Connection(asyncio.Protocol):
 
     def complete(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         """A write or offloaded read finished (called on the event loop)."""
-        self.server.inflight -= 1
+        server = self.server
+        server.inflight -= 1
+        if server.tracker.clients:
+            server.tracker.catch_up()  # invalidations queued before the reply
         self.settle(slot, is_write, then, value, error)
 
     def settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
@@ -950,6 +982,8 @@ class Connection(asyncio.Protocol):
         sub, psub, ssub = (
             (len(subs.channel), len(subs.pattern), len(subs.shard)) if subs else (0, 0, 0)
         )
+        tracking = self._tracking
+        redirect = -1 if tracking is None else tracking.redirect
         flags = "".join(
             flag
             for flag, on in (
@@ -959,6 +993,9 @@ class Connection(asyncio.Protocol):
                 ("b", self in self.server.blocked),
                 ("e", self.no_evict),
                 ("c", self._finish_after_reply or self._draining),
+                ("t", tracking is not None),
+                ("B", tracking is not None and tracking.bcast),
+                ("R", tracking is not None and tracking.broken),
             )
             if on
         )
@@ -981,7 +1018,7 @@ class Connection(asyncio.Protocol):
             f"multi={multi} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem="
             f"{self.multi.size if self.multi is not None else 0} rbs=0 rbp=0 obl={obl} "
             f"oll={len(self._out) + len(self._slots)} omem={omem} tot-mem={qbuf + omem} "
-            f"events=r cmd={self.last_command} user=default redir=-1 "
+            f"events=r cmd={self.last_command} user=default redir={redirect} "
             f"resp={3 if self.resp3 else 2} lib-name={lib_name} lib-ver={lib_ver} "
             f"pending={len(self._slots)}"
         )

@@ -181,6 +181,15 @@ def _set_maxclients(server: Server, text: str) -> Apply:
     return apply
 
 
+def _set_tracking_keys(server: Server, text: str) -> Apply:
+    value = _integer(text, 0, 1 << 40)
+
+    def apply() -> None:
+        server.tracker.resize(value)
+
+    return apply
+
+
 def _fixed(value: str) -> Parameter:
     return Parameter(lambda server: value)
 
@@ -198,6 +207,9 @@ PARAMETERS: dict[str, Parameter] = {
     "slowlog-max-len": Parameter(lambda server: str(server.slowlog.max_len), _set_slowlog_len),
     "client-output-buffer-limit": Parameter(_output_limits, _set_output_limits),
     "timeout": Parameter(_format_timeout, _set_timeout),
+    "tracking-table-max-keys": Parameter(
+        lambda server: str(server.tracker.max_keys), _set_tracking_keys
+    ),
     "maxclients": Parameter(lambda server: str(server.max_clients), _set_maxclients),
     # what this server is, fixed while it runs
     "port": Parameter(lambda server: str(server.port)),

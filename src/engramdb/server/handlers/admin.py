@@ -187,11 +187,12 @@ def select(conn: Connection, args: list[bytes]) -> Any:
 
 @command("reset", 1, "fast", "subscribed", keys=(0, 0, 0))
 def reset(conn: Connection, args: list[bytes]) -> Any:
-    """Resets the connection: no transaction, watches, subscriptions, MONITOR or name;
+    """Resets the connection: no transaction, watches, subscriptions, tracking, MONITOR or name;
     RESP2; and, when the server has a password, not authenticated."""
     conn.multi = None
     conn.watched = None
     conn.server.pubsub.drop(conn)
+    conn.server.tracker.disable(conn)
     conn.server.monitors.pop(conn, None)
     conn.monitoring = False
     conn.resp3 = False
@@ -280,6 +281,29 @@ def lastsave(conn: Connection, args: list[bytes]) -> Any:
 def role(conn: Connection, args: list[bytes]) -> Any:
     """Returns the replication role: always a primary with no replicas."""
     return [b"master", 0, []]
+
+
+@command("replicaof", 3, "admin", "noscript", keys=(0, 0, 0))
+def replicaof(conn: Connection, args: list[bytes]) -> Any:
+    """``REPLICAOF NO ONE``: this server is a primary already. Following another server is
+    refused: engramdb replicates through its cluster engine (PostgreSQL and Patroni, see
+    "Run it replicated"), not the Redis replication protocol."""
+    return _replicaof(args)
+
+
+@command("slaveof", 3, "admin", "noscript", keys=(0, 0, 0))
+def slaveof(conn: Connection, args: list[bytes]) -> Any:
+    """The old name of REPLICAOF."""
+    return _replicaof(args)
+
+
+def _replicaof(args: list[bytes]) -> Any:
+    if args[0].upper() == b"NO" and args[1].upper() == b"ONE":
+        return OK
+    raise Reply(
+        "ERR REPLICAOF is not supported: engramdb replicates through its cluster engine "
+        "(PostgreSQL with Patroni), not the Redis replication protocol"
+    )
 
 
 # CLIENT --------------------------------------------------------------------------------
@@ -496,20 +520,126 @@ def client_unpause(conn: Connection, args: list[bytes]) -> Any:
 @client_("getredir", 2, summary="Returns the client ID to which the connection's tracking "
          "notifications are redirected.")  # fmt: skip
 def client_getredir(conn: Connection, args: list[bytes]) -> Any:
-    return -1  # client-side caching (CLIENT TRACKING) is not offered
+    return -1 if conn.tracking is None else conn.tracking.redirect
 
 
 @client_("trackinginfo", 2, summary="Returns information about server-assisted client-side "
          "caching for the connection.")  # fmt: skip
 def client_trackinginfo(conn: Connection, args: list[bytes]) -> Any:
-    return {b"flags": [b"off"], b"redirect": -1, b"prefixes": []}
+    tracking = conn.tracking
+    if tracking is None:
+        return {b"flags": [b"off"], b"redirect": -1, b"prefixes": []}
+    return {
+        b"flags": tracking.flags(),
+        b"redirect": tracking.redirect,
+        b"prefixes": list(tracking.prefixes),
+    }
 
 
 @client_("tracking", -3, summary="Controls server-assisted client-side caching.")
 def client_tracking(conn: Connection, args: list[bytes]) -> Any:
-    if args[0].upper() == b"OFF" and len(args) == 1:
+    """CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP],
+    checked as Redis checks it (server/tracking.py has the rules)."""
+    from engramdb.server.tracking import Tracking
+
+    redirect = 0
+    prefixes: list[bytes] = []
+    options: set[bytes] = set()
+    i = 1
+    while i < len(args):
+        word = args[i].upper()
+        more = i + 1 < len(args)
+        if word == b"REDIRECT" and more:
+            if redirect:
+                raise Reply("ERR A client can only redirect to a single other client")
+            try:
+                redirect = int(args[i + 1])
+            except ValueError:
+                raise Reply("ERR value is not an integer or out of range") from None
+            if redirect != conn.id and not any(c.id == redirect for c in conn.server.connections):
+                raise Reply("ERR The client ID you want redirect to does not exist")
+            i += 2
+        elif word == b"PREFIX" and more:
+            prefixes.append(args[i + 1])
+            i += 2
+        elif word in (b"BCAST", b"OPTIN", b"OPTOUT", b"NOLOOP"):
+            options.add(word)
+            i += 1
+        else:
+            raise Reply("ERR syntax error")
+    mode = args[0].upper()
+    tracker = conn.server.tracker
+    if mode == b"OFF":
+        tracker.disable(conn)
         return OK
-    raise Reply("ERR client-side caching (CLIENT TRACKING) is not supported by engramdb")
+    if mode != b"ON":
+        raise Reply("ERR syntax error")
+    bcast = b"BCAST" in options
+    current = conn.tracking
+    if prefixes and not bcast:
+        raise Reply("ERR PREFIX option requires BCAST mode to be enabled")
+    if current is not None and current.bcast != bcast:
+        raise Reply(
+            "ERR You can't switch BCAST mode on/off before disabling tracking for this "
+            "client, and then re-enabling it with a different mode."
+        )
+    if bcast and options & {b"OPTIN", b"OPTOUT"}:
+        raise Reply("ERR OPTIN and OPTOUT are not compatible with BCAST")
+    if {b"OPTIN", b"OPTOUT"} <= options:
+        raise Reply("ERR You can't specify both OPTIN mode and OPTOUT mode")
+    if current is not None and (
+        (b"OPTIN" in options and current.optout) or (b"OPTOUT" in options and current.optin)
+    ):
+        raise Reply(
+            "ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this "
+            "client, and then re-enabling it with a different mode."
+        )
+    if bcast:
+        overlap = tracker.overlapping(prefixes, conn)
+        if overlap is not None:
+            raise Reply(overlap)
+    unique = tuple(prefixes)
+    if current is not None and bcast:  # ON again adds prefixes, as in Redis
+        unique = (*current.prefixes, *unique)
+    tracker.enable(
+        conn,
+        Tracking(
+            redirect=redirect,
+            bcast=bcast,
+            prefixes=unique,
+            optin=b"OPTIN" in options,
+            optout=b"OPTOUT" in options,
+            noloop=b"NOLOOP" in options,
+        ),
+    )
+    return OK
+
+
+@client_("caching", 3, summary="Instructs the server whether to track the keys in the next "
+         "request.")  # fmt: skip
+def client_caching(conn: Connection, args: list[bytes]) -> Any:
+    tracking = conn.tracking
+    if tracking is None:
+        raise Reply(
+            "ERR CLIENT CACHING can be called only when the client is in tracking mode with "
+            "OPTIN or OPTOUT mode enabled"
+        )
+    option = args[0].upper()
+    if option == b"YES":
+        if not tracking.optin:
+            raise Reply(
+                "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode."
+            )
+        tracking.caching = True
+    elif option == b"NO":
+        if not tracking.optout:
+            raise Reply(
+                "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode."
+            )
+        tracking.caching = False
+    else:
+        raise Reply("ERR syntax error")
+    return OK
 
 
 @client_("unblock", -3, "admin", summary="Unblocks a client blocked by a blocking command.")
@@ -606,6 +736,9 @@ def _flush(conn: Connection, args: list[bytes], every_set: bool) -> Offload:
             reclaimer.nudge()
         return removed
 
+    # Every tracking client drops its whole cache now, before the wipe: a key it reads
+    # meanwhile is remembered again, and its deletion is sent as usual.
+    conn.server.tracker.flushed()
     return Offload(wipe, lambda _: OK)
 
 

@@ -1,0 +1,377 @@
+"""Server-assisted client-side caching: ``CLIENT TRACKING`` and its invalidation messages.
+
+A client that caches what it reads asks the server to tell it when a cached key changes.
+
+Rules (Redis 7's, except where said):
+- Default mode: the server remembers the keys each tracking client reads (the keys of its
+  read-only commands, noted before the command runs), and when such a key changes it sends
+  that client an invalidation for it and forgets it; reading the key again tracks it again.
+  ``OPTIN``: only the command right after ``CLIENT CACHING yes`` is remembered; ``OPTOUT``:
+  every command but the one right after ``CLIENT CACHING no``. ``BCAST``: nothing is
+  remembered; every change to a key under one of the client's prefixes (any key, without
+  ``PREFIX``) is sent. ``NOLOOP``: not for changes the client made itself.
+- The source is the change log, as for keyspace notifications: a key changed by another
+  worker, another process or the embedded API is invalidated too, and so is one that
+  expired or was flushed. This process's own commits are read from the log right after they
+  commit, before their replies are queued: once a write's reply is out, the invalidations it
+  causes are queued on every tracking connection of this process, ahead of any later reply
+  there. Changes made elsewhere are picked up within ``POLL_SECONDS``.
+- Messages: the RESP3 push ``invalidate [key ...]`` on the tracking connection, or on its
+  ``REDIRECT`` target: as a push if that target speaks RESP3, else as a message of the
+  ``__redis__:invalidate`` channel while the target is subscribed (to anything, as Redis
+  checks). A target that went away: RESP3 clients get ``tracking-redir-broken <id>``.
+  FLUSHDB and FLUSHALL send every tracking client a null invalidation (drop everything), as
+  does a gap in the log (changes trimmed before they were read): anything may have changed.
+- Bounded: at most ``tracking-table-max-keys`` remembered keys (0: no bound); past it the
+  oldest are invalidated and forgotten, as Redis does (it picks them at random).
+- Keys are tracked by name in every database at once, as in Redis.
+- Differences: the reads of a MULTI/EXEC or a script are not remembered (Redis remembers
+  them), so a client should cache only plain reads (redis-py's cache does). Tracking is per
+  worker process with ``--workers``: a ``REDIRECT`` target must be served by the same worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from engramdb.errors import ChangeLogTruncated, EngramError
+from engramdb.server.handlers.values import key_bytes
+from engramdb.server.notify import redis_database
+
+if TYPE_CHECKING:
+    from engramdb.server.app import Server
+    from engramdb.server.commands import Command
+    from engramdb.server.connection import Connection
+    from engramdb.storage.base import WriteFn, WriteTxn
+
+__all__ = ["Tracker", "Tracking", "tracked_keys"]
+
+log = logging.getLogger("engramdb.server")
+
+POLL_SECONDS = 0.01
+BATCH = 1024  # changes read per log read
+MAX_KEYS = 1_000_000  # tracking-table-max-keys' default, as in Redis
+_MAX_WRITERS = 100_000  # NOLOOP notes (sequence -> client) not yet read back
+Message = tuple[int, "list[bytes] | None"]  # (client id, keys; None: every key)
+_INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n"
+_MESSAGE = b"*3\r\n$7\r\nmessage\r\n$20\r\n__redis__:invalidate\r\n"
+# Read commands whose keys follow a count (``ZUNION 2 a b``): the count's position.
+_NUMKEYS = {"sintercard": 1, "zdiff": 1, "zinter": 1, "zintercard": 1, "zunion": 1}
+
+
+class Tracking:
+    """One connection's ``CLIENT TRACKING ON`` options."""
+
+    __slots__ = ("bcast", "broken", "caching", "noloop", "optin", "optout", "prefixes",
+                 "redirect")  # fmt: skip
+
+    def __init__(
+        self,
+        redirect: int = 0,
+        bcast: bool = False,
+        prefixes: tuple[bytes, ...] = (),
+        optin: bool = False,
+        optout: bool = False,
+        noloop: bool = False,
+    ) -> None:
+        self.redirect = redirect  # client id; 0: none
+        self.bcast = bcast
+        self.prefixes = prefixes
+        self.optin = optin
+        self.optout = optout
+        self.noloop = noloop
+        self.caching: bool | None = None  # CLIENT CACHING yes/no, for the next command
+        self.broken = False  # the redirect target went away
+
+    def flags(self) -> list[bytes]:
+        """CLIENT TRACKINGINFO's flags."""
+        names = [b"on"]
+        for name, on in (
+            (b"bcast", self.bcast),
+            (b"optin", self.optin),
+            (b"optout", self.optout),
+            (b"caching-yes", self.caching is True),
+            (b"caching-no", self.caching is False),
+            (b"noloop", self.noloop),
+            (b"broken_redirect", self.broken),
+        ):
+            if on:
+                names.append(name)
+        return names
+
+    def remembers(self) -> bool:
+        """Whether the command about to run has its keys remembered."""
+        if self.bcast:
+            return False
+        if self.optin:
+            return self.caching is True
+        return not (self.optout and self.caching is False)
+
+
+def tracked_keys(cmd: Command, args: list[bytes]) -> list[bytes]:
+    """The keys a read-only command reads (``args`` with the command name first)."""
+    at = _NUMKEYS.get(cmd.name)
+    if at is not None:
+        try:
+            count = int(args[at])
+        except (ValueError, IndexError):
+            return []
+        return args[at + 1 : at + 1 + count] if count > 0 else []
+    if cmd.first_key <= 0:
+        return []
+    last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
+    return args[cmd.first_key : last + 1 : max(1, cmd.step)]
+
+
+class Tracker:
+    """The tracking table and invalidation tail of one server process."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.clients: dict[int, Connection] = {}  # tracking connections by id
+        self.keys: dict[bytes, set[int]] = {}  # remembered key -> client ids (oldest first)
+        self.prefixes: dict[bytes, set[int]] = {}  # BCAST prefix -> client ids
+        self.max_keys: int = MAX_KEYS
+        self.invalidations = 0  # messages sent
+        self._writers: dict[int, int] = {}  # sequence -> id of a NOLOOP client that wrote it
+        self._position = 0
+        self._task: asyncio.Task[None] | None = None
+        self._trim_scheduled = False
+
+    # clients ---------------------------------------------------------------------------
+
+    def enable(self, conn: Connection, tracking: Tracking) -> None:
+        if not self.clients:
+            self._position = self.server.db.last_sequence()
+            self._task = asyncio.get_running_loop().create_task(self._poll())
+        self._drop_prefixes(conn)
+        conn.tracking = tracking
+        self.clients[conn.id] = conn
+        if tracking.bcast:
+            for prefix in tracking.prefixes or (b"",):
+                self.prefixes.setdefault(prefix, set()).add(conn.id)
+
+    def disable(self, conn: Connection) -> None:
+        if conn.tracking is None:
+            return
+        self._drop_prefixes(conn)
+        conn.tracking = None
+        self.clients.pop(conn.id, None)
+        if not self.clients:
+            self.close()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self.keys.clear()
+        self.prefixes.clear()
+        self._writers.clear()
+
+    def rebase(self) -> None:
+        """The database was replaced (``--testing`` reset): every cache is wrong."""
+        self._position = self.server.db.last_sequence()
+        self._flush_all()
+
+    def _drop_prefixes(self, conn: Connection) -> None:
+        tracking = conn.tracking
+        if tracking is None or not tracking.bcast:
+            return
+        for prefix in tracking.prefixes or (b"",):
+            ids = self.prefixes.get(prefix)
+            if ids is not None:
+                ids.discard(conn.id)
+                if not ids:
+                    del self.prefixes[prefix]
+
+    def overlapping(self, prefixes: list[bytes], conn: Connection) -> str | None:
+        """Redis's check that a client's BCAST prefixes do not nest (or repeat): the
+        error, or None."""
+        mine = conn.tracking.prefixes if conn.tracking is not None else ()
+        for i, prefix in enumerate(prefixes):
+            for other in mine:
+                if other.startswith(prefix) or prefix.startswith(other):
+                    return _overlap(prefix, "an existing", other)
+            for other in prefixes[i + 1 :]:
+                if other.startswith(prefix) or prefix.startswith(other):
+                    return _overlap(prefix, "another provided", other)
+        return None
+
+    # reads and writes ------------------------------------------------------------------
+
+    def remember(self, conn: Connection, cmd: Command, args: list[bytes]) -> None:
+        """A tracking client is about to read: note its keys (before the read, so a change
+        committed after the read is taken is always sent)."""
+        keys = self.keys
+        for key in tracked_keys(cmd, args):
+            ids = keys.get(key)
+            if ids is None:
+                keys[key] = {conn.id}
+            else:
+                ids.add(conn.id)
+        if self.max_keys and len(keys) > self.max_keys and not self._trim_scheduled:
+            # After this command's reply is queued: an invalidation ahead of it would be
+            # followed by the value, which the client would then cache, untracked.
+            self._trim_scheduled = True
+            asyncio.get_running_loop().call_soon(self._trim)
+
+    def _trim(self) -> None:
+        self._trim_scheduled = False
+        if self.max_keys and len(self.keys) > self.max_keys:
+            self._evict(len(self.keys) - self.max_keys)
+
+    def resize(self, max_keys: int) -> None:
+        """CONFIG SET tracking-table-max-keys: keys past the new bound go at once."""
+        self.max_keys = max_keys
+        if max_keys and len(self.keys) > max_keys:
+            self._evict(len(self.keys) - max_keys)
+
+    def _evict(self, count: int) -> None:
+        messages: list[Message] = []
+        for key in list(self.keys)[:count]:
+            messages.extend((client, [key]) for client in self.keys.pop(key))
+        self._send(messages)
+
+    def noted(self, conn: Connection, plan: WriteFn) -> WriteFn:
+        """``plan``, noting the changes it logs as ``conn``'s (NOLOOP)."""
+        writers = self._writers
+
+        def run(txn: WriteTxn) -> Any:
+            first = txn.next_sequence()
+            result = plan(txn)
+            for sequence in range(first, txn.next_sequence()):
+                writers[sequence] = conn.id
+            while len(writers) > _MAX_WRITERS:
+                del writers[next(iter(writers))]
+            return result
+
+        return run
+
+    def flushed(self) -> None:
+        """FLUSHDB or FLUSHALL ran: every tracking client drops everything."""
+        if not self.clients:
+            return
+        self.catch_up()
+        self._flush_all()
+
+    def _flush_all(self) -> None:
+        self.keys.clear()
+        self._send([(client, None) for client in self.clients])
+
+    # the tail --------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Send the invalidations of every change committed since the last look (on the
+        loop: called after each of this process's commits, before its replies)."""
+        db = self.server.db
+        default_set = self.server.config.default_set
+        for _ in range(64):  # bounded per call; the poll goes on with the rest
+            try:
+                changes = db.changes(self._position, limit=BATCH)
+            except ChangeLogTruncated as e:
+                log.warning("client tracking missed changes (log trimmed): flushing caches")
+                self._position = e.first_sequence - 1
+                self._writers.clear()
+                self._flush_all()
+                continue
+            except EngramError as e:
+                log.warning("client tracking paused: %s", e)
+                return
+            if not changes:
+                return
+            self._position = changes[-1].sequence
+            # As Redis: a remembered key is one message per key and client, at once; BCAST
+            # is one message per prefix and client, its keys sorted, after them.
+            messages: list[Message] = []
+            broadcast: dict[tuple[bytes, int], set[bytes]] = {}
+            keys, prefixes, writers = self.keys, self.prefixes, self._writers
+            for change in changes:
+                if redis_database(default_set, change.set_name) is None:
+                    continue
+                key = key_bytes(change.key)
+                writer = writers.pop(change.sequence, 0) if writers else 0
+                ids = keys.pop(key, None)
+                if ids:
+                    for client in ids:
+                        if client != writer or not self._noloop(client):
+                            messages.append((client, [key]))
+                if prefixes:
+                    for prefix, subscribers in prefixes.items():
+                        if key.startswith(prefix):
+                            for client in subscribers:
+                                if client != writer or not self._noloop(client):
+                                    broadcast.setdefault((prefix, client), set()).add(key)
+            for prefix_client in sorted(broadcast):
+                messages.append((prefix_client[1], sorted(broadcast[prefix_client])))
+            if messages:
+                self._send(messages)
+            if len(changes) < BATCH:
+                return
+
+    def _noloop(self, client: int) -> bool:
+        conn = self.clients.get(client)
+        return conn is not None and conn.tracking is not None and conn.tracking.noloop
+
+    async def _poll(self) -> None:
+        """Changes made outside this process (other workers, other processes)."""
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(Exception):  # logged in catch_up; never stop the tail
+                self.catch_up()
+
+    def _send(self, messages: list[Message]) -> None:
+        """Each (client, keys) as one invalidation: those keys, or None for everything.
+
+        Queued behind any reply still pending on the connection, as Redis queues a client's
+        own invalidations behind its reply: a value read before the change, arriving after
+        the invalidation, would be cached and never invalidated (its key is forgotten)."""
+        by_id: dict[int, Connection] | None = None
+        for client, keys in messages:
+            conn = self.clients.get(client)
+            tracking = None if conn is None else conn.tracking
+            if conn is None or tracking is None:
+                continue  # stopped tracking since it read the key
+            if keys is None:
+                payload = b"_\r\n" if conn.resp3 else b"$-1\r\n"
+            else:
+                payload = b"*%d\r\n" % len(keys) + b"".join(
+                    b"$%d\r\n%s\r\n" % (len(key), key) for key in keys
+                )
+            target = conn
+            if tracking.redirect and tracking.redirect != conn.id:
+                if by_id is None:
+                    by_id = {c.id: c for c in self.server.connections}
+                found = by_id.get(tracking.redirect)
+                if found is None or found._closing:
+                    if not tracking.broken:
+                        tracking.broken = True
+                        if conn.resp3:
+                            conn.push(b">2\r\n$21\r\ntracking-redir-broken\r\n:%d\r\n"
+                                      % tracking.redirect)  # fmt: skip
+                    continue
+                target = found
+            if keys is None and target is not conn:
+                payload = b"_\r\n" if target.resp3 else b"$-1\r\n"
+            if target.resp3:
+                self.invalidations += 1
+                target.push(_INVALIDATE + payload)
+            elif tracking.redirect and target.subscriptions is not None:
+                self.invalidations += 1
+                target.push(_MESSAGE + payload)
+            # else RESP2 without a subscribed redirect target: there is no way to tell it
+
+    # introspection ---------------------------------------------------------------------
+
+    def items(self) -> int:
+        """INFO's tracking_total_items: (key, client) pairs remembered."""
+        return sum(len(ids) for ids in self.keys.values())
+
+
+def _overlap(prefix: bytes, which: str, other: bytes) -> str:
+    return (
+        f"ERR Prefix '{prefix.decode(errors='replace')}' overlaps with {which} prefix "
+        f"'{other.decode(errors='replace')}'. Prefixes for a single client must not overlap."
+    )

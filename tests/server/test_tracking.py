@@ -1,0 +1,245 @@
+"""CLIENT TRACKING (server-assisted client-side caching) of ``engramdb serve``, on real
+sockets, reply for reply against ``redis-server`` where one is installed.
+
+Invalidations come from the change log, so they are also checked for writes made by another
+process through the embedded API, and for a write acknowledged to one client: by the time
+its reply is read, the tracking connection has the invalidation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+import engramdb
+from engramdb.protocol.resp import encode_command
+from tests.server.conftest import Served as PeerServed
+from tests.server_faults.conftest import Raw, ServeFactory, serve
+
+__all__ = ["serve"]
+
+WAIT = 10.0
+
+
+class Session:
+    """Named raw connections to one server; ``run`` sends a command and returns the next
+    ``frames`` frames that connection receives (replies and pushes, in order)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conns: dict[str, Raw] = {}
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.conns.values():
+            conn.close()
+
+    def run(self, who: str, *command: bytes | str, frames: int = 1) -> list[Any]:
+        conn = self.conns.get(who)
+        if conn is None:
+            conn = self.conns[who] = Raw(("127.0.0.1", self.port), WAIT)
+        conn.send(encode_command(*command))
+        return conn.replies(frames)
+
+    def read(self, who: str, frames: int) -> list[Any]:
+        """Frames that arrive without a command (pushes)."""
+        return self.conns[who].replies(frames)
+
+
+def _script(port: int) -> list[Any]:
+    """Tracking in every mode, as a client sees it: T tracks, W writes."""
+    out: list[Any] = []
+    with Session(port) as s:
+        s.run("W", "FLUSHALL")
+        s.run("T", "HELLO", "3")  # each server's own id and version: not compared
+        out += s.run("T", "CLIENT", "TRACKING", "ON")
+        out += s.run("T", "GET", "a")
+        out += s.run("W", "SET", "a", "1")
+        out += s.read("T", 1)  # the key T read changed
+        out += s.run("W", "SET", "a", "2")
+        out += s.run("T", "PING")  # nothing before the PONG: a key is sent once, then forgotten
+        out += s.run("T", "MGET", "a", "b")
+        out += s.run("W", "MSET", "a", "3", "b", "4")
+        out += s.read("T", 2)  # one message per key
+        out += s.run("T", "HGET", "h", "f")
+        out += s.run("W", "HSET", "h", "f", "v")
+        out += s.read("T", 1)
+        out += s.run("T", "LRANGE", "l", "0", "-1")
+        out += s.run("W", "RPUSH", "l", "x")
+        out += s.read("T", 1)
+        out += s.run("T", "GET", "a")
+        out += s.run("T", "SET", "a", "5", frames=2)  # its own write: after the reply
+        out += s.run("T", "CLIENT", "TRACKING", "ON", "NOLOOP")
+        out += s.run("T", "GET", "a")
+        out += s.run("T", "SET", "a", "6")  # NOLOOP: not for its own writes
+        out += s.run("T", "PING")
+        out += s.run("T", "GET", "c")
+        out += s.run("W", "FLUSHALL")
+        out += s.read("T", 1)  # a flush: drop everything (null)
+        out += s.run("T", "CLIENT", "TRACKINGINFO")
+        out += s.run("T", "CLIENT", "GETREDIR")
+        out += s.run("T", "CLIENT", "TRACKING", "OFF")
+        out += s.run("T", "GET", "a")
+        out += s.run("W", "SET", "a", "7")
+        out += s.run("T", "PING")
+        out += s.run("T", "CLIENT", "GETREDIR")
+
+        # BCAST: every key under a prefix, nothing remembered
+        s.run("B", "HELLO", "3")
+        out += s.run("B", "CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", "p:", "PREFIX", "q:")
+        out += s.run("W", "MSET", "p:2", "x", "q:1", "y", "z", "1", "p:1", "x")
+        out += s.read("B", 2)  # per prefix, its keys sorted
+        out += s.run("W", "SET", "z", "2")
+        out += s.run("B", "PING")
+        out += s.run("B", "CLIENT", "TRACKINGINFO")
+
+        # OPTIN: only the read after CLIENT CACHING yes
+        s.run("O", "HELLO", "3")
+        out += s.run("O", "CLIENT", "TRACKING", "ON", "OPTIN")
+        out += s.run("O", "GET", "o1")
+        out += s.run("O", "CLIENT", "CACHING", "YES")
+        out += s.run("O", "GET", "o2")
+        out += s.run("O", "GET", "o3")
+        out += s.run("W", "MSET", "o1", "1", "o2", "2", "o3", "3")
+        out += s.read("O", 1)
+        out += s.run("O", "PING")
+
+        # RESP2: through a REDIRECT to a subscribed connection
+        out += s.run("R", "SUBSCRIBE", "__redis__:invalidate")
+        (redirect,) = s.run("R2", "CLIENT", "ID")
+        s.conns["R2"].close()
+        del s.conns["R2"]
+        (target,) = s.run("I", "CLIENT", "ID")
+        s.conns["I"].close()
+        del s.conns["I"]
+        out += [redirect > 0, target > 0]
+        (target,) = s.run("X", "CLIENT", "ID")
+        s.run("R", "UNSUBSCRIBE")
+        s.run("X", "SUBSCRIBE", "__redis__:invalidate")
+        out += s.run("T2", "CLIENT", "TRACKING", "ON", "REDIRECT", str(target))
+        out += s.run("T2", "GET", "r")
+        out += s.run("W", "SET", "r", "1")
+        out += s.read("X", 1)
+        out += s.run("T2", "CLIENT", "TRACKING", "ON", "REDIRECT", str(redirect))  # gone
+
+        # errors
+        (own,) = s.run("E", "CLIENT", "ID")
+        for args in (
+            ("ON", "REDIRECT", "999999999"),
+            ("ON", "REDIRECT", str(own), "REDIRECT", str(own)),
+            ("ON", "PREFIX", "x"),
+            ("ON", "OPTIN", "OPTOUT"),
+            ("ON", "BCAST", "OPTIN"),
+            ("ON", "BCAST", "PREFIX", "ab", "PREFIX", "a"),
+            ("ON", "BCAST", "PREFIX", "a", "PREFIX", "a"),
+            ("ON", "BOGUS"),
+            ("MAYBE",),
+        ):
+            out += s.run("E", "CLIENT", "TRACKING", *args)
+        out += s.run("E", "CLIENT", "CACHING", "YES")
+        out += s.run("B", "CLIENT", "TRACKING", "ON")  # BCAST off without OFF first
+        out += s.run("O", "CLIENT", "CACHING", "NO")
+        out += s.run("O", "CLIENT", "TRACKING", "ON", "OPTOUT")
+    return [repr(frame) for frame in out]
+
+
+def test_tracking_answers_and_invalidates_as_redis(
+    engramdb_server: PeerServed, redis_server: PeerServed
+) -> None:
+    ours = _script(engramdb_server.port)
+    theirs = _script(redis_server.port)
+    assert ours == theirs
+
+
+def test_invalidations_are_sent(engramdb_server: PeerServed) -> None:
+    """Without a Redis to compare with: the script's invalidations are there at all."""
+    got = _script(engramdb_server.port)
+    assert "[b'invalidate', [b'a']]" in got
+    assert "[b'invalidate', [b'p:1', b'p:2']]" in got
+    assert "[b'invalidate', None]" in got
+    assert "[b'message', b'__redis__:invalidate', [b'r']]" in got
+
+
+def _tracking(port: int) -> tuple[Raw, list[Any]]:
+    conn = Raw(("127.0.0.1", port), WAIT)
+    conn.send(encode_command("HELLO", "3"))
+    conn.replies(1)
+    conn.send(encode_command("CLIENT", "TRACKING", "ON"))
+    return conn, conn.replies(1)
+
+
+def test_writes_by_another_process_are_invalidated(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    conn, ok = _tracking(server.port)
+    assert ok == [b"OK"]
+    conn.send(encode_command("MGET", "from-python", "profile", "untouched"))
+    conn.replies(1)
+    with engramdb.open(server.data, durability="none") as db:
+        db.records("default").put("from-python", {"$string": b"v"})
+        db.records("elsewhere").put("profile", {"x": 1})  # not a Redis database
+        db.records("default.1").put("profile", {"name": "Ada"})  # database 1: same name
+    assert conn.replies(2) == [[b"invalidate", [b"from-python"]], [b"invalidate", [b"profile"]]]
+    conn.send(encode_command("PING"))
+    assert conn.replies(1) == [b"PONG"]
+    conn.close()
+
+
+def test_the_table_of_remembered_keys_is_bounded(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    admin = redis.Redis(port=server.port)
+    admin.config_set("tracking-table-max-keys", "3")
+    conn, _ = _tracking(server.port)
+    conn.send(encode_command("MGET", "k1", "k2", "k3", "k4", "k5"))
+    # Past the bound the oldest keys are invalidated (and forgotten) at once, after the
+    # reply (before it, the client would cache the values it was just told to drop).
+    assert conn.replies(3) == [
+        [None, None, None, None, None],
+        [b"invalidate", [b"k1"]],
+        [b"invalidate", [b"k2"]],
+    ]
+    stats = admin.info("stats")
+    assert stats["tracking_total_keys"] == 3
+    assert admin.info("clients")["tracking_clients"] == 1
+    admin.set("k1", "x")  # forgotten: nothing sent
+    admin.set("k5", "x")
+    assert conn.replies(1) == [[b"invalidate", [b"k5"]]]
+    assert sorted(c["flags"] for c in admin.client_list()) == ["N", "t"]
+    conn.close()
+    admin.close()
+
+
+def test_closing_the_tracking_connection_forgets_it(serve: ServeFactory) -> None:
+    server = serve("--durability", "none")
+    admin = redis.Redis(port=server.port)
+    conn, _ = _tracking(server.port)
+    conn.send(encode_command("GET", "gone"))
+    conn.replies(1)
+    conn.close()
+    admin.set("gone", "1")  # sent to nobody, and nothing breaks
+    assert admin.ping()
+    info = admin.info()
+    assert info["tracking_clients"] == 0
+    assert info["tracking_total_keys"] == 0
+    admin.close()
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_every_write_to_a_read_key_is_invalidated_in_either_commit_path(
+    serve: ServeFactory, durability: str
+) -> None:
+    """The group commit on the committer thread (sync) and on the loop (async)."""
+    server = serve("--durability", durability)
+    reader, _ = _tracking(server.port)
+    writer = redis.Redis(port=server.port)
+    for i in range(20):
+        key = f"k{i % 3}"
+        reader.send(encode_command("GET", key))
+        reader.replies(1)
+        writer.set(key, str(i))
+        assert reader.replies(1) == [[b"invalidate", [key.encode()]]]
+    reader.close()
+    writer.close()
