@@ -243,3 +243,39 @@ def test_every_write_to_a_read_key_is_invalidated_in_either_commit_path(
         assert reader.replies(1) == [[b"invalidate", [key.encode()]]]
     reader.close()
     writer.close()
+
+
+def test_a_client_cannot_make_tracking_cost_without_bound(serve: ServeFactory) -> None:
+    """Prefixes are capped per client and matched by prefix length, overlaps are found in
+    O(n log n), and a name no key can have is not remembered."""
+    server = serve("--durability", "none")
+    admin = redis.Redis(port=server.port)
+    conn = Raw(("127.0.0.1", server.port), WAIT)
+    conn.send(encode_command("HELLO", "3"))
+    conn.replies(1)
+    many = [f"p{i:05}:" for i in range(5_000)]
+    nested = [*many, "p04999:x"]  # nests the last one: found past the pairwise check
+    flags = [word for prefix in nested for word in ("PREFIX", prefix)]
+    conn.send(encode_command("CLIENT", "TRACKING", "ON", "BCAST", *flags))
+    (error,) = conn.replies(1)
+    assert "overlaps with another provided prefix" in str(error)
+    assert "p04999:" in str(error)
+    too_many = [word for i in range(10_001) for word in ("PREFIX", f"q{i:05}:")]
+    conn.send(encode_command("CLIENT", "TRACKING", "ON", "BCAST", *too_many))
+    assert "at most 10000 prefixes" in str(conn.replies(1)[0])
+    flags = [word for prefix in many for word in ("PREFIX", prefix)]
+    conn.send(encode_command("CLIENT", "TRACKING", "ON", "BCAST", *flags))
+    assert conn.replies(1) == [b"OK"]
+    admin.mset({"p04321:a": "1", "elsewhere": "2"})
+    assert conn.replies(1) == [[b"invalidate", [b"p04321:a"]]]
+    assert admin.info("stats")["tracking_total_prefixes"] == 5_000
+    conn.close()
+
+    reader, _ = _tracking(server.port)
+    reader.send(encode_command("GET", "k" * 5_000))  # longer than any key can be
+    assert "TOOBIG" in str(reader.replies(1)[0])
+    reader.send(encode_command("GET", "short"))
+    reader.replies(1)
+    assert admin.info("stats")["tracking_total_keys"] == 1
+    reader.close()
+    admin.close()

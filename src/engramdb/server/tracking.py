@@ -23,7 +23,10 @@ Rules (Redis 7's, except where said):
   FLUSHDB and FLUSHALL send every tracking client a null invalidation (drop everything), as
   does a gap in the log (changes trimmed before they were read): anything may have changed.
 - Bounded: at most ``tracking-table-max-keys`` remembered keys (0: no bound); past it the
-  oldest are invalidated and forgotten, as Redis does (it picks them at random).
+  oldest are invalidated and forgotten, as Redis does (it picks them at random). A name
+  longer than any key can be (``Limits.max_key_bytes``) is not remembered. A client has at
+  most ``MAX_PREFIXES`` BCAST prefixes; a change is matched against them by one dict lookup
+  per distinct prefix length, not one test per prefix (Redis walks a radix tree).
 - Keys are tracked by name in every database at once, as in Redis.
 - Differences: the reads of a MULTI/EXEC or a script are not remembered (Redis remembers
   them), so a client should cache only plain reads (redis-py's cache does). Tracking is per
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +58,8 @@ log = logging.getLogger("engramdb.server")
 POLL_SECONDS = 0.01
 BATCH = 1024  # changes read per log read
 MAX_KEYS = 1_000_000  # tracking-table-max-keys' default, as in Redis
+MAX_PREFIXES = 10_000  # BCAST prefixes per client
+_EXACT_CHECK = 64  # prefixes checked pairwise in Redis's order (its exact error); more: sorted
 _MAX_WRITERS = 100_000  # NOLOOP notes (sequence -> client) not yet read back
 Message = tuple[int, "list[bytes] | None"]  # (client id, keys; None: every key)
 _INVALIDATE = b">2\r\n$10\r\ninvalidate\r\n"
@@ -134,6 +140,7 @@ class Tracker:
         self.clients: dict[int, Connection] = {}  # tracking connections by id
         self.keys: dict[bytes, set[int]] = {}  # remembered key -> client ids (oldest first)
         self.prefixes: dict[bytes, set[int]] = {}  # BCAST prefix -> client ids
+        self._lengths: dict[int, int] = {}  # BCAST prefix length -> prefixes that long
         self.max_keys: int = MAX_KEYS
         self.invalidations = 0  # messages sent
         self._writers: dict[int, int] = {}  # sequence -> id of a NOLOOP client that wrote it
@@ -152,7 +159,11 @@ class Tracker:
         self.clients[conn.id] = conn
         if tracking.bcast:
             for prefix in tracking.prefixes or (b"",):
-                self.prefixes.setdefault(prefix, set()).add(conn.id)
+                ids = self.prefixes.get(prefix)
+                if ids is None:
+                    ids = self.prefixes[prefix] = set()
+                    self._lengths[len(prefix)] = self._lengths.get(len(prefix), 0) + 1
+                ids.add(conn.id)
 
     def disable(self, conn: Connection) -> None:
         if conn.tracking is None:
@@ -169,6 +180,7 @@ class Tracker:
             self._task = None
         self.keys.clear()
         self.prefixes.clear()
+        self._lengths.clear()
         self._writers.clear()
 
     def rebase(self) -> None:
@@ -186,18 +198,32 @@ class Tracker:
                 ids.discard(conn.id)
                 if not ids:
                     del self.prefixes[prefix]
+                    left = self._lengths.pop(len(prefix)) - 1
+                    if left:
+                        self._lengths[len(prefix)] = left
 
     def overlapping(self, prefixes: list[bytes], conn: Connection) -> str | None:
-        """Redis's check that a client's BCAST prefixes do not nest (or repeat): the
-        error, or None."""
+        """Redis's checks of a client's BCAST prefixes: at most ``MAX_PREFIXES``, none
+        nesting another (or repeating it). The error, or None."""
         mine = conn.tracking.prefixes if conn.tracking is not None else ()
-        for i, prefix in enumerate(prefixes):
-            for other in mine:
-                if other.startswith(prefix) or prefix.startswith(other):
-                    return _overlap(prefix, "an existing", other)
-            for other in prefixes[i + 1 :]:
-                if other.startswith(prefix) or prefix.startswith(other):
-                    return _overlap(prefix, "another provided", other)
+        if len(mine) + len(prefixes) > MAX_PREFIXES:
+            return f"ERR a client tracks at most {MAX_PREFIXES} prefixes"
+        if len(mine) + len(prefixes) <= _EXACT_CHECK:
+            for i, prefix in enumerate(prefixes):  # Redis's order, for its exact message
+                for other in mine:
+                    if other.startswith(prefix) or prefix.startswith(other):
+                        return _overlap(prefix, "an existing", other)
+                for other in prefixes[i + 1 :]:
+                    if other.startswith(prefix) or prefix.startswith(other):
+                        return _overlap(prefix, "another provided", other)
+            return None
+        # Sorted, a prefix nesting another is right before one it nests: O(n log n).
+        tagged = sorted([(p, False) for p in mine] + [(p, True) for p in prefixes])
+        for (first, new_first), (second, new_second) in itertools.pairwise(tagged):
+            if second.startswith(first):
+                which = "another provided" if new_first and new_second else "an existing"
+                return _overlap(second if new_second else first, which,
+                                first if new_second else second)  # fmt: skip
         return None
 
     # reads and writes ------------------------------------------------------------------
@@ -206,7 +232,10 @@ class Tracker:
         """A tracking client is about to read: note its keys (before the read, so a change
         committed after the read is taken is always sent)."""
         keys = self.keys
+        longest = conn.db.limits.max_key_bytes
         for key in tracked_keys(cmd, args):
+            if len(key) > longest:
+                continue  # no such key can exist, so none will change
             ids = keys.get(key)
             if ids is None:
                 keys[key] = {conn.id}
@@ -288,6 +317,7 @@ class Tracker:
             messages: list[Message] = []
             broadcast: dict[tuple[bytes, int], set[bytes]] = {}
             keys, prefixes, writers = self.keys, self.prefixes, self._writers
+            lengths = self._lengths
             for change in changes:
                 if redis_database(default_set, change.set_name) is None:
                     continue
@@ -298,12 +328,13 @@ class Tracker:
                     for client in ids:
                         if client != writer or not self._noloop(client):
                             messages.append((client, [key]))
-                if prefixes:
-                    for prefix, subscribers in prefixes.items():
-                        if key.startswith(prefix):
-                            for client in subscribers:
-                                if client != writer or not self._noloop(client):
-                                    broadcast.setdefault((prefix, client), set()).add(key)
+                for size in lengths:
+                    subscribers = prefixes.get(key[:size]) if size <= len(key) else None
+                    if subscribers:
+                        prefix = key[:size]
+                        for client in subscribers:
+                            if client != writer or not self._noloop(client):
+                                broadcast.setdefault((prefix, client), set()).add(key)
             for prefix_client in sorted(broadcast):
                 messages.append((prefix_client[1], sorted(broadcast[prefix_client])))
             if messages:
