@@ -292,12 +292,13 @@ class Tracker:
 
     # the tail --------------------------------------------------------------------------
 
-    def catch_up(self) -> None:
-        """Send the invalidations of every change committed since the last look (on the
-        loop: called after each of this process's commits, before its replies)."""
+    def catch_up(self, batches: int = 64) -> None:
+        """Send the invalidations of every change committed since the last look, reading
+        at most ``batches`` x ``BATCH`` changes (on the loop: called after each of this
+        process's commits, before its replies; the poll goes on with the rest)."""
         db = self.server.db
         default_set = self.server.config.default_set
-        for _ in range(64):  # bounded per call; the poll goes on with the rest
+        for _ in range(batches):
             try:
                 changes = db.changes(self._position, limit=BATCH)
             except ChangeLogTruncated as e:
@@ -351,7 +352,7 @@ class Tracker:
         while True:
             await asyncio.sleep(POLL_SECONDS)
             with contextlib.suppress(Exception):  # logged in catch_up; never stop the tail
-                self.catch_up()
+                self.catch_up(batches=4)  # a burst elsewhere never holds the loop for long
 
     def _send(self, messages: list[Message]) -> None:
         """Each (client, keys) as one invalidation: those keys, or None for everything.
