@@ -107,6 +107,13 @@ def _script(port: int) -> list[Any]:
         out += s.run("W", "MSET", "o1", "1", "o2", "2", "o3", "3")
         out += s.read("O", 1)
         out += s.run("O", "PING")
+        # as rueidis caches: CLIENT CACHING yes, then the read and its TTL in one MULTI
+        for command in (("CLIENT", "CACHING", "YES"), ("MULTI",), ("PTTL", "m"), ("GET", "m")):
+            out += s.run("O", *command)
+        out += s.run("O", "EXEC")
+        out += s.run("W", "SET", "m", "1")
+        out += s.read("O", 1)
+        out += s.run("O", "PING")
 
         # RESP2: through a REDIRECT to a subscribed connection
         out += s.run("R", "SUBSCRIBE", "__redis__:invalidate")

@@ -538,12 +538,17 @@ class Connection(asyncio.Protocol):
         self.last_command = cmd.name if cmd.metric is None else cmd.metric(args)
         tracking = self._tracking
         if tracking is not None:
-            if "readonly" in cmd.flags and tracking.remembers():
-                self.server.tracker.remember(self, cmd, args)
+            if tracking.remembers():
+                if "readonly" in cmd.flags:
+                    self.server.tracker.remember(self, cmd, args)
+                elif cmd.name == "exec" and self.multi is not None:
+                    self.server.tracker.remember_queued(self, self.multi.commands)
             if tracking.caching is not None and not (
-                cmd.name == "client" and len(args) > 1 and args[1].upper() == b"CACHING"
+                cmd.name == "multi"
+                or (cmd.name == "client" and len(args) > 1 and args[1].upper() == b"CACHING")
             ):
-                tracking.caching = None  # CLIENT CACHING covers the one command after it
+                # CLIENT CACHING covers the one command after it (a MULTI: up to its EXEC)
+                tracking.caching = None
         if self._heavy(cmd, args):
             return self._run_off_loop(cmd, args)
         if self._pending_writes and not cmd.is_write(args):

@@ -28,9 +28,12 @@ Rules (Redis 7's, except where said):
   most ``MAX_PREFIXES`` BCAST prefixes; a change is matched against them by one dict lookup
   per distinct prefix length, not one test per prefix (Redis walks a radix tree).
 - Keys are tracked by name in every database at once, as in Redis.
-- Differences: the reads of a MULTI/EXEC or a script are not remembered (Redis remembers
-  them), so a client should cache only plain reads (redis-py's cache does). Tracking is per
-  worker process with ``--workers``: a ``REDIRECT`` target must be served by the same worker.
+- The reads queued in a MULTI are remembered when EXEC runs, under the ``CLIENT CACHING``
+  given before the MULTI (rueidis caches through ``CLIENT CACHING yes``, ``MULTI``, ``PTTL``,
+  the read, ``EXEC``).
+- Differences: the reads of a script are not remembered (Redis remembers them), so a client
+  should not cache what a script read. Tracking is per worker process with ``--workers``: a
+  ``REDIRECT`` target must be served by the same worker.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import ChangeLogTruncated, EngramError
+from engramdb.server.commands import COMMANDS
 from engramdb.server.handlers.values import key_bytes
 from engramdb.server.notify import redis_database
 
@@ -246,6 +250,13 @@ class Tracker:
             # followed by the value, which the client would then cache, untracked.
             self._trim_scheduled = True
             asyncio.get_running_loop().call_soon(self._trim)
+
+    def remember_queued(self, conn: Connection, queued: list[list[bytes]]) -> None:
+        """EXEC is about to run the commands a MULTI queued: note its reads' keys."""
+        for args in queued:
+            cmd = COMMANDS.get(args[0]) or COMMANDS.get(args[0].upper())
+            if cmd is not None and "readonly" in cmd.flags:
+                self.remember(conn, cmd, args)
 
     def _trim(self) -> None:
         self._trim_scheduled = False
