@@ -45,6 +45,11 @@ class Session:
         conn.send(encode_command(*command))
         return conn.replies(frames)
 
+    def pipe(self, who: str, commands: list[tuple[str, ...]], frames: int) -> list[Any]:
+        """Send ``commands`` in one write (a pipeline) and read ``frames`` frames."""
+        self.conns[who].send(b"".join(encode_command(*command) for command in commands))
+        return self.conns[who].replies(frames)
+
     def read(self, who: str, frames: int) -> list[Any]:
         """Frames that arrive without a command (pushes)."""
         return self.conns[who].replies(frames)
@@ -114,6 +119,10 @@ def _script(port: int) -> list[Any]:
         out += s.run("W", "SET", "m", "1")
         out += s.read("O", 1)
         out += s.run("O", "PING")
+        # a cached read pipelined behind the client's own write (held until it commits)
+        out += s.pipe("O", [("SET", "n", "1"), ("CLIENT", "CACHING", "YES"), ("GET", "n")], 3)
+        out += s.run("W", "SET", "n", "2")
+        out += s.read("O", 1)
 
         # RESP2: through a REDIRECT to a subscribed connection
         out += s.run("R", "SUBSCRIBE", "__redis__:invalidate")

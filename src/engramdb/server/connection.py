@@ -536,23 +536,14 @@ class Connection(asyncio.Protocol):
         if self.server.monitors:
             tooling.feed_monitors(self, cmd, args)
         self.last_command = cmd.name if cmd.metric is None else cmd.metric(args)
-        tracking = self._tracking
-        if tracking is not None:
-            if tracking.remembers():
-                if "readonly" in cmd.flags:
-                    self.server.tracker.remember(self, cmd, args)
-                elif cmd.name == "exec" and self.multi is not None:
-                    self.server.tracker.remember_queued(self, self.multi.commands)
-            if tracking.caching is not None and not (
-                cmd.name == "multi"
-                or (cmd.name == "client" and len(args) > 1 and args[1].upper() == b"CACHING")
-            ):
-                # CLIENT CACHING covers the one command after it (a MULTI: up to its EXEC)
-                tracking.caching = None
         if self._heavy(cmd, args):
+            if self._tracking is not None and not (self._pending_writes or self._pending_other):
+                self._track(self._tracking, cmd, args)  # it runs now (see _run_off_loop)
             return self._run_off_loop(cmd, args)
         if self._pending_writes and not cmd.is_write(args):
             return False
+        if self._tracking is not None:
+            self._track(self._tracking, cmd, args)
         started = perf_counter_ns()
         try:
             result = cmd.handler(self, args[1:])
@@ -566,6 +557,21 @@ class Connection(asyncio.Protocol):
         if self._finish_after_reply:
             self.finish()
         return True
+
+    def _track(self, tracking: Tracking, cmd: Command, args: list[bytes]) -> None:
+        """CLIENT TRACKING: note the keys of a read about to run (not when it is held back
+        behind a write: that write's invalidation would forget them before the read runs)."""
+        if tracking.remembers():
+            if "readonly" in cmd.flags:
+                self.server.tracker.remember(self, cmd, args)
+            elif cmd.name == "exec" and self.multi is not None:
+                self.server.tracker.remember_queued(self, self.multi.commands)
+        if tracking.caching is not None and not (
+            cmd.name == "multi"
+            or (cmd.name == "client" and len(args) > 1 and args[1].upper() == b"CACHING")
+        ):
+            # CLIENT CACHING covers the one command after it (a MULTI: up to its EXEC)
+            tracking.caching = None
 
     def _start(self, cmd: Command, args: list[bytes], started: int, result: Any) -> bool:
         """Start what a handler returned to run later: a write, slow work, a deferral."""
@@ -1030,6 +1036,10 @@ class Connection(asyncio.Protocol):
 
     def pending(self) -> int:
         return len(self._slots)
+
+    def reads_pending(self) -> bool:
+        """Whether a read of this client runs off the loop (or waits) right now."""
+        return self._pending_other > 0
 
 
 def _same(value: Any) -> Any:

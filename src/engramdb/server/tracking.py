@@ -337,9 +337,19 @@ class Tracker:
                 writer = writers.pop(change.sequence, 0) if writers else 0
                 ids = keys.pop(key, None)
                 if ids:
+                    kept = None
                     for client in ids:
                         if client != writer or not self._noloop(client):
                             messages.append((client, [key]))
+                        conn = self.clients.get(client)
+                        if conn is not None and conn.reads_pending():
+                            # A read of its, off the loop, may have taken the key before
+                            # this change or after: whatever it returns is cached after
+                            # this message arrives, so the key stays tracked for it.
+                            kept = kept or set()
+                            kept.add(client)
+                    if kept:
+                        keys[key] = kept
                 for size in lengths:
                     subscribers = prefixes.get(key[:size]) if size <= len(key) else None
                     if subscribers:
