@@ -295,3 +295,21 @@ def test_a_client_cannot_make_tracking_cost_without_bound(serve: ServeFactory) -
     assert admin.info("stats")["tracking_total_keys"] == 1
     reader.close()
     admin.close()
+
+
+def test_fronts_of_one_postgres_database_invalidate_each_others_writes(
+    serve: ServeFactory, postgres_url: str
+) -> None:
+    """On the postgres engine the log is read on a worker thread (a round trip the loop
+    must not wait for): a write through either front reaches a tracking client of one."""
+    a = serve("--data", postgres_url, "--durability", "sync")
+    b = serve("--data", postgres_url, "--durability", "sync")
+    conn, ok = _tracking(b.port)
+    assert ok == [b"OK"]
+    conn.send(encode_command("MGET", "on-a", "on-b"))
+    conn.replies(1)
+    redis.Redis(port=a.port).set("on-a", "1")
+    assert conn.replies(1) == [[b"invalidate", [b"on-a"]]]
+    redis.Redis(port=b.port).set("on-b", "1")
+    assert conn.replies(1) == [[b"invalidate", [b"on-b"]]]
+    conn.close()

@@ -588,7 +588,7 @@ class Server:
         values, errors = self.db._commit.run_batch([item[0] for item in batch])
         self.inflight -= len(batch)  # ``Connection.complete`` of each, in one step
         if self.tracker.clients:
-            self.tracker.catch_up()  # invalidations queued before the replies
+            self.tracker.after_commit()  # invalidations queued before the replies
         for (_, conn, slot, then), value, error in zip(batch, values, errors):
             conn.settle(slot, True, then, value, error)
 

@@ -696,7 +696,7 @@ class Connection(asyncio.Protocol):
         server = self.server
         server.inflight -= 1
         if server.tracker.clients:
-            server.tracker.catch_up()  # invalidations queued before the reply
+            server.tracker.after_commit()  # invalidations queued before the reply
         self.settle(slot, is_write, then, value, error)
 
     def settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:

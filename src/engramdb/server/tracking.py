@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ from engramdb.server.handlers.values import key_bytes
 from engramdb.server.notify import redis_database
 
 if TYPE_CHECKING:
+    from engramdb.records.model import Change
     from engramdb.server.app import Server
     from engramdb.server.commands import Command
     from engramdb.server.connection import Connection
@@ -151,6 +153,8 @@ class Tracker:
         self._position = 0
         self._task: asyncio.Task[None] | None = None
         self._trim_scheduled = False
+        # A local data directory (LMDB): reading the log is a memory read, done on the loop.
+        self.local = not server.config.data.startswith(("postgresql://", "postgres://"))
 
     # clients ---------------------------------------------------------------------------
 
@@ -294,7 +298,7 @@ class Tracker:
         """FLUSHDB or FLUSHALL ran: every tracking client drops everything."""
         if not self.clients:
             return
-        self.catch_up()
+        self.after_commit()
         self._flush_all()
 
     def _flush_all(self) -> None:
@@ -303,66 +307,86 @@ class Tracker:
 
     # the tail --------------------------------------------------------------------------
 
+    def after_commit(self) -> None:
+        """This process committed: its invalidations go out before its replies. Not with a
+        ``postgresql://`` database, where reading the log is a round trip the loop must not
+        wait for: there the poll sends them, as for other processes' changes."""
+        if self.local:
+            self.catch_up()
+
     def catch_up(self, batches: int = 64) -> None:
         """Send the invalidations of every change committed since the last look, reading
-        at most ``batches`` x ``BATCH`` changes (on the loop: called after each of this
-        process's commits, before its replies; the poll goes on with the rest)."""
-        db = self.server.db
-        default_set = self.server.config.default_set
+        at most ``batches`` x ``BATCH`` changes on the loop (the poll goes on with the
+        rest)."""
         for _ in range(batches):
-            try:
-                changes = db.changes(self._position, limit=BATCH)
-            except ChangeLogTruncated as e:
-                log.warning("client tracking missed changes (log trimmed): flushing caches")
-                self._position = e.first_sequence - 1
-                self._writers.clear()
-                self._flush_all()
+            changes = self._read(self._position)
+            if changes is None:
+                continue  # a gap: every cache was flushed; read on from the log's start
+            if not self._apply(changes):
+                return
+
+    def _read(self, position: int) -> list[Change] | None:
+        """The changes after ``position`` (None: the log was trimmed past it, so every
+        tracking client was told to drop everything)."""
+        try:
+            return self.server.db.changes(position, limit=BATCH)
+        except ChangeLogTruncated as e:
+            log.warning("client tracking missed changes (log trimmed): flushing caches")
+            self._position = e.first_sequence - 1
+            self._writers.clear()
+            self._flush_all()
+            return None
+        except EngramError as e:
+            log.warning("client tracking paused: %s", e)
+            return []
+
+    def _apply(self, changes: list[Change]) -> bool:
+        """Send the invalidations of ``changes`` (read from ``_position``); True when a
+        whole batch came, so more may follow."""
+        full = len(changes) == BATCH
+        if not changes or changes[-1].sequence <= self._position:
+            return False
+        changes = [c for c in changes if c.sequence > self._position]
+        default_set = self.server.config.default_set
+        self._position = changes[-1].sequence
+        # As Redis: a remembered key is one message per key and client, at once; BCAST
+        # is one message per prefix and client, its keys sorted, after them.
+        messages: list[Message] = []
+        broadcast: dict[tuple[bytes, int], set[bytes]] = {}
+        keys, prefixes, writers = self.keys, self.prefixes, self._writers
+        lengths = self._lengths
+        for change in changes:
+            if redis_database(default_set, change.set_name) is None:
                 continue
-            except EngramError as e:
-                log.warning("client tracking paused: %s", e)
-                return
-            if not changes:
-                return
-            self._position = changes[-1].sequence
-            # As Redis: a remembered key is one message per key and client, at once; BCAST
-            # is one message per prefix and client, its keys sorted, after them.
-            messages: list[Message] = []
-            broadcast: dict[tuple[bytes, int], set[bytes]] = {}
-            keys, prefixes, writers = self.keys, self.prefixes, self._writers
-            lengths = self._lengths
-            for change in changes:
-                if redis_database(default_set, change.set_name) is None:
-                    continue
-                key = key_bytes(change.key)
-                writer = writers.pop(change.sequence, 0) if writers else 0
-                ids = keys.pop(key, None)
-                if ids:
-                    kept = None
-                    for client in ids:
+            key = key_bytes(change.key)
+            writer = writers.pop(change.sequence, 0) if writers else 0
+            ids = keys.pop(key, None)
+            if ids:
+                kept = None
+                for client in ids:
+                    if client != writer or not self._noloop(client):
+                        messages.append((client, [key]))
+                    conn = self.clients.get(client)
+                    if conn is not None and conn.reads_pending():
+                        # A read of its, off the loop, may have taken the key before
+                        # this change or after: whatever it returns is cached after
+                        # this message arrives, so the key stays tracked for it.
+                        kept = kept or set()
+                        kept.add(client)
+                if kept:
+                    keys[key] = kept
+            for size in lengths:
+                subscribers = prefixes.get(key[:size]) if size <= len(key) else None
+                if subscribers:
+                    prefix = key[:size]
+                    for client in subscribers:
                         if client != writer or not self._noloop(client):
-                            messages.append((client, [key]))
-                        conn = self.clients.get(client)
-                        if conn is not None and conn.reads_pending():
-                            # A read of its, off the loop, may have taken the key before
-                            # this change or after: whatever it returns is cached after
-                            # this message arrives, so the key stays tracked for it.
-                            kept = kept or set()
-                            kept.add(client)
-                    if kept:
-                        keys[key] = kept
-                for size in lengths:
-                    subscribers = prefixes.get(key[:size]) if size <= len(key) else None
-                    if subscribers:
-                        prefix = key[:size]
-                        for client in subscribers:
-                            if client != writer or not self._noloop(client):
-                                broadcast.setdefault((prefix, client), set()).add(key)
-            for prefix_client in sorted(broadcast):
-                messages.append((prefix_client[1], sorted(broadcast[prefix_client])))
-            if messages:
-                self._send(messages)
-            if len(changes) < BATCH:
-                return
+                            broadcast.setdefault((prefix, client), set()).add(key)
+        for prefix_client in sorted(broadcast):
+            messages.append((prefix_client[1], sorted(broadcast[prefix_client])))
+        if messages:
+            self._send(messages)
+        return full
 
     def _noloop(self, client: int) -> bool:
         conn = self.clients.get(client)
@@ -370,10 +394,19 @@ class Tracker:
 
     async def _poll(self) -> None:
         """Changes made outside this process (other workers, other processes)."""
+        local = self.local
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            with contextlib.suppress(Exception):  # logged in catch_up; never stop the tail
-                self.catch_up(batches=4)  # a burst elsewhere never holds the loop for long
+            with contextlib.suppress(Exception):  # logged in _read; never stop the tail
+                if local:
+                    self.catch_up(batches=4)  # a burst elsewhere never holds the loop long
+                    continue
+                for _ in range(4):  # a round trip: read on a thread, sent on the loop
+                    changes = await self.server.in_thread(
+                        functools.partial(self._read, self._position)
+                    )
+                    if changes is None or not self._apply(changes):
+                        break
 
     def _send(self, messages: list[Message]) -> None:
         """Each (client, keys) as one invalidation: those keys, or None for everything.
