@@ -101,7 +101,7 @@ def _pairs(items: Any) -> list[tuple[Key, Any]]:
     return pairs
 
 
-def _after(prefix: bytes) -> bytes:
+def after_prefix(prefix: bytes) -> bytes:
     """The smallest byte string greater than every string starting with ``prefix``."""
     stripped = prefix.rstrip(b"\xff")
     if not stripped:
@@ -241,7 +241,7 @@ class RecordSet:
         if type(reverse) is not bool:
             raise InvalidArgument(f"reverse must be a bool, not {reverse!r}")
         base = self._prefix + (key_prefix(prefix) if prefix is not None else b"")
-        lo, hi = base, _after(base)
+        lo, hi = base, after_prefix(base)
         if start is not None:
             lo = max(lo, self._prefix + encode_key(start, self._limits))
         if end is not None:

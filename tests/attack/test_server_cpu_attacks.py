@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 import engramdb
 from engramdb.observability.metrics import OpMetrics, bucket_index
 from engramdb.protocol.resp import Budget, ParserLimits, RequestParser, encode_command
+from engramdb.recordset import after_prefix
 from engramdb.server.reclaim import Reclaimer
+from engramdb.server.structures import DEAD, ELEMENTS
 
 from .conftest import ServeFactory
 
@@ -145,6 +147,33 @@ def test_structures_removed_amid_thousands_of_writes_are_found_and_reclaimed(
     assert r.lrange("keep", 0, 2) == [b"0", b"1", b"2"]
     assert r.exists("gone") == 0
     assert r.hgetall("overwritten") == {b"a": b"1"}
+
+
+def test_structures_whose_id_ends_in_a_0xff_byte_are_reclaimed(serve: ServeFactory) -> None:
+    """An id is a change-log sequence: one in 256 ends in 0xff, and the end of its elements'
+    range was once computed by adding one to that byte, which failed, so the reclaimer
+    stopped at that structure for good (every removed structure after it leaked)."""
+    server = serve("--durability", "none")
+    r = redis.Redis(port=server.port, socket_timeout=30)
+    # Three changes per round (the list made, the list removed, a pad) step the next id
+    # through every residue mod 256 within 256 rounds. 100 items: too many to delete with
+    # the list (INLINE_REMOVE), so they are left to the reclaimer.
+    items = [b"%d" % i for i in range(100)]
+    for i in range(300):
+        r.rpush(f"list{i}", *items)
+        r.delete(f"list{i}")
+        r.set("pad", i)
+    r.close()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    db = engramdb.open(server.data)
+    try:
+        Reclaimer(db, ["default"]).run()
+        engine = db._engine
+        assert engine.scan(ELEMENTS, after_prefix(ELEMENTS), 1) == []  # every element gone
+        assert engine.scan(DEAD, after_prefix(DEAD), 1) == []  # and every id to reclaim
+    finally:
+        db.close()
 
 
 # ZADD's score check -------------------------------------------------------------------------

@@ -313,3 +313,80 @@ def test_fronts_of_one_postgres_database_invalidate_each_others_writes(
     redis.Redis(port=b.port).set("on-b", "1")
     assert conn.replies(1) == [[b"invalidate", [b"on-b"]]]
     conn.close()
+
+
+# random sequences, differential against Redis ------------------------------------------
+
+TRACKED = ["a", "b", "c", "p:a", "p:b", "q"]
+_PINGED = b"PONG"
+
+
+def _frames_until_pong(conn: Raw) -> list[Any]:
+    """Every frame up to the PONG of a PING just sent (the pushes before it, in order)."""
+    out: list[Any] = []
+    while True:
+        (frame,) = conn.replies(1)
+        if frame == _PINGED:
+            return out
+        out.append(frame)
+
+
+def _tracking_run(port: int, mode: str, seed: int, steps: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    key = lambda: rng.choice(TRACKED)  # noqa: E731
+    reads = [
+        lambda: ("GET", key()),
+        lambda: ("MGET", key(), key()),
+        lambda: ("HGET", key(), "f"),
+        lambda: ("LRANGE", key(), "0", "-1"),
+        lambda: ("STRLEN", key()),
+        lambda: ("EXISTS", key()),
+        lambda: ("TYPE", key()),
+    ]
+    writes = [
+        lambda: ("SET", key(), str(rng.randrange(5))),
+        lambda: ("DEL", key(), key()),
+        lambda: ("MSET", key(), "1", key(), "2"),
+        lambda: ("INCR", key()),
+        lambda: ("HSET", key(), "f", "v"),
+        lambda: ("RPUSH", key(), "x"),
+        lambda: ("EXPIRE", key(), rng.choice(["1000", "0"])),
+        lambda: ("PERSIST", key()),
+        lambda: ("RENAME", key(), key()),
+    ]
+    log: list[str] = []
+    with Session(port) as s:
+        s.run("W", "FLUSHALL")
+        s.run("T", "HELLO", "3")
+        options = {"default": (), "optin": ("OPTIN",), "bcast": ("BCAST", "PREFIX", "p:")}
+        log += map(repr, s.run("T", "CLIENT", "TRACKING", "ON", *options[mode]))
+        for _ in range(steps):
+            roll = rng.random()
+            if roll < 0.45:
+                if mode == "optin" and rng.random() < 0.5:
+                    log += map(repr, s.run("T", "CLIENT", "CACHING", "YES"))
+                command = rng.choice(reads)()
+                who = "T"
+            elif roll < 0.9:
+                command, who = rng.choice(writes)(), "W"
+            else:
+                command, who = rng.choice(writes)(), "T"  # the tracking client's own write
+            log.append(f"{who} {command} -> {s.run(who, *command)!r}")
+            s.conns["T"].send(encode_command("PING"))
+            log.append(f"pushes {_frames_until_pong(s.conns['T'])!r}")
+    return log
+
+
+@pytest.mark.parametrize("mode", ["default", "optin", "bcast"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_sequences_invalidate_as_redis(
+    mode: str, seed: int, engramdb_server: PeerServed, redis_server: PeerServed
+) -> None:
+    ours = _tracking_run(engramdb_server.port, mode, seed, 400)
+    theirs = _tracking_run(redis_server.port, mode, seed, 400)
+    for i, (got, want) in enumerate(zip(ours, theirs)):
+        shown = "\n".join(theirs[max(0, i - 8) : i])
+        assert got == want, f"after:\n{shown}\nengramdb {got}\nredis    {want}"
+    assert len(ours) == len(theirs)

@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from engramdb.errors import StorageError
+from engramdb.recordset import after_prefix
 from engramdb.server.structures import DEAD, ELEMENTS, OWNER, SET_PREFIX, Found
 
 if TYPE_CHECKING:
@@ -48,10 +49,6 @@ _CHANGES = 5000
 # are under a quarter as many, all of them are checked instead of reading the changes
 # (``_check_few``; an owner check costs a few change reads).
 _CHECK_ALL_BELOW = 64
-
-
-def _after(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 class Reclaimer:
@@ -162,7 +159,7 @@ class Reclaimer:
     def _check_all(self) -> None:
         """Check every owner entry (the change log does not reach back far enough)."""
         engine = self._db._engine
-        start, end = OWNER, _after(OWNER)
+        start, end = OWNER, after_prefix(OWNER)
         while not self._stop.is_set():
             rows = engine.scan(start, end, PAGE)
             cut = len(OWNER)
@@ -176,7 +173,7 @@ class Reclaimer:
         nothing was checked). Any structure removed by a change committed before this is
         called has its owner entry in the scan, as in ``_check_all``."""
         cut = len(OWNER)
-        rows = self._db._engine.scan(OWNER, _after(OWNER), most)
+        rows = self._db._engine.scan(OWNER, after_prefix(OWNER), most)
         if len(rows) >= most:
             return False
         self._bury([rk[cut:] for rk, _ in rows if self._orphan(rk[cut:]) is not None])
@@ -232,13 +229,13 @@ class Reclaimer:
         engine = self._db._engine
         removed = 0
         while not self._stop.is_set():
-            dead = engine.scan(DEAD, _after(DEAD), 64)
+            dead = engine.scan(DEAD, after_prefix(DEAD), 64)
             if not dead:
                 return removed
             for rk, _ in dead:
                 sid = rk[len(DEAD) :]
                 prefix = ELEMENTS + sid
-                rows = engine.scan(prefix, _after(prefix), PAGE)
+                rows = engine.scan(prefix, after_prefix(prefix), PAGE)
                 removed += len(rows)
                 self._db._write(_deleter([r for r, _ in rows], rk if len(rows) < PAGE else None))
                 if self._stop.is_set():

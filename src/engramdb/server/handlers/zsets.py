@@ -16,6 +16,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engramdb.protocol.resp import NULL_ARRAY, Double
+from engramdb.recordset import after_prefix
 from engramdb.server.commands import RedisError, Reply, command
 from engramdb.server.handlers.lists import _parse_mpop, blocking, parse_timeout, wake
 from engramdb.server.handlers.members import (
@@ -56,14 +57,6 @@ _NOT_FLOAT = "ERR value is not a valid float"
 _MIN_MAX = "ERR min or max is not a float"
 _LEX = "ERR min or max not valid string range item"
 _INF = float("inf")
-
-
-def _after(prefix: bytes) -> bytes:
-    """The smallest byte string greater than every string starting with ``prefix``."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return prefix + b"\xff"
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 # numbers ----------------------------------------------------------------------------------
@@ -121,7 +114,8 @@ class _ScoreRange:
         """The element-key range ``[lo, hi)`` of the order index holding this range."""
         low = _S + score_bytes(self.low)
         high = _S + score_bytes(self.high)
-        return (_after(low) if self.low_open else low), (high if self.high_open else _after(high))
+        start = after_prefix(low) if self.low_open else low
+        return start, (high if self.high_open else after_prefix(high))
 
 
 _MINUS, _PLUS = object(), object()  # "-" and "+": below and above every member
