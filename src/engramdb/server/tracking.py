@@ -319,26 +319,30 @@ class Tracker:
         at most ``batches`` x ``BATCH`` changes on the loop (the poll goes on with the
         rest)."""
         for _ in range(batches):
-            changes = self._read(self._position)
-            if changes is None:
-                continue  # a gap: every cache was flushed; read on from the log's start
-            if not self._apply(changes):
+            if not self._take(self._read(self._position)):
                 return
 
-    def _read(self, position: int) -> list[Change] | None:
-        """The changes after ``position`` (None: the log was trimmed past it, so every
-        tracking client was told to drop everything)."""
+    def _read(self, position: int) -> list[Change] | int:
+        """The changes after ``position``, or where the log now starts when it was trimmed
+        past ``position`` (on the loop, or on a worker thread: no other side effect)."""
         try:
             return self.server.db.changes(position, limit=BATCH)
         except ChangeLogTruncated as e:
-            log.warning("client tracking missed changes (log trimmed): flushing caches")
-            self._position = e.first_sequence - 1
-            self._writers.clear()
-            self._flush_all()
-            return None
+            return e.first_sequence - 1
         except EngramError as e:
             log.warning("client tracking paused: %s", e)
             return []
+
+    def _take(self, read: list[Change] | int) -> bool:
+        """What ``_read`` gave, on the loop; True when more may follow."""
+        if isinstance(read, int):
+            # Changes were trimmed before they were read: any key may have changed.
+            log.warning("client tracking missed changes (log trimmed): flushing caches")
+            self._position = max(self._position, read)
+            self._writers.clear()
+            self._flush_all()
+            return True
+        return self._apply(read)
 
     def _apply(self, changes: list[Change]) -> bool:
         """Send the invalidations of ``changes`` (read from ``_position``); True when a
@@ -402,10 +406,10 @@ class Tracker:
                     self.catch_up(batches=4)  # a burst elsewhere never holds the loop long
                     continue
                 for _ in range(4):  # a round trip: read on a thread, sent on the loop
-                    changes = await self.server.in_thread(
+                    read = await self.server.in_thread(
                         functools.partial(self._read, self._position)
                     )
-                    if changes is None or not self._apply(changes):
+                    if not self._take(read):
                         break
 
     def _send(self, messages: list[Message]) -> None:
