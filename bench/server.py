@@ -7,8 +7,8 @@ Fresh servers per phase. throughput: ``redis-benchmark -t TEST -c 50 -n N -q --c
 ``--repeats`` runs per test taking turns (each flushed first), the median by rps reported with
 the server's CPU time and group commits. durable: engramdb ``sync`` against Redis
 ``--appendfsync always``. latency: redis-py → Redis, redis-py → engramdb and the engramdb
-client taking turns on one thread. lpush-flat: LPUSH as one list grows. workers: ``--workers
-2`` against one.
+client taking turns on one thread. lpush-flat: LPUSH as one list grows. tracking: SET while a
+client tracks (CLIENT TRACKING). workers: ``--workers 2`` against one.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import os
 import random
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -59,6 +61,8 @@ SYSTEMS = {  # id: (name in tables, configuration)
     "redis_always": ("Redis", "redis-server --appendonly yes --appendfsync always"),
     "engramdb_sync": ("engramdb", "engramdb serve --durability sync"),
     "engramdb_w1": ("engramdb, 1 worker", "engramdb serve --durability async"),
+    "engramdb_tracked": ("engramdb, a client tracking", "CLIENT TRACKING ON, RESP3"),
+    "engramdb_bcast": ("engramdb, a BCAST client", "CLIENT TRACKING ON BCAST, RESP3"),
     "engramdb_w2": ("engramdb, 2 workers", "engramdb serve --durability async --workers 2"),
 }
 FAST, DURABLE = ("engramdb", "redis"), ("engramdb_sync", "redis_always")  # (ours, peer)
@@ -246,6 +250,19 @@ class Bench:
                 have = length + s.repeats * s.flat_requests
             e.flush()
 
+    def tracking(self, e: Endpoint) -> None:
+        """SET with nobody tracking, with a client tracking (the log is read back after each
+        commit) and with a BCAST client sent every write, taking turns."""
+        s = self.s
+        modes = {"engramdb": None, "engramdb_tracked": "", "engramdb_bcast": " BCAST"}
+        task = self.progress.add_task("tracking", total=len(modes) * s.repeats)
+        for repeat, (system, option) in itertools.product(range(s.repeats), modes.items()):
+            with _tracker(e.server.port, option):
+                e.flush()
+                run = self.bench(task, Endpoint(system, e.server, e.client), "set", s.requests,
+                                 repeat=repeat)  # fmt: skip
+                run["test"] = "set@tracking"
+
     def latency_runs(self, redis_port: int, engram: EngramServer) -> None:
         """GET and SET of seeded random preloaded keys, the same sequence through each client."""
         s, rng = self.s, random.Random(self.s.seed)
@@ -283,6 +300,33 @@ class Bench:
 
 
 # the report --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tracker(port: int, option: str | None) -> Any:
+    """A RESP3 connection with ``CLIENT TRACKING ON<option>`` (None: none) reading whatever
+    it is sent, for as long as the block runs."""
+    if option is None:
+        yield
+        return
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(b"HELLO 3\r\nCLIENT TRACKING ON" + option.encode() + b"\r\nPING\r\n")
+    seen = b""
+    while b"+PONG" not in seen:
+        seen += conn.recv(65536)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(1 << 20):
+                pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        conn.close()
+        reader.join(timeout=5)
 
 
 def find_run(runs: Sequence[Run], system: str, test: str, p: int = 1) -> Run | None:
@@ -481,6 +525,18 @@ def build_report(b: Bench, machine: dict[str, str], quick: bool) -> Report:
           f"{s.flat_requests:,}` onto one list (`mylist`), after untimed pipelined LPUSHes grew it "
           f"to that length (up to {s.flat_items:,} items); rps and latency of the median run by "
           "rps.")  # fmt: skip
+    base = median_cpu_us(runs, "engramdb", "set@tracking")
+    table("Client tracking: what it costs the writes",
+          ["server", "SET rps", "CPU µs/req (median)", "CPU vs nobody tracking"],
+          [[SYSTEMS[x][0], cells(r)[0], fmt_cpu(cpu := median_cpu_us(runs, x, "set@tracking")),
+            fmt_ratio(cpu / base) if cpu and base else "—"]
+           for x in ("engramdb", "engramdb_tracked", "engramdb_bcast")
+           if (r := find_run(runs, x, "set@tracking"))], "lrrr",
+          text=f"`redis-benchmark -t set -c {s.clients} -n {s.requests:,}` against `engramdb serve "
+          "--durability async`, with nobody tracking, with one RESP3 client that ran `CLIENT "
+          "TRACKING ON` (each commit's changes are read back from the log before its replies), "
+          "and with one that ran `CLIENT TRACKING ON BCAST` (sent an invalidation for every "
+          f"write), taking turns, {s.repeats} runs each.")  # fmt: skip
     table("Worker processes",
           ["server", "test", "-P", "rps", "p50 / p99 ms", "CPU µs/req", "core use",
            "redis-benchmark core use"],
@@ -548,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             b.throughput("no fsync", endpoints, {1: s.requests, 16: s.pipelined_requests})
             b.latency_runs(r.port, e)
             b.lpush_flat(endpoints)
+            b.tracking(endpoints[1])
         with contextlib.ExitStack() as stack:  # SET, GET: 1 and 2 workers
             endpoints = [Endpoint(x, stack.enter_context(EngramServer(f"{root}/engramdb-{x}",
                          durability="async", extra_args=("--workers", x[-1]))))
