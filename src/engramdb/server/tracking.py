@@ -435,7 +435,7 @@ class Tracker:
                 if by_id is None:
                     by_id = {c.id: c for c in self.server.connections}
                 found = by_id.get(tracking.redirect)
-                if found is None or found._closing:
+                if found is None:  # gone (one closing drops the message itself)
                     if not tracking.broken:
                         tracking.broken = True
                         if conn.resp3:
