@@ -390,3 +390,29 @@ def test_random_sequences_invalidate_as_redis(
         shown = "\n".join(theirs[max(0, i - 8) : i])
         assert got == want, f"after:\n{shown}\nengramdb {got}\nredis    {want}"
     assert len(ours) == len(theirs)
+
+
+def test_changes_trimmed_before_they_were_read_flush_every_cache(serve: ServeFactory) -> None:
+    """The server is stopped (SIGSTOP) while another process writes and trims the log past
+    what the tracker read: when it runs again, it cannot know what changed, so every
+    tracking client is told to drop everything."""
+    import signal
+
+    server = serve("--durability", "none")
+    conn, _ = _tracking(server.port)
+    conn.send(encode_command("GET", "k"))
+    conn.replies(1)
+    server.signal(signal.SIGSTOP)
+    try:
+        with engramdb.open(server.data, changelog_retention=1, sweep_interval=None) as db:
+            for i in range(5):
+                db.records("default").put("k", {"$string": b"%d" % i})
+            db.sweep()  # keeps the last change only
+    finally:
+        server.signal(signal.SIGCONT)
+    assert conn.replies(1) == [[b"invalidate", None]]
+    conn.send(encode_command("GET", "k"))
+    assert conn.replies(1) == [b"4"]
+    redis.Redis(port=server.port).set("k", "again")  # tracked again after the flush
+    assert conn.replies(1) == [[b"invalidate", [b"k"]]]
+    conn.close()
