@@ -554,6 +554,8 @@ class Server:
     def _deliver_completions(self) -> None:
         self._completions_scheduled = False
         completed = self._completed
+        if self.tracker.clients:
+            self.tracker.after_commit()  # invalidations queued before the replies
         # A big batch is delivered a slice per loop turn, polling the sockets in between.
         for _ in range(min(len(completed), _COMPLETIONS_PER_TURN)):
             (_, conn, slot, then), value, error = completed.popleft()
@@ -606,6 +608,8 @@ class Server:
 
         def finished(f: asyncio.Future[Any]) -> None:
             error = f.exception()
+            if self.tracker.clients:
+                self.tracker.after_commit()  # an offloaded write's invalidations first
             conn.complete(slot, False, then, None if error else f.result(), error)
 
         future.add_done_callback(finished)

@@ -142,6 +142,14 @@ class Command:
             return self.writes(args)
         return "write" in self.flags
 
+    def key_args(self, args: list[bytes]) -> list[bytes]:
+        """The keys at this command's fixed key positions in ``args`` (the name first);
+        none when it declares none (``first_key`` 0: no keys, or keys after a count)."""
+        if self.first_key <= 0:
+            return []
+        last = self.last_key if self.last_key >= 0 else len(args) + self.last_key
+        return args[self.first_key : last + 1 : max(1, self.step)]
+
     def metric_name(self, args: list[bytes]) -> str:
         """The name this call is counted under (``ENGRAM`` counts per method)."""
         if self.metric is not None:

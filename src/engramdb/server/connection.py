@@ -693,10 +693,7 @@ class Connection(asyncio.Protocol):
 
     def complete(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:
         """A write or offloaded read finished (called on the event loop)."""
-        server = self.server
-        server.inflight -= 1
-        if server.tracker.clients:
-            server.tracker.after_commit()  # invalidations queued before the reply
+        self.server.inflight -= 1
         self.settle(slot, is_write, then, value, error)
 
     def settle(self, slot: _Slot, is_write: bool, then: Any, value: Any, error: Any) -> None:

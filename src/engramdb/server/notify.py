@@ -336,6 +336,4 @@ def _command_keys(cmd: Command, args: list[bytes]) -> list[Key]:
         # SORT writes only its STORE destination (the key after the last STORE).
         stores = [i for i, arg in enumerate(args[2:-1], start=2) if arg.upper() == b"STORE"]
         return [key_of(args[stores[-1] + 1])] if stores else []
-    last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
-    step = max(1, cmd.step)
-    return [key_of(raw) for raw in args[cmd.first_key : last + 1 : step]]
+    return [key_of(raw) for raw in cmd.key_args(args)]

@@ -132,10 +132,7 @@ def tracked_keys(cmd: Command, args: list[bytes]) -> list[bytes]:
         except (ValueError, IndexError):
             return []
         return args[at + 1 : at + 1 + count] if count > 0 else []
-    if cmd.first_key <= 0:
-        return []
-    last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
-    return args[cmd.first_key : last + 1 : max(1, cmd.step)]
+    return cmd.key_args(args)
 
 
 class Tracker:

@@ -694,11 +694,8 @@ def _keys_of(args: list[bytes]) -> tuple[Command, list[bytes]]:
         if count < 0 or count > len(args) - 3:
             raise Reply("ERR Invalid arguments specified for command")
         keys = args[3 : 3 + count]
-    elif cmd.first_key <= 0:
-        keys = []
     else:
-        last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
-        keys = args[cmd.first_key : last + 1 : max(1, cmd.step)]
+        keys = cmd.key_args(args)
     if not keys and cmd.name not in ("eval", "evalsha"):
         raise Reply("ERR The command has no key arguments")
     return cmd, keys
